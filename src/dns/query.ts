@@ -1,0 +1,131 @@
+// Reads a query's header, its one question and its OPT record straight from
+// the Buffer. A generic decoder (dns2's Packet.parse) costs ~10× more per
+// query on this hot path (../shared/bench/BASELINE.md), and the relayed bytes
+// must stay untouched anyway (DESIGN.md "Forward raw bytes").
+import { FLAG_CD, FLAG_QR, FLAG_RD, MIN_UDP_PAYLOAD, RCODE, TYPE } from './constants.js';
+
+export type Proto = 'udp' | 'tcp';
+
+export interface Query {
+  /** The bytes as received; never modified. */
+  readonly buf: Buffer;
+  readonly id: number;
+  readonly opcode: number;
+  readonly rd: boolean;
+  readonly cd: boolean;
+  /** Lower-cased, without the trailing dot; '' for the root. */
+  readonly qname: string;
+  readonly qtype: number;
+  readonly qclass: number;
+  /** Offset just past the question (12 + name + type + class); 12 when there is no readable question. */
+  readonly qend: number;
+  /** 0 when well-formed; otherwise the rcode to answer with (FORMERR, NOTIMP, BADVERS). */
+  readonly problem: number;
+  /** The client sent an OPT record (RFC 6891). */
+  readonly edns: boolean;
+  /** The largest UDP reply the client accepts: 512 without EDNS (RFC 6891 §6.2.5: never below 512). */
+  readonly udpSize: number;
+  /** DO bit (RFC 3225): the reply must echo it. */
+  readonly dnssecOk: boolean;
+  readonly client: string;
+  readonly proto: Proto;
+  /** performance.now() when the query arrived, for the latency histogram. */
+  readonly arrived: number;
+}
+
+/**
+ * Decodes a query, or returns undefined when the packet should be dropped
+ * without a reply: shorter than a header, or a response (QR=1) — answering
+ * those would let two servers bounce packets at each other forever.
+ */
+export function decodeQuery(buf: Buffer, client: string, proto: Proto, arrived: number): Query | undefined {
+  if (buf.length < 12 || (buf[2]! & FLAG_QR) !== 0) return undefined;
+  const opcode = (buf[2]! >> 3) & 0x0f;
+  let problem = 0;
+  let qname = '';
+  let qtype = 0;
+  let qclass = 0;
+  let qend = 12;
+  let edns = false;
+  let udpSize = MIN_UDP_PAYLOAD;
+  let dnssecOk = false;
+  if (opcode !== 0) {
+    problem = RCODE.NOTIMP; // RFC 1035 §4.1.1: only standard QUERY is implemented
+  } else if (buf.readUInt16BE(4) !== 1) {
+    problem = RCODE.FORMERR; // one question per message in practice (RFC 9619)
+  } else {
+    const name = readQuestionName(buf);
+    if (name === undefined || name.end + 4 > buf.length) {
+      problem = RCODE.FORMERR;
+    } else {
+      qname = name.name;
+      qtype = buf.readUInt16BE(name.end);
+      qclass = buf.readUInt16BE(name.end + 2);
+      qend = name.end + 4;
+      // The client's OPT is in the additional section; walk whatever follows the question.
+      const rrs = buf.readUInt16BE(6) + buf.readUInt16BE(8) + buf.readUInt16BE(10);
+      let off = qend;
+      for (let i = 0; i < rrs; i++) {
+        const end = skipName(buf, off);
+        if (end < 0 || end + 10 > buf.length) {
+          problem = RCODE.FORMERR;
+          break;
+        }
+        const type = buf.readUInt16BE(end);
+        const rdlen = buf.readUInt16BE(end + 8);
+        if (type === TYPE.OPT) {
+          if (edns) {
+            problem = RCODE.FORMERR; // RFC 6891 §6.1.1: more than one OPT is FORMERR
+            break;
+          }
+          edns = true;
+          udpSize = Math.max(MIN_UDP_PAYLOAD, buf.readUInt16BE(end + 2));
+          dnssecOk = (buf[end + 6]! & 0x80) !== 0;
+          if (buf[end + 5] !== 0) problem = RCODE.BADVERS; // RFC 6891 §6.1.3: only version 0
+        }
+        off = end + 10 + rdlen;
+        if (off > buf.length) {
+          problem = RCODE.FORMERR;
+          break;
+        }
+      }
+    }
+  }
+  return {
+    buf, id: buf.readUInt16BE(0), opcode, rd: (buf[2]! & FLAG_RD) !== 0, cd: (buf[3]! & FLAG_CD) !== 0,
+    qname, qtype, qclass, qend, problem, edns, udpSize, dnssecOk, client, proto, arrived,
+  };
+}
+
+/** The question name at offset 12, uncompressed (a pointer there could only point backwards into the header). */
+function readQuestionName(buf: Buffer): { name: string; end: number } | undefined {
+  let off = 12;
+  let name = '';
+  for (;;) {
+    const len = buf[off];
+    if (len === undefined || len > 63) return undefined;
+    off++;
+    if (len === 0) break;
+    if (off + len > buf.length || off - 12 + len > 255) return undefined;
+    if (name.length) name += '.';
+    for (let i = off; i < off + len; i++) {
+      const c = buf[i]!;
+      // ASCII case folding only (RFC 4343); other bytes are kept as they are.
+      name += String.fromCharCode(c >= 65 && c <= 90 ? c + 32 : c);
+    }
+    off += len;
+  }
+  return { name, end: off };
+}
+
+/** Offset just past a possibly compressed name, or -1 when it runs off the end or is malformed. */
+export function skipName(buf: Buffer, off: number): number {
+  for (;;) {
+    const len = buf[off];
+    if (len === undefined) return -1;
+    if (len === 0) return off + 1;
+    if ((len & 0xc0) === 0xc0) return off + 2 <= buf.length ? off + 2 : -1;
+    if (len > 63) return -1;
+    off += len + 1;
+  }
+}

@@ -1,0 +1,50 @@
+// One catalogue of stable error codes (as Fastify does). Logs, the CLI and
+// tests match on `code`, never on message text; README "Error codes" documents
+// every entry and a test keeps the two in step.
+export const ERROR_CODES = {
+  SH_CONFIG_SYNTAX: 'the YAML of a config or exceptions file does not parse',
+  SH_CONFIG_INVALID: 'a config value has the wrong type, is out of range or is an unknown key',
+  SH_CONFIG_READ: 'a config, list or exceptions file cannot be read',
+  SH_LIST_SYNTAX: 'a blocklist line is not a rule in any accepted form',
+  SH_LIST_EMPTY: 'a blocklist has no rules (take it out of blocking.enforce instead)',
+  SH_EXCEPTION_INVALID: 'an exception record is incomplete or names an unknown group, list or date',
+  SH_LISTEN: 'a listener could not bind its address (in use, or not permitted)',
+  SH_USAGE: 'the command line is not understood',
+  SH_UPSTREAM: 'an upstream server specification is not understood',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** Where in a file a problem is; line and col are 1-based, as editors show them. */
+export interface Problem {
+  code: ErrorCode;
+  file: string;
+  line: number;
+  col: number;
+  message: string;
+}
+
+export function formatProblem(p: Problem): string {
+  return `${p.file}:${p.line}:${p.col}: ${p.message}`;
+}
+
+export class SinkholeError extends Error {
+  // tap's t.throws compares the class name, so every error names itself (PACKAGES.md §5).
+  override name = 'SinkholeError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly problems: readonly Problem[] = [],
+  ) {
+    super(message);
+  }
+}
+
+/** Thrown when a config, list or exceptions file fails to compile: carries every problem found. */
+export class PolicyError extends SinkholeError {
+  override name = 'PolicyError';
+  constructor(problems: readonly Problem[]) {
+    const first = problems[0];
+    super(first ? first.code : 'SH_CONFIG_INVALID', problems.map(formatProblem).join('\n'), problems);
+  }
+}

@@ -1,0 +1,55 @@
+// GET /metrics, /healthz, /readyz (and the report API); anything else is 404.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+import type { Endpoint } from '../config/config.js';
+import type { Logger } from '../log.js';
+
+export interface HttpRoutes {
+  registry: Registry;
+  /** Listeners bound and a policy generation loaded, and not shutting down. */
+  ready: () => boolean;
+  /** Extra JSON endpoints, e.g. /api/blocked-clients. */
+  json?: Record<string, () => unknown>;
+}
+
+export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Logger): Promise<{ address: AddressInfo; close(): Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]!;
+    const reply = (status: number, type: string, body: string): void => {
+      res.writeHead(status, { 'Content-Type': type, 'Cache-Control': 'no-store' });
+      res.end(body);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'text/plain', 'method not allowed\n');
+    if (path === '/healthz') return reply(200, 'text/plain', 'ok\n');
+    if (path === '/readyz') return routes.ready() ? reply(200, 'text/plain', 'ready\n') : reply(503, 'text/plain', 'not ready\n');
+    if (path === '/metrics') {
+      routes.registry
+        .metrics()
+        .then((text) => reply(200, routes.registry.contentType, text))
+        .catch((e: unknown) => {
+          log.error('SH_METRICS', 'metrics scrape failed', { error: String(e) });
+          reply(500, 'text/plain', 'metrics failed\n');
+        });
+      return;
+    }
+    const json = routes.json?.[path];
+    if (json) return reply(200, 'application/json', JSON.stringify(json(), null, 2) + '\n');
+    reply(404, 'text/plain', 'not found\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(endpoint.port, endpoint.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return {
+    address: server.address() as AddressInfo,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,144 @@
+// Every metric sinkhole exports, defined in this one file (DESIGN.md §3
+// "Metrics"). Values are read from the plain counters in stats.ts when
+// Prometheus scrapes, so the query path never calls prom-client. Labels are
+// bounded: fixed sets, or names from the config (lists, exception ids,
+// upstreams) — never a client address or a query name.
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { RCODE_NAME } from '../dns/constants.js';
+import { isActive } from '../policy/exceptions.js';
+import type { Generation } from '../policy/generation.js';
+import { RESULTS } from '../pipeline/types.js';
+import { LATENCY_BUCKETS, QTYPE_LABELS, type Histogram, type Stats } from './stats.js';
+
+type Labels = Record<string, string>;
+interface Sample {
+  labels: Labels;
+  value: number;
+  metricName?: string;
+}
+type Kind = 'counter' | 'gauge' | 'histogram';
+
+/** A metric whose samples are computed at scrape time; prom-client's Registry formats it. */
+class SnapshotMetric {
+  readonly aggregator = 'sum';
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly type: Kind,
+    private readonly samples: () => Sample[],
+  ) {}
+
+  get(): { name: string; help: string; type: Kind; values: Sample[]; aggregator: string } {
+    return { name: this.name, help: this.help, type: this.type, values: this.samples(), aggregator: this.aggregator };
+  }
+
+  reset(): void {}
+}
+
+function histogramSamples(name: string, labels: Labels, h: Histogram): Sample[] {
+  const out: Sample[] = [];
+  let cumulative = 0;
+  LATENCY_BUCKETS.forEach((le, i) => {
+    cumulative += h.counts[i]!;
+    out.push({ metricName: `${name}_bucket`, labels: { ...labels, le: String(le) }, value: cumulative });
+  });
+  out.push({ metricName: `${name}_bucket`, labels: { ...labels, le: '+Inf' }, value: h.count });
+  out.push({ metricName: `${name}_sum`, labels, value: h.sum });
+  out.push({ metricName: `${name}_count`, labels, value: h.count });
+  return out;
+}
+
+function split(key: string, a: string, b: string): Labels {
+  const i = key.indexOf('|');
+  return { [a]: key.slice(0, i), [b]: key.slice(i + 1) };
+}
+
+export interface MetricSources {
+  stats: Stats;
+  generation: () => Generation;
+  cacheEntries: () => number;
+  tcpConnections: () => number;
+  now: () => number;
+  version: string;
+}
+
+/** The names and types of every sinkhole metric: the README's Metrics table is checked against this. */
+export function createRegistry(src: MetricSources): Registry {
+  const register = new Registry();
+  collectDefaultMetrics({ register });
+  const { stats } = src;
+  const add = (name: string, help: string, type: Kind, samples: () => Sample[]): void =>
+    register.registerMetric(new SnapshotMetric(name, help, type, samples) as unknown as Parameters<Registry['registerMetric']>[0]);
+
+  add('sinkhole_queries_total', 'DNS queries received, by transport and query type.', 'counter', () => {
+    const out: Sample[] = [];
+    for (const proto of ['udp', 'tcp']) {
+      for (const qtype of [...Object.values(QTYPE_LABELS), 'other']) {
+        out.push({ labels: { proto, qtype }, value: stats.queries.get(`${proto}|${qtype}`) ?? 0 });
+      }
+    }
+    return out;
+  });
+  add('sinkhole_responses_total', 'Replies sent, by how the answer was reached and its rcode.', 'counter', () =>
+    [...stats.responses].map(([k, value]) => {
+      const { result, rcode } = split(k, 'result', 'rcode');
+      return { labels: { result: result!, rcode: RCODE_NAME[Number(rcode)] ?? `RCODE${rcode}` }, value };
+    }),
+  );
+  add('sinkhole_blocked_total', 'Queries answered with the sinkhole, by the list that matched.', 'counter', () => {
+    const lists = new Set([...src.generation().config.blocking.enforce, ...stats.blockedByList.keys()]);
+    return [...lists].map((list) => ({ labels: { list }, value: stats.blockedByList.get(list) ?? 0 }));
+  });
+  add('sinkhole_exception_queries_total', 'Queries that an approved exception let through, by exception id.', 'counter', () => {
+    const ids = new Set([...src.generation().exceptions.map((e) => e.id), ...stats.exceptionQueries.keys()]);
+    return [...ids].map((exception) => ({ labels: { exception }, value: stats.exceptionQueries.get(exception) ?? 0 }));
+  });
+  add('sinkhole_request_duration_seconds', 'Time from receiving a query to having its reply, by result.', 'histogram', () =>
+    RESULTS.flatMap((result) => {
+      const h = stats.latency.get(result);
+      return h ? histogramSamples('sinkhole_request_duration_seconds', { result }, h) : [];
+    }),
+  );
+  add('sinkhole_cache_hits_total', 'Queries answered from the cache.', 'counter', () => [{ labels: {}, value: stats.cacheHits }]);
+  add('sinkhole_cache_misses_total', 'Cache lookups that found nothing and went upstream.', 'counter', () => [{ labels: {}, value: stats.cacheMisses }]);
+  add('sinkhole_cache_entries', 'Answers held in the cache now.', 'gauge', () => [{ labels: {}, value: src.cacheEntries() }]);
+  add('sinkhole_upstream_requests_total', 'Exchanges with each upstream, by outcome.', 'counter', () =>
+    [...stats.upstreams].flatMap(([upstream, u]) =>
+      Object.entries(u.outcomes).map(([outcome, value]) => ({ labels: { upstream, outcome }, value })),
+    ),
+  );
+  add('sinkhole_upstream_duration_seconds', 'Round-trip time of successful upstream exchanges.', 'histogram', () =>
+    [...stats.upstreams].flatMap(([upstream, u]) => histogramSamples('sinkhole_upstream_duration_seconds', { upstream }, u.latency)),
+  );
+  add('sinkhole_list_rules', 'Rules loaded per blocklist in the current policy.', 'gauge', () =>
+    [...src.generation().ruleCounts].map(([list, value]) => ({ labels: { list }, value })),
+  );
+  add('sinkhole_reloads_total', 'Policy reloads, by what triggered them and whether they applied.', 'counter', () => {
+    const out: Sample[] = [];
+    for (const kind of ['config', 'list', 'exceptions']) {
+      for (const result of ['success', 'failure']) out.push({ labels: { kind, result }, value: stats.reloads.get(`${kind}|${result}`) ?? 0 });
+    }
+    return out;
+  });
+  add('sinkhole_policy_generation', 'Number of the policy generation in force; increases on each successful reload.', 'gauge', () => [
+    { labels: {}, value: src.generation().number },
+  ]);
+  add('sinkhole_exceptions', 'Exceptions on record, by state (active or expired).', 'gauge', () => {
+    const now = src.now();
+    const all = src.generation().exceptions;
+    const active = all.filter((e) => isActive(e, now)).length;
+    return [
+      { labels: { state: 'active' }, value: active },
+      { labels: { state: 'expired' }, value: all.length - active },
+    ];
+  });
+  add('sinkhole_exception_expiry_timestamp_seconds', 'When each exception lapses, as a Unix time.', 'gauge', () =>
+    src.generation().exceptions.map((e) => ({ labels: { exception: e.id }, value: e.expiresAt / 1000 })),
+  );
+  add('sinkhole_build_info', 'Always 1; the version label says which sinkhole is running.', 'gauge', () => [{ labels: { version: src.version }, value: 1 }]);
+  add('sinkhole_internal_errors_total', 'Queries that failed inside sinkhole and were answered SERVFAIL (should stay 0).', 'counter', () => [
+    { labels: {}, value: stats.internalErrors },
+  ]);
+  add('sinkhole_tcp_connections', 'Open client TCP connections.', 'gauge', () => [{ labels: {}, value: src.tcpConnections() }]);
+  return register;
+}

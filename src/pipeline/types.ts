@@ -1,0 +1,55 @@
+// The request path: stages run outermost first; each returns an Outcome or
+// calls next(). A stage never writes to a socket: the transport writes the
+// one reply. Blocked and cached answers are decided synchronously (a plain
+// Outcome); only forwarding returns a Promise (DESIGN.md §2).
+import type { ScannedReply } from '../dns/message.js';
+import type { Query } from '../dns/query.js';
+
+/** Metrics-safe reason for a reply: a fixed set, used as the `result` label. */
+export type Result = 'blocked' | 'excepted' | 'cached' | 'forwarded' | 'refused' | 'formerr' | 'notimp' | 'servfail';
+
+export const RESULTS: readonly Result[] = ['blocked', 'excepted', 'cached', 'forwarded', 'refused', 'formerr', 'notimp', 'servfail'];
+
+export interface Outcome {
+  /** The reply, with the client's ID; the transport only truncates it when it is too big for UDP. */
+  wire: Buffer;
+  result: Result;
+  /** For blocked/excepted: the list that matched. */
+  list?: string;
+  /** For blocked/excepted: the matched rule as written, e.g. "tiktok.com". */
+  rule?: string;
+  /** For excepted: the exception id. */
+  exception?: string;
+  /** For answers from upstream (cached or not): names the answer points at (CNAME, HTTPS targets). */
+  targets?: readonly string[];
+  /** Set when a blocked or excepted verdict came from a CNAME/HTTPS target, not the qname itself. */
+  viaTarget?: string;
+  /** For a fresh upstream reply: what the cache needs to store it. */
+  scan?: ScannedReply;
+}
+
+export type Handler = (q: Query) => Outcome | Promise<Outcome>;
+
+export interface Stage {
+  /** Short name for logs and the composition table in app.ts. */
+  readonly name: string;
+  handle(q: Query, next: Handler): Outcome | Promise<Outcome>;
+}
+
+/**
+ * Links the stages once at start-up: each stage gets its successor as a
+ * prebuilt function, so a query allocates no closure per stage.
+ */
+export function compose(stages: readonly Stage[], terminal: Handler): Handler {
+  let next = terminal;
+  for (let i = stages.length - 1; i >= 0; i--) {
+    const stage = stages[i]!;
+    const inner = next;
+    next = (q) => stage.handle(q, inner);
+  }
+  return next;
+}
+
+export function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
+  return typeof (v as { then?: unknown }).then === 'function';
+}

@@ -1,0 +1,101 @@
+// Hot reload: config, list and exception files are watched (and SIGHUP
+// reloads too). Each reload builds a complete new generation and swaps one
+// reference; on any error the running generation stays in force, every
+// problem is logged as file:line:col, and the failure is counted.
+import { watch, type FSWatcher } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import { PolicyError, formatProblem } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Stats } from '../metrics/stats.js';
+import { buildGeneration, type Generation } from './generation.js';
+import type { PolicyHolder } from './holder.js';
+
+export type ReloadKind = 'config' | 'list' | 'exceptions';
+
+/** Editors write in bursts (truncate, write, rename); wait for the burst to end. */
+const DEBOUNCE_MS = 150;
+
+export class Reloader {
+  private watchers: FSWatcher[] = [];
+  private watchedDirs = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private pendingKind: ReloadKind | undefined;
+
+  constructor(
+    private readonly configFile: string,
+    private readonly holder: PolicyHolder,
+    private readonly stats: Stats,
+    private readonly log: Logger,
+    private readonly onSwap: (g: Generation, previous: Generation) => void = () => {},
+  ) {}
+
+  /** Builds and swaps a new generation now; returns the problems, empty on success. */
+  reload(kind: ReloadKind): string[] {
+    const previous = this.holder.current;
+    try {
+      const next = buildGeneration(this.configFile, previous.number + 1);
+      this.holder.current = next;
+      this.stats.reload(kind, 'success');
+      this.log.info('policy reloaded', { kind, generation: next.number, rules: [...next.ruleCounts.values()].reduce((a, b) => a + b, 0), exceptions: next.exceptions.length });
+      this.onSwap(next, previous);
+      this.rewatch();
+      return [];
+    } catch (e) {
+      this.stats.reload(kind, 'failure');
+      const problems = e instanceof PolicyError ? e.problems.map(formatProblem) : [String(e)];
+      for (const p of problems) this.log.error(e instanceof PolicyError ? e.code : 'SH_INTERNAL', `reload rejected, generation ${previous.number} stays in force: ${p}`, { kind });
+      return problems;
+    }
+  }
+
+  /** Watches the folders of every file the current generation was built from. */
+  watch(): void {
+    this.rewatch();
+  }
+
+  private rewatch(): void {
+    const dirs = new Set(this.holder.current.files.map((f) => dirname(f)));
+    if (dirs.size === this.watchedDirs.size && [...dirs].every((d) => this.watchedDirs.has(d))) return;
+    this.closeWatchers();
+    this.watchedDirs = dirs;
+    for (const dir of dirs) {
+      try {
+        // The folder, not the file: editors that save by rename (vim, sed -i) replace the inode.
+        const w = watch(dir, { persistent: false }, (_event, name) => name && this.changed(resolve(dir, name.toString())));
+        w.on('error', (e) => this.log.warn('SH_WATCH', 'file watch failed; SIGHUP still reloads', { dir, error: e.message }));
+        this.watchers.push(w);
+      } catch (e) {
+        this.log.warn('SH_WATCH', 'cannot watch folder; SIGHUP still reloads', { dir, error: String(e) });
+      }
+    }
+  }
+
+  private changed(file: string): void {
+    const g = this.holder.current;
+    if (!g.files.includes(file)) {
+      // vim's swap and backup files, and anything else in the folder: not ours.
+      if (!g.files.some((f) => basename(f) === basename(file))) return;
+    }
+    const ex = g.config.exceptions;
+    const kind: ReloadKind = file === g.config.file ? 'config' : ex && 'file' in ex && ex.file === file ? 'exceptions' : 'list';
+    // A config change outranks the others in the counter: it may change everything.
+    if (this.pendingKind !== 'config') this.pendingKind = kind;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      const k = this.pendingKind ?? 'list';
+      this.pendingKind = undefined;
+      this.reload(k);
+    }, DEBOUNCE_MS);
+  }
+
+  private closeWatchers(): void {
+    for (const w of this.watchers) w.close();
+    this.watchers = [];
+  }
+
+  close(): void {
+    clearTimeout(this.timer);
+    this.closeWatchers();
+    this.watchedDirs.clear();
+  }
+}

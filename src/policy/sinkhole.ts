@@ -1,0 +1,112 @@
+// The sinkhole answer for a blocked name, per blocking.response (DESIGN.md §3
+// "Answers"). Record bytes are prepared once per policy generation; a blocked
+// query costs one copy of its header and question plus these bytes.
+import { CLASS_IN, EDE_BLOCKED, RCODE, TYPE } from '../dns/constants.js';
+import { buildReply, optRecord } from '../dns/reply.js';
+import type { Query } from '../dns/query.js';
+import type { ResponseMode } from '../config/config.js';
+import { parseAddress } from './cidr.js';
+
+/** A pointer to the question name at offset 12 (RFC 1035 §4.1.4). */
+const QNAME_PTR = [0xc0, 0x0c];
+
+function record(type: number, ttl: number, rdata: Buffer): Buffer {
+  const b = Buffer.alloc(12 + rdata.length);
+  b.set(QNAME_PTR, 0);
+  b.writeUInt16BE(type, 2);
+  b.writeUInt16BE(CLASS_IN, 4);
+  b.writeUInt32BE(ttl, 6);
+  b.writeUInt16BE(rdata.length, 10);
+  rdata.copy(b, 12);
+  return b;
+}
+
+function encodeName(name: string): Buffer {
+  const parts = name.split('.').filter(Boolean);
+  return Buffer.concat([...parts.map((p) => Buffer.concat([Buffer.from([p.length]), Buffer.from(p, 'ascii')])), Buffer.from([0])]);
+}
+
+/**
+ * A synthetic SOA so clients cache the negative answer for `ttl` seconds
+ * (RFC 2308 §3: the negative TTL is the SOA's MINIMUM, capped by its own TTL).
+ * `.invalid` (RFC 6761 §6.4) makes plain that it is nobody's real zone.
+ */
+function soa(ttl: number): Buffer {
+  const fixed = Buffer.alloc(20);
+  fixed.writeUInt32BE(1, 0); // serial
+  fixed.writeUInt32BE(3600, 4); // refresh
+  fixed.writeUInt32BE(600, 8); // retry
+  fixed.writeUInt32BE(86400, 12); // expire
+  fixed.writeUInt32BE(ttl, 16); // minimum = the negative TTL
+  return record(TYPE.SOA, ttl, Buffer.concat([encodeName('sinkhole.invalid'), encodeName('blocked.sinkhole.invalid'), fixed]));
+}
+
+function addressBytes(text: string, v4: boolean): Buffer {
+  const a = parseAddress(text)!;
+  const b = Buffer.alloc(v4 ? 4 : 16);
+  let v = a.value;
+  for (let i = b.length - 1; i >= 0; i--) {
+    b[i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  return b;
+}
+
+type Body = { bytes: Buffer; an: number; ns: number };
+
+export class SinkholeResponder {
+  private readonly rcode: number;
+  private readonly nodata: Body | undefined;
+  private readonly a: Body | undefined;
+  private readonly aaaa: Body | undefined;
+  /** Per list: the OPT with EDE 15 naming the list, without and with the DO bit. */
+  private readonly opts = new Map<string, [Buffer, Buffer]>();
+
+  constructor(mode: ResponseMode, readonly ttl: number) {
+    const neg: Body = { bytes: soa(ttl), an: 0, ns: 1 };
+    const answer = (type: number, addr: string | undefined, v4: boolean): Body | undefined =>
+      addr === undefined ? undefined : { bytes: record(type, ttl, addressBytes(addr, v4)), an: 1, ns: 0 };
+    switch (mode.kind) {
+      case 'nxdomain':
+        this.rcode = RCODE.NXDOMAIN;
+        this.nodata = neg;
+        break;
+      case 'refused':
+        this.rcode = RCODE.REFUSED;
+        break;
+      case 'nodata':
+        this.rcode = RCODE.NOERROR;
+        this.nodata = neg;
+        break;
+      case 'null-ip':
+        this.rcode = RCODE.NOERROR;
+        this.nodata = neg;
+        this.a = answer(TYPE.A, '0.0.0.0', true);
+        this.aaaa = answer(TYPE.AAAA, '::', false);
+        break;
+      case 'custom':
+        this.rcode = RCODE.NOERROR;
+        this.nodata = neg;
+        this.a = answer(TYPE.A, mode.a, true);
+        this.aaaa = answer(TYPE.AAAA, mode.aaaa, false);
+        break;
+    }
+  }
+
+  /** Every qtype of a blocked name gets the sinkhole answer: HTTPS/SVCB too, or clients would learn addresses from them. */
+  reply(q: Query, list: string): Buffer {
+    const body = q.qtype === TYPE.A ? (this.a ?? this.nodata) : q.qtype === TYPE.AAAA ? (this.aaaa ?? this.nodata) : this.nodata;
+    return buildReply(q, this.rcode, body, q.edns ? this.opt(list, q.dnssecOk) : undefined);
+  }
+
+  private opt(list: string, dnssecOk: boolean): Buffer {
+    let pair = this.opts.get(list);
+    if (!pair) {
+      // RFC 8914 §2: EXTRA-TEXT is for humans; it names the list so a user or admin can see why.
+      const ede = { infoCode: EDE_BLOCKED, text: `blocked by sinkhole list "${list}"` };
+      pair = [optRecord(false, 0, ede), optRecord(true, 0, ede)];
+      this.opts.set(list, pair);
+    }
+    return pair[dnssecOk ? 1 : 0];
+  }
+}

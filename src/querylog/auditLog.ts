@@ -1,0 +1,42 @@
+// The audit trail of exceptions: one JSON line for every query that an
+// exception let through and that would otherwise have been blocked. This is
+// the record that shows an exception was used as approved.
+import type { Query } from '../dns/query.js';
+import type { Logger } from '../log.js';
+import type { Outcome } from '../pipeline/types.js';
+import type { Observer } from '../stages/metrics.js';
+import { LineWriter } from './lineWriter.js';
+import { typeName } from './queryLog.js';
+
+export class AuditLog implements Observer {
+  private writer: LineWriter | undefined;
+
+  constructor(target: string | undefined, private readonly log: Logger) {
+    this.configure(target);
+  }
+
+  /** `target`: a file, or '-' / unset for stdout. */
+  configure(target = '-'): void {
+    if (this.writer?.target === target) return;
+    void this.writer?.close();
+    this.writer = new LineWriter(target, this.log);
+  }
+
+  observe(q: Query, o: Outcome): void {
+    if (o.result !== 'excepted') return;
+    this.writer!.write({
+      time: new Date().toISOString(),
+      client: q.client,
+      name: q.qname,
+      type: typeName(q.qtype),
+      exception: o.exception,
+      list: o.list,
+      rule: o.rule,
+      via: o.viaTarget,
+    });
+  }
+
+  close(): Promise<void> {
+    return this.writer?.close() ?? Promise.resolve();
+  }
+}

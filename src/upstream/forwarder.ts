@@ -1,0 +1,140 @@
+// Chooses upstreams for a query and runs the exchange: conditional
+// forwarding by domain, the failover/random/race strategies, simple health,
+// TCP retry on truncation, and one overall deadline.
+import { performance } from 'node:perf_hooks';
+import { RCODE } from '../dns/constants.js';
+import type { Query } from '../dns/query.js';
+import type { Stats, UpstreamStats } from '../metrics/stats.js';
+import type { UpstreamSpec } from './spec.js';
+import { tcpExchange } from './tcp.js';
+import { udpExchange, UpstreamError } from './udp.js';
+
+/** After this many failures in a row an upstream is tried last ... */
+const UNHEALTHY_AFTER = 3;
+/** ... for this long, then it gets its place back and a chance to prove itself. */
+const UNHEALTHY_FOR_MS = 30_000;
+
+export class Upstream {
+  private failures = 0;
+  private lastFailure = 0;
+  readonly stats: UpstreamStats;
+
+  constructor(readonly spec: UpstreamSpec, stats: Stats) {
+    this.stats = stats.upstream(spec.label);
+  }
+
+  get healthy(): boolean {
+    return this.failures < UNHEALTHY_AFTER || Date.now() - this.lastFailure > UNHEALTHY_FOR_MS;
+  }
+
+  succeeded(): void {
+    this.failures = 0;
+  }
+
+  failed(): void {
+    this.failures++;
+    this.lastFailure = Date.now();
+  }
+}
+
+export interface ForwarderOptions {
+  servers: UpstreamSpec[];
+  conditional: { domain: string; servers: UpstreamSpec[] }[];
+  strategy: 'failover' | 'random' | 'race';
+  timeoutMs: number;
+}
+
+export class Forwarder {
+  private readonly defaults: Upstream[];
+  private readonly conditional = new Map<string, Upstream[]>();
+
+  constructor(private readonly opts: ForwarderOptions, stats: Stats) {
+    // One Upstream per configured label, so health and metrics are shared where a server is listed twice.
+    const byLabel = new Map<string, Upstream>();
+    const get = (s: UpstreamSpec): Upstream => {
+      let u = byLabel.get(s.label);
+      if (!u) byLabel.set(s.label, (u = new Upstream(s, stats)));
+      return u;
+    };
+    this.defaults = opts.servers.map(get);
+    for (const c of opts.conditional) this.conditional.set(c.domain, c.servers.map(get));
+  }
+
+  /** The upstreams for a name: the longest matching conditional domain, else the defaults. */
+  candidates(qname: string): Upstream[] {
+    if (this.conditional.size) {
+      let name = qname;
+      for (;;) {
+        const hit = this.conditional.get(name);
+        if (hit) return hit;
+        const dot = name.indexOf('.');
+        if (dot === -1) break;
+        name = name.slice(dot + 1);
+      }
+    }
+    return this.defaults;
+  }
+
+  /** The upstream's reply with the client's ID, or undefined when every upstream failed. */
+  async forward(q: Query): Promise<Buffer | undefined> {
+    const deadline = performance.now() + this.opts.timeoutMs;
+    const all = this.candidates(q.qname);
+    const order = all.filter((u) => u.healthy).concat(all.filter((u) => !u.healthy));
+    if (this.opts.strategy === 'random') shuffleHealthyPrefix(order, all.filter((u) => u.healthy).length);
+    let reply: Buffer | undefined;
+    if (this.opts.strategy === 'race' && order.length > 1) {
+      reply = await Promise.any(order.map((u) => this.attempt(u, q, deadline).then((r) => r ?? Promise.reject(new Error('failed'))))).catch(
+        () => undefined,
+      );
+    } else {
+      for (let i = 0; i < order.length && !reply; i++) {
+        const remaining = deadline - performance.now();
+        if (remaining <= 0) break;
+        // Split what is left among the upstreams still to try, so the last one gets a fair share too.
+        const budget = remaining / (order.length - i);
+        reply = await this.attempt(order[i]!, q, performance.now() + budget);
+      }
+    }
+    if (reply) reply.writeUInt16BE(q.id, 0);
+    return reply;
+  }
+
+  /** One upstream, UDP then TCP on truncation; undefined on failure (already counted). */
+  private async attempt(u: Upstream, q: Query, deadline: number): Promise<Buffer | undefined> {
+    const { host, port, transport } = u.spec;
+    const started = performance.now();
+    try {
+      let reply: Buffer;
+      if (transport === 'tcp') {
+        reply = await tcpExchange(host, port, q.buf, q.qend, deadline - started);
+      } else {
+        reply = await udpExchange(host, port, q.buf, q.qend, deadline - started);
+        if ((reply[2]! & 0x02) !== 0) {
+          // RFC 7766 §5: a truncated UDP answer is retried over TCP.
+          u.stats.outcomes.truncated++;
+          reply = await tcpExchange(host, port, q.buf, q.qend, Math.max(1, deadline - performance.now()));
+        }
+      }
+      const rcode = reply[3]! & 0x0f;
+      if (rcode === RCODE.SERVFAIL || rcode === RCODE.REFUSED) {
+        // This upstream cannot answer; another may. Counted as an error, not a timeout.
+        throw new UpstreamError('error', `rcode ${rcode}`);
+      }
+      u.stats.outcomes.ok++;
+      u.stats.latency.observe((performance.now() - started) / 1000);
+      u.succeeded();
+      return reply;
+    } catch (e) {
+      u.stats.outcomes[e instanceof UpstreamError ? e.outcome : 'error']++;
+      u.failed();
+      return undefined;
+    }
+  }
+}
+
+function shuffleHealthyPrefix(order: Upstream[], n: number): void {
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+}

@@ -1,0 +1,14 @@
+import { randomFillSync } from 'node:crypto';
+
+// Query IDs must be unpredictable (RFC 5452 §9.2): they come from the CSPRNG,
+// drawn in blocks so a query costs two array reads, not a syscall.
+const pool = new Uint16Array(4096);
+let next = pool.length;
+
+export function randomId(): number {
+  if (next === pool.length) {
+    randomFillSync(pool);
+    next = 0;
+  }
+  return pool[next++]!;
+}

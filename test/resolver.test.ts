@@ -1,0 +1,270 @@
+// The core resolver: forwarding, cache, truncation, TCP, RFC 5452 checks,
+// SERVFAIL timing and malformed input, over real sockets on 127.0.0.1.
+import t from 'tap';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { FakeUpstream, T } from './helpers/fakeUpstream.js';
+import { FakeClock, startSinkhole } from './helpers/sinkhole.js';
+import { buildQuery, decode, exchange, optOf, rcodeOf, TcpClient, udpExchange } from './helpers/dns.js';
+
+const PROTOS = ['udp', 'tcp'] as const;
+
+t.test('forwarding: a table of answers, over UDP and TCP', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('nx.example.test', { rcode: 3, soa: { ttl: 600, minimum: 60 } });
+  up.on('alias.example.test', {
+    answers: [
+      { name: 'alias.example.test', type: T.CNAME, domain: 'target.example.test' },
+      { name: 'target.example.test', type: T.A, address: '192.0.2.77' },
+    ],
+  });
+  const h = await startSinkhole(t, up.port);
+  const table = [
+    { name: 'www.example.test', type: T.A, rcode: 0, answer: '192.0.2.10' },
+    { name: 'WwW.Example.TEST', type: T.AAAA, rcode: 0, answer: '2001:db8::10' },
+    { name: 'nx.example.test', type: T.A, rcode: 3, answer: undefined },
+    { name: 'alias.example.test', type: T.A, rcode: 0, answer: '192.0.2.77' },
+  ];
+  for (const proto of PROTOS) {
+    for (const row of table) {
+      const id = 0x1234;
+      const reply = await exchange(proto, h.port, buildQuery(row.name, row.type, { id }));
+      const d = decode(reply);
+      t.equal(d.header.id, id, `${proto} ${row.name}: our ID restored`);
+      t.equal(d.header.rcode, row.rcode, `${proto} ${row.name}: rcode`);
+      t.equal(d.header.ra, 1, `${proto} ${row.name}: RA set`);
+      t.equal(d.questions[0]?.name, row.name, `${proto} ${row.name}: question echoed in the client's case`);
+      const addrs = d.answers.map((a: { address?: string }) => a.address).filter(Boolean);
+      t.same(addrs.at(-1), row.answer, `${proto} ${row.name}: answer`);
+    }
+  }
+  // c-ares, a client nobody here wrote.
+  t.same(await h.resolver.resolve4('c-ares.example.test'), ['192.0.2.10']);
+  t.same(await h.resolver.resolve6('c-ares.example.test'), ['2001:db8::10']);
+  await t.rejects(h.resolver.resolve4('nx.example.test'), { code: 'ENOTFOUND' });
+});
+
+t.test('cache: hits, TTL decay, expiry, negative caching and what is never cached', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const clock = new FakeClock();
+  up.on('ttl.example.test', { answers: [{ name: 'ttl.example.test', type: T.A, address: '192.0.2.1', ttl: 100 }] });
+  up.on('nx.example.test', { rcode: 3, soa: { ttl: 600, minimum: 20 } });
+  up.on('nosoa.example.test', { rcode: 3 });
+  up.on('zero.example.test', { answers: [{ name: 'zero.example.test', type: T.A, address: '192.0.2.2', ttl: 0 }] });
+  up.on('fail.example.test', { rcode: 2 });
+  up.on('capped.example.test', { rcode: 3, soa: { ttl: 7200, minimum: 7200 } });
+  const h = await startSinkhole(t, up.port, { cache: { maxEntries: 1000, maxNegativeTtl: '30s' } }, {}, { clock });
+  const ask = async (name: string): Promise<ReturnType<typeof decode>> => decode(await udpExchange(h.port, buildQuery(name, T.A)));
+
+  t.equal((await ask('ttl.example.test')).answers[0]?.ttl, 100, 'first answer has the upstream TTL');
+  clock.advance(40_000);
+  const hit = await ask('TTL.example.test');
+  t.equal(hit.answers[0]?.ttl, 60, 'a hit 40 s later shows TTL 60');
+  t.equal(hit.questions[0]?.name, 'TTL.example.test', 'a hit echoes the question as this client wrote it');
+  t.equal(up.count('ttl.example.test'), 1, 'the hit did not go upstream');
+  clock.advance(61_000);
+  await ask('ttl.example.test');
+  t.equal(up.count('ttl.example.test'), 2, 'after the TTL ran out it went upstream again');
+
+  await ask('nx.example.test');
+  clock.advance(19_000);
+  const neg = await ask('nx.example.test');
+  t.equal(neg.header.rcode, 3, 'NXDOMAIN from cache');
+  t.equal(up.count('nx.example.test'), 1, 'negative answer cached (RFC 2308: min(SOA TTL, MINIMUM) = 20 s)');
+  t.equal(neg.authorities[0]?.ttl, 1, 'the SOA TTL is capped at the negative TTL, and decays');
+  clock.advance(2_000);
+  await ask('nx.example.test');
+  t.equal(up.count('nx.example.test'), 2, 'negative answer expired after 20 s');
+
+  await ask('capped.example.test');
+  clock.advance(31_000);
+  await ask('capped.example.test');
+  t.equal(up.count('capped.example.test'), 2, 'maxNegativeTtl (30 s) caps a 2 h negative TTL');
+
+  for (const name of ['nosoa.example.test', 'zero.example.test', 'fail.example.test']) {
+    await ask(name);
+    await ask(name);
+    t.equal(up.count(name), 2, `${name} is not cached`);
+  }
+  t.equal(h.running.stats.cacheHits, 2, 'hits counted');
+});
+
+t.test('coalescing: identical queries in flight share one upstream exchange', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('slow.example.test', { delayMs: 150 });
+  const h = await startSinkhole(t, up.port);
+  const ids = [11, 22, 33, 44, 55];
+  const replies = await Promise.all(ids.map((id) => udpExchange(h.port, buildQuery('slow.example.test', T.A, { id }))));
+  t.equal(up.count('slow.example.test'), 1, 'five clients, one upstream query');
+  t.same(replies.map((r) => decode(r).header.id), ids, 'each client gets its own ID back');
+  t.ok(replies.every((r) => decode(r).answers[0]?.address === '192.0.2.10'), 'each gets the answer');
+});
+
+t.test('truncation: header + question + TC over UDP, the whole answer over TCP, and TC→TCP upstream', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const many = Array.from({ length: 60 }, (_, i) => ({ name: 'big.example.test', type: T.A, address: `192.0.2.${i + 1}` }));
+  up.on('big.example.test', { answers: many });
+  up.on('tc.example.test', { truncate: true, answers: many.slice(0, 3).map((a) => ({ ...a, name: 'tc.example.test' })) });
+  const h = await startSinkhole(t, up.port);
+
+  const small = await udpExchange(h.port, buildQuery('big.example.test', T.A, { id: 7 }));
+  t.ok(small.length <= 512, 'no EDNS: the reply fits 512 bytes');
+  const d = decode(small);
+  t.equal(d.header.tc, 1, 'TC set');
+  t.equal(d.answers.length, 0, 'no partial records');
+  t.equal(d.questions[0]?.name, 'big.example.test', 'question kept');
+  t.equal(d.header.id, 7, 'client ID');
+
+  const edns = decode(await udpExchange(h.port, buildQuery('big.example.test', T.A, { edns: 1232 })));
+  t.equal(edns.header.tc, 0, 'EDNS 1232: 60 A records fit');
+  t.equal(edns.answers.length, 60);
+  const tinyEdns = await udpExchange(h.port, buildQuery('big.example.test', T.A, { edns: 600 }));
+  t.ok(tinyEdns.length <= 600, 'EDNS 600 is honoured');
+  t.equal(decode(tinyEdns).header.tc, 1);
+  t.ok(optOf(decode(tinyEdns)), 'a truncated EDNS reply still carries OPT');
+
+  const full = decode(await exchange('tcp', h.port, buildQuery('big.example.test', T.A)));
+  t.equal(full.answers.length, 60, 'TCP gets every record');
+  t.equal(full.header.tc, 0);
+
+  const viaTcp = decode(await udpExchange(h.port, buildQuery('tc.example.test', T.A)));
+  t.equal(viaTcp.answers.length, 3, 'a truncated upstream answer was fetched again over TCP');
+  t.same(up.seen.filter((s) => s.name === 'tc.example.test').map((s) => s.proto), ['udp', 'tcp']);
+});
+
+t.test('TCP: pipelined queries answered as they complete, split frames, idle timeout', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('slow.example.test', { delayMs: 300 });
+  const h = await startSinkhole(t, up.port, { listen: { dns: ['127.0.0.1:0'], tcpIdleTimeout: '400ms' } });
+  const c = await TcpClient.connect(h.port);
+  t.teardown(() => c.close());
+  // Three queries in one write; the first is slow.
+  c.sock.write(
+    Buffer.concat([
+      TcpClient.frame(buildQuery('slow.example.test', T.A, { id: 1 })),
+      TcpClient.frame(buildQuery('fast1.example.test', T.A, { id: 2 })),
+      TcpClient.frame(buildQuery('fast2.example.test', T.A, { id: 3 })),
+    ]),
+  );
+  const order = (await c.waitFor(3)).map((r) => decode(r).header.id);
+  t.same(order.slice().sort(), [1, 2, 3], 'three answers on one connection');
+  t.equal(order[2], 1, 'the slow one came last: answers are sent as they complete (RFC 7766 §6.2.1.1)');
+  // A frame split byte by byte.
+  const split = TcpClient.frame(buildQuery('split.example.test', T.A, { id: 9 }));
+  for (let i = 0; i < split.length; i += 5) c.sock.write(split.subarray(i, i + 5));
+  t.equal(decode((await c.waitFor(4))[3]!).header.id, 9, 'a split frame is reassembled');
+  // A garbage frame gets no answer, but the connection keeps serving.
+  c.send(Buffer.from([1, 2, 3]));
+  c.send(buildQuery('after.example.test', T.A, { id: 10 }));
+  t.equal(decode((await c.waitFor(5))[4]!).header.id, 10, 'connection survives a garbage frame');
+  await c.closed;
+  t.pass('idle connection closed by the server');
+});
+
+t.test('RFC 5452: fresh ID and port upstream; spoofed replies are dropped', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('wrongid.example.test', { wrongId: true });
+  up.on('wrongq.example.test', { wrongQuestion: true });
+  up.on('onlybad.example.test', { wrongId: true, onlyBad: true });
+  up.on('otherport.example.test', { fromOtherPort: true, onlyBad: true });
+  const h = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], timeout: '300ms' } });
+  for (let i = 0; i < 5; i++) await udpExchange(h.port, buildQuery(`p${i}.example.test`, T.A, { id: 4242 }));
+  const seen = up.seen.filter((s) => s.name.startsWith('p'));
+  t.equal(new Set(seen.map((s) => s.port)).size, 5, 'five queries came from five source ports');
+  t.ok(seen.filter((s) => s.id === 4242).length <= 1, 'the upstream ID is not the client ID');
+
+  const a = decode(await udpExchange(h.port, buildQuery('wrongid.example.test', T.A)));
+  t.equal(a.answers[0]?.address, '192.0.2.10', 'a reply with the wrong ID is ignored; the real one is used');
+  const b = decode(await udpExchange(h.port, buildQuery('wrongq.example.test', T.A)));
+  t.equal(b.answers[0]?.address, '192.0.2.10', 'a reply for another question is ignored');
+  t.notOk(b.answers.some((r: { address?: string }) => r.address === '203.0.113.66'), 'the spoofed address never reaches the client');
+  t.equal(rcodeOf(await udpExchange(h.port, buildQuery('onlybad.example.test', T.A))), 2, 'only wrong IDs: SERVFAIL');
+  t.equal(rcodeOf(await udpExchange(h.port, buildQuery('otherport.example.test', T.A))), 2, 'reply from the wrong port: SERVFAIL');
+});
+
+t.test('SERVFAIL within timeout + 1 s when upstreams fail; failover; conditional forwarding', async (t) => {
+  const silent = await FakeUpstream.start();
+  const good = await FakeUpstream.start();
+  const corp = await FakeUpstream.start();
+  t.teardown(() => Promise.all([silent.close(), good.close(), corp.close()]));
+  silent.on('*', { silent: true });
+  corp.on('*', { answers: [{ name: 'host.corp.internal', type: T.A, address: '10.9.9.9' }] });
+  const h = await startSinkhole(t, good.port, {
+    upstreams: {
+      servers: [`127.0.0.1:${silent.port}`, `127.0.0.1:${good.port}`],
+      conditional: { 'corp.internal': [`127.0.0.1:${corp.port}`] },
+      timeout: '600ms',
+    },
+  });
+  const f = decode(await udpExchange(h.port, buildQuery('failover.example.test', T.A)));
+  t.equal(f.answers[0]?.address, '192.0.2.10', 'failover: the second upstream answered');
+  const c = decode(await udpExchange(h.port, buildQuery('host.corp.internal', T.A)));
+  t.equal(c.answers[0]?.address, '10.9.9.9', 'conditional: corp.internal went to its own upstream');
+  t.equal(good.count('host.corp.internal'), 0, 'and not to the default upstreams');
+
+  const dead = await startSinkhole(t, silent.port, { upstreams: { servers: [`127.0.0.1:${silent.port}`], timeout: '500ms' } });
+  for (const proto of PROTOS) {
+    const started = Date.now();
+    const r = await exchange(proto, dead.port, buildQuery('dead.example.test', T.A));
+    const elapsed = Date.now() - started;
+    t.equal(rcodeOf(r), 2, `${proto}: SERVFAIL`);
+    t.ok(elapsed >= 450 && elapsed < 1500, `${proto}: answered after the 500 ms timeout, within timeout + 1 s (${elapsed} ms)`);
+  }
+});
+
+t.test('bad input: FORMERR, NOTIMP, BADVERS, drops; the server keeps serving', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port);
+  const two = buildQuery('a.example.test', T.A);
+  two.writeUInt16BE(2, 4);
+  const badLabel = Buffer.concat([buildQuery('x', T.A).subarray(0, 12), Buffer.from([70, 65, 66]), Buffer.alloc(4)]);
+  const cut = buildQuery('cut.example.test', T.A).subarray(0, 20);
+  const ednsV1 = buildQuery('v1.example.test', T.A, { edns: 1232 });
+  ednsV1[ednsV1.length - 5] = 1; // OPT version 1
+  const cases = [
+    { what: 'two questions', msg: two, rcode: 1 },
+    { what: 'label longer than 63', msg: badLabel, rcode: 1 },
+    { what: 'question cut short', msg: cut, rcode: 1 },
+    { what: 'opcode STATUS', msg: buildQuery('a.example.test', T.A, { opcode: 2 }), rcode: 4 },
+    { what: 'EDNS version 1 (RFC 6891 §6.1.3 BADVERS)', msg: ednsV1, rcode: 0 },
+  ];
+  for (const proto of PROTOS) {
+    for (const c of cases) {
+      const r = await exchange(proto, h.port, c.msg);
+      t.equal(rcodeOf(r), c.rcode, `${proto}: ${c.what} → rcode ${c.rcode}`);
+      t.equal(r.readUInt16BE(0), c.msg.readUInt16BE(0), `${proto}: ${c.what}: ID echoed`);
+    }
+  }
+  const v1 = decode(await udpExchange(h.port, ednsV1));
+  t.equal((optOf(v1) as { extendedRcode?: number } | undefined)?.extendedRcode, 1, 'BADVERS = extended rcode 1 in OPT');
+  // Garbage and responses get no reply; a later query is still answered.
+  const s = dgram.createSocket('udp4');
+  t.teardown(() => s.close());
+  s.bind(0, '127.0.0.1');
+  await once(s, 'listening');
+  let stray = 0;
+  s.on('message', () => stray++);
+  s.send(Buffer.from([0xde, 0xad]), h.port, '127.0.0.1');
+  const response = buildQuery('r.example.test', T.A);
+  response[2] = response[2]! | 0x80;
+  s.send(response, h.port, '127.0.0.1');
+  const ok = decode(await udpExchange(h.port, buildQuery('still.example.test', T.A)));
+  t.equal(ok.answers[0]?.address, '192.0.2.10', 'still serving');
+  t.equal(stray, 0, 'no reply to garbage or to a response');
+  t.equal(up.count(), 1, 'nothing malformed was forwarded');
+});
+
+t.test('clients outside clients.allowFrom get REFUSED', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, { clients: { allowFrom: ['10.0.0.0/8'] } });
+  for (const proto of PROTOS) t.equal(rcodeOf(await exchange(proto, h.port, buildQuery('www.example.test', T.A))), 5, `${proto}: REFUSED`);
+  t.equal(up.count(), 0, 'nothing forwarded for a refused client');
+});
