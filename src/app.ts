@@ -66,11 +66,14 @@ export async function start(opts: StartOptions): Promise<Running> {
   const report = new ComplianceReport(config().report, () => clock.now());
   const observers: Observer[] = [queryLog, auditLog, report];
 
+  // Benchmark-only switch: bench/run.sh measures what stage 2 costs by turning it off.
+  // Not a config key, because a production resolver must always count.
+  const measure = process.env.SINKHOLE_BENCH_NO_METRICS !== '1';
   const stages: Stage[] = [
     // 1. Anything below may throw: SERVFAIL and a counter, never a dead socket loop.
     new RecoverStage(stats, log),
     // 2. Sees every outcome, blocked and cached included, for metrics and the logs.
-    new MetricsStage(stats, observers),
+    ...(measure ? [new MetricsStage(stats, observers)] : []),
     // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
     new ValidateStage(policy),
     // 4+5. Client policy and blocklist. Above the cache, so policy applies to
