@@ -23,6 +23,8 @@ export function udpLimit(q: Query): number {
 
 export class UdpListener {
   private sock: dgram.Socket | undefined;
+  private closing = false;
+  private drained: (() => void) | undefined;
   inflight = 0;
 
   constructor(
@@ -47,6 +49,7 @@ export class UdpListener {
   }
 
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (this.closing) return; // shutting down: no new queries, in-flight ones still get their reply
     let q: Query | undefined;
     try {
       q = decodeQuery(msg, normalizeAddress(rinfo.address), 'udp', performance.now());
@@ -55,7 +58,10 @@ export class UdpListener {
       if (isPromise(r)) {
         this.inflight++;
         const query = q;
-        r.then((o) => this.send(query, o, rinfo)).finally(() => this.inflight--);
+        const settled = (): void => {
+          if (--this.inflight === 0) this.drained?.();
+        };
+        r.then((o) => this.send(query, o, rinfo, settled), settled);
       } else {
         this.send(q, r, rinfo);
       }
@@ -65,13 +71,16 @@ export class UdpListener {
     }
   }
 
-  private send(q: Query, o: Outcome, rinfo: dgram.RemoteInfo): void {
+  private send(q: Query, o: Outcome, rinfo: dgram.RemoteInfo, sent?: () => void): void {
     const wire = o.wire.length > udpLimit(q) ? truncatedReply(q, o.wire) : o.wire;
-    this.sock?.send(wire, rinfo.port, rinfo.address);
+    if (this.sock) this.sock.send(wire, rinfo.port, rinfo.address, sent);
+    else sent?.();
   }
 
-  /** Stops taking queries; replies still in flight are dropped with the socket. */
-  close(): Promise<void> {
+  /** Stops taking queries, sends the replies still in flight, then closes the socket. */
+  async close(): Promise<void> {
+    this.closing = true;
+    if (this.inflight > 0) await new Promise<void>((r) => (this.drained = r));
     const sock = this.sock;
     this.sock = undefined;
     return new Promise((resolve) => (sock ? sock.close(() => resolve()) : resolve()));

@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# sinkhole's throughput/latency benchmark against its peers, on loopback only.
+#
+#   bash bench/run.sh                      # full run: about 8 min with the kit's defaults
+#   DUR=3 REPS=1 LATENCY=0 bash bench/run.sh   # smoke run, about 2 min
+#   METRICS_OFF=1 bash bench/run.sh        # also measure what the metrics stage costs
+#
+# It reuses the peer kit in <repo>/../shared/bench (see its README.md and BASELINE.md) instead
+# of copying it, so sinkhole is measured with exactly the workloads, pinning, nice level and
+# quiet-machine gate that produced the baseline:
+#   1. builds dist/ when it is missing (never rebuilds an existing dist/: see README.md);
+#   2. starts the kit's peers with peers.sh in a private run dir: NSD upstream 127.0.0.2:5300
+#      (required), dnsmasq 127.0.0.1:5301 and unbound 1-thread 127.0.0.1:5302 (skipped, with a
+#      message, when not installed or when they fail to start);
+#   3. starts sinkhole with `taskset -c 1` (the peers' core) on $SH_ADDR:$SH_PORT, blocking the
+#      kit's 200 domains with response null-ip (0.0.0.0 / ::, like the peers);
+#   4. runs the kit's suite.sh (workloads blocked, cached, uncached) against sinkhole, dnsmasq
+#      and unbound-t1;
+#   5. with METRICS_OFF=1, restarts sinkhole with SINKHOLE_BENCH_NO_METRICS=1 and runs blocked
+#      and cached again as "sinkhole-nometrics";
+#   6. stops exactly the processes it started (trap on EXIT), then prints one table (summarize.py).
+#
+# Knobs (environment):
+#   DUR, REPS, LATENCY, LAT_QPS, CLIENTS, OUTSTANDING, NICE, QUIET, QDIR  passed to suite.sh; unset =
+#                       the kit's defaults (DUR=10 REPS=2 LATENCY=1 LAT_QPS=10000 CLIENTS=20 OUTSTANDING=200)
+#   METRICS_OFF=1       also run sinkhole-nometrics (default 0)
+#   PEERS="dnsmasq unbound1"   which peers to start and measure (default both)
+#   SH_ADDR=127.0.0.1 SH_PORT=5320 SH_HTTP_PORT=9320   sinkhole's listen addresses (loopback only)
+#   OUTDIR=bench/results/<UTC time>   where results.tsv, logs/, sinkhole logs and summary.md go
+#   KIT=<repo>/../shared/bench   the peer kit
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(git -C "$ROOT" rev-parse --show-toplevel 2>/dev/null || echo "$ROOT")
+KIT=${KIT:-$ROOT/../shared/bench}
+[ -x "$KIT/suite.sh" ] && [ -x "$KIT/peers.sh" ] || { echo "peer kit not found at $KIT (expected ../shared/bench next to the repo)" >&2; exit 1; }
+KIT=$(cd "$KIT" && pwd)
+
+SH_ADDR=${SH_ADDR:-127.0.0.1}; SH_PORT=${SH_PORT:-5320}; SH_HTTP_PORT=${SH_HTTP_PORT:-9320}
+UPSTREAM_ADDR=127.0.0.2; UPSTREAM_PORT=5300          # fixed by the kit (conf/nsd.conf.in)
+METRICS_OFF=${METRICS_OFF:-0}; PEERS=${PEERS:-dnsmasq unbound1}
+export HOST=${HOST:-127.0.0.1}                        # dnsperf/dig target, for suite.sh
+
+# --- loopback only ------------------------------------------------------------------------------
+is_loopback() { # IPv4 in 127.0.0.0/8, written as a dotted quad
+  [[ $1 =~ ^127\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$ ]] || return 1
+  local o; for o in "${BASH_REMATCH[@]:1}"; do [ "$o" -le 255 ] || return 1; done
+}
+for a in "$SH_ADDR" "$HOST" "$UPSTREAM_ADDR"; do
+  is_loopback "$a" || { echo "refusing non-loopback address '$a': this benchmark only runs on 127.0.0.0/8" >&2; exit 2; }
+done
+[ "$SH_ADDR" = "$HOST" ] || { echo "HOST ($HOST) must equal SH_ADDR ($SH_ADDR): suite.sh sends to HOST" >&2; exit 2; }
+for p in "$SH_PORT" "$SH_HTTP_PORT"; do [[ $p =~ ^[0-9]+$ ]] && [ "$p" -ge 1024 ] && [ "$p" -le 65535 ] || { echo "bad port $p" >&2; exit 2; }; done
+
+# --- tools --------------------------------------------------------------------------------------
+for t in dnsperf dig taskset bc python3 ss node; do
+  command -v "$t" >/dev/null || { echo "missing tool: $t (CI: apt-get install -y dnsperf nsd dnsmasq-base unbound bind9-dnsutils)" >&2; exit 1; }
+done
+command -v nsd >/dev/null || { echo "nsd is not installed: it is the upstream every workload needs (apt-get install -y nsd)" >&2; exit 1; }
+declare -A PEER_BIN=([dnsmasq]=dnsmasq [unbound1]=unbound)
+declare -A PEER_PORT=([dnsmasq]=5301 [unbound1]=5302)
+declare -A PEER_LABEL=([dnsmasq]=dnsmasq [unbound1]=unbound-t1)
+want_peers=()
+for p in $PEERS; do
+  [ -n "${PEER_BIN[$p]:-}" ] || { echo "unknown peer '$p' (known: dnsmasq unbound1)" >&2; exit 2; }
+  if command -v "${PEER_BIN[$p]}" >/dev/null; then want_peers+=("$p")
+  else echo "note: ${PEER_BIN[$p]} is not installed: skipping peer ${PEER_LABEL[$p]}"; fi
+done
+
+# Ports must be free: a server already there would be measured in our place.
+port_busy() { [ -n "$(ss -lunH "sport = :$1" 2>/dev/null)" ] || [ -n "$(ss -ltnH "sport = :$1" 2>/dev/null)" ]; }
+for p in "$UPSTREAM_PORT" "$SH_PORT" "$SH_HTTP_PORT" $(for w in "${want_peers[@]}"; do echo "${PEER_PORT[$w]}"; done); do
+  if port_busy "$p"; then echo "port $p is already in use (another benchmark running? see: ss -lunp 'sport = :$p'); not starting" >&2; exit 1; fi
+done
+
+# --- build --------------------------------------------------------------------------------------
+cd "$ROOT"
+if [ ! -f dist/cli.js ]; then
+  echo "dist/ missing: npm run build"; npm run build
+elif [ -n "$(find src -name '*.ts' -newer dist/cli.js -print -quit 2>/dev/null)" ]; then
+  echo "note: some src/ files are newer than dist/cli.js; measuring the existing dist/ (run 'npm run build' to include them)"
+fi
+
+# --- work dirs, cleanup -------------------------------------------------------------------------
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUTDIR=${OUTDIR:-$ROOT/bench/results/$STAMP}
+mkdir -p "$OUTDIR"; OUTDIR=$(cd "$OUTDIR" && pwd); export OUTDIR
+WORK=$(mktemp -d /tmp/sinkhole-bench.XXXXXX)
+export RUN=$WORK/peers                                # peers.sh's run dir: private, so stop only touches ours
+SH_PID=""; PEERS_STARTED=0
+
+stop_sinkhole() {
+  [ -n "$SH_PID" ] || return 0
+  if kill -0 "$SH_PID" 2>/dev/null; then
+    kill -TERM "$SH_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$SH_PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$SH_PID" 2>/dev/null; then echo "sinkhole pid $SH_PID did not stop on SIGTERM in 5 s: SIGKILL"; kill -KILL "$SH_PID" 2>/dev/null || true; fi
+    wait "$SH_PID" 2>/dev/null || true
+    echo "stopped sinkhole pid $SH_PID"
+  fi
+  SH_PID=""
+}
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_sinkhole
+  [ "$PEERS_STARTED" = 1 ] && "$KIT/peers.sh" stop || true
+  cp "$WORK"/sinkhole*.log "$WORK"/sinkhole*.yaml "$OUTDIR/" 2>/dev/null || true
+  for f in "$RUN"/*.out "$RUN"/*.log; do [ -s "$f" ] && cp "$f" "$OUTDIR/peer-$(basename "$f")"; done 2>/dev/null || true
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- peers --------------------------------------------------------------------------------------
+PEERS_STARTED=1
+"$KIT/peers.sh" start upstream
+UPSTREAM_PID=$(cat "$RUN/pids/upstream")
+dig +short +time=1 +tries=2 -p "$UPSTREAM_PORT" @"$UPSTREAM_ADDR" probe.example.test A | grep -q '^192\.0\.2\.10$' \
+  || { echo "the NSD upstream does not answer on $UPSTREAM_ADDR:$UPSTREAM_PORT" >&2; exit 1; }
+export UPSTREAM_PID
+ran_peers=()
+for p in "${want_peers[@]}"; do
+  if "$KIT/peers.sh" start "$p"; then ran_peers+=("$p")
+  else echo "note: peer ${PEER_LABEL[$p]} failed to start: skipping it"; fi
+done
+
+# --- sinkhole -----------------------------------------------------------------------------------
+"$KIT/gen-blocklist.sh" > "$WORK/blocklist.txt"
+cat > "$WORK/sinkhole.yaml" <<EOF
+# generated by bench/run.sh: the kit's 200 blocked domains, answered 0.0.0.0 / :: like the peers
+listen: { dns: ["$SH_ADDR:$SH_PORT"], http: "$SH_ADDR:$SH_HTTP_PORT" }
+upstreams: { servers: ["$UPSTREAM_ADDR:$UPSTREAM_PORT"], timeout: 2s }
+cache: { maxEntries: 100000 }
+blocking:
+  lists: { bench: [$WORK/blocklist.txt] }
+  enforce: [bench]
+  response: null-ip
+log: { queries: none }
+EOF
+
+start_sinkhole() { # log-name [env...]
+  local name=$1; shift
+  env "$@" taskset -c 1 node "$ROOT/dist/cli.js" serve --config "$WORK/sinkhole.yaml" > "$WORK/$name.log" 2>&1 &
+  SH_PID=$!
+  echo "started $name pid $SH_PID (taskset -c 1${*:+, $*})"
+  local i
+  for i in $(seq 1 100); do
+    kill -0 "$SH_PID" 2>/dev/null || { echo "sinkhole exited during start-up:" >&2; cat "$WORK/$name.log" >&2; SH_PID=""; exit 1; }
+    dig +time=1 +tries=1 -p "$SH_PORT" @"$SH_ADDR" c0.example.test A 2>/dev/null | grep -q 'status: NOERROR' && break
+    sleep 0.2
+  done
+  [ "$i" -lt 100 ] || { echo "sinkhole did not answer on $SH_ADDR:$SH_PORT within 20 s:" >&2; cat "$WORK/$name.log" >&2; exit 1; }
+  sanity_check
+}
+
+# The peers answer blocked names 0.0.0.0 / :: (NOERROR) and resolve allowed ones: so must sinkhole,
+# or the comparison is not like for like. A mismatch is reported, not fatal.
+sanity_check() {
+  local q want got
+  while read -r q want; do
+    got=$(dig +time=2 +tries=1 -p "$SH_PORT" @"$SH_ADDR" $q | awk '/status:/{s=$6; sub(/,$/,"",s)} /^[^;].*IN[ \t]+(A|AAAA)[ \t]/{a=$NF} END{print s "/" a}' || true)
+    [ "$got" = "$want" ] || echo "WARNING: sinkhole answered '$q' with $got, expected $want" | tee -a "$OUTDIR/warnings.txt"
+  done <<'EOF'
+www.tiktok.com A NOERROR/0.0.0.0
+v16-x.tiktokcdn.com AAAA NOERROR/::
+tiktok-synth-003.com A NOERROR/0.0.0.0
+c0.example.test A NOERROR/192.0.2.10
+c1.example.test AAAA NOERROR/2001:db8::10
+EOF
+}
+
+cpu_note() { echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)"; }
+
+start_sinkhole sinkhole
+cpu_note
+"$KIT/suite.sh" "$SH_PORT" sinkhole "$SH_PID"
+
+if [ "$METRICS_OFF" = 1 ]; then
+  stop_sinkhole
+  start_sinkhole sinkhole-nometrics SINKHOLE_BENCH_NO_METRICS=1
+  cpu_note
+  WORKLOADS="blocked cached" "$KIT/suite.sh" "$SH_PORT" sinkhole-nometrics "$SH_PID"
+fi
+stop_sinkhole
+
+for p in "${ran_peers[@]}"; do
+  cpu_note
+  "$KIT/suite.sh" "${PEER_PORT[$p]}" "${PEER_LABEL[$p]}" "$(cat "$RUN/pids/$p")"
+done
+
+# --- report -------------------------------------------------------------------------------------
+python3 "$KIT/summarize.py" "$OUTDIR/results.tsv" > "$OUTDIR/detail.md"    # the kit's per-run table
+echo
+python3 "$ROOT/bench/summarize.py" "$OUTDIR/results.tsv" | tee "$OUTDIR/summary.md"
+[ -s "$OUTDIR/warnings.txt" ] && { echo; echo "warnings:"; cat "$OUTDIR/warnings.txt"; }
+echo
+echo "results: $OUTDIR (summary.md, detail.md = every run, results.tsv, logs/)"

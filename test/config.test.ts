@@ -1,0 +1,142 @@
+// Config and CLI: strict keys with file:line:col, durations, validate's exit
+// codes, and `serve` failing fast with one line (the built CLI, as admins run it).
+import t from 'tap';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { loadConfig } from '../src/config/config.js';
+import { parseDuration } from '../src/config/duration.js';
+import { ERROR_CODES, PolicyError } from '../src/errors.js';
+import { FakeUpstream, T } from './helpers/fakeUpstream.js';
+import { buildQuery, decode, udpExchange } from './helpers/dns.js';
+
+const CLI = join(import.meta.dirname, '..', 'dist', 'cli.js');
+const dir = mkdtempSync(join(tmpdir(), 'sinkhole-config-'));
+
+function file(name: string, text: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+function problems(text: string): string[] {
+  const f = file('c.yaml', text);
+  try {
+    loadConfig(f);
+    return [];
+  } catch (e) {
+    if (!(e instanceof PolicyError)) throw e;
+    return e.problems.map((p) => `${p.line}:${p.col}: ${p.message}`);
+  }
+}
+
+t.test('durations', async (t) => {
+  t.equal(parseDuration('500ms'), 500);
+  t.equal(parseDuration('2s'), 2000);
+  t.equal(parseDuration('10m'), 600_000);
+  t.equal(parseDuration('1h'), 3_600_000);
+  t.equal(parseDuration('1d'), 86_400_000);
+  t.equal(parseDuration(3), 3000, 'a bare number is seconds');
+  t.equal(parseDuration('soon'), undefined);
+  t.equal(parseDuration('-1s'), undefined);
+});
+
+t.test('config errors name line:col, the key path and what was expected', async (t) => {
+  const cases: [string, string, RegExp][] = [
+    ['unknown top-level key', 'listen:\n  dns: ["127.0.0.1:1053"]\nblocklists: {}\n', /^3:1: blocklists: unknown key; expected one of listen, upstreams/],
+    ['unknown nested key', 'cache:\n  maxEntries: 10\n  maxTTL: 1h\n', /^3:3: cache\.maxTTL: unknown key; expected one of maxEntries, minTtl, maxTtl, maxNegativeTtl/],
+    ['bad duration', 'upstreams:\n  servers: ["127.0.0.1"]\n  timeout: soon\n', /^3:12: upstreams\.timeout: expected a duration like 500ms/],
+    ['wrong type', 'cache:\n  maxEntries: lots\n', /^2:15: cache\.maxEntries: expected a whole number from 0 to 100000000, got "lots"/],
+    ['bad enum', 'upstreams:\n  servers: ["127.0.0.1"]\n  strategy: fastest\n', /^3:13: upstreams\.strategy: expected one of failover, random, race, got "fastest"/],
+    ['bad listen address', 'listen:\n  dns: ["localhost:53"]\n', /^2:9: listen\.dns: expected "address:port"/],
+    ['bad upstream', 'upstreams:\n  servers: ["dns.example:53"]\n', /^2:13: upstreams\.servers: expected an IP address/],
+    ['bad CIDR', 'clients:\n  allowFrom: ["10.0.0.0/33"]\n', /^2:15: clients\.allowFrom: prefix length must be 0 to 32/],
+    ['unknown enforced list', 'blocking:\n  enforce: [tiktok]\n', /^2:13: blocking\.enforce: unknown list "tiktok"/],
+    ['YAML syntax', 'listen:\n  dns: ["127.0.0.1:1053"\n', /^\d+:\d+: /],
+    ['duplicate key', 'cache:\n  maxEntries: 1\n  maxEntries: 2\n', /^3:3: Map keys must be unique/],
+    ['bad response', 'blocking:\n  response: blackhole\n', /^2:13: blocking\.response: expected one of nxdomain, nodata, null-ip, refused/],
+    ['empty file', '', /^1:1: the config is empty/],
+  ];
+  for (const [what, text, expected] of cases) {
+    const got = problems(text);
+    t.match(got[0] ?? '(no error)', expected, what);
+  }
+  t.equal(problems('upstreams:\n  servers: ["127.0.0.1", "tcp://[::1]:5353"]\n').length, 0, 'valid upstream forms');
+});
+
+t.test('every error code is documented in the README', async (t) => {
+  const readme = readFileSync(join(import.meta.dirname, '..', 'README.md'), 'utf8');
+  for (const code of Object.keys(ERROR_CODES)) t.match(readme, code, `${code} is in the README`);
+});
+
+t.test('sinkhole validate: exit 0 when valid, 1 with file:line:col lines', async (t) => {
+  const good = file('good.yaml', 'listen:\n  dns: ["127.0.0.1:1053"]\nupstreams:\n  servers: ["127.0.0.1:53"]\n');
+  const ok = spawnSync(process.execPath, [CLI, 'validate', '--config', good], { encoding: 'utf8' });
+  t.equal(ok.status, 0, 'valid config: exit 0');
+  t.match(ok.stdout, /ok/);
+  const bad = file('bad.yaml', 'listen:\n  dns: ["127.0.0.1:1053"]\n  colour: blue\nupstreams:\n  servers: ["127.0.0.1:53"]\n  timeout: forever\n');
+  const r = spawnSync(process.execPath, [CLI, 'validate', '--config', bad], { encoding: 'utf8' });
+  t.equal(r.status, 1, 'invalid config: exit 1');
+  const lines = r.stdout.trim().split('\n');
+  t.equal(lines.length, 2, 'one line per problem');
+  t.match(lines[0], /bad\.yaml:3:3: listen\.colour: unknown key/);
+  t.match(lines[1], /bad\.yaml:6:12: upstreams\.timeout: expected a duration/);
+  t.notMatch(r.stdout + r.stderr, /\n\s+at /, 'no stack trace');
+  const bundled = spawnSync(process.execPath, [CLI, 'validate', '--config', join(import.meta.dirname, '..', 'sinkhole.yaml')], { encoding: 'utf8' });
+  t.equal(bundled.status, 0, 'the bundled sinkhole.yaml validates');
+});
+
+t.test('sinkhole serve: a startup error is one line and a non-zero exit', async (t) => {
+  const bad = file('serve-bad.yaml', 'listen:\n  dns: ["127.0.0.1:1053"]\ncache: 5\n');
+  const r = spawnSync(process.execPath, [CLI, 'serve', '--config', bad], { encoding: 'utf8', timeout: 10_000 });
+  t.not(r.status, 0, 'bad config: non-zero exit');
+  t.match(r.stderr, /^sinkhole: .*serve-bad\.yaml:3:8: cache: expected a mapping/);
+  t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+
+  const busy = dgram.createSocket('udp4');
+  busy.bind(0, '127.0.0.1');
+  await once(busy, 'listening');
+  t.teardown(() => busy.close());
+  const inUse = file('serve-busy.yaml', `listen:\n  dns: ["127.0.0.1:${busy.address().port}"]\nupstreams:\n  servers: ["127.0.0.1:9"]\n`);
+  const r2 = spawnSync(process.execPath, [CLI, 'serve', '--config', inUse], { encoding: 'utf8', timeout: 10_000 });
+  t.equal(r2.status, 1, 'port in use: exit 1');
+  t.match(r2.stderr, /^sinkhole: cannot listen for DNS over UDP on 127\.0\.0\.1:\d+: EADDRINUSE \(another process has this port\)\n$/);
+
+  const usage = spawnSync(process.execPath, [CLI, 'frobnicate'], { encoding: 'utf8' });
+  t.equal(usage.status, 2, 'unknown command: exit 2');
+  t.match(usage.stderr, /unknown command "frobnicate"/);
+});
+
+t.test('sinkhole serve: answers, then drains on SIGTERM and exits 0', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('slow.example.test', { delayMs: 400 });
+  // Find a free port for the child (it cannot report port 0 back before it listens).
+  const probe = dgram.createSocket('udp4');
+  probe.bind(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const port = probe.address().port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  const cfg = file('serve.yaml', `listen:\n  dns: ["127.0.0.1:${port}"]\nupstreams:\n  servers: ["127.0.0.1:${up.port}"]\nlog:\n  queries: none\n`);
+  const child = spawn(process.execPath, [CLI, 'serve', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (c) => (stderr += c));
+  await new Promise<void>((resolve) => {
+    const check = (): void => void (stderr.includes('serving') ? resolve() : setTimeout(check, 20));
+    check();
+  });
+  t.equal(decode(await udpExchange(port, buildQuery('www.example.test', T.A))).answers[0]?.address, '192.0.2.10', 'serves');
+  const inflight = udpExchange(port, buildQuery('slow.example.test', T.A));
+  await new Promise<void>((r) => {
+    const wait = (): void => void (up.count('slow.example.test') ? r() : setTimeout(wait, 5));
+    wait();
+  });
+  child.kill('SIGTERM');
+  const [code] = (await once(child, 'exit')) as [number];
+  t.equal(code, 0, 'exit 0 after SIGTERM');
+  t.match(stderr, /stopping/);
+  t.equal(decode(await inflight).answers[0]?.address, '192.0.2.10', 'the query in flight at SIGTERM was still answered');
+});
