@@ -2,7 +2,7 @@
 // line and column, the key path and what was expected (CoreDNS/hickory style:
 // "cache.maxTtl: expected a duration like 500ms, 2s, 10m, 1h or 1d, got "soon"").
 import { readFileSync } from 'node:fs';
-import { LineCounter, parseDocument, isMap, isScalar, isSeq, type Node, type Pair, type Document } from 'yaml';
+import { LineCounter, parseDocument, isAlias, isMap, isScalar, isSeq, type Node, type Pair, type Document } from 'yaml';
 import { parseDuration } from './duration.js';
 import type { ErrorCode, Problem } from '../errors.js';
 
@@ -47,6 +47,11 @@ export class YamlReader {
     return offset === undefined ? { line: 1, col: 1 } : this.lines.linePos(offset);
   }
 
+  /** YAML anchors and aliases (`&staff` / `*staff`) are legitimate: read through them. */
+  private deref(node: YNode): YNode {
+    return isAlias(node) && this.doc ? (node.resolve(this.doc) as YNode) : node;
+  }
+
   fail(node: YNode, path: string, message: string): undefined {
     const { line, col } = this.pos(node);
     this.problems.push({ code: this.code, file: this.file, line, col, message: path ? `${path}: ${message}` : message });
@@ -55,6 +60,7 @@ export class YamlReader {
 
   /** Walks a mapping, calling the handler of each known key; an unknown key is an error naming its path. */
   map(node: YNode, path: string, handlers: Record<string, (value: YNode, path: string) => void>): boolean {
+    node = this.deref(node);
     if (!isMap(node)) {
       this.fail(node, path, `expected a mapping of ${Object.keys(handlers).join(', ')}, got ${describe(node)}`);
       return false;
@@ -74,6 +80,7 @@ export class YamlReader {
 
   /** The entries of a mapping with free-form keys (list names, group names, domains). */
   entries(node: YNode, path: string): { key: string; keyNode: YNode; value: YNode }[] {
+    node = this.deref(node);
     if (!isMap(node)) {
       this.fail(node, path, `expected a mapping, got ${describe(node)}`);
       return [];
@@ -86,6 +93,7 @@ export class YamlReader {
   }
 
   seq(node: YNode, path: string): YNode[] {
+    node = this.deref(node);
     if (!isSeq(node)) {
       this.fail(node, path, `expected a list, got ${describe(node)}`);
       return [];
@@ -94,6 +102,7 @@ export class YamlReader {
   }
 
   string(node: YNode, path: string): string | undefined {
+    node = this.deref(node);
     if (isScalar(node) && (typeof node.value === 'string' || typeof node.value === 'number') && String(node.value) !== '') {
       return String(node.value);
     }
@@ -110,17 +119,20 @@ export class YamlReader {
   }
 
   oneOf<T extends string>(node: YNode, path: string, allowed: readonly T[]): T | undefined {
+    node = this.deref(node);
     const value = isScalar(node) ? String(node.value) : undefined;
     if (value !== undefined && (allowed as readonly string[]).includes(value)) return value as T;
     return this.fail(node, path, `expected one of ${allowed.join(', ')}, got ${describe(node)}`);
   }
 
   boolean(node: YNode, path: string): boolean | undefined {
+    node = this.deref(node);
     if (isScalar(node) && typeof node.value === 'boolean') return node.value;
     return this.fail(node, path, `expected true or false, got ${describe(node)}`);
   }
 
   integer(node: YNode, path: string, min: number, max: number): number | undefined {
+    node = this.deref(node);
     if (isScalar(node) && typeof node.value === 'number' && Number.isInteger(node.value) && node.value >= min && node.value <= max) {
       return node.value;
     }
@@ -129,6 +141,7 @@ export class YamlReader {
 
   /** A duration in milliseconds: 500ms, 2s, 10m, 1h, 1d or a bare number of seconds. */
   duration(node: YNode, path: string, minMs = 0): number | undefined {
+    node = this.deref(node);
     const raw = isScalar(node) ? node.value : undefined;
     const ms = typeof raw === 'number' || typeof raw === 'string' ? parseDuration(raw) : undefined;
     if (ms === undefined) return this.fail(node, path, `expected a duration like 500ms, 2s, 10m, 1h or 1d, got ${describe(node)}`);

@@ -40,9 +40,11 @@ export function buildQuery(name: string, type: number, o: QueryOptions = {}): Bu
 }
 
 /** Sends one datagram and resolves with the first reply (or rejects after timeoutMs). */
-export function udpExchange(port: number, msg: Buffer, timeoutMs = 4000): Promise<Buffer> {
+export function udpExchange(port: number, msg: Buffer, timeoutMs = 4000, from?: string): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const s = dgram.createSocket('udp4');
+    // Any 127.0.0.0/8 address is on loopback: binding one lets a test be a different client.
+    if (from) s.bind(0, from);
     const timer = setTimeout(() => {
       s.close();
       reject(new Error('udp timeout'));
@@ -77,9 +79,9 @@ export class TcpClient {
     this.closed = new Promise((r) => sock.on('close', () => r()));
   }
 
-  static connect(port: number): Promise<TcpClient> {
+  static connect(port: number, from?: string): Promise<TcpClient> {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ port, host: '127.0.0.1' }, () => resolve(new TcpClient(s)));
+      const s = net.connect({ port, host: '127.0.0.1', localAddress: from }, () => resolve(new TcpClient(s)));
       s.once('error', reject);
     });
   }
@@ -116,8 +118,8 @@ export class TcpClient {
   }
 }
 
-export async function tcpExchange(port: number, msg: Buffer): Promise<Buffer> {
-  const c = await TcpClient.connect(port);
+export async function tcpExchange(port: number, msg: Buffer, from?: string): Promise<Buffer> {
+  const c = await TcpClient.connect(port, from);
   try {
     c.send(msg);
     return (await c.waitFor(1))[0]!;
@@ -126,8 +128,9 @@ export async function tcpExchange(port: number, msg: Buffer): Promise<Buffer> {
   }
 }
 
-export function exchange(proto: 'udp' | 'tcp', port: number, msg: Buffer): Promise<Buffer> {
-  return proto === 'udp' ? udpExchange(port, msg) : tcpExchange(port, msg);
+/** One query over UDP or TCP; `from` picks the client's source address on loopback. */
+export function exchange(proto: 'udp' | 'tcp', port: number, msg: Buffer, from?: string): Promise<Buffer> {
+  return proto === 'udp' ? udpExchange(port, msg, 4000, from) : tcpExchange(port, msg, from);
 }
 
 export type Decoded = ReturnType<typeof Packet.parse>;
