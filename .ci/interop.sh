@@ -58,6 +58,8 @@ bail() {
 declare -a PGIDS=()
 declare -A PNAME=()
 
+# A background child of this (non-interactive) shell is never a process group
+# leader, so setsid does not fork: $! is the new group's id.
 spawn() { # NAME LOGFILE COMMAND...
   local name=$1 log=$2
   shift 2
@@ -258,7 +260,7 @@ a_records() {
 has_ede15() { grep -Eq 'EDE: 15 \(Blocked\)' <<<"$OUT"; }
 brief() { tr '\n' ' ' <<<"$OUT" | sed 's/  */ /g' | cut -c1-300; }
 
-# check_status DESC WANT_STATUS [WANT_A]: judges the last OUT
+# check_answer DESC WANT_STATUS [WANT_A]: judges the last OUT
 check_answer() {
   local desc=$1 want=$2 want_a=${3:-} got
   got=$(status_of)
