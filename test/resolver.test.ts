@@ -34,6 +34,7 @@ t.test('forwarding: a table of answers, over UDP and TCP', async (t) => {
       t.equal(d.header.id, id, `${proto} ${row.name}: our ID restored`);
       t.equal(d.header.rcode, row.rcode, `${proto} ${row.name}: rcode`);
       t.equal(d.header.ra, 1, `${proto} ${row.name}: RA set`);
+      t.equal(d.header.aa, 0, `${proto} ${row.name}: AA cleared (we are not the authority)`);
       t.equal(d.questions[0]?.name, row.name, `${proto} ${row.name}: question echoed in the client's case`);
       const addrs = d.answers.map((a: { address?: string }) => a.address).filter(Boolean);
       t.same(addrs.at(-1), row.answer, `${proto} ${row.name}: answer`);

@@ -23,6 +23,7 @@ export const EDNS_OPTION_EDE = 15;
 
 // Header byte 2: QR(1) OPCODE(4) AA(1) TC(1) RD(1); byte 3: RA(1) Z(1) AD(1) CD(1) RCODE(4).
 export const FLAG_QR = 0x80;
+export const FLAG_AA = 0x04;
 export const FLAG_TC = 0x02;
 export const FLAG_RD = 0x01;
 export const FLAG_RA = 0x80;

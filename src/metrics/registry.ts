@@ -66,6 +66,11 @@ export interface MetricSources {
 export function createRegistry(src: MetricSources): Registry {
   const register = new Registry();
   collectDefaultMetrics({ register });
+  // prom-client names three gauges *_total, which promtool rejects ("non-counter metrics should not
+  // have _total suffix"); the same numbers are exported as nodejs_active_{handles,requests,resources}.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    register.removeSingleMetric(name);
+  }
   const { stats } = src;
   const add = (name: string, help: string, type: Kind, samples: () => Sample[]): void =>
     register.registerMetric(new SnapshotMetric(name, help, type, samples) as unknown as Parameters<Registry['registerMetric']>[0]);

@@ -2,7 +2,7 @@
 // forwarding by domain, the failover/random/race strategies, simple health,
 // TCP retry on truncation, and one overall deadline.
 import { performance } from 'node:perf_hooks';
-import { RCODE } from '../dns/constants.js';
+import { FLAG_AA, FLAG_RA, RCODE } from '../dns/constants.js';
 import type { Query } from '../dns/query.js';
 import type { Stats, UpstreamStats } from '../metrics/stats.js';
 import type { UpstreamSpec } from './spec.js';
@@ -95,7 +95,13 @@ export class Forwarder {
         reply = await this.attempt(order[i]!, q, performance.now() + budget);
       }
     }
-    if (reply) reply.writeUInt16BE(q.id, 0);
+    if (reply) {
+      reply.writeUInt16BE(q.id, 0);
+      // We offer recursion and are not the authority for what we relay (RFC 1035 §4.1.1):
+      // set RA, clear AA, whatever the upstream said (an authoritative conditional upstream sets AA).
+      reply[2] = reply[2]! & ~FLAG_AA;
+      reply[3] = reply[3]! | FLAG_RA;
+    }
     return reply;
   }
 

@@ -130,7 +130,9 @@ export class FakeUpstream {
     if (b.silent) return;
     if (b.delayMs) await new Promise((r) => setTimeout(r, b.delayMs));
     const res = Packet.createResponseFromRequest(req);
-    res.header.ra = 1;
+    // Like an authoritative server (NSD): AA set, RA clear. sinkhole must set RA and clear AA.
+    res.header.aa = 1;
+    res.header.ra = 0;
     res.header.rcode = b.rcode ?? 0;
     const truncated = b.truncate && proto === 'udp';
     if (truncated) res.header.tc = 1;

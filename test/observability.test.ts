@@ -1,0 +1,193 @@
+// Metrics, health/readiness, the query log and the compliance report.
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { FakeUpstream, T } from './helpers/fakeUpstream.js';
+import { startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
+import { buildQuery, exchange } from './helpers/dns.js';
+import { ComplianceReport } from '../src/querylog/report.js';
+import { anonymize } from '../src/querylog/anonymize.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const CLI = join(ROOT, 'dist', 'cli.js');
+
+const CONFIG = {
+  listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0' },
+  blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] },
+  clients: { allowFrom: ['127.0.0.0/16'] },
+  exceptions: [{ id: 'EX-1', clients: ['127.0.0.7'], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' }],
+};
+
+async function get(h: Harness, path: string): Promise<{ status: number; body: string; type: string | null }> {
+  const res = await fetch(`http://127.0.0.1:${h.running.http!.port}${path}`);
+  return { status: res.status, body: await res.text(), type: res.headers.get('content-type') };
+}
+
+/** Parses Prometheus text into `name{labels}` → value. */
+function samples(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const i = line.lastIndexOf(' ');
+    out.set(line.slice(0, i), Number(line.slice(i + 1)));
+  }
+  return out;
+}
+
+t.test('metrics: names, labels and values that move with the queries', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('down.example.test', { rcode: 2 });
+  const h = await startSinkhole(t, up.port, CONFIG, { 'tiktok.txt': TIKTOK_LIST });
+  const m0 = samples((await get(h, '/metrics')).body);
+  t.equal(m0.get('sinkhole_queries_total{proto="udp",qtype="A"}'), 0, 'series exist before any query');
+  t.equal(m0.get('sinkhole_blocked_total{list="tiktok"}'), 0);
+
+  await exchange('udp', h.port, buildQuery('www.tiktok.com', T.A));
+  await exchange('tcp', h.port, buildQuery('www.tiktok.com', T.HTTPS));
+  await exchange('udp', h.port, buildQuery('a.example.test', T.AAAA));
+  await exchange('udp', h.port, buildQuery('a.example.test', T.AAAA));
+  await exchange('udp', h.port, buildQuery('x.tiktok.com', T.A), '127.0.0.7');
+  await exchange('udp', h.port, buildQuery('down.example.test', 99));
+  await exchange('udp', h.port, buildQuery('a.example.test', T.A), '127.1.0.1');
+  h.running.reloader.reload('list');
+
+  const res = await get(h, '/metrics');
+  t.equal(res.status, 200);
+  t.match(res.type, /^text\/plain; version=0\.0\.4/);
+  const m = samples(res.body);
+  const expect: Record<string, number> = {
+    'sinkhole_queries_total{proto="udp",qtype="A"}': 3,
+    'sinkhole_queries_total{proto="tcp",qtype="HTTPS"}': 1,
+    'sinkhole_queries_total{proto="udp",qtype="AAAA"}': 2,
+    'sinkhole_queries_total{proto="udp",qtype="other"}': 1,
+    'sinkhole_responses_total{result="blocked",rcode="NXDOMAIN"}': 2,
+    'sinkhole_responses_total{result="forwarded",rcode="NOERROR"}': 1,
+    'sinkhole_responses_total{result="cached",rcode="NOERROR"}': 1,
+    'sinkhole_responses_total{result="excepted",rcode="NOERROR"}': 1,
+    'sinkhole_responses_total{result="servfail",rcode="SERVFAIL"}': 1,
+    'sinkhole_responses_total{result="refused",rcode="REFUSED"}': 1,
+    'sinkhole_blocked_total{list="tiktok"}': 2,
+    'sinkhole_exception_queries_total{exception="EX-1"}': 1,
+    sinkhole_cache_hits_total: 1,
+    sinkhole_cache_misses_total: 3,
+    sinkhole_cache_entries: 2,
+    [`sinkhole_upstream_requests_total{upstream="127.0.0.1:${up.port}",outcome="ok"}`]: 2,
+    [`sinkhole_upstream_requests_total{upstream="127.0.0.1:${up.port}",outcome="error"}`]: 1,
+    'sinkhole_list_rules{list="tiktok"}': 4,
+    'sinkhole_reloads_total{kind="list",result="success"}': 1,
+    'sinkhole_reloads_total{kind="config",result="failure"}': 0,
+    sinkhole_policy_generation: 2,
+    'sinkhole_exceptions{state="active"}': 1,
+    'sinkhole_exceptions{state="expired"}': 0,
+    'sinkhole_exception_expiry_timestamp_seconds{exception="EX-1"}': new Date(2999, 0, 2).getTime() / 1000,
+    'sinkhole_request_duration_seconds_count{result="blocked"}': 2,
+    'sinkhole_request_duration_seconds_bucket{result="blocked",le="+Inf"}': 2,
+    sinkhole_internal_errors_total: 0,
+  };
+  for (const [k, v] of Object.entries(expect)) t.equal(m.get(k), v, k);
+  t.ok(m.has('sinkhole_request_duration_seconds_bucket{result="cached",le="0.0001"}'), 'buckets start at 100 µs');
+  t.ok(m.has('sinkhole_request_duration_seconds_bucket{result="servfail",le="5"}'), 'and go past the upstream timeout');
+  t.ok([...m.keys()].some((k) => k.startsWith('sinkhole_build_info{version="')), 'build info');
+  t.ok(m.has('process_resident_memory_bytes'), "Node's default process metrics");
+
+  // Labels are bounded: no client address or query name ever appears.
+  const names = [...m.keys()].filter((k) => k.startsWith('sinkhole_'));
+  t.notOk(names.some((k) => /127\.0\.0\.7|127\.1\.0\.1|example\.test|tiktok\.com/.test(k)), 'no client address or qname in any label');
+  t.ok(names.every((k) => /^sinkhole_[a-z_]+(\{.*\})?$/.test(k)), 'every name is snake_case under sinkhole_');
+  for (const k of names.filter((n) => n.includes('_total'))) t.match(k, /^sinkhole_[a-z_]+_total(\{|$)/, `counter ${k.split('{')[0]} ends in _total`);
+});
+
+t.test('every metric is in the README Metrics section, and the README names no metric that does not exist', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, CONFIG, { 'tiktok.txt': TIKTOK_LIST });
+  const registered = new Set(h.running.registry.getMetricsAsArray().map((m) => m.name).filter((n) => n.startsWith('sinkhole_')));
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('## Metrics'), readme.indexOf('\n## ', readme.indexOf('## Metrics') + 5));
+  const documented = new Set([...section.matchAll(/`(sinkhole_[a-z_]+)`/g)].map((x) => x[1]!));
+  t.same([...registered].filter((n) => !documented.has(n)), [], 'registered but undocumented');
+  t.same([...documented].filter((n) => !registered.has(n)), [], 'documented but not registered');
+});
+
+t.test('health and readiness', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('slow.example.test', { delayMs: 300 });
+  const h = await startSinkhole(t, up.port, CONFIG, { 'tiktok.txt': TIKTOK_LIST });
+  t.match(await get(h, '/healthz'), { status: 200 });
+  t.match(await get(h, '/readyz'), { status: 200 });
+  t.match(await get(h, '/nope'), { status: 404 });
+  const post = await fetch(`http://127.0.0.1:${h.running.http!.port}/metrics`, { method: 'POST' });
+  t.equal(post.status, 405);
+  const slow = exchange('udp', h.port, buildQuery('slow.example.test', T.A));
+  await new Promise<void>((r) => {
+    const wait = (): void => void (up.count('slow.example.test') ? r() : setTimeout(wait, 5));
+    wait();
+  });
+  const closing = h.running.close();
+  t.match(await get(h, '/readyz'), { status: 503 }, 'not ready while draining');
+  t.match(await get(h, '/healthz'), { status: 200 }, 'still alive while draining');
+  await slow;
+  await closing;
+});
+
+t.test('query log: blocked by default, all when asked, addresses truncated when asked', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  for (const [mode, anonymizeClients, expected] of [
+    ['blocked', false, ['www.tiktok.com|blocked|127.0.0.1']],
+    ['all', true, ['www.tiktok.com|blocked|127.0.0.0', 'ok.example.test|forwarded|127.0.0.0']],
+    ['none', false, []],
+  ] as const) {
+    const h = await startSinkhole(t, up.port, { ...CONFIG, log: { queries: mode, file: 'queries.jsonl', anonymizeClients } }, { 'tiktok.txt': TIKTOK_LIST });
+    await exchange('udp', h.port, buildQuery('www.tiktok.com', T.A));
+    await exchange('udp', h.port, buildQuery('ok.example.test', T.A));
+    await h.running.close();
+    let lines: string[] = [];
+    try {
+      lines = readFileSync(join(h.dir, 'queries.jsonl'), 'utf8').trim().split('\n').filter(Boolean);
+    } catch {
+      lines = [];
+    }
+    const got = lines.map((l) => JSON.parse(l) as { name: string; result: string; client: string }).map((r) => `${r.name}|${r.result}|${r.client}`);
+    t.same(got, expected, `log.queries: ${mode}, anonymizeClients: ${anonymizeClients}`);
+  }
+  t.equal(anonymize('10.20.1.17'), '10.20.1.0', 'IPv4 → /24');
+  t.equal(anonymize('2001:db8:1234:5678:9abc::1'), '2001:db8:1234:5600::', 'IPv6 → /56');
+});
+
+t.test('compliance report: who still asks for TikTok, over HTTP and the CLI', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, CONFIG, { 'tiktok.txt': TIKTOK_LIST });
+  for (let i = 0; i < 3; i++) await exchange('udp', h.port, buildQuery('www.tiktok.com', T.A), '127.0.0.5');
+  await exchange('udp', h.port, buildQuery('x.tiktokv.com', T.A), '127.0.0.6');
+  await exchange('udp', h.port, buildQuery('fine.example.test', T.A), '127.0.0.9');
+  const api = JSON.parse((await get(h, '/api/blocked-clients')).body) as { windowSeconds: number; clients: { client: string; blocked: number; topLists: { list: string }[] }[] };
+  t.equal(api.windowSeconds, 86400, 'default window 24 h');
+  t.same(api.clients.map((c) => [c.client, c.blocked]), [['127.0.0.5', 3], ['127.0.0.6', 1]], 'blocked clients, most active first');
+  t.equal(api.clients[0]?.topLists[0]?.list, 'tiktok');
+  const cli = spawnSync(process.execPath, [CLI, 'report', '--url', `http://127.0.0.1:${h.running.http!.port}`], { encoding: 'utf8' });
+  t.equal(cli.status, 0);
+  t.match(cli.stdout, /clients that sent blocked queries in the last 1d 0h: 2\nCLIENT\s+BLOCKED\s+FIRST SEEN\s+LAST SEEN\s+TOP LISTS\n127\.0\.0\.5\s+3\s+\S+\s+\S+\s+tiktok\(3\)/);
+  const down = spawnSync(process.execPath, [CLI, 'report', '--url', 'http://127.0.0.1:1'], { encoding: 'utf8' });
+  t.equal(down.status, 2, 'unreachable: exit 2');
+  t.match(down.stderr, /^sinkhole: cannot fetch http:\/\/127\.0\.0\.1:1\/api\/blocked-clients/);
+});
+
+t.test('compliance report memory stays bounded with 100k distinct clients', async (t) => {
+  let now = 0;
+  const r = new ComplianceReport({ windowMs: 86_400_000, maxClients: 1000 }, () => now);
+  const q = (client: string): never => ({ client }) as never;
+  for (let i = 0; i < 50; i++) r.observe(q('10.0.0.1'), { wire: Buffer.alloc(4), result: 'blocked', list: 'tiktok' });
+  for (let i = 0; i < 100_000; i++) {
+    now++;
+    r.observe(q(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`), { wire: Buffer.alloc(4), result: 'blocked', list: 'tiktok' });
+  }
+  t.ok(r.size <= 1000, `at most maxClients kept (${r.size})`);
+  t.ok(r.snapshot().clients.some((c) => c.client === '10.0.0.1' && c.blocked >= 50), 'the most active client survived eviction');
+  now += 86_400_001;
+  t.equal(r.snapshot().clients.length, 0, 'everything older than the window is forgotten');
+});
