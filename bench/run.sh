@@ -24,7 +24,8 @@
 #   DUR, REPS, LATENCY, LAT_QPS, CLIENTS, OUTSTANDING, NICE, QUIET, QDIR  passed to suite.sh; unset =
 #                       the kit's defaults (DUR=10 REPS=2 LATENCY=1 LAT_QPS=10000 CLIENTS=20 OUTSTANDING=200)
 #   METRICS_OFF=1       also run sinkhole-nometrics (default 0)
-#   PEERS="dnsmasq unbound1"   which peers to start and measure (default both)
+#   PEERS="dnsmasq unbound1"   which peers to start and measure (default both; PEERS=none: sinkhole only)
+#   WORKLOADS="blocked cached uncached"   the suite's workloads (sinkhole-nometrics: blocked/cached of these)
 #   SH_ADDR=127.0.0.1 SH_PORT=5320 SH_HTTP_PORT=9320   sinkhole's listen addresses (loopback only)
 #   OUTDIR=bench/results/<UTC time>   where results.tsv, logs/, sinkhole logs and summary.md go
 #   KIT=<repo>/../shared/bench   the peer kit
@@ -38,7 +39,8 @@ KIT=$(cd "$KIT" && pwd)
 
 SH_ADDR=${SH_ADDR:-127.0.0.1}; SH_PORT=${SH_PORT:-5320}; SH_HTTP_PORT=${SH_HTTP_PORT:-9320}
 UPSTREAM_ADDR=127.0.0.2; UPSTREAM_PORT=5300          # fixed by the kit (conf/nsd.conf.in)
-METRICS_OFF=${METRICS_OFF:-0}; PEERS=${PEERS:-dnsmasq unbound1}
+METRICS_OFF=${METRICS_OFF:-0}; PEERS=${PEERS:-dnsmasq unbound1}; [ "$PEERS" = none ] && PEERS=""
+WORKLOADS=${WORKLOADS:-blocked cached uncached}
 export HOST=${HOST:-127.0.0.1}                        # dnsperf/dig target, for suite.sh
 
 # --- loopback only ------------------------------------------------------------------------------
@@ -69,7 +71,7 @@ done
 
 # Ports must be free: a server already there would be measured in our place.
 port_busy() { [ -n "$(ss -lunH "sport = :$1" 2>/dev/null)" ] || [ -n "$(ss -ltnH "sport = :$1" 2>/dev/null)" ]; }
-for p in "$UPSTREAM_PORT" "$SH_PORT" "$SH_HTTP_PORT" $(for w in "${want_peers[@]}"; do echo "${PEER_PORT[$w]}"; done); do
+for p in "$UPSTREAM_PORT" "$SH_PORT" "$SH_HTTP_PORT" $(for w in ${want_peers[@]+"${want_peers[@]}"}; do echo "${PEER_PORT[$w]}"; done); do
   if port_busy "$p"; then echo "port $p is already in use (another benchmark running? see: ss -lunp 'sport = :$p'); not starting" >&2; exit 1; fi
 done
 
@@ -122,7 +124,7 @@ dig +short +time=1 +tries=2 -p "$UPSTREAM_PORT" @"$UPSTREAM_ADDR" probe.example.
   || { echo "the NSD upstream does not answer on $UPSTREAM_ADDR:$UPSTREAM_PORT" >&2; exit 1; }
 export UPSTREAM_PID
 ran_peers=()
-for p in "${want_peers[@]}"; do
+for p in ${want_peers[@]+"${want_peers[@]}"}; do
   if "$KIT/peers.sh" start "$p"; then ran_peers+=("$p")
   else echo "note: peer ${PEER_LABEL[$p]} failed to start: skipping it"; fi
 done
@@ -159,10 +161,11 @@ start_sinkhole() { # log-name [env...]
 # The peers answer blocked names 0.0.0.0 / :: (NOERROR) and resolve allowed ones: so must sinkhole,
 # or the comparison is not like for like. A mismatch is reported, not fatal.
 sanity_check() {
-  local q want got
-  while read -r q want; do
-    got=$(dig +time=2 +tries=1 -p "$SH_PORT" @"$SH_ADDR" $q | awk '/status:/{s=$6; sub(/,$/,"",s)} /^[^;].*IN[ \t]+(A|AAAA)[ \t]/{a=$NF} END{print s "/" a}' || true)
-    [ "$got" = "$want" ] || echo "WARNING: sinkhole answered '$q' with $got, expected $want" | tee -a "$OUTDIR/warnings.txt"
+  local name type want got
+  while read -r name type want; do
+    got=$(dig +noall +comments +answer +time=2 +tries=1 -p "$SH_PORT" @"$SH_ADDR" "$name" "$type" \
+          | awk -v t="$type" '/status:/{s=$6; sub(/,$/,"",s)} !/^;/ && $4==t {a=$NF} END{print s "/" a}' || true)
+    [ "$got" = "$want" ] || echo "WARNING: sinkhole answered '$name $type' with $got, expected $want" | tee -a "$OUTDIR/warnings.txt"
   done <<'EOF'
 www.tiktok.com A NOERROR/0.0.0.0
 v16-x.tiktokcdn.com AAAA NOERROR/::
@@ -172,26 +175,44 @@ c1.example.test AAAA NOERROR/2001:db8::10
 EOF
 }
 
-cpu_note() { echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)"; }
+# One suite; a failure (e.g. the server died) is recorded and the run goes on to the next server.
+# Success = suite.sh appended every expected row: its exit status is not usable, because it ends
+# with `[ "$wl" = uncached ] && rm …` and so exits 1 whenever the last workload is not uncached.
+rows() { [ -s "$OUTDIR/results.tsv" ] && awk -F'\t' -v l="$1" '$1==l' "$OUTDIR/results.tsv" | wc -l || echo 0; }
+suite() { # port label pid [workloads]
+  local rc=0 wl="${4:-$WORKLOADS}" before after want
+  echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)"
+  before=$(rows "$2")
+  WORKLOADS="$wl" "$KIT/suite.sh" "$1" "$2" "$3" || rc=$?
+  after=$(rows "$2")
+  want=$(( $(wc -w <<<"$wl") * (${REPS:-2} + (${LATENCY:-1} == 1 ? 1 : 0)) ))
+  [ $((after - before)) -ge "$want" ] \
+    || echo "WARNING: suite.sh for $2 recorded $((after - before)) of $want runs (exit $rc); see its output above" | tee -a "$OUTDIR/warnings.txt"
+  if ! kill -0 "$3" 2>/dev/null; then
+    echo "WARNING: $2 (pid $3) is no longer running after its suite" | tee -a "$OUTDIR/warnings.txt"
+    [ "$3" = "$SH_PID" ] && { tail -20 "$WORK/$2.log" | sed 's/^/    /' | tee -a "$OUTDIR/warnings.txt"; SH_PID=""; }
+  fi
+  return 0
+}
 
 start_sinkhole sinkhole
-cpu_note
-"$KIT/suite.sh" "$SH_PORT" sinkhole "$SH_PID"
+suite "$SH_PORT" sinkhole "$SH_PID"
 
 if [ "$METRICS_OFF" = 1 ]; then
   stop_sinkhole
   start_sinkhole sinkhole-nometrics SINKHOLE_BENCH_NO_METRICS=1
-  cpu_note
-  WORKLOADS="blocked cached" "$KIT/suite.sh" "$SH_PORT" sinkhole-nometrics "$SH_PID"
+  nm=$(for w in $WORKLOADS; do case $w in blocked|cached) echo "$w";; esac; done | xargs)
+  if [ -n "$nm" ]; then suite "$SH_PORT" sinkhole-nometrics "$SH_PID" "$nm"
+  else echo "note: METRICS_OFF=1 needs workload blocked or cached; skipped"; fi
 fi
 stop_sinkhole
 
-for p in "${ran_peers[@]}"; do
-  cpu_note
-  "$KIT/suite.sh" "${PEER_PORT[$p]}" "${PEER_LABEL[$p]}" "$(cat "$RUN/pids/$p")"
+for p in ${ran_peers[@]+"${ran_peers[@]}"}; do
+  suite "${PEER_PORT[$p]}" "${PEER_LABEL[$p]}" "$(cat "$RUN/pids/$p")"
 done
 
 # --- report -------------------------------------------------------------------------------------
+[ -s "$OUTDIR/results.tsv" ] || { echo "no results recorded" >&2; exit 1; }
 python3 "$KIT/summarize.py" "$OUTDIR/results.tsv" > "$OUTDIR/detail.md"    # the kit's per-run table
 echo
 python3 "$ROOT/bench/summarize.py" "$OUTDIR/results.tsv" | tee "$OUTDIR/summary.md"

@@ -92,7 +92,7 @@ def main(path):
             k[0], k[1], qps, fmt(c['avg'], 3), p99, f"{fmt(c['rss'], 1)} ({fmt(c['hwm'], 1)})",
             fmt(c['scpu']), fmt(c['lost'], 2), rc,
             ratio(k, 'dnsmasq') if is_sh else '', ratio(k, 'unbound-t1') if is_sh else '',
-            overhead(k)]) + ' |')
+            overhead(k) if is_sh else '']) + ' |')
     print()
     print("ᶜ = client-bound: dnsperf used >= 95% of its core, so the QPS (and a ratio built on it) is the "
           "client's ceiling (~150k on one core), not the server's.")
