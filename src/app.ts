@@ -89,6 +89,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   const tcp: TcpListener[] = [];
   const dns: Running['dns'] = [];
   let closing = false;
+  let closed: Promise<void> | undefined;
   let httpServer: Awaited<ReturnType<typeof startHttp>> | undefined;
   const registry = createRegistry({
     stats,
@@ -146,15 +147,21 @@ export async function start(opts: StartOptions): Promise<Running> {
     reloader,
     report,
     cache: () => cache,
-    async close() {
-      closing = true;
-      reloader.close();
-      await Promise.all(udp.map((l) => l.close()));
-      await Promise.all(tcp.map((l) => l.close()));
-      await Promise.all([queryLog.close(), auditLog.close()]);
-      await httpServer?.close();
+    close() {
+      closed ??= shutdown();
+      return closed;
     },
   };
+
+  // Idempotent: SIGTERM and a test teardown may both ask.
+  async function shutdown(): Promise<void> {
+    closing = true;
+    reloader.close();
+    await Promise.all(udp.map((l) => l.close()));
+    await Promise.all(tcp.map((l) => l.close()));
+    await Promise.all([queryLog.close(), auditLog.close()]);
+    await httpServer?.close();
+  }
 }
 
 /**
@@ -165,15 +172,15 @@ async function bindPair(ep: { host: string; port: number }, u: UdpListener, t: T
   for (let attempt = 0; ; attempt++) {
     let udp: AddressInfo;
     try {
-      udp = await u.start();
+    udp = await u.start();
     } catch (e) {
-      throw listenError('UDP', ep, e);
+    throw listenError('UDP', ep, e);
     }
     try {
-      return { udp, tcp: await t.start(udp.port) };
+    return { udp, tcp: await t.start(udp.port) };
     } catch (e) {
-      await u.close();
-      if (ep.port !== 0 || attempt >= 20) throw listenError('TCP', ep, e);
+    await u.close();
+    if (ep.port !== 0 || attempt >= 20) throw listenError('TCP', ep, e);
     }
   }
 }

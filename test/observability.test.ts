@@ -2,7 +2,8 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
 import { buildQuery, exchange } from './helpers/dns.js';
@@ -22,6 +23,16 @@ const CONFIG = {
 async function get(h: Harness, path: string): Promise<{ status: number; body: string; type: string | null }> {
   const res = await fetch(`http://127.0.0.1:${h.running.http!.port}${path}`);
   return { status: res.status, body: await res.text(), type: res.headers.get('content-type') };
+}
+
+async function run(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, args, { encoding: 'utf8' });
+    return { status: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { status: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
 }
 
 /** Parses Prometheus text into `name{labels}` → value. */
@@ -169,10 +180,11 @@ t.test('compliance report: who still asks for TikTok, over HTTP and the CLI', as
   t.equal(api.windowSeconds, 86400, 'default window 24 h');
   t.same(api.clients.map((c) => [c.client, c.blocked]), [['127.0.0.5', 3], ['127.0.0.6', 1]], 'blocked clients, most active first');
   t.equal(api.clients[0]?.topLists[0]?.list, 'tiktok');
-  const cli = spawnSync(process.execPath, [CLI, 'report', '--url', `http://127.0.0.1:${h.running.http!.port}`], { encoding: 'utf8' });
+  // Asynchronously: the server answering it lives in this process's event loop.
+  const cli = await run([CLI, 'report', '--url', `http://127.0.0.1:${h.running.http!.port}`]);
   t.equal(cli.status, 0);
   t.match(cli.stdout, /clients that sent blocked queries in the last 1d 0h: 2\nCLIENT\s+BLOCKED\s+FIRST SEEN\s+LAST SEEN\s+TOP LISTS\n127\.0\.0\.5\s+3\s+\S+\s+\S+\s+tiktok\(3\)/);
-  const down = spawnSync(process.execPath, [CLI, 'report', '--url', 'http://127.0.0.1:1'], { encoding: 'utf8' });
+  const down = await run([CLI, 'report', '--url', 'http://127.0.0.1:1']);
   t.equal(down.status, 2, 'unreachable: exit 2');
   t.match(down.stderr, /^sinkhole: cannot fetch http:\/\/127\.0\.0\.1:1\/api\/blocked-clients/);
 });

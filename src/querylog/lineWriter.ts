@@ -54,6 +54,7 @@ export class LineWriter {
   close(): Promise<void> {
     this.flush();
     const s = this.opened;
+    this.opened = undefined;
     if (!s || s === process.stdout) return Promise.resolve();
     return new Promise((resolve) => (s as WriteStream).end(() => resolve()));
   }
