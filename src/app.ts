@@ -13,7 +13,8 @@ import { Stats } from './metrics/stats.js';
 import { buildGeneration, type Generation } from './policy/generation.js';
 import { PolicyHolder } from './policy/holder.js';
 import { Reloader } from './policy/reloader.js';
-import { compose, type Stage } from './pipeline/types.js';
+import { isActive } from './policy/exceptions.js';
+import { compose, type Handler, type Stage } from './pipeline/types.js';
 import { BlocklistStage } from './stages/blocklist.js';
 import { CacheStage } from './stages/cache.js';
 import { forwardHandler } from './stages/forward.js';
@@ -46,6 +47,8 @@ export interface Running {
   reloader: Reloader;
   report: ComplianceReport;
   cache: () => ReplyCache;
+  /** The composed pipeline, as the listeners call it (for in-process benchmarks). */
+  handler: Handler;
   /** Stops taking queries, answers those in flight (bounded by the upstream timeout), and closes. */
   close(): Promise<void>;
 }
@@ -126,7 +129,9 @@ export async function start(opts: StartOptions): Promise<Running> {
     throw e;
   }
 
+  logExceptions(log, policy.current, undefined, clock.now());
   const reloader = new Reloader(opts.configFile, policy, stats, log, (next, previous) => {
+    logExceptions(log, next, previous, clock.now());
     if (!isDeepStrictEqual(next.config.upstreams, previous.config.upstreams)) forwarder = new Forwarder(next.config.upstreams, stats);
     if (!isDeepStrictEqual(next.config.cache, previous.config.cache)) cache = new ReplyCache(next.config.cache, () => clock.now());
     queryLog.configure(next.config.log);
@@ -147,6 +152,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     reloader,
     report,
     cache: () => cache,
+    handler,
     close() {
       closed ??= shutdown();
       return closed;
@@ -162,6 +168,21 @@ export async function start(opts: StartOptions): Promise<Running> {
     await Promise.all([queryLog.close(), auditLog.close()]);
     await httpServer?.close();
   }
+}
+
+/** Each exception that is new or changed is logged when it is loaded, and each one dropped, so the log is an audit of the records. */
+function logExceptions(log: Logger, next: Generation, previous: Generation | undefined, now: number): void {
+  const before = new Map((previous?.exceptions ?? []).map((e) => [e.id, e]));
+  for (const e of next.exceptions) {
+    const old = before.get(e.id);
+    before.delete(e.id);
+    if (old && isDeepStrictEqual({ ...old, source: null }, { ...e, source: null })) continue;
+    log.info(old ? 'exception changed' : 'exception loaded', {
+      id: e.id, state: isActive(e, now) ? 'active' : 'expired', expires: e.expires, clients: e.clients.join(','),
+      allow: [...e.allowLists, ...e.allowDomains].join(','), approvedBy: e.approvedBy, reason: e.reason,
+    });
+  }
+  for (const id of before.keys()) log.info('exception removed', { id });
 }
 
 /**

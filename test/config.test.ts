@@ -129,6 +129,12 @@ t.test('sinkhole serve: answers, then drains on SIGTERM and exits 0', async (t) 
     check();
   });
   t.equal(decode(await udpExchange(port, buildQuery('www.example.test', T.A))).answers[0]?.address, '192.0.2.10', 'serves');
+  child.kill('SIGHUP');
+  await new Promise<void>((resolve) => {
+    const check = (): void => void (stderr.includes('policy reloaded kind=config generation=2') ? resolve() : setTimeout(check, 20));
+    check();
+  });
+  t.pass('SIGHUP reloaded the policy');
   const inflight = udpExchange(port, buildQuery('slow.example.test', T.A));
   await new Promise<void>((r) => {
     const wait = (): void => void (up.count('slow.example.test') ? r() : setTimeout(wait, 5));

@@ -10,6 +10,7 @@ import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { FakeClock, startSinkhole, TIKTOK_LIST } from './helpers/sinkhole.js';
 import { buildQuery, decode, exchange, rcodeOf } from './helpers/dns.js';
 import { parseExpiry } from '../src/policy/exceptions.js';
+import { streamLogger } from '../src/log.js';
 
 const CLI = join(import.meta.dirname, '..', 'dist', 'cli.js');
 const PROTOS = ['udp', 'tcp'] as const;
@@ -180,4 +181,21 @@ t.test('check --client --at, and the exceptions listing', async (t) => {
   const text = spawnSync(process.execPath, [CLI, 'exceptions', '--config', h.configFile], { encoding: 'utf8' });
   t.match(text.stdout, /EX-IP-LIST\s+(active|expired)\s+expires 2026-11-28T12:00:00Z/);
   t.match(text.stdout, /approved by Chief Executive: Committee inquiry/);
+});
+
+t.test('the log names each exception when it is loaded, changed or removed', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const lines: string[] = [];
+  const h = await startSinkhole(t, up.port, policyConfig(), { 'tiktok.txt': TIKTOK_LIST, 'ads.txt': ADS_LIST, 'exceptions.yaml': stringify(EXCEPTIONS) }, { log: streamLogger((l) => lines.push(l)) });
+  t.equal(lines.filter((l) => l.includes('exception loaded')).length, 4, 'all four logged at start');
+  t.match(lines.find((l) => l.includes('id=EX-IP-LIST')), /exception loaded id=EX-IP-LIST state=\w+ expires=2026-11-28T12:00:00Z clients=127\.0\.0\.7 allow=tiktok approvedBy="Chief Executive" reason="Committee inquiry"/);
+  lines.length = 0;
+  const [first, , third] = EXCEPTIONS.exceptions;
+  writeFileSync(join(h.dir, 'exceptions.yaml'), stringify({ exceptions: [{ ...first, expires: '2027-06-30' }, third] }));
+  t.same(h.running.reloader.reload('exceptions'), []);
+  t.match(lines.join(''), /exception changed id=EX-IP-LIST .*expires=2027-06-30/);
+  t.match(lines.join(''), /exception removed id=EX-IP-DOMAIN/);
+  t.match(lines.join(''), /exception removed id=EX-CIDR-LIST/);
+  t.notMatch(lines.join(''), /id=EX-GROUP-DOMAIN/, 'an unchanged exception is not logged again');
 });

@@ -4,6 +4,7 @@ import t from 'tap';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
+import { normalizeAddress } from '../src/policy/cidr.js';
 import { FakeClock, startSinkhole } from './helpers/sinkhole.js';
 import { buildQuery, decode, exchange, optOf, rcodeOf, TcpClient, udpExchange } from './helpers/dns.js';
 
@@ -268,4 +269,78 @@ t.test('clients outside clients.allowFrom get REFUSED', async (t) => {
   const h = await startSinkhole(t, up.port, { clients: { allowFrom: ['10.0.0.0/8'] } });
   for (const proto of PROTOS) t.equal(rcodeOf(await exchange(proto, h.port, buildQuery('www.example.test', T.A))), 5, `${proto}: REFUSED`);
   t.equal(up.count(), 0, 'nothing forwarded for a refused client');
+});
+
+t.test('strategies: race takes the first good answer, random spreads, tcp:// upstreams', async (t) => {
+  const slow = await FakeUpstream.start();
+  const fast = await FakeUpstream.start();
+  t.teardown(() => Promise.all([slow.close(), fast.close()]));
+  slow.on('*', { delayMs: 400, answers: [{ name: 'race.example.test', type: T.A, address: '192.0.2.1' }] });
+  fast.on('*', { answers: [{ name: 'race.example.test', type: T.A, address: '192.0.2.2' }] });
+  const servers = [`127.0.0.1:${slow.port}`, `127.0.0.1:${fast.port}`];
+  const race = await startSinkhole(t, slow.port, { upstreams: { servers, strategy: 'race', timeout: '2s' } });
+  const started = Date.now();
+  const r = decode(await udpExchange(race.port, buildQuery('race.example.test', T.A)));
+  t.equal(r.answers[0]?.address, '192.0.2.2', 'race: the fast upstream won');
+  t.ok(Date.now() - started < 350, 'race: did not wait for the slow one');
+  t.equal(slow.count('race.example.test') + fast.count('race.example.test'), 2, 'race: both were asked');
+
+  const random = await startSinkhole(t, slow.port, { upstreams: { servers: [`127.0.0.1:${fast.port}`, `127.0.0.1:${slow.port}`], strategy: 'random', timeout: '2s' } });
+  const before = { slow: slow.count(), fast: fast.count() };
+  for (let i = 0; i < 16; i++) await udpExchange(random.port, buildQuery(`r${i}.example.test`, T.A));
+  t.ok(slow.count() > before.slow && fast.count() > before.fast, 'random: both upstreams got first tries');
+
+  const tcpOnly = await startSinkhole(t, fast.port, { upstreams: { servers: [`tcp://127.0.0.1:${fast.port}`] } });
+  const viaTcp = decode(await udpExchange(tcpOnly.port, buildQuery('tcp-only.example.test', T.A)));
+  t.equal(viaTcp.answers[0]?.address, '192.0.2.2', 'tcp:// upstream answered');
+  t.same(fast.seen.filter((s) => s.name === 'tcp-only.example.test').map((s) => s.proto), ['tcp'], 'and only over TCP');
+});
+
+t.test('an upstream that keeps failing is tried last for a while', async (t) => {
+  const dead = await FakeUpstream.start();
+  const good = await FakeUpstream.start();
+  t.teardown(() => Promise.all([dead.close(), good.close()]));
+  dead.on('*', { rcode: 2 });
+  const h = await startSinkhole(t, good.port, { upstreams: { servers: [`127.0.0.1:${dead.port}`, `127.0.0.1:${good.port}`] } });
+  for (let i = 0; i < 6; i++) t.equal(rcodeOf(await udpExchange(h.port, buildQuery(`h${i}.example.test`, T.A))), 0, `query ${i} answered`);
+  t.equal(dead.count(), 3, 'after three failures in a row the failing upstream was no longer tried first');
+  t.equal(good.count(), 6);
+});
+
+t.test('TCP connection cap', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, { listen: { dns: ['127.0.0.1:0'], tcpMaxConnections: 2 } });
+  const a = await TcpClient.connect(h.port);
+  const b = await TcpClient.connect(h.port);
+  t.teardown(() => (a.close(), b.close()));
+  a.send(buildQuery('a.example.test', T.A));
+  b.send(buildQuery('b.example.test', T.A));
+  await Promise.all([a.waitFor(1), b.waitFor(1)]);
+  const c = await TcpClient.connect(h.port);
+  await c.closed;
+  t.equal(c.replies.length, 0, 'the third connection is closed without service');
+  a.send(buildQuery('a2.example.test', T.A));
+  t.equal((await a.waitFor(2)).length, 2, 'the first two keep working');
+});
+
+t.test('IPv6 and dual-stack listeners; IPv4-mapped clients are IPv4 clients', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const v6 = await startSinkhole(t, up.port, { listen: { dns: ['[::1]:0'] } });
+  const s = dgram.createSocket('udp6');
+  t.teardown(() => s.close());
+  s.send(buildQuery('v6.example.test', T.A, { id: 66 }), v6.port, '::1');
+  const [msg] = (await once(s, 'message')) as [Buffer];
+  t.equal(decode(msg).answers[0]?.address, '192.0.2.10', 'answered over UDP on ::1 (allowFrom ::1/128)');
+  const resolver = new (await import('node:dns/promises')).Resolver({ timeout: 3000, tries: 1 });
+  resolver.setServers([`[::1]:${v6.port}`]);
+  t.same(await resolver.resolve4('v6c.example.test'), ['192.0.2.10'], 'c-ares over IPv6');
+
+  // A dual-stack socket ([::]) reports IPv4 clients as ::ffff:a.b.c.d; tests stay on loopback, so the
+  // transport's normalisation is checked directly rather than by binding every interface.
+  t.equal(normalizeAddress('::ffff:127.0.0.1'), '127.0.0.1', '::ffff:127.0.0.1 is 127.0.0.1');
+  t.equal(normalizeAddress('fe80::1%lo'), 'fe80::1', 'zone index dropped');
+  const view = v6.running.policy.current.clients.view(normalizeAddress('::ffff:127.0.0.5'));
+  t.ok(view.allowed, 'an IPv4-mapped client matches 127.0.0.0/8 in allowFrom');
 });

@@ -97,25 +97,31 @@ export function decodeQuery(buf: Buffer, client: string, proto: Proto, arrived: 
   };
 }
 
-/** The question name at offset 12, uncompressed (a pointer there could only point backwards into the header). */
+/** Scratch space for building a name: one pass over the bytes, then one string. */
+const scratch = Buffer.allocUnsafe(256);
+
+/**
+ * The question name at offset 12, uncompressed (a pointer there could only
+ * point backwards into the header). Labels are joined with dots and ASCII
+ * letters folded to lower case (RFC 4343); other bytes are kept as they are.
+ */
 function readQuestionName(buf: Buffer): { name: string; end: number } | undefined {
   let off = 12;
-  let name = '';
+  let n = 0;
   for (;;) {
     const len = buf[off];
     if (len === undefined || len > 63) return undefined;
     off++;
     if (len === 0) break;
-    if (off + len > buf.length || off - 12 + len > 255) return undefined;
-    if (name.length) name += '.';
-    for (let i = off; i < off + len; i++) {
-      const c = buf[i]!;
-      // ASCII case folding only (RFC 4343); other bytes are kept as they are.
-      name += String.fromCharCode(c >= 65 && c <= 90 ? c + 32 : c);
+    const end = off + len;
+    if (end > buf.length || n + len + 1 > 255) return undefined;
+    if (n > 0) scratch[n++] = 0x2e; // '.'
+    for (; off < end; off++) {
+      const c = buf[off]!;
+      scratch[n++] = c >= 65 && c <= 90 ? c | 0x20 : c;
     }
-    off += len;
   }
-  return { name, end: off };
+  return { name: scratch.toString('latin1', 0, n), end: off };
 }
 
 /** Offset just past a possibly compressed name, or -1 when it runs off the end or is malformed. */

@@ -7,7 +7,7 @@ import { PolicyError, type Problem } from '../errors.js';
 import { CidrSet } from './cidr.js';
 import { ClientDirectory, compileCidrs, type ClientView } from './clients.js';
 import { isActive, loadExceptions, type Exception } from './exceptions.js';
-import { parseList } from './listParser.js';
+import { scanList } from './listParser.js';
 import { MatcherBuilder, type Matcher, type RuleMatch } from './matcher.js';
 import { SinkholeResponder } from './sinkhole.js';
 
@@ -46,6 +46,7 @@ export function compile(config: Config, number: number): Generation {
     const idx = builder.addList({ name: list.name, files: list.files });
     for (const file of list.files) {
       files.push(file);
+      const fileIdx = builder.addFile(file);
       let text: string;
       try {
         text = readFileSync(file, 'utf8');
@@ -56,9 +57,7 @@ export function compile(config: Config, number: number): Generation {
         });
         continue;
       }
-      const parsed = parseList(file, text);
-      problems.push(...parsed.problems);
-      for (const r of parsed.rules) builder.addRule(idx, file, r.domain, r.subdomainsOnly, r.line);
+      problems.push(...scanList(file, text, (domain, subdomainsOnly, line) => builder.addRule(idx, fileIdx, domain, subdomainsOnly, line)));
     }
     const count = builder.ruleCount(idx);
     ruleCounts.set(list.name, count);
@@ -90,18 +89,19 @@ export function compile(config: Config, number: number): Generation {
 /**
  * What the policy says about `name` for this client at `now`: blocked by an
  * enforced list, excepted by an active exception, or allowed. The hot path
- * calls this only after Matcher.find has hit, so most queries never get here.
+ * calls this only after Matcher.find has hit (and passes that hit as `first`),
+ * so most queries never get here.
  */
-export function decide(g: Generation, name: string, view: ClientView, now: number): Decision {
-  const first = g.matcher.find(name, g.enforced);
+export function decide(g: Generation, name: string, view: ClientView, now: number | (() => number), first = g.matcher.find(name, g.enforced)): Decision {
   if (first === -1) return { decision: 'allowed' };
   if (!view.exceptions.length) return { decision: 'blocked', match: g.matcher.describe(first, name) };
   // The slow path, for clients named by an exception: blocked if any enforced list that no active exception covers matches.
   let excepted: Decision | undefined;
+  const at = typeof now === 'number' ? now : now();
   for (const r of g.matcher.findAll(name)) {
     if (!g.enforced[g.matcher.listIndex(r)]) continue;
     const match = g.matcher.describe(r, name);
-    const exception = view.exceptions.find((e) => isActive(e, now) && covers(e, match.list, name));
+    const exception = view.exceptions.find((e) => isActive(e, at) && covers(e, match.list, name));
     if (!exception) return { decision: 'blocked', match };
     excepted ??= { decision: 'excepted', match, exception };
   }

@@ -25,26 +25,43 @@ export class MatcherBuilder {
   readonly lists: ListInfo[] = [];
   private readonly files: string[] = [];
   private readonly domains: string[] = [];
-  private readonly listOf: number[] = [];
-  private readonly fileOf: number[] = [];
-  private readonly lineOf: number[] = [];
-  private readonly subOnly: boolean[] = [];
+  private n = 0;
+  private listOf = new Uint16Array(1024);
+  private fileOf = new Uint16Array(1024);
+  private lineOf = new Uint32Array(1024);
+  private subOnly = new Uint8Array(1024);
   private readonly countByList = new Map<number, number>();
 
   addList(info: ListInfo): number {
-    this.lists.push(info);
-    return this.lists.length - 1;
+    return this.lists.push(info) - 1;
   }
 
-  addRule(list: number, file: string, domain: string, subdomainsOnly: boolean, line: number): void {
-    let f = this.files.lastIndexOf(file);
-    if (f === -1) f = this.files.push(file) - 1;
+  addFile(file: string): number {
+    return this.files.push(file) - 1;
+  }
+
+  addRule(list: number, file: number, domain: string, subdomainsOnly: boolean, line: number): void {
+    if (this.n === this.lineOf.length) this.grow();
+    const i = this.n++;
     this.domains.push(domain);
-    this.listOf.push(list);
-    this.fileOf.push(f);
-    this.lineOf.push(line);
-    this.subOnly.push(subdomainsOnly);
+    this.listOf[i] = list;
+    this.fileOf[i] = file;
+    this.lineOf[i] = line;
+    this.subOnly[i] = subdomainsOnly ? 1 : 0;
     this.countByList.set(list, (this.countByList.get(list) ?? 0) + 1);
+  }
+
+  private grow(): void {
+    const size = this.lineOf.length * 2;
+    const grown = <T extends Uint8Array | Uint16Array | Uint32Array>(a: T, make: (n: number) => T): T => {
+      const b = make(size);
+      b.set(a);
+      return b;
+    };
+    this.listOf = grown(this.listOf, (n) => new Uint16Array(n));
+    this.fileOf = grown(this.fileOf, (n) => new Uint16Array(n));
+    this.lineOf = grown(this.lineOf, (n) => new Uint32Array(n));
+    this.subOnly = grown(this.subOnly, (n) => new Uint8Array(n));
   }
 
   ruleCount(list: number): number {
@@ -52,7 +69,8 @@ export class MatcherBuilder {
   }
 
   build(): Matcher {
-    return new Matcher(this.lists, this.files, this.domains, this.listOf, this.fileOf, this.lineOf, this.subOnly);
+    const n = this.n;
+    return new Matcher(this.lists, this.files, this.domains, this.listOf.subarray(0, n), this.fileOf.subarray(0, n), this.lineOf.subarray(0, n), this.subOnly.subarray(0, n));
   }
 }
 
@@ -62,24 +80,18 @@ export class Matcher {
   /** domain → first rule index for "*.domain" (strictly below). */
   private readonly below = new Map<string, number>();
   private readonly next: Int32Array;
-  private readonly listOf: Uint16Array;
-  private readonly fileOf: Uint16Array;
-  private readonly lineOf: Uint32Array;
 
   constructor(
     readonly lists: readonly ListInfo[],
     private readonly files: readonly string[],
     private readonly domains: readonly string[],
-    listOf: number[],
-    fileOf: number[],
-    lineOf: number[],
-    subOnly: boolean[],
+    private readonly listOf: Uint16Array,
+    private readonly fileOf: Uint16Array,
+    private readonly lineOf: Uint32Array,
+    private readonly subOnly: Uint8Array,
   ) {
     const n = domains.length;
     this.next = new Int32Array(n).fill(-1);
-    this.listOf = Uint16Array.from(listOf);
-    this.fileOf = Uint16Array.from(fileOf);
-    this.lineOf = Uint32Array.from(lineOf);
     // Insert in reverse so each chain lists rules in file order.
     for (let i = n - 1; i >= 0; i--) {
       const map = subOnly[i] ? this.below : this.apex;
@@ -88,10 +100,7 @@ export class Matcher {
       if (prev !== undefined) this.next[i] = prev;
       map.set(d, i);
     }
-    this.subOnlyFlags = subOnly;
   }
-
-  private readonly subOnlyFlags: boolean[];
 
   /**
    * The most specific rule matching `name` in a list accepted by `accept`
@@ -142,7 +151,7 @@ export class Matcher {
   describe(rule: number, name: string): RuleMatch {
     return {
       list: this.lists[this.listOf[rule]!]!.name,
-      rule: (this.subOnlyFlags[rule] ? '*.' : '') + this.domains[rule]!,
+      rule: (this.subOnly[rule] ? '*.' : '') + this.domains[rule]!,
       file: this.files[this.fileOf[rule]!]!,
       line: this.lineOf[rule]!,
       name,

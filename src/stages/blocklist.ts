@@ -20,6 +20,9 @@ export class BlocklistStage implements Stage {
     private readonly clock: Clock,
   ) {}
 
+  /** Read only when the client has exceptions: most blocked queries never need the time. */
+  private readonly now = (): number => this.clock.now();
+
   handle(q: Query, next: Handler): Outcome | Promise<Outcome> {
     const g = this.policy.current;
     const d = this.verdict(g, q, q.qname);
@@ -31,8 +34,9 @@ export class BlocklistStage implements Stage {
 
   /** undefined when no enforced list matches (the common case: one map lookup per label). */
   private verdict(g: Generation, q: Query, name: string): Decision | undefined {
-    if (g.matcher.find(name, g.enforced) === -1) return undefined;
-    return decide(g, name, g.clients.view(q.client), this.clock.now());
+    const first = g.matcher.find(name, g.enforced);
+    if (first === -1) return undefined;
+    return decide(g, name, g.clients.view(q.client), this.now, first);
   }
 
   private after(g: Generation, q: Query, o: Outcome, d: Decision | undefined): Outcome {
