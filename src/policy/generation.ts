@@ -47,9 +47,9 @@ export function compile(config: Config, number: number): Generation {
     for (const file of list.files) {
       files.push(file);
       const fileIdx = builder.addFile(file);
-      let text: string;
+      let bytes: Buffer;
       try {
-        text = readFileSync(file, 'utf8');
+        bytes = readFileSync(file);
       } catch (e) {
         problems.push({
           code: 'SH_CONFIG_READ', ...list.ref,
@@ -57,7 +57,13 @@ export function compile(config: Config, number: number): Generation {
         });
         continue;
       }
-      problems.push(...scanList(file, text, (domain, subdomainsOnly, line) => builder.addRule(idx, fileIdx, domain, subdomainsOnly, line)));
+      builder.reserve(bytes.length);
+      problems.push(
+        ...scanList(file, bytes, {
+          rule: (domain, subdomainsOnly, line) => builder.addRule(idx, fileIdx, domain, subdomainsOnly, line),
+          ruleBytes: (src, a, b, line) => builder.addRuleBytes(idx, fileIdx, src, a, b, line),
+        }),
+      );
     }
     const count = builder.ruleCount(idx);
     ruleCounts.set(list.name, count);

@@ -29,47 +29,76 @@ export function toRuleDomain(text: string): string | undefined {
   return PLAIN_DOMAIN.test(d) ? d : undefined;
 }
 
-export type RuleSink = (domain: string, subdomainsOnly: boolean, line: number) => void;
+export interface RuleSink {
+  /** A rule from the slow path, as a normalised string. */
+  rule(domain: string, subdomainsOnly: boolean, line: number): void;
+  /** A plain rule from the fast path: bytes a..b of `buf`, already valid lower-case ASCII. */
+  ruleBytes(buf: Buffer, a: number, b: number, line: number): void;
+}
+
+const PLAIN_DOMAIN = /^(?:(?!-)[a-z0-9_-]{1,63}(?<!-)\.)*(?!-)[a-z0-9_-]{1,63}(?<!-)$/;
 
 /**
- * A lower-case plain domain, the form of nearly every line in a large list:
- * validated by one regex, with no splitting or copying (1M rules load in
- * about a second; bench/rules-load.sh).
+ * Whether bytes a..b are a lower-case plain domain (the PLAIN_DOMAIN rule,
+ * checked byte by byte), not ending in a digit (it might be an IP address).
  */
-const DOMAIN = '(?:(?!-)[a-z0-9_-]{1,63}(?<!-)\\.)*(?!-)[a-z0-9_-]{1,63}(?<!-)';
-const PLAIN_DOMAIN = new RegExp(`^${DOMAIN}$`);
-const STICKY_DOMAIN = new RegExp(DOMAIN, 'y');
+function isPlainDomain(buf: Buffer, a: number, b: number): boolean {
+  if (b <= a || b - a > 253) return false;
+  let label = 0;
+  let prev = DOT;
+  for (let i = a; i < b; i++) {
+    const c = buf[i]!;
+    if (c === DOT) {
+      if (label === 0 || prev === HYPHEN) return false;
+      label = 0;
+    } else if ((c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 95 || (c === HYPHEN && label > 0)) {
+      if (++label > 63) return false;
+    } else {
+      return false;
+    }
+    prev = c;
+  }
+  return label > 0 && prev !== HYPHEN && !(prev >= 48 && prev <= 57);
+}
 
-/** Parses a list, handing each rule to `onRule`; returns the problems (none when the file is good). */
-export function scanList(file: string, text: string, onRule: RuleSink): Problem[] {
+const DOT = 46;
+const HYPHEN = 45;
+const NEWLINE = 10;
+const HOSTS_PREFIX = Buffer.from('0.0.0.0 ');
+
+/**
+ * Parses a list file's bytes, handing each rule to `sink`; returns the
+ * problems (none when the file is good). The three common lower-case forms —
+ * "name", "||name^" and "0.0.0.0 name" — are checked in place on the bytes
+ * and copied straight into the matcher, so a million-rule list never becomes
+ * a million strings (bench/rules-load.sh). Any other line is decoded as UTF-8
+ * and parsed in full.
+ */
+export function scanList(file: string, buf: Buffer, sink: RuleSink): Problem[] {
   const problems: Problem[] = [];
   let lineNo = 0;
-  for (let start = 0; start < text.length; ) {
-    let end = text.indexOf('\n', start);
-    if (end === -1) end = text.length;
+  for (let start = 0; start < buf.length; ) {
+    let end = buf.indexOf(NEWLINE, start);
+    if (end === -1) end = buf.length;
     const next = end + 1;
-    if (text.charCodeAt(end - 1) === 13 /* \r */) end--;
+    if (end > start && buf[end - 1] === 13 /* \r */) end--;
     lineNo++;
-    // Fast paths for the three common lower-case forms, "name", "||name^" and "0.0.0.0 name":
-    // the name is checked in place with a sticky regex, so a rule costs one string slice.
     let a = start;
     let b = end;
     let hosts = false;
-    if (text.startsWith('||', a) && text.charCodeAt(b - 1) === 94 /* ^ */) {
+    if (buf[a] === 124 && buf[a + 1] === 124 && buf[b - 1] === 94 /* ||...^ */) {
       a += 2;
       b--;
-    } else if (text.startsWith('0.0.0.0 ', a)) {
+    } else if (b - a > 8 && buf.compare(HOSTS_PREFIX, 0, 8, a, a + 8) === 0) {
       a += 8;
       hosts = true;
     }
-    const last = text.charCodeAt(b - 1);
-    STICKY_DOMAIN.lastIndex = a;
-    // A name ending in a digit might be an IP address, which the slow path rejects.
-    if (b - a <= 253 && !(last >= 48 && last <= 57) && STICKY_DOMAIN.test(text) && STICKY_DOMAIN.lastIndex === b) {
-      const name = text.slice(a, b);
-      if (!hosts || !HOSTS_BOILERPLATE.has(name)) onRule(name, false, lineNo);
+    if (isPlainDomain(buf, a, b)) {
+      if (!hosts || b - a > 21 || !HOSTS_BOILERPLATE.has(buf.toString('latin1', a, b))) sink.ruleBytes(buf, a, b, lineNo);
     } else {
-      parseLine(file, text.slice(start, end), lineNo, onRule, problems);
+      // A UTF-8 byte order mark is not part of the first line (editors on Windows add one).
+      const line = buf.toString('utf8', start, end);
+      parseLine(file, lineNo === 1 ? line.replace(/^\uFEFF/, '') : line, lineNo, sink, problems);
     }
     start = next;
   }
@@ -87,11 +116,14 @@ const MAX_PROBLEMS = 50;
 /** The whole list as Rule objects (for tests and tools; the server uses scanList). */
 export function parseList(file: string, text: string): { rules: Rule[]; problems: Problem[] } {
   const rules: Rule[] = [];
-  const problems = scanList(file, text, (domain, subdomainsOnly, line) => rules.push({ domain, subdomainsOnly, line }));
+  const problems = scanList(file, Buffer.from(text, 'utf8'), {
+    rule: (domain, subdomainsOnly, line) => rules.push({ domain, subdomainsOnly, line }),
+    ruleBytes: (b, from, to, line) => rules.push({ domain: b.toString('latin1', from, to), subdomainsOnly: false, line }),
+  });
   return { rules, problems };
 }
 
-function parseLine(file: string, raw: string, lineNo: number, onRule: RuleSink, problems: Problem[]): void {
+function parseLine(file: string, raw: string, lineNo: number, sink: RuleSink, problems: Problem[]): void {
   // Column of the first non-blank character; comments may also follow a rule after whitespace.
   const start = raw.search(/\S/);
   if (start === -1 || raw[start] === '#' || raw[start] === '!') return;
@@ -112,7 +144,7 @@ function parseLine(file: string, raw: string, lineNo: number, onRule: RuleSink, 
       off = raw.indexOf(name, off);
       if (HOSTS_BOILERPLATE.has(name.toLowerCase())) continue;
       const domain = toRuleDomain(name);
-      if (domain) onRule(domain, false, lineNo);
+      if (domain) sink.rule(domain, false, lineNo);
       else fail(off + 1, `expected a domain name after the address, got "${name}"`);
       off += name.length;
     }
@@ -137,5 +169,5 @@ function parseLine(file: string, raw: string, lineNo: number, onRule: RuleSink, 
     fail(col, `expected a domain name like tiktok.com, got "${token}"`);
     return;
   }
-  onRule(domain, subdomainsOnly, lineNo);
+  sink.rule(domain, subdomainsOnly, lineNo);
 }
