@@ -181,6 +181,14 @@ t.test('RFC 5452: fresh ID and port upstream; spoofed replies are dropped', asyn
   t.equal(new Set(seen.map((s) => s.port)).size, 5, 'five queries came from five source ports');
   t.ok(seen.filter((s) => s.id === 4242).length <= 1, 'the upstream ID is not the client ID');
 
+  const reuse = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], sourcePortReuse: 3 } });
+  for (let i = 0; i < 6; i++) {
+    const d = decode(await udpExchange(reuse.port, buildQuery(`s${i}.example.test`, T.A)));
+    t.equal(d.answers[0]?.address, '192.0.2.10', `sourcePortReuse 3: query ${i} answered`);
+  }
+  const ports = up.seen.filter((s) => /^s\d\./.test(s.name)).map((s) => s.port);
+  t.equal(new Set(ports).size, 2, 'sourcePortReuse 3: six queries used two source ports');
+
   const a = decode(await udpExchange(h.port, buildQuery('wrongid.example.test', T.A)));
   t.equal(a.answers[0]?.address, '192.0.2.10', 'a reply with the wrong ID is ignored; the real one is used');
   const b = decode(await udpExchange(h.port, buildQuery('wrongq.example.test', T.A)));

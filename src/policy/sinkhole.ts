@@ -66,7 +66,9 @@ export class SinkholeResponder {
     const neg: Body = { bytes: soa(ttl), an: 0, ns: 1 };
     const answer = (type: number, addr: string | undefined, v4: boolean): Body | undefined =>
       addr === undefined ? undefined : { bytes: record(type, ttl, addressBytes(addr, v4)), an: 1, ns: 0 };
-    switch (mode.kind) {
+    // null-ip is the custom answer 0.0.0.0 / :: (named so because a bare `null` is YAML's null).
+    const m: ResponseMode = mode.kind === 'null-ip' ? { kind: 'custom', a: '0.0.0.0', aaaa: '::' } : mode;
+    switch (m.kind) {
       case 'nxdomain':
         this.rcode = RCODE.NXDOMAIN;
         this.nodata = neg;
@@ -75,20 +77,15 @@ export class SinkholeResponder {
         this.rcode = RCODE.REFUSED;
         break;
       case 'nodata':
-        this.rcode = RCODE.NOERROR;
-        this.nodata = neg;
-        break;
       case 'null-ip':
         this.rcode = RCODE.NOERROR;
         this.nodata = neg;
-        this.a = answer(TYPE.A, '0.0.0.0', true);
-        this.aaaa = answer(TYPE.AAAA, '::', false);
         break;
       case 'custom':
         this.rcode = RCODE.NOERROR;
         this.nodata = neg;
-        this.a = answer(TYPE.A, mode.a, true);
-        this.aaaa = answer(TYPE.AAAA, mode.aaaa, false);
+        this.a = answer(TYPE.A, m.a, true);
+        this.aaaa = answer(TYPE.AAAA, m.aaaa, false);
         break;
     }
   }

@@ -7,7 +7,8 @@ import type { Query } from '../dns/query.js';
 import type { Stats, UpstreamStats } from '../metrics/stats.js';
 import type { UpstreamSpec } from './spec.js';
 import { tcpExchange } from './tcp.js';
-import { udpExchange, UpstreamError } from './udp.js';
+import { UpstreamError } from './exchange.js';
+import { UdpUpstream } from './udp.js';
 
 /** After this many failures in a row an upstream is tried last ... */
 const UNHEALTHY_AFTER = 3;
@@ -42,11 +43,14 @@ export interface ForwarderOptions {
   conditional: { domain: string; servers: UpstreamSpec[] }[];
   strategy: 'failover' | 'random' | 'race';
   timeoutMs: number;
+  /** Queries one UDP source port may carry (1 = a fresh port per query). */
+  sourcePortReuse: number;
 }
 
 export class Forwarder {
   private readonly defaults: Upstream[];
   private readonly conditional = new Map<string, Upstream[]>();
+  private readonly udp: UdpUpstream;
 
   constructor(private readonly opts: ForwarderOptions, stats: Stats) {
     // One Upstream per configured label, so health and metrics are shared where a server is listed twice.
@@ -57,6 +61,7 @@ export class Forwarder {
       return u;
     };
     this.defaults = opts.servers.map(get);
+    this.udp = new UdpUpstream(opts.sourcePortReuse);
     for (const c of opts.conditional) this.conditional.set(c.domain, c.servers.map(get));
   }
 
@@ -114,7 +119,7 @@ export class Forwarder {
       if (transport === 'tcp') {
         reply = await tcpExchange(host, port, q.buf, q.qend, deadline - started);
       } else {
-        reply = await udpExchange(host, port, q.buf, q.qend, deadline - started);
+        reply = await this.udp.exchange(host, port, q.buf, q.qend, deadline - started);
         if ((reply[2]! & 0x02) !== 0) {
           // RFC 7766 §5: a truncated UDP answer is retried over TCP.
           u.stats.outcomes.truncated++;
