@@ -39,6 +39,17 @@ export function cacheKey(q: Query): string {
   return `${q.qname}|${q.qtype}|${q.qclass}|${(q.edns ? 1 : 0) | (q.dnssecOk ? 2 : 0) | (q.cd ? 4 : 0)}`;
 }
 
+/**
+ * A buffer that owns exactly its bytes. Buffer.from() of a small buffer is a
+ * slice of a shared 8 KiB pool, and one long-lived slice keeps the whole slab
+ * alive: with LRU churn that cost ~1.3 KB per entry instead of ~100 bytes.
+ */
+function ownCopy(b: Buffer): Buffer {
+  const out = Buffer.allocUnsafeSlow(b.length);
+  b.copy(out);
+  return out;
+}
+
 export class ReplyCache {
   private readonly lru: LRUCache<string, Entry> | undefined;
 
@@ -95,7 +106,7 @@ export class ReplyCache {
     const cap = negative ? ttl : maxTtl;
     const ttls = scan.ttls.map((t) => Math.min(Math.max(t, minTtl), cap));
     const now = this.now();
-    this.lru.set(key, { wire: Buffer.from(reply), ttlOffsets: scan.ttlOffsets, ttls, storedAt: now, expiresAt: now + ttl * 1000, targets: scan.targets });
+    this.lru.set(key, { wire: ownCopy(reply), ttlOffsets: scan.ttlOffsets, ttls, storedAt: now, expiresAt: now + ttl * 1000, targets: scan.targets });
     return ttl;
   }
 
