@@ -102,8 +102,10 @@ export async function start(opts: StartOptions): Promise<Running> {
     now: () => clock.now(),
     version: VERSION,
   });
+  // Listeners first (each answers what it has in flight), then the logs, then HTTP: /readyz says 503 until the end.
   const closeAll = async (): Promise<void> => {
     await Promise.all([...udp.map((l) => l.close()), ...tcp.map((l) => l.close())]);
+    await Promise.all([queryLog.close(), auditLog.close()]);
     await httpServer?.close();
   };
   try {
@@ -163,10 +165,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   async function shutdown(): Promise<void> {
     closing = true;
     reloader.close();
-    await Promise.all(udp.map((l) => l.close()));
-    await Promise.all(tcp.map((l) => l.close()));
-    await Promise.all([queryLog.close(), auditLog.close()]);
-    await httpServer?.close();
+    await closeAll();
   }
 }
 

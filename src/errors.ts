@@ -10,7 +10,6 @@ export const ERROR_CODES = {
   SH_EXCEPTION_INVALID: 'an exception record is incomplete or names an unknown group, list or date',
   SH_LISTEN: 'a listener could not bind its address (in use, or not permitted)',
   SH_USAGE: 'the command line is not understood',
-  SH_UPSTREAM: 'an upstream server specification is not understood',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -2,7 +2,7 @@
 // RFC 2308 negative TTL) and what the blocklist needs (the names the answer
 // points at). The bytes are never re-encoded: dns2's parse→encode is lossy
 // (PACKAGES.md §1.6), so we only read.
-import { RCODE, TYPE } from './constants.js';
+import { TYPE } from './constants.js';
 import { skipName } from './query.js';
 
 export interface ScannedReply {
@@ -116,5 +116,3 @@ export function sameQuestion(reply: Buffer, query: Buffer, qend: number): boolea
   }
   return true;
 }
-
-export const NEGATIVE_RCODES: ReadonlySet<number> = new Set([RCODE.NOERROR, RCODE.NXDOMAIN]);

@@ -18,7 +18,6 @@ export class TcpListener {
   private server: net.Server | undefined;
   /** Open connections → queries in flight on each; `closing` once shutdown began. */
   private readonly sockets = new Map<net.Socket, { pending: number; closing: boolean }>();
-  inflight = 0;
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -64,7 +63,6 @@ export class TcpListener {
     };
     const settle = (): void => {
       state.pending--;
-      this.inflight--;
       if (state.closing && state.pending === 0) sock.end();
       if (!reading && state.pending < MAX_INFLIGHT_PER_CONNECTION / 2) {
         reading = true;
@@ -79,7 +77,6 @@ export class TcpListener {
         const r = this.handler(q);
         if (!isPromise(r)) return write(r);
         state.pending++;
-        this.inflight++;
         r.then(write).finally(settle);
         if (state.pending >= MAX_INFLIGHT_PER_CONNECTION && reading) {
           reading = false;
@@ -103,9 +100,5 @@ export class TcpListener {
       if (st.pending === 0) s.end();
     }
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
-
-  destroyAll(): void {
-    for (const s of this.sockets.keys()) s.destroy();
   }
 }
