@@ -49,6 +49,8 @@ export interface Running {
   cache: () => ReplyCache;
   /** The composed pipeline, as the listeners call it (for in-process benchmarks). */
   handler: Handler;
+  /** Reopens the query and audit log files (after logrotate moved them). */
+  reopenLogs(): Promise<void>;
   /** Stops taking queries, answers those in flight (bounded by the upstream timeout), and closes. */
   close(): Promise<void>;
 }
@@ -155,6 +157,9 @@ export async function start(opts: StartOptions): Promise<Running> {
     report,
     cache: () => cache,
     handler,
+    reopenLogs: async () => {
+      await Promise.all([queryLog.reopen(), auditLog.reopen()]);
+    },
     close() {
       closed ??= shutdown();
       return closed;

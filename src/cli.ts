@@ -90,7 +90,11 @@ async function serve(configFile: string): Promise<number> {
     rules: [...g.ruleCounts.values()].reduce((a, b) => a + b, 0),
     exceptions: g.exceptions.length,
   });
-  process.on('SIGHUP', () => running.reloader.reload('config'));
+  // SIGHUP: reopen the log files (logrotate) and reload the policy.
+  process.on('SIGHUP', () => {
+    void running.reopenLogs();
+    running.reloader.reload('config');
+  });
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       log.info('stopping: answering queries in flight', { signal });

@@ -2,7 +2,7 @@
 // issue, expiry by the clock without a reload, cache independence, the audit
 // trail, validation, and the `check` / `exceptions` commands.
 import t from 'tap';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { stringify } from 'yaml';
@@ -107,8 +107,20 @@ t.test('audit trail: one JSON line per query an exception let through', async (t
   await exchange('udp', h.port, buildQuery('www.tiktok.com', T.AAAA), '127.0.1.5');
   await exchange('udp', h.port, buildQuery('www.example.test', T.A), '127.0.1.5');
   await exchange('udp', h.port, buildQuery('www.tiktok.com', T.A), '127.0.0.1');
+  // The batch is written on a later turn and the file opened asynchronously: wait for the line.
+  for (const deadline = Date.now() + 3000; !existsSync(join(h.dir, 'audit.jsonl')) || !readFileSync(join(h.dir, 'audit.jsonl'), 'utf8'); ) {
+    if (Date.now() > deadline) throw new Error('audit line never written');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  // logrotate moves the file away; SIGHUP (reopenLogs) starts a new one at the same path.
+  renameSync(join(h.dir, 'audit.jsonl'), join(h.dir, 'audit.jsonl.1'));
+  await h.running.reopenLogs();
+  await exchange('udp', h.port, buildQuery('m.tiktok.com', T.A), '127.0.1.5');
   await h.running.close();
-  const lines = readFileSync(join(h.dir, 'audit.jsonl'), 'utf8').trim().split('\n');
+  const rotated = readFileSync(join(h.dir, 'audit.jsonl.1'), 'utf8').trim().split('\n');
+  t.equal(rotated.length, 1, 'after rotation the old file has the first line');
+  t.match(JSON.parse(readFileSync(join(h.dir, 'audit.jsonl'), 'utf8')), { name: 'm.tiktok.com' }, 'and the new file the next one');
+  const lines = rotated;
   t.equal(lines.length, 1, 'only the excepted query is audited');
   t.match(JSON.parse(lines[0]!), { client: '127.0.1.5', name: 'www.tiktok.com', type: 'AAAA', exception: 'EX-GROUP-DOMAIN', list: 'tiktok', rule: 'tiktok.com', time: /^\d{4}-/ });
 });

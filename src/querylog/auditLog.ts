@@ -36,6 +36,10 @@ export class AuditLog implements Observer {
     });
   }
 
+  reopen(): Promise<void> {
+    return this.writer?.reopen() ?? Promise.resolve();
+  }
+
   close(): Promise<void> {
     return this.writer?.close() ?? Promise.resolve();
   }

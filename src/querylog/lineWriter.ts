@@ -51,6 +51,14 @@ export class LineWriter {
     this.batch = [];
   }
 
+  /**
+   * After logrotate has moved the file away: finish the old file and open the
+   * path afresh on the next line (SIGHUP does this, as for most daemons).
+   */
+  reopen(): Promise<void> {
+    return this.close();
+  }
+
   close(): Promise<void> {
     this.flush();
     const s = this.opened;

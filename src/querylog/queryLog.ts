@@ -48,6 +48,10 @@ export class QueryLog implements Observer {
     });
   }
 
+  reopen(): Promise<void> {
+    return this.writer?.reopen() ?? Promise.resolve();
+  }
+
   close(): Promise<void> {
     return this.writer?.close() ?? Promise.resolve();
   }
