@@ -243,6 +243,7 @@ t.test('bad input: FORMERR, NOTIMP, BADVERS, drops; the server keeps serving', a
     { what: 'label longer than 63', msg: badLabel, rcode: 1 },
     { what: 'question cut short', msg: cut, rcode: 1 },
     { what: 'opcode STATUS', msg: buildQuery('a.example.test', T.A, { opcode: 2 }), rcode: 4 },
+    { what: 'AXFR through a forwarder', msg: buildQuery('example.test', 252), rcode: 5 },
     { what: 'EDNS version 1 (RFC 6891 §6.1.3 BADVERS)', msg: ednsV1, rcode: 0 },
   ];
   for (const proto of PROTOS) {

@@ -6,6 +6,9 @@ import type { Query } from '../dns/query.js';
 import type { PolicyHolder } from '../policy/holder.js';
 import type { Handler, Outcome, Result, Stage } from '../pipeline/types.js';
 
+const AXFR = 252;
+const IXFR = 251;
+
 const RESULT_OF: Record<number, Result> = { [RCODE.FORMERR]: 'formerr', [RCODE.NOTIMP]: 'notimp', [RCODE.BADVERS]: 'formerr' };
 
 export class ValidateStage implements Stage {
@@ -17,6 +20,9 @@ export class ValidateStage implements Stage {
     if (q.problem) return { wire: errorReply(q, q.problem), result: RESULT_OF[q.problem] ?? 'formerr' };
     // No open resolver: an open one is an amplification weapon (RFC 5358).
     if (!this.policy.current.clients.view(q.client).allowed) return { wire: errorReply(q, RCODE.REFUSED), result: 'refused' };
+    // Zone transfers are between servers and authorities, not through a forwarder: a multi-message
+    // AXFR stream could not be relayed as one reply anyway (RFC 5936 §2.2). Unbound refuses them too.
+    if (q.qtype === AXFR || q.qtype === IXFR) return { wire: errorReply(q, RCODE.REFUSED), result: 'refused' };
     return next(q);
   }
 }
