@@ -113,7 +113,9 @@ export async function start(opts: StartOptions): Promise<Running> {
   try {
     for (const ep of config().listen.dns) {
       const u = new UdpListener(ep, handler, log);
-      const t = new TcpListener(ep, handler, config().listen.tcpIdleTimeoutMs, config().listen.tcpMaxConnections, log);
+      const t = new TcpListener(ep, handler, config().listen.tcpIdleTimeoutMs, config().listen.tcpMaxConnections, log, (client) =>
+        policy.current.clients.view(client).allowed,
+      );
       dns.push(await bindPair(ep, u, t));
       udp.push(u);
       tcp.push(t);

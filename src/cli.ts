@@ -79,6 +79,9 @@ async function main(argv: string[]): Promise<number> {
 
 async function serve(configFile: string): Promise<number> {
   const log = streamLogger();
+  // Last line of defence: every query path catches its own errors, but a rejection that escapes
+  // would end the process on Node 20; log it and keep serving.
+  process.on('unhandledRejection', (e) => log.error('SH_INTERNAL', 'unhandled rejection', { error: String(e) }));
   const running = await start({ configFile, log });
   const g = running.policy.current;
   for (const d of running.dns) log.info('listening for DNS', { udp: `${d.udp.address}:${d.udp.port}`, tcp: `${d.tcp.address}:${d.tcp.port}` });

@@ -353,3 +353,45 @@ t.test('IPv6 and dual-stack listeners; IPv4-mapped clients are IPv4 clients', as
   const view = v6.running.policy.current.clients.view(normalizeAddress('::ffff:127.0.0.5'));
   t.ok(view.allowed, 'an IPv4-mapped client matches 127.0.0.0/8 in allowFrom');
 });
+
+t.test('hostile TCP clients cannot hold slots: byte drip, and clients outside allowFrom', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, { listen: { dns: ['127.0.0.1:0'], tcpIdleTimeout: '400ms' }, clients: { allowFrom: ['127.0.0.1/32'] } });
+  const drip = await TcpClient.connect(h.port);
+  t.teardown(() => drip.close());
+  const frame = TcpClient.frame(buildQuery('drip.example.test', T.A));
+  let i = 0;
+  const timer = setInterval(() => {
+    if (i < frame.length - 1 && !drip.sock.destroyed) drip.sock.write(frame.subarray(i, ++i));
+  }, 100);
+  t.teardown(() => clearInterval(timer));
+  const started = Date.now();
+  await drip.closed;
+  t.ok(Date.now() - started < 2500, `a frame dripped a byte every 100 ms was cut off after the timeout (${Date.now() - started} ms)`);
+
+  const outsider = await TcpClient.connect(h.port, '127.0.0.2');
+  outsider.send(buildQuery('a.example.test', T.A));
+  outsider.send(buildQuery('b.example.test', T.A));
+  const [first] = await outsider.waitFor(1);
+  t.equal(rcodeOf(first!), 5, 'a client outside allowFrom gets REFUSED over TCP');
+  await outsider.closed;
+  t.pass('and the connection is closed after that answer');
+});
+
+t.test('a dot inside a label is not a label boundary: no shared cache entry or verdict', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('www\\.example\\.test', { rcode: 3, soa: { ttl: 3600, minimum: 3600 } });
+  const h = await startSinkhole(t, up.port, { blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] } }, { 'tiktok.txt': 'tiktok.com\n' });
+  const oneLabel = buildQuery('x', T.A);
+  const weird = Buffer.concat([oneLabel.subarray(0, 12), Buffer.from([16]), Buffer.from('www.example.test'), Buffer.from([0, 0, 1, 0, 1])]);
+  await udpExchange(h.port, weird);
+  const real = decode(await udpExchange(h.port, buildQuery('www.example.test', T.A)));
+  t.equal(real.answers[0]?.address, '192.0.2.10', 'the real name is not answered from the one-label name\'s NXDOMAIN');
+  // dns2 (the fake upstream's decoder) itself reads both as www.example.test: it saw two queries.
+  t.equal(up.count('www.example.test'), 2, 'both went upstream: two cache entries, not one');
+  const fake = Buffer.concat([oneLabel.subarray(0, 12), Buffer.from([10]), Buffer.from('tiktok.com'), Buffer.from([0, 0, 1, 0, 1])]);
+  t.not(rcodeOf(await udpExchange(h.port, fake)), 3, 'the one-label name "tiktok.com" is not sinkholed as the domain tiktok.com');
+  t.equal(h.running.stats.blockedByList.get('tiktok') ?? 0, 0, 'nothing was counted as blocked');
+});

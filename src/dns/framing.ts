@@ -2,24 +2,44 @@
 // two-byte length. Frames may be split across reads or several may arrive in
 // one read (pipelining), so bytes are buffered until a whole frame is there.
 export class FrameReader {
-  private pending: Buffer = Buffer.alloc(0);
+  /** Received bytes not yet framed; joined only once a whole frame is there, so a dripped frame costs no quadratic copying. */
+  private chunks: Buffer[] = [];
+  private total = 0;
+  private paused = false;
+  /** Frames completed so far: the TCP listener watches it to tell slow senders from stalled ones. */
+  frames = 0;
 
-  constructor(private readonly onFrame: (frame: Buffer) => void) {}
+  /** `onFrame` returns false to pause: the rest stays buffered until resume(). */
+  constructor(private readonly onFrame: (frame: Buffer) => boolean | void) {}
 
   push(chunk: Buffer): void {
-    let buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
-    while (buf.length >= 2) {
-      const len = buf.readUInt16BE(0);
-      if (buf.length < 2 + len) break;
-      this.onFrame(buf.subarray(2, 2 + len));
-      buf = buf.subarray(2 + len);
+    this.chunks.push(chunk);
+    this.total += chunk.length;
+    this.drain();
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.drain();
+  }
+
+  private drain(): void {
+    while (!this.paused && this.total >= 2) {
+      const head = this.chunks[0]!.length >= 2 ? this.chunks[0]! : Buffer.concat(this.chunks, this.total);
+      const need = 2 + head.readUInt16BE(0);
+      if (this.total < need) return;
+      const buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.total);
+      const rest = buf.subarray(need);
+      // Copy the remainder so one long-lived chunk is not retained behind it.
+      this.chunks = rest.length ? [Buffer.from(rest)] : [];
+      this.total = rest.length;
+      this.frames++;
+      if (this.onFrame(buf.subarray(2, need)) === false) this.paused = true;
     }
-    // Copy the remainder so the socket's chunk is not retained behind it.
-    this.pending = buf.length ? Buffer.from(buf) : Buffer.alloc(0);
   }
 
   get buffered(): number {
-    return this.pending.length;
+    return this.total;
   }
 }
 

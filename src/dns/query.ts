@@ -98,7 +98,7 @@ export function decodeQuery(buf: Buffer, client: string, proto: Proto, arrived: 
 }
 
 /** Scratch space for building a name: one pass over the bytes, then one string. */
-const scratch = Buffer.allocUnsafe(256);
+const scratch = Buffer.allocUnsafe(512);
 
 /**
  * The question name at offset 12, uncompressed (a pointer there could only
@@ -114,10 +114,13 @@ function readQuestionName(buf: Buffer): { name: string; end: number } | undefine
     off++;
     if (len === 0) break;
     const end = off + len;
-    if (end > buf.length || n + len + 1 > 255) return undefined;
+    if (end > buf.length || end - 12 + 1 > 255) return undefined; // RFC 1035 §2.3.4: 255 octets in all
     if (n > 0) scratch[n++] = 0x2e; // '.'
     for (; off < end; off++) {
       const c = buf[off]!;
+      // A '.' or '\\' inside a label is escaped (RFC 4343 §2.1), so the one-label name
+      // "www.example.com" never shares a cache key or a verdict with www.example.com.
+      if (c === 0x2e || c === 0x5c) scratch[n++] = 0x5c;
       scratch[n++] = c >= 65 && c <= 90 ? c | 0x20 : c;
     }
   }

@@ -13,6 +13,8 @@ import type { Logger } from '../log.js';
 
 /** Queries one connection may have in flight before we stop reading from it (back-pressure). */
 const MAX_INFLIGHT_PER_CONNECTION = 100;
+/** Answers a connection may leave unread before it is dropped. */
+const MAX_UNREAD_BYTES = 1 << 20;
 
 export class TcpListener {
   private server: net.Server | undefined;
@@ -25,6 +27,8 @@ export class TcpListener {
     private readonly idleTimeoutMs: number,
     private readonly maxConnections: number,
     private readonly log: Logger,
+    /** Whether an address is inside clients.allowFrom (current policy). */
+    private readonly allowed: (client: string) => boolean = () => true,
   ) {}
 
   async start(port = this.endpoint.port): Promise<net.AddressInfo> {
@@ -53,13 +57,23 @@ export class TcpListener {
     const state = { pending: 0, closing: false };
     this.sockets.set(sock, state);
     const client = normalizeAddress(sock.remoteAddress ?? '');
+    // A client outside allowFrom still gets its REFUSED answer, but cannot hold a slot: one reply, then close.
+    const untrusted = !this.allowed(client);
     let reading = true;
     sock.setNoDelay(true);
-    sock.setTimeout(this.idleTimeoutMs, () => {
-      if (state.pending === 0) sock.end(); // idle: close gently (RFC 7766 §6.2.3)
+    const drop = (): void => {
+      sock.end();
+      setTimeout(() => sock.destroy(), 1000).unref(); // a peer that never closes its side loses the slot anyway
+    };
+    sock.setTimeout(untrusted ? Math.min(1000, this.idleTimeoutMs) : this.idleTimeoutMs, () => {
+      if (state.pending === 0) drop(); // idle (RFC 7766 §6.2.3)
     });
     const write = (o: Outcome): void => {
-      if (!sock.destroyed && sock.writable) sock.write(frame(o.wire));
+      if (sock.destroyed || !sock.writable) return;
+      sock.write(frame(o.wire));
+      // A client that pipelines queries but does not read its answers would grow this buffer without end.
+      if (sock.writableLength > MAX_UNREAD_BYTES) sock.destroy();
+      else if (untrusted) drop();
     };
     const settle = (): void => {
       state.pending--;
@@ -67,28 +81,50 @@ export class TcpListener {
       if (!reading && state.pending < MAX_INFLIGHT_PER_CONNECTION / 2) {
         reading = true;
         sock.resume();
+        reader.resume();
       }
     };
     const reader = new FrameReader((msg) => {
       try {
         // Copy: the frame is a view into a chunk the reader may release.
         const q = decodeQuery(Buffer.from(msg), client, 'tcp', performance.now());
-        if (!q) return; // shorter than a header, or a response: nothing to answer
+        if (!q) return true; // shorter than a header, or a response: nothing to answer
         const r = this.handler(q);
-        if (!isPromise(r)) return write(r);
+        if (!isPromise(r)) {
+          write(r);
+          return true;
+        }
         state.pending++;
         r.then(write).finally(settle);
-        if (state.pending >= MAX_INFLIGHT_PER_CONNECTION && reading) {
+        if (state.pending >= MAX_INFLIGHT_PER_CONNECTION) {
+          // Back-pressure: stop reading, and stop framing what was already read, until answers go out.
           reading = false;
           sock.pause();
+          return false;
         }
       } catch (e) {
         this.log.error('SH_INTERNAL', 'TCP query dropped', { error: String(e) });
       }
+      return true;
     });
-    sock.on('data', (chunk: Buffer) => reader.push(chunk));
+    // A frame must complete within the idle timeout of its first byte: dripping one byte at a time
+    // keeps the idle timer alive but must not hold a slot forever (slowloris).
+    let partial: NodeJS.Timeout | undefined;
+    let framesSeen = 0;
+    sock.on('data', (chunk: Buffer) => {
+      reader.push(chunk);
+      if (reader.frames !== framesSeen || reader.buffered === 0) {
+        framesSeen = reader.frames;
+        clearTimeout(partial);
+        partial = undefined;
+      }
+      if (reader.buffered > 0 && !partial) partial = setTimeout(drop, this.idleTimeoutMs);
+    });
     sock.on('error', () => sock.destroy());
-    sock.on('close', () => this.sockets.delete(sock));
+    sock.on('close', () => {
+      clearTimeout(partial);
+      this.sockets.delete(sock);
+    });
   }
 
   /** Stops accepting connections; open ones are closed once their in-flight queries are answered. */

@@ -50,6 +50,8 @@ export class UdpListener {
 
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.closing) return; // shutting down: no new queries, in-flight ones still get their reply
+    // Port 0 cannot be answered (send() throws ERR_SOCKET_BAD_PORT): such a packet is forged.
+    if (rinfo.port === 0) return;
     let q: Query | undefined;
     try {
       q = decodeQuery(msg, normalizeAddress(rinfo.address), 'udp', performance.now());
@@ -73,8 +75,14 @@ export class UdpListener {
 
   private send(q: Query, o: Outcome, rinfo: dgram.RemoteInfo, sent?: () => void): void {
     const wire = o.wire.length > udpLimit(q) ? truncatedReply(q, o.wire) : o.wire;
-    if (this.sock) this.sock.send(wire, rinfo.port, rinfo.address, sent);
-    else sent?.();
+    try {
+      if (this.sock) return this.sock.send(wire, rinfo.port, rinfo.address, sent);
+    } catch (e) {
+      // send() throws synchronously on a bad destination; on the async path that would be an
+      // unhandled rejection, which ends a Node 20 process.
+      this.log.warn('SH_UDP', 'reply not sent', { error: String(e) });
+    }
+    sent?.();
   }
 
   /** Stops taking queries, sends the replies still in flight, then closes the socket. */
