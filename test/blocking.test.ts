@@ -217,6 +217,11 @@ t.test('hot reload: good edits apply, bad edits keep the old policy', async (t) 
     writeFileSync(list, `${TIKTOK_LIST}newapp.example\n`);
     writeFileSync(h.configFile, config);
   }
+  const config = readFileSync(h.configFile, 'utf8');
+  writeFileSync(h.configFile, config.replace(/blocking:[\s\S]*?(?=\n\w|$)/, ''));
+  t.match(h.running.reloader.reload('config').join('\n'), /enforce no rules at all; refusing to reload into an open policy/, 'a config without its blocking section is refused');
+  t.equal(await blocked('www.tiktok.com'), true, 'and the block holds');
+  writeFileSync(h.configFile, config);
   t.equal(h.running.stats.reloads.get('list|failure'), 4, 'failures counted');
 });
 

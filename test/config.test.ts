@@ -59,12 +59,15 @@ t.test('config errors name line:col, the key path and what was expected', async 
     ['duplicate key', 'cache:\n  maxEntries: 1\n  maxEntries: 2\n', /^3:3: Map keys must be unique/],
     ['bad response', 'blocking:\n  response: blackhole\n', /^2:13: blocking\.response: expected one of nxdomain, nodata, null-ip, refused/],
     ['empty file', '', /^1:1: the config is empty/],
+    ['CIDR with host bits', 'clients:\n  allowFrom: ["10.20.1.17/16"]\n', /^2:15: clients\.allowFrom: "10\.20\.1\.17\/16" has host bits set below \/16/],
   ];
   for (const [what, text, expected] of cases) {
     const got = problems(text);
     t.match(got[0] ?? '(no error)', expected, what);
   }
   t.equal(problems('upstreams:\n  servers: ["127.0.0.1", "tcp://[::1]:5353"]\n').length, 0, 'valid upstream forms');
+  const f = file('v6.yaml', 'upstreams:\n  servers: ["[2001:DB8:0:0::53]:53"]\n');
+  t.equal(loadConfig(f).upstreams.servers[0]?.host, '2001:db8::53', 'IPv6 upstreams are stored canonical, as replies report them');
 });
 
 t.test('every error code is documented in the README', async (t) => {

@@ -395,3 +395,20 @@ t.test('a dot inside a label is not a label boundary: no shared cache entry or v
   t.not(rcodeOf(await udpExchange(h.port, fake)), 3, 'the one-label name "tiktok.com" is not sinkholed as the domain tiktok.com');
   t.equal(h.running.stats.blockedByList.get('tiktok') ?? 0, 0, 'nothing was counted as blocked');
 });
+
+t.test('upstreams.maxInflight: past the cap a miss gets SERVFAIL at once', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('*', { delayMs: 300 });
+  const h = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], maxInflight: 1 } });
+  const first = udpExchange(h.port, buildQuery('one.example.test', T.A));
+  await new Promise<void>((r) => {
+    const wait = (): void => void (up.count() ? r() : setTimeout(wait, 5));
+    wait();
+  });
+  const started = Date.now();
+  t.equal(rcodeOf(await udpExchange(h.port, buildQuery('two.example.test', T.A))), 2, 'second miss: SERVFAIL');
+  t.ok(Date.now() - started < 250, 'at once, not after the timeout');
+  t.equal(rcodeOf(await first), 0, 'the first is answered');
+  t.equal(h.running.stats.upstreamOverloads, 1, 'counted');
+});

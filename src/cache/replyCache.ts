@@ -30,13 +30,13 @@ export interface CacheHit {
 }
 
 /**
- * Key: lower-cased name, type, class, and the EDNS and DO bits. EDNS is in
- * the key because a reply carrying OPT must not go to a client that sent none
- * (RFC 6891 §7); DO because DNSSEC records are only for clients that ask
- * (RFC 3225 §3).
+ * Key: lower-cased name, type, class, and the EDNS, DO, CD and RD bits. EDNS
+ * is in the key because a reply carrying OPT must not go to a client that
+ * sent none (RFC 6891 §7); DO because DNSSEC records are only for clients that
+ * ask (RFC 3225 §3); RD because an RD=0 reply may be a referral, not an answer.
  */
 export function cacheKey(q: Query): string {
-  return `${q.qname}|${q.qtype}|${q.qclass}|${(q.edns ? 1 : 0) | (q.dnssecOk ? 2 : 0) | (q.cd ? 4 : 0)}`;
+  return `${q.qname}|${q.qtype}|${q.qclass}|${(q.edns ? 1 : 0) | (q.dnssecOk ? 2 : 0) | (q.cd ? 4 : 0) | (q.rd ? 8 : 0)}`;
 }
 
 /**

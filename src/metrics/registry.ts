@@ -112,6 +112,9 @@ export function createRegistry(src: MetricSources): Registry {
       Object.entries(u.outcomes).map(([outcome, value]) => ({ labels: { upstream, outcome }, value })),
     ),
   );
+  add('sinkhole_upstream_overload_total', 'Misses answered SERVFAIL at once because upstreams.maxInflight exchanges were in flight.', 'counter', () => [
+    { labels: {}, value: stats.upstreamOverloads },
+  ]);
   add('sinkhole_upstream_duration_seconds', 'Round-trip time of successful upstream exchanges.', 'histogram', () =>
     [...stats.upstreams].flatMap(([upstream, u]) => histogramSamples('sinkhole_upstream_duration_seconds', { upstream }, u.latency)),
   );

@@ -45,6 +45,8 @@ export class Stats {
   readonly latency = new Map<Result, Histogram>();
   cacheHits = 0;
   cacheMisses = 0;
+  /** Misses answered SERVFAIL because upstreams.maxInflight exchanges were already in flight. */
+  upstreamOverloads = 0;
   readonly upstreams = new Map<string, UpstreamStats>();
   /** `${kind}|${result}` → count */
   readonly reloads = new Map<string, number>();

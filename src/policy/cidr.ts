@@ -62,6 +62,8 @@ export function parseCidr(text: string): Net | string {
   if (!(prefix >= 0 && prefix <= bits)) return `prefix length must be 0 to ${bits}, got "${prefixText}"`;
   const all = (1n << BigInt(bits)) - 1n;
   const mask = all ^ ((1n << BigInt(bits - prefix)) - 1n);
+  // 10.20.1.17/16 is almost always a typo for a /32 or for 10.20.0.0/16; guessing either could widen access.
+  if ((addr.value & ~mask & all) !== 0n) return `"${text}" has host bits set below /${prefix}; write the network address, or the address alone`;
   return { v4: addr.v4, network: addr.value & mask, mask };
 }
 

@@ -10,6 +10,10 @@ import type { Stats } from '../metrics/stats.js';
 import { buildGeneration, type Generation } from './generation.js';
 import type { PolicyHolder } from './holder.js';
 
+function enforcedRules(g: Generation): number {
+  return g.config.blocking.enforce.reduce((n, list) => n + (g.ruleCounts.get(list) ?? 0), 0);
+}
+
 export type ReloadKind = 'config' | 'list' | 'exceptions';
 
 /** Editors write in bursts (truncate, write, rename); wait for the burst to end. */
@@ -34,6 +38,10 @@ export class Reloader {
     const previous = this.holder.current;
     try {
       const next = buildGeneration(this.configFile, previous.number + 1);
+      if (enforcedRules(previous) > 0 && enforcedRules(next) === 0) {
+        // A config saved half-written, or with blocking: deleted, would otherwise hot-reload as "block nothing".
+        throw new PolicyError([{ code: 'SH_CONFIG_INVALID', file: next.config.file, line: 1, col: 1, message: 'blocking.enforce would enforce no rules at all; refusing to reload into an open policy (restart sinkhole to run without blocking)' }]);
+      }
       this.holder.current = next;
       this.stats.reload(kind, 'success');
       this.log.info('policy reloaded', { kind, generation: next.number, rules: [...next.ruleCounts.values()].reduce((a, b) => a + b, 0), exceptions: next.exceptions.length });

@@ -45,14 +45,20 @@ export interface ForwarderOptions {
   timeoutMs: number;
   /** Queries one UDP source port may carry (1 = a fresh port per query). */
   sourcePortReuse: number;
+  /** Upstream exchanges in flight at once; past this, new misses get SERVFAIL at once. */
+  maxInflight: number;
 }
 
 export class Forwarder {
   private readonly defaults: Upstream[];
   private readonly conditional = new Map<string, Upstream[]>();
   private readonly udp: UdpUpstream;
+  private inflight = 0;
 
-  constructor(private readonly opts: ForwarderOptions, stats: Stats) {
+  constructor(
+    private readonly opts: ForwarderOptions,
+    private readonly stats: Stats,
+  ) {
     // One Upstream per configured label, so health and metrics are shared where a server is listed twice.
     const byLabel = new Map<string, Upstream>();
     const get = (s: UpstreamSpec): Upstream => {
@@ -82,6 +88,21 @@ export class Forwarder {
 
   /** The upstream's reply with the client's ID, or undefined when every upstream failed. */
   async forward(q: Query): Promise<Buffer | undefined> {
+    // A flood of random names while upstreams are slow must not exhaust sockets and descriptors
+    // (dnsmasq's dns-forward-max, unbound's num-queries-per-thread do the same).
+    if (this.inflight >= this.opts.maxInflight) {
+      this.stats.upstreamOverloads++;
+      return undefined;
+    }
+    this.inflight++;
+    try {
+      return await this.exchange(q);
+    } finally {
+      this.inflight--;
+    }
+  }
+
+  private async exchange(q: Query): Promise<Buffer | undefined> {
     const deadline = performance.now() + this.opts.timeoutMs;
     const all = this.candidates(q.qname);
     const order = all.filter((u) => u.healthy).concat(all.filter((u) => !u.healthy));

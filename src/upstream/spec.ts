@@ -1,6 +1,6 @@
 // Upstream server specifications as written in upstreams.servers.
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
+import { isIP, SocketAddress } from 'node:net';
 
 export interface UpstreamSpec {
   /** As configured: the `upstream` metric label and the name in logs. */
@@ -37,7 +37,15 @@ export function parseUpstream(text: string): UpstreamSpec | string {
   }
   if (!isIP(host)) return `expected an IP address (with an optional :port), got "${text}"; upstreams are addresses so that resolving them never needs DNS`;
   if (!(port >= 1 && port <= 65535)) return `port must be 1 to 65535 in "${text}"`;
-  return { label: text, host, port, transport };
+  return { label: text, host: canonical(host), port, transport };
+}
+
+/**
+ * Replies are matched on the sender's address as the kernel reports it, which is
+ * canonical: "2001:DB8:0::53" must be stored as "2001:db8::53" or nothing would match.
+ */
+function canonical(host: string): string {
+  return isIP(host) === 6 ? new SocketAddress({ address: host, family: 'ipv6' }).address : host;
 }
 
 /** The nameservers of /etc/resolv.conf, as `system` means. */
@@ -52,7 +60,7 @@ export function systemResolvers(resolvConf = '/etc/resolv.conf'): UpstreamSpec[]
   for (const line of text.split('\n')) {
     const m = /^\s*nameserver\s+(\S+)/.exec(line);
     const host = m?.[1]?.replace(/%.*$/, '');
-    if (host && isIP(host)) out.push({ label: `system:${host}`, host, port: 53, transport: 'udp' });
+    if (host && isIP(host)) out.push({ label: `system:${host}`, host: canonical(host), port: 53, transport: 'udp' });
   }
   return out;
 }
