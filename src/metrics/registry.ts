@@ -8,7 +8,7 @@ import { RCODE_NAME } from '../dns/constants.js';
 import { isActive } from '../policy/exceptions.js';
 import type { Generation } from '../policy/generation.js';
 import { RESULTS } from '../pipeline/types.js';
-import { LATENCY_BUCKETS, QTYPE_LABELS, type Histogram, type Stats } from './stats.js';
+import { LATENCY_BUCKETS, PROTOS, QTYPE_SLOTS, type Histogram, type Stats } from './stats.js';
 
 type Labels = Record<string, string>;
 interface Sample {
@@ -48,11 +48,6 @@ function histogramSamples(name: string, labels: Labels, h: Histogram): Sample[] 
   return out;
 }
 
-function split(key: string, a: string, b: string): Labels {
-  const i = key.indexOf('|');
-  return { [a]: key.slice(0, i), [b]: key.slice(i + 1) };
-}
-
 export interface MetricSources {
   stats: Stats;
   generation: () => Generation;
@@ -75,20 +70,16 @@ export function createRegistry(src: MetricSources): Registry {
   const add = (name: string, help: string, type: Kind, samples: () => Sample[]): void =>
     register.registerMetric(new SnapshotMetric(name, help, type, samples) as unknown as Parameters<Registry['registerMetric']>[0]);
 
-  add('sinkhole_queries_total', 'DNS queries received, by transport and query type.', 'counter', () => {
-    const out: Sample[] = [];
-    for (const proto of ['udp', 'tcp']) {
-      for (const qtype of [...Object.values(QTYPE_LABELS), 'other']) {
-        out.push({ labels: { proto, qtype }, value: stats.queries.get(`${proto}|${qtype}`) ?? 0 });
-      }
-    }
-    return out;
-  });
+  add('sinkhole_queries_total', 'DNS queries received, by transport and query type.', 'counter', () =>
+    PROTOS.flatMap((proto) => QTYPE_SLOTS.map((qtype, slot) => ({ labels: { proto, qtype }, value: stats.queryCount(proto, slot) }))),
+  );
   add('sinkhole_responses_total', 'Replies sent, by how the answer was reached and its rcode.', 'counter', () =>
-    [...stats.responses].map(([k, value]) => {
-      const { result, rcode } = split(k, 'result', 'rcode');
-      return { labels: { result: result!, rcode: RCODE_NAME[Number(rcode)] ?? `RCODE${rcode}` }, value };
-    }),
+    // Only the (result, rcode) pairs that occurred, plus NOERROR for every result so dashboards have a series.
+    RESULTS.flatMap((result) =>
+      Array.from({ length: 16 }, (_, rcode) => ({ result, rcode, value: stats.responseCount(result, rcode) }))
+        .filter((x) => x.value > 0 || x.rcode === 0)
+        .map((x) => ({ labels: { result, rcode: RCODE_NAME[x.rcode] ?? `RCODE${x.rcode}` }, value: x.value })),
+    ),
   );
   add('sinkhole_blocked_total', 'Queries answered with the sinkhole, by the list that matched.', 'counter', () => {
     const lists = new Set([...src.generation().config.blocking.enforce, ...stats.blockedByList.keys()]);

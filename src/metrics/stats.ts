@@ -2,7 +2,7 @@
 // ~300-450 ns (PACKAGES.md §3) and cost the calibration prototype 10-20% of
 // its throughput (DESIGN.md §2), so queries bump numbers here and
 // metrics/registry.ts publishes them when Prometheus scrapes.
-import type { Result } from '../pipeline/types.js';
+import { RESULTS, type Result } from '../pipeline/types.js';
 
 /** Seconds. From 100 µs (cache hits and sinkhole answers) to past the upstream timeout. */
 export const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -28,6 +28,15 @@ export const QTYPE_LABELS: Readonly<Record<number, string>> = {
   64: 'SVCB', 65: 'HTTPS', 255: 'ANY',
 };
 
+/** Slot of each qtype label in Stats.queries; every other qtype shares the last slot (`other`). */
+export const QTYPE_SLOTS: readonly string[] = [...Object.values(QTYPE_LABELS), 'other'];
+const QTYPE_SLOT = new Uint8Array(65536).fill(QTYPE_SLOTS.length - 1);
+Object.keys(QTYPE_LABELS).forEach((qtype, i) => (QTYPE_SLOT[Number(qtype)] = i));
+export const PROTOS = ['udp', 'tcp'] as const;
+const RESULT_SLOT = new Map<Result, number>(RESULTS.map((r, i) => [r, i]));
+/** Header rcodes are 4 bits. */
+const RCODES = 16;
+
 export type UpstreamOutcome = 'ok' | 'timeout' | 'error' | 'truncated';
 
 export class UpstreamStats {
@@ -36,10 +45,10 @@ export class UpstreamStats {
 }
 
 export class Stats {
-  /** `${proto}|${qtypeLabel}` → count */
-  readonly queries = new Map<string, number>();
-  /** `${result}|${rcode}` → count */
-  readonly responses = new Map<string, number>();
+  /** [proto][qtype slot] → count: a typed array, so counting a query hashes nothing. */
+  readonly queries = new Float64Array(PROTOS.length * QTYPE_SLOTS.length);
+  /** [result][rcode] → count */
+  readonly responses = new Float64Array(RESULTS.length * RCODES);
   readonly blockedByList = new Map<string, number>();
   readonly exceptionQueries = new Map<string, number>();
   readonly latency = new Map<Result, Histogram>();
@@ -52,6 +61,22 @@ export class Stats {
   readonly reloads = new Map<string, number>();
   /** Errors thrown inside the pipeline and turned into SERVFAIL by the recover stage. */
   internalErrors = 0;
+
+  countQuery(proto: 'udp' | 'tcp', qtype: number): void {
+    this.queries[(proto === 'udp' ? 0 : QTYPE_SLOTS.length) + QTYPE_SLOT[qtype]!]!++;
+  }
+
+  countResponse(result: Result, rcode: number): void {
+    this.responses[RESULT_SLOT.get(result)! * RCODES + (rcode & 15)]!++;
+  }
+
+  queryCount(proto: (typeof PROTOS)[number], slot: number): number {
+    return this.queries[PROTOS.indexOf(proto) * QTYPE_SLOTS.length + slot]!;
+  }
+
+  responseCount(result: Result, rcode: number): number {
+    return this.responses[RESULT_SLOT.get(result)! * RCODES + rcode]!;
+  }
 
   upstream(label: string): UpstreamStats {
     let s = this.upstreams.get(label);

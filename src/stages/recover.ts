@@ -5,7 +5,7 @@ import { RCODE } from '../dns/constants.js';
 import { errorReply } from '../dns/reply.js';
 import type { Query } from '../dns/query.js';
 import type { Logger } from '../log.js';
-import { bump, type Stats } from '../metrics/stats.js';
+import type { Stats } from '../metrics/stats.js';
 import { isPromise, type Handler, type Outcome, type Stage } from '../pipeline/types.js';
 
 export class RecoverStage implements Stage {
@@ -28,7 +28,7 @@ export class RecoverStage implements Stage {
   private fail(q: Query, e: unknown): Outcome {
     this.stats.internalErrors++;
     // Recover sits above the metrics stage, so the SERVFAIL it sends is counted here.
-    bump(this.stats.responses, `servfail|${RCODE.SERVFAIL}`);
+    this.stats.countResponse('servfail', RCODE.SERVFAIL);
     this.log.error('SH_INTERNAL', 'query failed inside the pipeline; answered SERVFAIL', { qname: q.qname, qtype: q.qtype, error: String(e) });
     return { wire: errorReply(q, RCODE.SERVFAIL), result: 'servfail' };
   }
