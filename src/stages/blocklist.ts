@@ -32,7 +32,7 @@ export class BlocklistStage implements Stage {
     return isPromise(r) ? r.then((o) => this.after(g, q, o, d)) : this.after(g, q, r, d);
   }
 
-  /** undefined when no enforced list matches (the common case: one map lookup per label). */
+  /** undefined when no enforced list matches (the common case: one hash probe per label). */
   private verdict(g: Generation, q: Query, name: string): Decision | undefined {
     const first = g.matcher.find(name, g.enforced);
     if (first === -1) return undefined;
