@@ -50,6 +50,18 @@ function ownCopy(b: Buffer): Buffer {
   return out;
 }
 
+/**
+ * A copy of a reply shared by several clients (a cache entry, a coalesced
+ * answer), with this client's ID and its question as it wrote it (0x20 case,
+ * RFC 4343: same name, same length).
+ */
+export function copyForClient(q: Query, shared: Buffer): Buffer {
+  const wire = Buffer.from(shared);
+  wire.writeUInt16BE(q.id, 0);
+  if (wire.length >= q.qend) q.buf.copy(wire, 12, 12, q.qend);
+  return wire;
+}
+
 export class ReplyCache {
   private readonly lru: LRUCache<string, Entry> | undefined;
 
@@ -75,10 +87,7 @@ export class ReplyCache {
       return undefined;
     }
     const age = Math.floor((now - e.storedAt) / 1000);
-    const wire = Buffer.from(e.wire);
-    wire.writeUInt16BE(q.id, 0);
-    // The question as this client wrote it (0x20 case, RFC 4343): same name, same length.
-    q.buf.copy(wire, 12, 12, q.qend);
+    const wire = copyForClient(q, e.wire);
     for (let i = 0; i < e.ttlOffsets.length; i++) wire.writeUInt32BE(Math.max(0, e.ttls[i]! - age), e.ttlOffsets[i]!);
     return { wire, targets: e.targets };
   }

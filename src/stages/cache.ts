@@ -1,7 +1,7 @@
 // Stage 6. Sits below the blocklist, so the cache holds upstream answers only
 // and stays client-independent: policy is applied to every hit on its way
 // out, per client (DESIGN.md §2).
-import { cacheKey, type ReplyCache } from '../cache/replyCache.js';
+import { cacheKey, copyForClient, type ReplyCache } from '../cache/replyCache.js';
 import type { Query } from '../dns/query.js';
 import type { Stats } from '../metrics/stats.js';
 import type { Handler, Outcome, Stage } from '../pipeline/types.js';
@@ -38,10 +38,7 @@ export class CacheStage implements Stage {
   }
 }
 
-/** A shared outcome, copied and given this client's ID and question case. */
+/** A shared outcome, for one of the clients that waited on it. */
 function forClient(q: Query, o: Outcome): Outcome {
-  const wire = Buffer.from(o.wire);
-  wire.writeUInt16BE(q.id, 0);
-  if (wire.length >= q.qend) q.buf.copy(wire, 12, 12, q.qend);
-  return { ...o, wire, scan: undefined };
+  return { ...o, wire: copyForClient(q, o.wire), scan: undefined };
 }
