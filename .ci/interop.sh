@@ -18,6 +18,8 @@
 set -uo pipefail
 
 ROOT=$(pwd)
+# The project's own runtime (package.json "node", installed by npm ci), as npm start and npm test use it.
+[ -x "$ROOT/node_modules/.bin/node" ] && export PATH="$ROOT/node_modules/.bin:$PATH"
 FIX="$ROOT/test/interop"
 NSD_ADDR=${INTEROP_NSD_ADDR:-127.0.0.3}
 LOCAL=127.0.0.1

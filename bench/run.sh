@@ -14,6 +14,7 @@
 #      message, when not installed or when they fail to start);
 #   3. starts sinkhole with `taskset -c 1` (the peers' core) on $SH_ADDR:$SH_PORT, blocking the
 #      kit's 200 domains with response null-ip (0.0.0.0 / ::, like the peers);
+#      It runs through bin/sinkhole, so on the project's own runtime with the flags of `npm start`.
 #   4. runs the kit's suite.sh (workloads blocked, cached, uncached) against sinkhole, dnsmasq
 #      and unbound-t1;
 #   5. with METRICS_OFF=1, restarts sinkhole with SINKHOLE_BENCH_NO_METRICS=1 and runs blocked
@@ -29,6 +30,8 @@
 #   SH_ADDR=127.0.0.1 SH_PORT=5320 SH_HTTP_PORT=9320   sinkhole's listen addresses (loopback only)
 #   PORT_REUSE=1                                     upstreams.sourcePortReuse (1 = a fresh source port per query)
 #   OUTDIR=bench/results/<UTC time>   where results.tsv, logs/, sinkhole logs and summary.md go
+#   NODES="label=/path/to/node ..."  run the sinkhole suite once per runtime (e.g. to compare Node
+#                       lines); default: the project's own runtime, node_modules/.bin/node
 #   KIT=<repo>/../shared/bench   the peer kit
 set -euo pipefail
 
@@ -146,7 +149,7 @@ EOF
 
 start_sinkhole() { # log-name [env...]
   local name=$1; shift
-  env "$@" taskset -c 1 node "$ROOT/dist/cli.js" serve --config "$WORK/sinkhole.yaml" > "$WORK/$name.log" 2>&1 &
+  env ${NODE_BIN:+SINKHOLE_NODE=$NODE_BIN} "$@" taskset -c 1 "$ROOT/bin/sinkhole" serve --config "$WORK/sinkhole.yaml" > "$WORK/$name.log" 2>&1 &
   SH_PID=$!
   echo "started $name pid $SH_PID (taskset -c 1${*:+, $*})"
   local i
@@ -196,8 +199,20 @@ suite() { # port label pid [workloads]
   return 0
 }
 
-start_sinkhole sinkhole
-suite "$SH_PORT" sinkhole "$SH_PID"
+# The runtime: bin/sinkhole's (the project's own Node, with the flags of `npm start`), or each of NODES.
+NODE_BIN=""
+if [ -n "${NODES:-}" ]; then
+  for spec in $NODES; do
+    NODE_BIN=${spec#*=}
+    start_sinkhole "sinkhole-${spec%%=*}"
+    suite "$SH_PORT" "sinkhole-${spec%%=*}" "$SH_PID"
+    stop_sinkhole
+  done
+  NODE_BIN=""
+else
+  start_sinkhole sinkhole
+  suite "$SH_PORT" sinkhole "$SH_PID"
+fi
 
 if [ "$METRICS_OFF" = 1 ]; then
   stop_sinkhole

@@ -32,7 +32,17 @@ function shortPath(file: string): string {
   return rel.startsWith('..') ? file : rel;
 }
 
+/** The LTS line sinkhole is built and measured on (package.json "node"); older lines are past end of life. */
+const MIN_NODE_MAJOR = 24;
+
 async function main(argv: string[]): Promise<number> {
+  const major = Number(process.versions.node.split('.')[0]);
+  if (major < MIN_NODE_MAJOR) {
+    throw new SinkholeError(
+      'SH_RUNTIME',
+      `Node ${process.versions.node} is too old: sinkhole needs Node ${MIN_NODE_MAJOR} or later. Run it as bin/sinkhole or npm start, which use the runtime that npm ci installed`,
+    );
+  }
   const [command, ...rest] = argv;
   if (command === '--version' || command === 'version') {
     process.stdout.write(`sinkhole ${VERSION}\n`);

@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   SH_EXCEPTION_INVALID: 'an exception record is incomplete or names an unknown group, list or date',
   SH_LISTEN: 'a listener could not bind its address (in use, or not permitted)',
   SH_USAGE: 'the command line is not understood',
+  SH_RUNTIME: 'the Node runtime is older than the supported LTS line (24)',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
