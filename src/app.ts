@@ -47,6 +47,7 @@ export interface Running {
   reloader: Reloader;
   report: ComplianceReport;
   cache: () => ReplyCache;
+  forwarder: () => Forwarder;
   /** The composed pipeline, as the listeners call it (for in-process benchmarks). */
   handler: Handler;
   /** Reopens the query and audit log files (after logrotate moved them). */
@@ -107,6 +108,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   // Listeners first (each answers what it has in flight), then the logs, then HTTP: /readyz says 503 until the end.
   const closeAll = async (): Promise<void> => {
     await Promise.all([...udp.map((l) => l.close()), ...tcp.map((l) => l.close())]);
+    forwarder.close();
     await Promise.all([queryLog.close(), auditLog.close()]);
     await httpServer?.close();
   };
@@ -138,7 +140,10 @@ export async function start(opts: StartOptions): Promise<Running> {
   logExceptions(log, policy.current, undefined, clock.now());
   const reloader = new Reloader(opts.configFile, policy, stats, log, (next, previous) => {
     logExceptions(log, next, previous, clock.now());
-    if (!isDeepStrictEqual(next.config.upstreams, previous.config.upstreams)) forwarder = new Forwarder(next.config.upstreams, stats);
+    if (!isDeepStrictEqual(next.config.upstreams, previous.config.upstreams)) {
+      forwarder.close();
+      forwarder = new Forwarder(next.config.upstreams, stats);
+    }
     if (!isDeepStrictEqual(next.config.cache, previous.config.cache)) cache = new ReplyCache(next.config.cache, () => clock.now());
     queryLog.configure(next.config.log);
     auditLog.configure(next.config.log.audit);
@@ -158,6 +163,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     reloader,
     report,
     cache: () => cache,
+    forwarder: () => forwarder,
     handler,
     reopenLogs: async () => {
       await Promise.all([queryLog.reopen(), auditLog.reopen()]);

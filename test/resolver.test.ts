@@ -175,19 +175,34 @@ t.test('RFC 5452: fresh ID and port upstream; spoofed replies are dropped', asyn
   up.on('wrongq.example.test', { wrongQuestion: true });
   up.on('onlybad.example.test', { wrongId: true, onlyBad: true });
   up.on('otherport.example.test', { fromOtherPort: true, onlyBad: true });
-  const h = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], timeout: '300ms' } });
+  const h = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], timeout: '300ms', sourcePortReuse: 1 } });
   for (let i = 0; i < 5; i++) await udpExchange(h.port, buildQuery(`p${i}.example.test`, T.A, { id: 4242 }));
   const seen = up.seen.filter((s) => s.name.startsWith('p'));
-  t.equal(new Set(seen.map((s) => s.port)).size, 5, 'five queries came from five source ports');
+  t.equal(new Set(seen.map((s) => s.port)).size, 5, 'sourcePortReuse 1 (strict): five queries came from five source ports');
   t.ok(seen.filter((s) => s.id === 4242).length <= 1, 'the upstream ID is not the client ID');
 
-  const reuse = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], sourcePortReuse: 3 } });
+  const reuse = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], sourcePorts: 1, sourcePortReuse: 3 } });
   for (let i = 0; i < 6; i++) {
     const d = decode(await udpExchange(reuse.port, buildQuery(`s${i}.example.test`, T.A)));
     t.equal(d.answers[0]?.address, '192.0.2.10', `sourcePortReuse 3: query ${i} answered`);
   }
   const ports = up.seen.filter((s) => /^s\d\./.test(s.name)).map((s) => s.port);
-  t.equal(new Set(ports).size, 2, 'sourcePortReuse 3: six queries used two source ports');
+  t.equal(new Set(ports).size, 2, 'one socket in rotation, sourcePortReuse 3: six queries used two source ports');
+
+  // The default pool: each query picks one of 1024 sockets at random, so 200 queries land on ~182
+  // distinct ports on average (1024 × (1 − (1 − 1/1024)^200)); fewer than 150 is about 8 σ away.
+  const pool = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`] } });
+  await Promise.all(Array.from({ length: 200 }, (_, i) => udpExchange(pool.port, buildQuery(`pool${i}.example.test`, T.A))));
+  const poolPorts = new Set(up.seen.filter((s) => s.name.startsWith('pool')).map((s) => s.port));
+  t.ok(poolPorts.size >= 150, `the default pool spreads 200 queries over ${poolPorts.size} random source ports`);
+  t.ok(pool.running.forwarder().sourcePortsOpen >= 150, 'and keeps those sockets open for the next queries');
+  // A small pool with a low reuse bound: every socket is replaced after 5 queries.
+  const small = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], sourcePorts: 2, sourcePortReuse: 5 } });
+  for (let i = 0; i < 20; i++) await udpExchange(small.port, buildQuery(`small${i}.example.test`, T.A));
+  const perPort = new Map<number, number>();
+  for (const s of up.seen.filter((x) => x.name.startsWith('small'))) perPort.set(s.port, (perPort.get(s.port) ?? 0) + 1);
+  t.ok(Math.max(...perPort.values()) <= 5, 'no source port carried more than sourcePortReuse queries');
+  t.ok(perPort.size >= 4, `20 queries with reuse 5 used ${perPort.size} ports`);
 
   const a = decode(await udpExchange(h.port, buildQuery('wrongid.example.test', T.A)));
   t.equal(a.answers[0]?.address, '192.0.2.10', 'a reply with the wrong ID is ignored; the real one is used');

@@ -33,6 +33,7 @@ export interface Config {
     conditional: { domain: string; servers: UpstreamSpec[] }[];
     strategy: 'failover' | 'random' | 'race';
     timeoutMs: number;
+    sourcePorts: number;
     sourcePortReuse: number;
     maxInflight: number;
   };
@@ -67,7 +68,7 @@ export function defaultConfig(file: string): Config {
     file,
     dir: dirname(file),
     listen: { dns: [{ host: '127.0.0.1', port: 1053 }], tcpIdleTimeoutMs: 10_000, tcpMaxConnections: 1000 },
-    upstreams: { servers: systemResolvers(), conditional: [], strategy: 'failover', timeoutMs: 2000, sourcePortReuse: 1, maxInflight: 1000 },
+    upstreams: { servers: systemResolvers(), conditional: [], strategy: 'failover', timeoutMs: 2000, sourcePorts: 1024, sourcePortReuse: 100, maxInflight: 1000 },
     cache: { maxEntries: 100_000, minTtl: 0, maxTtl: 86_400, maxNegativeTtl: 3600 },
     blocking: { lists: [], enforce: [], response: { kind: 'nxdomain' }, ttl: 10, inspectCnames: true },
     clients: { allowFrom: ['127.0.0.0/8', '::1/128'], groups: [] },
@@ -145,7 +146,8 @@ function readConfig(r: YamlReader, path: string): Config {
         },
         strategy: (v, q) => (c.upstreams.strategy = r.oneOf(v, q, ['failover', 'random', 'race'] as const) ?? c.upstreams.strategy),
         timeout: (v, q) => (c.upstreams.timeoutMs = r.duration(v, q, 50) ?? c.upstreams.timeoutMs),
-        sourcePortReuse: (v, q) => (c.upstreams.sourcePortReuse = r.integer(v, q, 1, 1000) ?? c.upstreams.sourcePortReuse),
+        sourcePorts: (v, q) => (c.upstreams.sourcePorts = r.integer(v, q, 1, 16384) ?? c.upstreams.sourcePorts),
+        sourcePortReuse: (v, q) => (c.upstreams.sourcePortReuse = r.integer(v, q, 1, 10000) ?? c.upstreams.sourcePortReuse),
         maxInflight: (v, q) => (c.upstreams.maxInflight = r.integer(v, q, 1, 100_000) ?? c.upstreams.maxInflight),
       }),
     cache: (n, p) =>

@@ -8,6 +8,7 @@ import { EDNS_UDP_PAYLOAD, MIN_UDP_PAYLOAD } from '../dns/constants.js';
 import { decodeQuery, type Query } from '../dns/query.js';
 import { truncatedReply } from '../dns/reply.js';
 import { normalizeAddress } from '../policy/cidr.js';
+import { literalLookup } from './lookup.js';
 import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';
@@ -34,7 +35,7 @@ export class UdpListener {
   ) {}
 
   async start(port = this.endpoint.port): Promise<AddressInfo> {
-    const sock = dgram.createSocket({ type: isIPv6(this.endpoint.host) ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+    const sock = dgram.createSocket({ type: isIPv6(this.endpoint.host) ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: literalLookup });
     await new Promise<void>((resolve, reject) => {
       sock.once('error', reject);
       sock.bind(port, this.endpoint.host, () => {

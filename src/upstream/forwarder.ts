@@ -43,6 +43,8 @@ export interface ForwarderOptions {
   conditional: { domain: string; servers: UpstreamSpec[] }[];
   strategy: 'failover' | 'random' | 'race';
   timeoutMs: number;
+  /** UDP sockets (random source ports) in rotation per address family. */
+  sourcePorts: number;
   /** Queries one UDP source port may carry (1 = a fresh port per query). */
   sourcePortReuse: number;
   /** Upstream exchanges in flight at once; past this, new misses get SERVFAIL at once. */
@@ -67,7 +69,7 @@ export class Forwarder {
       return u;
     };
     this.defaults = opts.servers.map(get);
-    this.udp = new UdpUpstream(opts.sourcePortReuse);
+    this.udp = new UdpUpstream({ ports: opts.sourcePorts, maxUses: opts.sourcePortReuse });
     for (const c of opts.conditional) this.conditional.set(c.domain, c.servers.map(get));
   }
 
@@ -86,7 +88,10 @@ export class Forwarder {
     return this.defaults;
   }
 
-  /** The upstream's reply with the client's ID, or undefined when every upstream failed. */
+  /**
+   * The upstream's reply with the client's ID, or undefined when every upstream failed.
+   * One async function for the whole exchange: a miss pays for one promise chain, not one per layer.
+   */
   async forward(q: Query): Promise<Buffer | undefined> {
     // A flood of random names while upstreams are slow must not exhaust sockets and descriptors
     // (dnsmasq's dns-forward-max, unbound's num-queries-per-thread do the same).
@@ -96,39 +101,38 @@ export class Forwarder {
     }
     this.inflight++;
     try {
-      return await this.exchange(q);
+      const deadline = performance.now() + this.opts.timeoutMs;
+      const all = this.candidates(q.qname);
+      let reply: Buffer | undefined;
+      if (all.length === 1) {
+        reply = await this.attempt(all[0]!, q, deadline);
+      } else {
+        const order = all.filter((u) => u.healthy).concat(all.filter((u) => !u.healthy));
+        if (this.opts.strategy === 'random') shuffleHealthyPrefix(order, all.filter((u) => u.healthy).length);
+        if (this.opts.strategy === 'race') {
+          reply = await Promise.any(order.map((u) => this.attempt(u, q, deadline).then((r) => r ?? Promise.reject(new Error('failed'))))).catch(
+            () => undefined,
+          );
+        } else {
+          for (let i = 0; i < order.length && !reply; i++) {
+            const remaining = deadline - performance.now();
+            if (remaining <= 0) break;
+            // Split what is left among the upstreams still to try, so the last one gets a fair share too.
+            reply = await this.attempt(order[i]!, q, performance.now() + remaining / (order.length - i));
+          }
+        }
+      }
+      if (reply) {
+        reply.writeUInt16BE(q.id, 0);
+        // We offer recursion and are not the authority for what we relay (RFC 1035 §4.1.1):
+        // set RA, clear AA, whatever the upstream said (an authoritative conditional upstream sets AA).
+        reply[2] = reply[2]! & ~FLAG_AA;
+        reply[3] = reply[3]! | FLAG_RA;
+      }
+      return reply;
     } finally {
       this.inflight--;
     }
-  }
-
-  private async exchange(q: Query): Promise<Buffer | undefined> {
-    const deadline = performance.now() + this.opts.timeoutMs;
-    const all = this.candidates(q.qname);
-    const order = all.filter((u) => u.healthy).concat(all.filter((u) => !u.healthy));
-    if (this.opts.strategy === 'random') shuffleHealthyPrefix(order, all.filter((u) => u.healthy).length);
-    let reply: Buffer | undefined;
-    if (this.opts.strategy === 'race' && order.length > 1) {
-      reply = await Promise.any(order.map((u) => this.attempt(u, q, deadline).then((r) => r ?? Promise.reject(new Error('failed'))))).catch(
-        () => undefined,
-      );
-    } else {
-      for (let i = 0; i < order.length && !reply; i++) {
-        const remaining = deadline - performance.now();
-        if (remaining <= 0) break;
-        // Split what is left among the upstreams still to try, so the last one gets a fair share too.
-        const budget = remaining / (order.length - i);
-        reply = await this.attempt(order[i]!, q, performance.now() + budget);
-      }
-    }
-    if (reply) {
-      reply.writeUInt16BE(q.id, 0);
-      // We offer recursion and are not the authority for what we relay (RFC 1035 §4.1.1):
-      // set RA, clear AA, whatever the upstream said (an authoritative conditional upstream sets AA).
-      reply[2] = reply[2]! & ~FLAG_AA;
-      reply[3] = reply[3]! | FLAG_RA;
-    }
-    return reply;
   }
 
   /** One upstream, UDP then TCP on truncation; undefined on failure (already counted). */
@@ -161,6 +165,16 @@ export class Forwarder {
       u.failed();
       return undefined;
     }
+  }
+
+  /** Sockets in the UDP source-port pool now. */
+  get sourcePortsOpen(): number {
+    return this.udp.openSockets;
+  }
+
+  /** Releases the source-port pool: sockets close once their queries in flight settle. */
+  close(): void {
+    this.udp.close();
   }
 }
 
