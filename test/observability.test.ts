@@ -165,6 +165,16 @@ t.test('query log: blocked by default, all when asked, addresses truncated when 
     const got = lines.map((l) => JSON.parse(l) as { name: string; result: string; client: string }).map((r) => `${r.name}|${r.result}|${r.client}`);
     t.same(got, expected, `log.queries: ${mode}, anonymizeClients: ${anonymizeClients}`);
   }
+  // Lines are built by hand (querylog/jsonLine.ts): a name with quotes, backslashes, control and
+  // non-ASCII bytes must still come out as JSON that decodes to the same name.
+  const h = await startSinkhole(t, up.port, { ...CONFIG, log: { queries: 'all', file: 'odd.jsonl' } }, { 'tiktok.txt': TIKTOK_LIST });
+  const odd = 'a"b\\c\x01\xe9.example.test';
+  await exchange('udp', h.port, buildQuery(odd, T.A));
+  await h.running.close();
+  const line = JSON.parse(readFileSync(join(h.dir, 'odd.jsonl'), 'utf8').trim()) as Record<string, unknown>;
+  t.equal(line.name, odd.replace(/\\/g, '\\\\'), 'an odd name survives as JSON (with its backslash escaped, RFC 4343)');
+  t.same(Object.keys(line), ['time', 'client', 'proto', 'name', 'type', 'result', 'rcode'], 'the fields, in order');
+  t.match(line.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, 'time is ISO 8601 UTC');
   t.equal(anonymize('10.20.1.17'), '10.20.1.0', 'IPv4 → /24');
   t.equal(anonymize('2001:db8:1234:5678:9abc::1'), '2001:db8:1234:5600::', 'IPv6 → /56');
 });

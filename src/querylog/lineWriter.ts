@@ -33,11 +33,16 @@ export class LineWriter {
   }
 
   write(record: object): void {
+    this.writeLine(JSON.stringify(record));
+  }
+
+  /** A line already formatted as JSON (see jsonLine.ts), without its newline. */
+  writeLine(line: string): void {
     if (this.stream.writableLength > MAX_BACKLOG) {
       if (this.dropped++ === 0) this.log.warn('SH_LOG_BACKLOG', 'log target is too slow; dropping lines', { target: this.target });
       return;
     }
-    this.batch.push(JSON.stringify(record));
+    this.batch.push(line);
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.flush());
