@@ -177,7 +177,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   // Idempotent: SIGTERM and a test teardown may both ask.
   async function shutdown(): Promise<void> {
     closing = true;
-    reloader.close();
+    await reloader.close();
     await closeAll();
   }
 }

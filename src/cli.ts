@@ -106,7 +106,7 @@ async function serve(configFile: string): Promise<number> {
   // SIGHUP: reopen the log files (logrotate) and reload the policy.
   process.on('SIGHUP', () => {
     void running.reopenLogs();
-    running.reloader.reload('config');
+    void running.reloader.reload('config');
   });
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {

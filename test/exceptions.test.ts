@@ -144,12 +144,12 @@ t.test('exception records: validation names file:line:col', async (t) => {
   ];
   for (const [what, list, message] of cases) {
     writeFileSync(file, stringify({ exceptions: list.map((e) => Object.fromEntries(Object.entries(e).filter(([, v]) => v !== undefined))) }));
-    const problems = h.running.reloader.reload('exceptions');
+    const problems = await h.running.reloader.reload('exceptions');
     t.match(problems.join('\n'), message, what);
   }
   t.equal(h.running.policy.current.exceptions.length, 4, 'the previous exceptions stayed in force through every bad edit');
   writeFileSync(file, '');
-  t.same(h.running.reloader.reload('exceptions'), [], 'an empty exceptions file is valid: no exceptions');
+  t.same(await h.running.reloader.reload('exceptions'), [], 'an empty exceptions file is valid: no exceptions');
   t.equal(h.running.policy.current.exceptions.length, 0);
   t.equal(h.running.stats.reloads.get('exceptions|failure'), cases.length, 'failures counted');
 });
@@ -205,7 +205,7 @@ t.test('the log names each exception when it is loaded, changed or removed', asy
   lines.length = 0;
   const [first, , third] = EXCEPTIONS.exceptions;
   writeFileSync(join(h.dir, 'exceptions.yaml'), stringify({ exceptions: [{ ...first, expires: '2027-06-30' }, third] }));
-  t.same(h.running.reloader.reload('exceptions'), []);
+  t.same(await h.running.reloader.reload('exceptions'), []);
   t.match(lines.join(''), /exception changed id=EX-IP-LIST .*expires=2027-06-30/);
   t.match(lines.join(''), /exception removed id=EX-IP-DOMAIN/);
   t.match(lines.join(''), /exception removed id=EX-CIDR-LIST/);

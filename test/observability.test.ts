@@ -62,7 +62,7 @@ t.test('metrics: names, labels and values that move with the queries', async (t)
   await exchange('udp', h.port, buildQuery('x.tiktok.com', T.A), '127.0.0.7');
   await exchange('udp', h.port, buildQuery('down.example.test', 99));
   await exchange('udp', h.port, buildQuery('a.example.test', T.A), '127.1.0.1');
-  h.running.reloader.reload('list');
+  await h.running.reloader.reload('list');
 
   const res = await get(h, '/metrics');
   t.equal(res.status, 200);

@@ -47,7 +47,7 @@ export interface Config {
   };
   clients: { allowFrom: string[]; groups: { name: string; members: string[] }[] };
   /** A file path, or the YAML node of an inline list (read with this config's reader). */
-  exceptions: { file: string } | { inline: YNode; reader: YamlReader } | undefined;
+  exceptions: { file: string } | { inline: YNode; reader?: YamlReader } | undefined;
   log: { queries: 'none' | 'blocked' | 'all'; file?: string; anonymizeClients: boolean; audit?: string };
   report: { windowMs: number; maxClients: number };
 }

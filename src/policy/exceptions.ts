@@ -55,7 +55,7 @@ export interface ExceptionContext {
 
 /** Reads the exceptions from a file (`exceptions: [...]` at the top) or from the config's inline list. */
 export function loadExceptions(
-  source: { file: string } | { inline: YNode; reader: YamlReader } | undefined,
+  source: { file: string } | { inline: YNode; reader?: YamlReader } | undefined,
   ctx: ExceptionContext,
 ): { exceptions: Exception[]; problems: Problem[] } {
   if (!source) return { exceptions: [], problems: [] };
@@ -71,6 +71,8 @@ export function loadExceptions(
     const exceptions = items === undefined || items === null || (isScalar(items) && items.value === null) ? [] : readList(r, items, 'exceptions', ctx);
     return { exceptions, problems: r.problems };
   }
+  // A config that crossed a thread boundary has no reader; its exceptions were read where it was loaded.
+  if (!source.reader) return { exceptions: [], problems: [] };
   const before = source.reader.problems.length;
   const exceptions = readList(source.reader, source.inline, 'exceptions', ctx);
   return { exceptions, problems: source.reader.problems.slice(before) };

@@ -8,7 +8,7 @@ import { CidrSet } from './cidr.js';
 import { ClientDirectory, compileCidrs, type ClientView } from './clients.js';
 import { isActive, loadExceptions, type Exception } from './exceptions.js';
 import { scanList } from './listParser.js';
-import { MatcherBuilder, type Matcher, type RuleMatch } from './matcher.js';
+import { Matcher, MatcherBuilder, type MatcherData, type RuleMatch } from './matcher.js';
 import { SinkholeResponder } from './sinkhole.js';
 
 export interface Generation {
@@ -31,13 +31,50 @@ export type Decision =
   | { decision: 'blocked'; match: RuleMatch; exception?: undefined }
   | { decision: 'excepted'; match: RuleMatch; exception: Exception };
 
+/**
+ * What a generation is compiled from and into, as plain data: the expensive part (reading and
+ * parsing every list, building the matcher's hash table) happens once, in a worker thread on
+ * reload (policy/compiler.ts), and the result crosses to the query threads, where hydrate()
+ * only wraps it. Nothing O(rules) runs on a query thread.
+ */
+export interface PolicyData {
+  config: Config;
+  matcher: MatcherData;
+  ruleCounts: Map<string, number>;
+  exceptions: Exception[];
+  files: string[];
+}
+
 /** Builds a generation from a config file; throws PolicyError with every problem found. */
 export function buildGeneration(configFile: string, number: number): Generation {
-  const config = loadConfig(configFile);
-  return compile(config, number);
+  return hydrate(compileFile(configFile), number);
 }
 
 export function compile(config: Config, number: number): Generation {
+  return hydrate(compileData(config), number);
+}
+
+/** Reads, parses and compiles the config file and everything it names; throws PolicyError. */
+export function compileFile(configFile: string): PolicyData {
+  return compileData(loadConfig(configFile));
+}
+
+/** The generation's objects around its data; cheap (no list is read, no table built), so safe on a query thread. */
+export function hydrate(data: PolicyData, number: number): Generation {
+  const { config, exceptions } = data;
+  const matcher = new Matcher(data.matcher);
+  const enforced = new Uint8Array(Math.max(1, matcher.lists.length));
+  matcher.lists.forEach((l, i) => (enforced[i] = config.blocking.enforce.includes(l.name) ? 1 : 0));
+  const groups = new Map<string, CidrSet>(config.clients.groups.map((g) => [g.name, compileCidrs(g.members)]));
+  return Object.freeze({
+    number, config, matcher, enforced, ruleCounts: data.ruleCounts, exceptions,
+    clients: new ClientDirectory(compileCidrs(config.clients.allowFrom), groups, exceptions),
+    responder: new SinkholeResponder(config.blocking.response, config.blocking.ttl),
+    files: data.files,
+  });
+}
+
+export function compileData(config: Config): PolicyData {
   const problems: Problem[] = [];
   const builder = new MatcherBuilder();
   const files = [config.file];
@@ -81,15 +118,10 @@ export function compile(config: Config, number: number): Generation {
   if (config.exceptions && 'file' in config.exceptions) files.push(config.exceptions.file);
   if (problems.length) throw new PolicyError(problems);
 
-  const matcher = builder.build();
-  const enforced = new Uint8Array(Math.max(1, matcher.lists.length));
-  matcher.lists.forEach((l, i) => (enforced[i] = config.blocking.enforce.includes(l.name) ? 1 : 0));
-  return Object.freeze({
-    number, config, matcher, enforced, ruleCounts, exceptions: ex.exceptions,
-    clients: new ClientDirectory(compileCidrs(config.clients.allowFrom), groups, ex.exceptions),
-    responder: new SinkholeResponder(config.blocking.response, config.blocking.ttl),
-    files,
-  });
+  // An inline exceptions list is a YAML node of this config's reader: it has been read, and it cannot
+  // cross a thread boundary, so only its presence is kept.
+  const portable: Config = Object.freeze({ ...config, exceptions: config.exceptions && ('file' in config.exceptions ? config.exceptions : { inline: null }) });
+  return { config: portable, matcher: builder.build().data, ruleCounts, exceptions: ex.exceptions, files };
 }
 
 /**

@@ -2,12 +2,18 @@
 // reloads too). Each reload builds a complete new generation and swaps one
 // reference; on any error the running generation stays in force, every
 // problem is logged as file:line:col, and the failure is counted.
+//
+// The compile runs in a worker thread (compiler.ts), so a reload never stalls
+// a query, and requests are coalesced: while one reload runs, every request
+// that arrives is folded into one more run after it (50 SIGHUPs in a second
+// are two compiles, not fifty).
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { PolicyError, formatProblem } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Stats } from '../metrics/stats.js';
-import { buildGeneration, type Generation } from './generation.js';
+import { hydrate, type Generation, type PolicyData } from './generation.js';
+import { PolicyCompiler } from './compiler.js';
 import type { PolicyHolder } from './holder.js';
 
 function enforcedRules(g: Generation): number {
@@ -24,20 +30,53 @@ export class Reloader {
   private watchedDirs = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private pendingKind: ReloadKind | undefined;
+  /** The kind of the next run (a config reload outranks the others), and who waits for it. */
+  private queued: ReloadKind | undefined;
+  private waiters: ((problems: string[]) => void)[] = [];
+  private draining: Promise<void> | undefined;
 
   constructor(
     private readonly configFile: string,
     private readonly holder: PolicyHolder,
     private readonly stats: Stats,
     private readonly log: Logger,
-    private readonly onSwap: (g: Generation, previous: Generation) => void = () => {},
+    private readonly onSwap: (g: Generation, previous: Generation, data: PolicyData) => void = () => {},
+    private readonly compiler: { compile(configFile: string): Promise<PolicyData>; close(): Promise<void> } = new PolicyCompiler(),
   ) {}
 
-  /** Builds and swaps a new generation now; returns the problems, empty on success. */
-  reload(kind: ReloadKind): string[] {
+  /**
+   * Builds and swaps a new generation; resolves with the problems, empty on success. A request
+   * made while a reload runs shares the run after it.
+   */
+  reload(kind: ReloadKind): Promise<string[]> {
+    if (this.queued !== 'config') this.queued = kind;
+    const done = new Promise<string[]>((resolve) => this.waiters.push(resolve));
+    this.draining ??= this.drain();
+    return done;
+  }
+
+  /** Resolves when no reload is running or queued. */
+  settled(): Promise<void> {
+    return this.draining ?? Promise.resolve();
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queued) {
+      const kind = this.queued;
+      const waiters = this.waiters;
+      this.queued = undefined;
+      this.waiters = [];
+      const problems = await this.once(kind);
+      for (const w of waiters) w(problems);
+    }
+    this.draining = undefined;
+  }
+
+  private async once(kind: ReloadKind): Promise<string[]> {
     const previous = this.holder.current;
     try {
-      const next = buildGeneration(this.configFile, previous.number + 1);
+      const data = await this.compiler.compile(this.configFile);
+      const next = hydrate(data, previous.number + 1);
       if (enforcedRules(previous) > 0 && enforcedRules(next) === 0) {
         // A config saved half-written, or with blocking: deleted, would otherwise hot-reload as "block nothing".
         throw new PolicyError([{ code: 'SH_CONFIG_INVALID', file: next.config.file, line: 1, col: 1, message: 'blocking.enforce would enforce no rules at all; refusing to reload into an open policy (restart sinkhole to run without blocking)' }]);
@@ -45,7 +84,7 @@ export class Reloader {
       this.holder.current = next;
       this.stats.reload(kind, 'success');
       this.log.info('policy reloaded', { kind, generation: next.number, rules: [...next.ruleCounts.values()].reduce((a, b) => a + b, 0), exceptions: next.exceptions.length });
-      this.onSwap(next, previous);
+      this.onSwap(next, previous, data);
       this.rewatch();
       return [];
     } catch (e) {
@@ -92,7 +131,7 @@ export class Reloader {
     this.timer = setTimeout(() => {
       const k = this.pendingKind ?? 'list';
       this.pendingKind = undefined;
-      this.reload(k);
+      void this.reload(k);
     }, DEBOUNCE_MS);
   }
 
@@ -101,9 +140,11 @@ export class Reloader {
     this.watchers = [];
   }
 
-  close(): void {
+  async close(): Promise<void> {
     clearTimeout(this.timer);
     this.closeWatchers();
     this.watchedDirs.clear();
+    await this.settled();
+    await this.compiler.close();
   }
 }
