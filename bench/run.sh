@@ -30,6 +30,8 @@
 #   SH_ADDR=127.0.0.1 SH_PORT=5320 SH_HTTP_PORT=9320   sinkhole's listen addresses (loopback only)
 #   PORT_REUSE=1                                     upstreams.sourcePortReuse (1 = a fresh source port per query)
 #   OUTDIR=bench/results/<UTC time>   where results.tsv, logs/, sinkhole logs and summary.md go
+#   WORKERS=1          sinkhole's `workers` (query threads); PIN_SERVER=1 the cores it may use (taskset -c)
+#   QUERY_LOG=none     sinkhole's log.queries (none | blocked | all), to measure what the query log costs
 #   NODES="label=/path/to/node ..."  run the sinkhole suite once per runtime (e.g. to compare Node
 #                       lines); default: the project's own runtime, node_modules/.bin/node
 #   KIT=<repo>/../shared/bench   the peer kit
@@ -42,6 +44,7 @@ KIT=${KIT:-$ROOT/../shared/bench}
 KIT=$(cd "$KIT" && pwd)
 
 SH_ADDR=${SH_ADDR:-127.0.0.1}; SH_PORT=${SH_PORT:-5320}; SH_HTTP_PORT=${SH_HTTP_PORT:-9320}
+WORKERS=${WORKERS:-1}; PIN_SERVER=${PIN_SERVER:-1}
 UPSTREAM_ADDR=127.0.0.2; UPSTREAM_PORT=5300          # fixed by the kit (conf/nsd.conf.in)
 METRICS_OFF=${METRICS_OFF:-0}; PEERS=${PEERS:-dnsmasq unbound1}; [ "$PEERS" = none ] && PEERS=""
 WORKLOADS=${WORKLOADS:-blocked cached uncached}
@@ -144,14 +147,15 @@ blocking:
   lists: { bench: [$WORK/blocklist.txt] }
   enforce: [bench]
   response: null-ip
-log: { queries: none }
+log: { queries: ${QUERY_LOG:-none}, file: "$WORK/queries.jsonl" }
+workers: $WORKERS
 EOF
 
 start_sinkhole() { # log-name [env...]
   local name=$1; shift
-  env ${NODE_BIN:+SINKHOLE_NODE=$NODE_BIN} "$@" taskset -c 1 "$ROOT/bin/sinkhole" serve --config "$WORK/sinkhole.yaml" > "$WORK/$name.log" 2>&1 &
+  env ${NODE_BIN:+SINKHOLE_NODE=$NODE_BIN} "$@" taskset -c "$PIN_SERVER" "$ROOT/bin/sinkhole" serve --config "$WORK/sinkhole.yaml" > "$WORK/$name.log" 2>&1 &
   SH_PID=$!
-  echo "started $name pid $SH_PID (taskset -c 1${*:+, $*})"
+  echo "started $name pid $SH_PID (taskset -c $PIN_SERVER, workers $WORKERS${*:+, $*})"
   local i
   for i in $(seq 1 100); do
     kill -0 "$SH_PID" 2>/dev/null || { echo "sinkhole exited during start-up:" >&2; cat "$WORK/$name.log" >&2; SH_PID=""; exit 1; }

@@ -1,16 +1,24 @@
-// The composition root: builds the policy, the stage chain and the listeners.
-// The chain is assembled here, in ONE list, with the reason each stage sits
-// where it does (as Blocky and CoreDNS's plugin.cfg do). Order matters.
+// The composition root. Two parts, one per kind of thread:
+// - DataPlane: one query path (listeners, the stage chain, cache, upstreams,
+//   query and audit logs). The main thread runs one; with `workers: N`, N−1
+//   worker threads run one each (dataPlaneThread.ts), all bound to the same
+//   addresses with SO_REUSEPORT so the kernel spreads the queries.
+// - start(): what must be ONE across the threads: the policy and its reload,
+//   the compliance report, /metrics (summing every thread's counts), HTTP.
+// The stage chain is assembled in ONE list, in DataPlane, with the reason each
+// stage sits where it does (as Blocky and CoreDNS's plugin.cfg do). Order matters.
 import type { AddressInfo } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import { ReplyCache } from './cache/replyCache.js';
 import { systemClock, type Clock } from './clock.js';
+import type { Endpoint } from './config/config.js';
 import { SinkholeError } from './errors.js';
 import { streamLogger, type Logger } from './log.js';
 import { startHttp } from './metrics/http.js';
+import { LoopDelay } from './metrics/loopDelay.js';
 import { createRegistry } from './metrics/registry.js';
 import { Stats } from './metrics/stats.js';
-import { buildGeneration, type Generation } from './policy/generation.js';
+import { compileFile, hydrate, type Generation } from './policy/generation.js';
 import { PolicyHolder } from './policy/holder.js';
 import { Reloader } from './policy/reloader.js';
 import { isActive } from './policy/exceptions.js';
@@ -29,6 +37,7 @@ import type { Registry } from 'prom-client';
 import { QueryLog } from './querylog/queryLog.js';
 import { AuditLog } from './querylog/auditLog.js';
 import { ComplianceReport } from './querylog/report.js';
+import { WorkerPool } from './workers.js';
 
 export interface StartOptions {
   configFile: string;
@@ -42,12 +51,15 @@ export interface Running {
   dns: { udp: AddressInfo; tcp: AddressInfo }[];
   http?: AddressInfo;
   policy: PolicyHolder;
+  /** The main thread's counts (and the reload counters); /metrics sums every thread's. */
   stats: Stats;
   registry: Registry;
   reloader: Reloader;
   report: ComplianceReport;
   cache: () => ReplyCache;
   forwarder: () => Forwarder;
+  /** The worker query threads (workers: N > 1), else undefined. */
+  workers: WorkerPool | undefined;
   /** The composed pipeline, as the listeners call it (for in-process benchmarks). */
   handler: Handler;
   /** Reopens the query and audit log files (after logrotate moved them). */
@@ -56,77 +68,171 @@ export interface Running {
   close(): Promise<void>;
 }
 
+/** What one query thread serves, and the counts a scrape needs from it. */
+export interface PlaneGauges {
+  cacheEntries: number;
+  tcpConnections: number;
+  sourcePorts: number;
+  queries: number;
+  loopDelay: number[];
+}
+
+/**
+ * One query path. The policy holder is the thread's own: the main thread's reloader swaps it, and
+ * a worker thread's when the main thread hands it a new generation.
+ */
+export class DataPlane {
+  readonly stats = new Stats();
+  readonly handler: Handler;
+  // Upstreams and the cache outlive list and exception reloads (health and
+  // cached answers are kept); they are rebuilt only when their settings change.
+  forwarder: Forwarder;
+  cache: ReplyCache;
+  private readonly queryLog: QueryLog;
+  private readonly auditLog: AuditLog;
+  private readonly udp: UdpListener[] = [];
+  private readonly tcp: TcpListener[] = [];
+  private readonly loopDelay = new LoopDelay();
+
+  constructor(
+    readonly policy: PolicyHolder,
+    private readonly log: Logger,
+    private readonly clock: Clock,
+    /** The compliance report, or a batcher that hands blocked queries to the thread that keeps it. */
+    report: Observer,
+  ) {
+    const config = policy.current.config;
+    const stats = this.stats;
+    this.forwarder = new Forwarder(config.upstreams, stats);
+    this.cache = new ReplyCache(config.cache, () => clock.now());
+    this.queryLog = new QueryLog(config.log, log);
+    this.auditLog = new AuditLog(config.log.audit, log);
+    const observers: Observer[] = [this.queryLog, this.auditLog, report];
+
+    // Benchmark-only switch: bench/run.sh measures what stage 2 costs by turning it off.
+    // Not a config key, because a production resolver must always count.
+    const measure = process.env.SINKHOLE_BENCH_NO_METRICS !== '1';
+    const stages: Stage[] = [
+      // 1. Anything below may throw: SERVFAIL and a counter, never a dead socket loop.
+      new RecoverStage(stats, log),
+      // 2. Sees every outcome, blocked and cached included, for metrics and the logs.
+      ...(measure ? [new MetricsStage(stats, observers)] : []),
+      // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
+      new ValidateStage(policy),
+      // 4+5. Client policy and blocklist. Above the cache, so policy applies to
+      //      cached answers and the cache stays client-independent.
+      new BlocklistStage(policy, clock),
+      // 6. Upstream answers only; identical queries in flight are coalesced.
+      new CacheStage(() => this.cache, stats),
+    ];
+    // 7. Terminal: the upstream exchange.
+    this.handler = compose(stages, forwardHandler(() => this.forwarder));
+  }
+
+  /**
+   * Binds UDP and TCP on every address. `reusePort` when several threads share them; a worker
+   * thread is given the ports the main thread bound (which may have been chosen by the kernel).
+   */
+  async listen(endpoints: readonly Endpoint[], reusePort: boolean): Promise<{ udp: AddressInfo; tcp: AddressInfo }[]> {
+    const listen = this.policy.current.config.listen;
+    const out: { udp: AddressInfo; tcp: AddressInfo }[] = [];
+    for (const ep of endpoints) {
+      const u = new UdpListener(ep, this.handler, this.log);
+      const t = new TcpListener(ep, this.handler, listen.tcpIdleTimeoutMs, listen.tcpMaxConnections, this.log, (client) =>
+        this.policy.current.clients.view(client).allowed,
+      );
+      this.udp.push(u);
+      this.tcp.push(t);
+      out.push(await bindPair(ep, u, t, reusePort));
+    }
+    return out;
+  }
+
+  /** A new generation is in force: rebuild what its settings changed. */
+  swap(next: Generation, previous: Generation): void {
+    if (!isDeepStrictEqual(next.config.upstreams, previous.config.upstreams)) {
+      this.forwarder.close();
+      this.forwarder = new Forwarder(next.config.upstreams, this.stats);
+    }
+    if (!isDeepStrictEqual(next.config.cache, previous.config.cache)) this.cache = new ReplyCache(next.config.cache, () => this.clock.now());
+    this.queryLog.configure(next.config.log);
+    this.auditLog.configure(next.config.log.audit);
+  }
+
+  gauges(): PlaneGauges {
+    return {
+      cacheEntries: this.cache.size,
+      tcpConnections: this.tcp.reduce((n, l) => n + l.connections, 0),
+      sourcePorts: this.forwarder.sourcePortsOpen,
+      queries: this.stats.queries.reduce((a, b) => a + b, 0),
+      loopDelay: this.loopDelay.seconds(),
+    };
+  }
+
+  async reopenLogs(): Promise<void> {
+    await Promise.all([this.queryLog.reopen(), this.auditLog.reopen()]);
+  }
+
+  /** Listeners first (each answers what it has in flight), then the upstream sockets and the logs. */
+  async close(): Promise<void> {
+    await Promise.all([...this.udp.map((l) => l.close()), ...this.tcp.map((l) => l.close())]);
+    this.forwarder.close();
+    this.loopDelay.close();
+    await Promise.all([this.queryLog.close(), this.auditLog.close()]);
+  }
+}
+
 export async function start(opts: StartOptions): Promise<Running> {
   const log = opts.log ?? streamLogger();
   const clock = opts.clock ?? systemClock;
-  const stats = new Stats();
-  const policy = new PolicyHolder(buildGeneration(opts.configFile, 1));
+  const initial = compileFile(opts.configFile);
+  const policy = new PolicyHolder(hydrate(initial, 1));
   const config = (): Generation['config'] => policy.current.config;
 
-  // Upstreams and the cache outlive list and exception reloads (health and
-  // cached answers are kept); they are rebuilt only when their settings change.
-  let forwarder = new Forwarder(config().upstreams, stats);
-  let cache = new ReplyCache(config().cache, () => clock.now());
-  const queryLog = new QueryLog(config().log, log);
-  const auditLog = new AuditLog(config().log.audit, log);
+  // One for the whole server: the report (fed by every thread), the reloader, /metrics and HTTP.
   const report = new ComplianceReport(config().report, () => clock.now());
-  const observers: Observer[] = [queryLog, auditLog, report];
-
-  // Benchmark-only switch: bench/run.sh measures what stage 2 costs by turning it off.
-  // Not a config key, because a production resolver must always count.
-  const measure = process.env.SINKHOLE_BENCH_NO_METRICS !== '1';
-  const stages: Stage[] = [
-    // 1. Anything below may throw: SERVFAIL and a counter, never a dead socket loop.
-    new RecoverStage(stats, log),
-    // 2. Sees every outcome, blocked and cached included, for metrics and the logs.
-    ...(measure ? [new MetricsStage(stats, observers)] : []),
-    // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
-    new ValidateStage(policy),
-    // 4+5. Client policy and blocklist. Above the cache, so policy applies to
-    //      cached answers and the cache stays client-independent.
-    new BlocklistStage(policy, clock),
-    // 6. Upstream answers only; identical queries in flight are coalesced.
-    new CacheStage(() => cache, stats),
-  ];
-  // 7. Terminal: the upstream exchange.
-  const handler = compose(stages, forwardHandler(() => forwarder));
-
-  const udp: UdpListener[] = [];
-  const tcp: TcpListener[] = [];
-  const dns: Running['dns'] = [];
+  const plane = new DataPlane(policy, log, clock, report);
+  const workers = config().workers > 1 ? new WorkerPool(config().workers - 1, report, log) : undefined;
+  const stats = plane.stats;
   let closing = false;
   let closed: Promise<void> | undefined;
   let httpServer: Awaited<ReturnType<typeof startHttp>> | undefined;
+  const gauge = (pick: (g: PlaneGauges) => number): number => pick(plane.gauges()) + (workers?.gauges().reduce((n, g) => n + pick(g), 0) ?? 0);
   const registry = createRegistry({
-    stats,
+    stats: () => workers?.merged(stats) ?? stats,
     generation: () => policy.current,
-    cacheEntries: () => cache.size,
-    tcpConnections: () => tcp.reduce((n, l) => n + l.connections, 0),
+    cacheEntries: () => gauge((g) => g.cacheEntries),
+    tcpConnections: () => gauge((g) => g.tcpConnections),
+    sourcePorts: () => gauge((g) => g.sourcePorts),
+    threads: () => [{ index: 0, ...plane.gauges() }, ...(workers?.threads() ?? [])],
+    workerRestarts: () => workers?.restarts ?? 0,
     now: () => clock.now(),
     version: VERSION,
   });
-  // Listeners first (each answers what it has in flight), then the logs, then HTTP: /readyz says 503 until the end.
+  // Query threads first (each answers what it has in flight), then HTTP: /readyz says 503 until the end.
   const closeAll = async (): Promise<void> => {
-    await Promise.all([...udp.map((l) => l.close()), ...tcp.map((l) => l.close())]);
-    forwarder.close();
-    await Promise.all([queryLog.close(), auditLog.close()]);
+    await Promise.all([workers?.close(), plane.close()]);
     await httpServer?.close();
   };
+  let dns: Running['dns'] = [];
   try {
-    for (const ep of config().listen.dns) {
-      const u = new UdpListener(ep, handler, log);
-      const t = new TcpListener(ep, handler, config().listen.tcpIdleTimeoutMs, config().listen.tcpMaxConnections, log, (client) =>
-        policy.current.clients.view(client).allowed,
-      );
-      dns.push(await bindPair(ep, u, t));
-      udp.push(u);
-      tcp.push(t);
-    }
+    dns = await plane.listen(config().listen.dns, workers !== undefined);
+    // The other threads bind the ports the main thread got (the kernel chose them for port 0).
+    await workers?.start(
+      dns.map((d, i) => ({ host: config().listen.dns[i]!.host, port: d.udp.port })),
+      initial,
+      policy.current.number,
+    );
     const httpEp = config().listen.http;
     if (httpEp) {
       httpServer = await startHttp(
         httpEp,
-        { registry, ready: () => !closing && dns.length > 0, json: { '/api/blocked-clients': () => report.snapshot() } },
+        {
+          registry,
+          ready: () => !closing && dns.length > 0,
+          json: { '/api/blocked-clients': () => report.snapshot() },
+          beforeMetrics: () => workers?.refresh() ?? Promise.resolve(),
+        },
         log,
       ).catch((e: NodeJS.ErrnoException) => {
         throw new SinkholeError('SH_LISTEN', `cannot listen for HTTP on ${httpEp.host}:${httpEp.port}: ${e.code ?? e.message}`);
@@ -138,18 +244,13 @@ export async function start(opts: StartOptions): Promise<Running> {
   }
 
   logExceptions(log, policy.current, undefined, clock.now());
-  const reloader = new Reloader(opts.configFile, policy, stats, log, (next, previous) => {
+  const reloader = new Reloader(opts.configFile, policy, stats, log, (next, previous, data) => {
     logExceptions(log, next, previous, clock.now());
-    if (!isDeepStrictEqual(next.config.upstreams, previous.config.upstreams)) {
-      forwarder.close();
-      forwarder = new Forwarder(next.config.upstreams, stats);
-    }
-    if (!isDeepStrictEqual(next.config.cache, previous.config.cache)) cache = new ReplyCache(next.config.cache, () => clock.now());
-    queryLog.configure(next.config.log);
-    auditLog.configure(next.config.log.audit);
+    plane.swap(next, previous);
+    workers?.policy(data, next.number);
     report.configure(next.config.report);
-    if (!isDeepStrictEqual(next.config.listen, previous.config.listen)) {
-      log.warn('SH_RESTART_NEEDED', 'listen addresses changed; they take effect on restart', {});
+    if (!isDeepStrictEqual(next.config.listen, previous.config.listen) || next.config.workers !== previous.config.workers) {
+      log.warn('SH_RESTART_NEEDED', 'listen addresses or workers changed; they take effect on restart', {});
     }
   });
   if (opts.watch !== false) reloader.watch();
@@ -162,11 +263,12 @@ export async function start(opts: StartOptions): Promise<Running> {
     registry,
     reloader,
     report,
-    cache: () => cache,
-    forwarder: () => forwarder,
-    handler,
+    cache: () => plane.cache,
+    forwarder: () => plane.forwarder,
+    workers,
+    handler: plane.handler,
     reopenLogs: async () => {
-      await Promise.all([queryLog.reopen(), auditLog.reopen()]);
+      await Promise.all([plane.reopenLogs(), workers?.reopenLogs()]);
     },
     close() {
       closed ??= shutdown();
@@ -201,19 +303,24 @@ function logExceptions(log: Logger, next: Generation, previous: Generation | und
  * Binds UDP and TCP to the same port. With port 0 (tests) the kernel picks the
  * UDP port, and TCP takes the same one; if another process has it on TCP, try again.
  */
-async function bindPair(ep: { host: string; port: number }, u: UdpListener, t: TcpListener): Promise<{ udp: AddressInfo; tcp: AddressInfo }> {
+async function bindPair(
+  ep: { host: string; port: number },
+  u: UdpListener,
+  t: TcpListener,
+  reusePort: boolean,
+): Promise<{ udp: AddressInfo; tcp: AddressInfo }> {
   for (let attempt = 0; ; attempt++) {
     let udp: AddressInfo;
     try {
-    udp = await u.start();
+      udp = await u.start(ep.port, reusePort);
     } catch (e) {
-    throw listenError('UDP', ep, e);
+      throw listenError('UDP', ep, e);
     }
     try {
-    return { udp, tcp: await t.start(udp.port) };
+      return { udp, tcp: await t.start(udp.port, reusePort) };
     } catch (e) {
-    await u.close();
-    if (ep.port !== 0 || attempt >= 20) throw listenError('TCP', ep, e);
+      await u.close();
+      if (ep.port !== 0 || attempt >= 20) throw listenError('TCP', ep, e);
     }
   }
 }

@@ -3,8 +3,9 @@
 // frozen: nothing downstream may mutate what was validated.
 import { dirname, resolve } from 'node:path';
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { isScalar } from 'yaml';
-import { YamlReader, type YNode } from './yamlReader.js';
+import { YamlReader, describe, type YNode } from './yamlReader.js';
 import { parseCidr } from '../policy/cidr.js';
 import { parseUpstream, systemResolvers, type UpstreamSpec } from '../upstream/spec.js';
 import { PolicyError, type Problem } from '../errors.js';
@@ -50,6 +51,8 @@ export interface Config {
   exceptions: { file: string } | { inline: YNode; reader?: YamlReader } | undefined;
   log: { queries: 'none' | 'blocked' | 'all'; file?: string; anonymizeClients: boolean; audit?: string };
   report: { windowMs: number; maxClients: number };
+  /** Query threads, each answering on every listen address (SO_REUSEPORT); `auto` = one per core. */
+  workers: number;
 }
 
 /** Parses "host:port" or "[v6]:port". */
@@ -75,6 +78,7 @@ export function defaultConfig(file: string): Config {
     exceptions: undefined,
     log: { queries: 'blocked', anonymizeClients: false },
     report: { windowMs: 86_400_000, maxClients: 100_000 },
+    workers: 1,
   };
 }
 
@@ -200,6 +204,12 @@ function readConfig(r: YamlReader, path: string): Config {
         window: (v, q) => (c.report.windowMs = r.duration(v, q, 1000) ?? c.report.windowMs),
         maxClients: (v, q) => (c.report.maxClients = r.integer(v, q, 1, 10_000_000) ?? c.report.maxClients),
       }),
+    workers: (v, q) => {
+      const n = isScalar(v) ? v.value : undefined;
+      if (n === 'auto') c.workers = availableParallelism();
+      else if (typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 256) c.workers = n;
+      else r.fail(v, q, `expected a whole number from 1 to 256, or auto (one per core), got ${describe(v)}`);
+    },
   });
   // `enforce` may come before `lists` in the file, so names are checked once both are read.
   for (const { value, node, q } of pendingEnforce) {

@@ -11,6 +11,8 @@ export interface HttpRoutes {
   ready: () => boolean;
   /** Extra JSON endpoints, e.g. /api/blocked-clients. */
   json?: Record<string, () => unknown>;
+  /** Runs before /metrics renders (gathers the counts of the other query threads). */
+  beforeMetrics?: () => Promise<void>;
 }
 
 export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Logger): Promise<{ address: AddressInfo; close(): Promise<void> }> {
@@ -24,8 +26,8 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
     if (path === '/healthz') return reply(200, 'text/plain', 'ok\n');
     if (path === '/readyz') return routes.ready() ? reply(200, 'text/plain', 'ready\n') : reply(503, 'text/plain', 'not ready\n');
     if (path === '/metrics') {
-      routes.registry
-        .metrics()
+      (routes.beforeMetrics?.() ?? Promise.resolve())
+        .then(() => routes.registry.metrics())
         .then((text) => reply(200, routes.registry.contentType, text))
         .catch((e: unknown) => {
           log.error('SH_METRICS', 'metrics scrape failed', { error: String(e) });

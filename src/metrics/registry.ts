@@ -18,6 +18,12 @@ interface Sample {
 }
 type Kind = 'counter' | 'gauge' | 'histogram';
 
+export interface ThreadSample {
+  index: number;
+  queries: number;
+  loopDelay: readonly number[];
+}
+
 /** A metric whose samples are computed at scrape time; prom-client's Registry formats it. */
 class SnapshotMetric {
   readonly aggregator = 'sum';
@@ -49,10 +55,15 @@ function histogramSamples(name: string, labels: Labels, h: Histogram): Sample[] 
 }
 
 export interface MetricSources {
-  stats: Stats;
+  /** Every query thread's counts, summed (app.ts); the main thread's alone with workers: 1. */
+  stats: () => Stats;
   generation: () => Generation;
   cacheEntries: () => number;
   tcpConnections: () => number;
+  sourcePorts: () => number;
+  /** Each query thread: its index, queries received, and event-loop delay p50/p99/max (seconds). */
+  threads: () => readonly ThreadSample[];
+  workerRestarts: () => number;
   now: () => number;
   version: string;
 }
@@ -66,48 +77,47 @@ export function createRegistry(src: MetricSources): Registry {
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
     register.removeSingleMetric(name);
   }
-  const { stats } = src;
   const add = (name: string, help: string, type: Kind, samples: () => Sample[]): void =>
     register.registerMetric(new SnapshotMetric(name, help, type, samples) as unknown as Parameters<Registry['registerMetric']>[0]);
 
   add('sinkhole_queries_total', 'DNS queries received, by transport and query type.', 'counter', () =>
-    PROTOS.flatMap((proto) => QTYPE_SLOTS.map((qtype, slot) => ({ labels: { proto, qtype }, value: stats.queryCount(proto, slot) }))),
+    PROTOS.flatMap((proto) => QTYPE_SLOTS.map((qtype, slot) => ({ labels: { proto, qtype }, value: src.stats().queryCount(proto, slot) }))),
   );
   add('sinkhole_responses_total', 'Replies sent, by how the answer was reached and its rcode.', 'counter', () =>
     // Only the (result, rcode) pairs that occurred, plus NOERROR for every result so dashboards have a series.
     RESULTS.flatMap((result) =>
-      Array.from({ length: 16 }, (_, rcode) => ({ result, rcode, value: stats.responseCount(result, rcode) }))
+      Array.from({ length: 16 }, (_, rcode) => ({ result, rcode, value: src.stats().responseCount(result, rcode) }))
         .filter((x) => x.value > 0 || x.rcode === 0)
         .map((x) => ({ labels: { result, rcode: RCODE_NAME[x.rcode] ?? `RCODE${x.rcode}` }, value: x.value })),
     ),
   );
   add('sinkhole_blocked_total', 'Queries answered with the sinkhole, by the list that matched.', 'counter', () => {
-    const lists = new Set([...src.generation().config.blocking.enforce, ...stats.blockedByList.keys()]);
-    return [...lists].map((list) => ({ labels: { list }, value: stats.blockedByList.get(list) ?? 0 }));
+    const lists = new Set([...src.generation().config.blocking.enforce, ...src.stats().blockedByList.keys()]);
+    return [...lists].map((list) => ({ labels: { list }, value: src.stats().blockedByList.get(list) ?? 0 }));
   });
   add('sinkhole_exception_queries_total', 'Queries that an approved exception let through, by exception id.', 'counter', () => {
-    const ids = new Set([...src.generation().exceptions.map((e) => e.id), ...stats.exceptionQueries.keys()]);
-    return [...ids].map((exception) => ({ labels: { exception }, value: stats.exceptionQueries.get(exception) ?? 0 }));
+    const ids = new Set([...src.generation().exceptions.map((e) => e.id), ...src.stats().exceptionQueries.keys()]);
+    return [...ids].map((exception) => ({ labels: { exception }, value: src.stats().exceptionQueries.get(exception) ?? 0 }));
   });
   add('sinkhole_request_duration_seconds', 'Time from receiving a query to having its reply, by result.', 'histogram', () =>
     RESULTS.flatMap((result) => {
-      const h = stats.latency.get(result);
+      const h = src.stats().latency.get(result);
       return h ? histogramSamples('sinkhole_request_duration_seconds', { result }, h) : [];
     }),
   );
-  add('sinkhole_cache_hits_total', 'Queries answered from the cache.', 'counter', () => [{ labels: {}, value: stats.cacheHits }]);
-  add('sinkhole_cache_misses_total', 'Cache lookups that found nothing and went upstream.', 'counter', () => [{ labels: {}, value: stats.cacheMisses }]);
+  add('sinkhole_cache_hits_total', 'Queries answered from the cache.', 'counter', () => [{ labels: {}, value: src.stats().cacheHits }]);
+  add('sinkhole_cache_misses_total', 'Cache lookups that found nothing and went upstream.', 'counter', () => [{ labels: {}, value: src.stats().cacheMisses }]);
   add('sinkhole_cache_entries', 'Answers held in the cache now.', 'gauge', () => [{ labels: {}, value: src.cacheEntries() }]);
   add('sinkhole_upstream_requests_total', 'Exchanges with each upstream, by outcome.', 'counter', () =>
-    [...stats.upstreams].flatMap(([upstream, u]) =>
+    [...src.stats().upstreams].flatMap(([upstream, u]) =>
       Object.entries(u.outcomes).map(([outcome, value]) => ({ labels: { upstream, outcome }, value })),
     ),
   );
   add('sinkhole_upstream_overload_total', 'Misses answered SERVFAIL at once because upstreams.maxInflight exchanges were in flight.', 'counter', () => [
-    { labels: {}, value: stats.upstreamOverloads },
+    { labels: {}, value: src.stats().upstreamOverloads },
   ]);
   add('sinkhole_upstream_duration_seconds', 'Round-trip time of successful upstream exchanges.', 'histogram', () =>
-    [...stats.upstreams].flatMap(([upstream, u]) => histogramSamples('sinkhole_upstream_duration_seconds', { upstream }, u.latency)),
+    [...src.stats().upstreams].flatMap(([upstream, u]) => histogramSamples('sinkhole_upstream_duration_seconds', { upstream }, u.latency)),
   );
   add('sinkhole_list_rules', 'Rules loaded per blocklist in the current policy.', 'gauge', () =>
     [...src.generation().ruleCounts].map(([list, value]) => ({ labels: { list }, value })),
@@ -115,7 +125,7 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_reloads_total', 'Policy reloads, by what triggered them and whether they applied.', 'counter', () => {
     const out: Sample[] = [];
     for (const kind of ['config', 'list', 'exceptions']) {
-      for (const result of ['success', 'failure']) out.push({ labels: { kind, result }, value: stats.reloads.get(`${kind}|${result}`) ?? 0 });
+      for (const result of ['success', 'failure']) out.push({ labels: { kind, result }, value: src.stats().reloads.get(`${kind}|${result}`) ?? 0 });
     }
     return out;
   });
@@ -136,8 +146,21 @@ export function createRegistry(src: MetricSources): Registry {
   );
   add('sinkhole_build_info', 'Always 1; the version label says which sinkhole is running.', 'gauge', () => [{ labels: { version: src.version }, value: 1 }]);
   add('sinkhole_internal_errors_total', 'Queries that failed inside sinkhole and were answered SERVFAIL (should stay 0).', 'counter', () => [
-    { labels: {}, value: stats.internalErrors },
+    { labels: {}, value: src.stats().internalErrors },
   ]);
   add('sinkhole_tcp_connections', 'Open client TCP connections.', 'gauge', () => [{ labels: {}, value: src.tcpConnections() }]);
+  add('sinkhole_upstream_source_ports', 'UDP sockets open in the upstream source-port pool (upstreams.sourcePorts).', 'gauge', () => [
+    { labels: {}, value: src.sourcePorts() },
+  ]);
+  add('sinkhole_workers', 'Query threads answering now (workers).', 'gauge', () => [{ labels: {}, value: src.threads().length }]);
+  add('sinkhole_worker_restarts_total', 'Query threads restarted after they died.', 'counter', () => [{ labels: {}, value: src.workerRestarts() }]);
+  add('sinkhole_worker_queries_total', 'Queries received by each query thread (0 is the main thread): how evenly the kernel spreads them.', 'counter', () =>
+    src.threads().map((t) => ({ labels: { worker: String(t.index) }, value: t.queries })),
+  );
+  add('sinkhole_event_loop_delay_seconds', 'Event-loop delay of each query thread over the last 10 to 20 s (quantile 0.5, 0.99, 1 = max).', 'gauge', () =>
+    src.threads().flatMap((t) =>
+      (['0.5', '0.99', '1'] as const).map((quantile, i) => ({ labels: { worker: String(t.index), quantile }, value: t.loopDelay[i]! })),
+    ),
+  );
   return register;
 }

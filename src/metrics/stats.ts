@@ -4,14 +4,31 @@
 // metrics/registry.ts publishes them when Prometheus scrapes.
 import { RESULTS, type Result } from '../pipeline/types.js';
 
-/** Seconds. From 100 µs (cache hits and sinkhole answers) to past the upstream timeout. */
-export const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+/**
+ * Seconds. From 10 µs (a cache hit or a sinkhole answer takes ~10–30 µs in process) to past
+ * the upstream timeout; the sub-millisecond buckets are where local answers live.
+ */
+export const LATENCY_BUCKETS = [
+  0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+];
 
-export class Histogram {
+export interface HistogramData {
+  counts: Float64Array;
+  sum: number;
+  count: number;
+}
+
+export class Histogram implements HistogramData {
   /** counts[i] = observations ≤ LATENCY_BUCKETS[i] but above the previous bound; the last slot is +Inf. */
   readonly counts = new Float64Array(LATENCY_BUCKETS.length + 1);
   sum = 0;
   count = 0;
+
+  add(d: HistogramData): void {
+    for (let i = 0; i < this.counts.length; i++) this.counts[i]! += d.counts[i] ?? 0;
+    this.sum += d.sum;
+    this.count += d.count;
+  }
 
   observe(seconds: number): void {
     let i = 0;
@@ -42,6 +59,24 @@ export type UpstreamOutcome = 'ok' | 'timeout' | 'error' | 'truncated';
 export class UpstreamStats {
   readonly outcomes: Record<UpstreamOutcome, number> = { ok: 0, timeout: 0, error: 0, truncated: 0 };
   readonly latency = new Histogram();
+}
+
+/**
+ * A Stats as plain data, to cross from a query thread to the one that serves /metrics
+ * (app.ts: each data-plane thread counts on its own, and a scrape sums them).
+ */
+export interface StatsData {
+  queries: Float64Array;
+  responses: Float64Array;
+  blockedByList: [string, number][];
+  exceptionQueries: [string, number][];
+  latency: [Result, HistogramData][];
+  cacheHits: number;
+  cacheMisses: number;
+  upstreamOverloads: number;
+  internalErrors: number;
+  upstreams: [string, { outcomes: Record<UpstreamOutcome, number>; latency: HistogramData }][];
+  reloads: [string, number][];
 }
 
 export class Stats {
@@ -92,6 +127,42 @@ export class Stats {
 
   reload(kind: 'config' | 'list' | 'exceptions', result: 'success' | 'failure'): void {
     bump(this.reloads, `${kind}|${result}`);
+  }
+
+  toData(): StatsData {
+    const hist = (h: Histogram): HistogramData => ({ counts: h.counts.slice(), sum: h.sum, count: h.count });
+    return {
+      queries: this.queries.slice(),
+      responses: this.responses.slice(),
+      blockedByList: [...this.blockedByList],
+      exceptionQueries: [...this.exceptionQueries],
+      latency: [...this.latency].map(([r, h]) => [r, hist(h)]),
+      cacheHits: this.cacheHits,
+      cacheMisses: this.cacheMisses,
+      upstreamOverloads: this.upstreamOverloads,
+      internalErrors: this.internalErrors,
+      upstreams: [...this.upstreams].map(([l, u]) => [l, { outcomes: { ...u.outcomes }, latency: hist(u.latency) }]),
+      reloads: [...this.reloads],
+    };
+  }
+
+  /** Adds another thread's counts to these. */
+  add(d: StatsData): void {
+    for (let i = 0; i < this.queries.length; i++) this.queries[i]! += d.queries[i] ?? 0;
+    for (let i = 0; i < this.responses.length; i++) this.responses[i]! += d.responses[i] ?? 0;
+    for (const [k, v] of d.blockedByList) bump(this.blockedByList, k, v);
+    for (const [k, v] of d.exceptionQueries) bump(this.exceptionQueries, k, v);
+    for (const [r, h] of d.latency) this.histogram(r).add(h);
+    this.cacheHits += d.cacheHits;
+    this.cacheMisses += d.cacheMisses;
+    this.upstreamOverloads += d.upstreamOverloads;
+    this.internalErrors += d.internalErrors;
+    for (const [label, u] of d.upstreams) {
+      const mine = this.upstream(label);
+      for (const k of Object.keys(u.outcomes) as UpstreamOutcome[]) mine.outcomes[k] += u.outcomes[k];
+      mine.latency.add(u.latency);
+    }
+    for (const [k, v] of d.reloads) bump(this.reloads, k, v);
   }
 }
 

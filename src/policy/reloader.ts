@@ -27,6 +27,8 @@ const DEBOUNCE_MS = 150;
 
 export class Reloader {
   private watchers: FSWatcher[] = [];
+  /** watch() was called: a swap may change which folders to watch. Off, a reload must not start watching. */
+  private watching = false;
   private watchedDirs = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private pendingKind: ReloadKind | undefined;
@@ -97,10 +99,12 @@ export class Reloader {
 
   /** Watches the folders of every file the current generation was built from. */
   watch(): void {
+    this.watching = true;
     this.rewatch();
   }
 
   private rewatch(): void {
+    if (!this.watching) return;
     const dirs = new Set(this.holder.current.files.map((f) => dirname(f)));
     if (dirs.size === this.watchedDirs.size && [...dirs].every((d) => this.watchedDirs.has(d))) return;
     this.closeWatchers();
@@ -142,6 +146,7 @@ export class Reloader {
 
   async close(): Promise<void> {
     clearTimeout(this.timer);
+    this.watching = false;
     this.closeWatchers();
     this.watchedDirs.clear();
     await this.settled();

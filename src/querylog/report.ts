@@ -22,6 +22,46 @@ export interface ReportRow {
   topLists: { list: string; count: number }[];
 }
 
+/** One blocked query, as a query thread reports it to the thread that keeps the report. */
+export interface ReportEvent {
+  client: string;
+  list: string;
+  at: number;
+}
+
+/**
+ * The report's stand-in in a worker query thread: it batches blocked queries and hands them
+ * to the main thread (which holds the one report) every REPORT_FLUSH_MS or REPORT_BATCH events.
+ */
+export class ReportBatcher implements Observer {
+  private events: ReportEvent[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly send: (events: ReportEvent[]) => void,
+    private readonly now: () => number,
+  ) {}
+
+  observe(q: Query, o: Outcome): void {
+    if (o.result !== 'blocked') return;
+    this.events.push({ client: q.client, list: o.list!, at: this.now() });
+    if (this.events.length >= REPORT_BATCH) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), REPORT_FLUSH_MS).unref();
+  }
+
+  flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (!this.events.length) return;
+    const batch = this.events;
+    this.events = [];
+    this.send(batch);
+  }
+}
+
+const REPORT_FLUSH_MS = 250;
+const REPORT_BATCH = 1024;
+
 export class ComplianceReport implements Observer {
   private readonly clients = new Map<string, ClientRecord>();
   private settings!: Config['report'];
@@ -39,17 +79,24 @@ export class ComplianceReport implements Observer {
   }
 
   observe(q: Query, o: Outcome): void {
-    if (o.result !== 'blocked') return;
-    const now = this.now();
-    let r = this.clients.get(q.client);
+    if (o.result === 'blocked') this.record(q.client, o.list!, this.now());
+  }
+
+  /** Blocked queries seen by the other query threads (workers), batched by ReportBatcher. */
+  ingest(events: readonly ReportEvent[]): void {
+    for (const e of events) this.record(e.client, e.list, e.at);
+  }
+
+  private record(client: string, list: string, now: number): void {
+    let r = this.clients.get(client);
     if (!r) {
       if (this.clients.size >= this.settings.maxClients) this.evict(now);
       r = { count: 0, first: now, last: now, lists: new Map() };
-      this.clients.set(q.client, r);
+      this.clients.set(client, r);
     }
     r.count++;
-    r.last = now;
-    r.lists.set(o.list!, (r.lists.get(o.list!) ?? 0) + 1);
+    if (now > r.last) r.last = now;
+    r.lists.set(list, (r.lists.get(list) ?? 0) + 1);
   }
 
   /** Drops clients outside the window, then the least active tenth, so eviction is amortised. */

@@ -31,11 +31,12 @@ export class TcpListener {
     private readonly allowed: (client: string) => boolean = () => true,
   ) {}
 
-  async start(port = this.endpoint.port): Promise<net.AddressInfo> {
+  /** `reusePort`: several query threads listen on the same address and the kernel spreads connections (SO_REUSEPORT). */
+  async start(port = this.endpoint.port, reusePort = false): Promise<net.AddressInfo> {
     const server = net.createServer((sock) => this.onConnection(sock));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ port, host: this.endpoint.host }, () => {
+      server.listen({ port, host: this.endpoint.host, reusePort }, () => {
         server.off('error', reject);
         resolve();
       });

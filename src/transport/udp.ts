@@ -34,8 +34,12 @@ export class UdpListener {
     private readonly log: Logger,
   ) {}
 
-  async start(port = this.endpoint.port): Promise<AddressInfo> {
-    const sock = dgram.createSocket({ type: isIPv6(this.endpoint.host) ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: literalLookup });
+  /** `reusePort`: several query threads bind the same address and the kernel spreads datagrams over them (SO_REUSEPORT). */
+  async start(port = this.endpoint.port, reusePort = false): Promise<AddressInfo> {
+    this.closing = false; // a listener retried after a failed bind (app.ts bindPair) serves again
+    const sock = dgram.createSocket({
+      type: isIPv6(this.endpoint.host) ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: literalLookup, reusePort,
+    });
     await new Promise<void>((resolve, reject) => {
       sock.once('error', reject);
       sock.bind(port, this.endpoint.host, () => {
