@@ -3,14 +3,14 @@
 // where it does (as Blocky and CoreDNS's plugin.cfg do). Order matters.
 import type { AddressInfo } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
-import { ReplyCache } from './cache/replyCache.js';
+import { ReplyCache, type CacheLimits } from './cache/replyCache.js';
 import { systemClock, type Clock } from './clock.js';
 import { SinkholeError } from './errors.js';
 import { streamLogger, type Logger } from './log.js';
 import { startHttp } from './metrics/http.js';
 import { createRegistry } from './metrics/registry.js';
 import { Stats } from './metrics/stats.js';
-import { buildGeneration, type Generation } from './policy/generation.js';
+import type { Generation } from './policy/generation.js';
 import { PolicyHolder } from './policy/holder.js';
 import { Reloader } from './policy/reloader.js';
 import { isActive } from './policy/exceptions.js';
@@ -29,6 +29,9 @@ import type { Registry } from 'prom-client';
 import { QueryLog } from './querylog/queryLog.js';
 import { AuditLog } from './querylog/auditLog.js';
 import { ComplianceReport } from './querylog/report.js';
+import { RateLimitStage } from './stages/rateLimit.js';
+import { PolicyStateStore } from './state/snapshot.js';
+import { startingPolicy } from './state/lastGood.js';
 
 export interface StartOptions {
   configFile: string;
@@ -47,6 +50,8 @@ export interface Running {
   reloader: Reloader;
   report: ComplianceReport;
   cache: () => ReplyCache;
+  /** Snapshots of the last good policy (tests await state.idle()). */
+  state: PolicyStateStore;
   /** The composed pipeline, as the listeners call it (for in-process benchmarks). */
   handler: Handler;
   /** Reopens the query and audit log files (after logrotate moved them). */
@@ -59,13 +64,18 @@ export async function start(opts: StartOptions): Promise<Running> {
   const log = opts.log ?? streamLogger();
   const clock = opts.clock ?? systemClock;
   const stats = new Stats();
-  const policy = new PolicyHolder(buildGeneration(opts.configFile, 1));
+  // The files on disk, or else the last good snapshot of them (state/lastGood.ts).
+  const starting = startingPolicy(opts.configFile, log);
+  const policy = new PolicyHolder(starting.generation);
   const config = (): Generation['config'] => policy.current.config;
+  // One writer of state.dir for the whole process; DNS never waits for it.
+  const state = new PolicyStateStore(log, stats);
+  if (starting.inputs) void state.save(starting.generation, starting.inputs);
 
   // Upstreams and the cache outlive list and exception reloads (health and
   // cached answers are kept); they are rebuilt only when their settings change.
   let forwarder = new Forwarder(config().upstreams, stats);
-  let cache = new ReplyCache(config().cache, () => clock.now());
+  let cache = new ReplyCache(cacheLimits(config()), () => clock.now());
   const queryLog = new QueryLog(config().log, log);
   const auditLog = new AuditLog(config().log.audit, log);
   const report = new ComplianceReport(config().report, () => clock.now());
@@ -74,6 +84,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   // Benchmark-only switch: bench/run.sh measures what stage 2 costs by turning it off.
   // Not a config key, because a production resolver must always count.
   const measure = process.env.SINKHOLE_BENCH_NO_METRICS !== '1';
+  const rateLimit = new RateLimitStage(policy, stats, clock, log);
   const stages: Stage[] = [
     // 1. Anything below may throw: SERVFAIL and a counter, never a dead socket loop.
     new RecoverStage(stats, log),
@@ -81,11 +92,18 @@ export async function start(opts: StartOptions): Promise<Running> {
     ...(measure ? [new MetricsStage(stats, observers)] : []),
     // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
     new ValidateStage(policy),
+    // 3b. Per-client token bucket (clients.rateLimit; a no-op without it). Right after validate: it is
+    //     cheap, so a flooding client is turned away before it costs policy, cache or upstream work, and
+    //     before local answers a flood could otherwise use; after validate so that a client outside
+    //     allowFrom never gets a bucket. It never changes a blocked or excepted decision: it only
+    //     decides whether a query is answered at all.
+    rateLimit,
     // 4+5. Client policy and blocklist. Above the cache, so policy applies to
     //      cached answers and the cache stays client-independent.
     new BlocklistStage(policy, clock),
-    // 6. Upstream answers only; identical queries in flight are coalesced.
-    new CacheStage(() => cache, stats),
+    // 6. Upstream answers only; identical queries in flight are coalesced. Serve-stale and prefetch
+    //    live here, below the blocklist, so a stale answer is judged by the policy like any other.
+    new CacheStage(() => cache, stats, config, clock),
   ];
   // 7. Terminal: the upstream exchange.
   const handler = compose(stages, forwardHandler(() => forwarder));
@@ -101,6 +119,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     generation: () => policy.current,
     cacheEntries: () => cache.size,
     tcpConnections: () => tcp.reduce((n, l) => n + l.connections, 0),
+    rateLimitBuckets: () => rateLimit.buckets,
     now: () => clock.now(),
     version: VERSION,
   });
@@ -124,7 +143,12 @@ export async function start(opts: StartOptions): Promise<Running> {
     if (httpEp) {
       httpServer = await startHttp(
         httpEp,
-        { registry, ready: () => !closing && dns.length > 0, json: { '/api/blocked-clients': () => report.snapshot() } },
+        {
+          registry,
+          ready: () => !closing && dns.length > 0,
+          degraded: () => degradedNote(policy.current),
+          json: { '/api/blocked-clients': () => report.snapshot() },
+        },
         log,
       ).catch((e: NodeJS.ErrnoException) => {
         throw new SinkholeError('SH_LISTEN', `cannot listen for HTTP on ${httpEp.host}:${httpEp.port}: ${e.code ?? e.message}`);
@@ -136,10 +160,11 @@ export async function start(opts: StartOptions): Promise<Running> {
   }
 
   logExceptions(log, policy.current, undefined, clock.now());
-  const reloader = new Reloader(opts.configFile, policy, stats, log, (next, previous) => {
+  const reloader = new Reloader(opts.configFile, policy, stats, log, (next, previous, inputs) => {
+    void state.save(next, inputs);
     logExceptions(log, next, previous, clock.now());
     if (!isDeepStrictEqual(next.config.upstreams, previous.config.upstreams)) forwarder = new Forwarder(next.config.upstreams, stats);
-    if (!isDeepStrictEqual(next.config.cache, previous.config.cache)) cache = new ReplyCache(next.config.cache, () => clock.now());
+    if (!isDeepStrictEqual(cacheLimits(next.config), cacheLimits(previous.config))) cache = new ReplyCache(cacheLimits(next.config), () => clock.now());
     queryLog.configure(next.config.log);
     auditLog.configure(next.config.log.audit);
     report.configure(next.config.report);
@@ -158,6 +183,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     reloader,
     report,
     cache: () => cache,
+    state,
     handler,
     reopenLogs: async () => {
       await Promise.all([queryLog.reopen(), auditLog.reopen()]);
@@ -173,7 +199,24 @@ export async function start(opts: StartOptions): Promise<Running> {
     closing = true;
     reloader.close();
     await closeAll();
+    await state.idle();
   }
+}
+
+/**
+ * What the reply cache itself needs. Serve-stale keeps expired entries for
+ * maxStale; the other serve-stale and prefetch settings are read per query by
+ * the cache stage, so changing them on reload keeps the cached answers.
+ */
+function cacheLimits(c: Generation['config']): CacheLimits {
+  const { maxEntries, minTtl, maxTtl, maxNegativeTtl, serveStale } = c.cache;
+  return { maxEntries, minTtl, maxTtl, maxNegativeTtl, keepExpiredMs: serveStale.enabled ? serveStale.maxStaleMs : 0 };
+}
+
+/** /readyz's note while the policy in force came from the last good snapshot. */
+function degradedNote(g: Generation): string | undefined {
+  if (!g.degraded) return undefined;
+  return `serving the last good policy saved ${g.degraded.snapshotTakenAt} because the files on disk do not compile:\n${g.degraded.problems.map((p) => `  ${p}`).join('\n')}`;
 }
 
 /** Each exception that is new or changed is logged when it is loaded, and each one dropped, so the log is an audit of the records. */

@@ -12,6 +12,8 @@ export interface CacheLimits {
   minTtl: number;
   maxTtl: number;
   maxNegativeTtl: number;
+  /** ms an expired entry is kept for getStale() (serve-stale's maxStale); 0 drops it at expiry. */
+  keepExpiredMs?: number;
 }
 
 interface Entry {
@@ -27,6 +29,8 @@ interface Entry {
 export interface CacheHit {
   wire: Buffer;
   targets: readonly string[];
+  /** The hit fell in the last 10 % of the entry's original TTL: time to prefetch (Unbound's rule). */
+  refreshDue?: boolean;
 }
 
 /**
@@ -83,12 +87,28 @@ export class ReplyCache {
     if (!e) return undefined;
     const now = this.now();
     if (now >= e.expiresAt) {
-      this.lru!.delete(key);
+      // Kept for serve-stale until maxStale has passed (getStale below).
+      if (now >= e.expiresAt + (this.limits.keepExpiredMs ?? 0)) this.lru!.delete(key);
       return undefined;
     }
     const age = Math.floor((now - e.storedAt) / 1000);
     const wire = copyForClient(q, e.wire);
     for (let i = 0; i < e.ttlOffsets.length; i++) wire.writeUInt32BE(Math.max(0, e.ttls[i]! - age), e.ttlOffsets[i]!);
+    return { wire, targets: e.targets, refreshDue: (e.expiresAt - now) * 10 <= e.expiresAt - e.storedAt };
+  }
+
+  /**
+   * Serve-stale (RFC 8767 §4): an entry that expired less than keepExpiredMs
+   * ago, for this client, with every TTL set to `ttl` seconds. Only upstream
+   * answers are ever stored, so this can never return a SERVFAIL.
+   */
+  getStale(key: string, q: Query, ttl: number): CacheHit | undefined {
+    const e = this.lru?.peek(key);
+    if (!e) return undefined;
+    const now = this.now();
+    if (now < e.expiresAt || now >= e.expiresAt + (this.limits.keepExpiredMs ?? 0)) return undefined;
+    const wire = copyForClient(q, e.wire);
+    for (const off of e.ttlOffsets) wire.writeUInt32BE(ttl, off);
     return { wire, targets: e.targets };
   }
 

@@ -53,6 +53,8 @@ export interface MetricSources {
   generation: () => Generation;
   cacheEntries: () => number;
   tcpConnections: () => number;
+  /** Token buckets held by clients.rateLimit (0 when it is off). */
+  rateLimitBuckets?: () => number;
   now: () => number;
   version: string;
 }
@@ -139,5 +141,26 @@ export function createRegistry(src: MetricSources): Registry {
     { labels: {}, value: stats.internalErrors },
   ]);
   add('sinkhole_tcp_connections', 'Open client TCP connections.', 'gauge', () => [{ labels: {}, value: src.tcpConnections() }]);
+
+  // Availability (issue 9): serve-stale, failure memory, prefetch, rate limits, the last good policy.
+  add('sinkhole_stale_answers_total', 'Answers served from expired cache entries because the upstreams failed or were slow (RFC 8767).', 'counter', () => [
+    { labels: {}, value: stats.staleAnswers },
+  ]);
+  add('sinkhole_remembered_servfails_total', 'SERVFAILs answered from memory, without asking upstream, for a name whose upstreams all failed within cache.servfailTtl.', 'counter', () => [
+    { labels: {}, value: stats.servfailsRemembered },
+  ]);
+  add('sinkhole_prefetches_total', 'Background refreshes of popular cache entries in the last 10% of their TTL: started, or skipped at the cap.', 'counter', () =>
+    Object.entries(stats.prefetches).map(([outcome, value]) => ({ labels: { outcome }, value })),
+  );
+  add('sinkhole_ratelimited_total', 'Queries over clients.rateLimit, by what was done: truncate, refuse, or dryrun (only counted).', 'counter', () =>
+    Object.entries(stats.rateLimited).map(([action, value]) => ({ labels: { action }, value })),
+  );
+  add('sinkhole_ratelimit_buckets', 'Clients (keys) with a rate-limit token bucket now.', 'gauge', () => [{ labels: {}, value: src.rateLimitBuckets?.() ?? 0 }]);
+  add('sinkhole_policy_degraded', '1 while the policy in force came from the last good snapshot because the files on disk do not compile; 0 otherwise.', 'gauge', () => [
+    { labels: {}, value: src.generation().degraded ? 1 : 0 },
+  ]);
+  add('sinkhole_state_write_failures_total', 'Snapshots of the last good policy that could not be written to state.dir (DNS is not affected).', 'counter', () => [
+    { labels: {}, value: stats.stateWriteFailures },
+  ]);
   return register;
 }

@@ -62,6 +62,18 @@ export class Stats {
   /** Errors thrown inside the pipeline and turned into SERVFAIL by the recover stage. */
   internalErrors = 0;
 
+  // Availability (issue 9).
+  /** Answers served from expired cache entries (RFC 8767). */
+  staleAnswers = 0;
+  /** SERVFAILs answered from the failure memory (RFC 2308 §7.1) without asking upstream. */
+  servfailsRemembered = 0;
+  /** Background refreshes of hits in the last 10 % of their TTL: started, and skipped at the cap. */
+  readonly prefetches = { started: 0, skipped: 0 };
+  /** Queries over clients.rateLimit, by what was done with them. */
+  readonly rateLimited = { truncate: 0, refuse: 0, dryrun: 0 };
+  /** Snapshots of the last good policy that could not be written to state.dir. */
+  stateWriteFailures = 0;
+
   countQuery(proto: 'udp' | 'tcp', qtype: number): void {
     this.queries[(proto === 'udp' ? 0 : QTYPE_SLOTS.length) + QTYPE_SLOT[qtype]!]!++;
   }

@@ -1,7 +1,6 @@
 // A policy generation: config, lists and exceptions compiled into one
 // immutable value. A reload builds a whole new one and swaps one reference;
 // a generation that fails to build is never half-applied (DESIGN.md §2).
-import { readFileSync } from 'node:fs';
 import { loadConfig, type Config } from '../config/config.js';
 import { PolicyError, type Problem } from '../errors.js';
 import { CidrSet } from './cidr.js';
@@ -10,6 +9,7 @@ import { isActive, loadExceptions, type Exception } from './exceptions.js';
 import { scanList } from './listParser.js';
 import { MatcherBuilder, type Matcher, type RuleMatch } from './matcher.js';
 import { SinkholeResponder } from './sinkhole.js';
+import { diskSource, type FileSource } from './sources.js';
 
 export interface Generation {
   /** Increases by one on each successful swap; the `sinkhole_policy_generation` gauge. */
@@ -24,6 +24,12 @@ export interface Generation {
   readonly responder: SinkholeResponder;
   /** Every file this generation was built from: the reloader watches them. */
   readonly files: readonly string[];
+  /**
+   * Set when this generation was compiled from the last good snapshot because
+   * the files on disk did not compile at start-up: /readyz, the
+   * sinkhole_policy_degraded gauge and the log say so until a good reload.
+   */
+  readonly degraded?: { snapshotTakenAt: string; problems: readonly string[] };
 }
 
 export type Decision =
@@ -31,13 +37,16 @@ export type Decision =
   | { decision: 'blocked'; match: RuleMatch; exception?: undefined }
   | { decision: 'excepted'; match: RuleMatch; exception: Exception };
 
-/** Builds a generation from a config file; throws PolicyError with every problem found. */
-export function buildGeneration(configFile: string, number: number): Generation {
-  const config = loadConfig(configFile);
-  return compile(config, number);
+/**
+ * Builds a generation from a config file; throws PolicyError with every problem found.
+ * `files` is where every file is read from: the disk, or a snapshot (policy/sources.ts).
+ */
+export function buildGeneration(configFile: string, number: number, files: FileSource = diskSource): Generation {
+  const config = loadConfig(configFile, files);
+  return compile(config, number, files);
 }
 
-export function compile(config: Config, number: number): Generation {
+export function compile(config: Config, number: number, source: FileSource = diskSource): Generation {
   const problems: Problem[] = [];
   const builder = new MatcherBuilder();
   const files = [config.file];
@@ -49,7 +58,7 @@ export function compile(config: Config, number: number): Generation {
       const fileIdx = builder.addFile(file);
       let bytes: Buffer;
       try {
-        bytes = readFileSync(file);
+        bytes = source.read(file);
       } catch (e) {
         problems.push({
           code: 'SH_CONFIG_READ', ...list.ref,
@@ -76,7 +85,7 @@ export function compile(config: Config, number: number): Generation {
     }
   }
   const groups = new Map<string, CidrSet>(config.clients.groups.map((g) => [g.name, compileCidrs(g.members)]));
-  const ex = loadExceptions(config.exceptions, { lists: new Set(config.blocking.lists.map((l) => l.name)), groups });
+  const ex = loadExceptions(config.exceptions, { lists: new Set(config.blocking.lists.map((l) => l.name)), groups }, source);
   problems.push(...ex.problems);
   if (config.exceptions && 'file' in config.exceptions) files.push(config.exceptions.file);
   if (problems.length) throw new PolicyError(problems);

@@ -9,6 +9,7 @@ import type { Logger } from '../log.js';
 import type { Stats } from '../metrics/stats.js';
 import { buildGeneration, type Generation } from './generation.js';
 import type { PolicyHolder } from './holder.js';
+import { RecordingSource } from './sources.js';
 
 function enforcedRules(g: Generation): number {
   return g.config.blocking.enforce.reduce((n, list) => n + (g.ruleCounts.get(list) ?? 0), 0);
@@ -30,14 +31,16 @@ export class Reloader {
     private readonly holder: PolicyHolder,
     private readonly stats: Stats,
     private readonly log: Logger,
-    private readonly onSwap: (g: Generation, previous: Generation) => void = () => {},
+    /** `inputs`: the files the new generation compiled from, byte for byte (the last good snapshot). */
+    private readonly onSwap: (g: Generation, previous: Generation, inputs: ReadonlyMap<string, Buffer>) => void = () => {},
   ) {}
 
   /** Builds and swaps a new generation now; returns the problems, empty on success. */
   reload(kind: ReloadKind): string[] {
     const previous = this.holder.current;
     try {
-      const next = buildGeneration(this.configFile, previous.number + 1);
+      const recording = new RecordingSource();
+      const next = buildGeneration(this.configFile, previous.number + 1, recording);
       if (enforcedRules(previous) > 0 && enforcedRules(next) === 0) {
         // A config saved half-written, or with blocking: deleted, would otherwise hot-reload as "block nothing".
         throw new PolicyError([{ code: 'SH_CONFIG_INVALID', file: next.config.file, line: 1, col: 1, message: 'blocking.enforce would enforce no rules at all; refusing to reload into an open policy (restart sinkhole to run without blocking)' }]);
@@ -45,7 +48,8 @@ export class Reloader {
       this.holder.current = next;
       this.stats.reload(kind, 'success');
       this.log.info('policy reloaded', { kind, generation: next.number, rules: [...next.ruleCounts.values()].reduce((a, b) => a + b, 0), exceptions: next.exceptions.length });
-      this.onSwap(next, previous);
+      if (previous.degraded) this.log.info('the files on disk compile again: no longer serving the last good snapshot', { generation: next.number });
+      this.onSwap(next, previous, recording.files);
       this.rewatch();
       return [];
     } catch (e) {
