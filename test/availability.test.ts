@@ -313,14 +313,16 @@ t.test('rate limit: over its bucket a client gets TC over UDP and REFUSED over T
   clock.advance(1_000);
   for (let i = 0; i < 5; i++) t.equal(addr(await from('127.0.0.2')), '192.0.2.10', `1 s later, query ${i + 1} of 5 qps answered`);
   t.equal((await from('127.0.0.2')).header.tc, 1, 'and the 6th is over again');
-  t.same(h.running.stats.rateLimited, { truncate: 2, refuse: 1, dryrun: 0 });
+  t.same(h.running.reloader.reload('config'), [], 'a reload that leaves the limit as it was');
+  t.equal((await from('127.0.0.2')).header.tc, 1, 'keeps the buckets: still over');
+  t.same(h.running.stats.rateLimited, { truncate: 3, refuse: 1, dryrun: 0 });
   t.equal(up.count('www.example.test'), 1, 'limited queries cost no upstream work');
   const metrics = await (await fetch(`http://127.0.0.1:${h.running.http!.port}/metrics`)).text();
-  t.match(metrics, /sinkhole_ratelimited_total\{action="truncate"\} 2/);
+  t.match(metrics, /sinkhole_ratelimited_total\{action="truncate"\} 3/);
   t.match(metrics, /sinkhole_ratelimit_buckets 3\n/, 'one bucket per client seen: .2, .3, .9');
   t.match(metrics, /sinkhole_responses_total\{result="ratelimited",rcode="REFUSED"\} 1/);
   const report = (await (await fetch(`http://127.0.0.1:${h.running.http!.port}/api/blocked-clients`)).json()) as { clients: { client: string; rateLimited: number }[] };
-  t.same(report.clients.map((c) => [c.client, c.rateLimited]), [['127.0.0.2', 3]], 'the compliance report lists the limited client');
+  t.same(report.clients.map((c) => [c.client, c.rateLimited]), [['127.0.0.2', 4]], 'the compliance report lists the limited client');
 });
 
 t.test('rate limit: refuse, dry run, off when absent, and the CLI report column', async (t) => {
