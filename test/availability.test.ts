@@ -248,6 +248,15 @@ t.test('prefetch: a hit in the last 10% of its TTL refreshes the entry once, in 
   t.equal(addr(later), '192.0.2.2', 'past the first TTL the refreshed answer is a hit');
   t.equal(up.count('popular.example.test'), 2, 'the popular name never expired in front of a client');
 
+  // A refresh that fails is not retried on every hit: the name waits out the 30 s recheck interval.
+  up.on('popular.example.test', { rcode: 2 });
+  clock.advance(70_000); // 9 s left of the refreshed entry's 100
+  await ask();
+  await until(() => outcomes(h, up).error >= 1, 'the failed refresh');
+  for (let i = 0; i < 5; i++) t.equal(addr(await ask()), '192.0.2.2', `hit ${i + 1} after the failed refresh: still the cached answer`);
+  t.equal(up.count('popular.example.test'), 3, 'one failed refresh, not one per hit');
+  t.equal(h.running.stats.prefetches.started, 2);
+
   const off = await startSinkhole(t, up.port, { cache: { prefetch: false } }, {}, { clock });
   up.on('quiet.example.test', { answers: [{ name: 'quiet.example.test', type: T.A, address: '192.0.2.3', ttl: 100 }] });
   await udpExchange(off.port, buildQuery('quiet.example.test', T.A));
