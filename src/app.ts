@@ -9,7 +9,7 @@
 // stage sits where it does (as Blocky and CoreDNS's plugin.cfg do). Order matters.
 import type { AddressInfo } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
-import { ReplyCache } from './cache/replyCache.js';
+import { ReplyCache, type CacheLimits } from './cache/replyCache.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Endpoint } from './config/config.js';
 import { SinkholeError } from './errors.js';
@@ -18,7 +18,7 @@ import { startHttp } from './metrics/http.js';
 import { LoopDelay } from './metrics/loopDelay.js';
 import { createRegistry } from './metrics/registry.js';
 import { Stats } from './metrics/stats.js';
-import { compileFile, hydrate, type Generation } from './policy/generation.js';
+import { hydrate, type Generation } from './policy/generation.js';
 import { PolicyHolder } from './policy/holder.js';
 import { Reloader } from './policy/reloader.js';
 import { isActive } from './policy/exceptions.js';
@@ -38,6 +38,9 @@ import { QueryLog } from './querylog/queryLog.js';
 import { AuditLog } from './querylog/auditLog.js';
 import { ComplianceReport } from './querylog/report.js';
 import { WorkerPool } from './workers.js';
+import { RateLimitStage } from './stages/rateLimit.js';
+import { PolicyStateStore } from './state/snapshot.js';
+import { startingPolicy } from './state/lastGood.js';
 
 export interface StartOptions {
   configFile: string;
@@ -60,6 +63,8 @@ export interface Running {
   forwarder: () => Forwarder;
   /** The worker query threads (workers: N > 1), else undefined. */
   workers: WorkerPool | undefined;
+  /** Snapshots of the last good policy (tests await state.idle()). */
+  state: PolicyStateStore;
   /** The composed pipeline, as the listeners call it (for in-process benchmarks). */
   handler: Handler;
   /** Reopens the query and audit log files (after logrotate moved them). */
@@ -73,6 +78,7 @@ export interface PlaneGauges {
   cacheEntries: number;
   tcpConnections: number;
   sourcePorts: number;
+  rateLimitBuckets: number;
   queries: number;
   loopDelay: number[];
 }
@@ -93,6 +99,7 @@ export class DataPlane {
   private readonly udp: UdpListener[] = [];
   private readonly tcp: TcpListener[] = [];
   private readonly loopDelay = new LoopDelay();
+  private readonly rateLimit: RateLimitStage;
 
   constructor(
     readonly policy: PolicyHolder,
@@ -104,7 +111,7 @@ export class DataPlane {
     const config = policy.current.config;
     const stats = this.stats;
     this.forwarder = new Forwarder(config.upstreams, stats);
-    this.cache = new ReplyCache(config.cache, () => clock.now());
+    this.cache = new ReplyCache(cacheLimits(config), () => clock.now());
     this.queryLog = new QueryLog(config.log, log);
     this.auditLog = new AuditLog(config.log.audit, log);
     const observers: Observer[] = [this.queryLog, this.auditLog, report];
@@ -112,6 +119,10 @@ export class DataPlane {
     // Benchmark-only switch: bench/run.sh measures what stage 2 costs by turning it off.
     // Not a config key, because a production resolver must always count.
     const measure = process.env.SINKHOLE_BENCH_NO_METRICS !== '1';
+    // Buckets are per query thread: with N threads and SO_REUSEPORT, one client's queries can spread over
+    // several, so its effective limit can reach N × qps (README "Every core").
+    this.rateLimit = new RateLimitStage(policy, stats, clock, log);
+    const config_ = (): Generation['config'] => policy.current.config;
     const stages: Stage[] = [
       // 1. Anything below may throw: SERVFAIL and a counter, never a dead socket loop.
       new RecoverStage(stats, log),
@@ -119,11 +130,18 @@ export class DataPlane {
       ...(measure ? [new MetricsStage(stats, observers)] : []),
       // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
       new ValidateStage(policy),
+      // 3b. Per-client token bucket (clients.rateLimit; a no-op without it). Right after validate: it is
+      //     cheap, so a flooding client is turned away before it costs policy, cache or upstream work, and
+      //     before local answers a flood could otherwise use; after validate so that a client outside
+      //     allowFrom never gets a bucket. It never changes a blocked or excepted decision: it only
+      //     decides whether a query is answered at all.
+      this.rateLimit,
       // 4+5. Client policy and blocklist. Above the cache, so policy applies to
       //      cached answers and the cache stays client-independent.
       new BlocklistStage(policy, clock),
-      // 6. Upstream answers only; identical queries in flight are coalesced.
-      new CacheStage(() => this.cache, stats),
+      // 6. Upstream answers only; identical queries in flight are coalesced. Serve-stale and prefetch
+      //    live here, below the blocklist, so a stale answer is judged by the policy like any other.
+      new CacheStage(() => this.cache, stats, config_, clock),
     ];
     // 7. Terminal: the upstream exchange.
     this.handler = compose(stages, forwardHandler(() => this.forwarder));
@@ -154,7 +172,7 @@ export class DataPlane {
       this.forwarder.close();
       this.forwarder = new Forwarder(next.config.upstreams, this.stats);
     }
-    if (!isDeepStrictEqual(next.config.cache, previous.config.cache)) this.cache = new ReplyCache(next.config.cache, () => this.clock.now());
+    if (!isDeepStrictEqual(cacheLimits(next.config), cacheLimits(previous.config))) this.cache = new ReplyCache(cacheLimits(next.config), () => this.clock.now());
     this.queryLog.configure(next.config.log);
     this.auditLog.configure(next.config.log.audit);
   }
@@ -164,6 +182,7 @@ export class DataPlane {
       cacheEntries: this.cache.size,
       tcpConnections: this.tcp.reduce((n, l) => n + l.connections, 0),
       sourcePorts: this.forwarder.sourcePortsOpen,
+      rateLimitBuckets: this.rateLimit.buckets,
       queries: this.stats.queries.reduce((a, b) => a + b, 0),
       loopDelay: this.loopDelay.seconds(),
     };
@@ -185,7 +204,9 @@ export class DataPlane {
 export async function start(opts: StartOptions): Promise<Running> {
   const log = opts.log ?? streamLogger();
   const clock = opts.clock ?? systemClock;
-  const initial = compileFile(opts.configFile);
+  // The files on disk, or else the last good snapshot of them (state/lastGood.ts).
+  const starting = startingPolicy(opts.configFile, log);
+  const initial = starting.data;
   const policy = new PolicyHolder(hydrate(initial, 1));
   const config = (): Generation['config'] => policy.current.config;
 
@@ -194,6 +215,9 @@ export async function start(opts: StartOptions): Promise<Running> {
   const plane = new DataPlane(policy, log, clock, report);
   const workers = config().workers > 1 ? new WorkerPool(config().workers - 1, report, log) : undefined;
   const stats = plane.stats;
+  // One writer of state.dir for the whole process; DNS never waits for it.
+  const state = new PolicyStateStore(log, stats);
+  if (starting.inputs) void state.save(policy.current, starting.inputs);
   let closing = false;
   let closed: Promise<void> | undefined;
   let httpServer: Awaited<ReturnType<typeof startHttp>> | undefined;
@@ -204,6 +228,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     cacheEntries: () => gauge((g) => g.cacheEntries),
     tcpConnections: () => gauge((g) => g.tcpConnections),
     sourcePorts: () => gauge((g) => g.sourcePorts),
+    rateLimitBuckets: () => gauge((g) => g.rateLimitBuckets),
     threads: () => [{ index: 0, ...plane.gauges() }, ...(workers?.threads() ?? [])],
     workerRestarts: () => workers?.restarts ?? 0,
     now: () => clock.now(),
@@ -230,6 +255,7 @@ export async function start(opts: StartOptions): Promise<Running> {
         {
           registry,
           ready: () => !closing && dns.length > 0,
+          degraded: () => degradedNote(policy.current),
           json: { '/api/blocked-clients': () => report.snapshot() },
           beforeMetrics: () => workers?.refresh() ?? Promise.resolve(),
         },
@@ -244,7 +270,8 @@ export async function start(opts: StartOptions): Promise<Running> {
   }
 
   logExceptions(log, policy.current, undefined, clock.now());
-  const reloader = new Reloader(opts.configFile, policy, stats, log, (next, previous, data) => {
+  const reloader = new Reloader(opts.configFile, policy, stats, log, (next, previous, data, inputs) => {
+    void state.save(next, inputs);
     logExceptions(log, next, previous, clock.now());
     plane.swap(next, previous);
     workers?.policy(data, next.number);
@@ -266,6 +293,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     cache: () => plane.cache,
     forwarder: () => plane.forwarder,
     workers,
+    state,
     handler: plane.handler,
     reopenLogs: async () => {
       await Promise.all([plane.reopenLogs(), workers?.reopenLogs()]);
@@ -281,7 +309,24 @@ export async function start(opts: StartOptions): Promise<Running> {
     closing = true;
     await reloader.close();
     await closeAll();
+    await state.idle();
   }
+}
+
+/**
+ * What the reply cache itself needs. Serve-stale keeps expired entries for
+ * maxStale; the other serve-stale and prefetch settings are read per query by
+ * the cache stage, so changing them on reload keeps the cached answers.
+ */
+function cacheLimits(c: Generation['config']): CacheLimits {
+  const { maxEntries, minTtl, maxTtl, maxNegativeTtl, serveStale } = c.cache;
+  return { maxEntries, minTtl, maxTtl, maxNegativeTtl, keepExpiredMs: serveStale.enabled ? serveStale.maxStaleMs : 0 };
+}
+
+/** /readyz's note while the policy in force came from the last good snapshot. */
+function degradedNote(g: Generation): string | undefined {
+  if (!g.degraded) return undefined;
+  return `serving the last good policy saved ${g.degraded.snapshotTakenAt} because the files on disk do not compile:\n${g.degraded.problems.map((p) => `  ${p}`).join('\n')}`;
 }
 
 /** Each exception that is new or changed is logged when it is loaded, and each one dropped, so the log is an audit of the records. */

@@ -8,6 +8,7 @@ import { PolicyError, SinkholeError, formatProblem } from './errors.js';
 import { streamLogger } from './log.js';
 import { TYPE } from './dns/constants.js';
 import { buildGeneration, decide } from './policy/generation.js';
+import { lastGood } from './state/lastGood.js';
 import { isActive } from './policy/exceptions.js';
 import { normalizeAddress, parseAddress } from './policy/cidr.js';
 import { VERSION } from './version.js';
@@ -136,6 +137,17 @@ function validate(configFile: string): number {
   } catch (e) {
     if (!(e instanceof PolicyError)) throw e;
     for (const p of e.problems) process.stdout.write(`${formatProblem({ ...p, file: shortPath(p.file) })}\n`);
+    // What a start-up with these files would do (issue 9). On stderr, so stdout stays one line per problem.
+    const fallback = lastGood(configFile);
+    if (fallback.kind === 'snapshot') {
+      const m = fallback.manifest;
+      process.stderr.write(
+        `sinkhole: degraded: serve would start from the last good policy saved ${m.takenAt} (generation ${m.generation}, ${m.files.length} files in ${shortPath(fallback.dir)}) ` +
+          `and report it on /readyz and sinkhole_policy_degraded until these files compile\n`,
+      );
+    } else {
+      process.stderr.write(`sinkhole: ${fallback.reason}: serve would exit 2 until these files compile\n`);
+    }
     return 1;
   }
 }
@@ -217,7 +229,10 @@ function humanDuration(s: number): string {
 
 async function report(url: string, json: boolean): Promise<number> {
   const target = new URL('/api/blocked-clients', url);
-  let body: { windowSeconds: number; clients: { client: string; blocked: number; firstSeen: string; lastSeen: string; topLists: { list: string; count: number }[] }[] };
+  let body: {
+    windowSeconds: number;
+    clients: { client: string; blocked: number; firstSeen: string; lastSeen: string; topLists: { list: string; count: number }[]; rateLimited?: number }[];
+  };
   try {
     const res = await fetch(target);
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
@@ -229,10 +244,16 @@ async function report(url: string, json: boolean): Promise<number> {
     process.stdout.write(`${JSON.stringify(body)}\n`);
     return 0;
   }
-  process.stdout.write(`clients that sent blocked queries in the last ${humanDuration(body.windowSeconds)}: ${body.clients.length}\n`);
+  const who = body.clients.some((c) => c.rateLimited) ? 'clients that sent blocked queries or went over the rate limit' : 'clients that sent blocked queries';
+  process.stdout.write(`${who} in the last ${humanDuration(body.windowSeconds)}: ${body.clients.length}\n`);
   if (!body.clients.length) return 0;
   const header = ['CLIENT', 'BLOCKED', 'FIRST SEEN', 'LAST SEEN', 'TOP LISTS'];
   const rows = body.clients.map((c) => [c.client, String(c.blocked), c.firstSeen, c.lastSeen, c.topLists.map((l) => `${l.list}(${l.count})`).join(' ')]);
+  // Issue 9: how many of each client's queries were over clients.rateLimit; shown once any client was limited.
+  if (body.clients.some((c) => c.rateLimited)) {
+    header.splice(2, 0, 'RATE LIMITED');
+    body.clients.forEach((c, i) => rows[i]!.splice(2, 0, String(c.rateLimited ?? 0)));
+  }
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   for (const r of [header, ...rows]) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
   return 0;

@@ -60,12 +60,28 @@ t.test('config errors name line:col, the key path and what was expected', async 
     ['bad response', 'blocking:\n  response: blackhole\n', /^2:13: blocking\.response: expected one of nxdomain, nodata, null-ip, refused/],
     ['empty file', '', /^1:1: the config is empty/],
     ['CIDR with host bits', 'clients:\n  allowFrom: ["10.20.1.17/16"]\n', /^2:15: clients\.allowFrom: "10\.20\.1\.17\/16" has host bits set below \/16/],
+    // Availability keys (issue 9).
+    ['client timer too long', 'cache:\n  serveStale: { clientTimeout: 40s }\n', /^2:32: cache\.serveStale\.clientTimeout: must be at most 30000ms, got "40s"/],
+    ['unknown serveStale key', 'cache:\n  serveStale: { maxAge: 1d }\n', /^2:17: cache\.serveStale\.maxAge: unknown key; expected one of enabled, clientTimeout, answerTtl, maxStale/],
+    ['stale TTL of 0', 'cache:\n  serveStale: { answerTtl: 0s }\n', /^2:28: cache\.serveStale\.answerTtl: must be at least 1000ms/],
+    ['SERVFAIL kept past RFC 2308 §7.1', 'cache:\n  servfailTtl: 10m\n', /^2:16: cache\.servfailTtl: must be at most 300000ms, got "10m"/],
+    ['prefetch not a boolean', 'cache:\n  prefetch: yes\n', /^2:13: cache\.prefetch: expected true or false, got "yes"/],
+    ['rate limit action', 'clients:\n  rateLimit: { qps: 10, action: drop }\n', /^2:33: clients\.rateLimit\.action: expected one of truncate, refuse, got "drop"/],
+    ['rate limit qps', 'clients:\n  rateLimit: { qps: 0 }\n', /^2:21: clients\.rateLimit\.qps: expected a whole number from 1 to 1000000, got 0/],
+    ['exempt group unknown', 'clients:\n  rateLimit: { exempt: [servers] }\n', /^2:25: clients\.rateLimit\.exempt: unknown group "servers"; defined groups are \(none\)/],
+    ['IPv6 prefix', 'clients:\n  rateLimit: { ipv6Prefix: 8 }\n', /^2:28: clients\.rateLimit\.ipv6Prefix: expected a whole number from 16 to 128/],
+    ['state dir', 'state:\n  dir: ""\n', /^2:8: state\.dir: expected a non-empty string/],
   ];
   for (const [what, text, expected] of cases) {
     const got = problems(text);
     t.match(got[0] ?? '(no error)', expected, what);
   }
   t.equal(problems('upstreams:\n  servers: ["127.0.0.1", "tcp://[::1]:5353"]\n').length, 0, 'valid upstream forms');
+  const avail = loadConfig(file('avail.yaml', 'clients:\n  groups:\n    servers: ["10.0.0.0/24"]\n  rateLimit: { exempt: [servers] }\nstate:\n  dir: var/state\n'));
+  t.same(avail.clients.rateLimit, { qps: 500, burst: 2000, action: 'truncate', exempt: ['servers'], dryRun: false, ipv4Prefix: 32, ipv6Prefix: 56 }, 'rateLimit defaults; groups may come later in the file');
+  t.equal(avail.state.dir, join(dir, 'var/state'), 'state.dir is relative to the config');
+  t.same(avail.cache.serveStale, { enabled: true, clientTimeoutMs: 1800, answerTtl: 30, maxStaleMs: 86_400_000 }, "serve-stale on, with Unbound's defaults");
+  t.equal(loadConfig(file('nolimit.yaml', 'cache:\n  prefetch: false\n')).clients.rateLimit, undefined, 'no clients.rateLimit: no limiter');
   const f = file('v6.yaml', 'upstreams:\n  servers: ["[2001:DB8:0:0::53]:53"]\n');
   t.equal(loadConfig(f).upstreams.servers[0]?.host, '2001:db8::53', 'IPv6 upstreams are stored canonical, as replies report them');
 });

@@ -57,7 +57,8 @@ t.test('cache: hits, TTL decay, expiry, negative caching and what is never cache
   up.on('zero.example.test', { answers: [{ name: 'zero.example.test', type: T.A, address: '192.0.2.2', ttl: 0 }] });
   up.on('fail.example.test', { rcode: 2 });
   up.on('capped.example.test', { rcode: 3, soa: { ttl: 7200, minimum: 7200 } });
-  const h = await startSinkhole(t, up.port, { cache: { maxEntries: 1000, maxNegativeTtl: '30s' } }, {}, { clock });
+  // Prefetch off: this test is about plain expiry (prefetch and serve-stale: availability.test.ts).
+  const h = await startSinkhole(t, up.port, { cache: { maxEntries: 1000, maxNegativeTtl: '30s', prefetch: false } }, {}, { clock });
   const ask = async (name: string): Promise<ReturnType<typeof decode>> => decode(await udpExchange(h.port, buildQuery(name, T.A)));
 
   t.equal((await ask('ttl.example.test')).answers[0]?.ttl, 100, 'first answer has the upstream TTL');
@@ -85,11 +86,18 @@ t.test('cache: hits, TTL decay, expiry, negative caching and what is never cache
   await ask('capped.example.test');
   t.equal(up.count('capped.example.test'), 2, 'maxNegativeTtl (30 s) caps a 2 h negative TTL');
 
-  for (const name of ['nosoa.example.test', 'zero.example.test', 'fail.example.test']) {
+  for (const name of ['nosoa.example.test', 'zero.example.test']) {
     await ask(name);
     await ask(name);
     t.equal(up.count(name), 2, `${name} is not cached`);
   }
+  // A SERVFAIL is not cached as an answer; it is only remembered for cache.servfailTtl (5 s, RFC 2308 §7.1).
+  await ask('fail.example.test');
+  await ask('fail.example.test');
+  t.equal(up.count('fail.example.test'), 1, 'a SERVFAIL is remembered for a moment');
+  clock.advance(5_000);
+  await ask('fail.example.test');
+  t.equal(up.count('fail.example.test'), 2, 'and asked again 5 s later');
   t.equal(h.running.stats.cacheHits, 2, 'hits counted');
 });
 
@@ -236,7 +244,8 @@ t.test('SERVFAIL within timeout + 1 s when upstreams fail; failover; conditional
   const dead = await startSinkhole(t, silent.port, { upstreams: { servers: [`127.0.0.1:${silent.port}`], timeout: '500ms' } });
   for (const proto of PROTOS) {
     const started = Date.now();
-    const r = await exchange(proto, dead.port, buildQuery('dead.example.test', T.A));
+    // One name per transport: a failed name is remembered for cache.servfailTtl.
+    const r = await exchange(proto, dead.port, buildQuery(`dead-${proto}.example.test`, T.A));
     const elapsed = Date.now() - started;
     t.equal(rcodeOf(r), 2, `${proto}: SERVFAIL`);
     t.ok(elapsed >= 450 && elapsed < 1500, `${proto}: answered after the 500 ms timeout, within timeout + 1 s (${elapsed} ms)`);

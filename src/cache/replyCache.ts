@@ -18,6 +18,8 @@ export interface CacheLimits {
   minTtl: number;
   maxTtl: number;
   maxNegativeTtl: number;
+  /** ms an expired entry is kept for getStale() (serve-stale's maxStale); 0 drops it at expiry. */
+  keepExpiredMs?: number;
 }
 
 /** The cache's clock: tenths of a second since the cache was made, a small integer for ~6.8 years. */
@@ -39,6 +41,8 @@ interface Entry {
 export interface CacheHit {
   wire: Buffer;
   targets: readonly string[] | undefined;
+  /** The hit fell in the last 10 % of the entry's original TTL: time to prefetch (Unbound's rule). */
+  refreshDue?: boolean;
 }
 
 /**
@@ -67,6 +71,8 @@ export function copyForClient(q: Query, shared: Buffer): Buffer {
 export class ReplyCache {
   private readonly lru: LRUCache<string, Entry> | undefined;
   private readonly epoch: number;
+  /** serve-stale's maxStale, in ticks. */
+  private readonly keepExpired: number;
 
   constructor(
     private readonly limits: CacheLimits,
@@ -76,6 +82,7 @@ export class ReplyCache {
     // lru-cache only bounds the entry count (its ttl: 0 would mean "forever", PACKAGES.md §2).
     this.lru = limits.maxEntries > 0 ? new LRUCache<string, Entry>({ max: limits.maxEntries }) : undefined;
     this.epoch = now();
+    this.keepExpired = Math.ceil((limits.keepExpiredMs ?? 0) / TICK_MS);
   }
 
   private tick(): number {
@@ -93,7 +100,8 @@ export class ReplyCache {
     if (!e) return undefined;
     const now = this.tick();
     if (now >= e.expiresAt) {
-      lru!.delete(key);
+      // Kept for serve-stale until maxStale has passed (getStale below).
+      if (now >= e.expiresAt + this.keepExpired) lru!.delete(key);
       return undefined;
     }
     if (now - e.touchedAt >= TOUCH_EVERY) {
@@ -101,20 +109,42 @@ export class ReplyCache {
       lru!.get(key);
     }
     const age = Math.floor((now - e.storedAt) / (1000 / TICK_MS));
-    const n = e.wireLength;
-    const wire = Buffer.allocUnsafe(n);
-    wire.write(e.data, 0, n, 'latin1');
-    wire.writeUInt16BE(q.id, 0);
-    if (n >= q.qend) q.buf.copy(wire, 12, 12, q.qend);
+    const wire = this.copy(e, q);
     if (age > 0) {
       const data = e.data;
-      for (let i = n; i < data.length; i += 2) {
+      for (let i = e.wireLength; i < data.length; i += 2) {
         const off = (data.charCodeAt(i) << 8) | data.charCodeAt(i + 1);
         const ttl = wire.readUInt32BE(off) - age;
         wire.writeUInt32BE(ttl > 0 ? ttl : 0, off);
       }
     }
+    return { wire, targets: e.targets, refreshDue: (e.expiresAt - now) * 10 <= e.expiresAt - e.storedAt };
+  }
+
+  /**
+   * Serve-stale (RFC 8767 §4): an entry that expired less than keepExpiredMs
+   * ago, for this client, with every TTL set to `ttl` seconds. Only upstream
+   * answers are ever stored, so this can never return a SERVFAIL.
+   */
+  getStale(key: string, q: Query, ttl: number): CacheHit | undefined {
+    const e = this.lru?.peek(key);
+    if (!e) return undefined;
+    const now = this.tick();
+    if (now < e.expiresAt || now >= e.expiresAt + this.keepExpired) return undefined;
+    const wire = this.copy(e, q);
+    const data = e.data;
+    for (let i = e.wireLength; i < data.length; i += 2) wire.writeUInt32BE(ttl, (data.charCodeAt(i) << 8) | data.charCodeAt(i + 1));
     return { wire, targets: e.targets };
+  }
+
+  /** The stored reply for this client: its ID, and its question as it wrote it (0x20 case, RFC 4343). */
+  private copy(e: Entry, q: Query): Buffer {
+    const n = e.wireLength;
+    const wire = Buffer.allocUnsafe(n);
+    wire.write(e.data, 0, n, 'latin1');
+    wire.writeUInt16BE(q.id, 0);
+    if (n >= q.qend) q.buf.copy(wire, 12, 12, q.qend);
+    return wire;
   }
 
   /** Stores a reply if it may be cached; returns the TTL used, or 0 when it was not stored. */

@@ -9,6 +9,7 @@ import { YamlReader, describe, type YNode } from './yamlReader.js';
 import { parseCidr } from '../policy/cidr.js';
 import { parseUpstream, systemResolvers, type UpstreamSpec } from '../upstream/spec.js';
 import { PolicyError, type Problem } from '../errors.js';
+import { diskSource, type FileSource } from '../policy/sources.js';
 
 export interface Endpoint {
   host: string;
@@ -38,7 +39,18 @@ export interface Config {
     sourcePortReuse: number;
     maxInflight: number;
   };
-  cache: { maxEntries: number; minTtl: number; maxTtl: number; maxNegativeTtl: number };
+  cache: {
+    maxEntries: number;
+    minTtl: number;
+    maxTtl: number;
+    maxNegativeTtl: number;
+    /** RFC 8767 serve-stale (issue 9). Durations in ms, except answerTtl (seconds, it goes on the wire). */
+    serveStale: { enabled: boolean; clientTimeoutMs: number; answerTtl: number; maxStaleMs: number };
+    /** Refresh a hit in the last 10 % of its TTL in the background (Unbound's prefetch). */
+    prefetch: boolean;
+    /** How long a SERVFAIL from every upstream is remembered for a name (RFC 2308 §7.1); 0 = not at all. */
+    servfailTtlMs: number;
+  };
   blocking: {
     lists: { name: string; files: string[]; ref: SourceRef }[];
     enforce: string[];
@@ -46,13 +58,28 @@ export interface Config {
     ttl: number;
     inspectCnames: boolean;
   };
-  clients: { allowFrom: string[]; groups: { name: string; members: string[] }[] };
+  clients: { allowFrom: string[]; groups: { name: string; members: string[] }[]; rateLimit?: RateLimitConfig };
   /** A file path, or the YAML node of an inline list (read with this config's reader). */
   exceptions: { file: string } | { inline: YNode; reader?: YamlReader } | undefined;
   log: { queries: 'none' | 'blocked' | 'all'; file?: string; anonymizeClients: boolean; audit?: string };
   report: { windowMs: number; maxClients: number };
   /** Query threads, each answering on every listen address (SO_REUSEPORT); `auto` = one per core. */
   workers: number;
+  /** Where sinkhole keeps what must survive a restart (the last good policy; issue 11's report). */
+  state: { dir: string };
+}
+
+/** clients.rateLimit: a token bucket per client key (an IPv4 /ipv4Prefix or IPv6 /ipv6Prefix). */
+export interface RateLimitConfig {
+  qps: number;
+  burst: number;
+  action: 'truncate' | 'refuse';
+  /** Group names from clients.groups that are never limited. */
+  exempt: string[];
+  /** Count who would be limited, answer them normally. */
+  dryRun: boolean;
+  ipv4Prefix: number;
+  ipv6Prefix: number;
 }
 
 /** Parses "host:port" or "[v6]:port". */
@@ -72,20 +99,28 @@ export function defaultConfig(file: string): Config {
     dir: dirname(file),
     listen: { dns: [{ host: '127.0.0.1', port: 1053 }], tcpIdleTimeoutMs: 10_000, tcpMaxConnections: 1000 },
     upstreams: { servers: systemResolvers(), conditional: [], strategy: 'failover', timeoutMs: 2000, sourcePorts: 1024, sourcePortReuse: 100, maxInflight: 1000 },
-    cache: { maxEntries: 100_000, minTtl: 0, maxTtl: 86_400, maxNegativeTtl: 3600 },
+    cache: {
+      maxEntries: 100_000, minTtl: 0, maxTtl: 86_400, maxNegativeTtl: 3600,
+      // RFC 8767 §5's suggestions, which are also Unbound's current defaults (serve-expired-client-timeout
+      // 1800, serve-expired-reply-ttl 30, serve-expired-ttl 86400).
+      serveStale: { enabled: true, clientTimeoutMs: 1800, answerTtl: 30, maxStaleMs: 86_400_000 },
+      prefetch: true,
+      servfailTtlMs: 5000,
+    },
     blocking: { lists: [], enforce: [], response: { kind: 'nxdomain' }, ttl: 10, inspectCnames: true },
     clients: { allowFrom: ['127.0.0.0/8', '::1/128'], groups: [] },
     exceptions: undefined,
     log: { queries: 'blocked', anonymizeClients: false },
     report: { windowMs: 86_400_000, maxClients: 100_000 },
     workers: 1,
+    state: { dir: resolve(dirname(file), '.sinkhole-state') },
   };
 }
 
 /** Reads and validates a config file; throws PolicyError listing every problem. */
-export function loadConfig(file: string): Config {
+export function loadConfig(file: string, source: FileSource = diskSource): Config {
   const path = resolve(file);
-  const r = YamlReader.fromFile(path, 'SH_CONFIG_INVALID');
+  const r = YamlReader.fromFile(path, 'SH_CONFIG_INVALID', source);
   const config = readConfig(r, path);
   if (r.problems.length) throw new PolicyError(r.problems);
   return config;
@@ -100,6 +135,7 @@ function readConfig(r: YamlReader, path: string): Config {
     return c;
   }
   const pendingEnforce: { value: string; node: YNode; q: string }[] = [];
+  const pendingExempt: { value: string; node: YNode; q: string }[] = [];
   const upstreamList = (node: YNode, p: string): UpstreamSpec[] => {
     const out: UpstreamSpec[] = [];
     for (const { value, node: n } of r.strings(node, p)) {
@@ -160,6 +196,10 @@ function readConfig(r: YamlReader, path: string): Config {
         minTtl: (v, q) => (c.cache.minTtl = sec(r.duration(v, q) ?? c.cache.minTtl * 1000)),
         maxTtl: (v, q) => (c.cache.maxTtl = sec(r.duration(v, q) ?? c.cache.maxTtl * 1000)),
         maxNegativeTtl: (v, q) => (c.cache.maxNegativeTtl = sec(r.duration(v, q) ?? c.cache.maxNegativeTtl * 1000)),
+        serveStale: (v, q) => readServeStale(r, v, q, c.cache.serveStale),
+        prefetch: (v, q) => (c.cache.prefetch = r.boolean(v, q) ?? c.cache.prefetch),
+        // RFC 2308 §7.1: a server failure MUST NOT be cached for longer than five minutes.
+        servfailTtl: (v, q) => (c.cache.servfailTtlMs = r.duration(v, q, 0, 300_000) ?? c.cache.servfailTtlMs),
       }),
     blocking: (n, p) =>
       r.map(n, p, {
@@ -186,6 +226,7 @@ function readConfig(r: YamlReader, path: string): Config {
         groups: (v, q) => {
           c.clients.groups = r.entries(v, q).map(({ key, value }) => ({ name: key, members: cidrs(r, value, `${q}.${key}`) }));
         },
+        rateLimit: (v, q) => (c.clients.rateLimit = readRateLimit(r, v, q, pendingExempt)),
       }),
     exceptions: (n, p) => {
       if (isScalar(n) && typeof n.value === 'string') c.exceptions = { file: resolve(c.dir, n.value) };
@@ -210,6 +251,10 @@ function readConfig(r: YamlReader, path: string): Config {
       else if (typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 256) c.workers = n;
       else r.fail(v, q, `expected a whole number from 1 to 256, or auto (one per core), got ${describe(v)}`);
     },
+    state: (n, p) =>
+      r.map(n, p, {
+        dir: (v, q) => (c.state.dir = resolve(c.dir, r.string(v, q) ?? c.state.dir)),
+      }),
   });
   // `enforce` may come before `lists` in the file, so names are checked once both are read.
   for (const { value, node, q } of pendingEnforce) {
@@ -217,9 +262,46 @@ function readConfig(r: YamlReader, path: string): Config {
       r.fail(node, q, `unknown list "${value}"; defined lists are ${c.blocking.lists.map((l) => l.name).join(', ') || '(none)'}`);
     }
   }
+  // Groups may be defined after rateLimit in the file, so exempt names are checked once both are read.
+  for (const { value, node, q } of pendingExempt) {
+    if (!c.clients.groups.some((g) => g.name === value)) {
+      r.fail(node, q, `unknown group "${value}"; defined groups are ${c.clients.groups.map((g) => g.name).join(', ') || '(none)'}`);
+    }
+  }
   if (c.cache.minTtl > c.cache.maxTtl) r.fail(root, 'cache', `minTtl (${c.cache.minTtl}s) is above maxTtl (${c.cache.maxTtl}s)`);
   if (!c.listen.dns.length && !r.problems.length) r.fail(root, 'listen.dns', 'expected at least one address to listen on');
   return Object.freeze(c);
+}
+
+function readServeStale(r: YamlReader, node: YNode, path: string, out: Config['cache']['serveStale']): void {
+  r.map(node, path, {
+    enabled: (v, q) => (out.enabled = r.boolean(v, q) ?? out.enabled),
+    // Below the upstream timeout, so a stale answer comes before a SERVFAIL would (RFC 8767 §5: 1.8 s).
+    clientTimeout: (v, q) => (out.clientTimeoutMs = r.duration(v, q, 50, 30_000) ?? out.clientTimeoutMs),
+    answerTtl: (v, q) => (out.answerTtl = sec(r.duration(v, q, 1000, 3_600_000) ?? out.answerTtl * 1000)),
+    // RFC 8767 §5 suggests 1 to 3 days; a week at most, so a long-gone name is never resurrected.
+    maxStale: (v, q) => (out.maxStaleMs = r.duration(v, q, 1000, 7 * 86_400_000) ?? out.maxStaleMs),
+  });
+}
+
+function readRateLimit(r: YamlReader, node: YNode, path: string, pendingExempt: { value: string; node: YNode; q: string }[]): RateLimitConfig {
+  // Generous for a LAN (README "Rate limiting" says why); present means on.
+  const out: RateLimitConfig = { qps: 500, burst: 2000, action: 'truncate', exempt: [], dryRun: false, ipv4Prefix: 32, ipv6Prefix: 56 };
+  r.map(node, path, {
+    qps: (v, q) => (out.qps = r.integer(v, q, 1, 1_000_000) ?? out.qps),
+    burst: (v, q) => (out.burst = r.integer(v, q, 1, 10_000_000) ?? out.burst),
+    action: (v, q) => (out.action = r.oneOf(v, q, ['truncate', 'refuse'] as const) ?? out.action),
+    exempt: (v, q) => {
+      out.exempt = r.strings(v, q).map(({ value, node: n }) => {
+        pendingExempt.push({ value, node: n, q });
+        return value;
+      });
+    },
+    dryRun: (v, q) => (out.dryRun = r.boolean(v, q) ?? out.dryRun),
+    ipv4Prefix: (v, q) => (out.ipv4Prefix = r.integer(v, q, 8, 32) ?? out.ipv4Prefix),
+    ipv6Prefix: (v, q) => (out.ipv6Prefix = r.integer(v, q, 16, 128) ?? out.ipv6Prefix),
+  });
+  return out;
 }
 
 function resolveOptional(dir: string, file: string | undefined): string | undefined {

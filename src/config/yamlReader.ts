@@ -1,10 +1,10 @@
 // Reads a YAML document node by node, so every problem can name the file, the
 // line and column, the key path and what was expected (CoreDNS/hickory style:
 // "cache.maxTtl: expected a duration like 500ms, 2s, 10m, 1h or 1d, got "soon"").
-import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isAlias, isMap, isScalar, isSeq, type Node, type Pair, type Document } from 'yaml';
 import { parseDuration } from './duration.js';
 import type { ErrorCode, Problem } from '../errors.js';
+import { diskSource, type FileSource } from '../policy/sources.js';
 
 export type YNode = Node | null | undefined;
 
@@ -26,10 +26,10 @@ export class YamlReader {
     }
   }
 
-  static fromFile(file: string, code: ErrorCode): YamlReader {
+  static fromFile(file: string, code: ErrorCode, source: FileSource = diskSource): YamlReader {
     let text: string;
     try {
-      text = readFileSync(file, 'utf8');
+      text = source.read(file).toString('utf8');
     } catch (e) {
       const r = new YamlReader(file, '', code);
       r.problems.push({ code: 'SH_CONFIG_READ', file, line: 1, col: 1, message: `cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}` });
@@ -140,12 +140,13 @@ export class YamlReader {
   }
 
   /** A duration in milliseconds: 500ms, 2s, 10m, 1h, 1d or a bare number of seconds. */
-  duration(node: YNode, path: string, minMs = 0): number | undefined {
+  duration(node: YNode, path: string, minMs = 0, maxMs = Infinity): number | undefined {
     node = this.deref(node);
     const raw = isScalar(node) ? node.value : undefined;
     const ms = typeof raw === 'number' || typeof raw === 'string' ? parseDuration(raw) : undefined;
     if (ms === undefined) return this.fail(node, path, `expected a duration like 500ms, 2s, 10m, 1h or 1d, got ${describe(node)}`);
     if (ms < minMs) return this.fail(node, path, `must be at least ${minMs}ms, got ${describe(node)}`);
+    if (ms > maxMs) return this.fail(node, path, `must be at most ${maxMs}ms, got ${describe(node)}`);
     return ms;
   }
 }

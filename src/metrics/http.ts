@@ -9,6 +9,8 @@ export interface HttpRoutes {
   registry: Registry;
   /** Listeners bound and a policy generation loaded, and not shutting down. */
   ready: () => boolean;
+  /** A degraded state to report on /readyz (still 200: DNS is served), e.g. the policy came from the last good snapshot. */
+  degraded?: () => string | undefined;
   /** Extra JSON endpoints, e.g. /api/blocked-clients. */
   json?: Record<string, () => unknown>;
   /** Runs before /metrics renders (gathers the counts of the other query threads). */
@@ -24,7 +26,11 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'text/plain', 'method not allowed\n');
     if (path === '/healthz') return reply(200, 'text/plain', 'ok\n');
-    if (path === '/readyz') return routes.ready() ? reply(200, 'text/plain', 'ready\n') : reply(503, 'text/plain', 'not ready\n');
+    if (path === '/readyz') {
+      if (!routes.ready()) return reply(503, 'text/plain', 'not ready\n');
+      const degraded = routes.degraded?.();
+      return reply(200, 'text/plain', degraded ? `ready, degraded: ${degraded}\n` : 'ready\n');
+    }
     if (path === '/metrics') {
       (routes.beforeMetrics?.() ?? Promise.resolve())
         .then(() => routes.registry.metrics())

@@ -64,6 +64,8 @@ export interface MetricSources {
   /** Each query thread: its index, queries received, and event-loop delay p50/p99/max (seconds). */
   threads: () => readonly ThreadSample[];
   workerRestarts: () => number;
+  /** Token buckets held by clients.rateLimit (0 when it is off). */
+  rateLimitBuckets?: () => number;
   now: () => number;
   version: string;
 }
@@ -162,5 +164,26 @@ export function createRegistry(src: MetricSources): Registry {
       (['0.5', '0.99', '1'] as const).map((quantile, i) => ({ labels: { worker: String(t.index), quantile }, value: t.loopDelay[i]! })),
     ),
   );
+
+  // Availability (issue 9): serve-stale, failure memory, prefetch, rate limits, the last good policy.
+  add('sinkhole_stale_answers_total', 'Answers served from expired cache entries because the upstreams failed or were slow (RFC 8767).', 'counter', () => [
+    { labels: {}, value: src.stats().staleAnswers },
+  ]);
+  add('sinkhole_remembered_servfails_total', 'SERVFAILs answered from memory, without asking upstream, for a name whose upstreams all failed within cache.servfailTtl.', 'counter', () => [
+    { labels: {}, value: src.stats().servfailsRemembered },
+  ]);
+  add('sinkhole_prefetches_total', 'Background refreshes of popular cache entries in the last 10% of their TTL: started, or skipped at the cap.', 'counter', () =>
+    Object.entries(src.stats().prefetches).map(([outcome, value]) => ({ labels: { outcome }, value })),
+  );
+  add('sinkhole_ratelimited_total', 'Queries over clients.rateLimit, by what was done: truncate, refuse, or dryrun (only counted).', 'counter', () =>
+    Object.entries(src.stats().rateLimited).map(([action, value]) => ({ labels: { action }, value })),
+  );
+  add('sinkhole_ratelimit_buckets', 'Clients (keys) with a rate-limit token bucket now.', 'gauge', () => [{ labels: {}, value: src.rateLimitBuckets?.() ?? 0 }]);
+  add('sinkhole_policy_degraded', '1 while the policy in force came from the last good snapshot because the files on disk do not compile; 0 otherwise.', 'gauge', () => [
+    { labels: {}, value: src.generation().degraded ? 1 : 0 },
+  ]);
+  add('sinkhole_state_write_failures_total', 'Snapshots of the last good policy that could not be written to state.dir (DNS is not affected).', 'counter', () => [
+    { labels: {}, value: src.stats().stateWriteFailures },
+  ]);
   return register;
 }

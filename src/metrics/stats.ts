@@ -71,12 +71,16 @@ export interface StatsData {
   blockedByList: [string, number][];
   exceptionQueries: [string, number][];
   latency: [Result, HistogramData][];
-  cacheHits: number;
-  cacheMisses: number;
-  upstreamOverloads: number;
-  internalErrors: number;
   upstreams: [string, { outcomes: Record<UpstreamOutcome, number>; latency: HistogramData }][];
   reloads: [string, number][];
+  /** Every plain counter (a number field) and group of counters (an object of numbers), by field name. */
+  scalars: Record<string, number | Record<string, number>>;
+}
+
+type Counters = Record<string, number>;
+
+function isCounters(v: unknown): v is Counters {
+  return typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype && Object.values(v).every((x) => typeof x === 'number');
 }
 
 export class Stats {
@@ -96,6 +100,18 @@ export class Stats {
   readonly reloads = new Map<string, number>();
   /** Errors thrown inside the pipeline and turned into SERVFAIL by the recover stage. */
   internalErrors = 0;
+
+  // Availability (issue 9).
+  /** Answers served from expired cache entries (RFC 8767). */
+  staleAnswers = 0;
+  /** SERVFAILs answered from the failure memory (RFC 2308 §7.1) without asking upstream. */
+  servfailsRemembered = 0;
+  /** Background refreshes of hits in the last 10 % of their TTL: started, and skipped at the cap. */
+  readonly prefetches = { started: 0, skipped: 0 };
+  /** Queries over clients.rateLimit, by what was done with them. */
+  readonly rateLimited = { truncate: 0, refuse: 0, dryrun: 0 };
+  /** Snapshots of the last good policy that could not be written to state.dir. */
+  stateWriteFailures = 0;
 
   countQuery(proto: 'udp' | 'tcp', qtype: number): void {
     this.queries[(proto === 'udp' ? 0 : QTYPE_SLOTS.length) + QTYPE_SLOT[qtype]!]!++;
@@ -137,10 +153,10 @@ export class Stats {
       blockedByList: [...this.blockedByList],
       exceptionQueries: [...this.exceptionQueries],
       latency: [...this.latency].map(([r, h]) => [r, hist(h)]),
-      cacheHits: this.cacheHits,
-      cacheMisses: this.cacheMisses,
-      upstreamOverloads: this.upstreamOverloads,
-      internalErrors: this.internalErrors,
+      // Every number field and object of numbers, so a counter added later crosses threads without a line here.
+      scalars: Object.fromEntries(
+        Object.entries(this).flatMap(([k, v]): [string, number | Counters][] => (typeof v === 'number' ? [[k, v]] : isCounters(v) ? [[k, { ...v }]] : [])),
+      ),
       upstreams: [...this.upstreams].map(([l, u]) => [l, { outcomes: { ...u.outcomes }, latency: hist(u.latency) }]),
       reloads: [...this.reloads],
     };
@@ -153,14 +169,16 @@ export class Stats {
     for (const [k, v] of d.blockedByList) bump(this.blockedByList, k, v);
     for (const [k, v] of d.exceptionQueries) bump(this.exceptionQueries, k, v);
     for (const [r, h] of d.latency) this.histogram(r).add(h);
-    this.cacheHits += d.cacheHits;
-    this.cacheMisses += d.cacheMisses;
-    this.upstreamOverloads += d.upstreamOverloads;
-    this.internalErrors += d.internalErrors;
+    // The same field names as toData() found them (a Stats of this very class, in another thread).
+    const mine = this as unknown as Record<string, number | Counters>;
+    for (const [k, v] of Object.entries(d.scalars)) {
+      if (typeof v === 'number') (mine[k] as number) += v;
+      else for (const [sub, n] of Object.entries(v)) (mine[k] as Counters)[sub] = ((mine[k] as Counters)[sub] ?? 0) + n;
+    }
     for (const [label, u] of d.upstreams) {
-      const mine = this.upstream(label);
-      for (const k of Object.keys(u.outcomes) as UpstreamOutcome[]) mine.outcomes[k] += u.outcomes[k];
-      mine.latency.add(u.latency);
+      const up = this.upstream(label);
+      for (const k of Object.keys(u.outcomes) as UpstreamOutcome[]) up.outcomes[k] += u.outcomes[k];
+      up.latency.add(u.latency);
     }
     for (const [k, v] of d.reloads) bump(this.reloads, k, v);
   }

@@ -6,9 +6,9 @@ import type { ScannedReply } from '../dns/message.js';
 import type { Query } from '../dns/query.js';
 
 /** Metrics-safe reason for a reply: a fixed set, used as the `result` label. */
-export type Result = 'blocked' | 'excepted' | 'cached' | 'forwarded' | 'refused' | 'formerr' | 'notimp' | 'servfail';
+export type Result = 'blocked' | 'excepted' | 'cached' | 'forwarded' | 'refused' | 'formerr' | 'notimp' | 'servfail' | 'stale' | 'ratelimited';
 
-export const RESULTS: readonly Result[] = ['blocked', 'excepted', 'cached', 'forwarded', 'refused', 'formerr', 'notimp', 'servfail'];
+export const RESULTS: readonly Result[] = ['blocked', 'excepted', 'cached', 'forwarded', 'refused', 'formerr', 'notimp', 'servfail', 'stale', 'ratelimited'];
 
 export interface Outcome {
   /** The reply, with the client's ID; the transport only truncates it when it is too big for UDP. */
@@ -26,6 +26,8 @@ export interface Outcome {
   viaTarget?: string;
   /** For a fresh upstream reply: what the cache needs to store it. */
   scan?: ScannedReply;
+  /** The client was over clients.rateLimit: what was done (dryrun: nothing, only counted). */
+  limited?: 'truncate' | 'refuse' | 'dryrun';
 }
 
 export type Handler = (q: Query) => Outcome | Promise<Outcome>;

@@ -6,6 +6,7 @@ import { parentPort } from 'node:worker_threads';
 import { PolicyError, type Problem } from '../errors.js';
 import { compileFile } from './generation.js';
 import { shareMatcherData } from './matcher.js';
+import { RecordingSource } from './sources.js';
 
 export interface CompileRequest {
   id: number;
@@ -13,16 +14,18 @@ export interface CompileRequest {
 }
 
 export type CompileReply =
-  | { id: number; ok: true; data: import('./generation.js').PolicyData }
+  | { id: number; ok: true; data: import('./generation.js').PolicyData; inputs: Map<string, Uint8Array> }
   | { id: number; ok: false; problems: Problem[]; internal?: string };
 
 parentPort!.on('message', (req: CompileRequest) => {
   let reply: CompileReply;
   try {
-    const data = compileFile(req.configFile);
-    reply = { id: req.id, ok: true, data: { ...data, matcher: shareMatcherData(data.matcher) } };
+    const recording = new RecordingSource();
+    const data = compileFile(req.configFile, recording);
+    reply = { id: req.id, ok: true, data: { ...data, matcher: shareMatcherData(data.matcher) }, inputs: recording.files };
   } catch (e) {
     reply = e instanceof PolicyError ? { id: req.id, ok: false, problems: [...e.problems] } : { id: req.id, ok: false, problems: [], internal: String(e) };
   }
+  // Copied, not transferred: a small file's Buffer may share Node's pool slab with others.
   parentPort!.postMessage(reply);
 });

@@ -5,16 +5,22 @@
 import { Worker } from 'node:worker_threads';
 import { PolicyError } from '../errors.js';
 import type { PolicyData } from './generation.js';
+
+/** A compiled generation, and the files it was compiled from, byte for byte (for the last good snapshot). */
+export interface Compiled {
+  data: PolicyData;
+  inputs: ReadonlyMap<string, Uint8Array>;
+}
 import type { CompileReply, CompileRequest } from './compileWorker.js';
 import { workerUrl } from '../workerUrl.js';
 
 export class PolicyCompiler {
   private worker: Worker | undefined;
   private seq = 0;
-  private readonly waiting = new Map<number, { resolve: (d: PolicyData) => void; reject: (e: Error) => void }>();
+  private readonly waiting = new Map<number, { resolve: (c: Compiled) => void; reject: (e: Error) => void }>();
 
   /** The compiled data, or a PolicyError with every problem found. */
-  compile(configFile: string): Promise<PolicyData> {
+  compile(configFile: string): Promise<Compiled> {
     const worker = this.thread();
     const id = ++this.seq;
     return new Promise((resolve, reject) => {
@@ -33,7 +39,7 @@ export class PolicyCompiler {
       this.waiting.delete(r.id);
       if (this.waiting.size === 0) w.unref();
       if (!p) return;
-      if (r.ok) p.resolve(r.data);
+      if (r.ok) p.resolve({ data: r.data, inputs: r.inputs });
       else p.reject(r.internal !== undefined ? new Error(r.internal) : new PolicyError(r.problems));
     });
     const fail = (e: Error): void => {

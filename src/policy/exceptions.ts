@@ -7,6 +7,7 @@ import { YamlReader, type YNode } from '../config/yamlReader.js';
 import { parseCidr, type CidrSet } from './cidr.js';
 import { toRuleDomain } from './listParser.js';
 import type { Problem } from '../errors.js';
+import { diskSource, type FileSource } from './sources.js';
 
 export interface Exception {
   id: string;
@@ -57,10 +58,11 @@ export interface ExceptionContext {
 export function loadExceptions(
   source: { file: string } | { inline: YNode; reader?: YamlReader } | undefined,
   ctx: ExceptionContext,
+  files: FileSource = diskSource,
 ): { exceptions: Exception[]; problems: Problem[] } {
   if (!source) return { exceptions: [], problems: [] };
   if ('file' in source) {
-    const r = YamlReader.fromFile(source.file, 'SH_EXCEPTION_INVALID');
+    const r = YamlReader.fromFile(source.file, 'SH_EXCEPTION_INVALID', files);
     const found: { items: YNode } = { items: undefined };
     const root = r.root;
     // An empty file (or `exceptions:` with nothing under it) is no exceptions, not an error.

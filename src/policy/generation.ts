@@ -1,7 +1,6 @@
 // A policy generation: config, lists and exceptions compiled into one
 // immutable value. A reload builds a whole new one and swaps one reference;
 // a generation that fails to build is never half-applied (DESIGN.md §2).
-import { readFileSync } from 'node:fs';
 import { loadConfig, type Config } from '../config/config.js';
 import { PolicyError, type Problem } from '../errors.js';
 import { CidrSet } from './cidr.js';
@@ -10,6 +9,7 @@ import { isActive, loadExceptions, type Exception } from './exceptions.js';
 import { scanList } from './listParser.js';
 import { Matcher, MatcherBuilder, type MatcherData, type RuleMatch } from './matcher.js';
 import { SinkholeResponder } from './sinkhole.js';
+import { diskSource, type FileSource } from './sources.js';
 
 export interface Generation {
   /** Increases by one on each successful swap; the `sinkhole_policy_generation` gauge. */
@@ -24,6 +24,12 @@ export interface Generation {
   readonly responder: SinkholeResponder;
   /** Every file this generation was built from: the reloader watches them. */
   readonly files: readonly string[];
+  /**
+   * Set when this generation was compiled from the last good snapshot because
+   * the files on disk did not compile at start-up: /readyz, the
+   * sinkhole_policy_degraded gauge and the log say so until a good reload.
+   */
+  readonly degraded?: { snapshotTakenAt: string; problems: readonly string[] };
 }
 
 export type Decision =
@@ -43,20 +49,25 @@ export interface PolicyData {
   ruleCounts: Map<string, number>;
   exceptions: Exception[];
   files: string[];
+  /** Set when compiled from the last good snapshot at start-up (state/lastGood.ts). */
+  degraded?: { snapshotTakenAt: string; problems: readonly string[] };
 }
 
-/** Builds a generation from a config file; throws PolicyError with every problem found. */
-export function buildGeneration(configFile: string, number: number): Generation {
-  return hydrate(compileFile(configFile), number);
+/**
+ * Builds a generation from a config file; throws PolicyError with every problem found.
+ * `files` is where every file is read from: the disk, or a snapshot (policy/sources.ts).
+ */
+export function buildGeneration(configFile: string, number: number, files: FileSource = diskSource): Generation {
+  return hydrate(compileFile(configFile, files), number);
 }
 
-export function compile(config: Config, number: number): Generation {
-  return hydrate(compileData(config), number);
+export function compile(config: Config, number: number, source: FileSource = diskSource): Generation {
+  return hydrate(compileData(config, source), number);
 }
 
 /** Reads, parses and compiles the config file and everything it names; throws PolicyError. */
-export function compileFile(configFile: string): PolicyData {
-  return compileData(loadConfig(configFile));
+export function compileFile(configFile: string, files: FileSource = diskSource): PolicyData {
+  return compileData(loadConfig(configFile, files), files);
 }
 
 /** The generation's objects around its data; cheap (no list is read, no table built), so safe on a query thread. */
@@ -71,10 +82,11 @@ export function hydrate(data: PolicyData, number: number): Generation {
     clients: new ClientDirectory(compileCidrs(config.clients.allowFrom), groups, exceptions),
     responder: new SinkholeResponder(config.blocking.response, config.blocking.ttl),
     files: data.files,
+    ...(data.degraded ? { degraded: data.degraded } : {}),
   });
 }
 
-export function compileData(config: Config): PolicyData {
+export function compileData(config: Config, source: FileSource = diskSource): PolicyData {
   const problems: Problem[] = [];
   const builder = new MatcherBuilder();
   const files = [config.file];
@@ -86,7 +98,7 @@ export function compileData(config: Config): PolicyData {
       const fileIdx = builder.addFile(file);
       let bytes: Buffer;
       try {
-        bytes = readFileSync(file);
+        bytes = source.read(file);
       } catch (e) {
         problems.push({
           code: 'SH_CONFIG_READ', ...list.ref,
@@ -113,7 +125,7 @@ export function compileData(config: Config): PolicyData {
     }
   }
   const groups = new Map<string, CidrSet>(config.clients.groups.map((g) => [g.name, compileCidrs(g.members)]));
-  const ex = loadExceptions(config.exceptions, { lists: new Set(config.blocking.lists.map((l) => l.name)), groups });
+  const ex = loadExceptions(config.exceptions, { lists: new Set(config.blocking.lists.map((l) => l.name)), groups }, source);
   problems.push(...ex.problems);
   if (config.exceptions && 'file' in config.exceptions) files.push(config.exceptions.file);
   if (problems.length) throw new PolicyError(problems);

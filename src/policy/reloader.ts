@@ -13,7 +13,7 @@ import { PolicyError, formatProblem } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Stats } from '../metrics/stats.js';
 import { hydrate, type Generation, type PolicyData } from './generation.js';
-import { PolicyCompiler } from './compiler.js';
+import { PolicyCompiler, type Compiled } from './compiler.js';
 import type { PolicyHolder } from './holder.js';
 
 function enforcedRules(g: Generation): number {
@@ -42,8 +42,9 @@ export class Reloader {
     private readonly holder: PolicyHolder,
     private readonly stats: Stats,
     private readonly log: Logger,
-    private readonly onSwap: (g: Generation, previous: Generation, data: PolicyData) => void = () => {},
-    private readonly compiler: { compile(configFile: string): Promise<PolicyData>; close(): Promise<void> } = new PolicyCompiler(),
+    /** `data`: the new generation's data (for the other query threads); `inputs`: the files it compiled from, byte for byte (the last good snapshot). */
+    private readonly onSwap: (g: Generation, previous: Generation, data: PolicyData, inputs: ReadonlyMap<string, Uint8Array>) => void = () => {},
+    private readonly compiler: { compile(configFile: string): Promise<Compiled>; close(): Promise<void> } = new PolicyCompiler(),
   ) {}
 
   /**
@@ -77,7 +78,7 @@ export class Reloader {
   private async once(kind: ReloadKind): Promise<string[]> {
     const previous = this.holder.current;
     try {
-      const data = await this.compiler.compile(this.configFile);
+      const { data, inputs } = await this.compiler.compile(this.configFile);
       const next = hydrate(data, previous.number + 1);
       if (enforcedRules(previous) > 0 && enforcedRules(next) === 0) {
         // A config saved half-written, or with blocking: deleted, would otherwise hot-reload as "block nothing".
@@ -86,7 +87,8 @@ export class Reloader {
       this.holder.current = next;
       this.stats.reload(kind, 'success');
       this.log.info('policy reloaded', { kind, generation: next.number, rules: [...next.ruleCounts.values()].reduce((a, b) => a + b, 0), exceptions: next.exceptions.length });
-      this.onSwap(next, previous, data);
+      if (previous.degraded) this.log.info('the files on disk compile again: no longer serving the last good snapshot', { generation: next.number });
+      this.onSwap(next, previous, data, inputs);
       this.rewatch();
       return [];
     } catch (e) {

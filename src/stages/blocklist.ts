@@ -40,14 +40,16 @@ export class BlocklistStage implements Stage {
   }
 
   private after(g: Generation, q: Query, o: Outcome, d: Decision | undefined): Outcome {
-    if (g.config.blocking.inspectCnames && o.targets && (o.result === 'forwarded' || o.result === 'cached')) {
+    // A stale answer (RFC 8767) is judged like any other: serve-stale never bypasses policy.
+    const upstreamAnswer = o.result === 'forwarded' || o.result === 'cached' || o.result === 'stale';
+    if (g.config.blocking.inspectCnames && o.targets && upstreamAnswer) {
       for (const target of o.targets) {
         const t = this.verdict(g, q, target);
         if (t?.decision === 'blocked') return { ...this.sinkhole(g, q, t), viaTarget: target };
         if (t?.decision === 'excepted' && !d) d = t;
       }
     }
-    if (d?.decision === 'excepted' && (o.result === 'forwarded' || o.result === 'cached')) {
+    if (d?.decision === 'excepted' && upstreamAnswer) {
       return { ...o, result: 'excepted', list: d.match.list, rule: d.match.rule, exception: d.exception.id, viaTarget: d.match.name === q.qname ? undefined : d.match.name };
     }
     return o;

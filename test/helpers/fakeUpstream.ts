@@ -35,6 +35,8 @@ export interface Behaviour {
   onlyBad?: boolean;
   /** Reply from another port (a spoof from the right address but wrong port). */
   fromOtherPort?: boolean;
+  /** Echo EDNS: an OPT in the reply when the query had one, as real servers (NSD, unbound) do. */
+  echoEdns?: boolean;
 }
 
 export interface Seen {
@@ -55,6 +57,7 @@ export class FakeUpstream {
   private other!: dgram.Socket;
   private tcp!: net.Server;
   private readonly sockets = new Set<net.Socket>();
+  private closed = false;
   port = 0;
 
   static async start(): Promise<FakeUpstream> {
@@ -94,9 +97,10 @@ export class FakeUpstream {
     this.other.bind(0, '127.0.0.1');
     await once(this.other, 'listening');
     this.udp.on('message', (msg, rinfo) => {
-      void this.respond(msg, 'udp', rinfo.port, (out, fromOther) =>
-        (fromOther ? this.other : this.udp).send(out, rinfo.port, rinfo.address),
-      );
+      void this.respond(msg, 'udp', rinfo.port, (out, fromOther) => {
+        // A delayed reply may come due after the test closed us.
+        if (!this.closed) (fromOther ? this.other : this.udp).send(out, rinfo.port, rinfo.address);
+      });
     });
   }
 
@@ -147,6 +151,9 @@ export class FakeUpstream {
         expiration: 86400, minimum: b.soa.minimum,
       } as never);
     }
+    if (b.echoEdns && (req.additionals ?? []).some((r: { type: number }) => r.type === 41)) {
+      res.additionals.push(Packet.Resource.EDNS([], { udpPayloadSize: 1232 }) as never);
+    }
     const out = Buffer.from(res.toBuffer());
     if (b.wrongId) {
       const spoof = Buffer.from(out);
@@ -164,6 +171,7 @@ export class FakeUpstream {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     for (const s of this.sockets) s.destroy();
     await Promise.all([
       new Promise<void>((r) => this.udp.close(() => r())),
