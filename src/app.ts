@@ -28,7 +28,15 @@ import { VERSION } from './version.js';
 import type { Registry } from 'prom-client';
 import { QueryLog } from './querylog/queryLog.js';
 import { AuditLog } from './querylog/auditLog.js';
-import { ComplianceReport } from './querylog/report.js';
+import { ComplianceReport, type ReportSnapshot } from './querylog/report.js';
+// Identity and the shared report (issue 11).
+import { hostname } from 'node:os';
+import { IdentityHolder, IdentitySources } from './identity/sources.js';
+import { RelayStage } from './stages/relay.js';
+import { ReportStateFile } from './querylog/reportState.js';
+import { PostgresStore } from './querylog/reportPostgres.js';
+import { renderPage, type PageData } from './metrics/page.js';
+import { readHttpToken } from './metrics/token.js';
 
 export interface StartOptions {
   configFile: string;
@@ -46,6 +54,13 @@ export interface Running {
   registry: Registry;
   reloader: Reloader;
   report: ComplianceReport;
+  /** The report as /api/blocked-clients serves it: from PostgreSQL when that is the store and it answers. */
+  readReport(): Promise<ReportSnapshot>;
+  identity: IdentitySources;
+  /** The PostgreSQL report store, when report.store names one. */
+  reportStore?: PostgresStore;
+  /** Writes the report's state file now (tests; also done every few seconds and at close). */
+  saveState(): Promise<void>;
   cache: () => ReplyCache;
   /** The composed pipeline, as the listeners call it (for in-process benchmarks). */
   handler: Handler;
@@ -68,7 +83,15 @@ export async function start(opts: StartOptions): Promise<Running> {
   let cache = new ReplyCache(config().cache, () => clock.now());
   const queryLog = new QueryLog(config().log, log);
   const auditLog = new AuditLog(config().log.audit, log);
-  const report = new ComplianceReport(config().report, () => clock.now());
+  // Identity: lease files and identity.static, compiled into a table that lease changes swap.
+  const identity = new IdentitySources(identityConfig(config()), new IdentityHolder(), stats, log, () => clock.now());
+  const report = new ComplianceReport(config().report, () => clock.now(), identity.holder, stats);
+  // The report survives restarts (state.dir/report.json) and, with report.store: postgres://, spans instances.
+  const stateFile = new ReportStateFile(config().state.dir, report, log);
+  stateFile.load();
+  const store0 = config().report.store;
+  let reportStore: PostgresStore | undefined;
+  let httpToken = config().listen.httpToken === undefined ? undefined : readHttpToken(config().listen.httpToken!);
   const observers: Observer[] = [queryLog, auditLog, report];
 
   // Benchmark-only switch: bench/run.sh measures what stage 2 costs by turning it off.
@@ -81,9 +104,12 @@ export async function start(opts: StartOptions): Promise<Running> {
     ...(measure ? [new MetricsStage(stats, observers)] : []),
     // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
     new ValidateStage(policy),
-    // 4+5. Client policy and blocklist. Above the cache, so policy applies to
-    //      cached answers and the cache stays client-independent.
-    new BlocklistStage(policy, clock),
+    // 4a. ECS/MAC EDNS options: believed from clients.trustedRelays, stripped from every query
+    //     before it can reach the cache or an upstream. Before policy, which needs the real client.
+    new RelayStage(policy, stats),
+    // 4+5. Client policy (with the device identity) and blocklist. Above the cache, so policy
+    //      applies to cached answers and the cache stays client-independent.
+    new BlocklistStage(policy, clock, identity.holder),
     // 6. Upstream answers only; identical queries in flight are coalesced.
     new CacheStage(() => cache, stats),
   ];
@@ -108,7 +134,41 @@ export async function start(opts: StartOptions): Promise<Running> {
   const closeAll = async (): Promise<void> => {
     await Promise.all([...udp.map((l) => l.close()), ...tcp.map((l) => l.close())]);
     await Promise.all([queryLog.close(), auditLog.close()]);
+    identity.close();
+    report.drain();
+    await Promise.all([stateFile.close(), reportStore?.close()]);
     await httpServer?.close();
+  };
+  const readReport = async (): Promise<ReportSnapshot> => {
+    if (!reportStore) return report.snapshot();
+    report.drain(); // this instance's latest events go to the spool first
+    await reportStore.flush(true);
+    try {
+      return await reportStore.read(config().report.maxClients);
+    } catch (e) {
+      log.warn('SH_REPORT_STORE', 'PostgreSQL report store unreachable; serving this instance\'s report', { error: (e as Error).message });
+      return { ...report.snapshot(), source: 'memory (postgres unreachable)' };
+    }
+  };
+  const page = async (): Promise<string> => renderPage(await pageData());
+  const pageData = async (): Promise<PageData> => {
+    const g = policy.current;
+    const now = clock.now();
+    const degraded = [
+      ...reloader.lastProblems.slice(0, 3).map((p) => `last reload rejected, generation ${g.number} stays in force: ${p}`),
+      ...identity.sources().filter((s) => s.problems.length).map((s) => `lease file ${s.file}: ${s.problems[0]}`),
+    ];
+    const r = await readReport();
+    if (r.source !== 'memory' && r.source !== 'postgres') degraded.push(`report store unreachable: ${reportStore?.spooled ?? 0} events spooled`);
+    return {
+      now, version: VERSION, report: r,
+      exceptions: g.exceptions.map((e) => ({ ...e, allow: [...e.allowLists, ...e.allowDomains] })),
+      policy: {
+        generation: g.number, degraded,
+        lists: g.config.blocking.lists.map((l) => ({ name: l.name, rules: g.ruleCounts.get(l.name) ?? 0, enforced: g.config.blocking.enforce.includes(l.name) })),
+      },
+      identity: { devices: identity.holder.current.size, sources: identity.sources().map((s) => ({ ...s, ok: !s.problems.length })) },
+    };
   };
   try {
     for (const ep of config().listen.dns) {
@@ -124,12 +184,25 @@ export async function start(opts: StartOptions): Promise<Running> {
     if (httpEp) {
       httpServer = await startHttp(
         httpEp,
-        { registry, ready: () => !closing && dns.length > 0, json: { '/api/blocked-clients': () => report.snapshot() } },
+        {
+          registry, ready: () => !closing && dns.length > 0, json: { '/api/blocked-clients': readReport },
+          html: { '/': page }, token: () => httpToken,
+        },
         log,
       ).catch((e: NodeJS.ErrnoException) => {
         throw new SinkholeError('SH_LISTEN', `cannot listen for HTTP on ${httpEp.host}:${httpEp.port}: ${e.code ?? e.message}`);
       });
     }
+    if (store0.kind === 'postgres') {
+      // Named by host and DNS port, so two instances on one host are told apart in the table.
+      reportStore = new PostgresStore(
+        { url: store0.url, instance: `${hostname()}:${dns[0]?.udp.port ?? 0}`, windowMs: config().report.windowMs, retentionMs: config().report.retentionMs, now: () => clock.now() },
+        log,
+      );
+      report.sink = reportStore;
+      reportStore.start();
+    }
+    stateFile.start();
   } catch (e) {
     await closeAll();
     throw e;
@@ -143,11 +216,26 @@ export async function start(opts: StartOptions): Promise<Running> {
     queryLog.configure(next.config.log);
     auditLog.configure(next.config.log.audit);
     report.configure(next.config.report);
+    reportStore?.configure(next.config.report);
+    if (!isDeepStrictEqual(identityConfig(next.config), identityConfig(previous.config))) identity.configure(identityConfig(next.config));
+    if (next.config.listen.httpToken !== undefined) {
+      try {
+        httpToken = readHttpToken(next.config.listen.httpToken);
+      } catch (e) {
+        log.error('SH_HTTP_TOKEN', `${(e as Error).message}; the previous token stays in force`);
+      }
+    } else httpToken = undefined;
+    if (!isDeepStrictEqual(next.config.report.store, previous.config.report.store) || next.config.state.dir !== previous.config.state.dir) {
+      log.warn('SH_RESTART_NEEDED', 'report.store and state.dir take effect on restart', {});
+    }
     if (!isDeepStrictEqual(next.config.listen, previous.config.listen)) {
       log.warn('SH_RESTART_NEEDED', 'listen addresses changed; they take effect on restart', {});
     }
   });
-  if (opts.watch !== false) reloader.watch();
+  if (opts.watch !== false) {
+    reloader.watch();
+    identity.watch();
+  }
 
   return {
     dns,
@@ -157,10 +245,14 @@ export async function start(opts: StartOptions): Promise<Running> {
     registry,
     reloader,
     report,
+    readReport,
+    identity,
+    reportStore,
+    saveState: () => stateFile.save(),
     cache: () => cache,
     handler,
     reopenLogs: async () => {
-      await Promise.all([queryLog.reopen(), auditLog.reopen()]);
+      await Promise.all([queryLog.reopen(), auditLog.reopen(), identity.reload()]);
     },
     close() {
       closed ??= shutdown();
@@ -174,6 +266,10 @@ export async function start(opts: StartOptions): Promise<Running> {
     reloader.close();
     await closeAll();
   }
+}
+
+function identityConfig(c: Generation['config']): { leases: Generation['config']['identity']['leases']; static: ReadonlyMap<string, string> } {
+  return { leases: c.identity.leases, static: c.identity.static };
 }
 
 /** Each exception that is new or changed is logged when it is loaded, and each one dropped, so the log is an audit of the records. */

@@ -191,8 +191,8 @@ t.test('compliance report: who still asks for TikTok, over HTTP and the CLI', as
 
 t.test('compliance report memory stays bounded with 100k distinct clients', async (t) => {
   let now = 0;
-  const r = new ComplianceReport({ windowMs: 86_400_000, maxClients: 1000 }, () => now);
-  const q = (client: string): never => ({ client }) as never;
+  const r = new ComplianceReport({ windowMs: 86_400_000, maxClients: 1000, store: { kind: 'memory' }, retentionMs: 86_400_000 }, () => now);
+  const q = (client: string): never => ({ client, mac: undefined }) as never;
   for (let i = 0; i < 50; i++) r.observe(q('10.0.0.1'), { wire: Buffer.alloc(4), result: 'blocked', list: 'tiktok' });
   for (let i = 0; i < 100_000; i++) {
     now++;

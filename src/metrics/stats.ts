@@ -62,6 +62,15 @@ export class Stats {
   /** Errors thrown inside the pipeline and turned into SERVFAIL by the recover stage. */
   internalErrors = 0;
 
+  // Identity (issue 11): lease file reads by `${format}|${result}`, and EDNS identity options.
+  readonly identityReloads = new Map<string, number>();
+  /** Queries from clients.trustedRelays whose ECS/MAC option named the client. */
+  relayedIdentity = 0;
+  /** Queries with ECS/MAC options from anyone else: ignored and stripped. */
+  untrustedIdentityOptions = 0;
+  /** Blocked-query events the report could not take (its intake was full within one event-loop turn). */
+  reportDropped = 0;
+
   countQuery(proto: 'udp' | 'tcp', qtype: number): void {
     this.queries[(proto === 'udp' ? 0 : QTYPE_SLOTS.length) + QTYPE_SLOT[qtype]!]!++;
   }

@@ -21,6 +21,8 @@ export interface Generation {
   readonly ruleCounts: ReadonlyMap<string, number>;
   readonly exceptions: readonly Exception[];
   readonly clients: ClientDirectory;
+  /** clients.trustedRelays: the only sources whose ECS and MAC options are believed. */
+  readonly relays: CidrSet;
   readonly responder: SinkholeResponder;
   /** Every file this generation was built from: the reloader watches them. */
   readonly files: readonly string[];
@@ -76,7 +78,7 @@ export function compile(config: Config, number: number): Generation {
     }
   }
   const groups = new Map<string, CidrSet>(config.clients.groups.map((g) => [g.name, compileCidrs(g.members)]));
-  const ex = loadExceptions(config.exceptions, { lists: new Set(config.blocking.lists.map((l) => l.name)), groups });
+  const ex = loadExceptions(config.exceptions, { lists: new Set(config.blocking.lists.map((l) => l.name)), groups: new Set(groups.keys()) });
   problems.push(...ex.problems);
   if (config.exceptions && 'file' in config.exceptions) files.push(config.exceptions.file);
   if (problems.length) throw new PolicyError(problems);
@@ -86,7 +88,8 @@ export function compile(config: Config, number: number): Generation {
   matcher.lists.forEach((l, i) => (enforced[i] = config.blocking.enforce.includes(l.name) ? 1 : 0));
   return Object.freeze({
     number, config, matcher, enforced, ruleCounts, exceptions: ex.exceptions,
-    clients: new ClientDirectory(compileCidrs(config.clients.allowFrom), groups, ex.exceptions),
+    clients: new ClientDirectory(compileCidrs(config.clients.allowFrom), config.clients.groups, ex.exceptions),
+    relays: compileCidrs(config.clients.trustedRelays),
     responder: new SinkholeResponder(config.blocking.response, config.blocking.ttl),
     files,
   });

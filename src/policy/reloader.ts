@@ -24,6 +24,8 @@ export class Reloader {
   private watchedDirs = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private pendingKind: ReloadKind | undefined;
+  /** The problems of the last reload attempt; empty after a successful one (the admin page shows them). */
+  lastProblems: string[] = [];
 
   constructor(
     private readonly configFile: string,
@@ -45,12 +47,14 @@ export class Reloader {
       this.holder.current = next;
       this.stats.reload(kind, 'success');
       this.log.info('policy reloaded', { kind, generation: next.number, rules: [...next.ruleCounts.values()].reduce((a, b) => a + b, 0), exceptions: next.exceptions.length });
+      this.lastProblems = [];
       this.onSwap(next, previous);
       this.rewatch();
       return [];
     } catch (e) {
       this.stats.reload(kind, 'failure');
       const problems = e instanceof PolicyError ? e.problems.map(formatProblem) : [String(e)];
+      this.lastProblems = problems;
       for (const p of problems) this.log.error(e instanceof PolicyError ? e.code : 'SH_INTERNAL', `reload rejected, generation ${previous.number} stays in force: ${p}`, { kind });
       return problems;
     }
