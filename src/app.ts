@@ -129,6 +129,8 @@ export async function start(opts: StartOptions): Promise<Running> {
     tcpConnections: () => tcp.reduce((n, l) => n + l.connections, 0),
     now: () => clock.now(),
     version: VERSION,
+    identityDevices: () => identity.holder.current.size,
+    reportStore: () => reportStore,
   });
   // Listeners first (each answers what it has in flight), then the logs, then HTTP: /readyz says 503 until the end.
   const closeAll = async (): Promise<void> => {

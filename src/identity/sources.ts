@@ -9,6 +9,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
+import { EventEmitter } from 'node:events';
 import { formatProblem, type Problem } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parseLeases, type Lease, type LeaseFormat } from './leaseFormats.js';
@@ -73,7 +74,8 @@ export function loadIdentity(config: IdentityConfig, now: number): { table: Iden
 /** Lease writers rewrite in bursts (dnsmasq truncates then writes; Kea appends row by row). */
 const DEBOUNCE_MS = 250;
 
-export class IdentitySources {
+/** Emits 'swap' (table) after each new table is in place. */
+export class IdentitySources extends EventEmitter {
   private status: SourceStatus[] = [];
   private good: Lease[][] = [];
   private watchers: FSWatcher[] = [];
@@ -88,6 +90,7 @@ export class IdentitySources {
     private readonly log: Logger,
     private readonly now: () => number,
   ) {
+    super();
     this.reset();
   }
 
@@ -181,6 +184,7 @@ export class IdentitySources {
 
   private rebuild(): void {
     this.holder.current = IdentityTable.build(this.good, this.config.static, this.now(), this.holder.current);
+    this.emit('swap', this.holder.current);
   }
 
   private closeWatchers(): void {
