@@ -30,6 +30,9 @@ COPY bin ./bin
 COPY blocklists ./blocklists
 COPY exceptions.yaml ./exceptions.yaml
 COPY sinkhole.docker.yaml ./sinkhole.yaml
+# state.dir (the compliance report survives restarts there): writable by the service user; mount a volume to keep it.
+RUN mkdir -p /app/.sinkhole-state && chown node:node /app/.sinkhole-state
+VOLUME /app/.sinkhole-state
 USER node
 EXPOSE 53/udp 53/tcp 9153
 # /healthz answers 200 while the process serves; node's fetch avoids installing curl.

@@ -17,6 +17,8 @@ export class ReportStateFile {
   private timer: NodeJS.Timeout | undefined;
   private saved = -1;
   private writing: Promise<void> | undefined;
+  /** Logged once per run of failures, not every few seconds. */
+  private failing = false;
 
   constructor(
     dir: string,
@@ -69,8 +71,13 @@ export class ReportStateFile {
     this.writing = this.write(JSON.stringify(this.report.toJSON()))
       .then(() => {
         this.saved = version;
+        if (this.failing) this.log.info('report state file written again', { file: this.file });
+        this.failing = false;
       })
-      .catch((e: unknown) => this.log.error('SH_REPORT_STORE', 'cannot write the report state file; will retry', { file: this.file, error: String(e) }))
+      .catch((e: unknown) => {
+        if (!this.failing) this.log.error('SH_REPORT_STORE', 'cannot write the report state file; will retry', { file: this.file, error: String(e) });
+        this.failing = true;
+      })
       .finally(() => (this.writing = undefined));
     return this.writing;
   }
