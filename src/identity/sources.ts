@@ -71,8 +71,13 @@ export function loadIdentity(config: IdentityConfig, now: number): { table: Iden
   return { table: IdentityTable.build(sources, config.static, now), problems };
 }
 
-/** Lease writers rewrite in bursts (dnsmasq truncates then writes; Kea appends row by row). */
+/**
+ * Lease writers rewrite in bursts (dnsmasq truncates then writes; Kea appends row by row). A busy DHCP
+ * server changes its file many times a second, and a 50k-lease file costs tens of ms to read: a source is
+ * read at most once per MIN_INTERVAL_MS, DEBOUNCE_MS after the last change seen.
+ */
 const DEBOUNCE_MS = 250;
+const MIN_INTERVAL_MS = 2000;
 
 /** Emits 'swap' (table) after each new table is in place. */
 export class IdentitySources extends EventEmitter {
@@ -142,9 +147,15 @@ export class IdentitySources extends EventEmitter {
     }
   }
 
+  private readonly lastRead = new Map<number, number>();
+
   private changed(i: number): void {
     clearTimeout(this.timers.get(i));
-    this.timers.set(i, setTimeout(() => void this.reload(i), DEBOUNCE_MS));
+    const wait = Math.max(DEBOUNCE_MS, (this.lastRead.get(i) ?? 0) + MIN_INTERVAL_MS - Date.now());
+    this.timers.set(i, setTimeout(() => {
+      this.lastRead.set(i, Date.now());
+      void this.reload(i);
+    }, wait));
   }
 
   /** Re-reads one source (or all) now; resolves when the new table is in place. */

@@ -54,20 +54,26 @@ export class IdentityTable {
    * the later start wins. `previous` carries history the files no longer show.
    */
   static build(sources: readonly (readonly Lease[])[], statics: ReadonlyMap<string, string>, now: number, previous?: IdentityTable): IdentityTable {
-    const perIp = new Map<string, { lease: Lease; source: number }>();
-    const rowsByIp = new Map<string, Lease[]>();
+    const perIp = new Map<string, Lease>();
+    const sourceOf = new Map<string, number>();
+    // Most addresses have one row: only those with several keep a list (a 50k-lease file is rebuilt on every change).
+    const rowsByIp = new Map<string, Lease | Lease[]>();
     sources.forEach((leases, source) => {
       for (const lease of leases) {
         const cur = perIp.get(lease.ip);
-        if (!cur || cur.source === source || lease.start >= cur.lease.start) perIp.set(lease.ip, { lease, source });
-        let rows = rowsByIp.get(lease.ip);
-        if (!rows) rowsByIp.set(lease.ip, (rows = []));
-        rows.push(lease);
+        if (cur === undefined || sourceOf.get(lease.ip) === source || lease.start >= cur.start) {
+          perIp.set(lease.ip, lease);
+          sourceOf.set(lease.ip, source);
+        }
+        const rows = rowsByIp.get(lease.ip);
+        if (rows === undefined) rowsByIp.set(lease.ip, lease);
+        else if (Array.isArray(rows)) rows.push(lease);
+        else rowsByIp.set(lease.ip, [rows, lease]);
       }
     });
     // Each MAC's latest active lease: the address it is at now.
     const latest = new Map<string, Lease>();
-    for (const { lease } of perIp.values()) {
+    for (const lease of perIp.values()) {
       if (!lease.active || !lease.mac) continue;
       const l = latest.get(lease.mac);
       if (!l || lease.start >= l.start) latest.set(lease.mac, lease);
@@ -75,13 +81,14 @@ export class IdentityTable {
     const t = new IdentityTable(statics, new Map());
     const device = (l: Lease): Device =>
       Object.freeze({ ip: l.ip, mac: l.mac, hostname: (l.mac && statics.get(l.mac)) || l.hostname, leaseHostname: l.hostname, start: l.start, end: l.end });
-    for (const { lease } of perIp.values()) {
+    for (const lease of perIp.values()) {
       if (!lease.active) continue;
       if (lease.mac && latest.get(lease.mac) !== lease) continue; // the device has moved on
       const d = device(lease);
       t.current.set(lease.ip, d);
       if (d.mac) t.macs.set(d.mac, d);
-      for (const h of new Set([d.hostname, d.leaseHostname])) if (h) t.addHost(h, d.mac || d.ip);
+      if (d.hostname) t.addHost(d.hostname, d.mac || d.ip);
+      if (d.leaseHostname && d.leaseHostname !== d.hostname) t.addHost(d.leaseHostname, d.mac || d.ip);
     }
     for (const [mac, name] of statics) {
       if (!t.macs.has(mac)) t.bare.set(mac, Object.freeze({ ip: '', mac, hostname: name, leaseHostname: '', start: 0, end: Infinity }));
@@ -156,13 +163,24 @@ export class IdentityTable {
    * or when its MAC took a later lease elsewhere), after whatever older
    * intervals the previous table remembered and the files no longer show.
    */
-  private buildHistory(rowsByIp: Map<string, Lease[]>, latest: Map<string, Lease>, now: number, previous?: IdentityTable): void {
+  private buildHistory(rowsByIp: Map<string, Lease | Lease[]>, latest: Map<string, Lease>, now: number, previous?: IdentityTable): void {
     const history = this.history as Map<string, Interval[]>;
     const oldest = now - HISTORY_MS;
-    const ips = new Set([...rowsByIp.keys(), ...(previous?.history.keys() ?? [])]);
+    const ips = new Set(rowsByIp.keys());
+    if (previous) for (const ip of previous.history.keys()) ips.add(ip);
     for (const ip of ips) {
       const before = previous?.history.get(ip) ?? [];
-      const rows = rowsByIp.get(ip) ?? [];
+      const entry = rowsByIp.get(ip);
+      // The common case on a rebuild: one active row, the same device as before, not moved: keep the history as it was.
+      if (entry !== undefined && !Array.isArray(entry) && entry.active && before.length > 0) {
+        const last = before[before.length - 1]!;
+        const moved = entry.mac ? latest.get(entry.mac) : undefined;
+        if (last.mac === entry.mac && last.to === entry.end && (entry.start === 0 || last.from === entry.start) && (!moved || moved === entry) && last.to >= oldest) {
+          history.set(ip, before as Interval[]);
+          continue;
+        }
+      }
+      const rows = entry === undefined ? [] : Array.isArray(entry) ? entry : [entry];
       const fresh: Interval[] = [];
       rows.forEach((row, k) => {
         const next = rows[k + 1];

@@ -26,6 +26,8 @@ export interface Outcome {
   viaTarget?: string;
   /** For a fresh upstream reply: what the cache needs to store it. */
   scan?: ScannedReply;
+  /** Set when a trusted relay's ECS/MAC option named the client (stages/relay.ts): who the logs and report record. */
+  relayed?: { client: string; mac: string | undefined };
 }
 
 export type Handler = (q: Query) => Outcome | Promise<Outcome>;

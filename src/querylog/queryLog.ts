@@ -36,7 +36,7 @@ export class QueryLog implements Observer {
     if (!this.writer || (this.settings.queries === 'blocked' && o.result !== 'blocked')) return;
     this.writer.write({
       time: new Date().toISOString(),
-      client: this.settings.anonymizeClients ? anonymize(q.client) : q.client,
+      client: this.settings.anonymizeClients ? anonymize(o.relayed?.client ?? q.client) : (o.relayed?.client ?? q.client),
       proto: q.proto,
       name: q.qname,
       type: typeName(q.qtype),

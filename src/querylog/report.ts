@@ -117,8 +117,9 @@ export class ComplianceReport implements Observer {
       if (this.stats) this.stats.reportDropped++;
       return;
     }
-    this.inClient[i] = q.client;
-    this.inMac[i] = q.mac;
+    const relayed = o.relayed;
+    this.inClient[i] = relayed === undefined ? q.client : relayed.client;
+    this.inMac[i] = relayed === undefined ? q.mac : relayed.mac;
     this.inList[i] = o.list!;
     this.inAt[i] = this.now();
     this.pending = i + 1;

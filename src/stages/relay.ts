@@ -12,7 +12,7 @@ import { parseAddress } from '../policy/cidr.js';
 import type { PolicyHolder } from '../policy/holder.js';
 import { OPTION_ECS, OPTION_MAC, type Query } from '../dns/query.js';
 import { macFromBytes, normalizeMac } from '../identity/mac.js';
-import type { Handler, Outcome, Stage } from '../pipeline/types.js';
+import { isPromise, type Handler, type Outcome, type Stage } from '../pipeline/types.js';
 import type { Stats } from '../metrics/stats.js';
 
 export class RelayStage implements Stage {
@@ -24,7 +24,12 @@ export class RelayStage implements Stage {
 
   handle(q: Query, next: Handler): Outcome | Promise<Outcome> {
     if (!q.identityOptions) return next(q);
-    return next(this.rewrite(q));
+    const inner = this.rewrite(q);
+    if (inner.client === q.client && inner.mac === undefined) return next(inner);
+    // The stages above (metrics, logs, report) hold the query as received: tell them who asked.
+    const relayed = { client: inner.client, mac: inner.mac };
+    const r = next(inner);
+    return isPromise(r) ? r.then((o) => ({ ...o, relayed })) : { ...r, relayed };
   }
 
   private rewrite(q: Query): Query {
