@@ -14,6 +14,8 @@ import { startPostgres } from './helpers/postgres.js';
 import { start } from '../src/app.js';
 import { silentLogger } from '../src/log.js';
 import type { ReportSnapshot } from '../src/querylog/report.js';
+import { PostgresStore } from '../src/querylog/reportPostgres.js';
+import pgClient from 'pg';
 
 const ROOT = join(import.meta.dirname, '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
@@ -179,7 +181,9 @@ t.test('PostgreSQL: two instances keep one report; with the database stopped und
     }
   };
   const load = loadFor(3000);
-  await new Promise((r) => setTimeout(r, 300));
+  // Long enough for a flush or two to reach the database before it goes away.
+  await new Promise((r) => setTimeout(r, 1200));
+  const insertedBefore = stores.reduce((n, s) => n + s.inserted, 0);
   await pg.stop();
   await load;
   t.equal(answered, sent, `all ${sent} queries answered while the database was down`);
@@ -206,5 +210,26 @@ t.test('PostgreSQL: two instances keep one report; with the database stopped und
   t.equal(after.source, 'postgres');
   t.equal(after.clients.reduce((n, c) => n + c.blocked, 0), 6 + sent, 'every blocked query is in the shared report, none lost');
   t.equal(stores.reduce((n, s) => n + s.dropped, 0), 0);
-  t.comment(`PostgreSQL stopped under load: ${sent} blocked queries over 3 s on two instances, all answered (slowest ${worst.toFixed(1)} ms); ${spooled} events spooled; replayed ${replayMs.toFixed(0)} ms after restart; report total ${6 + sent}`);
+  // Retention: events older than report.retention are deleted (checked every 10 minutes).
+  let now = Date.now();
+  const store = new PostgresStore({ url: pg.url, instance: 'retention-test', windowMs: 3_600_000, retentionMs: 3_600_000, now: () => now }, silentLogger);
+  t.teardown(() => store.close());
+  store.push({ at: now - 2 * 3_600_000, client: '127.0.9.1', mac: '', hostname: '', list: 'tiktok' });
+  store.push({ at: now, client: '127.0.9.2', mac: '', hostname: '', list: 'tiktok' });
+  await store.flush(true);
+  const count = async (): Promise<number> => {
+    const c = new pgClient.Client(pg.url);
+    await c.connect();
+    const r = await c.query<{ n: string }>("SELECT count(*) AS n FROM sinkhole_blocked WHERE client LIKE '127.0.9.%'");
+    await c.end();
+    return Number(r.rows[0]!.n);
+  };
+  t.equal(await count(), 1, 'the first round pruned the event older than the retention window');
+  store.push({ at: now - 2 * 3_600_000, client: '127.0.9.3', mac: '', hostname: '', list: 'tiktok' });
+  await store.flush(true);
+  t.equal(await count(), 2, 'no second prune within 10 minutes');
+  now += 11 * 60_000;
+  await store.flush(true);
+  t.equal(await count(), 1, 'pruned again 10 minutes later');
+  t.comment(`PostgreSQL stopped under load: ${sent} blocked queries over 3 s on two instances, all answered (slowest ${worst.toFixed(1)} ms); ${insertedBefore} events inserted before the stop, ${spooled} spooled during the outage; replayed ${replayMs.toFixed(0)} ms after restart; report total ${6 + sent}`);
 });
