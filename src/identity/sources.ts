@@ -77,7 +77,7 @@ export function loadIdentity(config: IdentityConfig, now: number): { table: Iden
  * read at most once per MIN_INTERVAL_MS, DEBOUNCE_MS after the last change seen.
  */
 const DEBOUNCE_MS = 250;
-const MIN_INTERVAL_MS = 2000;
+const MIN_INTERVAL_MS = 1000;
 
 /** Emits 'swap' (table) after each new table is in place. */
 export class IdentitySources extends EventEmitter {
