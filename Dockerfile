@@ -30,9 +30,10 @@ COPY bin ./bin
 COPY blocklists ./blocklists
 COPY exceptions.yaml ./exceptions.yaml
 COPY sinkhole.docker.yaml ./sinkhole.yaml
-# state.dir (the last good policy) must be writable by the service user; mount a volume here to keep it
-# across container re-creation: -v sinkhole-state:/app/.sinkhole-state
+# state.dir (the last good policy, and the compliance report across restarts) must be writable by the service
+# user; the volume keeps it across container re-creation: -v sinkhole-state:/app/.sinkhole-state
 RUN mkdir -p /app/.sinkhole-state && chown node:node /app/.sinkhole-state
+VOLUME /app/.sinkhole-state
 USER node
 EXPOSE 53/udp 53/tcp 9153
 # /healthz answers 200 while the process serves; node's fetch avoids installing curl.

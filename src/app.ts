@@ -36,7 +36,16 @@ import { VERSION } from './version.js';
 import type { Registry } from 'prom-client';
 import { QueryLog } from './querylog/queryLog.js';
 import { AuditLog } from './querylog/auditLog.js';
-import { ComplianceReport } from './querylog/report.js';
+import { ComplianceReport, type ReportSnapshot } from './querylog/report.js';
+// Identity and the shared report (issue 11).
+import { hostname } from 'node:os';
+import { IdentityHolder, IdentitySources } from './identity/sources.js';
+import type { IdentityTable } from './identity/table.js';
+import { RelayStage } from './stages/relay.js';
+import { ReportStateFile } from './querylog/reportState.js';
+import { PostgresStore } from './querylog/reportPostgres.js';
+import { renderPage, type PageData } from './metrics/page.js';
+import { readHttpToken } from './metrics/token.js';
 import { WorkerPool } from './workers.js';
 import { RateLimitStage } from './stages/rateLimit.js';
 import { PolicyStateStore } from './state/snapshot.js';
@@ -59,6 +68,13 @@ export interface Running {
   registry: Registry;
   reloader: Reloader;
   report: ComplianceReport;
+  /** The report as /api/blocked-clients serves it: from PostgreSQL when that is the store and it answers. */
+  readReport(): Promise<ReportSnapshot>;
+  identity: IdentitySources;
+  /** The PostgreSQL report store, when report.store names one. */
+  reportStore?: PostgresStore;
+  /** Writes the report's state file now (tests; also done every few seconds and at close). */
+  saveState(): Promise<void>;
   cache: () => ReplyCache;
   forwarder: () => Forwarder;
   /** The worker query threads (workers: N > 1), else undefined. */
@@ -103,6 +119,8 @@ export class DataPlane {
 
   constructor(
     readonly policy: PolicyHolder,
+    /** Address → device, from the lease files (built on the main thread, handed to the others). */
+    readonly identity: IdentityHolder,
     private readonly log: Logger,
     private readonly clock: Clock,
     /** The compliance report, or a batcher that hands blocked queries to the thread that keeps it. */
@@ -136,9 +154,12 @@ export class DataPlane {
       //     allowFrom never gets a bucket. It never changes a blocked or excepted decision: it only
       //     decides whether a query is answered at all.
       this.rateLimit,
-      // 4+5. Client policy and blocklist. Above the cache, so policy applies to
-      //      cached answers and the cache stays client-independent.
-      new BlocklistStage(policy, clock),
+      // 4a. ECS/MAC EDNS options: believed from clients.trustedRelays, stripped from every query
+      //     before it can reach the cache or an upstream. Before policy, which needs the real client.
+      new RelayStage(policy, stats),
+      // 4+5. Client policy (with the device identity) and blocklist. Above the cache, so policy
+      //      applies to cached answers and the cache stays client-independent.
+      new BlocklistStage(policy, clock, identity),
       // 6. Upstream answers only; identical queries in flight are coalesced. Serve-stale and prefetch
       //    live here, below the blocklist, so a stale answer is judged by the policy like any other.
       new CacheStage(() => this.cache, stats, config_, clock),
@@ -210,11 +231,25 @@ export async function start(opts: StartOptions): Promise<Running> {
   const policy = new PolicyHolder(hydrate(initial, 1));
   const config = (): Generation['config'] => policy.current.config;
 
-  // One for the whole server: the report (fed by every thread), the reloader, /metrics and HTTP.
-  const report = new ComplianceReport(config().report, () => clock.now());
-  const plane = new DataPlane(policy, log, clock, report);
-  const workers = config().workers > 1 ? new WorkerPool(config().workers - 1, report, log) : undefined;
+  // One for the whole server: identity, the report (fed by every thread), the reloader, /metrics and HTTP.
+  const identityHolder = new IdentityHolder();
+  const report0: { r?: ComplianceReport } = {};
+  const plane = new DataPlane(policy, identityHolder, log, clock, { observe: (q, o) => report0.r!.observe(q, o) });
   const stats = plane.stats;
+  // Identity: lease files and identity.static, compiled into a table that lease changes swap (and hand to every thread).
+  const identity = new IdentitySources(identityConfig(config()), identityHolder, stats, log, () => clock.now());
+  const report = (report0.r = new ComplianceReport(config().report, () => clock.now(), identity.holder, stats));
+  const workers = config().workers > 1 ? new WorkerPool(config().workers - 1, report, log) : undefined;
+  if (workers) {
+    workers.identity(identity.holder.current);
+    identity.on('swap', (t: IdentityTable) => workers.identity(t));
+  }
+  // The report survives restarts (state.dir/report.json) and, with report.store: postgres://, spans instances.
+  const stateFile = new ReportStateFile(config().state.dir, report, log);
+  stateFile.load();
+  const store0 = config().report.store;
+  let reportStore: PostgresStore | undefined;
+  let httpToken = config().listen.httpToken === undefined ? undefined : readHttpToken(config().listen.httpToken!);
   // One writer of state.dir for the whole process; DNS never waits for it.
   const state = new PolicyStateStore(log, stats);
   if (starting.inputs) void state.save(policy.current, starting.inputs);
@@ -233,11 +268,48 @@ export async function start(opts: StartOptions): Promise<Running> {
     workerRestarts: () => workers?.restarts ?? 0,
     now: () => clock.now(),
     version: VERSION,
+    identityDevices: () => identity.holder.current.size,
+    reportStore: () => reportStore,
   });
   // Query threads first (each answers what it has in flight), then HTTP: /readyz says 503 until the end.
   const closeAll = async (): Promise<void> => {
     await Promise.all([workers?.close(), plane.close()]);
+    identity.close();
+    report.drain();
+    await Promise.all([stateFile.close(), reportStore?.close()]);
     await httpServer?.close();
+  };
+  const readReport = async (): Promise<ReportSnapshot> => {
+    if (!reportStore) return report.snapshot();
+    report.drain(); // this instance's latest events go to the spool first
+    await reportStore.flush(true);
+    try {
+      return await reportStore.read(config().report.maxClients);
+    } catch (e) {
+      log.warn('SH_REPORT_STORE', 'PostgreSQL report store unreachable; serving this instance\'s report', { error: (e as Error).message });
+      return { ...report.snapshot(), source: 'memory (postgres unreachable)' };
+    }
+  };
+  const page = async (): Promise<string> => renderPage(await pageData());
+  const pageData = async (): Promise<PageData> => {
+    const g = policy.current;
+    const now = clock.now();
+    const degraded = [
+      ...(g.degraded ? [`serving the last good policy saved ${g.degraded.snapshotTakenAt}: the files on disk do not compile`] : []),
+      ...reloader.lastProblems.slice(0, 3).map((p) => `last reload rejected, generation ${g.number} stays in force: ${p}`),
+      ...identity.sources().filter((s) => s.problems.length).map((s) => `lease file ${s.file}: ${s.problems[0]}`),
+    ];
+    const r = await readReport();
+    if (r.source !== 'memory' && r.source !== 'postgres') degraded.push(`report store unreachable: ${reportStore?.spooled ?? 0} events spooled`);
+    return {
+      now, version: VERSION, report: r,
+      exceptions: g.exceptions.map((e) => ({ ...e, allow: [...e.allowLists, ...e.allowDomains] })),
+      policy: {
+        generation: g.number, degraded,
+        lists: g.config.blocking.lists.map((l) => ({ name: l.name, rules: g.ruleCounts.get(l.name) ?? 0, enforced: g.config.blocking.enforce.includes(l.name) })),
+      },
+      identity: { devices: identity.holder.current.size, sources: identity.sources().map((s) => ({ ...s, ok: !s.problems.length })) },
+    };
   };
   let dns: Running['dns'] = [];
   try {
@@ -256,7 +328,9 @@ export async function start(opts: StartOptions): Promise<Running> {
           registry,
           ready: () => !closing && dns.length > 0,
           degraded: () => degradedNote(policy.current),
-          json: { '/api/blocked-clients': () => report.snapshot() },
+          json: { '/api/blocked-clients': readReport },
+          html: { '/': page },
+          token: () => httpToken,
           beforeMetrics: () => workers?.refresh() ?? Promise.resolve(),
         },
         log,
@@ -264,6 +338,16 @@ export async function start(opts: StartOptions): Promise<Running> {
         throw new SinkholeError('SH_LISTEN', `cannot listen for HTTP on ${httpEp.host}:${httpEp.port}: ${e.code ?? e.message}`);
       });
     }
+    if (store0.kind === 'postgres') {
+      // Named by host and DNS port, so two instances on one host are told apart in the table.
+      reportStore = new PostgresStore(
+        { url: store0.url, instance: `${hostname()}:${dns[0]?.udp.port ?? 0}`, windowMs: config().report.windowMs, retentionMs: config().report.retentionMs, now: () => clock.now() },
+        log,
+      );
+      report.sink = reportStore;
+      reportStore.start();
+    }
+    stateFile.start();
   } catch (e) {
     await closeAll();
     throw e;
@@ -276,11 +360,26 @@ export async function start(opts: StartOptions): Promise<Running> {
     plane.swap(next, previous);
     workers?.policy(data, next.number);
     report.configure(next.config.report);
+    reportStore?.configure(next.config.report);
+    if (!isDeepStrictEqual(identityConfig(next.config), identityConfig(previous.config))) identity.configure(identityConfig(next.config));
+    if (next.config.listen.httpToken !== undefined) {
+      try {
+        httpToken = readHttpToken(next.config.listen.httpToken);
+      } catch (e) {
+        log.error('SH_HTTP_TOKEN', `${(e as Error).message}; the previous token stays in force`);
+      }
+    } else httpToken = undefined;
+    if (!isDeepStrictEqual(next.config.report.store, previous.config.report.store) || next.config.state.dir !== previous.config.state.dir) {
+      log.warn('SH_RESTART_NEEDED', 'report.store and state.dir take effect on restart', {});
+    }
     if (!isDeepStrictEqual(next.config.listen, previous.config.listen) || next.config.workers !== previous.config.workers) {
       log.warn('SH_RESTART_NEEDED', 'listen addresses or workers changed; they take effect on restart', {});
     }
   });
-  if (opts.watch !== false) reloader.watch();
+  if (opts.watch !== false) {
+    reloader.watch();
+    identity.watch();
+  }
 
   return {
     dns,
@@ -290,13 +389,17 @@ export async function start(opts: StartOptions): Promise<Running> {
     registry,
     reloader,
     report,
+    readReport,
+    identity,
+    reportStore,
+    saveState: () => stateFile.save(),
     cache: () => plane.cache,
     forwarder: () => plane.forwarder,
     workers,
     state,
     handler: plane.handler,
     reopenLogs: async () => {
-      await Promise.all([plane.reopenLogs(), workers?.reopenLogs()]);
+      await Promise.all([plane.reopenLogs(), workers?.reopenLogs(), identity.reload()]);
     },
     close() {
       closed ??= shutdown();
@@ -311,6 +414,10 @@ export async function start(opts: StartOptions): Promise<Running> {
     await closeAll();
     await state.idle();
   }
+}
+
+function identityConfig(c: Generation['config']): { leases: Generation['config']['identity']['leases']; static: ReadonlyMap<string, string> } {
+  return { leases: c.identity.leases, static: c.identity.static };
 }
 
 /**

@@ -8,14 +8,17 @@ import { streamLogger } from './log.js';
 import { hydrate } from './policy/generation.js';
 import { PolicyHolder } from './policy/holder.js';
 import { ReportBatcher } from './querylog/report.js';
+import { IdentityHolder } from './identity/sources.js';
+import { IdentityTable } from './identity/table.js';
 import type { FromThread, ThreadInit, ToThread } from './workers.js';
 
 const port = parentPort!;
 const init = workerData as ThreadInit;
 const send = (m: FromThread): void => port.postMessage(m);
 const policy = new PolicyHolder(hydrate(init.data, init.number));
+const identity = new IdentityHolder(IdentityTable.fromData(init.identity));
 const report = new ReportBatcher((events) => send({ type: 'report', events }), () => systemClock.now());
-const plane = new DataPlane(policy, streamLogger(), systemClock, report);
+const plane = new DataPlane(policy, identity, streamLogger(), systemClock, report);
 
 port.on('message', (m: ToThread) => {
   switch (m.type) {
@@ -25,6 +28,9 @@ port.on('message', (m: ToThread) => {
       plane.swap(policy.current, previous);
       break;
     }
+    case 'identity':
+      identity.current = IdentityTable.fromData(m.table);
+      break;
     case 'stats':
       send({ type: 'stats', id: m.id, stats: plane.stats.toData(), gauges: plane.gauges() });
       break;

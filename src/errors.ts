@@ -10,6 +10,10 @@ export const ERROR_CODES = {
   SH_EXCEPTION_INVALID: 'an exception record is incomplete or names an unknown group, list or date',
   SH_LISTEN: 'a listener could not bind its address (in use, or not permitted)',
   SH_USAGE: 'the command line is not understood',
+  SH_LEASES_INVALID: 'a DHCP lease file has a line that is not a lease in its format (its last good version stays in force)',
+  SH_LEASES_READ: 'a DHCP lease file cannot be read (its last good version stays in force)',
+  SH_REPORT_STORE: 'the report store (the state file, or PostgreSQL) cannot be read or written; events wait in a bounded spool',
+  SH_HTTP_TOKEN: 'listen.httpToken names a file that cannot be read or is empty',
   SH_RUNTIME: 'the Node runtime is older than the supported LTS line (24)',
 } as const;
 

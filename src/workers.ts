@@ -21,6 +21,7 @@ import { shareMatcherData } from './policy/matcher.js';
 import type { ComplianceReport, ReportEvent } from './querylog/report.js';
 import type { PlaneGauges } from './app.js';
 import { workerUrl } from './workerUrl.js';
+import { IdentityTable, type IdentityData } from './identity/table.js';
 
 /** What a query thread starts from (worker_threads workerData). */
 export interface ThreadInit {
@@ -28,10 +29,12 @@ export interface ThreadInit {
   endpoints: Endpoint[];
   data: PolicyData;
   number: number;
+  identity: IdentityData;
 }
 
 export type ToThread =
   | { type: 'policy'; data: PolicyData; number: number }
+  | { type: 'identity'; table: IdentityData }
   | { type: 'stats'; id: number }
   | { type: 'reopen' }
   | { type: 'close' };
@@ -68,6 +71,7 @@ export class WorkerPool {
   private endpoints: Endpoint[] = [];
   private data: PolicyData | undefined;
   private number = 0;
+  private table: IdentityData = IdentityTable.EMPTY.toData();
   private closing = false;
   private seq = 0;
   private readonly waiting = new Map<number, { left: number; done: () => void }>();
@@ -90,7 +94,7 @@ export class WorkerPool {
   }
 
   private spawn(slot: Slot): Promise<void> {
-    const init: ThreadInit = { index: slot.index, endpoints: this.endpoints, data: this.data!, number: this.number };
+    const init: ThreadInit = { index: slot.index, endpoints: this.endpoints, data: this.data!, number: this.number, identity: this.table };
     const worker = new Worker(workerUrl('dataPlaneThread', import.meta.url), { workerData: init, name: `sinkhole-query-${slot.index}` });
     slot.worker = worker;
     slot.startedAt = Date.now();
@@ -145,6 +149,12 @@ export class WorkerPool {
     this.data = data;
     this.number = number;
     this.send({ type: 'policy', data, number });
+  }
+
+  /** The lease files changed: every thread gets the new address → device table (and a restart starts from it). */
+  identity(t: IdentityTable): void {
+    this.table = t.toData();
+    this.send({ type: 'identity', table: this.table });
   }
 
   /** Asks every thread for its counts (at most STATS_TIMEOUT_MS); a scrape then reads merged(). */

@@ -354,8 +354,8 @@ t.test('rate limit: refuse, dry run, off when absent, and the CLI report column'
   const cli = await new Promise<string>((resolve) =>
     execFile(process.execPath, [new URL('../dist/cli.js', import.meta.url).pathname, 'report', '--url', `http://127.0.0.1:${dry.running.http!.port}`], (_e, out) => resolve(out)),
   );
-  t.match(cli, /CLIENT\s+BLOCKED\s+RATE LIMITED\s+FIRST SEEN/, 'sinkhole report shows the column');
-  t.match(cli, /\n127\.0\.0\.4\s+0\s+3\s/, 'with the client and its count');
+  t.match(cli, /CLIENT\s+MAC\s+HOSTNAME\s+BLOCKED\s+RATE LIMITED\s+FIRST SEEN/, 'sinkhole report shows the column');
+  t.match(cli, /\n127\.0\.0\.4\s+-\s+-\s+0\s+3\s/, 'with the client and its count');
 
   const none = await startSinkhole(t, up.port, {}, {}, { clock });
   for (let i = 0; i < 30; i++) await udpExchange(none.port, buildQuery('www.example.test', T.A));

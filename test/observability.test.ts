@@ -193,7 +193,7 @@ t.test('compliance report: who still asks for TikTok, over HTTP and the CLI', as
   // Asynchronously: the server answering it lives in this process's event loop.
   const cli = await run([CLI, 'report', '--url', `http://127.0.0.1:${h.running.http!.port}`]);
   t.equal(cli.status, 0);
-  t.match(cli.stdout, /clients that sent blocked queries in the last 1d 0h: 2\nCLIENT\s+BLOCKED\s+FIRST SEEN\s+LAST SEEN\s+TOP LISTS\n127\.0\.0\.5\s+3\s+\S+\s+\S+\s+tiktok\(3\)/);
+  t.match(cli.stdout, /devices that sent blocked queries in the last 1d 0h: 2\nCLIENT\s+MAC\s+HOSTNAME\s+BLOCKED\s+FIRST SEEN\s+LAST SEEN\s+TOP LISTS\n127\.0\.0\.5\s+-\s+-\s+3\s+\S+\s+\S+\s+tiktok\(3\)/);
   const down = await run([CLI, 'report', '--url', 'http://127.0.0.1:1']);
   t.equal(down.status, 2, 'unreachable: exit 2');
   t.match(down.stderr, /^sinkhole: cannot fetch http:\/\/127\.0\.0\.1:1\/api\/blocked-clients/);
@@ -201,8 +201,8 @@ t.test('compliance report: who still asks for TikTok, over HTTP and the CLI', as
 
 t.test('compliance report memory stays bounded with 100k distinct clients', async (t) => {
   let now = 0;
-  const r = new ComplianceReport({ windowMs: 86_400_000, maxClients: 1000 }, () => now);
-  const q = (client: string): never => ({ client }) as never;
+  const r = new ComplianceReport({ windowMs: 86_400_000, maxClients: 1000, store: { kind: 'memory' }, retentionMs: 86_400_000 }, () => now);
+  const q = (client: string): never => ({ client, mac: undefined }) as never;
   for (let i = 0; i < 50; i++) r.observe(q('10.0.0.1'), { wire: Buffer.alloc(4), result: 'blocked', list: 'tiktok' });
   for (let i = 0; i < 100_000; i++) {
     now++;

@@ -10,6 +10,8 @@ import { parseCidr } from '../policy/cidr.js';
 import { parseUpstream, systemResolvers, type UpstreamSpec } from '../upstream/spec.js';
 import { PolicyError, type Problem } from '../errors.js';
 import { diskSource, type FileSource } from '../policy/sources.js';
+import { LEASE_FORMATS, type LeaseFormat } from '../identity/leaseFormats.js';
+import { normalizeMac, parseSelector } from '../identity/mac.js';
 
 export interface Endpoint {
   host: string;
@@ -29,7 +31,11 @@ export interface SourceRef {
 export interface Config {
   file: string;
   dir: string;
-  listen: { dns: Endpoint[]; http?: Endpoint; tcpIdleTimeoutMs: number; tcpMaxConnections: number };
+  listen: {
+    dns: Endpoint[]; http?: Endpoint; tcpIdleTimeoutMs: number; tcpMaxConnections: number;
+    /** A file holding the bearer token HTTP asks for (all but /healthz and /metrics); unset = no token. */
+    httpToken?: string;
+  };
   upstreams: {
     servers: UpstreamSpec[];
     conditional: { domain: string; servers: UpstreamSpec[] }[];
@@ -58,15 +64,27 @@ export interface Config {
     ttl: number;
     inspectCnames: boolean;
   };
-  clients: { allowFrom: string[]; groups: { name: string; members: string[] }[]; rateLimit?: RateLimitConfig };
+  /** Members are IPs/CIDRs, `mac:...` or `host:...` (identity/mac.ts parseSelector). */
+  clients: { allowFrom: string[]; groups: { name: string; members: string[] }[]; trustedRelays: string[]; rateLimit?: RateLimitConfig };
   /** A file path, or the YAML node of an inline list (read with this config's reader). */
   exceptions: { file: string } | { inline: YNode; reader?: YamlReader } | undefined;
   log: { queries: 'none' | 'blocked' | 'all'; file?: string; anonymizeClients: boolean; audit?: string };
-  report: { windowMs: number; maxClients: number };
+  report: {
+    windowMs: number; maxClients: number;
+    /** memory (persisted under state.dir) or a PostgreSQL URL shared by several instances. */
+    store: { kind: 'memory' } | { kind: 'postgres'; url: string };
+    /** How long the PostgreSQL store keeps events (at least the window). */
+    retentionMs: number;
+  };
   /** Query threads, each answering on every listen address (SO_REUSEPORT); `auto` = one per core. */
   workers: number;
-  /** Where sinkhole keeps what must survive a restart (the last good policy; issue 11's report). */
+  /** Where sinkhole keeps what must survive a restart: the last good policy, the compliance report. */
   state: { dir: string };
+  identity: {
+    leases: { format: LeaseFormat; file: string }[];
+    /** mac → name, for devices with reserved addresses. */
+    static: ReadonlyMap<string, string>;
+  };
 }
 
 /** clients.rateLimit: a token bucket per client key (an IPv4 /ipv4Prefix or IPv6 /ipv6Prefix). */
@@ -108,12 +126,13 @@ export function defaultConfig(file: string): Config {
       servfailTtlMs: 5000,
     },
     blocking: { lists: [], enforce: [], response: { kind: 'nxdomain' }, ttl: 10, inspectCnames: true },
-    clients: { allowFrom: ['127.0.0.0/8', '::1/128'], groups: [] },
+    clients: { allowFrom: ['127.0.0.0/8', '::1/128'], groups: [], trustedRelays: [] },
     exceptions: undefined,
     log: { queries: 'blocked', anonymizeClients: false },
-    report: { windowMs: 86_400_000, maxClients: 100_000 },
+    report: { windowMs: 86_400_000, maxClients: 100_000, store: { kind: 'memory' }, retentionMs: 30 * 86_400_000 },
     workers: 1,
     state: { dir: resolve(dirname(file), '.sinkhole-state') },
+    identity: { leases: [], static: new Map() },
   };
 }
 
@@ -173,6 +192,7 @@ function readConfig(r: YamlReader, path: string): Config {
         },
         tcpIdleTimeout: (v, q) => (c.listen.tcpIdleTimeoutMs = r.duration(v, q, 100) ?? c.listen.tcpIdleTimeoutMs),
         tcpMaxConnections: (v, q) => (c.listen.tcpMaxConnections = r.integer(v, q, 1, 1_000_000) ?? c.listen.tcpMaxConnections),
+        httpToken: (v, q) => (c.listen.httpToken = resolveOptional(c.dir, r.string(v, q))),
       }),
     upstreams: (n, p) =>
       r.map(n, p, {
@@ -224,9 +244,10 @@ function readConfig(r: YamlReader, path: string): Config {
       r.map(n, p, {
         allowFrom: (v, q) => (c.clients.allowFrom = cidrs(r, v, q)),
         groups: (v, q) => {
-          c.clients.groups = r.entries(v, q).map(({ key, value }) => ({ name: key, members: cidrs(r, value, `${q}.${key}`) }));
+          c.clients.groups = r.entries(v, q).map(({ key, value }) => ({ name: key, members: selectors(r, value, `${q}.${key}`) }));
         },
         rateLimit: (v, q) => (c.clients.rateLimit = readRateLimit(r, v, q, pendingExempt)),
+        trustedRelays: (v, q) => (c.clients.trustedRelays = cidrs(r, v, q)),
       }),
     exceptions: (n, p) => {
       if (isScalar(n) && typeof n.value === 'string') c.exceptions = { file: resolve(c.dir, n.value) };
@@ -244,6 +265,49 @@ function readConfig(r: YamlReader, path: string): Config {
       r.map(n, p, {
         window: (v, q) => (c.report.windowMs = r.duration(v, q, 1000) ?? c.report.windowMs),
         maxClients: (v, q) => (c.report.maxClients = r.integer(v, q, 1, 10_000_000) ?? c.report.maxClients),
+        store: (v, q) => {
+          const s = r.string(v, q);
+          if (s === undefined) return;
+          if (s === 'memory') c.report.store = { kind: 'memory' };
+          else if (/^postgres(ql)?:\/\/./.test(s) && URL.canParse(s)) c.report.store = { kind: 'postgres', url: s };
+          else r.fail(v, q, `expected memory or a PostgreSQL URL like postgres://sinkhole@db.internal/sinkhole, got "${s}"`);
+        },
+        retention: (v, q) => (c.report.retentionMs = r.duration(v, q, 3_600_000) ?? c.report.retentionMs),
+      }),
+    state: (n, p) =>
+      r.map(n, p, {
+        dir: (v, q) => {
+          const s = r.string(v, q);
+          if (s !== undefined) c.state.dir = resolve(c.dir, s);
+        },
+      }),
+    identity: (n, p) =>
+      r.map(n, p, {
+        leases: (v, q) => {
+          c.identity.leases = r.seq(v, q).flatMap((item, i) => {
+            const src: { format?: LeaseFormat; file?: string } = {};
+            r.map(item, `${q}[${i}]`, {
+              format: (x, xq) => (src.format = r.oneOf(x, xq, LEASE_FORMATS)),
+              file: (x, xq) => {
+                const f = r.string(x, xq);
+                if (f !== undefined) src.file = resolve(c.dir, f);
+              },
+            });
+            if (src.format && src.file) return [{ format: src.format, file: src.file }];
+            if (!r.problems.length) r.fail(item, `${q}[${i}]`, 'expected { format: kea-csv | dnsmasq | dhcpd | csv, file: PATH }');
+            return [];
+          });
+        },
+        static: (v, q) => {
+          const m = new Map<string, string>();
+          for (const { key, keyNode, value } of r.entries(v, q)) {
+            const mac = normalizeMac(key);
+            const name = r.string(value, `${q}.${key}`);
+            if (!mac) r.fail(keyNode, `${q}.${key}`, `expected a MAC address like aa:bb:cc:dd:ee:ff as the key`);
+            else if (name !== undefined) m.set(mac, name.trim().toLowerCase());
+          }
+          c.identity.static = m;
+        },
       }),
     workers: (v, q) => {
       const n = isScalar(v) ? v.value : undefined;
@@ -251,10 +315,6 @@ function readConfig(r: YamlReader, path: string): Config {
       else if (typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 256) c.workers = n;
       else r.fail(v, q, `expected a whole number from 1 to 256, or auto (one per core), got ${describe(v)}`);
     },
-    state: (n, p) =>
-      r.map(n, p, {
-        dir: (v, q) => (c.state.dir = resolve(c.dir, r.string(v, q) ?? c.state.dir)),
-      }),
   });
   // `enforce` may come before `lists` in the file, so names are checked once both are read.
   for (const { value, node, q } of pendingEnforce) {
@@ -267,6 +327,9 @@ function readConfig(r: YamlReader, path: string): Config {
     if (!c.clients.groups.some((g) => g.name === value)) {
       r.fail(node, q, `unknown group "${value}"; defined groups are ${c.clients.groups.map((g) => g.name).join(', ') || '(none)'}`);
     }
+  }
+  if (c.report.retentionMs < c.report.windowMs) {
+    r.fail(root, 'report.retention', `must be at least report.window (${c.report.windowMs / 1000}s), got ${c.report.retentionMs / 1000}s`);
   }
   if (c.cache.minTtl > c.cache.maxTtl) r.fail(root, 'cache', `minTtl (${c.cache.minTtl}s) is above maxTtl (${c.cache.maxTtl}s)`);
   if (!c.listen.dns.length && !r.problems.length) r.fail(root, 'listen.dns', 'expected at least one address to listen on');
@@ -307,6 +370,15 @@ function readRateLimit(r: YamlReader, node: YNode, path: string, pendingExempt: 
 function resolveOptional(dir: string, file: string | undefined): string | undefined {
   if (file === undefined || file === '-' || file === 'stdout') return file === undefined ? undefined : '-';
   return resolve(dir, file);
+}
+
+/** Group members: IPs/CIDRs, mac:... or host:... */
+function selectors(r: YamlReader, node: YNode, path: string): string[] {
+  return r.strings(node, path).map(({ value, node: n }) => {
+    const sel = parseSelector(value);
+    if (typeof sel === 'string') r.fail(n, path, sel);
+    return value;
+  });
 }
 
 function cidrs(r: YamlReader, node: YNode, path: string): string[] {

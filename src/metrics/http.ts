@@ -1,5 +1,6 @@
-// GET /metrics, /healthz, /readyz (and the report API); anything else is 404.
+// GET /metrics, /healthz, /readyz (and the report API and admin page); anything else is 404.
 import http from 'node:http';
+import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Endpoint } from '../config/config.js';
@@ -15,6 +16,20 @@ export interface HttpRoutes {
   json?: Record<string, () => unknown>;
   /** Runs before /metrics renders (gathers the counts of the other query threads). */
   beforeMetrics?: () => Promise<void>;
+  /** Server-rendered pages, e.g. / (the admin page). */
+  html?: Record<string, () => string | Promise<string>>;
+  /** listen.httpToken: when set, every path but /healthz and /metrics asks for `Authorization: Bearer <token>`. */
+  token?: () => string | undefined;
+}
+
+/** Paths a probe or Prometheus reads without the token: they say nothing about members' devices. */
+const OPEN_PATHS = new Set(['/healthz', '/metrics']);
+
+/** Constant-time comparison, so the response time does not reveal how much of a guess was right. */
+function tokenMatches(header: string | undefined, token: string): boolean {
+  const given = Buffer.from(header?.startsWith('Bearer ') ? header.slice(7).trim() : '');
+  const want = Buffer.from(token);
+  return given.length === want.length && timingSafeEqual(given, want);
 }
 
 export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Logger): Promise<{ address: AddressInfo; close(): Promise<void> }> {
@@ -25,6 +40,11 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
       res.end(body);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'text/plain', 'method not allowed\n');
+    const token = routes.token?.();
+    if (token !== undefined && !OPEN_PATHS.has(path) && !tokenMatches(req.headers.authorization, token)) {
+      res.writeHead(401, { 'Content-Type': 'text/plain', 'WWW-Authenticate': 'Bearer realm="sinkhole"', 'Cache-Control': 'no-store' });
+      return res.end('a bearer token is required (listen.httpToken)\n');
+    }
     if (path === '/healthz') return reply(200, 'text/plain', 'ok\n');
     if (path === '/readyz') {
       if (!routes.ready()) return reply(503, 'text/plain', 'not ready\n');
@@ -42,7 +62,28 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
       return;
     }
     const json = routes.json?.[path];
-    if (json) return reply(200, 'application/json', JSON.stringify(json(), null, 2) + '\n');
+    if (json) {
+      // A route may answer later (the PostgreSQL report); a failure is a 500, never an unhandled rejection.
+      Promise.resolve()
+        .then(json)
+        .then((body) => reply(200, 'application/json', JSON.stringify(body, null, 2) + '\n'))
+        .catch((e: unknown) => {
+          log.error('SH_INTERNAL', 'HTTP route failed', { path, error: String(e) });
+          reply(500, 'text/plain', 'failed\n');
+        });
+      return;
+    }
+    const html = routes.html?.[path];
+    if (html) {
+      Promise.resolve()
+        .then(html)
+        .then((body) => reply(200, 'text/html; charset=utf-8', body))
+        .catch((e: unknown) => {
+          log.error('SH_INTERNAL', 'HTTP page failed', { path, error: String(e) });
+          reply(500, 'text/plain', 'failed\n');
+        });
+      return;
+    }
     reply(404, 'text/plain', 'not found\n');
   });
   await new Promise<void>((resolve, reject) => {

@@ -68,6 +68,9 @@ export interface MetricSources {
   rateLimitBuckets?: () => number;
   now: () => number;
   version: string;
+  /** Identity and the report store (issue 11). */
+  identityDevices?: () => number;
+  reportStore?: () => { up: boolean; spooled: number; dropped: number } | undefined;
 }
 
 /** The names and types of every sinkhole metric: the README's Metrics table is checked against this. */
@@ -149,6 +152,26 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_build_info', 'Always 1; the version label says which sinkhole is running.', 'gauge', () => [{ labels: { version: src.version }, value: 1 }]);
   add('sinkhole_internal_errors_total', 'Queries that failed inside sinkhole and were answered SERVFAIL (should stay 0).', 'counter', () => [
     { labels: {}, value: src.stats().internalErrors },
+  ]);
+  // Identity and the shared report (issue 11).
+  add('sinkhole_identity_reloads_total', 'Lease file reads, by format and whether the file was accepted (a rejected one keeps its last good version).', 'counter', () =>
+    [...src.stats().identityReloads].map(([key, value]) => {
+      const [format = '', result = ''] = key.split('|');
+      return { labels: { format, result }, value };
+    }),
+  );
+  add('sinkhole_identity_devices', 'Addresses mapped to a device by the lease files now.', 'gauge', () => [{ labels: {}, value: src.identityDevices?.() ?? 0 }]);
+  add('sinkhole_identity_options_total', 'Queries carrying EDNS Client Subnet or the MAC option, by whether the sender is a trusted relay (untrusted: ignored and stripped).', 'counter', () => [
+    { labels: { source: 'trusted' }, value: src.stats().relayedIdentity },
+    { labels: { source: 'untrusted' }, value: src.stats().untrustedIdentityOptions },
+  ]);
+  add('sinkhole_report_store_up', '1 while the PostgreSQL report store answers (always 1 for the memory store).', 'gauge', () => [
+    { labels: {}, value: src.reportStore?.()?.up === false ? 0 : 1 },
+  ]);
+  add('sinkhole_report_spool_events', 'Blocked-query events waiting for the PostgreSQL report store.', 'gauge', () => [{ labels: {}, value: src.reportStore?.()?.spooled ?? 0 }]);
+  add('sinkhole_report_events_dropped_total', 'Blocked-query events the report lost: its intake was full within one event-loop turn, or the spool overflowed while the store was down.', 'counter', () => [
+    { labels: { where: 'intake' }, value: src.stats().reportDropped },
+    { labels: { where: 'spool' }, value: src.reportStore?.()?.dropped ?? 0 },
   ]);
   add('sinkhole_tcp_connections', 'Open client TCP connections.', 'gauge', () => [{ labels: {}, value: src.tcpConnections() }]);
   add('sinkhole_upstream_source_ports', 'UDP sockets open in the upstream source-port pool (upstreams.sourcePorts).', 'gauge', () => [

@@ -68,13 +68,12 @@ export class UpstreamStats {
 export interface StatsData {
   queries: Float64Array;
   responses: Float64Array;
-  blockedByList: [string, number][];
-  exceptionQueries: [string, number][];
   latency: [Result, HistogramData][];
   upstreams: [string, { outcomes: Record<UpstreamOutcome, number>; latency: HistogramData }][];
-  reloads: [string, number][];
   /** Every plain counter (a number field) and group of counters (an object of numbers), by field name. */
   scalars: Record<string, number | Record<string, number>>;
+  /** Every counter keyed by a name from the config (a Map of numbers: reloads, lease reads...), by field name. */
+  maps: Record<string, [string, number][]>;
 }
 
 type Counters = Record<string, number>;
@@ -112,6 +111,14 @@ export class Stats {
   readonly rateLimited = { truncate: 0, refuse: 0, dryrun: 0 };
   /** Snapshots of the last good policy that could not be written to state.dir. */
   stateWriteFailures = 0;
+  // Identity (issue 11): lease file reads by `${format}|${result}`, and EDNS identity options.
+  readonly identityReloads = new Map<string, number>();
+  /** Queries from clients.trustedRelays whose ECS/MAC option named the client. */
+  relayedIdentity = 0;
+  /** Queries with ECS/MAC options from anyone else: ignored and stripped. */
+  untrustedIdentityOptions = 0;
+  /** Blocked-query events the report could not take (its intake was full within one event-loop turn). */
+  reportDropped = 0;
 
   countQuery(proto: 'udp' | 'tcp', qtype: number): void {
     this.queries[(proto === 'udp' ? 0 : QTYPE_SLOTS.length) + QTYPE_SLOT[qtype]!]!++;
@@ -150,15 +157,17 @@ export class Stats {
     return {
       queries: this.queries.slice(),
       responses: this.responses.slice(),
-      blockedByList: [...this.blockedByList],
-      exceptionQueries: [...this.exceptionQueries],
       latency: [...this.latency].map(([r, h]) => [r, hist(h)]),
       // Every number field and object of numbers, so a counter added later crosses threads without a line here.
       scalars: Object.fromEntries(
         Object.entries(this).flatMap(([k, v]): [string, number | Counters][] => (typeof v === 'number' ? [[k, v]] : isCounters(v) ? [[k, { ...v }]] : [])),
       ),
+      maps: Object.fromEntries(
+        Object.entries(this).flatMap(([k, v]): [string, [string, number][]][] =>
+          v instanceof Map && [...v.values()].every((x) => typeof x === 'number') ? [[k, [...(v as Map<string, number>)]]] : [],
+        ),
+      ),
       upstreams: [...this.upstreams].map(([l, u]) => [l, { outcomes: { ...u.outcomes }, latency: hist(u.latency) }]),
-      reloads: [...this.reloads],
     };
   }
 
@@ -166,8 +175,10 @@ export class Stats {
   add(d: StatsData): void {
     for (let i = 0; i < this.queries.length; i++) this.queries[i]! += d.queries[i] ?? 0;
     for (let i = 0; i < this.responses.length; i++) this.responses[i]! += d.responses[i] ?? 0;
-    for (const [k, v] of d.blockedByList) bump(this.blockedByList, k, v);
-    for (const [k, v] of d.exceptionQueries) bump(this.exceptionQueries, k, v);
+    for (const [field, entries] of Object.entries(d.maps)) {
+      const map = (this as unknown as Record<string, Map<string, number>>)[field]!;
+      for (const [k, v] of entries) bump(map, k, v);
+    }
     for (const [r, h] of d.latency) this.histogram(r).add(h);
     // The same field names as toData() found them (a Stats of this very class, in another thread).
     const mine = this as unknown as Record<string, number | Counters>;
@@ -180,7 +191,6 @@ export class Stats {
       for (const k of Object.keys(u.outcomes) as UpstreamOutcome[]) up.outcomes[k] += u.outcomes[k];
       up.latency.add(u.latency);
     }
-    for (const [k, v] of d.reloads) bump(this.reloads, k, v);
   }
 }
 

@@ -28,6 +28,8 @@ export interface Outcome {
   scan?: ScannedReply;
   /** The client was over clients.rateLimit: what was done (dryrun: nothing, only counted). */
   limited?: 'truncate' | 'refuse' | 'dryrun';
+  /** Set when a trusted relay's ECS/MAC option named the client (stages/relay.ts): who the logs and report record. */
+  relayed?: { client: string; mac: string | undefined };
 }
 
 export type Handler = (q: Query) => Outcome | Promise<Outcome>;

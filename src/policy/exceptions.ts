@@ -4,15 +4,17 @@
 // without a reload or a timer.
 import { isScalar } from 'yaml';
 import { YamlReader, type YNode } from '../config/yamlReader.js';
-import { parseCidr, type CidrSet } from './cidr.js';
+import { parseSelector } from '../identity/mac.js';
 import { toRuleDomain } from './listParser.js';
 import type { Problem } from '../errors.js';
 import { diskSource, type FileSource } from './sources.js';
 
 export interface Exception {
   id: string;
-  /** As written: IPs, CIDRs and group names. */
+  /** As written: IPs, CIDRs, group names, mac:... and host:... */
   clients: string[];
+  /** Where each mac:/host: client is written, for validate's "in no source" warning. */
+  deviceRefs: { client: string; line: number; col: number }[];
   /** List names this exception lets through. */
   allowLists: ReadonlySet<string>;
   /** Domains (suffix rules) this exception lets through, whatever list they are on. */
@@ -51,7 +53,7 @@ export function parseExpiry(text: string): number | undefined {
 
 export interface ExceptionContext {
   lists: ReadonlySet<string>;
-  groups: ReadonlyMap<string, CidrSet>;
+  groups: ReadonlySet<string>;
 }
 
 /** Reads the exceptions from a file (`exceptions: [...]` at the top) or from the config's inline list. */
@@ -85,10 +87,11 @@ function readList(r: YamlReader, node: YNode, path: string, ctx: ExceptionContex
   const ids = new Set<string>();
   r.seq(node, path).forEach((item, i) => {
     const p = `${path}[${i}]`;
-    const e: Partial<Exception> & { allowLists: Set<string>; allowDomains: string[]; clients: string[] } = {
+    const e: Partial<Exception> & { allowLists: Set<string>; allowDomains: string[]; clients: string[]; deviceRefs: Exception['deviceRefs'] } = {
       allowLists: new Set(),
       allowDomains: [],
       clients: [],
+      deviceRefs: [],
     };
     const ok = r.map(item, p, {
       id: (v, q) => {
@@ -101,9 +104,14 @@ function readList(r: YamlReader, node: YNode, path: string, ctx: ExceptionContex
       },
       clients: (v, q) => {
         for (const { value, node: n } of r.strings(v, q)) {
-          if (!ctx.groups.has(value) && typeof parseCidr(value) === 'string') {
-            r.fail(n, q, `"${value}" is neither an IP, a CIDR, nor a group in clients.groups (${[...ctx.groups.keys()].join(', ') || 'none defined'})`);
-          } else e.clients.push(value);
+          const sel = ctx.groups.has(value) ? undefined : parseSelector(value);
+          if (typeof sel === 'string') {
+            const hint = value.startsWith('mac:') || value.startsWith('host:') ? sel : `"${value}" is neither an IP, a CIDR, nor a group in clients.groups (${[...ctx.groups].join(', ') || 'none defined'}), nor mac:MAC or host:NAME`;
+            r.fail(n, q, hint);
+          } else {
+            e.clients.push(value);
+            if (sel && sel.kind !== 'net') e.deviceRefs.push({ client: value, ...r.pos(n) });
+          }
         }
       },
       allow: (v, q) => {
@@ -131,7 +139,7 @@ function readList(r: YamlReader, node: YNode, path: string, ctx: ExceptionContex
     }
     if (e.id && e.clients.length && (e.allowLists.size || e.allowDomains.length) && e.reason && e.approvedBy && e.expiresAt !== undefined) {
       out.push({
-        id: e.id, clients: e.clients, allowLists: e.allowLists, allowDomains: e.allowDomains, reason: e.reason,
+        id: e.id, clients: e.clients, deviceRefs: e.deviceRefs, allowLists: e.allowLists, allowDomains: e.allowDomains, reason: e.reason,
         approvedBy: e.approvedBy, expires: e.expires!, expiresAt: e.expiresAt, source: { file: r.file, line: r.pos(item).line },
       });
     }

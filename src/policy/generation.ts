@@ -21,6 +21,8 @@ export interface Generation {
   readonly ruleCounts: ReadonlyMap<string, number>;
   readonly exceptions: readonly Exception[];
   readonly clients: ClientDirectory;
+  /** clients.trustedRelays: the only sources whose ECS and MAC options are believed. */
+  readonly relays: CidrSet;
   readonly responder: SinkholeResponder;
   /** Every file this generation was built from: the reloader watches them. */
   readonly files: readonly string[];
@@ -76,10 +78,10 @@ export function hydrate(data: PolicyData, number: number): Generation {
   const matcher = new Matcher(data.matcher);
   const enforced = new Uint8Array(Math.max(1, matcher.lists.length));
   matcher.lists.forEach((l, i) => (enforced[i] = config.blocking.enforce.includes(l.name) ? 1 : 0));
-  const groups = new Map<string, CidrSet>(config.clients.groups.map((g) => [g.name, compileCidrs(g.members)]));
   return Object.freeze({
     number, config, matcher, enforced, ruleCounts: data.ruleCounts, exceptions,
-    clients: new ClientDirectory(compileCidrs(config.clients.allowFrom), groups, exceptions),
+    clients: new ClientDirectory(compileCidrs(config.clients.allowFrom), config.clients.groups, exceptions),
+    relays: compileCidrs(config.clients.trustedRelays),
     responder: new SinkholeResponder(config.blocking.response, config.blocking.ttl),
     files: data.files,
     ...(data.degraded ? { degraded: data.degraded } : {}),
@@ -124,8 +126,7 @@ export function compileData(config: Config, source: FileSource = diskSource): Po
       });
     }
   }
-  const groups = new Map<string, CidrSet>(config.clients.groups.map((g) => [g.name, compileCidrs(g.members)]));
-  const ex = loadExceptions(config.exceptions, { lists: new Set(config.blocking.lists.map((l) => l.name)), groups }, source);
+  const ex = loadExceptions(config.exceptions, { lists: new Set(config.blocking.lists.map((l) => l.name)), groups: new Set(config.clients.groups.map((g) => g.name)) }, source);
   problems.push(...ex.problems);
   if (config.exceptions && 'file' in config.exceptions) files.push(config.exceptions.file);
   if (problems.length) throw new PolicyError(problems);

@@ -36,6 +36,8 @@ export class Reloader {
   private queued: ReloadKind | undefined;
   private waiters: ((problems: string[]) => void)[] = [];
   private draining: Promise<void> | undefined;
+  /** The problems of the last reload attempt; empty after a successful one (the admin page shows them). */
+  lastProblems: string[] = [];
 
   constructor(
     private readonly configFile: string,
@@ -87,6 +89,7 @@ export class Reloader {
       this.holder.current = next;
       this.stats.reload(kind, 'success');
       this.log.info('policy reloaded', { kind, generation: next.number, rules: [...next.ruleCounts.values()].reduce((a, b) => a + b, 0), exceptions: next.exceptions.length });
+      this.lastProblems = [];
       if (previous.degraded) this.log.info('the files on disk compile again: no longer serving the last good snapshot', { generation: next.number });
       this.onSwap(next, previous, data, inputs);
       this.rewatch();
@@ -94,6 +97,7 @@ export class Reloader {
     } catch (e) {
       this.stats.reload(kind, 'failure');
       const problems = e instanceof PolicyError ? e.problems.map(formatProblem) : [String(e)];
+      this.lastProblems = problems;
       for (const p of problems) this.log.error(e instanceof PolicyError ? e.code : 'SH_INTERNAL', `reload rejected, generation ${previous.number} stays in force: ${p}`, { kind });
       return problems;
     }

@@ -26,7 +26,7 @@ export class AuditLog implements Observer {
     if (o.result !== 'excepted') return;
     this.writer!.write({
       time: new Date().toISOString(),
-      client: q.client,
+      client: o.relayed?.client ?? q.client,
       name: q.qname,
       type: typeName(q.qtype),
       exception: o.exception,

@@ -35,7 +35,8 @@ export class QueryLog implements Observer {
 
   observe(q: Query, o: Outcome): void {
     if (!this.writer || (this.settings.queries === 'blocked' && o.result !== 'blocked')) return;
-    const client = this.settings.anonymizeClients ? anonymize(q.client) : q.client;
+    const who = o.relayed?.client ?? q.client;
+    const client = this.settings.anonymizeClients ? anonymize(who) : who;
     const rcode = o.wire[3]! & 0x0f;
     // {"time","client","proto","name","type","result","rcode","list"?,"rule"?,"via"?}: the order JSON.stringify gave.
     this.writer.writeLine(

@@ -1,24 +1,50 @@
-// The compliance report: which client addresses sent blocked queries, how
-// many, first and last seen, and their top lists — the devices that still
-// have the app. Clients that went over clients.rateLimit are listed too,
-// with how many of their queries were limited. Bounded: a client silent for longer than the window is
-// forgotten, and past maxClients the least active are evicted.
+// The compliance report: which devices sent blocked queries, how many, first
+// and last seen, their top lists, and attempts per hour — the devices that
+// still have the app. A row is a device: keyed by MAC when the identity
+// sources know it (so a device keeps one row as DHCP moves it), else by address.
+//
+// observe() is on the query path and only copies four references into a
+// fixed ring (no object, closure or Promise per query); the ring is drained
+// once per event-loop turn, off the query path, where identity is resolved
+// as of each event's time (lease history) and the events are aggregated
+// here and handed to the store (state file, or PostgreSQL). Bounded: a
+// device silent for longer than the window is forgotten, and past
+// maxClients the least active are evicted.
+//
+// Clients that went over clients.rateLimit are listed too, with how many of
+// their queries were limited (issue 9). With workers: N, the other query
+// threads hand their events to this one report in batches (ReportBatcher).
 import type { Config } from '../config/config.js';
 import type { Query } from '../dns/query.js';
+import type { IdentityHolder } from '../identity/sources.js';
+import type { Device } from '../identity/table.js';
+import type { Stats } from '../metrics/stats.js';
 import type { Outcome } from '../pipeline/types.js';
 import type { Observer } from '../stages/metrics.js';
 
-interface ClientRecord {
+const HOUR = 3_600_000;
+/** Events one event-loop turn may queue; past this they are dropped and counted. */
+const INTAKE = 16_384;
+/** The chart covers the window, at most two weeks of hours. */
+const MAX_HOURS = 14 * 24;
+
+interface DeviceRecord {
+  client: string;
+  mac: string;
+  hostname: string;
   count: number;
   first: number;
   last: number;
   lists: Map<string, number>;
-  /** Queries over clients.rateLimit (issue 9; counted in dry run too). */
+  /** Queries over clients.rateLimit (counted in dry run too). */
   rateLimited: number;
 }
 
 export interface ReportRow {
+  /** The address the device last asked from. */
   client: string;
+  mac: string | null;
+  hostname: string | null;
   blocked: number;
   firstSeen: string;
   lastSeen: string;
@@ -27,9 +53,30 @@ export interface ReportRow {
   rateLimited: number;
 }
 
-/** One blocked query, as a query thread reports it to the thread that keeps the report. */
+export interface ReportSnapshot {
+  windowSeconds: number;
+  /** Where the rows come from: this instance's memory, or the shared PostgreSQL store. */
+  source: 'memory' | 'postgres' | 'memory (postgres unreachable)';
+  /** Instances whose events are included (1 for memory). */
+  instances: number;
+  clients: ReportRow[];
+  /** Blocked attempts per hour over the window, oldest first. */
+  hourly: { hour: string; count: number }[];
+}
+
+/** One blocked query, with the device resolved: what a store keeps. */
+export interface BlockedEvent {
+  at: number;
+  client: string;
+  mac: string;
+  hostname: string;
+  list: string;
+}
+
+/** A blocked or rate-limited query as another query thread hands it over (workers.ts). */
 export interface ReportEvent {
   client: string;
+  mac: string | undefined;
   /** The list that blocked it; undefined for a query that was only rate-limited. */
   list: string | undefined;
   limited: boolean;
@@ -37,8 +84,8 @@ export interface ReportEvent {
 }
 
 /**
- * The report's stand-in in a worker query thread: it batches blocked queries and hands them
- * to the main thread (which holds the one report) every REPORT_FLUSH_MS or REPORT_BATCH events.
+ * The report's stand-in in a worker query thread: it batches blocked and rate-limited queries and
+ * hands them to the main thread (which holds the one report) every REPORT_FLUSH_MS or REPORT_BATCH events.
  */
 export class ReportBatcher implements Observer {
   private events: ReportEvent[] = [];
@@ -51,7 +98,14 @@ export class ReportBatcher implements Observer {
 
   observe(q: Query, o: Outcome): void {
     if (o.result !== 'blocked' && !o.limited) return;
-    this.events.push({ client: q.client, list: o.result === 'blocked' ? o.list : undefined, limited: o.limited !== undefined, at: this.now() });
+    const relayed = o.relayed;
+    this.events.push({
+      client: relayed === undefined ? q.client : relayed.client,
+      mac: relayed === undefined ? q.mac : relayed.mac,
+      list: o.result === 'blocked' ? o.list : undefined,
+      limited: o.limited !== undefined,
+      at: this.now(),
+    });
     if (this.events.length >= REPORT_BATCH) this.flush();
     else this.timer ??= setTimeout(() => this.flush(), REPORT_FLUSH_MS).unref();
   }
@@ -69,11 +123,42 @@ export class ReportBatcher implements Observer {
 const REPORT_FLUSH_MS = 250;
 const REPORT_BATCH = 1024;
 
-export class ComplianceReport implements Observer {
-  private readonly clients = new Map<string, ClientRecord>();
-  private settings!: Config['report'];
+/** Where drained events go besides this instance's memory (the PostgreSQL writer). */
+export interface EventSink {
+  push(e: BlockedEvent): void;
+}
 
-  constructor(settings: Config['report'], private readonly now: () => number) {
+/** The JSON the state file holds (format 1). */
+export interface PersistedReport {
+  format: 1;
+  devices: { client: string; mac: string; hostname: string; count: number; first: number; last: number; lists: [string, number][]; rateLimited?: number }[];
+  hourly: [number, number][];
+}
+
+export class ComplianceReport implements Observer {
+  private readonly devices = new Map<string, DeviceRecord>();
+  private readonly hours = new Map<number, number>();
+  private settings!: Config['report'];
+  // The intake ring: parallel arrays, so observe() allocates nothing.
+  private readonly inClient: string[] = new Array<string>(INTAKE).fill('');
+  private readonly inMac: (string | undefined)[] = new Array<string | undefined>(INTAKE).fill(undefined);
+  /** '' for a query that was only rate-limited. */
+  private readonly inList: string[] = new Array<string>(INTAKE).fill('');
+  private readonly inLimited = new Uint8Array(INTAKE);
+  private readonly inAt = new Float64Array(INTAKE);
+  private pending = 0;
+  private scheduled = false;
+  private readonly drainNow = (): void => this.drain();
+  /** Bumped on every change, so the state file is written only when something happened. */
+  version = 0;
+  sink: EventSink | undefined;
+
+  constructor(
+    settings: Config['report'],
+    private readonly now: () => number,
+    private readonly identity?: IdentityHolder,
+    private readonly stats?: Stats,
+  ) {
     this.configure(settings);
   }
 
@@ -82,58 +167,158 @@ export class ComplianceReport implements Observer {
   }
 
   get size(): number {
-    return this.clients.size;
+    return this.devices.size;
   }
 
   observe(q: Query, o: Outcome): void {
-    if (o.result === 'blocked' || o.limited) this.record(q.client, o.result === 'blocked' ? o.list : undefined, o.limited !== undefined, this.now());
+    if (o.result !== 'blocked' && !o.limited) return;
+    const relayed = o.relayed;
+    this.intake(
+      relayed === undefined ? q.client : relayed.client,
+      relayed === undefined ? q.mac : relayed.mac,
+      o.result === 'blocked' ? o.list! : '',
+      o.limited !== undefined,
+      this.now(),
+    );
   }
 
-  /** Blocked and rate-limited queries seen by the other query threads (workers), batched by ReportBatcher. */
+  /** Events from the other query threads (workers), batched by their ReportBatcher. */
   ingest(events: readonly ReportEvent[]): void {
-    for (const e of events) this.record(e.client, e.list, e.limited, e.at);
+    for (const e of events) this.intake(e.client, e.mac, e.list ?? '', e.limited, e.at);
   }
 
-  /** `list`: the query was blocked by it; `limited`: it went over clients.rateLimit. */
-  private record(client: string, list: string | undefined, limited: boolean, now: number): void {
-    let r = this.clients.get(client);
-    if (!r) {
-      if (this.clients.size >= this.settings.maxClients) this.evict(now);
-      r = { count: 0, first: now, last: now, lists: new Map(), rateLimited: 0 };
-      this.clients.set(client, r);
+  private intake(client: string, mac: string | undefined, list: string, limited: boolean, at: number): void {
+    const i = this.pending;
+    if (i === INTAKE) {
+      if (this.stats) this.stats.reportDropped++;
+      return;
     }
-    if (now > r.last) r.last = now;
-    if (limited) r.rateLimited++;
-    if (list === undefined) return;
-    r.count++;
-    r.lists.set(list, (r.lists.get(list) ?? 0) + 1);
+    this.inClient[i] = client;
+    this.inMac[i] = mac;
+    this.inList[i] = list;
+    this.inLimited[i] = limited ? 1 : 0;
+    this.inAt[i] = at;
+    this.pending = i + 1;
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.drainNow);
+    }
   }
 
-  /** Drops clients outside the window, then the least active tenth, so eviction is amortised. */
+  /** Moves the intake into the aggregate and the sink. Runs off the query path (setImmediate), and before every read. */
+  drain(): void {
+    this.scheduled = false;
+    const n = this.pending;
+    if (n === 0) return;
+    this.pending = 0;
+    const table = this.identity?.current;
+    for (let i = 0; i < n; i++) {
+      const client = this.inClient[i]!;
+      const mac = this.inMac[i];
+      const at = this.inAt[i]!;
+      // The device as of the query's time, from the lease history: the address may have moved since.
+      const d: Device | undefined = table && (mac !== undefined ? table.relayed(mac) : table.deviceAt(client, at));
+      this.add({ at, client, mac: d?.mac ?? '', hostname: d?.hostname ?? '', list: this.inList[i]! }, this.inLimited[i] === 1);
+      this.inMac[i] = undefined;
+    }
+  }
+
+  /** A blocked query (e.list set), a rate-limited one (limited), or both. */
+  private add(e: BlockedEvent, limited: boolean): void {
+    this.version++;
+    const key = e.mac || e.client;
+    let r = this.devices.get(key);
+    if (!r) {
+      if (this.devices.size >= this.settings.maxClients) this.evict(e.at);
+      r = { client: e.client, mac: e.mac, hostname: e.hostname, count: 0, first: e.at, last: e.at, lists: new Map(), rateLimited: 0 };
+      this.devices.set(key, r);
+    }
+    r.last = Math.max(r.last, e.at);
+    r.client = e.client;
+    if (e.hostname) r.hostname = e.hostname;
+    if (limited) r.rateLimited++;
+    if (!e.list) return;
+    r.count++;
+    r.lists.set(e.list, (r.lists.get(e.list) ?? 0) + 1);
+    const h = Math.floor(e.at / HOUR) * HOUR;
+    this.hours.set(h, (this.hours.get(h) ?? 0) + 1);
+    this.sink?.push(e);
+  }
+
+  /** Drops devices outside the window, then the least active tenth, so eviction is amortised. */
   private evict(now: number): void {
     this.expire(now);
-    if (this.clients.size < this.settings.maxClients) return;
-    const byActivity = [...this.clients].sort((a, b) => a[1].count + a[1].rateLimited - (b[1].count + b[1].rateLimited) || a[1].last - b[1].last);
+    if (this.devices.size < this.settings.maxClients) return;
+    const byActivity = [...this.devices].sort((a, b) => a[1].count + a[1].rateLimited - (b[1].count + b[1].rateLimited) || a[1].last - b[1].last);
     const drop = Math.max(1, Math.ceil(this.settings.maxClients / 10));
-    for (const [client] of byActivity.slice(0, drop)) this.clients.delete(client);
+    for (const [key] of byActivity.slice(0, drop)) this.devices.delete(key);
   }
 
   private expire(now: number): void {
     const oldest = now - this.settings.windowMs;
-    for (const [client, r] of this.clients) if (r.last < oldest) this.clients.delete(client);
+    for (const [key, r] of this.devices) if (r.last < oldest) this.devices.delete(key);
+    for (const h of this.hours.keys()) if (h + HOUR <= oldest) this.hours.delete(h);
   }
 
-  snapshot(): { windowSeconds: number; clients: ReportRow[] } {
-    this.expire(this.now());
-    const rows = [...this.clients].map(([client, r]) => ({
-      client,
-      blocked: r.count,
-      firstSeen: new Date(r.first).toISOString(),
-      lastSeen: new Date(r.last).toISOString(),
-      topLists: [...r.lists].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([list, count]) => ({ list, count })),
-      rateLimited: r.rateLimited,
-    }));
-    rows.sort((a, b) => b.blocked - a.blocked || b.rateLimited - a.rateLimited);
-    return { windowSeconds: this.settings.windowMs / 1000, clients: rows };
+  snapshot(): ReportSnapshot {
+    this.drain();
+    const now = this.now();
+    this.expire(now);
+    const rows = [...this.devices.values()].map((r) =>
+      reportRow(r.client, r.mac, r.hostname, r.count, r.first, r.last, [...r.lists], r.rateLimited),
+    );
+    rows.sort((a, b) => b.blocked - a.blocked || b.rateLimited - a.rateLimited || b.lastSeen.localeCompare(a.lastSeen));
+    return { windowSeconds: this.settings.windowMs / 1000, source: 'memory', instances: 1, clients: rows, hourly: hourly(this.hours, now, this.settings.windowMs) };
   }
+
+  toJSON(): PersistedReport {
+    this.drain();
+    return {
+      format: 1,
+      devices: [...this.devices.values()].map((r) => ({
+        client: r.client, mac: r.mac, hostname: r.hostname, count: r.count, first: r.first, last: r.last, lists: [...r.lists], rateLimited: r.rateLimited,
+      })),
+      hourly: [...this.hours],
+    };
+  }
+
+  /** Loads a state file's content; returns false (and loads nothing) when it is not one. */
+  load(data: unknown): boolean {
+    const p = data as PersistedReport;
+    if (!p || p.format !== 1 || !Array.isArray(p.devices) || !Array.isArray(p.hourly)) return false;
+    for (const d of p.devices) {
+      if (typeof d?.client !== 'string' || typeof d.count !== 'number' || !Array.isArray(d.lists)) return false;
+    }
+    for (const d of p.devices) {
+      const mac = typeof d.mac === 'string' ? d.mac : '';
+      this.devices.set(mac || d.client, {
+        client: d.client, mac, hostname: typeof d.hostname === 'string' ? d.hostname : '', count: d.count, first: d.first, last: d.last,
+        lists: new Map(d.lists.filter((x) => typeof x[0] === 'string' && typeof x[1] === 'number')),
+        rateLimited: typeof d.rateLimited === 'number' ? d.rateLimited : 0,
+      });
+    }
+    for (const [h, n] of p.hourly) if (typeof h === 'number' && typeof n === 'number') this.hours.set(h, n);
+    this.expire(this.now());
+    return true;
+  }
+}
+
+export function reportRow(
+  client: string, mac: string, hostname: string, count: number, first: number, last: number, lists: [string, number][], rateLimited = 0,
+): ReportRow {
+  return {
+    client, mac: mac || null, hostname: hostname || null, blocked: count,
+    firstSeen: new Date(first).toISOString(), lastSeen: new Date(last).toISOString(),
+    topLists: lists.sort((a, b) => b[1] - a[1]).slice(0, 3).map(([list, c]) => ({ list, count: c })),
+    rateLimited,
+  };
+}
+
+/** Every hour of the window (at most MAX_HOURS), oldest first, zero where nothing was blocked. */
+export function hourly(counts: ReadonlyMap<number, number>, now: number, windowMs: number): { hour: string; count: number }[] {
+  const last = Math.floor(now / HOUR) * HOUR;
+  const n = Math.min(MAX_HOURS, Math.max(1, Math.ceil(windowMs / HOUR)));
+  const out: { hour: string; count: number }[] = [];
+  for (let h = last - (n - 1) * HOUR; h <= last; h += HOUR) out.push({ hour: new Date(h).toISOString(), count: counts.get(h) ?? 0 });
+  return out;
 }

@@ -10,6 +10,8 @@ import type { Query } from '../dns/query.js';
 import type { Clock } from '../clock.js';
 import { decide, type Decision, type Generation } from '../policy/generation.js';
 import type { PolicyHolder } from '../policy/holder.js';
+import type { IdentityHolder } from '../identity/sources.js';
+import type { Device } from '../identity/table.js';
 import { isPromise, type Handler, type Outcome, type Stage } from '../pipeline/types.js';
 
 export class BlocklistStage implements Stage {
@@ -18,6 +20,7 @@ export class BlocklistStage implements Stage {
   constructor(
     private readonly policy: PolicyHolder,
     private readonly clock: Clock,
+    private readonly identity: IdentityHolder,
   ) {}
 
   /** Read only when the client has exceptions: most blocked queries never need the time. */
@@ -36,7 +39,15 @@ export class BlocklistStage implements Stage {
   private verdict(g: Generation, q: Query, name: string): Decision | undefined {
     const first = g.matcher.find(name, g.enforced);
     if (first === -1) return undefined;
-    return decide(g, name, g.clients.view(q.client), this.now, first);
+    // Identity only when a name matched and the policy names a device somewhere (mac:/host:).
+    const view = g.clients.byDevice ? g.clients.viewOf(q.client, this.device(q)) : g.clients.view(q.client);
+    return decide(g, name, view, this.now, first);
+  }
+
+  /** The device behind the query: the MAC a trusted relay sent, else whoever holds the address now. */
+  private device(q: Query): Device | undefined {
+    const table = this.identity.current;
+    return q.mac !== undefined ? table.relayed(q.mac) : table.lookup(q.client, this.clock.now());
   }
 
   private after(g: Generation, q: Query, o: Outcome, d: Decision | undefined): Outcome {

@@ -45,6 +45,8 @@ export interface Seen {
   proto: 'udp' | 'tcp';
   id: number;
   port: number;
+  /** The query as it arrived, bytes untouched. */
+  raw: Buffer;
 }
 
 export const T = { A: 1, NS: 2, CNAME: 5, SOA: 6, TXT: 16, AAAA: 28, SVCB: 64, HTTPS: 65 } as const;
@@ -129,7 +131,7 @@ export class FakeUpstream {
     const q = req.questions[0];
     if (!q) return;
     const name = q.name.toLowerCase();
-    this.seen.push({ name, type: q.type, proto, id: req.header.id, port });
+    this.seen.push({ name, type: q.type, proto, id: req.header.id, port, raw: Buffer.from(raw) });
     const b = this.scripts.get(name) ?? this.fallback;
     if (b.silent) return;
     if (b.delayMs) await new Promise((r) => setTimeout(r, b.delayMs));
