@@ -130,6 +130,33 @@ t.test('a query thread killed under load is restarted; the others keep answering
   t.comment(`kill under load: ${answered} answered, ${lost} lost`);
 });
 
+t.test('an exception by MAC holds on every query thread, and follows a lease change', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(
+    t, up.port,
+    {
+      ...CONFIG,
+      identity: { leases: [{ format: 'csv', file: 'leases.csv' }] },
+      exceptions: [{ id: 'MAC-1', clients: ['mac:aa:bb:cc:dd:ee:01'], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' }],
+    },
+    { 'tiktok.txt': TIKTOK_LIST, 'leases.csv': '127.0.2.1,aa:bb:cc:dd:ee:01,phone\n' },
+    { watch: true },
+  );
+  const from = (ip: string) => (): string => ip;
+  const names = Array.from({ length: 40 }, () => 'www.tiktok.com');
+  t.ok((await spread(h, names, from('127.0.2.1'))).every((r) => r === 0), 'the device at 127.0.2.1 is excepted on every thread (40 source ports)');
+  // The device moves to 127.0.2.2: its exception goes with it, on every thread.
+  writeFileSync(join(h.dir, 'leases.csv'), '127.0.2.2,aa:bb:cc:dd:ee:01,phone\n');
+  // The main thread rebuilds the table when the file changes and hands it to the worker thread: wait until
+  // 40 queries from 40 source ports (so both threads) all see the move.
+  const deadline = Date.now() + 15_000;
+  let left: number[] = [];
+  while (!(left = await spread(h, names, from('127.0.2.1'))).every((r) => r === 3) && Date.now() < deadline);
+  t.ok(left.every((r) => r === 3), 'the address it left is blocked again on every thread');
+  t.ok((await spread(h, names, from('127.0.2.2'))).every((r) => r === 0), 'its new address is excepted on every thread');
+});
+
 t.test('workers: a number, or auto for one per core', async (t) => {
   const dir = (await import('node:fs')).mkdtempSync(join((await import('node:os')).tmpdir(), 'sinkhole-workers-'));
   const file = join(dir, 'sinkhole.yaml');
