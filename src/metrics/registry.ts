@@ -182,9 +182,10 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_worker_queries_total', 'Queries received by each query thread (0 is the main thread): how evenly the kernel spreads them.', 'counter', () =>
     src.threads().map((t) => ({ labels: { worker: String(t.index) }, value: t.queries })),
   );
-  add('sinkhole_event_loop_delay_seconds', 'Event-loop delay of each query thread over the last 10 to 20 s (quantile 0.5, 0.99, 1 = max).', 'gauge', () =>
+  // `stat`, not `quantile`: Prometheus reserves that label for summaries (promtool rejects it on a gauge).
+  add('sinkhole_event_loop_delay_seconds', 'Event-loop delay of each query thread over the last 10 to 20 s (stat p50, p99, max).', 'gauge', () =>
     src.threads().flatMap((t) =>
-      (['0.5', '0.99', '1'] as const).map((quantile, i) => ({ labels: { worker: String(t.index), quantile }, value: t.loopDelay[i]! })),
+      (['p50', 'p99', 'max'] as const).map((stat, i) => ({ labels: { worker: String(t.index), stat }, value: t.loopDelay[i]! })),
     ),
   );
 
