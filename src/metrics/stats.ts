@@ -3,6 +3,7 @@
 // its throughput (DESIGN.md §2), so queries bump numbers here and
 // metrics/registry.ts publishes them when Prometheus scrapes.
 import { RESULTS, type Result } from '../pipeline/types.js';
+import type { Proto } from '../dns/query.js';
 
 /** Seconds. From 100 µs (cache hits and sinkhole answers) to past the upstream timeout. */
 export const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -32,7 +33,9 @@ export const QTYPE_LABELS: Readonly<Record<number, string>> = {
 export const QTYPE_SLOTS: readonly string[] = [...Object.values(QTYPE_LABELS), 'other'];
 const QTYPE_SLOT = new Uint8Array(65536).fill(QTYPE_SLOTS.length - 1);
 Object.keys(QTYPE_LABELS).forEach((qtype, i) => (QTYPE_SLOT[Number(qtype)] = i));
-export const PROTOS = ['udp', 'tcp'] as const;
+export const PROTOS = ['udp', 'tcp', 'dot', 'doh'] as const;
+/** First slot of each transport's row in Stats.queries: a property read, not an indexOf, per query. */
+const PROTO_BASE: Readonly<Record<Proto, number>> = { udp: 0, tcp: QTYPE_SLOTS.length, dot: 2 * QTYPE_SLOTS.length, doh: 3 * QTYPE_SLOTS.length };
 const RESULT_SLOT = new Map<Result, number>(RESULTS.map((r, i) => [r, i]));
 /** Header rcodes are 4 bits. */
 const RCODES = 16;
@@ -42,6 +45,9 @@ export type UpstreamOutcome = 'ok' | 'timeout' | 'error' | 'truncated';
 export class UpstreamStats {
   readonly outcomes: Record<UpstreamOutcome, number> = { ok: 0, timeout: 0, error: 0, truncated: 0 };
   readonly latency = new Histogram();
+  /** Encrypted upstreams: connections (TLS) or sessions (HTTP/2) opened, and open now. */
+  connects = 0;
+  open = 0;
 }
 
 export class Stats {
@@ -62,8 +68,8 @@ export class Stats {
   /** Errors thrown inside the pipeline and turned into SERVFAIL by the recover stage. */
   internalErrors = 0;
 
-  countQuery(proto: 'udp' | 'tcp', qtype: number): void {
-    this.queries[(proto === 'udp' ? 0 : QTYPE_SLOTS.length) + QTYPE_SLOT[qtype]!]!++;
+  countQuery(proto: Proto, qtype: number): void {
+    this.queries[PROTO_BASE[proto] + QTYPE_SLOT[qtype]!]!++;
   }
 
   countResponse(result: Result, rcode: number): void {
