@@ -29,6 +29,11 @@ import type { Registry } from 'prom-client';
 import { QueryLog } from './querylog/queryLog.js';
 import { AuditLog } from './querylog/auditLog.js';
 import { ComplianceReport } from './querylog/report.js';
+import { DdrAnswerer, type DdrEndpoint } from './stages/ddr.js';
+import { LocalAnswersStage } from './stages/localAnswers.js';
+import { dotServer } from './transport/dot.js';
+import { DOH_PATH, DohListener } from './transport/doh.js';
+import { Certificate } from './transport/tlsFiles.js';
 
 export interface StartOptions {
   configFile: string;
@@ -40,6 +45,9 @@ export interface StartOptions {
 
 export interface Running {
   dns: { udp: AddressInfo; tcp: AddressInfo }[];
+  /** DNS over TLS and over HTTPS listeners (listen.dot, listen.doh), as bound. */
+  dot: AddressInfo[];
+  doh: AddressInfo[];
   http?: AddressInfo;
   policy: PolicyHolder;
   stats: Stats;
@@ -51,6 +59,8 @@ export interface Running {
   handler: Handler;
   /** Reopens the query and audit log files (after logrotate moved them). */
   reopenLogs(): Promise<void>;
+  /** Re-reads listen.tls (SIGHUP); undefined when applied or there is none, else why it was refused. */
+  reloadTls(): string | undefined;
   /** Stops taking queries, answers those in flight (bounded by the upstream timeout), and closes. */
   close(): Promise<void>;
 }
@@ -64,7 +74,7 @@ export async function start(opts: StartOptions): Promise<Running> {
 
   // Upstreams and the cache outlive list and exception reloads (health and
   // cached answers are kept); they are rebuilt only when their settings change.
-  let forwarder = new Forwarder(config().upstreams, stats);
+  let forwarder = new Forwarder(config().upstreams, stats, log);
   let cache = new ReplyCache(config().cache, () => clock.now());
   const queryLog = new QueryLog(config().log, log);
   const auditLog = new AuditLog(config().log.audit, log);
@@ -74,6 +84,8 @@ export async function start(opts: StartOptions): Promise<Running> {
   // Benchmark-only switch: bench/run.sh measures what stage 2 costs by turning it off.
   // Not a config key, because a production resolver must always count.
   const measure = process.env.SINKHOLE_BENCH_NO_METRICS !== '1';
+  // DDR learns its endpoints once the DoT/DoH listeners are bound (below).
+  const ddr = new DdrAnswerer();
   const stages: Stage[] = [
     // 1. Anything below may throw: SERVFAIL and a counter, never a dead socket loop.
     new RecoverStage(stats, log),
@@ -81,6 +93,8 @@ export async function start(opts: StartOptions): Promise<Running> {
     ...(measure ? [new MetricsStage(stats, observers)] : []),
     // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
     new ValidateStage(policy),
+    // 3b. Answered by sinkhole itself (DDR's _dns.resolver.arpa): never forwarded, cached or blocked.
+    new LocalAnswersStage([ddr]),
     // 4+5. Client policy and blocklist. Above the cache, so policy applies to
     //      cached answers and the cache stays client-independent.
     new BlocklistStage(policy, clock),
@@ -93,6 +107,11 @@ export async function start(opts: StartOptions): Promise<Running> {
   const udp: UdpListener[] = [];
   const tcp: TcpListener[] = [];
   const dns: Running['dns'] = [];
+  const dotListeners: TcpListener[] = [];
+  const dohListeners: DohListener[] = [];
+  const dot: AddressInfo[] = [];
+  const doh: AddressInfo[] = [];
+  let certificate: Certificate | undefined;
   let closing = false;
   let closed: Promise<void> | undefined;
   let httpServer: Awaited<ReturnType<typeof startHttp>> | undefined;
@@ -101,12 +120,18 @@ export async function start(opts: StartOptions): Promise<Running> {
     generation: () => policy.current,
     cacheEntries: () => cache.size,
     tcpConnections: () => tcp.reduce((n, l) => n + l.connections, 0),
+    encryptedConnections: () => ({
+      dot: dotListeners.reduce((n, l) => n + l.connections, 0),
+      doh: dohListeners.reduce((n, l) => n + l.connections, 0),
+    }),
     now: () => clock.now(),
     version: VERSION,
   });
   // Listeners first (each answers what it has in flight), then the logs, then HTTP: /readyz says 503 until the end.
   const closeAll = async (): Promise<void> => {
     await Promise.all([...udp.map((l) => l.close()), ...tcp.map((l) => l.close())]);
+    await Promise.all([...dotListeners.map((l) => l.close()), ...dohListeners.map((l) => l.close())]);
+    forwarder.close();
     await Promise.all([queryLog.close(), auditLog.close()]);
     await httpServer?.close();
   };
@@ -119,6 +144,27 @@ export async function start(opts: StartOptions): Promise<Running> {
       dns.push(await bindPair(ep, u, t));
       udp.push(u);
       tcp.push(t);
+    }
+    // DNS over TLS and HTTPS for clients: the same handler, the same limits as TCP.
+    const { tls: tlsPaths, tcpIdleTimeoutMs: idle, tcpMaxConnections: maxConns } = config().listen;
+    if (tlsPaths) {
+      try {
+        certificate = Certificate.load(tlsPaths);
+      } catch (e) {
+        throw new SinkholeError('SH_LISTEN', `cannot load listen.tls: ${(e as Error).message}`);
+      }
+      const allowed = (client: string): boolean => policy.current.clients.view(client).allowed;
+      for (const ep of config().listen.dot) {
+        const l = new TcpListener(ep, handler, idle, maxConns, log, allowed, dotServer(certificate, maxConns, idle));
+        dotListeners.push(l);
+        dot.push(await l.start().catch((e: unknown) => Promise.reject(listenError('TLS', ep, e))));
+      }
+      for (const ep of config().listen.doh) {
+        const l = new DohListener(ep, handler, certificate, { idleTimeoutMs: idle, maxConnections: maxConns }, log, allowed);
+        dohListeners.push(l);
+        doh.push(await l.start().catch((e: unknown) => Promise.reject(listenError('HTTPS', ep, e))));
+      }
+      configureDdr();
     }
     const httpEp = config().listen.http;
     if (httpEp) {
@@ -138,7 +184,11 @@ export async function start(opts: StartOptions): Promise<Running> {
   logExceptions(log, policy.current, undefined, clock.now());
   const reloader = new Reloader(opts.configFile, policy, stats, log, (next, previous) => {
     logExceptions(log, next, previous, clock.now());
-    if (!isDeepStrictEqual(next.config.upstreams, previous.config.upstreams)) forwarder = new Forwarder(next.config.upstreams, stats);
+    if (!isDeepStrictEqual(next.config.upstreams, previous.config.upstreams)) {
+      const old = forwarder;
+      forwarder = new Forwarder(next.config.upstreams, stats, log);
+      old.close(); // its TLS connections close once the queries still on them are answered
+    }
     if (!isDeepStrictEqual(next.config.cache, previous.config.cache)) cache = new ReplyCache(next.config.cache, () => clock.now());
     queryLog.configure(next.config.log);
     auditLog.configure(next.config.log.audit);
@@ -151,6 +201,8 @@ export async function start(opts: StartOptions): Promise<Running> {
 
   return {
     dns,
+    dot,
+    doh,
     http: httpServer?.address,
     policy,
     stats,
@@ -162,11 +214,32 @@ export async function start(opts: StartOptions): Promise<Running> {
     reopenLogs: async () => {
       await Promise.all([queryLog.reopen(), auditLog.reopen()]);
     },
+    reloadTls: () => {
+      if (!certificate) return undefined;
+      const problem = certificate.reload();
+      if (problem) log.warn('SH_TLS_CERT', 'listen.tls not reloaded; the certificate in use stays', { error: problem });
+      else {
+        log.info('listen.tls reloaded', { cert: certificate.paths.cert, names: certificate.current.names.join(',') });
+        configureDdr();
+      }
+      return problem;
+    },
     close() {
       closed ??= shutdown();
       return closed;
     },
   };
+
+  /** DDR's SVCB records: the bound DoT/DoH endpoints, under the certificate's first DNS name. */
+  function configureDdr(): void {
+    const endpoints: DdrEndpoint[] = [
+      ...dot.map((a) => ({ alpn: 'dot' as const, host: a.address, port: a.port })),
+      ...doh.map((a) => ({ alpn: 'h2' as const, host: a.address, port: a.port })),
+    ];
+    const target = certificate?.current.names[0];
+    if (!target) log.info('DDR off: the listen.tls certificate names no DNS host (subjectAltName DNS:...)', {});
+    ddr.configure(target, endpoints, DOH_PATH);
+  }
 
   // Idempotent: SIGTERM and a test teardown may both ask.
   async function shutdown(): Promise<void> {
