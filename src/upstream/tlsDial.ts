@@ -85,6 +85,16 @@ export function dialTls(target: DialTarget, trust: TlsTrust, timeoutMs: number, 
     });
     sock.setNoDelay(true);
     let done = false;
+    let verified = false;
+    // A TLS 1.3 ticket may be read in the same flight as the handshake, before 'secureConnect':
+    // listen from the start, and keep tickets only from a connection that passed every check.
+    let ticket: Buffer | undefined;
+    if (sessions && !pinned) {
+      sock.on('session', (s: Buffer) => {
+        if (verified) sessions.session = s;
+        else ticket = s;
+      });
+    }
     const fail = (message: string): void => {
       if (done) return;
       done = true;
@@ -102,11 +112,12 @@ export function dialTls(target: DialTarget, trust: TlsTrust, timeoutMs: number, 
       }
       if (done) return;
       done = true;
+      verified = true;
+      if (sessions && ticket) sessions.session = ticket;
       clearTimeout(timer);
       sock.off('error', onError);
       sock.off('close', onClose);
-      // Tickets come after the handshake in TLS 1.3; keep the newest, from a verified server only.
-      if (sessions && !pinned) sock.on('session', (s: Buffer) => (sessions.session = s));
+      sock.on('error', () => {}); // until the caller's own listeners take over
       resolve(sock);
     });
     const onError = (e: Error): void => fail(`TLS with ${where}: ${e.message}`);

@@ -40,7 +40,7 @@ export interface Behaviour {
 export interface Seen {
   name: string;
   type: number;
-  proto: 'udp' | 'tcp';
+  proto: 'udp' | 'tcp' | 'dot' | 'doh';
   id: number;
   port: number;
 }
@@ -120,7 +120,8 @@ export class FakeUpstream {
     });
   }
 
-  private async respond(raw: Buffer, proto: 'udp' | 'tcp', port: number, send: (b: Buffer, fromOther?: boolean) => void): Promise<void> {
+  /** Answers one query as scripted; also used by the DoT/DoH fakes in fakeEncrypted.ts. */
+  async respond(raw: Buffer, proto: Seen['proto'], port: number, send: (b: Buffer, fromOther?: boolean) => void): Promise<void> {
     const req = Packet.parse(raw);
     const q = req.questions[0];
     if (!q) return;
