@@ -18,7 +18,7 @@ import { normalizeAddress } from '../policy/cidr.js';
 import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';
-import { HANDSHAKE_TIMEOUT_MS } from './dot.js';
+import { dropFailedHandshakes, HANDSHAKE_TIMEOUT_MS } from './dot.js';
 import type { Certificate } from './tlsFiles.js';
 
 /** RFC 8484 §5: the path is the server's to choose; /dns-query is the one every client defaults to. */
@@ -73,6 +73,7 @@ export class DohListener {
       settings: { maxConcurrentStreams: MAX_STREAMS, enablePush: false },
     });
     server.maxConnections = this.limits.maxConnections;
+    dropFailedHandshakes(server);
     this.cert.attach(server);
     server.on('secureConnection', (sock: TLSSocket) => this.onConnection(sock));
     server.on('session', (s: ServerHttp2Session) => this.onSession(s));

@@ -9,6 +9,15 @@ import type { Certificate } from './tlsFiles.js';
 /** A TLS handshake must finish within this (Node's default is 120 s: a cheap way to hold slots). */
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 
+/**
+ * Node reports a handshake timeout or failure as 'tlsClientError' and leaves
+ * the socket open (verified on Node 24): without this, a client that connects
+ * and says nothing would hold its slot forever.
+ */
+export function dropFailedHandshakes(server: tls.Server): void {
+  server.on('tlsClientError', (_e, sock) => sock.destroy());
+}
+
 export function dotServer(cert: Certificate, maxConnections: number, idleTimeoutMs: number): StreamServerOptions {
   return {
     proto: 'dot',
@@ -27,6 +36,7 @@ export function dotServer(cert: Certificate, maxConnections: number, idleTimeout
       // The TCP listener counts connections once the handshake is done; this caps those still
       // shaking hands as well, so a flood of half-open handshakes cannot exhaust descriptors.
       server.maxConnections = maxConnections;
+      dropFailedHandshakes(server);
       cert.attach(server);
       return server;
     },
