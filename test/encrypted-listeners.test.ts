@@ -223,6 +223,27 @@ t.test('listen.tls: re-read on reload (SIGHUP); a broken pair is refused and the
   t.equal(await certOf('dot'), fingerprint(pki.rogue), 'and the pair in use stays');
 });
 
+t.test('shutdown: DoT and DoH answer the queries in flight, then close', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('slow.example.test', { delayMs: 300 });
+  const h = await startSinkhole(t, up.port, config(), FILES);
+  const c = await dotClient(h);
+  const s = await h2connect(h);
+  c.send(buildQuery('slow.example.test', T.A, { id: 9 }));
+  const q = buildQuery('slow.example.test', T.AAAA, { id: 0 });
+  const viaDoh = h2request(s, post(q), q);
+  await new Promise((r) => setTimeout(r, 100)); // both are upstream now
+  const closing = h.running.close();
+  const [dotReply] = await c.waitFor(1);
+  t.equal(rcodeOf(dotReply!), 0, 'the DoT query in flight is answered');
+  t.equal(rcodeOf((await viaDoh).body), 0, 'the DoH query in flight is answered');
+  await closing;
+  await c.closed;
+  t.pass('and the DoT connection is closed');
+  t.ok(s.closed || s.destroyed || (await once(s, 'close').then(() => true)), 'the HTTP/2 session got GOAWAY and closed');
+});
+
 /** SVCB records of a reply, decoded here by hand (RFC 9460 §2.2) as an independent check. */
 function svcb(reply: Buffer): { priority: number; target: string; params: Map<number, Buffer> }[] {
   const d = decode(reply);
