@@ -137,12 +137,12 @@ export async function start(opts: StartOptions): Promise<Running> {
   };
   try {
     for (const ep of config().listen.dns) {
-      const u = new UdpListener(ep, handler, log);
       const t = new TcpListener(ep, handler, config().listen.tcpIdleTimeoutMs, config().listen.tcpMaxConnections, log, (client) =>
         policy.current.clients.view(client).allowed,
       );
-      dns.push(await bindPair(ep, u, t));
-      udp.push(u);
+      const bound = await bindPair(ep, () => new UdpListener(ep, handler, log), t);
+      dns.push(bound.addresses);
+      udp.push(bound.udp);
       tcp.push(t);
     }
     // DNS over TLS and HTTPS for clients: the same handler, the same limits as TCP.
@@ -268,8 +268,14 @@ function logExceptions(log: Logger, next: Generation, previous: Generation | und
  * Binds UDP and TCP to the same port. With port 0 (tests) the kernel picks the
  * UDP port, and TCP takes the same one; if another process has it on TCP, try again.
  */
-async function bindPair(ep: { host: string; port: number }, u: UdpListener, t: TcpListener): Promise<{ udp: AddressInfo; tcp: AddressInfo }> {
+export async function bindPair(
+  ep: { host: string; port: number },
+  makeUdp: () => UdpListener,
+  t: TcpListener,
+): Promise<{ udp: UdpListener; addresses: { udp: AddressInfo; tcp: AddressInfo } }> {
   for (let attempt = 0; ; attempt++) {
+    // A new UDP listener per attempt: a closed one stays closed (it drops every query it receives).
+    const u = makeUdp();
     let udp: AddressInfo;
     try {
     udp = await u.start();
@@ -277,7 +283,7 @@ async function bindPair(ep: { host: string; port: number }, u: UdpListener, t: T
     throw listenError('UDP', ep, e);
     }
     try {
-    return { udp, tcp: await t.start(udp.port) };
+    return { udp: u, addresses: { udp, tcp: await t.start(udp.port) } };
     } catch (e) {
     await u.close();
     if (ep.port !== 0 || attempt >= 20) throw listenError('TCP', ep, e);
