@@ -18,6 +18,7 @@
 // peer before a query waits on it, and a session idle for IDLE_MS is closed.
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { isIPv6 } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { padQuery, unpadReply } from '../dns/padding.js';
 import { boundedExchange, isOurReply, UpstreamError } from './exchange.js';
 import { dialTls, type DialTarget, type SessionStore, type TlsTrust } from './tlsDial.js';
@@ -195,7 +196,7 @@ export class DohUpstream implements UpstreamTransport {
     return s;
   }
 
-  private open(s: Session, sock: import('node:tls').TLSSocket): ClientHttp2Session {
+  private open(s: Session, sock: TLSSocket): ClientHttp2Session {
     // The socket is verified (dialTls) before HTTP/2 may write a single frame on it.
     const h2 = http2.connect(this.authority, { createConnection: () => sock, settings: { enablePush: false } });
     s.h2 = h2;

@@ -36,7 +36,8 @@ export const CONNECTIONS = 4;
 /** A connection with nothing in flight for this long is closed. */
 export const IDLE_MS = 20_000;
 
-interface Query {
+/** A query on its way through the pool. */
+interface Pending {
   wire: Buffer;
   qend: number;
   id: number;
@@ -54,9 +55,9 @@ class Conn {
   draining = false;
   closed = false;
   /** Written and awaiting a reply, by the ID we gave them. */
-  readonly inflight = new Map<number, Query>();
+  readonly inflight = new Map<number, Pending>();
   /** Waiting for the handshake: nothing is written before the server is verified. */
-  readonly queued: Query[] = [];
+  readonly queued: Pending[] = [];
   idle: NodeJS.Timeout | undefined;
 
   get load(): number {
@@ -94,7 +95,7 @@ export class DotUpstream implements UpstreamTransport {
   exchange(query: Buffer, qend: number, timeoutMs: number): Promise<Buffer> {
     const { wire, addedOpt } = padQuery(query);
     return boundedExchange(timeoutMs, `no DoT reply from ${this.ctx.label} in ${Math.round(timeoutMs)}ms`, (settle) => {
-      const q: Query = {
+      const q: Pending = {
         wire, qend, id: 0, conn: undefined, reused: false, retried: false,
         settle: (err, reply) => settle(err, reply && unpadReply(reply, addedOpt)),
       };
@@ -130,14 +131,14 @@ export class DotUpstream implements UpstreamTransport {
     return ready ?? pending ?? (this.conns.length < this.maxConns ? this.dial() : (any ?? this.dial()));
   }
 
-  private assign(q: Query, c: Conn): void {
+  private assign(q: Pending, c: Conn): void {
     q.conn = c;
     q.reused = c.ready;
     if (c.ready) this.write(c, q);
     else c.queued.push(q);
   }
 
-  private write(c: Conn, q: Query): void {
+  private write(c: Conn, q: Pending): void {
     let id = randomId();
     while (c.inflight.has(id)) id = randomId(); // unique among this connection's queries in flight
     q.id = id;
@@ -149,7 +150,7 @@ export class DotUpstream implements UpstreamTransport {
   }
 
   /** A query that settled or timed out leaves its connection. */
-  private forget(q: Query): void {
+  private forget(q: Pending): void {
     const c = q.conn;
     if (!c) return;
     q.conn = undefined;
