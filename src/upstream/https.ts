@@ -79,11 +79,6 @@ export class DohUpstream implements UpstreamTransport {
     this.pingTimeoutMs = opts.pingTimeoutMs ?? PING_TIMEOUT_MS;
   }
 
-  /** Sessions open now (for tests and the connection gauge). */
-  get connections(): number {
-    return [...this.all].filter((s) => s.h2 && !s.h2.closed && !s.h2.destroyed).length;
-  }
-
   exchange(query: Buffer, qend: number, timeoutMs: number): Promise<Buffer> {
     const { wire, addedOpt } = padQuery(query);
     wire.writeUInt16BE(0, 0); // RFC 8484 §4.1

@@ -104,11 +104,6 @@ export class DotUpstream implements UpstreamTransport {
     });
   }
 
-  /** Open connections (for tests and the connection gauge). */
-  get connections(): number {
-    return this.conns.filter((c) => c.ready).length;
-  }
-
   close(): void {
     this.closing = true;
     for (const c of [...this.conns]) this.maybeIdle(c);
