@@ -13,6 +13,7 @@ import { buildQuery, decode, exchange, rcodeOf, udpExchange } from './helpers/dn
 import { UpstreamStats } from '../src/metrics/stats.js';
 import { decodeQuery } from '../src/dns/query.js';
 import { DohUpstream } from '../src/upstream/https.js';
+import { DotUpstream } from '../src/upstream/tls.js';
 import { dialTls, type SessionStore } from '../src/upstream/tlsDial.js';
 
 const pki = makePki();
@@ -146,6 +147,31 @@ t.test('DoT upstream: a dead reused connection gets one transparent re-dial; mid
     t.ok(performance.now() - t0 < 900, 'without waiting for the 1 s timeout');
     t.equal(stats(h, `tls://127.0.0.1:${dot.port}#dns.test`).outcomes.error, 2, 'each counted for health');
   });
+});
+
+t.test('DoT pool: idle connections close; a busy pool grows to its cap and no further', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('*', { delayMs: 100 });
+  const dot = await FakeDot.start(up, pki.server);
+  t.teardown(() => dot.close());
+  const stats = new UpstreamStats();
+  const pool = new DotUpstream(
+    { host: '127.0.0.1', port: dot.port, authName: 'dns.test', alpn: ['dot'] }, { ca: pki.caPem, pins: [] },
+    { handshakeTimeoutMs: 1000, stats, label: 'test' }, { idleMs: 200, pipeline: 2, connections: 2 },
+  );
+  t.teardown(() => pool.close());
+  const ask = (name: string): Promise<Buffer> => {
+    const q = decodeQuery(buildQuery(name, T.A), '127.0.0.1', 'udp', 0)!;
+    return pool.exchange(q.buf, q.qend, 2000);
+  };
+  t.equal(rcodeOf(await ask('one.example.test')), 0);
+  await until(() => dot.open === 0, 'the idle connection to close');
+  t.equal(stats.open, 0, 'closed by us after idleMs');
+  const replies = await Promise.all(Array.from({ length: 6 }, (_, i) => ask(`six${i}.example.test`)));
+  t.ok(replies.every((r) => rcodeOf(r) === 0), 'six at once, all answered');
+  t.equal(stats.connects, 3, 'two more connections (2 queries each in flight), then the cap: the rest share them');
+  t.equal(new Set(dot.queries.slice(1).map((q) => q.conn)).size, 2, 'over two connections');
 });
 
 t.test('DoT upstream: bad certificate, wrong name, pins (wrong on every connection, right, CA), handshake timeout', async (t) => {
