@@ -166,8 +166,8 @@ t.test('DoT pool: idle connections close; a busy pool grows to its cap and no fu
     return pool.exchange(q.buf, q.qend, 2000);
   };
   t.equal(rcodeOf(await ask('one.example.test')), 0);
-  await until(() => dot.open === 0, 'the idle connection to close');
-  t.equal(stats.open, 0, 'closed by us after idleMs');
+  await until(() => stats.open === 0, 'the idle connection to close');
+  t.pass('closed by us after idleMs');
   const replies = await Promise.all(Array.from({ length: 6 }, (_, i) => ask(`six${i}.example.test`)));
   t.ok(replies.every((r) => rcodeOf(r) === 0), 'six at once, all answered');
   t.equal(stats.connects, 3, 'two more connections (2 queries each in flight), then the cap: the rest share them');
