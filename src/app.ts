@@ -47,6 +47,11 @@ import { PostgresStore } from './querylog/reportPostgres.js';
 import { renderPage, type PageData } from './metrics/page.js';
 import { readHttpToken } from './metrics/token.js';
 import { WorkerPool } from './workers.js';
+import { DdrAnswerer, type DdrEndpoint } from './stages/ddr.js';
+import { LocalAnswersStage } from './stages/localAnswers.js';
+import { dotServer } from './transport/dot.js';
+import { DOH_PATH, DohListener } from './transport/doh.js';
+import { Certificate } from './transport/tlsFiles.js';
 import { RateLimitStage } from './stages/rateLimit.js';
 import { PolicyStateStore } from './state/snapshot.js';
 import { startingPolicy } from './state/lastGood.js';
@@ -61,6 +66,9 @@ export interface StartOptions {
 
 export interface Running {
   dns: { udp: AddressInfo; tcp: AddressInfo }[];
+  /** DNS over TLS and over HTTPS listeners (listen.dot, listen.doh), as bound. */
+  dot: AddressInfo[];
+  doh: AddressInfo[];
   http?: AddressInfo;
   policy: PolicyHolder;
   /** The main thread's counts (and the reload counters); /metrics sums every thread's. */
@@ -85,6 +93,8 @@ export interface Running {
   handler: Handler;
   /** Reopens the query and audit log files (after logrotate moved them). */
   reopenLogs(): Promise<void>;
+  /** Re-reads listen.tls (SIGHUP); undefined when applied or there is none, else why it was refused. */
+  reloadTls(): string | undefined;
   /** Stops taking queries, answers those in flight (bounded by the upstream timeout), and closes. */
   close(): Promise<void>;
 }
@@ -93,6 +103,8 @@ export interface Running {
 export interface PlaneGauges {
   cacheEntries: number;
   tcpConnections: number;
+  dotConnections: number;
+  dohConnections: number;
   sourcePorts: number;
   rateLimitBuckets: number;
   queries: number;
@@ -114,6 +126,12 @@ export class DataPlane {
   private readonly auditLog: AuditLog;
   private readonly udp: UdpListener[] = [];
   private readonly tcp: TcpListener[] = [];
+  private readonly dotListeners: TcpListener[] = [];
+  private readonly dohListeners: DohListener[] = [];
+  /** DDR learns its endpoints once the DoT/DoH listeners are bound. */
+  private readonly ddr = new DdrAnswerer();
+  private certificate: Certificate | undefined;
+  private encrypted: { dot: AddressInfo[]; doh: AddressInfo[] } = { dot: [], doh: [] };
   private readonly loopDelay = new LoopDelay();
   private readonly rateLimit: RateLimitStage;
 
@@ -128,7 +146,7 @@ export class DataPlane {
   ) {
     const config = policy.current.config;
     const stats = this.stats;
-    this.forwarder = new Forwarder(config.upstreams, stats);
+    this.forwarder = new Forwarder(config.upstreams, stats, log);
     this.cache = new ReplyCache(cacheLimits(config), () => clock.now());
     this.queryLog = new QueryLog(config.log, log);
     this.auditLog = new AuditLog(config.log.audit, log);
@@ -148,6 +166,8 @@ export class DataPlane {
       ...(measure ? [new MetricsStage(stats, observers)] : []),
       // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
       new ValidateStage(policy),
+      // 3a. Answered by sinkhole itself (DDR's _dns.resolver.arpa): never forwarded, cached or blocked.
+      new LocalAnswersStage([this.ddr]),
       // 3b. Per-client token bucket (clients.rateLimit; a no-op without it). Right after validate: it is
       //     cheap, so a flooding client is turned away before it costs policy, cache or upstream work, and
       //     before local answers a flood could otherwise use; after validate so that a client outside
@@ -174,24 +194,74 @@ export class DataPlane {
    */
   async listen(endpoints: readonly Endpoint[], reusePort: boolean): Promise<{ udp: AddressInfo; tcp: AddressInfo }[]> {
     const listen = this.policy.current.config.listen;
+    const allowed = (client: string): boolean => this.policy.current.clients.view(client).allowed;
     const out: { udp: AddressInfo; tcp: AddressInfo }[] = [];
     for (const ep of endpoints) {
-      const u = new UdpListener(ep, this.handler, this.log);
-      const t = new TcpListener(ep, this.handler, listen.tcpIdleTimeoutMs, listen.tcpMaxConnections, this.log, (client) =>
-        this.policy.current.clients.view(client).allowed,
-      );
-      this.udp.push(u);
+      const t = new TcpListener(ep, this.handler, listen.tcpIdleTimeoutMs, listen.tcpMaxConnections, this.log, allowed);
       this.tcp.push(t);
-      out.push(await bindPair(ep, u, t, reusePort));
+      const bound = await bindPair(ep, () => new UdpListener(ep, this.handler, this.log), t, reusePort);
+      this.udp.push(bound.udp);
+      out.push(bound.addresses);
     }
     return out;
+  }
+
+  /**
+   * DNS over TLS and HTTPS for clients (listen.dot, listen.doh): the same handler and the same limits
+   * as TCP. A worker thread is given the ports the main thread bound.
+   */
+  async listenEncrypted(dot: readonly Endpoint[], doh: readonly Endpoint[], reusePort: boolean): Promise<{ dot: AddressInfo[]; doh: AddressInfo[] }> {
+    const { tls: tlsPaths, tcpIdleTimeoutMs: idle, tcpMaxConnections: maxConns } = this.policy.current.config.listen;
+    if (!tlsPaths || (!dot.length && !doh.length)) return this.encrypted;
+    try {
+      this.certificate = Certificate.load(tlsPaths);
+    } catch (e) {
+      throw new SinkholeError('SH_LISTEN', `cannot load listen.tls: ${(e as Error).message}`);
+    }
+    const allowed = (client: string): boolean => this.policy.current.clients.view(client).allowed;
+    for (const ep of dot) {
+      const l = new TcpListener(ep, this.handler, idle, maxConns, this.log, allowed, dotServer(this.certificate, maxConns, idle));
+      this.dotListeners.push(l);
+      this.encrypted.dot.push(await l.start(ep.port, reusePort).catch((e: unknown) => Promise.reject(listenError('TLS', ep, e))));
+    }
+    for (const ep of doh) {
+      const l = new DohListener(ep, this.handler, this.certificate, { idleTimeoutMs: idle, maxConnections: maxConns }, this.log, allowed);
+      this.dohListeners.push(l);
+      this.encrypted.doh.push(await l.start(ep.port, reusePort).catch((e: unknown) => Promise.reject(listenError('HTTPS', ep, e))));
+    }
+    this.configureDdr();
+    return this.encrypted;
+  }
+
+  /** Re-reads listen.tls (SIGHUP); undefined when applied or there is none, else why it was refused. */
+  reloadTls(): string | undefined {
+    if (!this.certificate) return undefined;
+    const problem = this.certificate.reload();
+    if (problem) this.log.warn('SH_TLS_CERT', 'listen.tls not reloaded; the certificate in use stays', { error: problem });
+    else this.configureDdr();
+    return problem;
+  }
+
+  /** DDR's SVCB records (RFC 9462): the bound DoT/DoH endpoints, under the certificate's first DNS name. */
+  private configureDdr(): void {
+    const endpoints: DdrEndpoint[] = [
+      ...this.encrypted.dot.map((a) => ({ alpn: 'dot' as const, host: a.address, port: a.port })),
+      ...this.encrypted.doh.map((a) => ({ alpn: 'h2' as const, host: a.address, port: a.port })),
+    ];
+    this.ddr.configure(this.certificate?.current.names[0], endpoints, DOH_PATH);
+  }
+
+  /** The certificate's names (for the log), when listen.tls is loaded. */
+  get certificateNames(): readonly string[] {
+    return this.certificate?.current.names ?? [];
   }
 
   /** A new generation is in force: rebuild what its settings changed. */
   swap(next: Generation, previous: Generation): void {
     if (!isDeepStrictEqual(next.config.upstreams, previous.config.upstreams)) {
-      this.forwarder.close();
-      this.forwarder = new Forwarder(next.config.upstreams, this.stats);
+      const old = this.forwarder;
+      this.forwarder = new Forwarder(next.config.upstreams, this.stats, this.log);
+      old.close(); // its sockets and TLS connections close once the queries still on them are answered
     }
     if (!isDeepStrictEqual(cacheLimits(next.config), cacheLimits(previous.config))) this.cache = new ReplyCache(cacheLimits(next.config), () => this.clock.now());
     this.queryLog.configure(next.config.log);
@@ -202,6 +272,8 @@ export class DataPlane {
     return {
       cacheEntries: this.cache.size,
       tcpConnections: this.tcp.reduce((n, l) => n + l.connections, 0),
+      dotConnections: this.dotListeners.reduce((n, l) => n + l.connections, 0),
+      dohConnections: this.dohListeners.reduce((n, l) => n + l.connections, 0),
       sourcePorts: this.forwarder.sourcePortsOpen,
       rateLimitBuckets: this.rateLimit.buckets,
       queries: this.stats.queries.reduce((a, b) => a + b, 0),
@@ -215,7 +287,10 @@ export class DataPlane {
 
   /** Listeners first (each answers what it has in flight), then the upstream sockets and the logs. */
   async close(): Promise<void> {
-    await Promise.all([...this.udp.map((l) => l.close()), ...this.tcp.map((l) => l.close())]);
+    await Promise.all([
+      ...this.udp.map((l) => l.close()), ...this.tcp.map((l) => l.close()),
+      ...this.dotListeners.map((l) => l.close()), ...this.dohListeners.map((l) => l.close()),
+    ]);
     this.forwarder.close();
     this.loopDelay.close();
     await Promise.all([this.queryLog.close(), this.auditLog.close()]);
@@ -262,6 +337,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     generation: () => policy.current,
     cacheEntries: () => gauge((g) => g.cacheEntries),
     tcpConnections: () => gauge((g) => g.tcpConnections),
+    encryptedConnections: () => ({ dot: gauge((g) => g.dotConnections), doh: gauge((g) => g.dohConnections) }),
     sourcePorts: () => gauge((g) => g.sourcePorts),
     rateLimitBuckets: () => gauge((g) => g.rateLimitBuckets),
     threads: () => [{ index: 0, ...plane.gauges() }, ...(workers?.threads() ?? [])],
@@ -312,11 +388,18 @@ export async function start(opts: StartOptions): Promise<Running> {
     };
   };
   let dns: Running['dns'] = [];
+  let encrypted: { dot: AddressInfo[]; doh: AddressInfo[] } = { dot: [], doh: [] };
   try {
     dns = await plane.listen(config().listen.dns, workers !== undefined);
+    encrypted = await plane.listenEncrypted(config().listen.dot, config().listen.doh, workers !== undefined);
     // The other threads bind the ports the main thread got (the kernel chose them for port 0).
+    const bound = (eps: readonly Endpoint[], ports: readonly { port: number }[]): Endpoint[] => eps.map((ep, i) => ({ host: ep.host, port: ports[i]!.port }));
     await workers?.start(
-      dns.map((d, i) => ({ host: config().listen.dns[i]!.host, port: d.udp.port })),
+      {
+        dns: bound(config().listen.dns, dns.map((d) => d.udp)),
+        dot: bound(config().listen.dot, encrypted.dot),
+        doh: bound(config().listen.doh, encrypted.doh),
+      },
       initial,
       policy.current.number,
     );
@@ -383,6 +466,8 @@ export async function start(opts: StartOptions): Promise<Running> {
 
   return {
     dns,
+    dot: encrypted.dot,
+    doh: encrypted.doh,
     http: httpServer?.address,
     policy,
     stats,
@@ -400,6 +485,14 @@ export async function start(opts: StartOptions): Promise<Running> {
     handler: plane.handler,
     reopenLogs: async () => {
       await Promise.all([plane.reopenLogs(), workers?.reopenLogs(), identity.reload()]);
+    },
+    reloadTls: () => {
+      const problem = plane.reloadTls();
+      if (problem === undefined && plane.certificateNames.length) {
+        log.info('listen.tls reloaded', { names: plane.certificateNames.join(',') });
+        workers?.reloadTls();
+      }
+      return problem;
     },
     close() {
       closed ??= shutdown();
@@ -455,13 +548,15 @@ function logExceptions(log: Logger, next: Generation, previous: Generation | und
  * Binds UDP and TCP to the same port. With port 0 (tests) the kernel picks the
  * UDP port, and TCP takes the same one; if another process has it on TCP, try again.
  */
-async function bindPair(
+export async function bindPair(
   ep: { host: string; port: number },
-  u: UdpListener,
+  makeUdp: () => UdpListener,
   t: TcpListener,
-  reusePort: boolean,
-): Promise<{ udp: AddressInfo; tcp: AddressInfo }> {
+  reusePort = false,
+): Promise<{ udp: UdpListener; addresses: { udp: AddressInfo; tcp: AddressInfo } }> {
   for (let attempt = 0; ; attempt++) {
+    // A new UDP listener per attempt: a closed one stays closed (it drops every query it receives).
+    const u = makeUdp();
     let udp: AddressInfo;
     try {
       udp = await u.start(ep.port, reusePort);
@@ -469,7 +564,7 @@ async function bindPair(
       throw listenError('UDP', ep, e);
     }
     try {
-      return { udp, tcp: await t.start(udp.port, reusePort) };
+      return { udp: u, addresses: { udp, tcp: await t.start(udp.port, reusePort) } };
     } catch (e) {
       await u.close();
       if (ep.port !== 0 || attempt >= 20) throw listenError('TCP', ep, e);

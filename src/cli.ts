@@ -113,6 +113,8 @@ async function serve(configFile: string): Promise<number> {
   const running = await start({ configFile, log });
   const g = running.policy.current;
   for (const d of running.dns) log.info('listening for DNS', { udp: `${d.udp.address}:${d.udp.port}`, tcp: `${d.tcp.address}:${d.tcp.port}` });
+  for (const a of running.dot) log.info('listening for DNS over TLS', { address: `${a.address}:${a.port}` });
+  for (const a of running.doh) log.info('listening for DNS over HTTPS', { address: `${a.address}:${a.port}`, path: '/dns-query' });
   if (running.http) log.info('listening for HTTP', { address: `${running.http.address}:${running.http.port}`, paths: '/metrics /healthz /readyz' });
   log.info('serving', {
     version: VERSION,
@@ -121,9 +123,10 @@ async function serve(configFile: string): Promise<number> {
     rules: [...g.ruleCounts.values()].reduce((a, b) => a + b, 0),
     exceptions: g.exceptions.length,
   });
-  // SIGHUP: reopen the log files (logrotate) and reload the policy.
+  // SIGHUP: reopen the log files (logrotate), re-read the DoT/DoH certificate, and reload the policy.
   process.on('SIGHUP', () => {
     void running.reopenLogs();
+    running.reloadTls();
     void running.reloader.reload('config');
   });
   await new Promise<void>((resolve) => {

@@ -37,6 +37,9 @@ port.on('message', (m: ToThread) => {
     case 'reopen':
       void plane.reopenLogs();
       break;
+    case 'reloadTls':
+      plane.reloadTls();
+      break;
     case 'close':
       void plane.close().then(() => {
         report.flush();
@@ -46,7 +49,10 @@ port.on('message', (m: ToThread) => {
   }
 });
 
-plane.listen(init.endpoints, true).then(
+plane
+  .listen(init.endpoints.dns, true)
+  .then(() => plane.listenEncrypted(init.endpoints.dot, init.endpoints.doh, true))
+  .then(
   () => send({ type: 'ready' }),
   (e: unknown) => {
     send({ type: 'failed', message: e instanceof Error ? e.message : String(e) });

@@ -24,9 +24,16 @@ import { workerUrl } from './workerUrl.js';
 import { IdentityTable, type IdentityData } from './identity/table.js';
 
 /** What a query thread starts from (worker_threads workerData). */
+/** The addresses every query thread binds (the main thread's ports: the kernel chose them for port 0). */
+export interface ThreadEndpoints {
+  dns: Endpoint[];
+  dot: Endpoint[];
+  doh: Endpoint[];
+}
+
 export interface ThreadInit {
   index: number;
-  endpoints: Endpoint[];
+  endpoints: ThreadEndpoints;
   data: PolicyData;
   number: number;
   identity: IdentityData;
@@ -37,6 +44,7 @@ export type ToThread =
   | { type: 'identity'; table: IdentityData }
   | { type: 'stats'; id: number }
   | { type: 'reopen' }
+  | { type: 'reloadTls' }
   | { type: 'close' };
 
 export type FromThread =
@@ -68,7 +76,7 @@ export class WorkerPool {
   /** Counts of threads that ended, so the sums stay monotonic. */
   private readonly retired = new Stats();
   private merged_: Stats | undefined;
-  private endpoints: Endpoint[] = [];
+  private endpoints: ThreadEndpoints = { dns: [], dot: [], doh: [] };
   private data: PolicyData | undefined;
   private number = 0;
   private table: IdentityData = IdentityTable.EMPTY.toData();
@@ -86,7 +94,7 @@ export class WorkerPool {
   }
 
   /** Starts every thread on the ports the main thread bound; rejects if one cannot bind. */
-  async start(endpoints: Endpoint[], data: PolicyData, number: number): Promise<void> {
+  async start(endpoints: ThreadEndpoints, data: PolicyData, number: number): Promise<void> {
     this.endpoints = endpoints;
     this.data = { ...data, matcher: shareMatcherData(data.matcher) };
     this.number = number;
@@ -210,6 +218,11 @@ export class WorkerPool {
 
   reopenLogs(): void {
     this.send({ type: 'reopen' });
+  }
+
+  /** listen.tls changed and the main thread accepted it: every thread re-reads it. */
+  reloadTls(): void {
+    this.send({ type: 'reloadTls' });
   }
 
   /** Ends thread `index` abruptly, as a crash would (tests use it; the pool restarts it). */

@@ -7,6 +7,10 @@ import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { normalizeAddress } from '../src/policy/cidr.js';
 import { FakeClock, startSinkhole } from './helpers/sinkhole.js';
 import { buildQuery, decode, exchange, optOf, rcodeOf, TcpClient, udpExchange } from './helpers/dns.js';
+import { bindPair } from '../src/app.js';
+import { UdpListener } from '../src/transport/udp.js';
+import { TcpListener } from '../src/transport/tcp.js';
+import { silentLogger } from '../src/log.js';
 
 const PROTOS = ['udp', 'tcp'] as const;
 
@@ -435,4 +439,21 @@ t.test('upstreams.maxInflight: past the cap a miss gets SERVFAIL at once', async
   t.ok(Date.now() - started < 250, 'at once, not after the timeout');
   t.equal(rcodeOf(await first), 0, 'the first is answered');
   t.equal(h.running.stats.upstreamOverloads, 1, 'counted');
+});
+
+t.test('binding UDP and TCP on one port: after a TCP clash, the UDP listener of the retry answers', async (t) => {
+  const answer = (): { wire: Buffer; result: 'local' } => ({ wire: Buffer.alloc(12), result: 'local' });
+  const ep = { host: '127.0.0.1', port: 0 };
+  const tcp = new TcpListener(ep, answer, 1000, 10, silentLogger);
+  // The first TCP bind fails as if another process had that port on TCP; the second succeeds.
+  const start = tcp.start.bind(tcp);
+  let calls = 0;
+  tcp.start = (port?: number) => (calls++ === 0 ? Promise.reject(Object.assign(new Error('in use'), { code: 'EADDRINUSE' })) : start(port));
+  const made: UdpListener[] = [];
+  const bound = await bindPair(ep, () => (made.push(new UdpListener(ep, (q) => ({ wire: Buffer.from(q.buf), result: 'local' }), silentLogger)), made.at(-1)!), tcp);
+  t.teardown(() => Promise.all([bound.udp.close(), tcp.close()]));
+  t.equal(made.length, 2, 'a second UDP listener for the retry');
+  t.equal(bound.udp, made[1], 'and that is the one returned');
+  const reply = await udpExchange(bound.addresses.udp.port, buildQuery('retry.example.test', T.A, { id: 0x5151 }));
+  t.equal(reply.readUInt16BE(0), 0x5151, 'it answers (the closed first one would drop every query)');
 });

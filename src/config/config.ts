@@ -4,10 +4,13 @@
 import { dirname, resolve } from 'node:path';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { isScalar } from 'yaml';
 import { YamlReader, describe, type YNode } from './yamlReader.js';
 import { parseCidr } from '../policy/cidr.js';
 import { parseUpstream, systemResolvers, type UpstreamSpec } from '../upstream/spec.js';
+import { loadTlsFiles, type TlsPaths } from '../transport/tlsFiles.js';
 import { PolicyError, type Problem } from '../errors.js';
 import { diskSource, type FileSource } from '../policy/sources.js';
 import { LEASE_FORMATS, type LeaseFormat } from '../identity/leaseFormats.js';
@@ -32,9 +35,16 @@ export interface Config {
   file: string;
   dir: string;
   listen: {
-    dns: Endpoint[]; http?: Endpoint; tcpIdleTimeoutMs: number; tcpMaxConnections: number;
+    dns: Endpoint[];
+    http?: Endpoint;
+    tcpIdleTimeoutMs: number;
+    tcpMaxConnections: number;
     /** A file holding the bearer token HTTP asks for (all but /healthz and /metrics); unset = no token. */
     httpToken?: string;
+    /** DNS over TLS (RFC 7858) and over HTTPS (RFC 8484) for clients; both need `tls`. */
+    dot: Endpoint[];
+    doh: Endpoint[];
+    tls?: TlsPaths;
   };
   upstreams: {
     servers: UpstreamSpec[];
@@ -44,6 +54,8 @@ export interface Config {
     sourcePorts: number;
     sourcePortReuse: number;
     maxInflight: number;
+    /** For tls:// and https:// upstreams. */
+    tls: UpstreamTls;
   };
   cache: {
     maxEntries: number;
@@ -100,6 +112,13 @@ export interface RateLimitConfig {
   ipv6Prefix: number;
 }
 
+export interface UpstreamTls {
+  /** PEM of upstreams.tls.ca; undefined = the system's trust store. Kept as text, so a changed file is a changed config. */
+  ca?: string;
+  /** Authentication name (or IP) → base64 SHA-256 SPKI digests (RFC 7858 §4.2). */
+  pins: Record<string, string[]>;
+}
+
 /** Parses "host:port" or "[v6]:port". */
 export function parseEndpoint(text: string): Endpoint | string {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:[\]]+):(\d+)$/.exec(text);
@@ -115,8 +134,11 @@ export function defaultConfig(file: string): Config {
   return {
     file,
     dir: dirname(file),
-    listen: { dns: [{ host: '127.0.0.1', port: 1053 }], tcpIdleTimeoutMs: 10_000, tcpMaxConnections: 1000 },
-    upstreams: { servers: systemResolvers(), conditional: [], strategy: 'failover', timeoutMs: 2000, sourcePorts: 1024, sourcePortReuse: 100, maxInflight: 1000 },
+    listen: { dns: [{ host: '127.0.0.1', port: 1053 }], tcpIdleTimeoutMs: 10_000, tcpMaxConnections: 1000, dot: [], doh: [] },
+    upstreams: {
+      servers: systemResolvers(), conditional: [], strategy: 'failover', timeoutMs: 2000, sourcePorts: 1024, sourcePortReuse: 100, maxInflight: 1000,
+      tls: { pins: {} },
+    },
     cache: {
       maxEntries: 100_000, minTtl: 0, maxTtl: 86_400, maxNegativeTtl: 3600,
       // RFC 8767 §5's suggestions, which are also Unbound's current defaults (serve-expired-client-timeout
@@ -155,6 +177,7 @@ function readConfig(r: YamlReader, path: string): Config {
   }
   const pendingEnforce: { value: string; node: YNode; q: string }[] = [];
   const pendingExempt: { value: string; node: YNode; q: string }[] = [];
+  const bootstrap = new Map<string, string>();
   const upstreamList = (node: YNode, p: string): UpstreamSpec[] => {
     const out: UpstreamSpec[] = [];
     for (const { value, node: n } of r.strings(node, p)) {
@@ -164,7 +187,7 @@ function readConfig(r: YamlReader, path: string): Config {
         out.push(...sys);
         continue;
       }
-      const spec = parseUpstream(value);
+      const spec = parseUpstream(value, bootstrap);
       if (typeof spec === 'string') r.fail(n, p, spec);
       else out.push(spec);
     }
@@ -193,23 +216,45 @@ function readConfig(r: YamlReader, path: string): Config {
         tcpIdleTimeout: (v, q) => (c.listen.tcpIdleTimeoutMs = r.duration(v, q, 100) ?? c.listen.tcpIdleTimeoutMs),
         tcpMaxConnections: (v, q) => (c.listen.tcpMaxConnections = r.integer(v, q, 1, 1_000_000) ?? c.listen.tcpMaxConnections),
         httpToken: (v, q) => (c.listen.httpToken = resolveOptional(c.dir, r.string(v, q))),
+        dot: (v, q) => (c.listen.dot = endpoints(r, v, q)),
+        doh: (v, q) => (c.listen.doh = endpoints(r, v, q)),
+        tls: (v, q) => (c.listen.tls = readListenTls(r, v, q, c.dir)),
       }),
-    upstreams: (n, p) =>
+    upstreams: (n, p) => {
+      // The server lists are read after the whole block, so upstreams.tls.bootstrap may come after them.
+      const lists: { v: YNode; q: string; conditional: boolean }[] = [];
+      let tlsNode: { v: YNode; q: string } | undefined;
       r.map(n, p, {
-        servers: (v, q) => (c.upstreams.servers = upstreamList(v, q)),
-        conditional: (v, q) => {
-          c.upstreams.conditional = r.entries(v, q).map(({ key, keyNode, value }) => {
-            const domain = normalizeDomain(key);
-            if (!domain) r.fail(keyNode, `${q}.${key}`, 'expected a domain name');
-            return { domain, servers: upstreamList(value, `${q}.${key}`) };
-          });
-        },
+        servers: (v, q) => lists.push({ v, q, conditional: false }),
+        conditional: (v, q) => lists.push({ v, q, conditional: true }),
+        tls: (v, q) => (tlsNode = { v, q }),
         strategy: (v, q) => (c.upstreams.strategy = r.oneOf(v, q, ['failover', 'random', 'race'] as const) ?? c.upstreams.strategy),
         timeout: (v, q) => (c.upstreams.timeoutMs = r.duration(v, q, 50) ?? c.upstreams.timeoutMs),
         sourcePorts: (v, q) => (c.upstreams.sourcePorts = r.integer(v, q, 1, 16384) ?? c.upstreams.sourcePorts),
         sourcePortReuse: (v, q) => (c.upstreams.sourcePortReuse = r.integer(v, q, 1, 10000) ?? c.upstreams.sourcePortReuse),
         maxInflight: (v, q) => (c.upstreams.maxInflight = r.integer(v, q, 1, 100_000) ?? c.upstreams.maxInflight),
-      }),
+      });
+      const pins = tlsNode ? readUpstreamTls(r, tlsNode.v, tlsNode.q, c, bootstrap) : [];
+      for (const { v, q, conditional } of lists) {
+        if (!conditional) c.upstreams.servers = upstreamList(v, q);
+        else {
+          c.upstreams.conditional = r.entries(v, q).map(({ key, keyNode, value }) => {
+            const domain = normalizeDomain(key);
+            if (!domain) r.fail(keyNode, `${q}.${key}`, 'expected a domain name');
+            return { domain, servers: upstreamList(value, `${q}.${key}`) };
+          });
+        }
+      }
+      // A pin for a name no upstream uses would pin nothing: almost surely a typo.
+      const names = new Set(
+        [...c.upstreams.servers, ...c.upstreams.conditional.flatMap((x) => x.servers)]
+          .filter((s) => s.transport === 'tls' || s.transport === 'https')
+          .map((s) => s.authName ?? s.host),
+      );
+      for (const { name, node, q } of pins) {
+        if (!names.has(name)) r.fail(node, q, `no tls:// or https:// upstream is checked against "${name}"; pins are keyed by the #name of an upstream (or its IP when it has none)`);
+      }
+    },
     cache: (n, p) =>
       r.map(n, p, {
         maxEntries: (v, q) => (c.cache.maxEntries = r.integer(v, q, 0, 100_000_000) ?? c.cache.maxEntries),
@@ -333,6 +378,9 @@ function readConfig(r: YamlReader, path: string): Config {
   }
   if (c.cache.minTtl > c.cache.maxTtl) r.fail(root, 'cache', `minTtl (${c.cache.minTtl}s) is above maxTtl (${c.cache.maxTtl}s)`);
   if (!c.listen.dns.length && !r.problems.length) r.fail(root, 'listen.dns', 'expected at least one address to listen on');
+  if ((c.listen.dot.length || c.listen.doh.length) && !c.listen.tls && !r.problems.length) {
+    r.fail(root, 'listen.tls', 'listen.dot and listen.doh need a certificate: listen.tls: { cert: FILE, key: FILE }');
+  }
   return Object.freeze(c);
 }
 
@@ -365,6 +413,92 @@ function readRateLimit(r: YamlReader, node: YNode, path: string, pendingExempt: 
     ipv6Prefix: (v, q) => (out.ipv6Prefix = r.integer(v, q, 16, 128) ?? out.ipv6Prefix),
   });
   return out;
+}
+
+function endpoints(r: YamlReader, node: YNode, path: string): Endpoint[] {
+  const eps: Endpoint[] = [];
+  for (const { value, node: n } of r.strings(node, path)) {
+    const ep = parseEndpoint(value);
+    if (typeof ep === 'string') r.fail(n, path, ep);
+    else eps.push(ep);
+  }
+  return eps;
+}
+
+/** listen.tls: both files, readable, and a certificate with its own key (checked here, so `validate` says so). */
+function readListenTls(r: YamlReader, node: YNode, path: string, dir: string): TlsPaths | undefined {
+  const out: Partial<TlsPaths> = {};
+  r.map(node, path, {
+    cert: (v, q) => (out.cert = resolvePath(dir, r.string(v, q))),
+    key: (v, q) => (out.key = resolvePath(dir, r.string(v, q))),
+  });
+  if (!out.cert || !out.key) return r.fail(node, path, 'expected both cert and key files (PEM)');
+  const loaded = loadTlsFiles(out as TlsPaths);
+  if (typeof loaded === 'string') return r.fail(node, path, loaded);
+  return out as TlsPaths;
+}
+
+/** SHA-256 digest as RFC 7469 prints it: 32 bytes in base64. */
+const PIN = /^sha256\/([A-Za-z0-9+/]{43}=)$/;
+
+/**
+ * upstreams.tls: `ca` (a PEM file), `pins` (name → ["sha256/BASE64"]) and
+ * `bootstrap` (name → IP). Fills c.upstreams.tls and `bootstrap`; returns
+ * the pin names, checked once the upstreams are known.
+ */
+function readUpstreamTls(
+  r: YamlReader, node: YNode, path: string, c: Config, bootstrap: Map<string, string>,
+): { name: string; node: YNode; q: string }[] {
+  const names: { name: string; node: YNode; q: string }[] = [];
+  r.map(node, path, {
+    ca: (v, q) => {
+      const file = resolvePath(c.dir, r.string(v, q));
+      if (!file) return;
+      let pem: string;
+      try {
+        pem = readFileSync(file, 'utf8');
+      } catch (e) {
+        return r.fail(v, q, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+      }
+      const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+      if (!blocks.length) return r.fail(v, q, `${file} holds no PEM certificate`);
+      for (const [i, b] of blocks.entries()) {
+        try {
+          new X509Certificate(b);
+        } catch (e) {
+          return r.fail(v, q, `certificate ${i + 1} in ${file} does not parse: ${(e as Error).message}`);
+        }
+      }
+      c.upstreams.tls.ca = pem;
+    },
+    pins: (v, q) => {
+      for (const { key, keyNode, value } of r.entries(v, q)) {
+        const name = key.toLowerCase().replace(/\.$/, '');
+        names.push({ name, node: keyNode, q: `${q}.${key}` });
+        c.upstreams.tls.pins[name] = r.strings(value, `${q}.${key}`).flatMap(({ value: pin, node: n }) => {
+          const m = PIN.exec(pin);
+          if (!m || Buffer.from(m[1]!, 'base64').length !== 32) {
+            r.fail(n, `${q}.${key}`, `expected "sha256/" and the base64 SHA-256 of the certificate's public key (44 characters), got "${pin}"`);
+            return [];
+          }
+          return [m[1]!];
+        });
+      }
+    },
+    bootstrap: (v, q) => {
+      for (const { key, value } of r.entries(v, q)) {
+        const ip = r.string(value, `${q}.${key}`);
+        if (ip === undefined) continue;
+        if (!isIP(ip)) r.fail(value, `${q}.${key}`, `expected the IP address of ${key}, got "${ip}"`);
+        else bootstrap.set(key.toLowerCase().replace(/\.$/, ''), ip);
+      }
+    },
+  });
+  return names;
+}
+
+function resolvePath(dir: string, file: string | undefined): string | undefined {
+  return file === undefined ? undefined : resolve(dir, file);
 }
 
 function resolveOptional(dir: string, file: string | undefined): string | undefined {

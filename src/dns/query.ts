@@ -4,7 +4,8 @@
 // must stay untouched anyway (DESIGN.md "Forward raw bytes").
 import { FLAG_CD, FLAG_QR, FLAG_RD, MIN_UDP_PAYLOAD, RCODE, TYPE } from './constants.js';
 
-export type Proto = 'udp' | 'tcp';
+/** The client's transport: also the `proto` metric label. dot = DNS over TLS, doh = DNS over HTTPS. */
+export type Proto = 'udp' | 'tcp' | 'dot' | 'doh';
 
 export interface Query {
   /** The bytes as received; never modified. */

@@ -8,7 +8,7 @@ import { RCODE_NAME } from '../dns/constants.js';
 import { isActive } from '../policy/exceptions.js';
 import type { Generation } from '../policy/generation.js';
 import { RESULTS } from '../pipeline/types.js';
-import { LATENCY_BUCKETS, PROTOS, QTYPE_SLOTS, type Histogram, type Stats } from './stats.js';
+import { LATENCY_BUCKETS, PROTOS, QTYPE_SLOTS, type Histogram, type Stats, type UpstreamStats } from './stats.js';
 
 type Labels = Record<string, string>;
 interface Sample {
@@ -66,6 +66,8 @@ export interface MetricSources {
   workerRestarts: () => number;
   /** Token buckets held by clients.rateLimit (0 when it is off). */
   rateLimitBuckets?: () => number;
+  /** Open client connections of the DoT and DoH listeners. */
+  encryptedConnections?: () => { dot: number; doh: number };
   now: () => number;
   version: string;
   /** Identity and the report store (issue 11). */
@@ -209,5 +211,21 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_state_write_failures_total', 'Snapshots of the last good policy that could not be written to state.dir (DNS is not affected).', 'counter', () => [
     { labels: {}, value: src.stats().stateWriteFailures },
   ]);
+  // Encrypted DNS (issue 12): client connections of the DoT/DoH listeners, and the connections
+  // sinkhole keeps to tls:// and https:// upstreams (few and long-lived when reuse works).
+  add('sinkhole_encrypted_connections', 'Open client connections of the DNS-over-TLS and DNS-over-HTTPS listeners.', 'gauge', () => {
+    const n = src.encryptedConnections?.() ?? { dot: 0, doh: 0 };
+    return [
+      { labels: { proto: 'dot' }, value: n.dot },
+      { labels: { proto: 'doh' }, value: n.doh },
+    ];
+  });
+  const encrypted = (): [string, UpstreamStats][] => [...src.stats().upstreams].filter(([label]) => /^(tls|https):\/\//.test(label));
+  add('sinkhole_upstream_connections', 'Open TLS connections (DoT) or HTTP/2 sessions (DoH) to each encrypted upstream.', 'gauge', () =>
+    encrypted().map(([upstream, u]) => ({ labels: { upstream }, value: u.open })),
+  );
+  add('sinkhole_upstream_connects_total', 'TLS connections (DoT) or HTTP/2 sessions (DoH) opened to each encrypted upstream.', 'counter', () =>
+    encrypted().map(([upstream, u]) => ({ labels: { upstream }, value: u.connects })),
+  );
   return register;
 }

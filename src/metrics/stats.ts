@@ -3,6 +3,7 @@
 // its throughput (DESIGN.md §2), so queries bump numbers here and
 // metrics/registry.ts publishes them when Prometheus scrapes.
 import { RESULTS, type Result } from '../pipeline/types.js';
+import type { Proto } from '../dns/query.js';
 
 /**
  * Seconds. From 10 µs (a cache hit or a sinkhole answer takes ~10–30 µs in process) to past
@@ -49,7 +50,9 @@ export const QTYPE_LABELS: Readonly<Record<number, string>> = {
 export const QTYPE_SLOTS: readonly string[] = [...Object.values(QTYPE_LABELS), 'other'];
 const QTYPE_SLOT = new Uint8Array(65536).fill(QTYPE_SLOTS.length - 1);
 Object.keys(QTYPE_LABELS).forEach((qtype, i) => (QTYPE_SLOT[Number(qtype)] = i));
-export const PROTOS = ['udp', 'tcp'] as const;
+export const PROTOS = ['udp', 'tcp', 'dot', 'doh'] as const;
+/** First slot of each transport's row in Stats.queries: a property read, not an indexOf, per query. */
+const PROTO_BASE: Readonly<Record<Proto, number>> = { udp: 0, tcp: QTYPE_SLOTS.length, dot: 2 * QTYPE_SLOTS.length, doh: 3 * QTYPE_SLOTS.length };
 const RESULT_SLOT = new Map<Result, number>(RESULTS.map((r, i) => [r, i]));
 /** Header rcodes are 4 bits. */
 const RCODES = 16;
@@ -59,6 +62,9 @@ export type UpstreamOutcome = 'ok' | 'timeout' | 'error' | 'truncated';
 export class UpstreamStats {
   readonly outcomes: Record<UpstreamOutcome, number> = { ok: 0, timeout: 0, error: 0, truncated: 0 };
   readonly latency = new Histogram();
+  /** Encrypted upstreams: connections (TLS) or sessions (HTTP/2) opened, and open now. */
+  connects = 0;
+  open = 0;
 }
 
 /**
@@ -69,7 +75,7 @@ export interface StatsData {
   queries: Float64Array;
   responses: Float64Array;
   latency: [Result, HistogramData][];
-  upstreams: [string, { outcomes: Record<UpstreamOutcome, number>; latency: HistogramData }][];
+  upstreams: [string, { outcomes: Record<UpstreamOutcome, number>; latency: HistogramData; connects: number; open: number }][];
   /** Every plain counter (a number field) and group of counters (an object of numbers), by field name. */
   scalars: Record<string, number | Record<string, number>>;
   /** Every counter keyed by a name from the config (a Map of numbers: reloads, lease reads...), by field name. */
@@ -120,8 +126,9 @@ export class Stats {
   /** Blocked-query events the report could not take (its intake was full within one event-loop turn). */
   reportDropped = 0;
 
-  countQuery(proto: 'udp' | 'tcp', qtype: number): void {
-    this.queries[(proto === 'udp' ? 0 : QTYPE_SLOTS.length) + QTYPE_SLOT[qtype]!]!++;
+
+  countQuery(proto: Proto, qtype: number): void {
+    this.queries[PROTO_BASE[proto] + QTYPE_SLOT[qtype]!]!++;
   }
 
   countResponse(result: Result, rcode: number): void {
@@ -167,7 +174,7 @@ export class Stats {
           v instanceof Map && [...v.values()].every((x) => typeof x === 'number') ? [[k, [...(v as Map<string, number>)]]] : [],
         ),
       ),
-      upstreams: [...this.upstreams].map(([l, u]) => [l, { outcomes: { ...u.outcomes }, latency: hist(u.latency) }]),
+      upstreams: [...this.upstreams].map(([l, u]) => [l, { outcomes: { ...u.outcomes }, latency: hist(u.latency), connects: u.connects, open: u.open }]),
     };
   }
 
@@ -190,6 +197,8 @@ export class Stats {
       const up = this.upstream(label);
       for (const k of Object.keys(u.outcomes) as UpstreamOutcome[]) up.outcomes[k] += u.outcomes[k];
       up.latency.add(u.latency);
+      up.connects += u.connects;
+      up.open += u.open;
     }
   }
 }

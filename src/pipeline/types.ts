@@ -6,9 +6,10 @@ import type { ScannedReply } from '../dns/message.js';
 import type { Query } from '../dns/query.js';
 
 /** Metrics-safe reason for a reply: a fixed set, used as the `result` label. */
-export type Result = 'blocked' | 'excepted' | 'cached' | 'forwarded' | 'refused' | 'formerr' | 'notimp' | 'servfail' | 'stale' | 'ratelimited';
+export type Result = 'blocked' | 'excepted' | 'cached' | 'forwarded' | 'refused' | 'formerr' | 'notimp' | 'servfail' | 'stale' | 'ratelimited' | 'local';
 
-export const RESULTS: readonly Result[] = ['blocked', 'excepted', 'cached', 'forwarded', 'refused', 'formerr', 'notimp', 'servfail', 'stale', 'ratelimited'];
+/** `local`: answered by sinkhole itself (stages/localAnswers.ts), never forwarded or cached. */
+export const RESULTS: readonly Result[] = ['blocked', 'excepted', 'cached', 'forwarded', 'refused', 'formerr', 'notimp', 'servfail', 'stale', 'ratelimited', 'local'];
 
 export interface Outcome {
   /** The reply, with the client's ID; the transport only truncates it when it is too big for UDP. */

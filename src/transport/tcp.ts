@@ -5,7 +5,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { FrameReader, frame } from '../dns/framing.js';
-import { decodeQuery } from '../dns/query.js';
+import { decodeQuery, type Proto } from '../dns/query.js';
 import { normalizeAddress } from '../policy/cidr.js';
 import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
 import type { Endpoint } from '../config/config.js';
@@ -15,6 +15,16 @@ import type { Logger } from '../log.js';
 const MAX_INFLIGHT_PER_CONNECTION = 100;
 /** Answers a connection may leave unread before it is dropped. */
 const MAX_UNREAD_BYTES = 1 << 20;
+
+/**
+ * How the listening server is made: plain TCP by default; DoT (transport/dot.ts)
+ * passes a TLS server, so every limit here applies to DoT connections too.
+ */
+export interface StreamServerOptions {
+  createServer?: (onConnection: (sock: net.Socket) => void) => net.Server;
+  /** The `proto` of the queries read (the metric label and the query log). */
+  proto?: Proto;
+}
 
 export class TcpListener {
   private server: net.Server | undefined;
@@ -29,11 +39,13 @@ export class TcpListener {
     private readonly log: Logger,
     /** Whether an address is inside clients.allowFrom (current policy). */
     private readonly allowed: (client: string) => boolean = () => true,
+    private readonly stream: StreamServerOptions = {},
   ) {}
 
   /** `reusePort`: several query threads listen on the same address and the kernel spreads connections (SO_REUSEPORT). */
   async start(port = this.endpoint.port, reusePort = false): Promise<net.AddressInfo> {
-    const server = net.createServer((sock) => this.onConnection(sock));
+    const onConnection = (sock: net.Socket): void => this.onConnection(sock);
+    const server = this.stream.createServer ? this.stream.createServer(onConnection) : net.createServer(onConnection);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ port, host: this.endpoint.host, reusePort }, () => {
@@ -88,7 +100,7 @@ export class TcpListener {
     const reader = new FrameReader((msg) => {
       try {
         // Copy: the frame is a view into a chunk the reader may release.
-        const q = decodeQuery(Buffer.from(msg), client, 'tcp', performance.now());
+        const q = decodeQuery(Buffer.from(msg), client, this.stream.proto ?? 'tcp', performance.now());
         if (!q) return true; // shorter than a header, or a response: nothing to answer
         const r = this.handler(q);
         if (!isPromise(r)) {

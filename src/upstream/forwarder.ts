@@ -6,6 +6,10 @@ import { FLAG_AA, FLAG_RA, RCODE } from '../dns/constants.js';
 import type { Query } from '../dns/query.js';
 import type { Stats, UpstreamStats } from '../metrics/stats.js';
 import type { UpstreamSpec } from './spec.js';
+import type { UpstreamTls } from '../config/config.js';
+import type { Logger } from '../log.js';
+import { encryptedTransport } from './encrypted.js';
+import type { UpstreamTransport } from './transport.js';
 import { tcpExchange } from './tcp.js';
 import { UpstreamError } from './exchange.js';
 import { UdpUpstream } from './udp.js';
@@ -19,6 +23,8 @@ export class Upstream {
   private failures = 0;
   private lastFailure = 0;
   readonly stats: UpstreamStats;
+  /** tls:// and https:// upstreams: their connection pool or HTTP/2 session (upstream/encrypted.ts). */
+  transport: UpstreamTransport | undefined;
 
   constructor(readonly spec: UpstreamSpec, stats: Stats) {
     this.stats = stats.upstream(spec.label);
@@ -49,6 +55,8 @@ export interface ForwarderOptions {
   sourcePortReuse: number;
   /** Upstream exchanges in flight at once; past this, new misses get SERVFAIL at once. */
   maxInflight: number;
+  /** CA and pins for tls:// and https:// upstreams. */
+  tls?: UpstreamTls;
 }
 
 export class Forwarder {
@@ -60,18 +68,23 @@ export class Forwarder {
   constructor(
     private readonly opts: ForwarderOptions,
     private readonly stats: Stats,
+    log?: Logger,
   ) {
     // One Upstream per configured label, so health and metrics are shared where a server is listed twice.
     const byLabel = new Map<string, Upstream>();
     const get = (s: UpstreamSpec): Upstream => {
       let u = byLabel.get(s.label);
-      if (!u) byLabel.set(s.label, (u = new Upstream(s, stats)));
+      if (!u) {
+        byLabel.set(s.label, (u = new Upstream(s, stats)));
+        u.transport = encryptedTransport(s, opts.tls, { handshakeTimeoutMs: opts.timeoutMs, stats: u.stats, log });
+      }
       return u;
     };
     this.defaults = opts.servers.map(get);
     this.udp = new UdpUpstream({ ports: opts.sourcePorts, maxUses: opts.sourcePortReuse });
     for (const c of opts.conditional) this.conditional.set(c.domain, c.servers.map(get));
   }
+
 
   /** The upstreams for a name: the longest matching conditional domain, else the defaults. */
   candidates(qname: string): Upstream[] {
@@ -141,7 +154,10 @@ export class Forwarder {
     const started = performance.now();
     try {
       let reply: Buffer;
-      if (transport === 'tcp') {
+      if (u.transport) {
+        // tls:// and https://: the transport keeps its own connections, IDs and padding.
+        reply = await u.transport.exchange(q.buf, q.qend, deadline - started);
+      } else if (transport === 'tcp') {
         reply = await tcpExchange(host, port, q.buf, q.qend, deadline - started);
       } else {
         reply = await this.udp.exchange(host, port, q.buf, q.qend, deadline - started);
@@ -172,9 +188,13 @@ export class Forwarder {
     return this.udp.openSockets;
   }
 
-  /** Releases the source-port pool: sockets close once their queries in flight settle. */
+  /**
+   * Releases the upstream sockets (replaced on reload, or shutdown): the UDP source ports and the
+   * encrypted upstreams' connections close once the queries in flight on them are answered.
+   */
   close(): void {
     this.udp.close();
+    for (const u of new Set([...this.defaults, ...[...this.conditional.values()].flat()])) u.transport?.close();
   }
 }
 

@@ -42,7 +42,7 @@ export interface Behaviour {
 export interface Seen {
   name: string;
   type: number;
-  proto: 'udp' | 'tcp';
+  proto: 'udp' | 'tcp' | 'dot' | 'doh';
   id: number;
   port: number;
   /** The query as it arrived, bytes untouched. */
@@ -126,7 +126,8 @@ export class FakeUpstream {
     });
   }
 
-  private async respond(raw: Buffer, proto: 'udp' | 'tcp', port: number, send: (b: Buffer, fromOther?: boolean) => void): Promise<void> {
+  /** Answers one query as scripted; also used by the DoT/DoH fakes in fakeEncrypted.ts. */
+  async respond(raw: Buffer, proto: Seen['proto'], port: number, send: (b: Buffer, fromOther?: boolean) => void): Promise<void> {
     const req = Packet.parse(raw);
     const q = req.questions[0];
     if (!q) return;
