@@ -6,6 +6,7 @@ export const ERROR_CODES = {
   SH_CONFIG_INVALID: 'a config value has the wrong type, is out of range or is an unknown key',
   SH_CONFIG_READ: 'a config, list or exceptions file cannot be read',
   SH_LIST_SYNTAX: 'a blocklist line is not a rule in any accepted form',
+  SH_LIST_PUBLIC_SUFFIX: 'a blocklist rule is a public suffix (com, co.uk, github.io) and its line does not say it is meant',
   SH_LIST_EMPTY: 'a blocklist has no rules (take it out of blocking.enforce instead)',
   SH_EXCEPTION_INVALID: 'an exception record is incomplete or names an unknown group, list or date',
   SH_LISTEN: 'a listener could not bind its address (in use, or not permitted)',

@@ -4,7 +4,9 @@ import t from 'tap';
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { parseList } from '../src/policy/listParser.js';
+import { createRequire } from 'node:module';
+import { parseList, scanList } from '../src/policy/listParser.js';
+import { isPublicSuffix, suffixIndexLoaded } from '../src/policy/publicSuffix.js';
 import { buildGeneration, decide } from '../src/policy/generation.js';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { startSinkhole, TIKTOK_LIST } from './helpers/sinkhole.js';
@@ -43,6 +45,66 @@ t.test('list syntax: every accepted form, and file:line:col for the rest', async
   );
   t.match(bad.problems[0]?.message, /expected one rule per line/);
   t.match(bad.problems[1]?.message, /expected adblock syntax \|\|domain\^/);
+});
+
+t.test('public suffixes are refused at file:line:col unless the line says they are meant', async (t) => {
+  t.ok(suffixIndexLoaded(), 'the fast filter over the Public Suffix List is in use (tldts layout still read)');
+  const lines = [
+    'tiktok.com',
+    'com',
+    '||co.uk^',
+    '0.0.0.0 github.io',
+    '  *.com',
+    'CO.UK.',
+    'foo.ck                 # *.ck: every name under ck is a suffix',
+    'www.ck',
+    'city.kawasaki.jp',
+    'x.kawasaki.jp',
+    's3.dualstack.cn-northwest-1.amazonaws.com.cn',
+    'bytedance.map.fastly.net',
+    'lan',
+    'github.io  # sinkhole:allow-public-suffix (every GitHub Pages site, on purpose)',
+    '127.0.0.1 blogspot.com x.example # sinkhole:allow-public-suffix',
+    'co.uk  # approved by the IT board',
+    '0.0.0.0 localhost',
+  ];
+  const { rules, problems } = parseList('l.txt', lines.join('\n'));
+  t.same(
+    problems.map((p) => `${p.line}:${p.col} ${p.code}`),
+    ['2:1', '3:3', '4:9', '5:5', '6:1', '7:1', '10:1', '11:1', '13:1', '16:1'].map((at) => `${at} SH_LIST_PUBLIC_SUFFIX`),
+    'every public suffix, in every syntax, named at line:col',
+  );
+  t.match(problems[2]?.message, /"github\.io" is a public suffix: this rule would block every site under \.github\.io\. If that is really meant, end the line with "# sinkhole:allow-public-suffix"/);
+  t.same(
+    rules.map((r) => `${r.subdomainsOnly ? '*.' : ''}${r.domain}@${r.line}`),
+    ['tiktok.com@1', 'www.ck@8', 'city.kawasaki.jp@9', 'bytedance.map.fastly.net@12', 'github.io@14', 'blogspot.com@15', 'x.example@15'],
+    'registrable names (PSL exceptions included) and marked lines pass',
+  );
+});
+
+t.test('the public-suffix filter never lets through what tldts calls a suffix', async (t) => {
+  // Every rule of the list tldts carries, and a name under each wildcard rule, through the list parser.
+  const trie = createRequire(import.meta.url)('tldts/dist/cjs/src/data/trie.js') as {
+    nodeFlags: Uint8Array; edgeStart: ArrayLike<number>; edgeLength: ArrayLike<number>; edgeChild: ArrayLike<number>; labelText: string; rulesRoot: number;
+  };
+  const offsets: number[] = [];
+  for (let e = 0, o = 0; e < trie.edgeLength.length; e++, o += trie.edgeLength[e - 1]!) offsets.push(o);
+  const names: string[] = [];
+  const walk = (node: number, labels: string[]): void => {
+    if (trie.nodeFlags[node]! & 3) names.push(labels.map((l) => (l === '*' ? 'probe-label' : l)).reverse().join('.'));
+    for (let e = trie.edgeStart[node]!; e < trie.edgeStart[node + 1]!; e++) walk(trie.edgeChild[e]!, [...labels, trie.labelText.slice(offsets[e], offsets[e]! + trie.edgeLength[e]!)]);
+  };
+  walk(trie.rulesRoot, []);
+  const ascii = names.filter((n) => !/[^a-z0-9.-]/.test(n));
+  t.ok(ascii.length > 9000, `${ascii.length} suffixes`);
+  const accepted: string[] = [];
+  scanList('psl.txt', Buffer.from([...ascii, ...ascii.map((n) => `a-registrable-name.${n}`)].join('\n')), {
+    rule: (d) => accepted.push(d),
+    ruleBytes: (b, from, to) => accepted.push(b.toString('latin1', from, to)),
+  });
+  const wrong = accepted.filter((n) => isPublicSuffix(n));
+  t.same(wrong.slice(0, 5), [], 'no accepted rule is a public suffix');
+  t.equal(accepted.length, ascii.filter((n) => !isPublicSuffix(`a-registrable-name.${n}`)).length, 'and every name below one that is registrable was accepted');
 });
 
 t.test('suffix matching: the domain and below, never a substring', async (t) => {
