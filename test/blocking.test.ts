@@ -1,7 +1,8 @@
 // Sinkholing: list syntax, suffix matching, every response mode and qtype,
 // EDE, CNAME/HTTPS inspection, the bundled lists, hot reload, `check`.
 import t from 'tap';
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -232,10 +233,10 @@ t.test('CNAME and HTTPS target inspection, fresh and cached', async (t) => {
 t.test('bundled lists: TikTok blocked, the not-TikTok names untouched', async (t) => {
   const g = buildGeneration(join(ROOT, 'sinkhole.yaml'), 1);
   const view = g.clients.view('127.0.0.1');
-  const shared = join(ROOT, '..', 'shared', 'data', 'not-tiktok.txt');
-  const source = existsSync(shared) ? shared : join(import.meta.dirname, 'fixtures', 'not-tiktok.txt');
-  const names = readFileSync(source, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
-  t.ok(names.length >= 80, `read ${names.length} names from ${source}`);
+  // The repository's copy, and the research folder's when it sits beside the checkout (it may be newer).
+  const sources = [join(ROOT, 'blocklists', 'src', 'not-tiktok.txt'), join(ROOT, '..', 'shared', 'data', 'not-tiktok.txt')].filter((f) => existsSync(f));
+  const names = [...new Set(sources.flatMap((f) => readFileSync(f, 'utf8').split('\n')).map((l) => l.trim()).filter((l) => l && !l.startsWith('#')))];
+  t.ok(names.length >= 80, `read ${names.length} names from ${sources.join(', ')}`);
   for (const name of names) {
     const d = decide(g, name, view, Date.now());
     if (d.decision !== 'allowed') t.fail(`${name} is blocked by ${d.match?.list} rule ${d.match?.rule}`);
@@ -248,6 +249,20 @@ t.test('bundled lists: TikTok blocked, the not-TikTok names untouched', async (t
     t.equal(d.match?.list, list, `${name} by ${list}`);
   }
   t.equal(decide(g, 'www.capcut.com', view, Date.now()).decision, 'allowed', 'bytedance tier ships but is not enforced');
+});
+
+t.test('bundled lists are reproducible: a rebuild from blocklists/src gives the committed files byte for byte', async (t) => {
+  const out = mkdtempSync(join(tmpdir(), 'sinkhole-lists-'));
+  t.teardown(() => rmSync(out, { recursive: true, force: true }));
+  const r = spawnSync(process.execPath, [join(ROOT, 'scripts', 'build-blocklists.mjs'), '--out', out], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'tr_TR.UTF-8', TZ: 'Pacific/Kiritimati' } });
+  t.equal(r.status, 0, `the build runs from the repository alone: ${r.stderr}`);
+  for (const file of ['tiktok.txt', 'tiktok-ads.txt', 'bytedance.txt']) {
+    t.ok(readFileSync(join(out, file)).equals(readFileSync(join(ROOT, 'blocklists', file))), `${file} is what the build makes`);
+  }
+  const md = readFileSync(join(ROOT, 'blocklists', 'src', 'tiktok-domains.md'), 'utf8');
+  for (const source of new Set(readFileSync(join(ROOT, 'blocklists', 'tiktok.txt'), 'utf8').match(/^# Sources cited in this file: (.*)$/m)![1]!.split(', '))) {
+    t.match(md, `\`${source}\``, `source ${source} is described in tiktok-domains.md`);
+  }
 });
 
 t.test('hot reload: good edits apply, bad edits keep the old policy', async (t) => {
