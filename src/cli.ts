@@ -1,10 +1,12 @@
 #!/usr/bin/env node
-// sinkhole serve | validate | check | exceptions | report (DESIGN.md §3 "CLI").
+// sinkhole serve | validate | check | exceptions | report | health (DESIGN.md §3 "CLI").
 // A startup error is one clear line per problem and a non-zero exit, never a stack trace.
 import { relative } from 'node:path';
-import { parseArgs } from 'node:util';
 import { start } from './app.js';
-import { PolicyError, SinkholeError, formatProblem } from './errors.js';
+import { checkTarget } from './checkTarget.js';
+import { COMMANDS, parseCommandLine } from './cliArgs.js';
+import { loadConfig } from './config/config.js';
+import { PolicyError, SinkholeError, formatProblem, type Problem } from './errors.js';
 import { streamLogger } from './log.js';
 import { TYPE } from './dns/constants.js';
 import { buildGeneration, decide } from './policy/generation.js';
@@ -12,24 +14,14 @@ import { isActive } from './policy/exceptions.js';
 import { normalizeAddress, parseAddress } from './policy/cidr.js';
 import { VERSION } from './version.js';
 
-const USAGE = `usage:
-  sinkhole serve [--config PATH]
-  sinkhole validate [--config PATH]
-  sinkhole check NAME [--client IP] [--type A] [--at ISO-TIME] [--config PATH] [--json]
-  sinkhole exceptions [--config PATH] [--json]
-  sinkhole report [--url http://127.0.0.1:9153] [--json]
-  sinkhole --version`;
-
-const DEFAULT_CONFIG = 'sinkhole.yaml';
-
-function fail(message: string, exit = 2): never {
-  process.stderr.write(`sinkhole: ${message}\n`);
-  process.exit(exit);
-}
-
 function shortPath(file: string): string {
   const rel = relative(process.cwd(), file);
   return rel.startsWith('..') ? file : rel;
+}
+
+/** One error line: its code first, then where and what (README "Error codes"). */
+function problemLine(p: Problem): string {
+  return `${p.code} ${formatProblem({ ...p, file: shortPath(p.file) })}`;
 }
 
 /** The LTS line sinkhole is built and measured on (package.json "node"); older lines are past end of life. */
@@ -43,47 +35,30 @@ async function main(argv: string[]): Promise<number> {
       `Node ${process.versions.node} is too old: sinkhole needs Node ${MIN_NODE_MAJOR} or later. Run it as bin/sinkhole or npm start, which use the runtime that npm ci installed`,
     );
   }
-  const [command, ...rest] = argv;
-  if (command === '--version' || command === 'version') {
+  const parsed = parseCommandLine(argv, COMMANDS);
+  if (parsed.kind === 'version') {
     process.stdout.write(`sinkhole ${VERSION}\n`);
     return 0;
   }
-  if (!command || command === '--help' || command === 'help') {
-    process.stdout.write(`${USAGE}\n`);
-    return command ? 0 : 2;
+  if (parsed.kind === 'help') {
+    process.stdout.write(`${parsed.text}\n`);
+    return 0;
   }
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: rest,
-      allowPositionals: true,
-      options: {
-        config: { type: 'string', short: 'c', default: DEFAULT_CONFIG },
-        client: { type: 'string', default: '127.0.0.1' },
-        type: { type: 'string', default: 'A' },
-        at: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        url: { type: 'string', default: 'http://127.0.0.1:9153' },
-      },
-    });
-  } catch (e) {
-    throw new SinkholeError('SH_USAGE', `${(e as Error).message}\n${USAGE}`);
-  }
-  const { values, positionals } = parsed;
+  const { command, values: v, positionals } = parsed;
+  const config = v.config as string;
   switch (command) {
     case 'serve':
-      return serve(values.config);
+      return serve(config);
     case 'validate':
-      return validate(values.config);
+      return validate(config);
     case 'check':
-      if (positionals.length !== 1) throw new SinkholeError('SH_USAGE', `check takes one NAME\n${USAGE}`);
-      return check(positionals[0]!, values);
+      return check(positionals[0]!, { config, client: v.client as string, type: v.type as string, at: v.at as string | undefined, json: v.json === true });
     case 'exceptions':
-      return listExceptions(values.config, values.json);
+      return listExceptions(config, v.json === true);
     case 'report':
-      return report(values.url, values.json);
+      return report(v.url as string, v.json === true);
     default:
-      throw new SinkholeError('SH_USAGE', `unknown command "${command}"\n${USAGE}`);
+      return health(config, v.url as string | undefined);
   }
 }
 
@@ -135,7 +110,7 @@ function validate(configFile: string): number {
     return 0;
   } catch (e) {
     if (!(e instanceof PolicyError)) throw e;
-    for (const p of e.problems) process.stdout.write(`${formatProblem({ ...p, file: shortPath(p.file) })}\n`);
+    for (const p of e.problems) process.stdout.write(`${problemLine(p)}\n`);
     return 1;
   }
 }
@@ -149,13 +124,14 @@ function qtypeNumber(text: string): number {
   throw new SinkholeError('SH_USAGE', `unknown query type "${text}"; use a name like A, AAAA, HTTPS or TYPE65`);
 }
 
-function check(name: string, v: { config: string; client: string; type: string; at?: string; json: boolean }): number {
+function check(input: string, v: { config: string; client: string; type: string; at?: string; json: boolean }): number {
   const at = v.at === undefined ? Date.now() : Date.parse(v.at);
   if (Number.isNaN(at)) throw new SinkholeError('SH_USAGE', `--at expects an ISO 8601 time like 2026-12-31T23:59:59Z, got "${v.at}"`);
   if (!parseAddress(v.client)) throw new SinkholeError('SH_USAGE', `--client expects an IP address, got "${v.client}"`);
   qtypeNumber(v.type);
+  const target = checkTarget(input);
   const g = buildGeneration(v.config, 1);
-  const qname = name.toLowerCase().replace(/\.$/, '');
+  const qname = target.name;
   const client = normalizeAddress(v.client);
   const view = g.clients.view(client);
   const d = view.allowed ? decide(g, qname, view, at) : undefined;
@@ -166,12 +142,13 @@ function check(name: string, v: { config: string; client: string; type: string; 
     : null;
   if (v.json) {
     const out = {
-      decision, name: qname, type: v.type.toUpperCase(), client, at: new Date(at).toISOString(),
+      decision, name: qname, input: target.from ?? null, type: v.type.toUpperCase(), client, at: new Date(at).toISOString(),
       list: d?.match?.list ?? null, rule: d?.match?.rule ?? null, source, exception, groups: view.groups,
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
   } else {
     const lines = [`${decision}: ${qname} ${v.type.toUpperCase()} from ${client} at ${new Date(at).toISOString()}`];
+    if (target.from) lines.push(`  checked the host ${qname} of "${target.from}": DNS sees only the host`);
     if (decision === 'refused') lines.push(`  client is outside clients.allowFrom: it gets REFUSED for every name`);
     if (d?.match) lines.push(`  list: ${d.match.list}  rule: ${d.match.rule}  source: ${source}`);
     if (exception) lines.push(`  exception: ${exception.id}  approved by: ${exception.approvedBy}  expires: ${exception.expires}`, `  reason: ${exception.reason}`);
@@ -223,7 +200,7 @@ async function report(url: string, json: boolean): Promise<number> {
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     body = (await res.json()) as typeof body;
   } catch (e) {
-    throw new SinkholeError('SH_USAGE', `cannot fetch ${target.href}: ${(e as Error).message}`);
+    throw new SinkholeError('SH_UNREACHABLE', `cannot fetch ${target.href}: ${(e as Error).message}`);
   }
   if (json) {
     process.stdout.write(`${JSON.stringify(body)}\n`);
@@ -238,14 +215,57 @@ async function report(url: string, json: boolean): Promise<number> {
   return 0;
 }
 
+/**
+ * For HEALTHCHECK and service probes: GET /healthz on the config's listen.http
+ * (an unspecified address is asked on loopback). Any failure is exit 1, which
+ * is what Docker reads as unhealthy.
+ */
+async function health(configFile: string, url: string | undefined): Promise<number> {
+  let target: URL;
+  try {
+    if (url === undefined) {
+      const ep = loadConfig(configFile).listen.http;
+      if (!ep) throw new SinkholeError('SH_USAGE', `${shortPath(configFile)} has no listen.http: there is no /healthz to ask (give --url, or set listen.http)`);
+      const host = ep.host === '0.0.0.0' ? '127.0.0.1' : ep.host === '::' ? '::1' : ep.host;
+      target = new URL(`http://${host.includes(':') ? `[${host}]` : host}:${ep.port}/healthz`);
+    } else {
+      target = new URL('/healthz', url);
+    }
+  } catch (e) {
+    reportError(e);
+    return 1;
+  }
+  let res: Response;
+  try {
+    res = await fetch(target, { signal: AbortSignal.timeout(3000) });
+    await res.arrayBuffer();
+  } catch (e) {
+    process.stderr.write(`SH_UNREACHABLE cannot fetch ${target.href}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  if (!res.ok) {
+    process.stderr.write(`SH_UNHEALTHY ${target.href} answered HTTP ${res.status}\n`);
+    return 1;
+  }
+  process.stdout.write(`healthy: ${target.href} ${res.status}\n`);
+  return 0;
+}
+
+/** Every error line starts with its SH_* code (README "Error codes"); no stack traces. */
+function reportError(e: unknown): number {
+  if (e instanceof PolicyError) {
+    for (const p of e.problems) process.stderr.write(`${problemLine(p)}\n`);
+    return 2;
+  }
+  if (e instanceof SinkholeError) {
+    process.stderr.write(`${e.code} ${e.message}\n`);
+    return e.code === 'SH_LISTEN' ? 1 : 2;
+  }
+  process.stderr.write(`SH_INTERNAL unexpected error: ${e instanceof Error ? e.message : String(e)}\n`);
+  return 2;
+}
+
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
-  (e: unknown) => {
-    if (e instanceof PolicyError) {
-      for (const p of e.problems) process.stderr.write(`sinkhole: ${formatProblem({ ...p, file: shortPath(p.file) })}\n`);
-      process.exit(2);
-    }
-    if (e instanceof SinkholeError) fail(e.message, e.code === 'SH_LISTEN' ? 1 : 2);
-    fail(`unexpected error: ${e instanceof Error ? e.message : String(e)}`, 2);
-  },
+  (e: unknown) => process.exit(reportError(e)),
 );

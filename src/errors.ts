@@ -11,6 +11,8 @@ export const ERROR_CODES = {
   SH_EXCEPTION_INVALID: 'an exception record is incomplete or names an unknown group, list or date',
   SH_LISTEN: 'a listener could not bind its address (in use, or not permitted)',
   SH_USAGE: 'the command line is not understood',
+  SH_UNREACHABLE: 'a running server could not be reached over HTTP (report, health)',
+  SH_UNHEALTHY: 'a running server answered /healthz with something other than 200 (health)',
   SH_RUNTIME: 'the Node runtime is older than the supported LTS line (24)',
 } as const;
 

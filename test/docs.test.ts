@@ -55,3 +55,21 @@ t.test('every command in the README table exists', async (t) => {
   const help = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' }).stdout;
   for (const m of readme.matchAll(/^\| `sinkhole (\w+)/gm)) t.match(help, `sinkhole ${m[1]}`, `sinkhole ${m[1]} is a command`);
 });
+
+t.test('installing it as a command, as the README says: the package carries the launcher, and the launcher runs through a link', async (t) => {
+  // What `npm pack` / `npm install -g` would ship (scripts off: dist/ is already built by pretest).
+  const pack = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
+  t.equal(pack.status, 0, 'npm pack --dry-run');
+  const files = new Set((JSON.parse(pack.stdout) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path));
+  for (const f of ['bin/sinkhole', 'dist/cli.js', 'blocklists/tiktok.txt', 'blocklists/src/tiktok-domains.tsv', 'sinkhole.yaml', 'README.md']) {
+    t.ok(files.has(f), `the package has ${f}`);
+  }
+  t.notOk([...files].some((f) => f.startsWith('test/') || f.startsWith('src/')), 'and no tests or TypeScript sources');
+  t.equal((JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin.sinkhole, 'bin/sinkhole');
+  // npm install -g puts a symlink to bin/sinkhole on the PATH; the launcher must find its package through it.
+  const bin = mkdtempSync(join(tmpdir(), 'sinkhole-bin-'));
+  symlinkSync(join(ROOT, 'bin', 'sinkhole'), join(bin, 'sinkhole'));
+  const r = spawnSync(join(bin, 'sinkhole'), ['--version'], { cwd: tmpdir(), encoding: 'utf8', env: { ...process.env, PATH: `${bin}:/usr/bin:/bin` } });
+  t.equal(r.status, 0, `runs through the link: ${r.stderr}`);
+  t.match(r.stdout, /^sinkhole \d+\.\d+\.\d+/);
+});

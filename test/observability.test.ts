@@ -186,7 +186,7 @@ t.test('compliance report: who still asks for TikTok, over HTTP and the CLI', as
   t.match(cli.stdout, /clients that sent blocked queries in the last 1d 0h: 2\nCLIENT\s+BLOCKED\s+FIRST SEEN\s+LAST SEEN\s+TOP LISTS\n127\.0\.0\.5\s+3\s+\S+\s+\S+\s+tiktok\(3\)/);
   const down = await run([CLI, 'report', '--url', 'http://127.0.0.1:1']);
   t.equal(down.status, 2, 'unreachable: exit 2');
-  t.match(down.stderr, /^sinkhole: cannot fetch http:\/\/127\.0\.0\.1:1\/api\/blocked-clients/);
+  t.match(down.stderr, /^SH_UNREACHABLE cannot fetch http:\/\/127\.0\.0\.1:1\/api\/blocked-clients/);
 });
 
 t.test('compliance report memory stays bounded with 100k distinct clients', async (t) => {
