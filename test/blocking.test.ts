@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { parseList, scanList } from '../src/policy/listParser.js';
+import { checkTarget } from '../src/checkTarget.js';
 import { isPublicSuffix, suffixIndexLoaded } from '../src/policy/publicSuffix.js';
 import { buildGeneration, decide } from '../src/policy/generation.js';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
@@ -365,4 +366,23 @@ t.test('sinkhole check: decision, list, rule and file:line from the compiled pol
   t.match(text.stdout, /blocked: m\.tiktok\.com A from 127\.0\.0\.1.*\n  list: tiktok  rule: tiktok\.com  source: blocklists\/tiktok\.txt:\d+/);
   const err = spawnSync(process.execPath, [CLI, 'check', 'x.example', '--type', 'BOGUS', '--config', cfg], { encoding: 'utf8' });
   t.equal(err.status, 2, 'error: exit 2');
+  const url = spawnSync(process.execPath, [CLI, 'check', 'https://www.TikTok.com/@someone?lang=en', '--config', cfg], { encoding: 'utf8' });
+  t.equal(url.status, 1, 'a pasted URL of a blocked site: blocked, exit 1');
+  t.match(url.stdout, /^blocked: www\.tiktok\.com A .*\n  checked the host www\.tiktok\.com of "https:\/\/www\.TikTok\.com\/@someone\?lang=en": DNS sees only the host\n/);
+  const hostPort = JSON.parse(spawnSync(process.execPath, [CLI, 'check', 'v16.tiktokv.com:443', '--json', '--config', cfg], { encoding: 'utf8' }).stdout) as Record<string, unknown>;
+  t.match(hostPort, { decision: 'blocked', name: 'v16.tiktokv.com', input: 'v16.tiktokv.com:443' }, 'host:port');
+});
+
+t.test('check targets: the host of a URL or host:port, said so', async (t) => {
+  const table: [string, string, string | undefined][] = [
+    ['www.tiktok.com', 'www.tiktok.com', undefined],
+    ['WWW.TikTok.com.', 'www.tiktok.com', undefined],
+    ['https://www.tiktok.com/@x', 'www.tiktok.com', 'https://www.tiktok.com/@x'],
+    ['http://user:pw@M.TIKTOK.com:8080/a#b', 'm.tiktok.com', 'http://user:pw@M.TIKTOK.com:8080/a#b'],
+    ['www.tiktok.com:443', 'www.tiktok.com', 'www.tiktok.com:443'],
+    ['www.tiktok.com/@x', 'www.tiktok.com', 'www.tiktok.com/@x'],
+    ['bücher.example', 'xn--bcher-kva.example', undefined],
+  ];
+  for (const [input, name, from] of table) t.same(checkTarget(input), from === undefined ? { name } : { name, from }, input);
+  for (const bad of ['https://[2001:db8::1]:443/', '10.0.0.1:53', 'http://', 'not a name', '']) t.throws(() => checkTarget(bad), { code: 'SH_USAGE' }, `refused: ${bad}`);
 });
