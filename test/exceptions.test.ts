@@ -10,6 +10,8 @@ import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { FakeClock, startSinkhole, TIKTOK_LIST } from './helpers/sinkhole.js';
 import { buildQuery, decode, exchange, rcodeOf } from './helpers/dns.js';
 import { parseExpiry } from '../src/policy/exceptions.js';
+import { cacheKey } from '../src/cache/replyCache.js';
+import { decodeQuery } from '../src/dns/query.js';
 import { streamLogger } from '../src/log.js';
 
 const CLI = join(import.meta.dirname, '..', 'dist', 'cli.js');
@@ -94,6 +96,41 @@ t.test('the cache stays client-independent: interleaved excepted and blocked cli
   }
   t.equal(up.count('shared.tiktok.com'), 1, 'A was served from the cache after the first time');
   t.equal(h.running.stats.exceptionQueries.get('EX-IP-LIST'), 3, 'exception use counted');
+});
+
+t.test('excepted answers are kept no longer than blocking.ttl, fresh and cached, over UDP and TCP; the cache keeps its TTLs', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('alias.example.test', {
+    answers: [
+      { name: 'alias.example.test', type: T.CNAME, domain: 'video.tiktok.com', ttl: 3600 },
+      { name: 'video.tiktok.com', type: T.A, address: '192.0.2.99', ttl: 3600 },
+    ],
+  });
+  up.on('short.tiktok.com', { answers: [{ name: 'short.tiktok.com', type: T.A, address: '192.0.2.98', ttl: 4 }] });
+  up.on('gone.tiktok.com', { rcode: 3, soa: { ttl: 900, minimum: 900 } });
+  const clock = new FakeClock(EXPIRES_MS - 600_000);
+  const h = await startSinkhole(t, up.port, policyConfig({ blocking: { lists: { tiktok: ['tiktok.txt'], 'tiktok-ads': ['ads.txt'] }, enforce: ['tiktok', 'tiktok-ads'], ttl: '20s' } }),
+    { 'tiktok.txt': TIKTOK_LIST, 'ads.txt': ADS_LIST, 'exceptions.yaml': stringify(EXCEPTIONS) }, { clock });
+  const ttls = (r: Buffer): number[] => { const d = decode(r); return [...d.answers, ...d.authorities].map((a) => (a as { ttl: number }).ttl); };
+  for (const pass of ['fresh', 'cached']) {
+    for (const proto of PROTOS) {
+      const direct = await exchange(proto, h.port, buildQuery('www.tiktok.com', T.A), '127.0.0.7');
+      t.same(ttls(direct), [20], `${pass} ${proto}: excepted answer (upstream TTL 300) clamped to blocking.ttl`);
+      const viaCname = await exchange(proto, h.port, buildQuery('alias.example.test', T.A), '127.0.0.7');
+      t.same(ttls(viaCname), [20, 20], `${pass} ${proto}: excepted via a CNAME target: every record clamped`);
+      t.same(ttls(await exchange(proto, h.port, buildQuery('short.tiktok.com', T.A), '127.0.0.7')), [4], `${pass} ${proto}: a lower TTL is kept`);
+      const negative = await exchange(proto, h.port, buildQuery('gone.tiktok.com', T.A), '127.0.0.7');
+      t.equal(rcodeOf(negative), 3, `${pass} ${proto}: upstream NXDOMAIN passed through`);
+      t.same(ttls(negative), [20], `${pass} ${proto}: its SOA clamped too (RFC 2308 negative TTL)`);
+      t.same(ttls(await exchange(proto, h.port, buildQuery('www.example.test', T.A), '127.0.0.7')), [300], `${pass} ${proto}: an answer no exception was needed for keeps its TTL`);
+    }
+  }
+  t.equal(up.count('www.tiktok.com'), 1, 'the second pass was served from the cache');
+  // The cache's own bytes were never clamped: they still say 3600 for the next excepted client's copy to start from.
+  const raw = buildQuery('alias.example.test', T.A);
+  const hit = h.running.cache().get(cacheKey(decodeQuery(raw, '127.0.0.1', 'udp', 0)!), decodeQuery(raw, '127.0.0.1', 'udp', 0)!);
+  t.same(ttls(hit!.wire), [3600, 3600], 'cached bytes untouched');
 });
 
 t.test('audit trail: one JSON line per query an exception let through', async (t) => {

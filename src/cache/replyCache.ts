@@ -27,6 +27,7 @@ interface Entry {
 export interface CacheHit {
   wire: Buffer;
   targets: readonly string[];
+  ttlOffsets: readonly number[];
 }
 
 /**
@@ -89,7 +90,7 @@ export class ReplyCache {
     const age = Math.floor((now - e.storedAt) / 1000);
     const wire = copyForClient(q, e.wire);
     for (let i = 0; i < e.ttlOffsets.length; i++) wire.writeUInt32BE(Math.max(0, e.ttls[i]! - age), e.ttlOffsets[i]!);
-    return { wire, targets: e.targets };
+    return { wire, targets: e.targets, ttlOffsets: e.ttlOffsets };
   }
 
   /** Stores a reply if it may be cached; returns the TTL used, or 0 when it was not stored. */

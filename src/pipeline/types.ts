@@ -26,6 +26,8 @@ export interface Outcome {
   viaTarget?: string;
   /** For a fresh upstream reply: what the cache needs to store it. */
   scan?: ScannedReply;
+  /** For an answer from the cache or shared by a coalesced query: where its TTLs are (scan has them otherwise). */
+  ttlOffsets?: readonly number[];
 }
 
 export type Handler = (q: Query) => Outcome | Promise<Outcome>;

@@ -22,7 +22,7 @@ export class CacheStage implements Stage {
     const hit = cache.get(key, q);
     if (hit) {
       this.stats.cacheHits++;
-      return { wire: hit.wire, result: 'cached', targets: hit.targets };
+      return { wire: hit.wire, result: 'cached', targets: hit.targets, ttlOffsets: hit.ttlOffsets };
     }
     this.stats.cacheMisses++;
     const pending = this.inflight.get(key);
@@ -40,5 +40,5 @@ export class CacheStage implements Stage {
 
 /** A shared outcome, for one of the clients that waited on it. */
 function forClient(q: Query, o: Outcome): Outcome {
-  return { ...o, wire: copyForClient(q, o.wire), scan: undefined };
+  return { ...o, wire: copyForClient(q, o.wire), scan: undefined, ttlOffsets: o.scan?.ttlOffsets ?? o.ttlOffsets };
 }
