@@ -9,8 +9,9 @@ import { loadConfig } from './config/config.js';
 import { PolicyError, SinkholeError, formatProblem, type Problem } from './errors.js';
 import { streamLogger } from './log.js';
 import { TYPE } from './dns/constants.js';
-import { buildGeneration, decide } from './policy/generation.js';
-import { isActive } from './policy/exceptions.js';
+import { buildGeneration, covers, decide } from './policy/generation.js';
+import { isActive, isDateOnly, stateOf, type Exception } from './policy/exceptions.js';
+import { exceptionWarnings } from './policy/warnings.js';
 import { normalizeAddress, parseAddress } from './policy/cidr.js';
 import { VERSION } from './version.js';
 
@@ -105,6 +106,7 @@ async function serve(configFile: string): Promise<number> {
 function validate(configFile: string): number {
   try {
     const g = buildGeneration(configFile, 1);
+    for (const w of exceptionWarnings(g, Date.now())) process.stdout.write(`${problemLine(w)}\n`);
     const rules = [...g.ruleCounts].map(([l, n]) => `${l}=${n}`).join(' ');
     process.stdout.write(`${shortPath(g.config.file)}: ok (lists: ${rules || 'none'}; exceptions: ${g.exceptions.length})\n`);
     return 0;
@@ -137,13 +139,14 @@ function check(input: string, v: { config: string; client: string; type: string;
   const d = view.allowed ? decide(g, qname, view, at) : undefined;
   const decision = d ? d.decision : 'refused';
   const source = d?.match ? `${shortPath(d.match.file)}:${d.match.line}` : null;
-  const exception = d?.exception
-    ? { id: d.exception.id, approvedBy: d.exception.approvedBy, reason: d.exception.reason, expires: d.exception.expires }
-    : null;
+  const exception = d?.exception ? exceptionJson(d.exception, at) : null;
+  // Blocked although the client has an exception for this: say which, and why it no longer applies.
+  const lapsed = d?.decision === 'blocked' ? view.exceptions.filter((e) => !isActive(e, at) && covers(e, d.match.list, qname)) : [];
   if (v.json) {
     const out = {
       decision, name: qname, input: target.from ?? null, type: v.type.toUpperCase(), client, at: new Date(at).toISOString(),
       list: d?.match?.list ?? null, rule: d?.match?.rule ?? null, source, exception, groups: view.groups,
+      inactiveExceptions: lapsed.map((e) => exceptionJson(e, at)),
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
   } else {
@@ -151,37 +154,59 @@ function check(input: string, v: { config: string; client: string; type: string;
     if (target.from) lines.push(`  checked the host ${qname} of "${target.from}": DNS sees only the host`);
     if (decision === 'refused') lines.push(`  client is outside clients.allowFrom: it gets REFUSED for every name`);
     if (d?.match) lines.push(`  list: ${d.match.list}  rule: ${d.match.rule}  source: ${source}`);
-    if (exception) lines.push(`  exception: ${exception.id}  approved by: ${exception.approvedBy}  expires: ${exception.expires}`, `  reason: ${exception.reason}`);
+    if (d?.exception) {
+      lines.push(`  exception: ${d.exception.id}  approved by: ${d.exception.approvedBy}  expires: ${expiryText(d.exception)}`, `  reason: ${d.exception.reason}`);
+    }
+    for (const e of lapsed) {
+      const why = stateOf(e, at) === 'revoked' ? `revoked ${e.revoked} by ${e.revokedBy}` : `expired ${expiryText(e)}`;
+      lines.push(`  exception ${e.id} no longer applies: ${why}`);
+    }
     if (decision === 'allowed') lines.push('  no enforced list matches; forwarded upstream');
     process.stdout.write(`${lines.join('\n')}\n`);
   }
   return decision === 'blocked' || decision === 'refused' ? 1 : 0;
 }
 
+/**
+ * "2026-12-31, end of day in Pacific/Auckland (2026-12-31T11:00:00.000Z)": a
+ * date alone is read in a zone, and which one decides the instant.
+ */
+function expiryText(e: Exception): string {
+  if (!isDateOnly(e.expires)) return e.expires;
+  const zone = e.timezoneFrom === 'server' ? `${e.timezone}, the server's zone` : e.timezone;
+  return `${e.expires}, end of day in ${zone} (${new Date(e.expiresAt).toISOString()})`;
+}
+
+function exceptionJson(e: Exception, now: number): Record<string, unknown> {
+  return {
+    id: e.id, state: stateOf(e, now), approvedBy: e.approvedBy, reason: e.reason, expires: e.expires, expiresAt: new Date(e.expiresAt).toISOString(),
+    timezone: e.timezone, timezoneFrom: e.timezoneFrom, revoked: e.revoked ?? null, revokedBy: e.revokedBy ?? null,
+  };
+}
+
 function listExceptions(configFile: string, json: boolean): number {
   const g = buildGeneration(configFile, 1);
   const now = Date.now();
   const rows = g.exceptions.map((e) => ({
-    id: e.id,
-    state: isActive(e, now) ? 'active' : 'expired',
-    expires: e.expires,
-    expiresAt: new Date(e.expiresAt).toISOString(),
-    secondsLeft: Math.max(0, Math.floor((e.expiresAt - now) / 1000)),
+    ...exceptionJson(e, now),
+    state: stateOf(e, now),
+    secondsLeft: Math.max(0, Math.floor((e.endsAt - now) / 1000)),
     clients: e.clients,
     allow: [...e.allowLists, ...e.allowDomains],
-    approvedBy: e.approvedBy,
-    reason: e.reason,
     source: `${shortPath(e.source.file)}:${e.source.line}`,
+    text: expiryText(e),
+    e,
   }));
   if (json) {
-    process.stdout.write(`${JSON.stringify(rows)}\n`);
+    process.stdout.write(`${JSON.stringify(rows.map(({ text: _t, e: _e, ...r }) => r))}\n`);
     return 0;
   }
   if (!rows.length) process.stdout.write('no exceptions on record\n');
   for (const r of rows) {
-    const left = r.state === 'active' ? `${humanDuration(r.secondsLeft)} left` : 'expired';
-    process.stdout.write(`${r.id}  ${r.state}  expires ${r.expires} (${left})  clients ${r.clients.join(',')}  allow ${r.allow.join(',')}\n`);
-    process.stdout.write(`    approved by ${r.approvedBy}: ${r.reason}\n`);
+    const left = r.state === 'active' ? `${humanDuration(r.secondsLeft)} left` : r.state;
+    process.stdout.write(`${r.e.id}  ${r.state}  expires ${r.text} (${left})  clients ${r.clients.join(',')}  allow ${r.allow.join(',')}\n`);
+    process.stdout.write(`    approved by ${r.e.approvedBy}: ${r.e.reason}\n`);
+    if (r.e.revoked !== undefined) process.stdout.write(`    revoked ${r.e.revoked} by ${r.e.revokedBy}\n`);
   }
   return 0;
 }

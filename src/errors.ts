@@ -9,6 +9,10 @@ export const ERROR_CODES = {
   SH_LIST_PUBLIC_SUFFIX: 'a blocklist rule is a public suffix (com, co.uk, github.io) and its line does not say it is meant',
   SH_LIST_EMPTY: 'a blocklist has no rules (take it out of blocking.enforce instead)',
   SH_EXCEPTION_INVALID: 'an exception record is incomplete or names an unknown group, list or date',
+  // Warnings: validate prints them and serve logs them, but they never stop a policy from loading.
+  SH_EXCEPTION_OUTSIDE: 'warning: an exception names a client outside clients.allowFrom (it gets REFUSED, so the exception does nothing for it)',
+  SH_EXCEPTION_WIDE: 'warning: an exception covers a very wide range (IPv4 /0-/8, IPv6 /0-/32) or allows a public suffix',
+  SH_EXCEPTION_LONG: 'warning: an exception expires more than a year from now',
   SH_LISTEN: 'a listener could not bind its address (in use, or not permitted)',
   SH_USAGE: 'the command line is not understood',
   SH_UNREACHABLE: 'a running server could not be reached over HTTP (report, health)',

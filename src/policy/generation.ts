@@ -117,7 +117,8 @@ export function decide(g: Generation, name: string, view: ClientView, now: numbe
   return excepted ?? { decision: 'allowed' };
 }
 
-function covers(e: Exception, list: string, name: string): boolean {
+/** Whether exception `e` (active or not) is for this list or this name. */
+export function covers(e: Exception, list: string, name: string): boolean {
   if (e.allowLists.has(list)) return true;
   return e.allowDomains.some((d) => name === d || name.endsWith(`.${d}`));
 }
