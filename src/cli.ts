@@ -12,6 +12,7 @@ import { TYPE } from './dns/constants.js';
 import { buildGeneration, covers, decide } from './policy/generation.js';
 import { isActive, isDateOnly, stateOf, type Exception } from './policy/exceptions.js';
 import { exceptionWarnings } from './policy/warnings.js';
+import { policyHash } from './policy/fingerprint.js';
 import { normalizeAddress, parseAddress } from './policy/cidr.js';
 import { VERSION } from './version.js';
 
@@ -78,6 +79,7 @@ async function serve(configFile: string): Promise<number> {
     enforce: g.config.blocking.enforce.join(','),
     rules: [...g.ruleCounts.values()].reduce((a, b) => a + b, 0),
     exceptions: g.exceptions.length,
+    policy: policyHash(g),
   });
   // SIGHUP: reopen the log files (logrotate) and reload the policy.
   process.on('SIGHUP', () => {
@@ -108,7 +110,7 @@ function validate(configFile: string): number {
     const g = buildGeneration(configFile, 1);
     for (const w of exceptionWarnings(g, Date.now())) process.stdout.write(`${problemLine(w)}\n`);
     const rules = [...g.ruleCounts].map(([l, n]) => `${l}=${n}`).join(' ');
-    process.stdout.write(`${shortPath(g.config.file)}: ok (lists: ${rules || 'none'}; exceptions: ${g.exceptions.length})\n`);
+    process.stdout.write(`${shortPath(g.config.file)}: ok (lists: ${rules || 'none'}; exceptions: ${g.exceptions.length}; policy ${policyHash(g)})\n`);
     return 0;
   } catch (e) {
     if (!(e instanceof PolicyError)) throw e;

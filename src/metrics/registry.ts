@@ -7,6 +7,7 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { RCODE_NAME } from '../dns/constants.js';
 import { stateOf, type ExceptionState } from '../policy/exceptions.js';
 import type { Generation } from '../policy/generation.js';
+import { policyHash } from '../policy/fingerprint.js';
 import { RESULTS } from '../pipeline/types.js';
 import { LATENCY_BUCKETS, PROTOS, QTYPE_SLOTS, type Histogram, type Stats } from './stats.js';
 
@@ -121,6 +122,11 @@ export function createRegistry(src: MetricSources): Registry {
   });
   add('sinkhole_policy_generation', 'Number of the policy generation in force; increases on each successful reload.', 'gauge', () => [
     { labels: {}, value: src.generation().number },
+  ]);
+  // Two instances enforce the same policy exactly when their hashes are equal (policy/fingerprint.ts).
+  // One series at a time: when the policy changes, the old hash's series ends.
+  add('sinkhole_policy_info', 'Always 1; the hash label fingerprints the policy in force (rules, enforced lists, response, clients, exceptions).', 'gauge', () => [
+    { labels: { hash: policyHash(src.generation()) }, value: 1 },
   ]);
   add('sinkhole_exceptions', 'Exceptions on record, by state (active, expired or revoked).', 'gauge', () => {
     const now = src.now();

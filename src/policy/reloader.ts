@@ -8,6 +8,7 @@ import { PolicyError, formatProblem } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Stats } from '../metrics/stats.js';
 import { buildGeneration, type Generation } from './generation.js';
+import { policyHash } from './fingerprint.js';
 import type { PolicyHolder } from './holder.js';
 
 function enforcedRules(g: Generation): number {
@@ -44,7 +45,7 @@ export class Reloader {
       }
       this.holder.current = next;
       this.stats.reload(kind, 'success');
-      this.log.info('policy reloaded', { kind, generation: next.number, rules: [...next.ruleCounts.values()].reduce((a, b) => a + b, 0), exceptions: next.exceptions.length });
+      this.log.info('policy reloaded', { kind, generation: next.number, rules: [...next.ruleCounts.values()].reduce((a, b) => a + b, 0), exceptions: next.exceptions.length, policy: policyHash(next) });
       this.onSwap(next, previous);
       this.rewatch();
       return [];
