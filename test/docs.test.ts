@@ -80,7 +80,7 @@ t.test('installing it as a command, as the README says: the package carries the 
   const pack = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
   t.equal(pack.status, 0, 'npm pack --dry-run');
   const files = new Set((JSON.parse(pack.stdout) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path));
-  for (const f of ['bin/sinkhole', 'dist/cli.js', 'blocklists/tiktok.txt', 'blocklists/src/tiktok-domains.tsv', 'sinkhole.yaml', 'README.md']) {
+  for (const f of ['bin/sinkhole', 'dist/cli.js', 'blocklists/tiktok.txt', 'blocklists/src/tiktok-domains.tsv', 'sinkhole.yaml', 'deploy/systemd/sinkhole.service', 'deploy/kubernetes/daemonset.yaml', 'dashboards/alerts.yml', 'README.md']) {
     t.ok(files.has(f), `the package has ${f}`);
   }
   t.notOk([...files].some((f) => f.startsWith('test/') || f.startsWith('src/')), 'and no tests or TypeScript sources');
