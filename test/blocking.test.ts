@@ -303,6 +303,17 @@ t.test('hot reload: good edits apply, bad edits keep the old policy', async (t) 
   t.equal(h.running.stats.reloads.get('list|failure'), 4, 'failures counted');
 });
 
+t.test('with watching off, a reload does not start watching: only reload() and SIGHUP apply edits', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, LISTS, { 'tiktok.txt': TIKTOK_LIST }, { watch: false });
+  t.same(h.running.reloader.reload('list'), [], 'a reload');
+  writeFileSync(join(h.dir, 'tiktok.txt'), `${TIKTOK_LIST}unwatched.example\n`);
+  // Proving that nothing happens takes a wait: three times the watcher's debounce.
+  await new Promise((r) => setTimeout(r, 450));
+  t.equal(h.running.policy.current.number, 2, 'the edit was not picked up by a watch started behind our back');
+});
+
 t.test('hot reload by file watch: in-place writes and rename saves (vim, sed -i)', async (t) => {
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());

@@ -25,6 +25,8 @@ export class Reloader {
   private watchedDirs = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private pendingKind: ReloadKind | undefined;
+  /** Set by watch(): a reload only moves the watches when files are being watched at all. */
+  private watching = false;
 
   constructor(
     private readonly configFile: string,
@@ -47,7 +49,9 @@ export class Reloader {
       this.stats.reload(kind, 'success');
       this.log.info('policy reloaded', { kind, generation: next.number, rules: [...next.ruleCounts.values()].reduce((a, b) => a + b, 0), exceptions: next.exceptions.length, policy: policyHash(next) });
       this.onSwap(next, previous);
-      this.rewatch();
+      // Only when asked to watch: otherwise the first reload would start watching anyway, and an
+      // edit in progress (a test's, or an admin's with watch off) would trigger reloads of its own.
+      if (this.watching) this.rewatch();
       return [];
     } catch (e) {
       this.stats.reload(kind, 'failure');
@@ -59,6 +63,7 @@ export class Reloader {
 
   /** Watches the folders of every file the current generation was built from. */
   watch(): void {
+    this.watching = true;
     this.rewatch();
   }
 
@@ -108,6 +113,7 @@ export class Reloader {
   }
 
   close(): void {
+    this.watching = false;
     clearTimeout(this.timer);
     this.closeWatchers();
     this.watchedDirs.clear();
