@@ -12,7 +12,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { ReplyCache, type CacheLimits } from './cache/replyCache.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Endpoint } from './config/config.js';
-import { SinkholeError } from './errors.js';
+import { SinkholeError, formatProblem } from './errors.js';
 import { streamLogger, type Logger } from './log.js';
 import { startHttp } from './metrics/http.js';
 import { LoopDelay } from './metrics/loopDelay.js';
@@ -21,7 +21,10 @@ import { Stats } from './metrics/stats.js';
 import { hydrate, type Generation } from './policy/generation.js';
 import { PolicyHolder } from './policy/holder.js';
 import { Reloader } from './policy/reloader.js';
-import { isActive } from './policy/exceptions.js';
+import { stateOf } from './policy/exceptions.js';
+import { diffExceptions, loadedEvents, type ExceptionEvent, type ExceptionEventKind } from './policy/exceptionEvents.js';
+import { exceptionWarnings } from './policy/warnings.js';
+import { ExceptionAudit } from './querylog/exceptionAudit.js';
 import { compose, type Handler, type Stage } from './pipeline/types.js';
 import { BlocklistStage } from './stages/blocklist.js';
 import { CacheStage } from './stages/cache.js';
@@ -76,6 +79,8 @@ export interface Running {
   registry: Registry;
   reloader: Reloader;
   report: ComplianceReport;
+  /** Writes the exception records' history (grant, renew, revoke, lapse...) to the audit trail. */
+  exceptionAudit: ExceptionAudit;
   /** The report as /api/blocked-clients serves it: from PostgreSQL when that is the store and it answers. */
   readReport(): Promise<ReportSnapshot>;
   identity: IdentitySources;
@@ -123,7 +128,8 @@ export class DataPlane {
   forwarder: Forwarder;
   cache: ReplyCache;
   private readonly queryLog: QueryLog;
-  private readonly auditLog: AuditLog;
+  /** The exceptions audit trail: each use here, and on the main thread the records' history (ExceptionAudit). */
+  readonly auditLog: AuditLog;
   private readonly udp: UdpListener[] = [];
   private readonly tcp: TcpListener[] = [];
   private readonly dotListeners: TcpListener[] = [];
@@ -436,10 +442,14 @@ export async function start(opts: StartOptions): Promise<Running> {
     throw e;
   }
 
-  logExceptions(log, policy.current, undefined, clock.now());
+  logExceptions(log, loadedEvents(policy.current.exceptions), policy.current, clock.now());
+  logWarnings(log, policy.current, clock.now());
+  const exceptionAudit = new ExceptionAudit((line) => plane.auditLog.record(line), clock, () => policy.current);
   const reloader = new Reloader(opts.configFile, policy, stats, log, (next, previous, data, inputs) => {
     void state.save(next, inputs);
-    logExceptions(log, next, previous, clock.now());
+    logExceptions(log, diffExceptions(previous.exceptions, next.exceptions), next, clock.now());
+    logWarnings(log, next, clock.now());
+    exceptionAudit.swapped(previous);
     plane.swap(next, previous);
     workers?.policy(data, next.number);
     report.configure(next.config.report);
@@ -474,6 +484,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     registry,
     reloader,
     report,
+    exceptionAudit,
     readReport,
     identity,
     reportStore,
@@ -504,6 +515,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   async function shutdown(): Promise<void> {
     closing = true;
     await reloader.close();
+    exceptionAudit.close();
     await closeAll();
     await state.idle();
   }
@@ -529,19 +541,30 @@ function degradedNote(g: Generation): string | undefined {
   return `serving the last good policy saved ${g.degraded.snapshotTakenAt} because the files on disk do not compile:\n${g.degraded.problems.map((p) => `  ${p}`).join('\n')}`;
 }
 
-/** Each exception that is new or changed is logged when it is loaded, and each one dropped, so the log is an audit of the records. */
-function logExceptions(log: Logger, next: Generation, previous: Generation | undefined, now: number): void {
-  const before = new Map((previous?.exceptions ?? []).map((e) => [e.id, e]));
-  for (const e of next.exceptions) {
-    const old = before.get(e.id);
-    before.delete(e.id);
-    if (old && isDeepStrictEqual({ ...old, source: null }, { ...e, source: null })) continue;
-    log.info(old ? 'exception changed' : 'exception loaded', {
-      id: e.id, state: isActive(e, now) ? 'active' : 'expired', expires: e.expires, clients: e.clients.join(','),
+const PAST: Record<ExceptionEventKind, string> = {
+  loaded: 'loaded', grant: 'granted', change: 'changed', renew: 'renewed', revoke: 'revoked', remove: 'removed', lapse: 'lapsed',
+};
+
+/** One operational log line per exception event, with the record as it now stands (the audit trail has old and new). */
+function logExceptions(log: Logger, events: readonly ExceptionEvent[], g: Generation, now: number): void {
+  const byId = new Map(g.exceptions.map((e) => [e.id, e]));
+  for (const ev of events) {
+    const e = byId.get(ev.exception);
+    if (!e || ev.event === 'remove') {
+      log.info(`exception ${PAST[ev.event]}`, { id: ev.exception });
+      continue;
+    }
+    log.info(`exception ${PAST[ev.event]}`, {
+      id: e.id, state: stateOf(e, now), expires: e.expires, timezone: e.timezone, clients: e.clients.join(','),
       allow: [...e.allowLists, ...e.allowDomains].join(','), approvedBy: e.approvedBy, reason: e.reason,
+      ...(e.revoked !== undefined ? { revoked: e.revoked, revokedBy: e.revokedBy } : {}),
     });
   }
-  for (const id of before.keys()) log.info('exception removed', { id });
+}
+
+/** Valid but probably unmeant (validate prints the same): logged, never refused. */
+function logWarnings(log: Logger, g: Generation, now: number): void {
+  for (const w of exceptionWarnings(g, now)) log.warn(w.code, formatProblem(w));
 }
 
 /**

@@ -1,42 +1,35 @@
 #!/usr/bin/env node
-// sinkhole serve | validate | check | exceptions | report (DESIGN.md §3 "CLI").
+// sinkhole serve | validate | check | exceptions | report | health (DESIGN.md §3 "CLI").
 // A startup error is one clear line per problem and a non-zero exit, never a stack trace.
 import { relative } from 'node:path';
-import { parseArgs } from 'node:util';
 import { start } from './app.js';
-import { PolicyError, SinkholeError, formatProblem } from './errors.js';
+import { checkTarget } from './checkTarget.js';
+import { COMMANDS, parseCommandLine } from './cliArgs.js';
+import { loadConfig } from './config/config.js';
+import { PolicyError, SinkholeError, formatProblem, type Problem } from './errors.js';
 import { streamLogger } from './log.js';
 import { TYPE } from './dns/constants.js';
-import { buildGeneration, decide, type Generation } from './policy/generation.js';
+import { buildGeneration, covers, decide, type Generation } from './policy/generation.js';
 import { lastGood } from './state/lastGood.js';
-import { loadConfig } from './config/config.js';
 import { loadIdentity } from './identity/sources.js';
 import { normalizeMac, parseSelector } from './identity/mac.js';
 import type { IdentityTable } from './identity/table.js';
 import { readHttpToken } from './metrics/token.js';
 import type { ReportSnapshot } from './querylog/report.js';
-import { isActive } from './policy/exceptions.js';
+import { isActive, isDateOnly, stateOf, type Exception } from './policy/exceptions.js';
+import { exceptionWarnings } from './policy/warnings.js';
+import { policyHash } from './policy/fingerprint.js';
 import { normalizeAddress, parseAddress } from './policy/cidr.js';
 import { VERSION } from './version.js';
-
-const USAGE = `usage:
-  sinkhole serve [--config PATH]
-  sinkhole validate [--config PATH]
-  sinkhole check NAME [--client IP|MAC] [--type A] [--at ISO-TIME] [--config PATH] [--json]
-  sinkhole exceptions [--config PATH] [--json]
-  sinkhole report [--config PATH | --url http://127.0.0.1:9153] [--json]
-  sinkhole --version`;
-
-const DEFAULT_CONFIG = 'sinkhole.yaml';
-
-function fail(message: string, exit = 2): never {
-  process.stderr.write(`sinkhole: ${message}\n`);
-  process.exit(exit);
-}
 
 function shortPath(file: string): string {
   const rel = relative(process.cwd(), file);
   return rel.startsWith('..') ? file : rel;
+}
+
+/** One error line: its code first, then where and what (README "Error codes"). */
+function problemLine(p: Problem): string {
+  return `${p.code} ${formatProblem({ ...p, file: shortPath(p.file) })}`;
 }
 
 /** The LTS line sinkhole is built and measured on (package.json "node"); older lines are past end of life. */
@@ -50,58 +43,30 @@ async function main(argv: string[]): Promise<number> {
       `Node ${process.versions.node} is too old: sinkhole needs Node ${MIN_NODE_MAJOR} or later. Run it as bin/sinkhole or npm start, which use the runtime that npm ci installed`,
     );
   }
-  const [command, ...rest] = argv;
-  if (command === '--version' || command === 'version') {
+  const parsed = parseCommandLine(argv, COMMANDS);
+  if (parsed.kind === 'version') {
     process.stdout.write(`sinkhole ${VERSION}\n`);
     return 0;
   }
-  if (!command || command === '--help' || command === 'help') {
-    process.stdout.write(`${USAGE}\n`);
-    return command ? 0 : 2;
+  if (parsed.kind === 'help') {
+    process.stdout.write(`${parsed.text}\n`);
+    return 0;
   }
-  const all = {
-    config: { type: 'string', short: 'c', default: DEFAULT_CONFIG },
-    client: { type: 'string', default: '127.0.0.1' },
-    type: { type: 'string', default: 'A' },
-    at: { type: 'string' },
-    json: { type: 'boolean', default: false },
-    url: { type: 'string' },
-  } as const;
-  // Each command takes only its own options: `report --client x` is a mistake to point out, not to ignore.
-  const allowed: Record<string, readonly (keyof typeof all)[]> = {
-    serve: ['config'], validate: ['config'], check: ['config', 'client', 'type', 'at', 'json'],
-    exceptions: ['config', 'json'], report: ['config', 'url', 'json'],
-  };
-  let parsed;
-  try {
-    parsed = parseArgs({ args: rest, allowPositionals: true, options: all, tokens: true });
-  } catch (e) {
-    throw new SinkholeError('SH_USAGE', `${(e as Error).message}\n${USAGE}`);
-  }
-  const own = allowed[command];
-  for (const tok of parsed.tokens) {
-    if (own && tok.kind === 'option' && !own.includes(tok.name as keyof typeof all)) {
-      throw new SinkholeError('SH_USAGE', `${command} does not take ${tok.rawName}\n${USAGE}`);
-    }
-  }
-  if (command !== 'check' && parsed.positionals.length) {
-    throw new SinkholeError('SH_USAGE', `${command} takes no argument "${parsed.positionals[0]}"\n${USAGE}`);
-  }
-  const { values, positionals } = parsed;
+  const { command, values: v, positionals } = parsed;
+  const config = v.config as string;
   switch (command) {
     case 'serve':
-      return serve(values.config);
+      return serve(config);
     case 'validate':
-      return validate(values.config);
+      return validate(config);
     case 'check':
-      if (positionals.length !== 1) throw new SinkholeError('SH_USAGE', `check takes one NAME\n${USAGE}`);
-      return check(positionals[0]!, values);
+      return check(positionals[0]!, { config, client: v.client as string, type: v.type as string, at: v.at as string | undefined, json: v.json === true });
     case 'exceptions':
-      return listExceptions(values.config, values.json);
+      return listExceptions(config, v.json === true);
     case 'report':
-      return report(values, parsed.tokens.some((t) => t.kind === 'option' && t.name === 'config'));
+      return report({ config, url: v.url as string | undefined, json: v.json === true }, argv.some((a) => a === '--config' || a === '-c' || a.startsWith('--config=')));
     default:
-      throw new SinkholeError('SH_USAGE', `unknown command "${command}"\n${USAGE}`);
+      return health(config, v.url as string | undefined);
   }
 }
 
@@ -113,8 +78,6 @@ async function serve(configFile: string): Promise<number> {
   const running = await start({ configFile, log });
   const g = running.policy.current;
   for (const d of running.dns) log.info('listening for DNS', { udp: `${d.udp.address}:${d.udp.port}`, tcp: `${d.tcp.address}:${d.tcp.port}` });
-  for (const a of running.dot) log.info('listening for DNS over TLS', { address: `${a.address}:${a.port}` });
-  for (const a of running.doh) log.info('listening for DNS over HTTPS', { address: `${a.address}:${a.port}`, path: '/dns-query' });
   if (running.http) log.info('listening for HTTP', { address: `${running.http.address}:${running.http.port}`, paths: '/metrics /healthz /readyz' });
   log.info('serving', {
     version: VERSION,
@@ -122,8 +85,9 @@ async function serve(configFile: string): Promise<number> {
     enforce: g.config.blocking.enforce.join(','),
     rules: [...g.ruleCounts.values()].reduce((a, b) => a + b, 0),
     exceptions: g.exceptions.length,
+    policy: policyHash(g),
   });
-  // SIGHUP: reopen the log files (logrotate), re-read the DoT/DoH certificate, and reload the policy.
+  // SIGHUP: reopen the log files (logrotate) and reload the policy.
   process.on('SIGHUP', () => {
     void running.reopenLogs();
     running.reloadTls();
@@ -151,43 +115,46 @@ async function serve(configFile: string): Promise<number> {
 function validate(configFile: string): number {
   try {
     const g = buildGeneration(configFile, 1);
-    const rules = [...g.ruleCounts].map(([l, n]) => `${l}=${n}`).join(' ');
-    // Warnings: things that are valid but probably not what was meant. They do not fail validation.
-    const warnings: string[] = [];
+    // Warnings: valid, but probably not what was meant. They do not fail validation, and serve runs.
+    const warnings: Problem[] = [...exceptionWarnings(g, Date.now())];
     if (g.config.listen.httpToken) {
       try {
         readHttpToken(g.config.listen.httpToken);
       } catch (e) {
-        warnings.push(`${shortPath(g.config.file)}:1:1: warning: ${(e as Error).message}; serve will refuse to start`);
+        warnings.push({ code: 'SH_HTTP_TOKEN', file: g.config.file, line: 1, col: 1, message: `warning: ${(e as Error).message}; serve will refuse to start` });
       }
     }
     const { table, problems } = loadIdentity(g.config.identity, Date.now());
-    for (const p of problems) warnings.push(`${formatProblem({ ...p, file: shortPath(p.file) })} (warning: serve keeps watching this source)`);
-    warnings.push(...deviceWarnings(g, table).map((w) => `${shortPath(w.file)}:${w.line}:${w.col}: warning: ${w.message}`));
-    for (const w of warnings) process.stdout.write(`${w}\n`);
-    process.stdout.write(`${shortPath(g.config.file)}: ok (lists: ${rules || 'none'}; exceptions: ${g.exceptions.length}; lease sources: ${g.config.identity.leases.length}, devices: ${table.size})${warnings.length ? `, ${warnings.length} warning(s)` : ''}\n`);
+    for (const p of problems) warnings.push({ ...p, message: `${p.message} (serve keeps watching this source)` });
+    warnings.push(...deviceWarnings(g, table));
+    for (const w of warnings) process.stdout.write(`${problemLine(w)}\n`);
+    const rules = [...g.ruleCounts].map(([l, n]) => `${l}=${n}`).join(' ');
+    process.stdout.write(
+      `${shortPath(g.config.file)}: ok (lists: ${rules || 'none'}; exceptions: ${g.exceptions.length}; lease sources: ${g.config.identity.leases.length}, ` +
+        `devices: ${table.size}; policy ${policyHash(g)})${warnings.length ? `, ${warnings.length} warning(s)` : ''}\n`,
+    );
     return 0;
   } catch (e) {
     if (!(e instanceof PolicyError)) throw e;
-    for (const p of e.problems) process.stdout.write(`${formatProblem({ ...p, file: shortPath(p.file) })}\n`);
+    for (const p of e.problems) process.stdout.write(`${problemLine(p)}\n`);
     // What a start-up with these files would do (issue 9). On stderr, so stdout stays one line per problem.
     const fallback = lastGood(configFile);
     if (fallback.kind === 'snapshot') {
       const m = fallback.manifest;
       process.stderr.write(
-        `sinkhole: degraded: serve would start from the last good policy saved ${m.takenAt} (generation ${m.generation}, ${m.files.length} files in ${shortPath(fallback.dir)}) ` +
+        `SH_POLICY_DEGRADED serve would start from the last good policy saved ${m.takenAt} (generation ${m.generation}, ${m.files.length} files in ${shortPath(fallback.dir)}) ` +
           `and report it on /readyz and sinkhole_policy_degraded until these files compile\n`,
       );
     } else {
-      process.stderr.write(`sinkhole: ${fallback.reason}: serve would exit 2 until these files compile\n`);
+      process.stderr.write(`SH_STATE_INVALID ${fallback.reason}: serve would exit 2 until these files compile\n`);
     }
     return 1;
   }
 }
 
 /** An exception whose mac: or host: is in no lease source nor identity.static can never apply: say so. */
-function deviceWarnings(g: Generation, table: IdentityTable): { file: string; line: number; col: number; message: string }[] {
-  const out: { file: string; line: number; col: number; message: string }[] = [];
+function deviceWarnings(g: Generation, table: IdentityTable): Problem[] {
+  const out: Problem[] = [];
   for (const e of g.exceptions) {
     for (const ref of e.deviceRefs) {
       const sel = parseSelector(ref.client);
@@ -195,7 +162,10 @@ function deviceWarnings(g: Generation, table: IdentityTable): { file: string; li
       const known = sel.kind === 'mac' ? table.knowsMac(sel.mac) : table.knowsHost(sel.host);
       if (!known) {
         const where = g.config.identity.leases.length ? 'in any lease file nor in identity.static' : 'in identity.static, and no identity.leases are configured';
-        out.push({ file: e.source.file, line: ref.line, col: ref.col, message: `exception ${e.id}: ${ref.client} is not ${where}; it applies to nothing until a device with it appears` });
+        out.push({
+          code: 'SH_EXCEPTION_DEVICE', file: e.source.file, line: ref.line, col: ref.col,
+          message: `warning: exception ${e.id}: ${ref.client} is not ${where}; it applies to nothing until a device with it appears`,
+        });
       }
     }
   }
@@ -211,69 +181,94 @@ function qtypeNumber(text: string): number {
   throw new SinkholeError('SH_USAGE', `unknown query type "${text}"; use a name like A, AAAA, HTTPS or TYPE65`);
 }
 
-function check(name: string, v: { config: string; client: string; type: string; at?: string; json: boolean }): number {
+function check(input: string, v: { config: string; client: string; type: string; at?: string; json: boolean }): number {
   const at = v.at === undefined ? Date.now() : Date.parse(v.at);
   if (Number.isNaN(at)) throw new SinkholeError('SH_USAGE', `--at expects an ISO 8601 time like 2026-12-31T23:59:59Z, got "${v.at}"`);
   const mac = normalizeMac(v.client.replace(/^mac:/, ''));
   if (!mac && !parseAddress(v.client)) throw new SinkholeError('SH_USAGE', `--client expects an IP address or a MAC address like aa:bb:cc:dd:ee:ff, got "${v.client}"`);
   qtypeNumber(v.type);
+  const target = checkTarget(input);
   const g = buildGeneration(v.config, 1);
-  const qname = name.toLowerCase().replace(/\.$/, '');
+  const qname = target.name;
   // The device as the lease files say at --at: by MAC, wherever it is; by IP, whoever holds it.
   const { table } = loadIdentity(g.config.identity, at);
-  const device = mac ? table.byMac(mac) ?? table.relayed(mac) : table.deviceAt(normalizeAddress(v.client), at);
+  const device = mac ? (table.byMac(mac) ?? table.relayed(mac)) : table.deviceAt(normalizeAddress(v.client), at);
   const address = mac ? (device?.ip && table.lookup(device.ip, at) === device ? device.ip : undefined) : normalizeAddress(v.client);
   const client = address ?? mac!;
   const view = address === undefined ? g.clients.viewOfDevice(device!) : g.clients.viewOf(address, device);
   const d = view.allowed ? decide(g, qname, view, at) : undefined;
   const decision = d ? d.decision : 'refused';
   const source = d?.match ? `${shortPath(d.match.file)}:${d.match.line}` : null;
-  const exception = d?.exception
-    ? { id: d.exception.id, approvedBy: d.exception.approvedBy, reason: d.exception.reason, expires: d.exception.expires }
-    : null;
+  const exception = d?.exception ? exceptionJson(d.exception, at) : null;
+  // Blocked although the client has an exception for this: say which, and why it no longer applies.
+  const lapsed = d?.decision === 'blocked' ? view.exceptions.filter((e) => !isActive(e, at) && covers(e, d.match.list, qname)) : [];
   if (v.json) {
     const out = {
-      decision, name: qname, type: v.type.toUpperCase(), client, at: new Date(at).toISOString(),
+      decision, name: qname, input: target.from ?? null, type: v.type.toUpperCase(), client, at: new Date(at).toISOString(),
       device: device ? { mac: device.mac || null, hostname: device.hostname || null, address: address ?? null } : null,
       list: d?.match?.list ?? null, rule: d?.match?.rule ?? null, source, exception, groups: view.groups,
+      inactiveExceptions: lapsed.map((e) => exceptionJson(e, at)),
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
   } else {
     const lines = [`${decision}: ${qname} ${v.type.toUpperCase()} from ${client} at ${new Date(at).toISOString()}`];
+    if (target.from) lines.push(`  checked the host ${qname} of "${target.from}": DNS sees only the host`);
     if (device) lines.push(`  device: ${device.mac || '(no MAC)'}${device.hostname ? ` "${device.hostname}"` : ''}${address ? ` at ${address}` : ' (no current lease: address rules not applied)'}`);
     if (decision === 'refused') lines.push(`  client is outside clients.allowFrom: it gets REFUSED for every name`);
     if (d?.match) lines.push(`  list: ${d.match.list}  rule: ${d.match.rule}  source: ${source}`);
-    if (exception) lines.push(`  exception: ${exception.id}  approved by: ${exception.approvedBy}  expires: ${exception.expires}`, `  reason: ${exception.reason}`);
+    if (d?.exception) {
+      lines.push(`  exception: ${d.exception.id}  approved by: ${d.exception.approvedBy}  expires: ${expiryText(d.exception)}`, `  reason: ${d.exception.reason}`);
+    }
+    for (const e of lapsed) {
+      const why = stateOf(e, at) === 'revoked' ? `revoked ${e.revoked} by ${e.revokedBy}` : `expired ${expiryText(e)}`;
+      lines.push(`  exception ${e.id} no longer applies: ${why}`);
+    }
     if (decision === 'allowed') lines.push('  no enforced list matches; forwarded upstream');
     process.stdout.write(`${lines.join('\n')}\n`);
   }
   return decision === 'blocked' || decision === 'refused' ? 1 : 0;
 }
 
+/**
+ * "2026-12-31, end of day in Pacific/Auckland (2026-12-31T11:00:00.000Z)": a
+ * date alone is read in a zone, and which one decides the instant.
+ */
+function expiryText(e: Exception): string {
+  if (!isDateOnly(e.expires)) return e.expires;
+  const zone = e.timezoneFrom === 'server' ? `${e.timezone}, the server's zone` : e.timezone;
+  return `${e.expires}, end of day in ${zone} (${new Date(e.expiresAt).toISOString()})`;
+}
+
+function exceptionJson(e: Exception, now: number): Record<string, unknown> {
+  return {
+    id: e.id, state: stateOf(e, now), approvedBy: e.approvedBy, reason: e.reason, expires: e.expires, expiresAt: new Date(e.expiresAt).toISOString(),
+    timezone: e.timezone, timezoneFrom: e.timezoneFrom, revoked: e.revoked ?? null, revokedBy: e.revokedBy ?? null,
+  };
+}
+
 function listExceptions(configFile: string, json: boolean): number {
   const g = buildGeneration(configFile, 1);
   const now = Date.now();
   const rows = g.exceptions.map((e) => ({
-    id: e.id,
-    state: isActive(e, now) ? 'active' : 'expired',
-    expires: e.expires,
-    expiresAt: new Date(e.expiresAt).toISOString(),
-    secondsLeft: Math.max(0, Math.floor((e.expiresAt - now) / 1000)),
+    ...exceptionJson(e, now),
+    state: stateOf(e, now),
+    secondsLeft: Math.max(0, Math.floor((e.endsAt - now) / 1000)),
     clients: e.clients,
     allow: [...e.allowLists, ...e.allowDomains],
-    approvedBy: e.approvedBy,
-    reason: e.reason,
     source: `${shortPath(e.source.file)}:${e.source.line}`,
+    text: expiryText(e),
+    e,
   }));
   if (json) {
-    process.stdout.write(`${JSON.stringify(rows)}\n`);
+    process.stdout.write(`${JSON.stringify(rows.map(({ text: _t, e: _e, ...r }) => r))}\n`);
     return 0;
   }
   if (!rows.length) process.stdout.write('no exceptions on record\n');
   for (const r of rows) {
-    const left = r.state === 'active' ? `${humanDuration(r.secondsLeft)} left` : 'expired';
-    process.stdout.write(`${r.id}  ${r.state}  expires ${r.expires} (${left})  clients ${r.clients.join(',')}  allow ${r.allow.join(',')}\n`);
-    process.stdout.write(`    approved by ${r.approvedBy}: ${r.reason}\n`);
+    const left = r.state === 'active' ? `${humanDuration(r.secondsLeft)} left` : r.state;
+    process.stdout.write(`${r.e.id}  ${r.state}  expires ${r.text} (${left})  clients ${r.clients.join(',')}  allow ${r.allow.join(',')}\n`);
+    process.stdout.write(`    approved by ${r.e.approvedBy}: ${r.e.reason}\n`);
+    if (r.e.revoked !== undefined) process.stdout.write(`    revoked ${r.e.revoked} by ${r.e.revokedBy}\n`);
   }
   return 0;
 }
@@ -309,7 +304,7 @@ async function report(v: { config: string; url?: string; json: boolean }, config
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     body = (await res.json()) as typeof body;
   } catch (e) {
-    throw new SinkholeError('SH_USAGE', `cannot fetch ${target.href}: ${(e as Error).message}`);
+    throw new SinkholeError('SH_UNREACHABLE', `cannot fetch ${target.href}: ${(e as Error).message}`);
   }
   if (v.json) {
     process.stdout.write(`${JSON.stringify(body)}\n`);
@@ -331,14 +326,57 @@ async function report(v: { config: string; url?: string; json: boolean }, config
   return 0;
 }
 
+/**
+ * For HEALTHCHECK and service probes: GET /healthz on the config's listen.http
+ * (an unspecified address is asked on loopback). Any failure is exit 1, which
+ * is what Docker reads as unhealthy.
+ */
+async function health(configFile: string, url: string | undefined): Promise<number> {
+  let target: URL;
+  try {
+    if (url === undefined) {
+      const ep = loadConfig(configFile).listen.http;
+      if (!ep) throw new SinkholeError('SH_USAGE', `${shortPath(configFile)} has no listen.http: there is no /healthz to ask (give --url, or set listen.http)`);
+      const host = ep.host === '0.0.0.0' ? '127.0.0.1' : ep.host === '::' ? '::1' : ep.host;
+      target = new URL(`http://${host.includes(':') ? `[${host}]` : host}:${ep.port}/healthz`);
+    } else {
+      target = new URL('/healthz', url);
+    }
+  } catch (e) {
+    reportError(e);
+    return 1;
+  }
+  let res: Response;
+  try {
+    res = await fetch(target, { signal: AbortSignal.timeout(3000) });
+    await res.arrayBuffer();
+  } catch (e) {
+    process.stderr.write(`SH_UNREACHABLE cannot fetch ${target.href}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  if (!res.ok) {
+    process.stderr.write(`SH_UNHEALTHY ${target.href} answered HTTP ${res.status}\n`);
+    return 1;
+  }
+  process.stdout.write(`healthy: ${target.href} ${res.status}\n`);
+  return 0;
+}
+
+/** Every error line starts with its SH_* code (README "Error codes"); no stack traces. */
+function reportError(e: unknown): number {
+  if (e instanceof PolicyError) {
+    for (const p of e.problems) process.stderr.write(`${problemLine(p)}\n`);
+    return 2;
+  }
+  if (e instanceof SinkholeError) {
+    process.stderr.write(`${e.code} ${e.message}\n`);
+    return e.code === 'SH_LISTEN' ? 1 : 2;
+  }
+  process.stderr.write(`SH_INTERNAL unexpected error: ${e instanceof Error ? e.message : String(e)}\n`);
+  return 2;
+}
+
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
-  (e: unknown) => {
-    if (e instanceof PolicyError) {
-      for (const p of e.problems) process.stderr.write(`sinkhole: ${formatProblem({ ...p, file: shortPath(p.file) })}\n`);
-      process.exit(2);
-    }
-    if (e instanceof SinkholeError) fail(e.message, e.code === 'SH_LISTEN' ? 1 : 2);
-    fail(`unexpected error: ${e instanceof Error ? e.message : String(e)}`, 2);
-  },
+  (e: unknown) => process.exit(reportError(e)),
 );

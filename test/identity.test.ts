@@ -319,8 +319,9 @@ t.test('check --client MAC, and validate warns about a device no source knows', 
   t.equal(v.status, 0, 'warnings do not fail validation');
   t.match(v.stdout, /sinkhole\.yaml:\d+:\d+: warning: exception EX-GHOST: mac:02:00:00:00:00:77 is not in any lease file nor in identity\.static/);
   t.match(v.stdout, /sinkhole\.yaml:\d+:\d+: warning: exception EX-GHOST: host:nobody is not in any lease file nor in identity\.static/);
-  t.notMatch(v.stdout, /EX-MAC/, 'a MAC in a lease file is fine');
-  t.match(v.stdout, /ok \(lists: tiktok=4; exceptions: 2; lease sources: 1, devices: 1\), 2 warning\(s\)/);
+  t.notMatch(v.stdout, /EX-MAC: mac:/, 'a MAC in a lease file is fine');
+  t.match(v.stdout, /SH_EXCEPTION_DEVICE .*EX-GHOST: mac:/, 'the warning carries its code');
+  t.match(v.stdout, /ok \(lists: tiktok=4; exceptions: 2; lease sources: 1, devices: 1; policy [0-9a-f]+\), \d+ warning\(s\)/);
 });
 
 t.test('config: identity, relays and device selectors are checked at file:line:col', async (t) => {

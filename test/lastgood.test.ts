@@ -120,7 +120,7 @@ t.test('a start-up whose files do not compile serves the last good policy: the l
   const [code] = (await once(validate, 'exit')) as [number];
   t.equal(code, 1, 'validate: exit 1, the files are still wrong');
   t.match(out, /lists\/tiktok\.txt:6:1: expected one rule per line/, 'with the problem');
-  t.match(err, /^sinkhole: degraded: serve would start from the last good policy saved \S+ \(generation 1, 3 files in /, 'and what a start-up does about it');
+  t.match(err, /^SH_POLICY_DEGRADED serve would start from the last good policy saved \S+ \(generation 1, 3 files in /, 'and what a start-up does about it');
 
   await r.state.idle();
   t.equal(snapshot(stateDir).folder, saved, 'starting from the snapshot does not replace it');
@@ -151,7 +151,7 @@ t.test('exit 2 only when there was never a good policy; a damaged snapshot is no
   serve.stderr.on('data', (c) => (err += c));
   const [code] = (await once(serve, 'exit')) as [number];
   t.equal(code, 2, 'never a good policy: exit 2');
-  t.match(err, /^sinkhole: \S+tiktok\.txt:6:1: expected one rule per line/, 'naming the problem');
+  t.match(err, /^SH_LIST_SYNTAX \S+tiktok\.txt:6:1: expected one rule per line/, 'naming the problem');
 
   // A snapshot whose copy was damaged on disk is not trusted.
   await h.running.state.idle();
@@ -182,7 +182,7 @@ t.test('exit 2 only when there was never a good policy; a damaged snapshot is no
   const [bindCode] = (await once(bind, 'exit')) as [number];
   t.equal(bindCode, 1, 'degraded start-up, unbindable address: exit 1');
   t.match(bindErr, /SH_POLICY_DEGRADED/, 'it did fall back to the snapshot');
-  t.match(bindErr, /sinkhole: cannot listen for DNS over UDP on 127\.0\.0\.1:\d+: EADDRINUSE/, 'and then could not bind');
+  t.match(bindErr, /SH_LISTEN cannot listen for DNS over UDP on 127\.0\.0\.1:\d+: EADDRINUSE/, 'and then could not bind');
 });
 
 t.test('a state dir that cannot be written never stops DNS: a warning with a code, and a counter', async (t) => {

@@ -1,6 +1,6 @@
 // Metrics, health/readiness, the query log and the compliance report.
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -9,6 +9,7 @@ import { startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js'
 import { buildQuery, exchange } from './helpers/dns.js';
 import { ComplianceReport } from '../src/querylog/report.js';
 import { anonymize } from '../src/querylog/anonymize.js';
+import { policyHash } from '../src/policy/fingerprint.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
@@ -92,6 +93,8 @@ t.test('metrics: names, labels and values that move with the queries', async (t)
     sinkhole_policy_generation: 2,
     'sinkhole_exceptions{state="active"}': 1,
     'sinkhole_exceptions{state="expired"}': 0,
+    'sinkhole_exceptions{state="revoked"}': 0,
+    [`sinkhole_policy_info{hash="${policyHash(h.running.policy.current)}"}`]: 1,
     'sinkhole_exception_expiry_timestamp_seconds{exception="EX-1"}': new Date(2999, 0, 2).getTime() / 1000,
     'sinkhole_request_duration_seconds_count{result="blocked"}': 2,
     'sinkhole_request_duration_seconds_bucket{result="blocked",le="+Inf"}': 2,
@@ -120,6 +123,78 @@ t.test('every metric is in the README Metrics section, and the README names no m
   const documented = new Set([...section.matchAll(/`(sinkhole_[a-z_]+)`/g)].map((x) => x[1]!));
   t.same([...registered].filter((n) => !documented.has(n)), [], 'registered but undocumented');
   t.same([...documented].filter((n) => !registered.has(n)), [], 'documented but not registered');
+});
+
+t.test('sinkhole_policy_info: one hash for one policy, wherever its files are; another for any change that decides answers', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const a = await startSinkhole(t, up.port, CONFIG, { 'tiktok.txt': TIKTOK_LIST });
+  const hashOf = async (h: Harness): Promise<string> => /sinkhole_policy_info\{hash="([0-9a-f]{16})"\} 1/.exec((await get(h, '/metrics')).body)![1]!;
+  const base = await hashOf(a);
+  // A second instance from the same repository: same files, another folder, another port, a comment and the upstreams differ.
+  const b = await startSinkhole(t, up.port, { ...CONFIG, upstreams: { servers: ['127.0.0.1:9'], timeout: '2s' } }, { 'tiktok.txt': `# checked out elsewhere\n${TIKTOK_LIST}` });
+  t.equal(await hashOf(b), base, 'the same policy: the same hash');
+  const differs: [string, Record<string, unknown>, string][] = [
+    ['one more rule', CONFIG, `${TIKTOK_LIST}newapp.example\n`],
+    ['another response', { ...CONFIG, blocking: { ...CONFIG.blocking, response: 'refused' } }, TIKTOK_LIST],
+    ['another allowFrom', { ...CONFIG, clients: { allowFrom: ['127.0.0.0/8'] } }, TIKTOK_LIST],
+    ['an exception renewed', { ...CONFIG, exceptions: [{ ...CONFIG.exceptions[0]!, expires: '2999-01-02' }] }, TIKTOK_LIST],
+  ];
+  for (const [what, config, list] of differs) {
+    const c = await startSinkhole(t, up.port, config, { 'tiktok.txt': list });
+    t.not(await hashOf(c), base, what);
+  }
+  // A reload to another policy moves the series.
+  a.write('tiktok.txt', `${TIKTOK_LIST}newapp.example\n`);
+  t.same(await a.running.reloader.reload('list'), []);
+  const after = (await get(a, '/metrics')).body.match(/^sinkhole_policy_info\{.*$/gm);
+  t.equal(after?.length, 1, 'one series at a time');
+  t.notMatch(after![0], base, 'the new hash');
+  // validate prints the same hash, so a checkout can be compared with what runs.
+  const v = await run([CLI, 'validate', '--config', b.configFile]);
+  t.match(v.stdout, new RegExp(`policy ${base}\\)`), 'validate prints it');
+});
+
+t.test('the dashboard and the alert rules: instance and policy panels, and only metrics that exist', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, CONFIG, { 'tiktok.txt': TIKTOK_LIST });
+  const registered = new Set(h.running.registry.getMetricsAsArray().map((m) => m.name));
+  const dashboard = JSON.parse(readFileSync(join(ROOT, 'dashboards', 'sinkhole.json'), 'utf8')) as { panels: { title: string; targets?: { expr: string }[] }[] };
+  const exprOf = (title: string): string => dashboard.panels.find((p) => p.title === title)?.targets?.map((x) => x.expr).join(' ') ?? '';
+  t.match(exprOf('Instances down'), /\bup\{job=~"\$job".*== 0/);
+  t.match(exprOf('Policies in force'), /count\(count by \(hash\) \(sinkhole_policy_info/);
+  t.match(exprOf('Policy hash by instance'), /sinkhole_policy_info/);
+  const alerts = readFileSync(join(ROOT, 'dashboards', 'alerts.yml'), 'utf8');
+  for (const name of ['SinkholeInstanceDown', 'SinkholeReloadFailing', 'SinkholePolicyDegraded', 'SinkholeExceptionExpiringSoon', 'SinkholeUpstreamFailures']) {
+    t.match(alerts, `- alert: ${name}`, name);
+  }
+  // sinkhole_policy_degraded comes with the availability work (issue 9); every other name must exist now.
+  const used = new Set([...JSON.stringify(dashboard).matchAll(/\b(sinkhole_[a-z_]+?)(_bucket|_sum|_count)?\b/g), ...alerts.matchAll(/\b(sinkhole_[a-z_]+?)(_bucket|_sum|_count)?\b/g)].map((m) => m[1]!));
+  t.same([...used].filter((n) => !registered.has(n) && n !== 'sinkhole_policy_degraded'), [], 'no panel or alert reads a metric sinkhole does not export');
+});
+
+t.test('sinkhole health asks /healthz at listen.http', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, CONFIG, { 'tiktok.txt': TIKTOK_LIST });
+  const port = h.running.http!.port;
+  const cfg = (http: string | undefined): string => {
+    const file = join(h.dir, `health-${http ?? 'none'}.yaml`.replace(/[:/]/g, '_'));
+    writeFileSync(file, http ? `listen:\n  http: "${http}"\n` : 'listen:\n  dns: ["127.0.0.1:53"]\n');
+    return file;
+  };
+  const ok = await run([CLI, 'health', '--config', cfg(`127.0.0.1:${port}`)]);
+  t.equal(ok.status, 0, 'healthy: exit 0');
+  t.match(ok.stdout, `healthy: http://127.0.0.1:${port}/healthz 200`);
+  t.equal((await run([CLI, 'health', '--config', cfg(`0.0.0.0:${port}`)])).status, 0, 'an unspecified address is asked on loopback');
+  const none = await run([CLI, 'health', '--config', cfg(undefined)]);
+  t.equal(none.status, 1, 'no listen.http: unhealthy (nothing to ask)');
+  t.match(none.stderr, /^SH_USAGE \S+ has no listen\.http/);
+  await h.running.close();
+  const down = await run([CLI, 'health', '--url', `http://127.0.0.1:${port}`]);
+  t.equal(down.status, 1, 'unreachable: exit 1, as Docker reads unhealthy');
+  t.match(down.stderr, /^SH_UNREACHABLE cannot fetch http:\/\/127\.0\.0\.1:\d+\/healthz/);
 });
 
 t.test('health and readiness', async (t) => {
@@ -196,7 +271,7 @@ t.test('compliance report: who still asks for TikTok, over HTTP and the CLI', as
   t.match(cli.stdout, /devices that sent blocked queries in the last 1d 0h: 2\nCLIENT\s+MAC\s+HOSTNAME\s+BLOCKED\s+FIRST SEEN\s+LAST SEEN\s+TOP LISTS\n127\.0\.0\.5\s+-\s+-\s+3\s+\S+\s+\S+\s+tiktok\(3\)/);
   const down = await run([CLI, 'report', '--url', 'http://127.0.0.1:1']);
   t.equal(down.status, 2, 'unreachable: exit 2');
-  t.match(down.stderr, /^sinkhole: cannot fetch http:\/\/127\.0\.0\.1:1\/api\/blocked-clients/);
+  t.match(down.stderr, /^SH_UNREACHABLE cannot fetch http:\/\/127\.0\.0\.1:1\/api\/blocked-clients/);
 });
 
 t.test('compliance report memory stays bounded with 100k distinct clients', async (t) => {

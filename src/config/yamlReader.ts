@@ -10,6 +10,8 @@ export type YNode = Node | null | undefined;
 
 export class YamlReader {
   readonly problems: Problem[] = [];
+  /** The file could not be read: its one problem says why, and nothing else is said about it. */
+  unreadable = false;
   readonly lines: LineCounter;
   readonly doc: Document.Parsed | undefined;
 
@@ -32,14 +34,16 @@ export class YamlReader {
       text = source.read(file).toString('utf8');
     } catch (e) {
       const r = new YamlReader(file, '', code);
+      r.unreadable = true;
       r.problems.push({ code: 'SH_CONFIG_READ', file, line: 1, col: 1, message: `cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}` });
       return r;
     }
     return new YamlReader(file, text, code);
   }
 
+  /** undefined when the file could not be read or does not parse (those problems are already recorded). */
   get root(): YNode {
-    return this.doc && this.doc.errors.length === 0 ? (this.doc.contents as Node | null) : undefined;
+    return !this.unreadable && this.doc && this.doc.errors.length === 0 ? (this.doc.contents as Node | null) : undefined;
   }
 
   pos(node: YNode): { line: number; col: number } {

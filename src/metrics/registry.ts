@@ -5,8 +5,9 @@
 // upstreams) — never a client address or a query name.
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { RCODE_NAME } from '../dns/constants.js';
-import { isActive } from '../policy/exceptions.js';
+import { stateOf, type ExceptionState } from '../policy/exceptions.js';
 import type { Generation } from '../policy/generation.js';
+import { policyHash } from '../policy/fingerprint.js';
 import { RESULTS } from '../pipeline/types.js';
 import { LATENCY_BUCKETS, PROTOS, QTYPE_SLOTS, type Histogram, type Stats, type UpstreamStats } from './stats.js';
 
@@ -139,17 +140,19 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_policy_generation', 'Number of the policy generation in force; increases on each successful reload.', 'gauge', () => [
     { labels: {}, value: src.generation().number },
   ]);
-  add('sinkhole_exceptions', 'Exceptions on record, by state (active or expired).', 'gauge', () => {
+  // Two instances enforce the same policy exactly when their hashes are equal (policy/fingerprint.ts).
+  // One series at a time: when the policy changes, the old hash's series ends.
+  add('sinkhole_policy_info', 'Always 1; the hash label fingerprints the policy in force (rules, enforced lists, response, clients, exceptions).', 'gauge', () => [
+    { labels: { hash: policyHash(src.generation()) }, value: 1 },
+  ]);
+  add('sinkhole_exceptions', 'Exceptions on record, by state (active, expired or revoked).', 'gauge', () => {
     const now = src.now();
-    const all = src.generation().exceptions;
-    const active = all.filter((e) => isActive(e, now)).length;
-    return [
-      { labels: { state: 'active' }, value: active },
-      { labels: { state: 'expired' }, value: all.length - active },
-    ];
+    const count: Record<ExceptionState, number> = { active: 0, expired: 0, revoked: 0 };
+    for (const e of src.generation().exceptions) count[stateOf(e, now)]++;
+    return Object.entries(count).map(([state, value]) => ({ labels: { state }, value }));
   });
-  add('sinkhole_exception_expiry_timestamp_seconds', 'When each exception lapses, as a Unix time.', 'gauge', () =>
-    src.generation().exceptions.map((e) => ({ labels: { exception: e.id }, value: e.expiresAt / 1000 })),
+  add('sinkhole_exception_expiry_timestamp_seconds', 'When each exception stops applying (its expiry, or its revocation if earlier), as a Unix time.', 'gauge', () =>
+    src.generation().exceptions.map((e) => ({ labels: { exception: e.id }, value: e.endsAt / 1000 })),
   );
   add('sinkhole_build_info', 'Always 1; the version label says which sinkhole is running.', 'gauge', () => [{ labels: { version: src.version }, value: 1 }]);
   add('sinkhole_internal_errors_total', 'Queries that failed inside sinkhole and were answered SERVFAIL (should stay 0).', 'counter', () => [

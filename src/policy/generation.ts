@@ -95,6 +95,7 @@ export function compileData(config: Config, source: FileSource = diskSource): Po
   const ruleCounts = new Map<string, number>();
   for (const list of config.blocking.lists) {
     const idx = builder.addList({ name: list.name, files: list.files });
+    let unreadable = false;
     for (const file of list.files) {
       files.push(file);
       const fileIdx = builder.addFile(file);
@@ -102,6 +103,7 @@ export function compileData(config: Config, source: FileSource = diskSource): Po
       try {
         bytes = source.read(file);
       } catch (e) {
+        unreadable = true;
         problems.push({
           code: 'SH_CONFIG_READ', ...list.ref,
           message: `blocking.lists.${list.name}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
@@ -119,11 +121,12 @@ export function compileData(config: Config, source: FileSource = diskSource): Po
     const count = builder.ruleCount(idx);
     ruleCounts.set(list.name, count);
     // An empty list is almost always a truncated download or a bad save: refuse it rather than open the block.
-    if (count === 0 && !problems.some((p) => list.files.includes(p.file))) {
-      problems.push({
-        code: 'SH_LIST_EMPTY', file: list.files[0] ?? list.ref.file, line: 1, col: 1,
-        message: `list "${list.name}" has no rules; to stop enforcing it, remove it from blocking.enforce`,
-      });
+    // Not said of a list whose file could not be read or had errors: that problem is the one to fix.
+    if (count === 0 && !unreadable && !problems.some((p) => list.files.includes(p.file))) {
+      const hint = config.blocking.enforce.includes(list.name)
+        ? 'to stop enforcing it, remove it from blocking.enforce'
+        : 'it is not enforced; remove it from blocking.lists if it is not needed';
+      problems.push({ code: 'SH_LIST_EMPTY', file: list.files[0] ?? list.ref.file, line: 1, col: 1, message: `list "${list.name}" has no rules; ${hint}` });
     }
   }
   const ex = loadExceptions(config.exceptions, { lists: new Set(config.blocking.lists.map((l) => l.name)), groups: new Set(config.clients.groups.map((g) => g.name)) }, source);
@@ -159,7 +162,8 @@ export function decide(g: Generation, name: string, view: ClientView, now: numbe
   return excepted ?? { decision: 'allowed' };
 }
 
-function covers(e: Exception, list: string, name: string): boolean {
+/** Whether exception `e` (active or not) is for this list or this name. */
+export function covers(e: Exception, list: string, name: string): boolean {
   if (e.allowLists.has(list)) return true;
   return e.allowDomains.some((d) => name === d || name.endsWith(`.${d}`));
 }

@@ -289,6 +289,17 @@ export class Matcher {
     return out;
   }
 
+  /**
+   * Feeds what the rules enforce (names, lists, `*.` flags, in load order) to
+   * `update`, for the policy fingerprint. Files and line numbers are left out:
+   * the same rules at another path are the same policy.
+   */
+  digest(update: (chunk: Uint8Array) => void): void {
+    for (const l of this.lists) update(Buffer.from(`${l.name}\n`));
+    const view = (a: Uint8Array | Uint16Array | Uint32Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    for (const part of [this.bytes, this.start, this.len, this.listOf, this.subOnly]) update(view(part));
+  }
+
   listIndex(rule: number): number {
     return this.listOf[rule]!;
   }

@@ -14,6 +14,7 @@ import type { Logger } from '../log.js';
 import type { Stats } from '../metrics/stats.js';
 import { hydrate, type Generation, type PolicyData } from './generation.js';
 import { PolicyCompiler, type Compiled } from './compiler.js';
+import { policyHash } from './fingerprint.js';
 import type { PolicyHolder } from './holder.js';
 
 function enforcedRules(g: Generation): number {
@@ -88,7 +89,7 @@ export class Reloader {
       }
       this.holder.current = next;
       this.stats.reload(kind, 'success');
-      this.log.info('policy reloaded', { kind, generation: next.number, rules: [...next.ruleCounts.values()].reduce((a, b) => a + b, 0), exceptions: next.exceptions.length });
+      this.log.info('policy reloaded', { kind, generation: next.number, rules: [...next.ruleCounts.values()].reduce((a, b) => a + b, 0), exceptions: next.exceptions.length, policy: policyHash(next) });
       this.lastProblems = [];
       if (previous.degraded) this.log.info('the files on disk compile again: no longer serving the last good snapshot', { generation: next.number });
       this.onSwap(next, previous, data, inputs);
@@ -129,12 +130,17 @@ export class Reloader {
 
   private changed(file: string): void {
     const g = this.holder.current;
-    if (!g.files.includes(file)) {
+    // Kubernetes updates a mounted ConfigMap by swapping one `..data` link that every file in the
+    // folder points through: that rename is the only event, so it stands for all of them.
+    const swapped = basename(file) === '..data' ? g.files.filter((f) => dirname(f) === dirname(file)) : [];
+    if (!g.files.includes(file) && !swapped.length) {
       // vim's swap and backup files, and anything else in the folder: not ours.
       if (!g.files.some((f) => basename(f) === basename(file))) return;
     }
     const ex = g.config.exceptions;
-    const kind: ReloadKind = file === g.config.file ? 'config' : ex && 'file' in ex && ex.file === file ? 'exceptions' : 'list';
+    const kindOf = (f: string): ReloadKind => (f === g.config.file ? 'config' : ex && 'file' in ex && ex.file === f ? 'exceptions' : 'list');
+    const kinds = (swapped.length ? swapped : [file]).map(kindOf);
+    const kind: ReloadKind = kinds.includes('config') ? 'config' : kinds[0]!;
     // A config change outranks the others in the counter: it may change everything.
     if (this.pendingKind !== 'config') this.pendingKind = kind;
     clearTimeout(this.timer);

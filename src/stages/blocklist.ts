@@ -7,6 +7,8 @@
 // same way, so a CNAME into a blocked domain is sinkholed too. Cached answers
 // pass here as well: the cache below is client-independent.
 import type { Query } from '../dns/query.js';
+import { withTtlsAtMost } from '../dns/ttl.js';
+import { scanReply } from '../dns/message.js';
 import type { Clock } from '../clock.js';
 import { decide, type Decision, type Generation } from '../policy/generation.js';
 import type { PolicyHolder } from '../policy/holder.js';
@@ -61,7 +63,13 @@ export class BlocklistStage implements Stage {
       }
     }
     if (d?.decision === 'excepted' && upstreamAnswer) {
-      return { ...o, result: 'excepted', list: d.match.list, rule: d.match.rule, exception: d.exception.id, viaTarget: d.match.name === q.qname ? undefined : d.match.name };
+      // An excepted answer is kept no longer than a sinkhole answer (blocking.ttl): when the exception
+      // is revoked or lapses, the device asks again within that time and is blocked. A copy: the
+      // cache's bytes serve every client. A fresh answer's scan has the TTL offsets; a cached or stale
+      // one is scanned again here, on this rare path, rather than carrying offsets on every cache hit.
+      const offsets = o.scan?.ttlOffsets ?? scanReply(o.wire)?.ttlOffsets;
+      const wire = offsets ? withTtlsAtMost(o.wire, offsets, g.config.blocking.ttl) : o.wire;
+      return { ...o, wire, result: 'excepted', list: d.match.list, rule: d.match.rule, exception: d.exception.id, viaTarget: d.match.name === q.qname ? undefined : d.match.name };
     }
     return o;
   }

@@ -49,7 +49,8 @@ export async function startSinkhole(
   const base: Record<string, unknown> = {
     listen: { dns: ['127.0.0.1:0'] },
     upstreams: { servers: [`127.0.0.1:${upstreamPort}`], timeout: '1s' },
-    log: { queries: 'none' },
+    // The audit trail to a file in the test's folder, not the test runner's stdout.
+    log: { queries: 'none', audit: 'audit.jsonl' },
   };
   const merged = { ...base, ...config };
   for (const [f, text] of Object.entries(files)) write(f, text);
