@@ -11,7 +11,9 @@ import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { FakeClock, startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
 import { buildQuery, exchange, rcodeOf } from './helpers/dns.js';
 import { parseLeases } from '../src/identity/leaseFormats.js';
-import { IdentityTable } from '../src/identity/table.js';
+import { IdentityTable, type Device } from '../src/identity/table.js';
+import { LeaseModel } from '../src/identity/model.js';
+import { buildIdentity } from '../src/identity/sources.js';
 import { normalizeMac, parseSelector } from '../src/identity/mac.js';
 import { stripIdentityOptions } from '../src/stages/relay.js';
 import { decodeQuery } from '../src/dns/query.js';
@@ -29,6 +31,12 @@ const kea = (ip: string, mac: string, host: string, opts: { start?: number; life
   const start = opts.start ?? S - 60;
   return `${ip},${mac},,${life},${start + life},1,0,0,${host},${opts.state ?? 0},,0\n`;
 };
+
+/** A table's devices and static names, in a stable order. */
+function contents(table: IdentityTable): { devices: [string, Device | null][]; statics: [string, string][] } {
+  const s = table.snapshot();
+  return { devices: [...s.devices].sort((a, b) => (a[0] < b[0] ? -1 : 1)), statics: [...(s.statics ?? [])].sort() };
+}
 
 async function run(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
   try {
@@ -125,31 +133,37 @@ lease 10.20.1.19 {
 t.test('device table: last row wins, released and expired leases map nothing, a device that moved leaves its address, history remembers', async (t) => {
   const leases = (text: string) => parseLeases('kea-csv', 'f', KEA_HEADER + text).leases;
   const statics = new Map([[MAC3, 'speaker-ipad']]);
-  const t1 = IdentityTable.build(
-    [leases(kea('10.0.0.1', MAC1, 'phone', { start: S - 600 }) + kea('10.0.0.2', MAC2, 'laptop') + kea('10.0.0.3', MAC3, 'ipad') + kea('10.0.0.4', MAC1, 'phone', { start: S - 300, life: 0 }))],
-    statics, NOW,
-  );
+  const first = leases(kea('10.0.0.1', MAC1, 'phone', { start: S - 600 }) + kea('10.0.0.2', MAC2, 'laptop') + kea('10.0.0.3', MAC3, 'ipad') + kea('10.0.0.4', MAC1, 'phone', { start: S - 300, life: 0 }));
+  const { table: t1 } = buildIdentity([first], statics, NOW);
   t.match(t1.lookup('10.0.0.1', NOW), { mac: MAC1, hostname: 'phone' });
   t.match(t1.lookup('10.0.0.3', NOW), { mac: MAC3, hostname: 'speaker-ipad', leaseHostname: 'ipad' }, 'identity.static names the device');
   t.equal(t1.lookup('10.0.0.4', NOW), undefined, 'a deleted lease maps nothing');
   t.equal(t1.lookup('10.0.0.1', NOW + 3600_000), undefined, 'an expired lease maps nothing: fail-closed on time');
   t.equal(t1.lookup('10.0.0.1', NOW - 3600_000), undefined, 'nor before it began');
   t.ok(t1.knowsHost('speaker-ipad') && t1.knowsHost('ipad') && t1.knowsMac(MAC3));
-  // MAC1 takes a new lease at .5, while its lease on .1 has not run out.
-  const t2 = IdentityTable.build(
-    [leases(kea('10.0.0.1', MAC1, 'phone', { start: S - 600 }) + kea('10.0.0.2', MAC2, 'laptop') + kea('10.0.0.5', MAC1, 'phone', { start: S + 60 }))],
-    statics, NOW + 120_000, t1,
-  );
+  t.notOk(t1.knowsHost('nobody') || t1.knowsMac(MAC2.replace('02', '04')));
+  // MAC1 takes a new lease at .5, while its lease on .1 has not run out; .3's row is gone from the file.
+  const second = leases(kea('10.0.0.1', MAC1, 'phone', { start: S - 600 }) + kea('10.0.0.2', MAC2, 'laptop') + kea('10.0.0.5', MAC1, 'phone', { start: S + 60 }));
+  const { table: t2, history } = buildIdentity([second], statics, NOW + 120_000);
   t.equal(t2.lookup('10.0.0.1', NOW + 120_000), undefined, 'the old address no longer speaks for the device that left it');
   t.match(t2.lookup('10.0.0.5', NOW + 120_000), { mac: MAC1 });
-  t.match(t2.deviceAt('10.0.0.1', NOW - 30_000), { mac: MAC1 }, 'history: who had .1 before the move');
-  t.equal(t2.deviceAt('10.0.0.1', NOW + 90_000), undefined, 'and nobody after it');
-  t.match(t2.deviceAt('10.0.0.3', NOW), { mac: MAC3, hostname: 'speaker-ipad' }, 'history kept from the previous table though the row is gone');
+  t.match(history.deviceAt('10.0.0.1', NOW - 30_000), { mac: MAC1 }, 'history: who had .1 before the move');
+  t.equal(history.deviceAt('10.0.0.1', NOW + 90_000), undefined, 'and nobody after it');
   t.match(t2.byMac(MAC3), { ip: '', hostname: 'speaker-ipad' }, 'a static device without a lease is known by MAC');
+  // The same change as a delta: only the addresses whose device changed, applied to the first table in place.
+  const model = new LeaseModel(1, statics);
+  model.replace(0, first);
+  const live = IdentityTable.of(model.commit());
+  model.replace(0, second);
+  const delta = model.commit();
+  t.same(delta.devices.map(([ip, d]) => [ip, d?.mac ?? null]).sort(), [['10.0.0.1', null], ['10.0.0.3', null], ['10.0.0.5', MAC1]], 'the delta names .1 (left), .3 (gone) and .5 (arrived), nothing else');
+  t.equal(delta.statics, undefined, 'statics unchanged: not sent again');
+  live.apply(delta);
+  t.same(contents(live), contents(t2), 'the table a delta leaves is the table a full build makes');
   // A lease for an address handed to another device: the last row wins.
-  const t3 = IdentityTable.build([leases(kea('10.0.0.1', MAC1, 'phone', { start: S - 600 }) + kea('10.0.0.1', MAC2, 'laptop', { start: S - 10 }))], new Map(), NOW);
+  const { table: t3, history: h3 } = buildIdentity([leases(kea('10.0.0.1', MAC1, 'phone', { start: S - 600 }) + kea('10.0.0.1', MAC2, 'laptop', { start: S - 10 }))], new Map(), NOW);
   t.match(t3.lookup('10.0.0.1', NOW), { mac: MAC2 });
-  t.match(t3.deviceAt('10.0.0.1', NOW - 300_000), { mac: MAC1 }, 'the row before says who had it earlier');
+  t.match(h3.deviceAt('10.0.0.1', NOW - 300_000), { mac: MAC1 }, 'the row before says who had it earlier');
 });
 
 const CONFIG = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
