@@ -15,7 +15,8 @@ import { parseLeases, type Lease } from '../src/identity/leaseFormats.js';
 import { LeaseFile, type LeaseRead } from '../src/identity/leaseFile.js';
 import { ClientDirectory, compileCidrs } from '../src/policy/clients.js';
 import type { Exception } from '../src/policy/exceptions.js';
-import { IdentityTable, type Device } from '../src/identity/table.js';
+import { IdentityTable, type Device, type IdentityDelta } from '../src/identity/table.js';
+import { formatProblem } from '../src/errors.js';
 import { LeaseModel } from '../src/identity/model.js';
 import { buildIdentity } from '../src/identity/sources.js';
 import { normalizeMac, parseSelector } from '../src/identity/mac.js';
@@ -316,6 +317,38 @@ t.test('a lease file is read incrementally: appended rows only, a partial row wa
   t.match(r, { ok: true, whole: true }, 'a rewrite in place is noticed');
   t.same(ipsOf(r), ['10.0.0.21', '10.0.0.22']);
   t.match(kf.read(true), { ok: true, whole: true }, 'SIGHUP asks for a whole read');
+
+  // Kea's lease file cleanup (kea-lfc): the file is moved to .2 and a new one started; .2 and the last
+  // cleanup's .1 are compacted into .completed, which becomes .1. The devices never change on the way.
+  writeFileSync(file, KEA_HEADER + kea('10.0.0.31', MAC1, 'a', { start: S - 600 }) + kea('10.0.0.32', MAC2, 'b') + kea('10.0.0.31', MAC1, 'a'));
+  const model = new LeaseModel(1, new Map());
+  const apply = (r: LeaseRead): IdentityDelta => {
+    if (!r.ok) throw new Error(r.problems.map(formatProblem).join('; '));
+    if (r.whole) model.replace(0, r.leases);
+    else model.append(0, r.leases);
+    return model.commit();
+  };
+  t.equal(apply(kf.read()).devices.length, 2, 'two devices');
+  renameSync(file, `${file}.2`);
+  writeFileSync(file, KEA_HEADER + kea('10.0.0.33', MAC3, 'c'));
+  r = kf.read();
+  t.match(r, { ok: true, whole: true });
+  t.same(ipsOf(r), ['10.0.0.31', '10.0.0.32', '10.0.0.31', '10.0.0.33'], 'the moved-aside file is read first, then the new one');
+  t.same(apply(r).devices.map(([ip]) => ip), ['10.0.0.33'], 'only the new lease changes anything');
+  writeFileSync(`${file}.completed`, KEA_HEADER + kea('10.0.0.32', MAC2, 'b') + kea('10.0.0.31', MAC1, 'a'));
+  t.same(apply(kf.read()).devices, [], 'the compacted file stands for .1 and .2: no device changed');
+  renameSync(`${file}.completed`, `${file}.1`);
+  rmSync(`${file}.2`);
+  r = kf.read();
+  t.same(ipsOf(r), ['10.0.0.32', '10.0.0.31', '10.0.0.33']);
+  t.same(apply(r).devices, [], 'nor when it becomes .1');
+  appendFileSync(file, kea('10.0.0.34', MAC2, 'd'));
+  r = kf.read();
+  t.match(r, { ok: true, whole: false }, 'and the new file is read incrementally');
+  t.same(apply(r).devices.map(([ip, d]) => [ip, d?.mac]).sort(), [['10.0.0.32', undefined], ['10.0.0.34', MAC2]], 'MAC2 moved from .32 to .34');
+  writeFileSync(`${file}.1`, KEA_HEADER + 'broken\n');
+  t.match(kf.read(), { ok: false, problems: [{ file: `${file}.1`, line: 2 }] }, 'a broken older file is named, and changes nothing');
+  rmSync(`${file}.1`);
 
   // A CSV export: appended to, read incrementally with the header's columns; rewritten at the same size, read whole.
   const csv = join(dir, 'export.csv');

@@ -19,7 +19,7 @@
 // keeps the source's last good rows) and the next read starts from the same
 // place, so the bad line is named again until the file is fixed.
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import type { Problem } from '../errors.js';
 import { isAppendFormat, parseAppended, parseLeases, type AppendFormat, type HeaderState, type Lease, type LeaseFormat } from './leaseFormats.js';
 
@@ -50,8 +50,34 @@ export class LeaseFile {
 
   constructor(readonly src: LeaseSourceConfig) {}
 
-  /** Reads what changed since the last read (`whole`: the whole file, whatever it is). */
+  /** kea-csv: which of Kea's older lease files were read with the last whole read, and as what. */
+  private priorKey = '';
+
+  /**
+   * Reads what changed since the last read (`whole`: the whole file, whatever it is). For kea-csv a
+   * whole read includes the older leases Kea's lease file cleanup keeps beside the file (keaPriorFiles),
+   * first, as Kea itself loads them; a change to those makes the next read whole.
+   */
   read(whole = false): LeaseRead {
+    if (this.src.format !== 'kea-csv') return this.readFile(whole);
+    const prior = keaPriorFiles(this.src.file);
+    const key = fileKey(prior);
+    const r = this.readFile(whole || key !== this.priorKey);
+    if (!r.ok || !r.whole) return r;
+    const older: Lease[] = [];
+    for (const file of prior) {
+      const p = readSource({ format: 'kea-csv', file });
+      if (p.problems.length) {
+        this.ino = -1; // read whole again next time
+        return { ok: false, problems: p.problems };
+      }
+      older.push(...p.leases);
+    }
+    this.priorKey = key;
+    return older.length ? { ok: true, whole: true, leases: older.concat(r.leases) } : r;
+  }
+
+  private readFile(whole: boolean): LeaseRead {
     let fd: number;
     try {
       fd = openSync(this.src.file, 'r');
@@ -131,6 +157,47 @@ function readRange(fd: number, from: number, to: number): Buffer {
     got += n;
   }
   return got === buf.length ? buf : buf.subarray(0, got);
+}
+
+/**
+ * Kea's lease file cleanup (kea-lfc(8)) moves the file it appends to aside as <file>.2, starts a new
+ * one, and compacts .2 with the previous cleanup's output <file>.1 into <file>.completed, which then
+ * becomes <file>.1. The leases are those files, then <file>: the new file alone holds only the rows
+ * written since. Kea loads <file>.completed if it exists, else <file>.1 and <file>.2; so does this.
+ */
+export function keaPriorFiles(file: string): string[] {
+  if (existsSync(`${file}.completed`)) return [`${file}.completed`];
+  return [`${file}.1`, `${file}.2`].filter((f) => existsSync(f));
+}
+
+/** The names Kea's cleanup gives the older lease files (to watch for). */
+export function isKeaPriorFile(file: string, name: string): boolean {
+  return name === `${file}.1` || name === `${file}.2` || name === `${file}.completed`;
+}
+
+/** Identifies files' versions cheaply: a change of any gives another key. */
+function fileKey(files: readonly string[]): string {
+  return files
+    .map((f) => {
+      try {
+        const st = statSync(f);
+        return `${f}:${st.ino}:${st.size}:${st.mtimeMs}`;
+      } catch {
+        return `${f}:gone`;
+      }
+    })
+    .join('|');
+}
+
+/** Reads one lease file whole, as it is now (validate and check read kea-csv's older files too: LeaseFile). */
+export function readSource(src: LeaseSourceConfig): { leases: Lease[]; problems: Problem[] } {
+  let text: string;
+  try {
+    text = readFileSync(src.file, 'utf8');
+  } catch (e) {
+    return { leases: [], problems: [cannotRead(src, e)] };
+  }
+  return parseLeases(src.format, src.file, text);
 }
 
 export function cannotRead(src: LeaseSourceConfig, e: unknown): Problem {

@@ -8,10 +8,10 @@
 // Sources are read synchronously: this thread does nothing else, and one read
 // at a time keeps the model's changes in order.
 import { watch, type FSWatcher } from 'node:fs';
-import { basename, dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Problem } from '../errors.js';
-import { LeaseFile, type LeaseSourceConfig } from './leaseFile.js';
+import { isKeaPriorFile, LeaseFile, type LeaseSourceConfig } from './leaseFile.js';
 import { LeaseModel } from './model.js';
 import type { IdentityDelta } from './table.js';
 
@@ -93,7 +93,12 @@ export class LeaseReader {
       try {
         // The folder: dnsmasq and dhcpd replace the file by rename, which a file watch would miss.
         const w = watch(dir, { persistent: false }, (_e, name) => {
-          for (const i of indexes) if (name && basename(this.files[i]!.src.file) === name.toString()) this.changed(i);
+          if (!name) return;
+          const changed = join(dir, name.toString());
+          for (const i of indexes) {
+            const src = this.files[i]!.src;
+            if (changed === src.file || (src.format === 'kea-csv' && isKeaPriorFile(src.file, changed))) this.changed(i);
+          }
         });
         w.on('error', (e) => this.warn('SH_WATCH', 'lease folder watch failed; SIGHUP still re-reads', { dir, error: e.message }));
         this.watchers.push(w);

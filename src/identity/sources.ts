@@ -10,15 +10,14 @@
 // time still retires it), never hand an address to a device it never had.
 //
 // The CLI (validate, check) reads the files once, here too (loadIdentity).
-import { readFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { formatProblem, type Problem } from '../errors.js';
 import type { Logger } from '../log.js';
 import { workerUrl } from '../workerUrl.js';
 import { LeaseHistory } from './history.js';
-import { cannotRead, type LeaseSourceConfig } from './leaseFile.js';
-import { parseLeases, type Lease, type LeaseFormat } from './leaseFormats.js';
+import { LeaseFile, type LeaseSourceConfig } from './leaseFile.js';
+import type { Lease, LeaseFormat } from './leaseFormats.js';
 import { LeaseModel } from './model.js';
 import type { IdentityUpdate } from './reader.js';
 import { IdentityTable, type IdentityDelta } from './table.js';
@@ -52,15 +51,10 @@ export class IdentityHolder {
   constructor(readonly current: IdentityTable = new IdentityTable()) {}
 }
 
-/** Reads one source now (validate, check). */
+/** Reads one source now, whole (validate, check): for kea-csv with the older files Kea's cleanup keeps. */
 export function readSource(src: LeaseSourceConfig): { leases: Lease[]; problems: Problem[] } {
-  let text: string;
-  try {
-    text = readFileSync(src.file, 'utf8');
-  } catch (e) {
-    return { leases: [], problems: [cannotRead(src, e)] };
-  }
-  return parseLeases(src.format, src.file, text);
+  const r = new LeaseFile(src).read(true);
+  return r.ok ? { leases: r.leases, problems: [] } : { leases: [], problems: r.problems };
 }
 
 /** The table and the lease history the files show now: for validate and check. */
