@@ -212,17 +212,17 @@ t.test('lease changes never stall a query thread: rows appended to a 50k-lease K
   });
 
   // Kea at work: 20 changes over ~2 s, each appending renewals; the 7th moves the excepted device
-  // from 127.0.3.1 to 127.0.3.2; the 9th is Kea's lease file cleanup (a new file renamed into place,
-  // read whole in the identity thread). Written out beforehand, so the test's own work stays off the clock.
+  // from 127.0.3.1 to 127.0.3.2; the 9th replaces the file whole (a new file renamed into place, read
+  // whole in the identity thread). Written out beforehand, so the test's own work stays off the clock.
   const changes = Array.from({ length: 20 }, (_, i) => {
     let rows = '';
     for (let k = 0; k < 3; k++) rows += row(...device((i * 7919 + k * 104_729) % N), `renewed${i}`, s - 40 + i);
     if (i === 6) rows += row('127.0.3.2', MAC, 'phone', s - 40 + i) + row('127.0.3.1', 'aa:bb:cc:dd:ee:02', 'guest', s - 40 + i);
     return rows;
   });
-  const CLEANUP_AT = 8;
-  const cleanup = `${file}.2`;
-  writeFileSync(cleanup, text + changes.slice(0, CLEANUP_AT + 1).join(''));
+  const REPLACE_AT = 8;
+  const replacement = `${file}.new`;
+  writeFileSync(replacement, text + changes.slice(0, REPLACE_AT + 1).join(''));
   const last = device((19 * 7919 + 2 * 104_729) % N)[0];
 
   // Two clients query in a loop (each query from a fresh source port, so both query threads answer).
@@ -246,7 +246,7 @@ t.test('lease changes never stall a query thread: rows appended to a 50k-lease K
   const probers = [probe(), probe()];
 
   for (let i = 0; i < changes.length; i++) {
-    if (i === CLEANUP_AT) renameSync(cleanup, file);
+    if (i === REPLACE_AT) renameSync(replacement, file);
     else appendFileSync(file, changes[i]!);
     await new Promise((r) => setTimeout(r, 100)); // pacing the writer, as Kea's renewals are
   }
