@@ -3,7 +3,8 @@
 // CLI's view of it (check --client MAC, validate's warnings).
 import t from 'tap';
 import { once } from 'node:events';
-import { appendFileSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { parse, stringify } from 'yaml';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
@@ -283,9 +284,11 @@ t.test('a lease file is read incrementally: appended rows only, a partial row wa
   t.match(r, { ok: true, whole: true });
   t.same(ipsOf(r), ['10.0.0.1', '10.0.0.2']);
   t.match(kf.read(), { ok: true, whole: false, leases: [] }, 'nothing appended: nothing parsed');
+  t.notOk(kf.stale(), 'unchanged since the last read');
   // Kea is writing: one row complete, the next without its newline yet.
   const partial = kea('10.0.0.4', MAC1, 'd');
   appendFileSync(file, kea('10.0.0.3', MAC3, 'c') + partial.slice(0, 20));
+  t.ok(kf.stale(), 'changed since (what a watcher that starts late catches up on)');
   r = kf.read();
   t.match(r, { ok: true, whole: false }, 'read from where the last read stopped');
   t.same(ipsOf(r), ['10.0.0.3'], 'only the appended row, not the one still being written');
@@ -462,6 +465,43 @@ t.test('an exception by MAC follows the device across addresses and stops at the
   t.equal(await ask(h, '127.0.0.21'), 0);
   clock.advance(600_000);
   t.equal(await ask(h, '127.0.0.21'), 3, 'the lease ended: the exception no longer applies there');
+});
+
+t.test('the identity thread: a config reload brings new static names, and a thread that dies restarts with the devices', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const errors: string[] = [];
+  const log = { info() {}, warn() {}, error: (code: string, m: string) => errors.push(`${code} ${m}`) };
+  const config = (statics: Record<string, string>): Record<string, unknown> => ({
+    blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] },
+    clients: { allowFrom: ['127.0.0.0/16'] },
+    identity: { leases: [{ format: 'kea-csv', file: 'leases.csv' }], static: statics },
+    exceptions: [{ id: 'EX-HOST', clients: ['host:member-phone'], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' }],
+  });
+  const clock = new FakeClock(NOW);
+  const h = await startSinkhole(t, up.port, config({}), { 'tiktok.txt': TIKTOK_LIST, 'leases.csv': KEA_HEADER + kea('127.0.0.21', MAC1, 'phone') }, { clock, watch: true, log });
+  const identity = h.running.identity;
+  t.equal(await ask(h, '127.0.0.21'), 3, 'the lease says "phone": no exception');
+  // identity.static names MAC1 "member-phone": the identity thread re-reads and the device is renamed.
+  writeFileSync(h.configFile, stringify({ ...(parse(readFileSync(h.configFile, 'utf8')) as object), ...config({ [MAC1]: 'member-phone' }) }));
+  const renamed = once(identity, 'swap');
+  t.same(await h.running.reloader.reload('config'), []);
+  const [delta] = (await renamed) as [IdentityDelta];
+  t.same(delta.statics, [[MAC1, 'member-phone']], 'the new static names reach the query threads with the delta');
+  t.match(delta.devices, [['127.0.0.21', { mac: MAC1, hostname: 'member-phone', leaseHostname: 'phone' }]], 'and the one device they rename');
+  t.equal(await ask(h, '127.0.0.21'), 0, 'host: matches the static name now');
+  // The identity thread dies: the devices known stay in force, and a new thread reads the files again.
+  const restarted = once(identity, 'swap');
+  await identity.kill();
+  const [fresh] = (await restarted) as [IdentityDelta];
+  t.match(errors.join('\n'), /SH_WORKER the identity thread stopped; the devices known stay in force, and it restarts/);
+  t.equal(fresh.reset, true, 'a new thread sends the whole table once');
+  t.equal(await ask(h, '127.0.0.21'), 0, 'the device is still known');
+  const moved = once(identity, 'swap');
+  appendFileSync(join(h.dir, 'leases.csv'), kea('127.0.0.22', MAC1, 'phone', { start: S - 30 }));
+  await moved;
+  t.equal(await ask(h, '127.0.0.22'), 0, 'the new thread watches the file: the exception follows the device');
+  t.equal(await ask(h, '127.0.0.21'), 3);
 });
 
 /** A query with an OPT carrying these options (code, data). */

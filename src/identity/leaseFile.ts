@@ -52,6 +52,8 @@ export class LeaseFile {
 
   /** kea-csv: which of Kea's older lease files were read with the last whole read, and as what. */
   private priorKey = '';
+  /** The versions of the files as the last read began (stale()). */
+  private seen = '';
 
   /**
    * Reads what changed since the last read (`whole`: the whole file, whatever it is). For kea-csv a
@@ -59,6 +61,7 @@ export class LeaseFile {
    * first, as Kea itself loads them; a change to those makes the next read whole.
    */
   read(whole = false): LeaseRead {
+    this.seen = this.versions();
     if (this.src.format !== 'kea-csv') return this.readFile(whole);
     const prior = keaPriorFiles(this.src.file);
     const key = fileKey(prior);
@@ -75,6 +78,15 @@ export class LeaseFile {
     }
     this.priorKey = key;
     return older.length ? { ok: true, whole: true, leases: older.concat(r.leases) } : r;
+  }
+
+  /** Whether the file (or Kea's older files) changed since the last read began: a stat, no read. */
+  stale(): boolean {
+    return this.versions() !== this.seen;
+  }
+
+  private versions(): string {
+    return fileKey(this.src.format === 'kea-csv' ? [this.src.file, ...keaPriorFiles(this.src.file)] : [this.src.file]);
   }
 
   private readFile(whole: boolean): LeaseRead {

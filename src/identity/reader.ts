@@ -72,8 +72,9 @@ export class LeaseReader {
     this.closeWatchers();
     this.files = sources.map((s) => new LeaseFile(s));
     this.model.reconfigure(sources.length, statics);
+    // Watching first: a change while the files are read is then read too, never missed.
+    if (this.watching) this.startWatchers();
     this.read(this.files.map((_, i) => i), true, [id]);
-    if (this.watching) this.watch();
   }
 
   /** SIGHUP: every source read whole again. */
@@ -81,9 +82,17 @@ export class LeaseReader {
     this.read(this.files.map((_, i) => i), true, [id]);
   }
 
+  /** Starts watching; a file that changed since it was last read (before there was a watcher) is read again. */
   watch(): void {
     this.watching = true;
     this.closeWatchers();
+    this.startWatchers();
+    this.files.forEach((f, i) => {
+      if (f.stale()) this.changed(i);
+    });
+  }
+
+  private startWatchers(): void {
     const dirs = new Map<string, number[]>();
     this.files.forEach((f, i) => {
       const d = dirname(f.src.file);

@@ -225,6 +225,11 @@ export class IdentitySources extends EventEmitter {
     st.loadedAt = this.now();
   }
 
+  /** Ends the identity thread abruptly, as a crash would (tests use it; it restarts). */
+  async kill(): Promise<void> {
+    await this.thread?.terminate();
+  }
+
   private answerAll(): void {
     for (const resolve of this.waiting.values()) resolve();
     this.waiting.clear();
