@@ -166,6 +166,16 @@ t.test('device table: last row wins, released and expired leases map nothing, a 
   t.equal(delta.statics, undefined, 'statics unchanged: not sent again');
   live.apply(delta);
   t.same(contents(live), contents(t2), 'the table a delta leaves is the table a full build makes');
+  // dnsmasq rewrites its file whole on every change: the delta is still only what changed (here one
+  // address handed to another device, in a file whose lines also moved around).
+  const dnsmasq = (lines: string[]) => parseLeases('dnsmasq', 'f', lines.join('\n') + '\n').leases;
+  const dm = new LeaseModel(1, new Map());
+  dm.replace(0, dnsmasq([`${S + 3600} ${MAC1} 10.0.1.1 phone *`, `${S + 3600} ${MAC2} 10.0.1.2 laptop *`, `${S + 3600} ${MAC3} 10.0.1.3 ipad *`]));
+  t.equal(dm.commit().devices.length, 3);
+  dm.replace(0, dnsmasq([`${S + 3600} ${MAC3} 10.0.1.3 ipad *`, `${S + 3600} 02:00:00:00:00:09 10.0.1.2 guest *`, `${S + 3600} ${MAC1} 10.0.1.1 phone *`]));
+  t.same(dm.commit().devices, [['10.0.1.2', { ip: '10.0.1.2', mac: '02:00:00:00:00:09', hostname: 'guest', leaseHostname: 'guest', start: 0, end: (S + 3600) * 1000 }]], 'a whole re-read gives a delta of the one address that changed');
+  dm.replace(0, dnsmasq([`${S + 3600} ${MAC3} 10.0.1.3 ipad *`, `${S + 3600} 02:00:00:00:00:09 10.0.1.2 guest *`, `${S + 3600} ${MAC1} 10.0.1.1 phone *`]));
+  t.same(dm.commit().devices, [], 'and the same file again, an empty one');
   // A lease for an address handed to another device: the last row wins.
   const { table: t3, history: h3 } = buildIdentity([leases(kea('10.0.0.1', MAC1, 'phone', { start: S - 600 }) + kea('10.0.0.1', MAC2, 'laptop', { start: S - 10 }))], new Map(), NOW);
   t.match(t3.lookup('10.0.0.1', NOW), { mac: MAC2 });
