@@ -43,7 +43,7 @@ import { ComplianceReport, type ReportSnapshot } from './querylog/report.js';
 // Identity and the shared report (issue 11).
 import { hostname } from 'node:os';
 import { IdentityHolder, IdentitySources } from './identity/sources.js';
-import type { IdentityTable } from './identity/table.js';
+import type { IdentityDelta } from './identity/table.js';
 import { RelayStage } from './stages/relay.js';
 import { ReportStateFile } from './querylog/reportState.js';
 import { PostgresStore } from './querylog/reportPostgres.js';
@@ -317,14 +317,13 @@ export async function start(opts: StartOptions): Promise<Running> {
   const report0: { r?: ComplianceReport } = {};
   const plane = new DataPlane(policy, identityHolder, log, clock, { observe: (q, o) => report0.r!.observe(q, o) });
   const stats = plane.stats;
-  // Identity: lease files and identity.static, compiled into a table that lease changes swap (and hand to every thread).
+  // Identity: lease files (read in the identity thread) and identity.static; each change arrives as a delta,
+  // applied to this thread's table in place and handed to every query thread.
   const identity = new IdentitySources(identityConfig(config()), identityHolder, stats, log, () => clock.now());
   const report = (report0.r = new ComplianceReport(config().report, () => clock.now(), identity.holder, stats));
-  const workers = config().workers > 1 ? new WorkerPool(config().workers - 1, report, log) : undefined;
-  if (workers) {
-    workers.identity(identity.holder.current);
-    identity.on('swap', (t: IdentityTable) => workers.identity(t));
-  }
+  // A (re)started query thread is given the whole table once; after that, only what changes.
+  const workers = config().workers > 1 ? new WorkerPool(config().workers - 1, report, log, () => identityHolder.current.snapshot()) : undefined;
+  if (workers) identity.on('swap', (delta: IdentityDelta) => workers.identity(delta));
   // The report survives restarts (state.dir/report.json) and, with report.store: postgres://, spans instances.
   const stateFile = new ReportStateFile(config().state.dir, report, log);
   stateFile.load();
@@ -396,6 +395,8 @@ export async function start(opts: StartOptions): Promise<Running> {
   let dns: Running['dns'] = [];
   let encrypted: { dot: AddressInfo[]; doh: AddressInfo[] } = { dot: [], doh: [] };
   try {
+    // The devices are known before the first query (read in the identity thread).
+    await identity.start();
     dns = await plane.listen(config().listen.dns, workers !== undefined);
     encrypted = await plane.listenEncrypted(config().listen.dot, config().listen.doh, workers !== undefined);
     // The other threads bind the ports the main thread got (the kernel chose them for port 0).
@@ -454,7 +455,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     workers?.policy(data, next.number);
     report.configure(next.config.report);
     reportStore?.configure(next.config.report);
-    if (!isDeepStrictEqual(identityConfig(next.config), identityConfig(previous.config))) identity.configure(identityConfig(next.config));
+    if (!isDeepStrictEqual(identityConfig(next.config), identityConfig(previous.config))) void identity.configure(identityConfig(next.config));
     if (next.config.listen.httpToken !== undefined) {
       try {
         httpToken = readHttpToken(next.config.listen.httpToken);

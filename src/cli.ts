@@ -191,8 +191,8 @@ function check(input: string, v: { config: string; client: string; type: string;
   const g = buildGeneration(v.config, 1);
   const qname = target.name;
   // The device as the lease files say at --at: by MAC, wherever it is; by IP, whoever holds it.
-  const { table } = loadIdentity(g.config.identity, at);
-  const device = mac ? (table.byMac(mac) ?? table.relayed(mac)) : table.deviceAt(normalizeAddress(v.client), at);
+  const { table, history } = loadIdentity(g.config.identity, at);
+  const device = mac ? table.byMac(mac) ?? table.relayed(mac) : history.deviceAt(normalizeAddress(v.client), at);
   const address = mac ? (device?.ip && table.lookup(device.ip, at) === device ? device.ip : undefined) : normalizeAddress(v.client);
   const client = address ?? mac!;
   const view = address === undefined ? g.clients.viewOfDevice(device!) : g.clients.viewOf(address, device);

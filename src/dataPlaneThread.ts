@@ -16,8 +16,8 @@ const port = parentPort!;
 const init = workerData as ThreadInit;
 const send = (m: FromThread): void => port.postMessage(m);
 const policy = new PolicyHolder(hydrate(init.data, init.number));
-const identity = new IdentityHolder(IdentityTable.fromData(init.identity));
-const report = new ReportBatcher((events) => send({ type: 'report', events }), () => systemClock.now());
+const identity = new IdentityHolder(IdentityTable.of(init.identity));
+const report = new ReportBatcher((events) => send({ type: 'report', events }), () => systemClock.now(), identity);
 const plane = new DataPlane(policy, identity, streamLogger(), systemClock, report);
 
 port.on('message', (m: ToThread) => {
@@ -29,7 +29,8 @@ port.on('message', (m: ToThread) => {
       break;
     }
     case 'identity':
-      identity.current = IdentityTable.fromData(m.table);
+      // In place, in this turn: O(change). Devices are new frozen objects, so no memoised view goes stale.
+      identity.current.apply(m.delta);
       break;
     case 'stats':
       send({ type: 'stats', id: m.id, stats: plane.stats.toData(), gauges: plane.gauges() });

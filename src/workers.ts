@@ -21,7 +21,7 @@ import { shareMatcherData } from './policy/matcher.js';
 import type { ComplianceReport, ReportEvent } from './querylog/report.js';
 import type { PlaneGauges } from './app.js';
 import { workerUrl } from './workerUrl.js';
-import { IdentityTable, type IdentityData } from './identity/table.js';
+import type { IdentityDelta } from './identity/table.js';
 
 /** What a query thread starts from (worker_threads workerData). */
 /** The addresses every query thread binds (the main thread's ports: the kernel chose them for port 0). */
@@ -36,12 +36,13 @@ export interface ThreadInit {
   endpoints: ThreadEndpoints;
   data: PolicyData;
   number: number;
-  identity: IdentityData;
+  /** The whole address → device table, once (identity/table.ts snapshot). */
+  identity: IdentityDelta;
 }
 
 export type ToThread =
   | { type: 'policy'; data: PolicyData; number: number }
-  | { type: 'identity'; table: IdentityData }
+  | { type: 'identity'; delta: IdentityDelta }
   | { type: 'stats'; id: number }
   | { type: 'reopen' }
   | { type: 'reloadTls' }
@@ -79,7 +80,6 @@ export class WorkerPool {
   private endpoints: ThreadEndpoints = { dns: [], dot: [], doh: [] };
   private data: PolicyData | undefined;
   private number = 0;
-  private table: IdentityData = IdentityTable.EMPTY.toData();
   private closing = false;
   private seq = 0;
   private readonly waiting = new Map<number, { left: number; done: () => void }>();
@@ -89,6 +89,8 @@ export class WorkerPool {
     threads: number,
     private readonly report: ComplianceReport,
     private readonly log: Logger,
+    /** The main thread's identity table as it is now: what a (re)started thread starts from. */
+    private readonly identityTable: () => IdentityDelta,
   ) {
     this.slots = Array.from({ length: threads }, (_, i) => ({ index: i + 1, worker: undefined, ready: false, stats: undefined, gauges: undefined, failures: 0, startedAt: 0 }));
   }
@@ -102,7 +104,7 @@ export class WorkerPool {
   }
 
   private spawn(slot: Slot): Promise<void> {
-    const init: ThreadInit = { index: slot.index, endpoints: this.endpoints, data: this.data!, number: this.number, identity: this.table };
+    const init: ThreadInit = { index: slot.index, endpoints: this.endpoints, data: this.data!, number: this.number, identity: this.identityTable() };
     const worker = new Worker(workerUrl('dataPlaneThread', import.meta.url), { workerData: init, name: `sinkhole-query-${slot.index}` });
     slot.worker = worker;
     slot.startedAt = Date.now();
@@ -159,10 +161,13 @@ export class WorkerPool {
     this.send({ type: 'policy', data, number });
   }
 
-  /** The lease files changed: every thread gets the new address → device table (and a restart starts from it). */
-  identity(t: IdentityTable): void {
-    this.table = t.toData();
-    this.send({ type: 'identity', table: this.table });
+  /**
+   * The lease files changed: every thread applies the same delta the main thread applied (O(change),
+   * never the whole table). A thread that starts later is given the table as it is then, so deltas
+   * sent before it started are already in it.
+   */
+  identity(delta: IdentityDelta): void {
+    this.send({ type: 'identity', delta });
   }
 
   /** Asks every thread for its counts (at most STATS_TIMEOUT_MS); a scrape then reads merged(). */

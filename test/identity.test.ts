@@ -3,15 +3,23 @@
 // CLI's view of it (check --client MAC, validate's warnings).
 import t from 'tap';
 import { once } from 'node:events';
-import { appendFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { parse, stringify } from 'yaml';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
+import { isDeepStrictEqual, promisify } from 'node:util';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { FakeClock, startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
 import { buildQuery, exchange, rcodeOf } from './helpers/dns.js';
-import { parseLeases } from '../src/identity/leaseFormats.js';
-import { IdentityTable } from '../src/identity/table.js';
+import { parseLeases, type Lease } from '../src/identity/leaseFormats.js';
+import { LeaseFile, type LeaseRead } from '../src/identity/leaseFile.js';
+import { ClientDirectory, compileCidrs } from '../src/policy/clients.js';
+import type { Exception } from '../src/policy/exceptions.js';
+import { IdentityTable, type Device, type IdentityDelta } from '../src/identity/table.js';
+import { formatProblem } from '../src/errors.js';
+import { LeaseModel } from '../src/identity/model.js';
+import { buildIdentity } from '../src/identity/sources.js';
 import { normalizeMac, parseSelector } from '../src/identity/mac.js';
 import { stripIdentityOptions } from '../src/stages/relay.js';
 import { decodeQuery } from '../src/dns/query.js';
@@ -29,6 +37,12 @@ const kea = (ip: string, mac: string, host: string, opts: { start?: number; life
   const start = opts.start ?? S - 60;
   return `${ip},${mac},,${life},${start + life},1,0,0,${host},${opts.state ?? 0},,0\n`;
 };
+
+/** A table's devices and static names, in a stable order. */
+function contents(table: IdentityTable): { devices: [string, Device | null][]; statics: [string, string][] } {
+  const s = table.snapshot();
+  return { devices: [...s.devices].sort((a, b) => (a[0] < b[0] ? -1 : 1)), statics: [...(s.statics ?? [])].sort() };
+}
 
 async function run(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
   try {
@@ -125,31 +139,280 @@ lease 10.20.1.19 {
 t.test('device table: last row wins, released and expired leases map nothing, a device that moved leaves its address, history remembers', async (t) => {
   const leases = (text: string) => parseLeases('kea-csv', 'f', KEA_HEADER + text).leases;
   const statics = new Map([[MAC3, 'speaker-ipad']]);
-  const t1 = IdentityTable.build(
-    [leases(kea('10.0.0.1', MAC1, 'phone', { start: S - 600 }) + kea('10.0.0.2', MAC2, 'laptop') + kea('10.0.0.3', MAC3, 'ipad') + kea('10.0.0.4', MAC1, 'phone', { start: S - 300, life: 0 }))],
-    statics, NOW,
-  );
+  const first = leases(kea('10.0.0.1', MAC1, 'phone', { start: S - 600 }) + kea('10.0.0.2', MAC2, 'laptop') + kea('10.0.0.3', MAC3, 'ipad') + kea('10.0.0.4', MAC1, 'phone', { start: S - 300, life: 0 }));
+  const { table: t1 } = buildIdentity([first], statics, NOW);
   t.match(t1.lookup('10.0.0.1', NOW), { mac: MAC1, hostname: 'phone' });
   t.match(t1.lookup('10.0.0.3', NOW), { mac: MAC3, hostname: 'speaker-ipad', leaseHostname: 'ipad' }, 'identity.static names the device');
   t.equal(t1.lookup('10.0.0.4', NOW), undefined, 'a deleted lease maps nothing');
   t.equal(t1.lookup('10.0.0.1', NOW + 3600_000), undefined, 'an expired lease maps nothing: fail-closed on time');
   t.equal(t1.lookup('10.0.0.1', NOW - 3600_000), undefined, 'nor before it began');
   t.ok(t1.knowsHost('speaker-ipad') && t1.knowsHost('ipad') && t1.knowsMac(MAC3));
-  // MAC1 takes a new lease at .5, while its lease on .1 has not run out.
-  const t2 = IdentityTable.build(
-    [leases(kea('10.0.0.1', MAC1, 'phone', { start: S - 600 }) + kea('10.0.0.2', MAC2, 'laptop') + kea('10.0.0.5', MAC1, 'phone', { start: S + 60 }))],
-    statics, NOW + 120_000, t1,
-  );
+  t.notOk(t1.knowsHost('nobody') || t1.knowsMac(MAC2.replace('02', '04')));
+  // MAC1 takes a new lease at .5, while its lease on .1 has not run out; .3's row is gone from the file.
+  const second = leases(kea('10.0.0.1', MAC1, 'phone', { start: S - 600 }) + kea('10.0.0.2', MAC2, 'laptop') + kea('10.0.0.5', MAC1, 'phone', { start: S + 60 }));
+  const { table: t2, history } = buildIdentity([second], statics, NOW + 120_000);
   t.equal(t2.lookup('10.0.0.1', NOW + 120_000), undefined, 'the old address no longer speaks for the device that left it');
   t.match(t2.lookup('10.0.0.5', NOW + 120_000), { mac: MAC1 });
-  t.match(t2.deviceAt('10.0.0.1', NOW - 30_000), { mac: MAC1 }, 'history: who had .1 before the move');
-  t.equal(t2.deviceAt('10.0.0.1', NOW + 90_000), undefined, 'and nobody after it');
-  t.match(t2.deviceAt('10.0.0.3', NOW), { mac: MAC3, hostname: 'speaker-ipad' }, 'history kept from the previous table though the row is gone');
+  t.match(history.deviceAt('10.0.0.1', NOW - 30_000), { mac: MAC1 }, 'history: who had .1 before the move');
+  t.equal(history.deviceAt('10.0.0.1', NOW + 90_000), undefined, 'and nobody after it');
   t.match(t2.byMac(MAC3), { ip: '', hostname: 'speaker-ipad' }, 'a static device without a lease is known by MAC');
+  // The same change as a delta: only the addresses whose device changed, applied to the first table in place.
+  const model = new LeaseModel(1, statics);
+  model.replace(0, first);
+  const live = IdentityTable.of(model.commit());
+  model.replace(0, second);
+  const delta = model.commit();
+  t.same(delta.devices.map(([ip, d]) => [ip, d?.mac ?? null]).sort(), [['10.0.0.1', null], ['10.0.0.3', null], ['10.0.0.5', MAC1]], 'the delta names .1 (left), .3 (gone) and .5 (arrived), nothing else');
+  t.equal(delta.statics, undefined, 'statics unchanged: not sent again');
+  live.apply(delta);
+  t.same(contents(live), contents(t2), 'the table a delta leaves is the table a full build makes');
+  // dnsmasq rewrites its file whole on every change: the delta is still only what changed (here one
+  // address handed to another device, in a file whose lines also moved around).
+  const dnsmasq = (lines: string[]) => parseLeases('dnsmasq', 'f', lines.join('\n') + '\n').leases;
+  const dm = new LeaseModel(1, new Map());
+  dm.replace(0, dnsmasq([`${S + 3600} ${MAC1} 10.0.1.1 phone *`, `${S + 3600} ${MAC2} 10.0.1.2 laptop *`, `${S + 3600} ${MAC3} 10.0.1.3 ipad *`]));
+  t.equal(dm.commit().devices.length, 3);
+  dm.replace(0, dnsmasq([`${S + 3600} ${MAC3} 10.0.1.3 ipad *`, `${S + 3600} 02:00:00:00:00:09 10.0.1.2 guest *`, `${S + 3600} ${MAC1} 10.0.1.1 phone *`]));
+  t.same(dm.commit().devices, [['10.0.1.2', { ip: '10.0.1.2', mac: '02:00:00:00:00:09', hostname: 'guest', leaseHostname: 'guest', start: 0, end: (S + 3600) * 1000 }]], 'a whole re-read gives a delta of the one address that changed');
+  dm.replace(0, dnsmasq([`${S + 3600} ${MAC3} 10.0.1.3 ipad *`, `${S + 3600} 02:00:00:00:00:09 10.0.1.2 guest *`, `${S + 3600} ${MAC1} 10.0.1.1 phone *`]));
+  t.same(dm.commit().devices, [], 'and the same file again, an empty one');
   // A lease for an address handed to another device: the last row wins.
-  const t3 = IdentityTable.build([leases(kea('10.0.0.1', MAC1, 'phone', { start: S - 600 }) + kea('10.0.0.1', MAC2, 'laptop', { start: S - 10 }))], new Map(), NOW);
+  const { table: t3, history: h3 } = buildIdentity([leases(kea('10.0.0.1', MAC1, 'phone', { start: S - 600 }) + kea('10.0.0.1', MAC2, 'laptop', { start: S - 10 }))], new Map(), NOW);
   t.match(t3.lookup('10.0.0.1', NOW), { mac: MAC2 });
-  t.match(t3.deviceAt('10.0.0.1', NOW - 300_000), { mac: MAC1 }, 'the row before says who had it earlier');
+  t.match(h3.deviceAt('10.0.0.1', NOW - 300_000), { mac: MAC1 }, 'the row before says who had it earlier');
+});
+
+/** A small deterministic PRNG (mulberry32), so a failing sequence can be replayed. */
+function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * The table's rules written out directly, as a second opinion on the incremental model: per source
+ * the last row for an address; between sources a later source's row wins when some row of it for the
+ * address started at least as late; a MAC is at its latest active lease (start, then source, then row).
+ */
+function reference(sources: Lease[][], statics: ReadonlyMap<string, string>): Map<string, Device> {
+  const winners = new Map<string, { lease: Lease; source: number; row: number }>();
+  const ips = new Set(sources.flatMap((rows) => rows.map((l) => l.ip)));
+  for (const ip of ips) {
+    let w: { lease: Lease; source: number; row: number } | undefined;
+    sources.forEach((rows, source) => {
+      const mine = rows.map((lease, row) => ({ lease, source, row })).filter((x) => x.lease.ip === ip);
+      if (!mine.length) return;
+      const maxStart = Math.max(...mine.map((x) => x.lease.start));
+      if (!w || maxStart >= w.lease.start) w = mine[mine.length - 1];
+    });
+    winners.set(ip, w!);
+  }
+  const latest = new Map<string, { lease: Lease; source: number; row: number }>();
+  for (const w of winners.values()) {
+    if (!w.lease.active || !w.lease.mac) continue;
+    const l = latest.get(w.lease.mac);
+    const newer = !l || w.lease.start > l.lease.start || (w.lease.start === l.lease.start && (w.source > l.source || (w.source === l.source && w.row > l.row)));
+    if (newer) latest.set(w.lease.mac, w);
+  }
+  const out = new Map<string, Device>();
+  for (const [ip, w] of winners) {
+    const l = w.lease;
+    if (!l.active || (l.mac && latest.get(l.mac) !== w)) continue;
+    out.set(ip, { ip, mac: l.mac, hostname: (l.mac && statics.get(l.mac)) || l.hostname, leaseHostname: l.hostname, start: l.start, end: l.end });
+  }
+  return out;
+}
+
+t.test('the lease model: rows appended or files re-read, the deltas it gives leave the same table the rules make', async (t) => {
+  const rnd = prng(11);
+  const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+  const ips = Array.from({ length: 12 }, (_, i) => `10.0.0.${i + 1}`);
+  const macs = ['', MAC1, MAC2, MAC3, '02:00:00:00:00:04', '02:00:00:00:00:05'];
+  // Few distinct start times, so ties (and the rules for them) come up often.
+  const row = (): Lease => {
+    const start = NOW + pick([0, 0, 60_000, 120_000, -60_000]);
+    const life = pick([3600_000, 3600_000, 600_000, 0]);
+    return { ip: pick(ips), mac: pick(macs), hostname: pick(['', 'phone', 'laptop']), start, end: start + life, active: life > 0 && rnd() > 0.15 };
+  };
+  let statics: ReadonlyMap<string, string> = new Map([[MAC3, 'speaker-ipad']]);
+  const files: Lease[][] = [[], []];
+  const model = new LeaseModel(2, statics);
+  const table = new IdentityTable();
+  let checked = 0;
+  let deltaEntries = 0;
+  for (let step = 0; step < 400; step++) {
+    const s = rnd() < 0.6 ? 0 : 1;
+    const r = rnd();
+    if (r < 0.75) {
+      // Kea appends: the new rows only.
+      const rows = Array.from({ length: 1 + Math.floor(rnd() * 3) }, row);
+      files[s]!.push(...rows);
+      model.append(s, rows);
+    } else if (r < 0.95) {
+      // A file rewritten whole (dnsmasq; Kea's cleanup): some rows dropped, some reordered, some new.
+      const kept = files[s]!.filter(() => rnd() < 0.7);
+      if (rnd() < 0.3) kept.reverse();
+      files[s] = [...kept, ...Array.from({ length: Math.floor(rnd() * 3) }, row)];
+      model.replace(s, files[s]!);
+    } else {
+      // A config reload that changes identity.static: every source read whole again.
+      statics = new Map(rnd() < 0.5 ? [[MAC3, 'speaker-ipad'], [MAC1, 'member-phone']] : [[MAC2, 'press-laptop']]);
+      model.reconfigure(2, statics);
+      files.forEach((rows, i) => model.replace(i, rows));
+    }
+    const delta = model.commit();
+    deltaEntries += delta.devices.length;
+    table.apply(delta);
+    const want = [...reference(files, statics)].sort();
+    const got = (table.snapshot().devices as [string, Device][]).sort();
+    // Every MAC is at one address at most, and byMac finds it there.
+    const misplaced = got.filter(([, d]) => d.mac && table.byMac(d.mac) !== d);
+    if (!isDeepStrictEqual(got, want) || misplaced.length || !isDeepStrictEqual(new Map(table.snapshot().statics), statics)) {
+      t.same({ got, misplaced }, { got: want, misplaced: [] }, `step ${step}: the table matches the rules`);
+      break;
+    }
+    checked++;
+  }
+  t.equal(checked, 400, 'after each of 400 changes the table matched the rules');
+  t.ok(deltaEntries < 400 * 4, `deltas name only what changed: ${deltaEntries} entries over 400 changes`);
+  // The same files read at once give the same table (validate and check build it this way).
+  t.same(contents(buildIdentity(files, statics, NOW).table), contents(table));
+});
+
+t.test('a lease file is read incrementally: appended rows only, a partial row waits, a replaced or rewritten file is read whole', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-leases-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'kea.csv');
+  const kf = new LeaseFile({ format: 'kea-csv', file });
+  const ipsOf = (r: LeaseRead): string[] => (r.ok ? r.leases.map((l) => l.ip) : []);
+  t.match(kf.read(), { ok: false, problems: [{ code: 'SH_LEASES_READ', message: /ENOENT/ }] }, 'a missing file is a read problem');
+  writeFileSync(file, KEA_HEADER + kea('10.0.0.1', MAC1, 'a') + kea('10.0.0.2', MAC2, 'b'));
+  let r = kf.read();
+  t.match(r, { ok: true, whole: true });
+  t.same(ipsOf(r), ['10.0.0.1', '10.0.0.2']);
+  t.match(kf.read(), { ok: true, whole: false, leases: [] }, 'nothing appended: nothing parsed');
+  t.notOk(kf.stale(), 'unchanged since the last read');
+  // Kea is writing: one row complete, the next without its newline yet.
+  const partial = kea('10.0.0.4', MAC1, 'd');
+  appendFileSync(file, kea('10.0.0.3', MAC3, 'c') + partial.slice(0, 20));
+  t.ok(kf.stale(), 'changed since (what a watcher that starts late catches up on)');
+  r = kf.read();
+  t.match(r, { ok: true, whole: false }, 'read from where the last read stopped');
+  t.same(ipsOf(r), ['10.0.0.3'], 'only the appended row, not the one still being written');
+  appendFileSync(file, partial.slice(20));
+  t.same(ipsOf(kf.read()), ['10.0.0.4'], 'the rest of the row, once its newline is there');
+  // A broken row: rejected with its line in the file; the next read starts from the same place.
+  appendFileSync(file, '10.0.0.5,zz,,3600,1,1,0,0,x,0,,0\n');
+  r = kf.read();
+  t.match(r, { ok: false, problems: [{ code: 'SH_LEASES_INVALID', line: 6, col: 10 }] }, 'names file:line:col of the row in the whole file');
+  appendFileSync(file, kea('10.0.0.6', MAC2, 'f'));
+  t.match(kf.read(), { ok: false, problems: [{ line: 6 }] }, 'still rejected: a bad row in an append-only file stays until it is rewritten');
+  // Kea's lease file cleanup: a new file renamed into place (another inode), here even larger.
+  const next = join(dir, 'kea.csv.2');
+  writeFileSync(next, KEA_HEADER + kea('10.0.0.7', MAC1, 'g') + kea('10.0.0.8', MAC2, 'h') + kea('10.0.0.9', MAC3, 'i') + kea('10.0.0.10', MAC3, 'j') + kea('10.0.0.11', MAC3, 'k') + kea('10.0.0.12', MAC3, 'l'));
+  renameSync(next, file);
+  r = kf.read();
+  t.match(r, { ok: true, whole: true }, 'a replaced file is read whole');
+  t.equal(ipsOf(r).length, 6);
+  appendFileSync(file, kea('10.0.0.13', MAC1, 'm'));
+  t.same(ipsOf(kf.read()), ['10.0.0.13'], 'and appended to again');
+  // Truncated and written again (smaller than what was read): whole.
+  writeFileSync(file, KEA_HEADER + kea('10.0.0.20', MAC1, 'x'));
+  r = kf.read();
+  t.match(r, { ok: true, whole: true });
+  t.same(ipsOf(r), ['10.0.0.20']);
+  // Rewritten in place, larger, the same inode: the bytes before the read position differ, so whole.
+  writeFileSync(file, KEA_HEADER + kea('10.0.0.21', MAC2, 'y') + kea('10.0.0.22', MAC3, 'z'));
+  r = kf.read();
+  t.match(r, { ok: true, whole: true }, 'a rewrite in place is noticed');
+  t.same(ipsOf(r), ['10.0.0.21', '10.0.0.22']);
+  t.match(kf.read(true), { ok: true, whole: true }, 'SIGHUP asks for a whole read');
+
+  // Kea's lease file cleanup (kea-lfc): the file is moved to .2 and a new one started; .2 and the last
+  // cleanup's .1 are compacted into .completed, which becomes .1. The devices never change on the way.
+  writeFileSync(file, KEA_HEADER + kea('10.0.0.31', MAC1, 'a', { start: S - 600 }) + kea('10.0.0.32', MAC2, 'b') + kea('10.0.0.31', MAC1, 'a'));
+  const model = new LeaseModel(1, new Map());
+  const apply = (r: LeaseRead): IdentityDelta => {
+    if (!r.ok) throw new Error(r.problems.map(formatProblem).join('; '));
+    if (r.whole) model.replace(0, r.leases);
+    else model.append(0, r.leases);
+    return model.commit();
+  };
+  t.equal(apply(kf.read()).devices.length, 2, 'two devices');
+  renameSync(file, `${file}.2`);
+  writeFileSync(file, KEA_HEADER + kea('10.0.0.33', MAC3, 'c'));
+  r = kf.read();
+  t.match(r, { ok: true, whole: true });
+  t.same(ipsOf(r), ['10.0.0.31', '10.0.0.32', '10.0.0.31', '10.0.0.33'], 'the moved-aside file is read first, then the new one');
+  t.same(apply(r).devices.map(([ip]) => ip), ['10.0.0.33'], 'only the new lease changes anything');
+  writeFileSync(`${file}.completed`, KEA_HEADER + kea('10.0.0.32', MAC2, 'b') + kea('10.0.0.31', MAC1, 'a'));
+  t.same(apply(kf.read()).devices, [], 'the compacted file stands for .1 and .2: no device changed');
+  renameSync(`${file}.completed`, `${file}.1`);
+  rmSync(`${file}.2`);
+  r = kf.read();
+  t.same(ipsOf(r), ['10.0.0.32', '10.0.0.31', '10.0.0.33']);
+  t.same(apply(r).devices, [], 'nor when it becomes .1');
+  appendFileSync(file, kea('10.0.0.34', MAC2, 'd'));
+  r = kf.read();
+  t.match(r, { ok: true, whole: false }, 'and the new file is read incrementally');
+  t.same(apply(r).devices.map(([ip, d]) => [ip, d?.mac]).sort(), [['10.0.0.32', undefined], ['10.0.0.34', MAC2]], 'MAC2 moved from .32 to .34');
+  writeFileSync(`${file}.1`, KEA_HEADER + 'broken\n');
+  t.match(kf.read(), { ok: false, problems: [{ file: `${file}.1`, line: 2 }] }, 'a broken older file is named, and changes nothing');
+  rmSync(`${file}.1`);
+
+  // A CSV export: appended to, read incrementally with the header's columns; rewritten at the same size, read whole.
+  const csv = join(dir, 'export.csv');
+  const cf = new LeaseFile({ format: 'csv', file: csv });
+  writeFileSync(csv, 'MAC Address,IP Address\naa:bb:cc:dd:ee:01,10.1.0.1\n');
+  t.same(ipsOf(cf.read()), ['10.1.0.1']);
+  appendFileSync(csv, 'aa:bb:cc:dd:ee:02,10.1.0.2\n');
+  r = cf.read();
+  t.match(r, { ok: true, whole: false });
+  t.match(r.ok && r.leases, [{ ip: '10.1.0.2', mac: 'aa:bb:cc:dd:ee:02' }], 'an appended row read with the header\'s columns');
+  writeFileSync(csv, 'MAC Address,IP Address\naa:bb:cc:dd:ee:09,10.1.0.1\naa:bb:cc:dd:ee:02,10.1.0.2\n');
+  r = cf.read();
+  t.match(r, { ok: true, whole: true }, 'an export overwritten at the same size is read whole');
+  t.match(r.ok && r.leases[0], { ip: '10.1.0.1', mac: 'aa:bb:cc:dd:ee:09' });
+});
+
+t.test('per-device views cannot go stale: a delta replaces devices, never changes one', async (t) => {
+  const exception = (id: string, clients: string[]): Exception => ({
+    id, clients, deviceRefs: [], allowLists: new Set(['tiktok']), allowDomains: [], reason: 'r', approvedBy: 'a',
+    expires: '2999-01-01', expiresAt: Infinity, endsAt: Infinity, timezone: 'UTC', timezoneFrom: 'server', source: { file: 'x', line: 1 },
+    refs: { clients: [], allow: [], expires: { file: 'x', line: 1, col: 1 } },
+  });
+  const dir = new ClientDirectory(compileCidrs(['10.0.0.0/8']), [{ name: 'press', members: [`mac:${MAC2}`] }], [
+    exception('EX-MAC', [`mac:${MAC1}`]),
+    exception('EX-HOST', ['host:speaker']),
+  ]);
+  const table = new IdentityTable();
+  const dev = (ip: string, mac: string, hostname: string, end = NOW + 3600_000): Device => ({ ip, mac, hostname, leaseHostname: hostname, start: NOW - 60_000, end });
+  const ids = (ip: string): string[] => dir.viewOf(ip, table.lookup(ip, NOW)).exceptions.map((e) => e.id);
+  table.apply({ reset: true, devices: [['10.0.0.1', dev('10.0.0.1', MAC1, 'phone')], ['10.0.0.2', dev('10.0.0.2', MAC2, 'laptop')], ['10.0.0.3', dev('10.0.0.3', MAC3, 'ipad')]] });
+  t.same(ids('10.0.0.1'), ['EX-MAC']);
+  t.same(dir.viewOf('10.0.0.2', table.lookup('10.0.0.2', NOW)).groups, ['press']);
+  t.same(ids('10.0.0.3'), []);
+  const before = table.lookup('10.0.0.1', NOW)!;
+  t.ok(Object.isFrozen(before), 'a device in the table is frozen: a memoised view of it stays true');
+  // MAC1 moves to .4 and .1 goes to MAC2; .3 is renamed "speaker" by its lease.
+  table.apply({ reset: false, devices: [['10.0.0.4', dev('10.0.0.4', MAC1, 'phone')], ['10.0.0.1', dev('10.0.0.1', MAC2, 'laptop')], ['10.0.0.2', null], ['10.0.0.3', dev('10.0.0.3', MAC3, 'speaker')]] });
+  t.same(ids('10.0.0.1'), [], 'the address MAC1 left no longer gets its exception');
+  t.same(dir.viewOf('10.0.0.1', table.lookup('10.0.0.1', NOW)).groups, ['press'], 'the group by MAC followed MAC2 to it');
+  t.same(ids('10.0.0.4'), ['EX-MAC'], 'the exception by MAC followed the device');
+  t.same(ids('10.0.0.3'), ['EX-HOST'], 'a host: exception applies once the lease carries the name');
+  t.equal(table.byMac(MAC1)?.ip, '10.0.0.4');
+  t.equal(table.byMac(MAC2)?.ip, '10.0.0.1');
+  // A renewal is a new object too; a release takes the device away.
+  table.apply({ reset: false, devices: [['10.0.0.4', dev('10.0.0.4', MAC1, 'phone', NOW + 7200_000)]] });
+  t.not(table.lookup('10.0.0.4', NOW), before);
+  t.same(ids('10.0.0.4'), ['EX-MAC']);
+  table.apply({ reset: false, devices: [['10.0.0.4', null]] });
+  t.same(ids('10.0.0.4'), [], 'released: no device, no exception');
+  t.equal(table.byMac(MAC1), undefined);
+  t.equal(before.ip, '10.0.0.1', 'the old object still says what it said');
 });
 
 const CONFIG = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
@@ -213,6 +476,43 @@ t.test('an exception by MAC follows the device across addresses and stops at the
   t.equal(await ask(h, '127.0.0.21'), 0);
   clock.advance(600_000);
   t.equal(await ask(h, '127.0.0.21'), 3, 'the lease ended: the exception no longer applies there');
+});
+
+t.test('the identity thread: a config reload brings new static names, and a thread that dies restarts with the devices', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const errors: string[] = [];
+  const log = { info() {}, warn() {}, error: (code: string, m: string) => errors.push(`${code} ${m}`) };
+  const config = (statics: Record<string, string>): Record<string, unknown> => ({
+    blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] },
+    clients: { allowFrom: ['127.0.0.0/16'] },
+    identity: { leases: [{ format: 'kea-csv', file: 'leases.csv' }], static: statics },
+    exceptions: [{ id: 'EX-HOST', clients: ['host:member-phone'], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' }],
+  });
+  const clock = new FakeClock(NOW);
+  const h = await startSinkhole(t, up.port, config({}), { 'tiktok.txt': TIKTOK_LIST, 'leases.csv': KEA_HEADER + kea('127.0.0.21', MAC1, 'phone') }, { clock, watch: true, log });
+  const identity = h.running.identity;
+  t.equal(await ask(h, '127.0.0.21'), 3, 'the lease says "phone": no exception');
+  // identity.static names MAC1 "member-phone": the identity thread re-reads and the device is renamed.
+  writeFileSync(h.configFile, stringify({ ...(parse(readFileSync(h.configFile, 'utf8')) as object), ...config({ [MAC1]: 'member-phone' }) }));
+  const renamed = once(identity, 'swap');
+  t.same(await h.running.reloader.reload('config'), []);
+  const [delta] = (await renamed) as [IdentityDelta];
+  t.same(delta.statics, [[MAC1, 'member-phone']], 'the new static names reach the query threads with the delta');
+  t.match(delta.devices, [['127.0.0.21', { mac: MAC1, hostname: 'member-phone', leaseHostname: 'phone' }]], 'and the one device they rename');
+  t.equal(await ask(h, '127.0.0.21'), 0, 'host: matches the static name now');
+  // The identity thread dies: the devices known stay in force, and a new thread reads the files again.
+  const restarted = once(identity, 'swap');
+  await identity.kill();
+  const [fresh] = (await restarted) as [IdentityDelta];
+  t.match(errors.join('\n'), /SH_WORKER the identity thread stopped; the devices known stay in force, and it restarts/);
+  t.equal(fresh.reset, true, 'a new thread sends the whole table once');
+  t.equal(await ask(h, '127.0.0.21'), 0, 'the device is still known');
+  const moved = once(identity, 'swap');
+  appendFileSync(join(h.dir, 'leases.csv'), kea('127.0.0.22', MAC1, 'phone', { start: S - 30 }));
+  await moved;
+  t.equal(await ask(h, '127.0.0.22'), 0, 'the new thread watches the file: the exception follows the device');
+  t.equal(await ask(h, '127.0.0.21'), 3);
 });
 
 /** A query with an OPT carrying these options (code, data). */

@@ -36,17 +36,44 @@ export interface ParsedLeases {
   problems: Problem[];
 }
 
+/**
+ * Formats whose writers only ever append rows (Kea's memfile; a CSV export that is appended to), so
+ * a change can be read from where the last read stopped. dnsmasq and dhcpd rewrite their file whole
+ * (dhcpd appends too, but its blocks span lines and it rewrites the file every hour): read whole.
+ */
+export type AppendFormat = 'kea-csv' | 'csv';
+export function isAppendFormat(f: LeaseFormat): f is AppendFormat {
+  return f === 'kea-csv' || f === 'csv';
+}
+
+/** What the rows after a header need to know of it: Kea's column positions, or a CSV export's. */
+export type HeaderState = { kind: 'kea'; cols: ReadonlyMap<string, number> } | { kind: 'csv'; idx: CsvColumns };
+
+export interface ResumedLeases extends ParsedLeases {
+  /** The header as known after these lines (undefined: none seen yet). Use it only when problems is empty. */
+  header: HeaderState | undefined;
+}
+
 export function parseLeases(format: LeaseFormat, file: string, text: string): ParsedLeases {
   switch (format) {
     case 'kea-csv':
-      return parseKea(file, text);
+    case 'csv':
+      return parseAppended(format, file, text, 1, undefined);
     case 'dnsmasq':
       return parseDnsmasq(file, text);
     case 'dhcpd':
       return parseDhcpd(file, text);
-    case 'csv':
-      return parsePlainCsv(file, text);
   }
+}
+
+/**
+ * The complete lines of `text`, the part of an append-only file after what was read before:
+ * `firstLine` is the number of its first line in the file (for file:line:col), and `header` what
+ * the earlier lines said about the columns. Rows cannot be read without the header, so a read
+ * that starts mid-file needs the header state the read before it returned.
+ */
+export function parseAppended(format: AppendFormat, file: string, text: string, firstLine: number, header: HeaderState | undefined): ResumedLeases {
+  return format === 'kea-csv' ? parseKea(file, text, firstLine, header) : parsePlainCsv(file, text, firstLine, header);
 }
 
 interface Line {
@@ -59,10 +86,10 @@ interface Line {
  * written right now (Kea and dnsmasq append or rewrite as they go): it is
  * left for the next read, which the file watcher triggers.
  */
-function completeLines(text: string): Line[] {
+function completeLines(text: string, firstLine = 1): Line[] {
   const parts = text.split('\n');
   parts.pop(); // '' after a final newline, or the unterminated tail
-  return parts.map((t, i) => ({ text: t.endsWith('\r') ? t.slice(0, -1) : t, no: i + 1 }));
+  return parts.map((t, i) => ({ text: t.endsWith('\r') ? t.slice(0, -1) : t, no: i + firstLine }));
 }
 
 class Collector {
@@ -73,8 +100,8 @@ class Collector {
     // A wholly wrong file would otherwise log 50k lines: the first few say enough.
     if (this.problems.length < 20) this.problems.push({ code: 'SH_LEASES_INVALID', file: this.file, line, col, message });
   }
-  result(): ParsedLeases {
-    return { leases: this.leases, problems: this.problems };
+  result(header: HeaderState | undefined): ResumedLeases {
+    return { leases: this.leases, problems: this.problems, header };
   }
 }
 
@@ -117,58 +144,58 @@ function csvFields(line: string): { value: string; col: number }[] {
   }
 }
 
-function parseKea(file: string, text: string): ParsedLeases {
+function parseKea(file: string, text: string, firstLine: number, header: HeaderState | undefined): ResumedLeases {
   const c = new Collector(file);
-  const lines = completeLines(text);
-  let cols: Map<string, number> | undefined;
+  const lines = completeLines(text, firstLine);
+  let cols: ReadonlyMap<string, number> | undefined = header?.kind === 'kea' ? header.cols : undefined;
+  let at: KeaColumns | undefined;
+  const result = (): ResumedLeases => c.result(cols && { kind: 'kea', cols });
   for (const { text: line, no } of lines) {
     if (!line.trim()) continue;
-    // Kea never quotes: it escapes commas inside a field as "&#x2c", so a plain split is exact (and cheap
-    // enough for a 50k-row file read on every change).
+    // Kea never quotes: it escapes commas inside a field as "&#x2c", so a plain split is exact. This
+    // loop runs for every row of a file read whole (50k rows and more): no closure or object per field.
     const parts = line.split(',');
-    const colOf = (i: number): number => parts.slice(0, i).reduce((n, p) => n + p.length + 1, 1);
     if (!cols) {
       // The memfile starts with its header; its column set differs between Kea versions and v4/v6.
-      cols = new Map(parts.map((x, i) => [x.trim(), i]));
-      const missing = ['address', 'hwaddr', 'valid_lifetime', 'expire'].filter((k) => !cols!.has(k));
+      const named = new Map(parts.map((x, i) => [x.trim(), i]));
+      const missing = ['address', 'hwaddr', 'valid_lifetime', 'expire'].filter((k) => !named.has(k));
       if (missing.length) {
         c.fail(no, 1, `expected a Kea memfile header with address, hwaddr, valid_lifetime, expire; missing ${missing.join(', ')}`);
-        return c.result();
+        return result();
       }
+      cols = named;
+      at = keaColumns(cols);
       continue;
     }
-    const get = (k: string): { value: string; col: number } | undefined => {
-      const i = cols!.get(k);
-      const value = i === undefined ? undefined : parts[i];
-      return value === undefined ? undefined : { value: value.trim(), get col() { return colOf(i!); } };
-    };
-    const addr = get('address');
-    const ip = addr && address(addr.value);
+    at ??= keaColumns(cols);
+    const addrText = field(parts, at.address);
+    const ip = addrText === undefined ? undefined : address(addrText);
     if (!ip) {
-      c.fail(no, addr?.col ?? 1, `expected an IP address in column "address", got "${addr?.value ?? ''}"`);
+      c.fail(no, colOf(parts, at.address), `expected an IP address in column "address", got "${addrText ?? ''}"`);
       continue;
     }
-    const hw = get('hwaddr')!;
-    const mac = hw?.value ? normalizeMac(hw.value) : '';
+    const hw = field(parts, at.hwaddr) ?? '';
+    const mac = hw ? normalizeMac(hw) : '';
     if (mac === undefined) {
-      c.fail(no, hw.col, `expected a MAC address in column "hwaddr", got "${hw.value}"`);
+      c.fail(no, colOf(parts, at.hwaddr), `expected a MAC address in column "hwaddr", got "${hw}"`);
       continue;
     }
-    const vl = get('valid_lifetime');
-    const ex = get('expire');
-    const lifetime = vl && /^\d+$/.test(vl.value) ? Number(vl.value) : NaN;
-    const expire = ex && /^\d+$/.test(ex.value) ? Number(ex.value) : NaN;
+    const vl = field(parts, at.lifetime) ?? '';
+    const ex = field(parts, at.expire) ?? '';
+    const lifetime = DIGITS.test(vl) ? Number(vl) : NaN;
+    const expire = DIGITS.test(ex) ? Number(ex) : NaN;
     if (Number.isNaN(lifetime)) {
-      c.fail(no, vl?.col ?? 1, `expected whole seconds in column "valid_lifetime", got "${vl?.value ?? ''}"`);
+      c.fail(no, colOf(parts, at.lifetime), `expected whole seconds in column "valid_lifetime", got "${vl}"`);
       continue;
     }
     if (Number.isNaN(expire)) {
-      c.fail(no, ex?.col ?? 1, `expected a Unix time in column "expire", got "${ex?.value ?? ''}"`);
+      c.fail(no, colOf(parts, at.expire), `expected a Unix time in column "expire", got "${ex}"`);
       continue;
     }
-    const state = get('state')?.value ?? '0';
+    const state = field(parts, at.state) ?? '0';
     // Kea escapes commas in text fields as "&#x2c".
-    const hostname = normalizeHost((get('hostname')?.value ?? '').replace(/&#x2c/g, ','));
+    const host = field(parts, at.hostname) ?? '';
+    const hostname = host === '' ? '' : normalizeHost(host.includes('&#x2c') ? host.replace(/&#x2c/g, ',') : host);
     c.leases.push({
       ip, mac, hostname,
       start: (expire - lifetime) * 1000,
@@ -177,7 +204,38 @@ function parseKea(file: string, text: string): ParsedLeases {
       active: lifetime > 0 && (state === '0' || state === ''),
     });
   }
-  return c.result();
+  return result();
+}
+
+const DIGITS = /^\d+$/;
+
+/** Where the Kea columns this reader uses are (-1: not in this file's header). */
+interface KeaColumns {
+  address: number;
+  hwaddr: number;
+  lifetime: number;
+  expire: number;
+  state: number;
+  hostname: number;
+}
+
+function keaColumns(cols: ReadonlyMap<string, number>): KeaColumns {
+  const at = (k: string): number => cols.get(k) ?? -1;
+  return { address: at('address'), hwaddr: at('hwaddr'), lifetime: at('valid_lifetime'), expire: at('expire'), state: at('state'), hostname: at('hostname') };
+}
+
+/** Field i of a split row, trimmed; undefined when the row is shorter or the column absent. */
+function field(parts: readonly string[], i: number): string | undefined {
+  const v = i < 0 ? undefined : parts[i];
+  return v === undefined ? undefined : v.trim();
+}
+
+/** The 1-based column where field i starts (for file:line:col); 1 when absent. */
+function colOf(parts: readonly string[], i: number): number {
+  if (i < 0 || i >= parts.length) return 1;
+  let col = 1;
+  for (let k = 0; k < i; k++) col += parts[k]!.length + 1;
+  return col;
 }
 
 function parseDnsmasq(file: string, text: string): ParsedLeases {
@@ -210,7 +268,7 @@ function parseDnsmasq(file: string, text: string): ParsedLeases {
     const expiry = Number(expiryText);
     c.leases.push({ ip, mac, hostname: host === '*' ? '' : normalizeHost(host), start: 0, end: expiry === 0 ? Infinity : expiry * 1000, active: true });
   }
-  return c.result();
+  return c.result(undefined);
 }
 
 /** A token of dhcpd.leases: a word, a "string", or one of { } ; with where it starts. */
@@ -344,33 +402,43 @@ function parseDhcpd(file: string, text: string): ParsedLeases {
     // dhcpd appends each change as a new block: the last one for an address wins.
     c.leases.push({ ip, mac, hostname, start, end, active: state === 'active' || state === 'static' });
   }
-  return c.result();
+  return c.result(undefined);
 }
 
 const IP_NAMES = new Set(['ip', 'ipaddress', 'address', 'ip address']);
 const MAC_NAMES = new Set(['mac', 'macaddress', 'mac address', 'hwaddr', 'clientid', 'client id', 'hardware address']);
 const HOST_NAMES = new Set(['hostname', 'host', 'name', 'host name']);
 
-function parsePlainCsv(file: string, text: string): ParsedLeases {
+/** Where a CSV export keeps the address, the MAC and the hostname (-1: no hostname column). */
+export interface CsvColumns {
+  ip: number;
+  mac: number;
+  host: number;
+}
+const CSV_DEFAULT: CsvColumns = { ip: 0, mac: 1, host: 2 };
+
+function parsePlainCsv(file: string, text: string, firstLine: number, header: HeaderState | undefined): ResumedLeases {
   const c = new Collector(file);
-  let idx = { ip: 0, mac: 1, host: 2 };
-  let first = true;
-  for (const { text: line, no } of completeLines(text)) {
+  // The first row decides: a header names the columns, an address means "ip,mac,hostname" rows.
+  let idx: CsvColumns | undefined = header?.kind === 'csv' ? header.idx : undefined;
+  const result = (): ResumedLeases => c.result(idx && { kind: 'csv', idx });
+  for (const { text: line, no } of completeLines(text, firstLine)) {
     if (!line.trim() || line.startsWith('#')) continue;
     const f = csvFields(line);
-    if (first) {
-      first = false;
+    if (!idx) {
       if (!address(f[0]?.value ?? '')) {
         // A header row: find the columns by name, so an export with more columns reads as well.
         const names = f.map((x) => x.value.toLowerCase());
         const find = (set: Set<string>): number => names.findIndex((n) => set.has(n));
-        idx = { ip: find(IP_NAMES), mac: find(MAC_NAMES), host: find(HOST_NAMES) };
-        if (idx.ip < 0 || idx.mac < 0) {
+        const named = { ip: find(IP_NAMES), mac: find(MAC_NAMES), host: find(HOST_NAMES) };
+        if (named.ip < 0 || named.mac < 0) {
           c.fail(no, 1, 'expected "ip,mac,hostname" rows, or a header naming the ip and mac columns');
-          return c.result();
+          return result();
         }
+        idx = named;
         continue;
       }
+      idx = CSV_DEFAULT;
     }
     const ipf = f[idx.ip];
     const ip = ipf && address(ipf.value);
@@ -386,5 +454,5 @@ function parsePlainCsv(file: string, text: string): ParsedLeases {
     }
     c.leases.push({ ip, mac, hostname: idx.host >= 0 ? normalizeHost(f[idx.host]?.value ?? '') : '', start: 0, end: Infinity, active: true });
   }
-  return c.result();
+  return result();
 }

@@ -3,10 +3,12 @@
 // export and "aa:bb:cc:dd:ee:ff" from Kea name the same device.
 import { parseCidr } from '../policy/cidr.js';
 
+const CANONICAL_RE = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/;
 const MAC_RE = /^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}$/i;
 
 /** The canonical form of a 48-bit MAC, or undefined when `text` is not one. */
 export function normalizeMac(text: string): string | undefined {
+  if (CANONICAL_RE.test(text)) return text; // what Kea and dnsmasq write: nothing to change (and the common case)
   const t = text.trim();
   if (!MAC_RE.test(t)) return undefined;
   const hex = t.replace(/[:-]/g, '').toLowerCase();

@@ -1,24 +1,29 @@
-// The identity sources: each configured lease file is read, watched and
-// re-read when it changes; identity.static is compiled in. Every change
-// builds a new IdentityTable and swaps one reference (as the policy does).
+// The identity sources as the main thread sees them. The lease files are
+// watched, read and parsed in the identity thread (identityWorker.ts), which
+// posts what changed as an IdentityDelta; here it is applied to the one table
+// in place (O(change), one event-loop turn) and emitted as 'swap' for the
+// other query threads (workers.ts). The main thread never reads a lease file.
+//
 // A source that fails to read or parse keeps its last good leases, its
 // problems are logged as file:line:col and counted: fail-closed, because a
 // broken file can only leave the mapping as it was (and a lease's own end
 // time still retires it), never hand an address to a device it never had.
-import { watch, type FSWatcher } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
-import { basename, dirname } from 'node:path';
+//
+// The CLI (validate, check) reads the files once, here too (loadIdentity).
 import { EventEmitter } from 'node:events';
+import { Worker } from 'node:worker_threads';
 import { formatProblem, type Problem } from '../errors.js';
 import type { Logger } from '../log.js';
-import { parseLeases, type Lease, type LeaseFormat } from './leaseFormats.js';
-import { IdentityTable } from './table.js';
+import { workerUrl } from '../workerUrl.js';
+import { LeaseHistory } from './history.js';
+import { LeaseFile, type LeaseSourceConfig } from './leaseFile.js';
+import type { Lease, LeaseFormat } from './leaseFormats.js';
+import { LeaseModel } from './model.js';
+import type { IdentityUpdate } from './reader.js';
+import { IdentityTable, type IdentityDelta } from './table.js';
+import type { FromIdentity, ToIdentity } from './identityWorker.js';
 
-export interface LeaseSourceConfig {
-  format: LeaseFormat;
-  file: string;
-}
+export type { LeaseSourceConfig } from './leaseFile.js';
 
 export interface IdentityConfig {
   leases: readonly LeaseSourceConfig[];
@@ -29,6 +34,7 @@ export interface IdentityConfig {
 export interface SourceStatus {
   format: LeaseFormat;
   file: string;
+  /** Addresses the source maps (the last row of each). */
   leases: number;
   /** The problems of the last read, empty when it was good. */
   problems: string[];
@@ -40,53 +46,55 @@ export interface IdentityCounters {
   identityReloads: Map<string, number>;
 }
 
-/** The one reference a lease change swaps; the query path reads `current`. */
+/** The one table of a query thread; deltas change it in place, so the reference never moves. */
 export class IdentityHolder {
-  constructor(public current: IdentityTable = IdentityTable.EMPTY) {}
+  constructor(readonly current: IdentityTable = new IdentityTable()) {}
 }
 
-/** Reads one source now (validate, check, start-up). */
+/** Reads one source now, whole (validate, check): for kea-csv with the older files Kea's cleanup keeps. */
 export function readSource(src: LeaseSourceConfig): { leases: Lease[]; problems: Problem[] } {
-  let text: string;
-  try {
-    text = readFileSync(src.file, 'utf8');
-  } catch (e) {
-    return { leases: [], problems: [cannotRead(src, e)] };
-  }
-  return parseLeases(src.format, src.file, text);
+  const r = new LeaseFile(src).read(true);
+  return r.ok ? { leases: r.leases, problems: [] } : { leases: [], problems: r.problems };
 }
 
-function cannotRead(src: LeaseSourceConfig, e: unknown): Problem {
-  return { code: 'SH_LEASES_READ', file: src.file, line: 1, col: 1, message: `cannot read ${src.format} leases: ${(e as NodeJS.ErrnoException).code ?? String(e)}` };
-}
-
-/** Builds a table from the files as they are now: for validate and check. */
-export function loadIdentity(config: IdentityConfig, now: number): { table: IdentityTable; problems: Problem[] } {
+/** The table and the lease history the files show now: for validate and check. */
+export function loadIdentity(config: IdentityConfig, now: number): { table: IdentityTable; history: LeaseHistory; problems: Problem[] } {
   const problems: Problem[] = [];
   const sources = config.leases.map((s) => {
     const r = readSource(s);
     problems.push(...r.problems);
     return r.problems.length ? [] : r.leases;
   });
-  return { table: IdentityTable.build(sources, config.static, now), problems };
+  return { ...buildIdentity(sources, config.static, now), problems };
 }
 
-/**
- * Lease writers rewrite in bursts (dnsmasq truncates then writes; Kea appends row by row). A busy DHCP
- * server changes its file many times a second, and a 50k-lease file costs tens of ms to read: a source is
- * read at most once per MIN_INTERVAL_MS, DEBOUNCE_MS after the last change seen.
- */
-const DEBOUNCE_MS = 250;
-const MIN_INTERVAL_MS = 1000;
+/** A table (and its history) from parsed sources, in config order. */
+export function buildIdentity(sources: readonly (readonly Lease[])[], statics: ReadonlyMap<string, string>, now: number): { table: IdentityTable; history: LeaseHistory } {
+  const model = new LeaseModel(sources.length, statics);
+  sources.forEach((leases, i) => model.replace(i, leases));
+  const table = IdentityTable.of(model.commit());
+  return { table, history: LeaseHistory.build(table, sources, (mac) => model.latestLease(mac), statics, now) };
+}
 
-/** Emits 'swap' (table) after each new table is in place. */
+const RESTART_MIN_MS = 100;
+const RESTART_MAX_MS = 5000;
+
+/**
+ * Emits 'swap' (the IdentityDelta) after each update is applied, a rejected read included.
+ * The identity thread runs only while a lease source is configured.
+ */
 export class IdentitySources extends EventEmitter {
   private status: SourceStatus[] = [];
-  private good: Lease[][] = [];
-  private watchers: FSWatcher[] = [];
-  private timers = new Map<number, NodeJS.Timeout>();
-  private generation = 0;
+  private thread: Worker | undefined;
+  private seq = 0;
+  private readonly waiting = new Map<number, () => void>();
+  private watching = false;
   private closed = false;
+  private failures = 0;
+  private startedAt = 0;
+  /** The main thread's cost of applying the last delta (ms), and the identity thread's of making it. */
+  lastApplyMs = 0;
+  lastUpdateMs = 0;
 
   constructor(
     private config: IdentityConfig,
@@ -96,16 +104,11 @@ export class IdentitySources extends EventEmitter {
     private readonly now: () => number,
   ) {
     super();
-    this.reset();
   }
 
-  /** Reads every source synchronously, so the first query already sees the devices. */
-  private reset(): void {
-    this.generation++;
-    this.good = this.config.leases.map(() => []);
-    this.status = this.config.leases.map((s) => ({ format: s.format, file: s.file, leases: 0, problems: [] }));
-    this.config.leases.forEach((s, i) => this.apply(i, readSource(s)));
-    this.rebuild();
+  /** Reads every source (in the identity thread); resolves once the first table is in place, so the first query sees the devices. */
+  start(): Promise<void> {
+    return this.configure(this.config);
   }
 
   sources(): readonly SourceStatus[] {
@@ -117,96 +120,125 @@ export class IdentitySources extends EventEmitter {
     return this.status.some((s) => s.problems.length > 0);
   }
 
-  /** A config reload: new sources or a new static map; unchanged files are read again anyway (cheap, and simple). */
-  configure(config: IdentityConfig): void {
+  /** A config reload with new sources or static names; resolves when the table reflects them. */
+  configure(config: IdentityConfig): Promise<void> {
     this.config = config;
-    const watching = this.watchers.length > 0;
-    this.closeWatchers();
-    this.reset();
-    if (watching) this.watch();
+    this.status = config.leases.map((s) => ({ format: s.format, file: s.file, leases: 0, problems: [] }));
+    if (config.leases.length === 0) {
+      // Only identity.static (or nothing): no file to read, so no thread.
+      void this.thread?.terminate();
+      this.thread = undefined;
+      this.answerAll();
+      this.applied({ ids: [], delta: { reset: true, devices: [], statics: [...config.static] }, reads: [], ms: 0 });
+      return Promise.resolve();
+    }
+    return this.request((id) => ({ type: 'configure', id, sources: [...config.leases], statics: [...config.static] }));
+  }
+
+  /** Re-reads every source whole now (SIGHUP); resolves when the new table is in place. */
+  reload(): Promise<void> {
+    if (this.config.leases.length === 0 || this.closed) return Promise.resolve();
+    return this.request((id) => ({ type: 'reload', id }));
   }
 
   watch(): void {
     if (this.closed) return;
-    const dirs = new Map<string, number[]>();
-    this.config.leases.forEach((s, i) => {
-      const d = dirname(s.file);
-      dirs.set(d, [...(dirs.get(d) ?? []), i]);
+    this.watching = true;
+    this.thread?.postMessage({ type: 'watch' } satisfies ToIdentity);
+  }
+
+  private request(message: (id: number) => ToIdentity): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    const id = ++this.seq;
+    return new Promise<void>((resolve) => {
+      this.waiting.set(id, resolve);
+      const t = this.thread ?? this.spawn();
+      t.postMessage(message(id));
+      t.ref(); // keep the process alive while a request is pending
     });
-    for (const [dir, indexes] of dirs) {
-      try {
-        // The folder: dnsmasq and dhcpd replace the file by rename, which a file watch would miss.
-        const w = watch(dir, { persistent: false }, (_e, name) => {
-          for (const i of indexes) if (name && basename(this.config.leases[i]!.file) === name.toString()) this.changed(i);
-        });
-        w.on('error', (e) => this.log.warn('SH_WATCH', 'lease folder watch failed; SIGHUP still re-reads', { dir, error: e.message }));
-        this.watchers.push(w);
-      } catch (e) {
-        this.log.warn('SH_WATCH', 'cannot watch lease folder; SIGHUP still re-reads', { dir, error: String(e) });
-      }
+  }
+
+  private spawn(): Worker {
+    const w = new Worker(workerUrl('identityWorker', import.meta.url), { name: 'sinkhole-identity' });
+    this.thread = w;
+    this.startedAt = Date.now();
+    w.unref();
+    w.on('message', (m: FromIdentity) => {
+      if (m.type === 'warn') this.log.warn(m.code, m.message, m.fields);
+      else this.applied(m);
+    });
+    w.on('error', (e) => this.log.error('SH_WORKER', 'the identity thread failed', { error: String(e) }));
+    w.on('exit', (code) => {
+      if (this.thread !== w) return;
+      this.thread = undefined;
+      if (this.closed) return;
+      // The devices known stay in force meanwhile (and each lease still ends at its own time); nothing
+      // waits for the lost requests: a start-up goes on serving DNS, with what identity.static says.
+      this.answerAll();
+      this.failures = Date.now() - this.startedAt > 60_000 ? 1 : this.failures + 1;
+      const delay = Math.min(RESTART_MAX_MS, RESTART_MIN_MS * 2 ** (this.failures - 1));
+      this.log.error('SH_WORKER', 'the identity thread stopped; the devices known stay in force, and it restarts', { code, restartInMs: delay });
+      setTimeout(() => this.restart(), delay).unref();
+    });
+    if (this.watching) w.postMessage({ type: 'watch' } satisfies ToIdentity);
+    return w;
+  }
+
+  /** A new identity thread starts from nothing: its first update is the whole table (reset), and answers every request still waiting. */
+  private restart(): void {
+    if (this.closed || this.thread || this.config.leases.length === 0) return;
+    const config = this.config;
+    void this.request((id) => ({ type: 'configure', id, sources: [...config.leases], statics: [...config.static] }));
+  }
+
+  private applied(u: IdentityUpdate): void {
+    if (this.closed) return;
+    const t0 = performance.now();
+    this.holder.current.apply(u.delta);
+    this.lastApplyMs = performance.now() - t0;
+    this.lastUpdateMs = u.ms;
+    for (const r of u.reads) this.record(r.source, r.ok, r.problems, r.addresses);
+    this.emit('swap', u.delta satisfies IdentityDelta);
+    // Requests are answered in order: this update also answers any older one a stopped thread lost.
+    const last = Math.max(0, ...u.ids);
+    for (const [id, resolve] of this.waiting) {
+      if (id > last) continue;
+      this.waiting.delete(id);
+      resolve();
     }
+    if (this.waiting.size === 0) this.thread?.unref();
   }
 
-  private readonly lastRead = new Map<number, number>();
-
-  private changed(i: number): void {
-    clearTimeout(this.timers.get(i));
-    const wait = Math.max(DEBOUNCE_MS, (this.lastRead.get(i) ?? 0) + MIN_INTERVAL_MS - Date.now());
-    this.timers.set(i, setTimeout(() => {
-      this.lastRead.set(i, Date.now());
-      void this.reload(i);
-    }, wait));
-  }
-
-  /** Re-reads one source (or all) now; resolves when the new table is in place. */
-  async reload(only?: number): Promise<void> {
-    const gen = this.generation;
-    const indexes = only === undefined ? this.config.leases.map((_, i) => i) : [only];
-    for (const i of indexes) {
-      const src = this.config.leases[i];
-      if (!src) continue;
-      let r: { leases: Lease[]; problems: Problem[] };
-      try {
-        r = parseLeases(src.format, src.file, await readFile(src.file, 'utf8'));
-      } catch (e) {
-        r = { leases: [], problems: [cannotRead(src, e)] };
-      }
-      if (gen !== this.generation || this.closed) return; // the config changed meanwhile
-      this.apply(i, r);
-    }
-    this.rebuild();
-  }
-
-  private apply(i: number, r: { leases: Lease[]; problems: Problem[] }): void {
-    const src = this.config.leases[i]!;
-    const st = this.status[i]!;
-    const key = `${src.format}|${r.problems.length ? 'failure' : 'success'}`;
+  private record(i: number, ok: boolean, problems: Problem[], addresses: number): void {
+    const src = this.config.leases[i];
+    const st = this.status[i];
+    if (!src || !st) return;
+    const key = `${src.format}|${ok ? 'success' : 'failure'}`;
     this.counters.identityReloads.set(key, (this.counters.identityReloads.get(key) ?? 0) + 1);
-    if (r.problems.length) {
-      st.problems = r.problems.map(formatProblem);
-      for (const p of st.problems) this.log.error(r.problems[0]!.code, `lease file rejected; its last good leases stay in force: ${p}`, { format: src.format });
+    if (!ok) {
+      st.problems = problems.map(formatProblem);
+      for (const p of st.problems) this.log.error(problems[0]!.code, `lease file rejected; its last good leases stay in force: ${p}`, { format: src.format });
       return;
     }
-    this.good[i] = r.leases;
     st.problems = [];
-    st.leases = r.leases.length;
+    st.leases = addresses;
     st.loadedAt = this.now();
   }
 
-  private rebuild(): void {
-    this.holder.current = IdentityTable.build(this.good, this.config.static, this.now(), this.holder.current);
-    this.emit('swap', this.holder.current);
+  /** Ends the identity thread abruptly, as a crash would (tests use it; it restarts). */
+  async kill(): Promise<void> {
+    await this.thread?.terminate();
   }
 
-  private closeWatchers(): void {
-    for (const w of this.watchers) w.close();
-    this.watchers = [];
-    for (const t of this.timers.values()) clearTimeout(t);
-    this.timers.clear();
+  private answerAll(): void {
+    for (const resolve of this.waiting.values()) resolve();
+    this.waiting.clear();
   }
 
   close(): void {
     this.closed = true;
-    this.closeWatchers();
+    this.answerAll();
+    void this.thread?.terminate();
+    this.thread = undefined;
   }
 }

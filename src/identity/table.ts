@@ -1,9 +1,14 @@
-// Address → device, compiled from every lease source and identity.static
-// each time one of them changes. The query path does one Map probe and two
-// number comparisons (lookup); nothing is allocated. A device is at an
-// address only while its lease holds and while that lease is the device's
-// latest: a MAC that moved on no longer speaks for the address it left.
-import type { Lease } from './leaseFormats.js';
+// Address → device, as each query thread holds it. The identity thread
+// (identityWorker.ts) reads the lease files and works out what changed; a
+// query thread only applies that change (IdentityDelta) in place, in one
+// event-loop turn and in time proportional to the change, never to the
+// number of leases. The query path does one Map probe and two number
+// comparisons (lookup); nothing is allocated.
+//
+// Devices are frozen and never changed once in the table: a lease that
+// changes (a renewal, a move, a new hostname) brings a new Device object.
+// That is what lets policy/clients.ts memoise a view per Device object: a
+// delta can replace an object, but never make a memoised one mean something else.
 
 export interface Device {
   readonly ip: string;
@@ -17,117 +22,67 @@ export interface Device {
   readonly end: number;
 }
 
-/** IdentityTable.toData(): plain Maps, which cross a thread boundary as they are. */
-export interface IdentityData {
-  statics: ReadonlyMap<string, string>;
-  current: ReadonlyMap<string, Device>;
-  macs: ReadonlyMap<string, Device>;
-  hosts: ReadonlyMap<string, string[]>;
-  bare: ReadonlyMap<string, Device>;
+/**
+ * What changed since the last delta: for each address whose device changed (renewed, moved,
+ * renamed) or went away, the device there now, or null. Every other address keeps its device.
+ * Plain arrays and objects, so it crosses a thread boundary by structured clone at O(change).
+ */
+export interface IdentityDelta {
+  /** Clear the table first: a whole table (a query thread's start, a restarted identity thread). */
+  reset: boolean;
+  devices: [ip: string, device: Device | null][];
+  /** identity.static (mac → name) when it changed (a config reload); absent otherwise. */
+  statics?: [mac: string, name: string][];
 }
 
-interface Interval {
-  mac: string;
-  hostname: string;
-  leaseHostname: string;
-  from: number;
-  to: number;
-}
-
-/** How much lease history is kept per address, and for how long after it ended. */
-const HISTORY_PER_ADDRESS = 16;
-const HISTORY_MS = 8 * 86_400_000;
+/** Relay-named devices kept at most: a relay cannot grow the table without limit. */
+const MAX_RELAYED = 65_536;
 
 export class IdentityTable {
   /** ip → the device holding it (the lease's time bounds are checked per lookup). */
   private readonly current = new Map<string, Device>();
+  /** mac → its device in `current`: a MAC is at one address at most (its latest lease). */
   private readonly macs = new Map<string, Device>();
-  private readonly hosts = new Map<string, string[]>();
-  /** Devices known only from identity.static or a relay's MAC option: no address. */
-  private readonly bare = new Map<string, Device>();
-  /** ip → intervals, oldest first. */
-  readonly history: ReadonlyMap<string, readonly Interval[]>;
+  private statics: ReadonlyMap<string, string> = new Map();
+  /** identity.static's devices, known by MAC alone (no address). */
+  private staticDevices = new Map<string, Device>();
+  /** Devices named only by a trusted relay's MAC option. */
+  private readonly relayedDevices = new Map<string, Device>();
 
-  private constructor(
-    readonly statics: ReadonlyMap<string, string>,
-    history: Map<string, Interval[]>,
-  ) {
-    this.history = history;
-  }
-
-  static readonly EMPTY = new IdentityTable(new Map(), new Map());
-
-  /**
-   * What a query thread needs of the table (workers: N): the current devices, MACs, hostnames and
-   * statics. The history stays on the main thread, where the report resolves past queries.
-   */
-  toData(): IdentityData {
-    return { statics: this.statics, current: this.current, macs: this.macs, hosts: this.hosts, bare: this.bare };
-  }
-
-  static fromData(d: IdentityData): IdentityTable {
-    const t = new IdentityTable(d.statics, new Map());
-    for (const [k, v] of d.current) t.current.set(k, v);
-    for (const [k, v] of d.macs) t.macs.set(k, v);
-    for (const [k, v] of d.hosts) t.hosts.set(k, v);
-    for (const [k, v] of d.bare) t.bare.set(k, v);
-    return t;
-  }
-
-  /**
-   * `sources` in config order, each in file order. Within one source the
-   * last row for an address wins (Kea and dhcpd append); between sources
-   * the later start wins. `previous` carries history the files no longer show.
-   */
-  static build(sources: readonly (readonly Lease[])[], statics: ReadonlyMap<string, string>, now: number, previous?: IdentityTable): IdentityTable {
-    const perIp = new Map<string, Lease>();
-    const sourceOf = new Map<string, number>();
-    // Most addresses have one row: only those with several keep a list (a 50k-lease file is rebuilt on every change).
-    const rowsByIp = new Map<string, Lease | Lease[]>();
-    sources.forEach((leases, source) => {
-      for (const lease of leases) {
-        const cur = perIp.get(lease.ip);
-        if (cur === undefined || sourceOf.get(lease.ip) === source || lease.start >= cur.start) {
-          perIp.set(lease.ip, lease);
-          sourceOf.set(lease.ip, source);
-        }
-        const rows = rowsByIp.get(lease.ip);
-        if (rows === undefined) rowsByIp.set(lease.ip, lease);
-        else if (Array.isArray(rows)) rows.push(lease);
-        else rowsByIp.set(lease.ip, [rows, lease]);
+  /** Applies a delta in place: O(delta.devices), plus O(statics) when they changed. */
+  apply(delta: IdentityDelta): void {
+    if (delta.reset) {
+      this.current.clear();
+      this.macs.clear();
+    }
+    if (delta.statics) {
+      this.statics = new Map(delta.statics);
+      this.staticDevices = new Map(delta.statics.map(([mac, name]) => [mac, Object.freeze({ ip: '', mac, hostname: name, leaseHostname: '', start: 0, end: Infinity })]));
+      this.relayedDevices.clear();
+    }
+    for (const [ip, next] of delta.devices) {
+      const old = this.current.get(ip);
+      // Only if the MAC still points here: within one delta, the device may already be set at its new address.
+      if (old !== undefined && old.mac !== '' && this.macs.get(old.mac) === old) this.macs.delete(old.mac);
+      if (next === null) {
+        this.current.delete(ip);
+        continue;
       }
-    });
-    // Each MAC's latest active lease: the address it is at now.
-    const latest = new Map<string, Lease>();
-    for (const lease of perIp.values()) {
-      if (!lease.active || !lease.mac) continue;
-      const l = latest.get(lease.mac);
-      if (!l || lease.start >= l.start) latest.set(lease.mac, lease);
+      const d = Object.freeze(next);
+      this.current.set(ip, d);
+      if (d.mac !== '') this.macs.set(d.mac, d);
     }
-    const t = new IdentityTable(statics, new Map());
-    const device = (l: Lease): Device =>
-      Object.freeze({ ip: l.ip, mac: l.mac, hostname: (l.mac && statics.get(l.mac)) || l.hostname, leaseHostname: l.hostname, start: l.start, end: l.end });
-    for (const lease of perIp.values()) {
-      if (!lease.active) continue;
-      if (lease.mac && latest.get(lease.mac) !== lease) continue; // the device has moved on
-      const d = device(lease);
-      t.current.set(lease.ip, d);
-      if (d.mac) t.macs.set(d.mac, d);
-      if (d.hostname) t.addHost(d.hostname, d.mac || d.ip);
-      if (d.leaseHostname && d.leaseHostname !== d.hostname) t.addHost(d.leaseHostname, d.mac || d.ip);
-    }
-    for (const [mac, name] of statics) {
-      if (!t.macs.has(mac)) t.bare.set(mac, Object.freeze({ ip: '', mac, hostname: name, leaseHostname: '', start: 0, end: Infinity }));
-      t.addHost(name, mac);
-    }
-    t.buildHistory(rowsByIp, latest, now, previous);
-    return t;
   }
 
-  private addHost(host: string, key: string): void {
-    const list = this.hosts.get(host);
-    if (!list) this.hosts.set(host, [key]);
-    else if (!list.includes(key)) list.push(key);
+  /** The whole table as one delta: what a query thread that (re)starts is given once. */
+  snapshot(): IdentityDelta {
+    return { reset: true, devices: [...this.current], statics: [...this.statics] };
+  }
+
+  static of(delta: IdentityDelta): IdentityTable {
+    const t = new IdentityTable();
+    t.apply(delta);
+    return t;
   }
 
   /** The device at `ip` at time `now`, or undefined. The hot path: one Map probe, no allocation. */
@@ -138,100 +93,33 @@ export class IdentityTable {
 
   /** The device with this MAC now: its current lease, else what identity.static says; undefined if unknown. */
   byMac(mac: string): Device | undefined {
-    return this.macs.get(mac) ?? this.bare.get(mac);
+    return this.macs.get(mac) ?? this.staticDevices.get(mac);
   }
 
   /** A device for a MAC a trusted relay sent (EDNS option 65001): known or not, it is that MAC. */
   relayed(mac: string): Device {
     const known = this.byMac(mac);
     if (known) return known;
-    let d = this.bare.get(mac);
+    let d = this.relayedDevices.get(mac);
     if (!d) {
-      if (this.bare.size > 65_536) this.bare.clear(); // bounded: relays cannot grow it without limit
-      this.bare.set(mac, (d = Object.freeze({ ip: '', mac, hostname: '', leaseHostname: '', start: 0, end: Infinity })));
+      if (this.relayedDevices.size >= MAX_RELAYED) this.relayedDevices.clear();
+      this.relayedDevices.set(mac, (d = Object.freeze({ ip: '', mac, hostname: '', leaseHostname: '', start: 0, end: Infinity })));
     }
     return d;
-  }
-
-  /** MACs (or, for MAC-less leases, addresses) that carry this hostname now. */
-  hostKeys(host: string): readonly string[] {
-    return this.hosts.get(host) ?? [];
   }
 
   knowsMac(mac: string): boolean {
     return this.macs.has(mac) || this.statics.has(mac);
   }
 
+  /** Whether a lease or identity.static carries this hostname (for validate: a scan, never on the query path). */
   knowsHost(host: string): boolean {
-    return this.hosts.has(host);
+    for (const name of this.statics.values()) if (name === host) return true;
+    for (const d of this.current.values()) if (d.hostname === host || d.leaseHostname === host) return true;
+    return false;
   }
 
   get size(): number {
     return this.current.size;
-  }
-
-  /** The device that held `ip` at time `at` (from the lease history), or undefined. */
-  deviceAt(ip: string, at: number): Device | undefined {
-    const now = this.lookup(ip, at);
-    if (now) return now;
-    const h = this.history.get(ip);
-    if (!h) return undefined;
-    for (let i = h.length - 1; i >= 0; i--) {
-      const x = h[i]!;
-      if (at >= x.from && at < x.to) return { ip, mac: x.mac, hostname: x.hostname, leaseHostname: x.leaseHostname, start: x.from, end: x.to };
-    }
-    return undefined;
-  }
-
-  /**
-   * Per address, the intervals each device held it: from the rows the files
-   * show now (a row ends at its lease end, at the next row for the address,
-   * or when its MAC took a later lease elsewhere), after whatever older
-   * intervals the previous table remembered and the files no longer show.
-   */
-  private buildHistory(rowsByIp: Map<string, Lease | Lease[]>, latest: Map<string, Lease>, now: number, previous?: IdentityTable): void {
-    const history = this.history as Map<string, Interval[]>;
-    const oldest = now - HISTORY_MS;
-    const ips = new Set(rowsByIp.keys());
-    if (previous) for (const ip of previous.history.keys()) ips.add(ip);
-    for (const ip of ips) {
-      const before = previous?.history.get(ip) ?? [];
-      const entry = rowsByIp.get(ip);
-      // The common case on a rebuild: one active row, the same device as before, not moved: keep the history as it was.
-      if (entry !== undefined && !Array.isArray(entry) && entry.active && before.length > 0) {
-        const last = before[before.length - 1]!;
-        const moved = entry.mac ? latest.get(entry.mac) : undefined;
-        if (last.mac === entry.mac && last.to === entry.end && (entry.start === 0 || last.from === entry.start) && (!moved || moved === entry) && last.to >= oldest) {
-          history.set(ip, before as Interval[]);
-          continue;
-        }
-      }
-      const rows = entry === undefined ? [] : Array.isArray(entry) ? entry : [entry];
-      const fresh: Interval[] = [];
-      rows.forEach((row, k) => {
-        const next = rows[k + 1];
-        if (!row.active) {
-          // A release or deletion ends whatever held the address.
-          const last = fresh[fresh.length - 1];
-          if (last && last.to > now) last.to = Math.max(last.from, Math.min(last.to, row.start || now));
-          return;
-        }
-        let from = row.start;
-        const prevLast = before[before.length - 1];
-        // Formats without a start time: the device has held it since we first saw it.
-        if (from === 0) from = prevLast && prevLast.mac === row.mac ? prevLast.from : now;
-        let to = Math.min(row.end, next ? Math.max(from, next.start || now) : Infinity);
-        const moved = row.mac ? latest.get(row.mac) : undefined;
-        if (moved && moved !== row && moved.ip !== ip) to = Math.min(to, Math.max(from, moved.start || now));
-        const name = (row.mac && this.statics.get(row.mac)) || row.hostname;
-        fresh.push({ mac: row.mac, hostname: name, leaseHostname: row.hostname, from, to });
-      });
-      const firstFresh = fresh[0]?.from ?? Infinity;
-      const kept = before
-        .filter((x) => x.from < firstFresh && x.to >= oldest)
-        .map((x) => (x.to > firstFresh || (x.to > now && !fresh.length) ? { ...x, to: Math.min(x.to, firstFresh, now) } : x));
-      const all = [...kept, ...fresh.filter((x) => x.to >= oldest)];
-      if (all.length) history.set(ip, all.slice(-HISTORY_PER_ADDRESS));
-    }
   }
 }

@@ -5,15 +5,18 @@
 //
 // observe() is on the query path and only copies four references into a
 // fixed ring (no object, closure or Promise per query); the ring is drained
-// once per event-loop turn, off the query path, where identity is resolved
-// as of each event's time (lease history) and the events are aggregated
-// here and handed to the store (state file, or PostgreSQL). Bounded: a
+// once per event-loop turn, off the query path, where each event's device is
+// resolved from the identity table (as it is one turn after the query, so as
+// it was when the query was answered) and the events are aggregated here and
+// handed to the store (state file, or PostgreSQL). Bounded: a
 // device silent for longer than the window is forgotten, and past
 // maxClients the least active are evicted.
 //
 // Clients that went over clients.rateLimit are listed too, with how many of
 // their queries were limited (issue 9). With workers: N, the other query
-// threads hand their events to this one report in batches (ReportBatcher).
+// threads hand their events to this one report in batches (ReportBatcher),
+// each with its device resolved by the thread that answered it: a batch
+// arrives up to REPORT_FLUSH_MS later, when the address may have moved on.
 import type { Config } from '../config/config.js';
 import type { Query } from '../dns/query.js';
 import type { IdentityHolder } from '../identity/sources.js';
@@ -76,7 +79,9 @@ export interface BlockedEvent {
 /** A blocked or rate-limited query as another query thread hands it over (workers.ts). */
 export interface ReportEvent {
   client: string;
-  mac: string | undefined;
+  /** The device that thread saw ('' and '' when none). */
+  mac: string;
+  hostname: string;
   /** The list that blocked it; undefined for a query that was only rate-limited. */
   list: string | undefined;
   limited: boolean;
@@ -94,17 +99,25 @@ export class ReportBatcher implements Observer {
   constructor(
     private readonly send: (events: ReportEvent[]) => void,
     private readonly now: () => number,
+    private readonly identity: IdentityHolder,
   ) {}
 
   observe(q: Query, o: Outcome): void {
     if (o.result !== 'blocked' && !o.limited) return;
     const relayed = o.relayed;
+    const client = relayed === undefined ? q.client : relayed.client;
+    const mac = relayed === undefined ? q.mac : relayed.mac;
+    const at = this.now();
+    // Resolved now, with the table this thread answered from (one Map probe).
+    const table = this.identity.current;
+    const d = mac !== undefined ? table.relayed(mac) : table.lookup(client, at);
     this.events.push({
-      client: relayed === undefined ? q.client : relayed.client,
-      mac: relayed === undefined ? q.mac : relayed.mac,
+      client,
+      mac: d?.mac ?? '',
+      hostname: d?.hostname ?? '',
       list: o.result === 'blocked' ? o.list : undefined,
       limited: o.limited !== undefined,
-      at: this.now(),
+      at,
     });
     if (this.events.length >= REPORT_BATCH) this.flush();
     else this.timer ??= setTimeout(() => this.flush(), REPORT_FLUSH_MS).unref();
@@ -142,6 +155,8 @@ export class ComplianceReport implements Observer {
   // The intake ring: parallel arrays, so observe() allocates nothing.
   private readonly inClient: string[] = new Array<string>(INTAKE).fill('');
   private readonly inMac: (string | undefined)[] = new Array<string | undefined>(INTAKE).fill(undefined);
+  /** The hostname another query thread resolved, or undefined: resolve here. */
+  private readonly inHost: (string | undefined)[] = new Array<string | undefined>(INTAKE).fill(undefined);
   /** '' for a query that was only rate-limited. */
   private readonly inList: string[] = new Array<string>(INTAKE).fill('');
   private readonly inLimited = new Uint8Array(INTAKE);
@@ -179,15 +194,17 @@ export class ComplianceReport implements Observer {
       o.result === 'blocked' ? o.list! : '',
       o.limited !== undefined,
       this.now(),
+      undefined,
     );
   }
 
   /** Events from the other query threads (workers), batched by their ReportBatcher. */
   ingest(events: readonly ReportEvent[]): void {
-    for (const e of events) this.intake(e.client, e.mac, e.list ?? '', e.limited, e.at);
+    for (const e of events) this.intake(e.client, e.mac, e.list ?? '', e.limited, e.at, e.hostname);
   }
 
-  private intake(client: string, mac: string | undefined, list: string, limited: boolean, at: number): void {
+  /** `hostname` set: the device was resolved by the thread that answered (`mac` is its MAC, '' for none). */
+  private intake(client: string, mac: string | undefined, list: string, limited: boolean, at: number, hostname: string | undefined): void {
     const i = this.pending;
     if (i === INTAKE) {
       if (this.stats) this.stats.reportDropped++;
@@ -195,6 +212,7 @@ export class ComplianceReport implements Observer {
     }
     this.inClient[i] = client;
     this.inMac[i] = mac;
+    this.inHost[i] = hostname;
     this.inList[i] = list;
     this.inLimited[i] = limited ? 1 : 0;
     this.inAt[i] = at;
@@ -216,10 +234,17 @@ export class ComplianceReport implements Observer {
       const client = this.inClient[i]!;
       const mac = this.inMac[i];
       const at = this.inAt[i]!;
-      // The device as of the query's time, from the lease history: the address may have moved since.
-      const d: Device | undefined = table && (mac !== undefined ? table.relayed(mac) : table.deviceAt(client, at));
-      this.add({ at, client, mac: d?.mac ?? '', hostname: d?.hostname ?? '', list: this.inList[i]! }, this.inLimited[i] === 1);
+      const host = this.inHost[i];
+      if (host !== undefined) {
+        this.add({ at, client, mac: mac ?? '', hostname: host, list: this.inList[i]! }, this.inLimited[i] === 1);
+      } else {
+        // At most one event-loop turn after the query, so the table it was answered with, unless an identity
+        // delta landed in that same turn and moved this very address (then the device that holds it now).
+        const d: Device | undefined = table && (mac !== undefined ? table.relayed(mac) : table.lookup(client, at));
+        this.add({ at, client, mac: d?.mac ?? '', hostname: d?.hostname ?? '', list: this.inList[i]! }, this.inLimited[i] === 1);
+      }
       this.inMac[i] = undefined;
+      this.inHost[i] = undefined;
     }
   }
 

@@ -1,0 +1,34 @@
+// The identity thread: one for the whole server, started with the first lease source and kept.
+// It owns the lease files (watching, reading, parsing) and the lease model, and posts each change
+// as a small delta (reader.ts). The main thread applies it and passes the same delta to every
+// query thread (workers.ts); none of them ever reads or parses a lease file.
+import { parentPort } from 'node:worker_threads';
+import { LeaseReader, type IdentityUpdate } from './reader.js';
+import type { LeaseSourceConfig } from './leaseFile.js';
+
+export type ToIdentity =
+  | { type: 'configure'; id: number; sources: LeaseSourceConfig[]; statics: [string, string][] }
+  | { type: 'reload'; id: number }
+  | { type: 'watch' };
+
+export type FromIdentity = ({ type: 'update' } & IdentityUpdate) | { type: 'warn'; code: string; message: string; fields: Record<string, unknown> };
+
+const port = parentPort!;
+const reader = new LeaseReader(
+  (u) => port.postMessage({ type: 'update', ...u } satisfies FromIdentity),
+  (code, message, fields) => port.postMessage({ type: 'warn', code, message, fields } satisfies FromIdentity),
+);
+
+port.on('message', (m: ToIdentity) => {
+  switch (m.type) {
+    case 'configure':
+      reader.configure(m.id, m.sources, new Map(m.statics));
+      break;
+    case 'reload':
+      reader.reload(m.id);
+      break;
+    case 'watch':
+      reader.watch();
+      break;
+  }
+});
