@@ -21,6 +21,7 @@ import { forwardHandler } from './stages/forward.js';
 import { MetricsStage, type Observer } from './stages/metrics.js';
 import { RecoverStage } from './stages/recover.js';
 import { ValidateStage } from './stages/validate.js';
+import { LocalAnswersStage, anyAnswerer, chaosAnswerer } from './stages/localAnswers.js';
 import { TcpListener } from './transport/tcp.js';
 import { UdpListener } from './transport/udp.js';
 import { Forwarder } from './upstream/forwarder.js';
@@ -74,6 +75,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   // Benchmark-only switch: bench/run.sh measures what stage 2 costs by turning it off.
   // Not a config key, because a production resolver must always count.
   const measure = process.env.SINKHOLE_BENCH_NO_METRICS !== '1';
+  const blocklist = new BlocklistStage(policy, clock);
   const stages: Stage[] = [
     // 1. Anything below may throw: SERVFAIL and a counter, never a dead socket loop.
     new RecoverStage(stats, log),
@@ -81,9 +83,16 @@ export async function start(opts: StartOptions): Promise<Running> {
     ...(measure ? [new MetricsStage(stats, observers)] : []),
     // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
     new ValidateStage(policy),
+    // 3b. Questions sinkhole answers itself; never cached, never forwarded.
+    new LocalAnswersStage([
+      // CHAOS first: version.bind & co. are about this server, in any qtype, ANY included.
+      chaosAnswerer(policy),
+      // RFC 8482 ANY, after the blocklist's own check of the name.
+      anyAnswerer((q) => blocklist.blockedOutcome(q)),
+    ]),
     // 4+5. Client policy and blocklist. Above the cache, so policy applies to
     //      cached answers and the cache stays client-independent.
-    new BlocklistStage(policy, clock),
+    blocklist,
     // 6. Upstream answers only; identical queries in flight are coalesced.
     new CacheStage(() => cache, stats),
   ];

@@ -49,6 +49,8 @@ export interface Config {
   exceptions: { file: string } | { inline: YNode; reader: YamlReader } | undefined;
   log: { queries: 'none' | 'blocked' | 'all'; file?: string; anonymizeClients: boolean; audit?: string };
   report: { windowMs: number; maxClients: number };
+  /** The TXT string for CHAOS version.bind & co.; undefined: REFUSED. */
+  chaos: string | undefined;
 }
 
 /** Parses "host:port" or "[v6]:port". */
@@ -74,6 +76,7 @@ export function defaultConfig(file: string): Config {
     exceptions: undefined,
     log: { queries: 'blocked', anonymizeClients: false },
     report: { windowMs: 86_400_000, maxClients: 100_000 },
+    chaos: undefined,
   };
 }
 
@@ -198,6 +201,12 @@ function readConfig(r: YamlReader, path: string): Config {
         window: (v, q) => (c.report.windowMs = r.duration(v, q, 1000) ?? c.report.windowMs),
         maxClients: (v, q) => (c.report.maxClients = r.integer(v, q, 1, 10_000_000) ?? c.report.maxClients),
       }),
+    chaos: (v, q) => {
+      const s = r.string(v, q);
+      // RFC 1035 §3.3: a TXT character-string holds at most 255 bytes.
+      if (s !== undefined && Buffer.byteLength(s) > 255) r.fail(v, q, `expected "refused" or a string of at most 255 bytes, got ${Buffer.byteLength(s)} bytes`);
+      else c.chaos = s === 'refused' ? undefined : s;
+    },
   });
   // `enforce` may come before `lists` in the file, so names are checked once both are read.
   for (const { value, node, q } of pendingEnforce) {

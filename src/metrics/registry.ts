@@ -4,11 +4,11 @@
 // bounded: fixed sets, or names from the config (lists, exception ids,
 // upstreams) — never a client address or a query name.
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { RCODE_NAME } from '../dns/constants.js';
+import { RCODE, RCODE_NAME } from '../dns/constants.js';
 import { isActive } from '../policy/exceptions.js';
 import type { Generation } from '../policy/generation.js';
-import { RESULTS } from '../pipeline/types.js';
-import { LATENCY_BUCKETS, PROTOS, QTYPE_SLOTS, type Histogram, type Stats } from './stats.js';
+import { RESULTS, type Result } from '../pipeline/types.js';
+import { LATENCY_BUCKETS, PROTOS, QTYPE_SLOTS, RCODE_SLOTS, type Histogram, type Stats } from './stats.js';
 
 type Labels = Record<string, string>;
 interface Sample {
@@ -48,6 +48,21 @@ function histogramSamples(name: string, labels: Labels, h: Histogram): Sample[] 
   return out;
 }
 
+/**
+ * The rcodes each result can carry: fixed for the replies sinkhole writes
+ * itself, the sinkhole mode's for blocked, and the two common upstream ones
+ * for relayed answers (a rarer upstream rcode appears once it happened).
+ */
+function expectedResponses(g: Generation): Record<Result, number[]> {
+  const mode = g.config.blocking.response.kind;
+  const blocked = mode === 'nxdomain' ? RCODE.NXDOMAIN : mode === 'refused' ? RCODE.REFUSED : RCODE.NOERROR;
+  const relayed = [RCODE.NOERROR, RCODE.NXDOMAIN];
+  return {
+    blocked: [blocked], excepted: relayed, cached: relayed, forwarded: relayed, local: [RCODE.NOERROR],
+    refused: [RCODE.REFUSED], formerr: [RCODE.FORMERR], notimp: [RCODE.NOTIMP], badvers: [RCODE.BADVERS], servfail: [RCODE.SERVFAIL],
+  };
+}
+
 export interface MetricSources {
   stats: Stats;
   generation: () => Generation;
@@ -73,14 +88,16 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_queries_total', 'DNS queries received, by transport and query type.', 'counter', () =>
     PROTOS.flatMap((proto) => QTYPE_SLOTS.map((qtype, slot) => ({ labels: { proto, qtype }, value: stats.queryCount(proto, slot) }))),
   );
-  add('sinkhole_responses_total', 'Replies sent, by how the answer was reached and its rcode.', 'counter', () =>
-    // Only the (result, rcode) pairs that occurred, plus NOERROR for every result so dashboards have a series.
-    RESULTS.flatMap((result) =>
-      Array.from({ length: 16 }, (_, rcode) => ({ result, rcode, value: stats.responseCount(result, rcode) }))
-        .filter((x) => x.value > 0 || x.rcode === 0)
+  add('sinkhole_responses_total', 'Replies sent, by how the answer was reached and its rcode.', 'counter', () => {
+    // The pairs that can happen are exported from the start (at 0, so rate() works from the first
+    // query); any other pair only once it occurred. Never an impossible one such as servfail/NOERROR.
+    const expected = expectedResponses(src.generation());
+    return RESULTS.flatMap((result) =>
+      Array.from({ length: RCODE_SLOTS }, (_, rcode) => ({ result, rcode, value: stats.responseCount(result, rcode) }))
+        .filter((x) => x.value > 0 || expected[result].includes(x.rcode))
         .map((x) => ({ labels: { result, rcode: RCODE_NAME[x.rcode] ?? `RCODE${x.rcode}` }, value: x.value })),
-    ),
-  );
+    );
+  });
   add('sinkhole_blocked_total', 'Queries answered with the sinkhole, by the list that matched.', 'counter', () => {
     const lists = new Set([...src.generation().config.blocking.enforce, ...stats.blockedByList.keys()]);
     return [...lists].map((list) => ({ labels: { list }, value: stats.blockedByList.get(list) ?? 0 }));

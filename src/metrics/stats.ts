@@ -34,8 +34,8 @@ const QTYPE_SLOT = new Uint8Array(65536).fill(QTYPE_SLOTS.length - 1);
 Object.keys(QTYPE_LABELS).forEach((qtype, i) => (QTYPE_SLOT[Number(qtype)] = i));
 export const PROTOS = ['udp', 'tcp'] as const;
 const RESULT_SLOT = new Map<Result, number>(RESULTS.map((r, i) => [r, i]));
-/** Header rcodes are 4 bits. */
-const RCODES = 16;
+/** Header rcodes are 4 bits (0-15); slot 16 is BADVERS, the one extended rcode sinkhole sends (RFC 6891 §6.1.3). */
+export const RCODE_SLOTS = 17;
 
 export type UpstreamOutcome = 'ok' | 'timeout' | 'error' | 'truncated';
 
@@ -48,7 +48,7 @@ export class Stats {
   /** [proto][qtype slot] → count: a typed array, so counting a query hashes nothing. */
   readonly queries = new Float64Array(PROTOS.length * QTYPE_SLOTS.length);
   /** [result][rcode] → count */
-  readonly responses = new Float64Array(RESULTS.length * RCODES);
+  readonly responses = new Float64Array(RESULTS.length * RCODE_SLOTS);
   readonly blockedByList = new Map<string, number>();
   readonly exceptionQueries = new Map<string, number>();
   readonly latency = new Map<Result, Histogram>();
@@ -67,7 +67,7 @@ export class Stats {
   }
 
   countResponse(result: Result, rcode: number): void {
-    this.responses[RESULT_SLOT.get(result)! * RCODES + (rcode & 15)]!++;
+    this.responses[RESULT_SLOT.get(result)! * RCODE_SLOTS + (rcode === 16 ? 16 : rcode & 15)]!++;
   }
 
   queryCount(proto: (typeof PROTOS)[number], slot: number): number {
@@ -75,7 +75,7 @@ export class Stats {
   }
 
   responseCount(result: Result, rcode: number): number {
-    return this.responses[RESULT_SLOT.get(result)! * RCODES + rcode]!;
+    return this.responses[RESULT_SLOT.get(result)! * RCODE_SLOTS + rcode]!;
   }
 
   upstream(label: string): UpstreamStats {

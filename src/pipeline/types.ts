@@ -6,14 +6,16 @@ import type { ScannedReply } from '../dns/message.js';
 import type { Query } from '../dns/query.js';
 
 /** Metrics-safe reason for a reply: a fixed set, used as the `result` label. */
-export type Result = 'blocked' | 'excepted' | 'cached' | 'forwarded' | 'refused' | 'formerr' | 'notimp' | 'servfail';
+export type Result = 'blocked' | 'excepted' | 'cached' | 'forwarded' | 'local' | 'refused' | 'formerr' | 'notimp' | 'badvers' | 'servfail';
 
-export const RESULTS: readonly Result[] = ['blocked', 'excepted', 'cached', 'forwarded', 'refused', 'formerr', 'notimp', 'servfail'];
+export const RESULTS: readonly Result[] = ['blocked', 'excepted', 'cached', 'forwarded', 'local', 'refused', 'formerr', 'notimp', 'badvers', 'servfail'];
 
 export interface Outcome {
   /** The reply, with the client's ID; the transport only truncates it when it is too big for UDP. */
   wire: Buffer;
   result: Result;
+  /** The full rcode when it does not fit the header's four bits (BADVERS = 16 lives partly in OPT, RFC 6891 §6.1.3). */
+  rcode?: number;
   /** For blocked/excepted: the list that matched. */
   list?: string;
   /** For blocked/excepted: the matched rule as written, e.g. "tiktok.com". */

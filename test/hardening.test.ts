@@ -1,0 +1,194 @@
+// Defects found by a hostile-input run (issue 8), each with the test that
+// reproduced it: local answers for ANY and CHAOS, header flags on error
+// replies, meta-types, malformed EDNS, metric labels, and replies from a
+// lying or broken upstream (compression tricks, broken records, huge TTLs).
+import t from 'tap';
+import { FakeUpstream, T } from './helpers/fakeUpstream.js';
+import { startSinkhole, TIKTOK_LIST } from './helpers/sinkhole.js';
+import { buildQuery, decode, encodeName, exchange, handReply, ptr, questionEnd, rcodeOf, rr, udpExchange } from './helpers/dns.js';
+
+const PROTOS = ['udp', 'tcp'] as const;
+const BLOCKING = { blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] } };
+const HINFO = 13;
+const ANY = 255;
+const CLASS_CH = 3;
+
+/** The same query in another class. */
+function inClass(msg: Buffer, klass: number): Buffer {
+  const out = Buffer.from(msg);
+  out.writeUInt16BE(klass, questionEnd(out) - 2);
+  return out;
+}
+
+/** Answer-section records as [type, class, ttl, rdata] straight from the wire (dns2 does not know HINFO). */
+function answersOf(reply: Buffer): { type: number; klass: number; ttl: number; rdata: Buffer }[] {
+  const out = [];
+  let off = questionEnd(reply);
+  for (let i = 0; i < reply.readUInt16BE(6); i++) {
+    while (reply[off]! !== 0 && (reply[off]! & 0xc0) !== 0xc0) off += reply[off]! + 1;
+    off += reply[off]! === 0 ? 1 : 2;
+    const rdlen = reply.readUInt16BE(off + 8);
+    out.push({ type: reply.readUInt16BE(off), klass: reply.readUInt16BE(off + 2), ttl: reply.readUInt32BE(off + 4), rdata: reply.subarray(off + 10, off + 10 + rdlen) });
+    off += 10 + rdlen;
+  }
+  return out;
+}
+
+async function metricsText(port: number): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+}
+
+t.test('ANY is answered locally with HINFO "RFC8482" (RFC 8482), never forwarded; a blocked name is still sinkholed', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, BLOCKING, { 'tiktok.txt': TIKTOK_LIST });
+  for (const proto of PROTOS) {
+    const r = await exchange(proto, h.port, buildQuery('www.example.test', ANY, { id: 77, edns: 1232 }));
+    t.equal(rcodeOf(r), 0, `${proto}: NOERROR`);
+    t.equal(r.readUInt16BE(0), 77, `${proto}: ID echoed`);
+    const [hinfo, ...rest] = answersOf(r);
+    t.same(rest, [], `${proto}: one record`);
+    t.equal(hinfo?.type, HINFO, `${proto}: an HINFO record`);
+    t.equal(hinfo?.klass, 1, `${proto}: class IN`);
+    t.same(hinfo?.rdata, Buffer.from('\x07RFC8482\x00', 'latin1'), `${proto}: CPU "RFC8482", OS ""`);
+    t.equal(decode(r).header.ra, 1, `${proto}: RA set`);
+    const blocked = await exchange(proto, h.port, buildQuery('www.tiktok.com', ANY));
+    t.equal(rcodeOf(blocked), 3, `${proto}: ANY for a blocked name gets the sinkhole NXDOMAIN`);
+  }
+  t.equal(up.count(), 0, 'no ANY query was forwarded');
+  t.equal(h.running.stats.responseCount('local', 0), 2, 'counted as result="local"');
+  t.equal(h.running.stats.blockedByList.get('tiktok'), 2, 'and the blocked ones as blocked');
+});
+
+t.test('CHAOS class is answered locally: REFUSED by default, or the configured string; never forwarded', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const refused = await startSinkhole(t, up.port);
+  const named = await startSinkhole(t, up.port, { chaos: 'sinkhole' });
+  for (const proto of PROTOS) {
+    for (const name of ['version.bind', 'hostname.bind', 'id.server', 'version.server', 'authors.bind']) {
+      const q = inClass(buildQuery(name, T.TXT), CLASS_CH);
+      t.equal(rcodeOf(await exchange(proto, refused.port, q)), 5, `${proto} ${name} CH TXT: REFUSED by default`);
+    }
+    const r = await exchange(proto, named.port, inClass(buildQuery('version.bind', T.TXT), CLASS_CH));
+    t.equal(rcodeOf(r), 0, `${proto}: version.bind with chaos: sinkhole → NOERROR`);
+    const [txt] = answersOf(r);
+    t.equal(txt?.type, T.TXT, `${proto}: a TXT record`);
+    t.equal(txt?.klass, CLASS_CH, `${proto}: in class CH`);
+    t.same(txt?.rdata, Buffer.from('\x08sinkhole', 'latin1'), `${proto}: the configured string`);
+    t.equal(rcodeOf(await exchange(proto, named.port, inClass(buildQuery('whatever.example', T.TXT), CLASS_CH))), 5, `${proto}: other CH names: REFUSED`);
+    t.equal(rcodeOf(await exchange(proto, named.port, inClass(buildQuery('version.bind', T.A), CLASS_CH))), 5, `${proto}: CH A: REFUSED`);
+  }
+  t.equal(up.count(), 0, 'nothing in class CH was forwarded');
+});
+
+t.test('error replies to NOTIMP and unparsable queries carry QR, opcode and rcode only (RFC 1035 §4.1.1, RFC 6895)', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port);
+  const withFlags = (msg: Buffer): Buffer => {
+    const out = Buffer.from(msg);
+    out[2] = out[2]! | 0x01; // RD
+    out[3] = 0x70; // Z, AD, CD
+    return out;
+  };
+  const status = withFlags(buildQuery('a.example.test', T.A, { opcode: 2 }));
+  const update = withFlags(buildQuery('a.example.test', T.A, { opcode: 5 }));
+  const cut = withFlags(buildQuery('cut.example.test', T.A).subarray(0, 20));
+  const two = withFlags(buildQuery('a.example.test', T.A));
+  two.writeUInt16BE(2, 4);
+  for (const proto of PROTOS) {
+    for (const [what, msg, opcode, rcode] of [
+      ['opcode STATUS', status, 2, 4],
+      ['opcode UPDATE', update, 5, 4],
+      ['question cut short', cut, 0, 1],
+      ['two questions', two, 0, 1],
+    ] as const) {
+      const r = await exchange(proto, h.port, msg);
+      t.equal(r[2], 0x80 | (opcode << 3), `${proto} ${what}: byte 2 is QR + opcode ${opcode}, nothing else (no AA, TC, RD)`);
+      t.equal(r[3], rcode, `${proto} ${what}: byte 3 is the rcode ${rcode}, nothing else (no RA, Z, AD, CD)`);
+    }
+  }
+});
+
+t.test('meta-types in the question: OPT and type 0 are FORMERR, 128-254 NOTIMP, AXFR/IXFR REFUSED; none forwarded', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port);
+  const cases = [
+    [41, 1, 'OPT'],
+    [0, 1, 'type 0'],
+    [128, 4, '128'],
+    [249, 4, 'TKEY'],
+    [250, 4, 'TSIG'],
+    [251, 5, 'IXFR'],
+    [252, 5, 'AXFR'],
+    [253, 4, 'MAILB'],
+    [254, 4, 'MAILA'],
+  ] as const;
+  for (const proto of PROTOS) {
+    for (const [qtype, rcode, what] of cases) {
+      t.equal(rcodeOf(await exchange(proto, h.port, buildQuery('meta.example.test', qtype))), rcode, `${proto}: qtype ${what} → rcode ${rcode}`);
+    }
+    t.equal(rcodeOf(await exchange(proto, h.port, buildQuery('meta.example.test', 127))), 0, `${proto}: 127 is a data type: forwarded`);
+  }
+  t.equal(up.count(), 2, 'only the data type went upstream');
+});
+
+t.test('malformed EDNS is FORMERR (RFC 6891 §6.1.2), never forwarded', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port);
+  /** A query whose OPT RDATA is `rdata` (and whose owner is `owner`). */
+  const withOpt = (rdata: Buffer, owner = Buffer.from([0])): Buffer => {
+    const q = buildQuery('edns.example.test', T.A);
+    q.writeUInt16BE(1, 10);
+    const fixed = Buffer.alloc(10);
+    fixed.writeUInt16BE(41, 0);
+    fixed.writeUInt16BE(1232, 2);
+    fixed.writeUInt16BE(rdata.length, 8);
+    return Buffer.concat([q, owner, fixed, rdata]);
+  };
+  const option = (code: number, data: Buffer, len = data.length): Buffer => {
+    const b = Buffer.alloc(4);
+    b.writeUInt16BE(code, 0);
+    b.writeUInt16BE(len, 2);
+    return Buffer.concat([b, data]);
+  };
+  const cases = [
+    ['an option whose length runs past the OPT RDATA', withOpt(option(10, Buffer.alloc(8), 40))],
+    ['an option header cut short', withOpt(Buffer.from([0, 10, 0]))],
+    ['a second option running past the end', withOpt(Buffer.concat([option(10, Buffer.alloc(8)), option(12, Buffer.alloc(2), 9)]))],
+    ['an OPT whose owner is not the root', withOpt(Buffer.alloc(0), encodeName('x'))],
+  ] as const;
+  for (const proto of PROTOS) {
+    for (const [what, msg] of cases) t.equal(rcodeOf(await exchange(proto, h.port, msg)), 1, `${proto}: ${what} → FORMERR`);
+    const good = withOpt(Buffer.concat([option(10, Buffer.alloc(8)), option(12, Buffer.alloc(3))]));
+    t.equal(rcodeOf(await exchange(proto, h.port, good)), 0, `${proto}: well-formed options (cookie, padding) are fine`);
+  }
+  // An OPT in the answer section of a query (RFC 6891 §6.1.1: additional section only).
+  const misplaced = withOpt(Buffer.alloc(0));
+  misplaced.writeUInt16BE(1, 6);
+  misplaced.writeUInt16BE(0, 10);
+  t.equal(rcodeOf(await udpExchange(h.port, misplaced)), 1, 'OPT outside the additional section → FORMERR');
+  t.equal(up.count(), 1, 'only the well-formed query went upstream (asked twice, the second from the cache)');
+});
+
+t.test('metrics: BADVERS is labelled BADVERS, and only (result, rcode) pairs that can happen are exported', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, { listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0' } });
+  const v1 = buildQuery('v1.example.test', T.A, { edns: 1232 });
+  v1[v1.length - 5] = 1; // EDNS version 1
+  await udpExchange(h.port, v1);
+  const text = await metricsText(h.running.http!.port);
+  t.match(text, /sinkhole_responses_total\{result="badvers",rcode="BADVERS"\} 1\n/, 'a BADVERS series with the query in it');
+  t.notMatch(text, /result="formerr",rcode="NOERROR"/, 'not mislabelled as formerr/NOERROR');
+  const pairs = [...text.matchAll(/sinkhole_responses_total\{result="([a-z]+)",rcode="([A-Z]+)"\}/g)].map((m) => `${m[1]}/${m[2]}`);
+  const possible = new Set([
+    'blocked/NXDOMAIN', 'excepted/NOERROR', 'excepted/NXDOMAIN', 'cached/NOERROR', 'cached/NXDOMAIN', 'forwarded/NOERROR',
+    'forwarded/NXDOMAIN', 'local/NOERROR', 'refused/REFUSED', 'formerr/FORMERR', 'notimp/NOTIMP', 'badvers/BADVERS', 'servfail/SERVFAIL',
+  ]);
+  t.same(pairs.filter((p) => !possible.has(p)), [], 'no impossible pair such as servfail/NOERROR');
+  t.ok(pairs.includes('servfail/SERVFAIL') && pairs.includes('blocked/NXDOMAIN'), 'the possible ones are there before they happen');
+});
