@@ -41,7 +41,7 @@ export class QueryLog implements Observer {
       name: q.qname,
       type: typeName(q.qtype),
       result: o.result,
-      rcode: RCODE_NAME[o.wire[3]! & 0x0f] ?? String(o.wire[3]! & 0x0f),
+      rcode: RCODE_NAME[o.rcode ?? (o.wire[3]! & 0x0f)] ?? String(o.rcode ?? (o.wire[3]! & 0x0f)),
       list: o.list,
       rule: o.rule,
       via: o.viaTarget,
