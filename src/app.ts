@@ -97,7 +97,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     new CacheStage(() => cache, stats),
   ];
   // 7. Terminal: the upstream exchange.
-  const handler = compose(stages, forwardHandler(() => forwarder));
+  const handler = compose(stages, forwardHandler(() => forwarder, () => config().cache));
 
   const udp: UdpListener[] = [];
   const tcp: TcpListener[] = [];

@@ -192,3 +192,130 @@ t.test('metrics: BADVERS is labelled BADVERS, and only (result, rcode) pairs tha
   t.same(pairs.filter((p) => !possible.has(p)), [], 'no impossible pair such as servfail/NOERROR');
   t.ok(pairs.includes('servfail/SERVFAIL') && pairs.includes('blocked/NXDOMAIN'), 'the possible ones are there before they happen');
 });
+
+const NULL_TYPE = 10;
+
+/** Bytes of an A record's RDATA. */
+function ipv4(addr: string): Buffer {
+  return Buffer.from(addr.split('.').map(Number));
+}
+
+/**
+ * A reply whose CNAME target is www.tiktok.com written once in a NULL record
+ * and then reached through `hops` backward compression pointers, each
+ * pointing at the one before (dig and kdig decode this fine).
+ */
+function pointerChainReply(query: Buffer, hops: number): Buffer {
+  const start = questionEnd(query);
+  const target = encodeName('www.tiktok.com');
+  const nameAt = start + 12; // past the NULL record's owner pointer (2) and fixed fields (10)
+  const chain = [target];
+  let last = nameAt;
+  for (let i = 0, at = nameAt + target.length; i < hops - 1; i++, at += 2) {
+    chain.push(ptr(last));
+    last = at;
+  }
+  const holder = rr(ptr(12), NULL_TYPE, 300, Buffer.concat(chain));
+  const cname = rr(ptr(12), T.CNAME, 300, ptr(last));
+  const a = rr(ptr(nameAt), T.A, 300, ipv4('192.0.2.66'));
+  return handReply(query, Buffer.concat([holder, cname, a]), { an: 3 });
+}
+
+t.test('a lying upstream: every name the policy inspects is decoded fully, or the reply is SERVFAIL (fail closed)', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('chain.example.test', { raw: (q) => pointerChainReply(q, 130) });
+  up.on('longchain.example.test', { raw: (q) => pointerChainReply(q, 300) });
+  up.on('loop.example.test', {
+    // The CNAME's RDATA is a pointer to itself.
+    raw: (q) => handReply(q, rr(ptr(12), T.CNAME, 300, ptr(questionEnd(q) + 12)), { an: 1 }),
+  });
+  up.on('forward.example.test', {
+    // A pointer to a name written after it (RFC 1035 §4.1.4 and RFC 9267 §2: only prior occurrences).
+    raw: (q) => {
+      const cnameAt = questionEnd(q);
+      const later = cnameAt + 14;
+      return handReply(q, Buffer.concat([rr(ptr(12), T.CNAME, 300, ptr(later + 12)), rr(ptr(12), NULL_TYPE, 300, encodeName('www.tiktok.com'))]), { an: 2 });
+    },
+  });
+  up.on('toolong.example.test', {
+    // A target of 63-byte labels repeated through pointers, past 255 bytes in all (RFC 1035 §2.3.4).
+    raw: (q) => {
+      const at = questionEnd(q) + 12;
+      const label = Buffer.concat([Buffer.from([63]), Buffer.alloc(63, 0x61)]);
+      const chain = Buffer.concat([label, Buffer.from([0]), label, ptr(at), label, ptr(at + 65), label, ptr(at + 65 + 66)]);
+      return handReply(q, Buffer.concat([rr(ptr(12), NULL_TYPE, 300, chain), rr(ptr(12), T.CNAME, 300, ptr(at + 65 + 66 + 66))]), { an: 2 });
+    },
+  });
+  up.on('badptr.example.test', {
+    // An owner name pointing past the end of the message: dig prints "Got bad packet".
+    raw: (q) => handReply(q, rr(ptr(0x3fff), T.A, 300, ipv4('192.0.2.1')), { an: 1 }),
+  });
+  up.on('https.example.test', {
+    // HTTPS (RFC 9460): SvcPriority 1, TargetName www.tiktok.com through a pointer chain.
+    raw: (q) => {
+      const base = pointerChainReply(q, 20);
+      const body = base.subarray(questionEnd(q));
+      const holderLen = 12 + 16 + 19 * 2;
+      const lastPtr = questionEnd(q) + 12 + 16 + 18 * 2;
+      const https = rr(ptr(12), T.HTTPS, 300, Buffer.concat([Buffer.from([0, 1]), ptr(lastPtr)]));
+      return handReply(q, Buffer.concat([body.subarray(0, holderLen), https]), { an: 2 });
+    },
+  });
+  const h = await startSinkhole(t, up.port, BLOCKING, { 'tiktok.txt': TIKTOK_LIST });
+  for (const proto of PROTOS) {
+    t.equal(rcodeOf(await exchange(proto, h.port, buildQuery('chain.example.test', T.A))), 3, `${proto}: a CNAME to www.tiktok.com through 130 pointer hops is sinkholed`);
+    t.equal(rcodeOf(await exchange(proto, h.port, buildQuery('https.example.test', T.HTTPS))), 3, `${proto}: an HTTPS TargetName through 20 hops is sinkholed`);
+    for (const name of ['longchain', 'loop', 'forward', 'toolong', 'badptr']) {
+      t.equal(rcodeOf(await exchange(proto, h.port, buildQuery(`${name}.example.test`, T.A))), 2, `${proto}: ${name}: SERVFAIL, never relayed`);
+    }
+  }
+  t.equal(up.count('badptr.example.test'), 2, 'an undecodable reply is never cached: asked again');
+  const outcomes = h.running.stats.upstream(`127.0.0.1:${up.port}`).outcomes;
+  t.equal(outcomes.error, 10, 'each undecodable reply counted as an upstream error');
+});
+
+t.test('a broken reply is that upstream failing: the next one is tried (failover and race)', async (t) => {
+  const broken = await FakeUpstream.start();
+  const good = await FakeUpstream.start();
+  t.teardown(() => Promise.all([broken.close(), good.close()]));
+  // Our ID and question, then an A record whose RDLENGTH runs past the end of the message.
+  broken.on('*', {
+    raw: (q) => {
+      const a = rr(ptr(12), T.A, 300, ipv4('203.0.113.66'));
+      a.writeUInt16BE(40, 10);
+      return handReply(q, a, { an: 1 });
+    },
+  });
+  good.on('*', { delayMs: 30, answers: [{ name: 'x', type: T.A, address: '192.0.2.44' }] });
+  const servers = [`127.0.0.1:${broken.port}`, `127.0.0.1:${good.port}`];
+  const failover = await startSinkhole(t, good.port, { upstreams: { servers, strategy: 'failover', timeout: '2s' } });
+  const race = await startSinkhole(t, good.port, { upstreams: { servers, strategy: 'race', timeout: '2s' } });
+  for (const [what, h] of [['failover', failover], ['race', race]] as const) {
+    for (let i = 0; i < 4; i++) {
+      const d = decode(await udpExchange(h.port, buildQuery(`${what}${i}.example.test`, T.A)));
+      t.equal(d.header.rcode, 0, `${what} ${i}: NOERROR`);
+      t.equal(d.answers[0]?.address, '192.0.2.44', `${what} ${i}: the good upstream's answer`);
+    }
+    const o = h.running.stats.upstream(`127.0.0.1:${broken.port}`).outcomes;
+    t.equal(o.ok, 0, `${what}: the broken upstream never counted ok`);
+    t.ok(o.error >= 1, `${what}: it counted as an error (${o.error})`);
+  }
+});
+
+t.test('the TTL cap applies on the way out, fresh or cached; a TTL with the top bit set is 0 (RFC 2181 §8)', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('huge.example.test', { answers: [{ name: 'huge.example.test', type: T.A, address: '192.0.2.1', ttl: 2147483647 }] });
+  up.on('topbit.example.test', {
+    raw: (q) => handReply(q, Buffer.concat([rr(ptr(12), T.A, 0x80000001, ipv4('192.0.2.2')), rr(ptr(12), T.A, 600, ipv4('192.0.2.3'))]), { an: 2 }),
+  });
+  const h = await startSinkhole(t, up.port, { cache: { maxTtl: '1h' } });
+  for (const round of ['fresh', 'cached']) {
+    const huge = decode(await udpExchange(h.port, buildQuery('huge.example.test', T.A)));
+    t.equal(huge.answers[0]?.ttl, 3600, `${round}: TTL 2147483647 is capped at cache.maxTtl`);
+    const top = decode(await udpExchange(h.port, buildQuery('topbit.example.test', T.A)));
+    t.same(top.answers.map((a: { ttl: number }) => a.ttl), [0, 600], `${round}: TTL 0x80000001 is 0, the other record keeps its 600`);
+  }
+  t.equal(up.count('huge.example.test'), 1, 'the capped answer was cached');
+});

@@ -98,9 +98,10 @@ export class FakeUpstream {
     this.other.bind(0, '127.0.0.1');
     await once(this.other, 'listening');
     this.udp.on('message', (msg, rinfo) => {
-      void this.respond(msg, 'udp', rinfo.port, (out, fromOther) =>
-        (fromOther ? this.other : this.udp).send(out, rinfo.port, rinfo.address),
-      );
+      void this.respond(msg, 'udp', rinfo.port, (out, fromOther) => {
+        // A delayed reply may come due after close(): dropped, as a real server's would be.
+        if (!this.closed) (fromOther ? this.other : this.udp).send(out, rinfo.port, rinfo.address);
+      });
     });
   }
 
@@ -190,7 +191,10 @@ export class FakeUpstream {
     if (!b.onlyBad) send(out);
   }
 
+  private closed = false;
+
   async close(): Promise<void> {
+    this.closed = true;
     for (const s of this.sockets) s.destroy();
     await Promise.all([
       new Promise<void>((r) => this.udp.close(() => r())),
