@@ -22,9 +22,19 @@ const USAGE = `usage:
 
 const DEFAULT_CONFIG = 'sinkhole.yaml';
 
-function fail(message: string, exit = 2): never {
+function fail(message: string, exit = 2): Promise<never> {
   process.stderr.write(`sinkhole: ${message}\n`);
-  process.exit(exit);
+  return exitAfterOutput(exit);
+}
+
+/**
+ * Exits once stdout and stderr have handed everything to the kernel. Into a
+ * pipe whose reader is slow, process.exit() right after write() cut
+ * `validate` off after a pipe's worth of lines (419 of 2,000).
+ */
+async function exitAfterOutput(code: number): Promise<never> {
+  await Promise.all([process.stdout, process.stderr].map((s) => new Promise<void>((resolve) => (s.writableLength === 0 ? resolve() : s.write('', () => resolve())))));
+  process.exit(code);
 }
 
 function shortPath(file: string): string {
@@ -239,13 +249,13 @@ async function report(url: string, json: boolean): Promise<number> {
 }
 
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => exitAfterOutput(code),
   (e: unknown) => {
     if (e instanceof PolicyError) {
       for (const p of e.problems) process.stderr.write(`sinkhole: ${formatProblem({ ...p, file: shortPath(p.file) })}\n`);
-      process.exit(2);
+      return exitAfterOutput(2);
     }
-    if (e instanceof SinkholeError) fail(e.message, e.code === 'SH_LISTEN' ? 1 : 2);
-    fail(`unexpected error: ${e instanceof Error ? e.message : String(e)}`, 2);
+    if (e instanceof SinkholeError) return fail(e.message, e.code === 'SH_LISTEN' ? 1 : 2);
+    return fail(`unexpected error: ${e instanceof Error ? e.message : String(e)}`, 2);
   },
 );

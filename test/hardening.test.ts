@@ -140,7 +140,7 @@ t.test('malformed EDNS is FORMERR (RFC 6891 §6.1.2), never forwarded', async (t
   t.teardown(() => up.close());
   const h = await startSinkhole(t, up.port);
   /** A query whose OPT RDATA is `rdata` (and whose owner is `owner`). */
-  const withOpt = (rdata: Buffer, owner = Buffer.from([0])): Buffer => {
+  const withOpt = (rdata: Buffer, owner: Buffer = Buffer.from([0])): Buffer => {
     const q = buildQuery('edns.example.test', T.A);
     q.writeUInt16BE(1, 10);
     const fixed = Buffer.alloc(10);

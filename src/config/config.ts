@@ -63,6 +63,10 @@ export function parseEndpoint(text: string): Endpoint | string {
 }
 
 const sec = (ms: number): number => Math.floor(ms / 1000);
+// Every duration has a documented range (README "Configuration"), none past what a Node timer holds.
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
 
 export function defaultConfig(file: string): Config {
   return {
@@ -133,7 +137,7 @@ function readConfig(r: YamlReader, path: string): Config {
           if (typeof ep === 'string') r.fail(v, q, ep);
           else c.listen.http = ep;
         },
-        tcpIdleTimeout: (v, q) => (c.listen.tcpIdleTimeoutMs = r.duration(v, q, 100) ?? c.listen.tcpIdleTimeoutMs),
+        tcpIdleTimeout: (v, q) => (c.listen.tcpIdleTimeoutMs = r.duration(v, q, 100, HOUR) ?? c.listen.tcpIdleTimeoutMs),
         tcpMaxConnections: (v, q) => (c.listen.tcpMaxConnections = r.integer(v, q, 1, 1_000_000) ?? c.listen.tcpMaxConnections),
       }),
     upstreams: (n, p) =>
@@ -147,16 +151,16 @@ function readConfig(r: YamlReader, path: string): Config {
           });
         },
         strategy: (v, q) => (c.upstreams.strategy = r.oneOf(v, q, ['failover', 'random', 'race'] as const) ?? c.upstreams.strategy),
-        timeout: (v, q) => (c.upstreams.timeoutMs = r.duration(v, q, 50) ?? c.upstreams.timeoutMs),
+        timeout: (v, q) => (c.upstreams.timeoutMs = r.duration(v, q, 50, MINUTE) ?? c.upstreams.timeoutMs),
         sourcePortReuse: (v, q) => (c.upstreams.sourcePortReuse = r.integer(v, q, 1, 1000) ?? c.upstreams.sourcePortReuse),
         maxInflight: (v, q) => (c.upstreams.maxInflight = r.integer(v, q, 1, 100_000) ?? c.upstreams.maxInflight),
       }),
     cache: (n, p) =>
       r.map(n, p, {
         maxEntries: (v, q) => (c.cache.maxEntries = r.integer(v, q, 0, 100_000_000) ?? c.cache.maxEntries),
-        minTtl: (v, q) => (c.cache.minTtl = sec(r.duration(v, q) ?? c.cache.minTtl * 1000)),
-        maxTtl: (v, q) => (c.cache.maxTtl = sec(r.duration(v, q) ?? c.cache.maxTtl * 1000)),
-        maxNegativeTtl: (v, q) => (c.cache.maxNegativeTtl = sec(r.duration(v, q) ?? c.cache.maxNegativeTtl * 1000)),
+        minTtl: (v, q) => (c.cache.minTtl = sec(r.duration(v, q, 0, HOUR) ?? c.cache.minTtl * 1000)),
+        maxTtl: (v, q) => (c.cache.maxTtl = sec(r.duration(v, q, 1000, 7 * DAY) ?? c.cache.maxTtl * 1000)),
+        maxNegativeTtl: (v, q) => (c.cache.maxNegativeTtl = sec(r.duration(v, q, 0, DAY) ?? c.cache.maxNegativeTtl * 1000)),
       }),
     blocking: (n, p) =>
       r.map(n, p, {
@@ -174,7 +178,7 @@ function readConfig(r: YamlReader, path: string): Config {
           });
         },
         response: (v, q) => (c.blocking.response = readResponse(r, v, q) ?? c.blocking.response),
-        ttl: (v, q) => (c.blocking.ttl = sec(r.duration(v, q) ?? c.blocking.ttl * 1000)),
+        ttl: (v, q) => (c.blocking.ttl = sec(r.duration(v, q, 0, DAY) ?? c.blocking.ttl * 1000)),
         inspectCnames: (v, q) => (c.blocking.inspectCnames = r.boolean(v, q) ?? c.blocking.inspectCnames),
       }),
     clients: (n, p) =>
@@ -198,7 +202,7 @@ function readConfig(r: YamlReader, path: string): Config {
       }),
     report: (n, p) =>
       r.map(n, p, {
-        window: (v, q) => (c.report.windowMs = r.duration(v, q, 1000) ?? c.report.windowMs),
+        window: (v, q) => (c.report.windowMs = r.duration(v, q, 1000, 90 * DAY) ?? c.report.windowMs),
         maxClients: (v, q) => (c.report.maxClients = r.integer(v, q, 1, 10_000_000) ?? c.report.maxClients),
       }),
     chaos: (v, q) => {

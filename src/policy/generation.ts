@@ -44,6 +44,7 @@ export function compile(config: Config, number: number): Generation {
   const ruleCounts = new Map<string, number>();
   for (const list of config.blocking.lists) {
     const idx = builder.addList({ name: list.name, files: list.files });
+    let unreadable = false;
     for (const file of list.files) {
       files.push(file);
       const fileIdx = builder.addFile(file);
@@ -55,6 +56,7 @@ export function compile(config: Config, number: number): Generation {
           code: 'SH_CONFIG_READ', ...list.ref,
           message: `blocking.lists.${list.name}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
         });
+        unreadable = true;
         continue;
       }
       builder.reserve(bytes.length);
@@ -68,7 +70,8 @@ export function compile(config: Config, number: number): Generation {
     const count = builder.ruleCount(idx);
     ruleCounts.set(list.name, count);
     // An empty list is almost always a truncated download or a bad save: refuse it rather than open the block.
-    if (count === 0 && !problems.some((p) => list.files.includes(p.file))) {
+    // (A file that could not be read, or had bad lines, is already the problem to report.)
+    if (count === 0 && !unreadable && !problems.some((p) => list.files.includes(p.file))) {
       problems.push({
         code: 'SH_LIST_EMPTY', file: list.files[0] ?? list.ref.file, line: 1, col: 1,
         message: `list "${list.name}" has no rules; to stop enforcing it, remove it from blocking.enforce`,
