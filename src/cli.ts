@@ -113,10 +113,11 @@ async function serve(configFile: string): Promise<number> {
     rules: [...g.ruleCounts.values()].reduce((a, b) => a + b, 0),
     exceptions: g.exceptions.length,
   });
-  // SIGHUP: reopen the log files (logrotate) and reload the policy.
+  // SIGHUP: reopen the log files (logrotate) and reload the policy (coalesced: a storm of
+  // SIGHUPs costs a reload per second at most, never one each).
   process.on('SIGHUP', () => {
     void running.reopenLogs();
-    running.reloader.reload('config');
+    running.reloader.request('config');
   });
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {

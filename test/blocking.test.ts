@@ -289,3 +289,25 @@ t.test('sinkhole check: decision, list, rule and file:line from the compiled pol
   const err = spawnSync(process.execPath, [CLI, 'check', 'x.example', '--type', 'BOGUS', '--config', cfg], { encoding: 'utf8' });
   t.equal(err.status, 2, 'error: exit 2');
 });
+
+t.test('reload requests are coalesced: a storm of SIGHUPs costs a reload or two, and the last edit still applies', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, LISTS, { 'tiktok.txt': TIKTOK_LIST });
+  const reloads = (): number => h.running.stats.reloads.get('config|success') ?? 0;
+  // 50 requests 20 ms apart, as `while true; do kill -HUP ...; sleep 0.02; done` sends them.
+  for (let i = 0; i < 50; i++) {
+    h.running.reloader.request('config');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  writeFileSync(join(h.dir, 'tiktok.txt'), `${TIKTOK_LIST}last-edit.example\n`);
+  h.running.reloader.request('config');
+  const deadline = Date.now() + 5000;
+  while (rcodeOf(await udpExchange(h.port, buildQuery('last-edit.example', T.A))) !== 3) {
+    if (Date.now() > deadline) throw new Error('the last edit never applied');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  t.pass('the request after the storm applied the last edit');
+  t.ok(reloads() <= 4, `${reloads()} reloads for 51 requests over ~1 s (at most one per second)`);
+  t.ok(reloads() >= 2, 'the first request was served at once, and the last one too');
+});

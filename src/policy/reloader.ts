@@ -3,6 +3,7 @@
 // reference; on any error the running generation stays in force, every
 // problem is logged as file:line:col, and the failure is counted.
 import { watch, type FSWatcher } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { basename, dirname, resolve } from 'node:path';
 import { PolicyError, formatProblem } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -18,12 +19,23 @@ export type ReloadKind = 'config' | 'list' | 'exceptions';
 
 /** Editors write in bursts (truncate, write, rename); wait for the burst to end. */
 const DEBOUNCE_MS = 150;
+/**
+ * Reload requests (SIGHUP, file changes) closer together than this are merged
+ * into one: a reload compiles the whole policy (80 ms with 100k rules, 750 ms
+ * with 1M), and 50 SIGHUPs 20 ms apart used to run 50 of them back to back.
+ */
+const MIN_RELOAD_INTERVAL_MS = 1000;
 
 export class Reloader {
   private watchers: FSWatcher[] = [];
   private watchedDirs = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private pendingKind: ReloadKind | undefined;
+  /** Coalescing state for request(): the kind asked for since the last run, and when that run ended. */
+  private requested: ReloadKind | undefined;
+  private requestTimer: NodeJS.Timeout | undefined;
+  private reloading = false;
+  private lastReload = -Infinity;
 
   constructor(
     private readonly configFile: string,
@@ -53,6 +65,39 @@ export class Reloader {
       const problems = e instanceof PolicyError ? e.problems.map(formatProblem) : [String(e)];
       for (const p of problems) this.log.error(e instanceof PolicyError ? e.code : 'SH_INTERNAL', `reload rejected, generation ${previous.number} stays in force: ${p}`, { kind });
       return problems;
+    }
+  }
+
+  /**
+   * Asks for a reload, coalesced: it runs at once if none ran in the last
+   * MIN_RELOAD_INTERVAL_MS, and otherwise once that interval is over, for
+   * every request made meanwhile. No request is lost: one made while a reload
+   * runs gets a reload after it, which reads the files as they are then.
+   */
+  request(kind: ReloadKind): void {
+    // A config change outranks the others in the counter: it may change everything.
+    if (this.requested !== 'config') this.requested = kind;
+    if (!this.reloading && !this.requestTimer) this.schedule();
+  }
+
+  private schedule(): void {
+    const wait = Math.max(0, this.lastReload + MIN_RELOAD_INTERVAL_MS - performance.now());
+    this.requestTimer = setTimeout(() => void this.runRequested(), wait);
+  }
+
+  private async runRequested(): Promise<void> {
+    this.requestTimer = undefined;
+    const kind = this.requested;
+    this.requested = undefined;
+    if (!kind) return;
+    this.reloading = true;
+    try {
+      // Awaited, so a reload that compiles off the query thread (a worker) is coalesced the same way.
+      await this.reload(kind);
+    } finally {
+      this.reloading = false;
+      this.lastReload = performance.now();
+      if (this.requested && !this.closed) this.schedule();
     }
   }
 
@@ -92,7 +137,7 @@ export class Reloader {
     this.timer = setTimeout(() => {
       const k = this.pendingKind ?? 'list';
       this.pendingKind = undefined;
-      this.reload(k);
+      this.request(k);
     }, DEBOUNCE_MS);
   }
 
@@ -101,8 +146,13 @@ export class Reloader {
     this.watchers = [];
   }
 
+  private closed = false;
+
   close(): void {
+    this.closed = true;
     clearTimeout(this.timer);
+    clearTimeout(this.requestTimer);
+    this.requestTimer = undefined;
     this.closeWatchers();
     this.watchedDirs.clear();
   }
