@@ -110,6 +110,8 @@ export async function start(opts: StartOptions): Promise<Running> {
     generation: () => policy.current,
     cacheEntries: () => cache.size,
     tcpConnections: () => tcp.reduce((n, l) => n + l.connections, 0),
+    tcpEvictions: () => tcp.reduce((n, l) => n + l.evictions, 0),
+    tcpRefused: () => tcp.reduce((n, l) => n + l.refused, 0),
     now: () => clock.now(),
     version: VERSION,
   });
@@ -122,9 +124,12 @@ export async function start(opts: StartOptions): Promise<Running> {
   try {
     for (const ep of config().listen.dns) {
       const u = new UdpListener(ep, handler, log);
-      const t = new TcpListener(ep, handler, config().listen.tcpIdleTimeoutMs, config().listen.tcpMaxConnections, log, (client) =>
-        policy.current.clients.view(client).allowed,
-      );
+      const l = config().listen;
+      const limits = {
+        idleTimeoutMs: l.tcpIdleTimeoutMs, maxConnections: l.tcpMaxConnections,
+        maxConnectionsPerClient: l.tcpMaxConnectionsPerClient, lifetimeMs: l.tcpConnectionLifetimeMs,
+      };
+      const t = new TcpListener(ep, handler, limits, log, (client) => policy.current.clients.view(client).allowed);
       dns.push(await bindPair(ep, u, t));
       udp.push(u);
       tcp.push(t);

@@ -27,7 +27,14 @@ export interface SourceRef {
 export interface Config {
   file: string;
   dir: string;
-  listen: { dns: Endpoint[]; http?: Endpoint; tcpIdleTimeoutMs: number; tcpMaxConnections: number };
+  listen: {
+    dns: Endpoint[];
+    http?: Endpoint;
+    tcpIdleTimeoutMs: number;
+    tcpMaxConnections: number;
+    tcpMaxConnectionsPerClient: number;
+    tcpConnectionLifetimeMs: number;
+  };
   upstreams: {
     servers: UpstreamSpec[];
     conditional: { domain: string; servers: UpstreamSpec[] }[];
@@ -72,7 +79,10 @@ export function defaultConfig(file: string): Config {
   return {
     file,
     dir: dirname(file),
-    listen: { dns: [{ host: '127.0.0.1', port: 1053 }], tcpIdleTimeoutMs: 10_000, tcpMaxConnections: 1000 },
+    listen: {
+      dns: [{ host: '127.0.0.1', port: 1053 }], tcpIdleTimeoutMs: 10_000, tcpMaxConnections: 1000,
+      tcpMaxConnectionsPerClient: 32, tcpConnectionLifetimeMs: 2 * 60_000,
+    },
     upstreams: { servers: systemResolvers(), conditional: [], strategy: 'failover', timeoutMs: 2000, sourcePortReuse: 1, maxInflight: 1000 },
     cache: { maxEntries: 100_000, minTtl: 0, maxTtl: 86_400, maxNegativeTtl: 3600 },
     blocking: { lists: [], enforce: [], response: { kind: 'nxdomain' }, ttl: 10, inspectCnames: true },
@@ -139,6 +149,9 @@ function readConfig(r: YamlReader, path: string): Config {
         },
         tcpIdleTimeout: (v, q) => (c.listen.tcpIdleTimeoutMs = r.duration(v, q, 100, HOUR) ?? c.listen.tcpIdleTimeoutMs),
         tcpMaxConnections: (v, q) => (c.listen.tcpMaxConnections = r.integer(v, q, 1, 1_000_000) ?? c.listen.tcpMaxConnections),
+        tcpMaxConnectionsPerClient: (v, q) =>
+          (c.listen.tcpMaxConnectionsPerClient = r.integer(v, q, 1, 1_000_000) ?? c.listen.tcpMaxConnectionsPerClient),
+        tcpConnectionLifetime: (v, q) => (c.listen.tcpConnectionLifetimeMs = r.duration(v, q, 1000, DAY) ?? c.listen.tcpConnectionLifetimeMs),
       }),
     upstreams: (n, p) =>
       r.map(n, p, {

@@ -68,6 +68,8 @@ export interface MetricSources {
   generation: () => Generation;
   cacheEntries: () => number;
   tcpConnections: () => number;
+  tcpEvictions: () => number;
+  tcpRefused: () => number;
   now: () => number;
   version: string;
 }
@@ -156,5 +158,11 @@ export function createRegistry(src: MetricSources): Registry {
     { labels: {}, value: stats.internalErrors },
   ]);
   add('sinkhole_tcp_connections', 'Open client TCP connections.', 'gauge', () => [{ labels: {}, value: src.tcpConnections() }]);
+  add('sinkhole_tcp_evictions_total', 'Idle client TCP connections closed to make room for another client.', 'counter', () => [
+    { labels: {}, value: src.tcpEvictions() },
+  ]);
+  add('sinkhole_tcp_refused_total', 'Client TCP connections refused: the connection caps were reached and no idle connection could give way.', 'counter', () => [
+    { labels: {}, value: src.tcpRefused() },
+  ]);
   return register;
 }
