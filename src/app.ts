@@ -29,7 +29,7 @@ import { VERSION } from './version.js';
 import type { Registry } from 'prom-client';
 import { QueryLog } from './querylog/queryLog.js';
 import { AuditLog } from './querylog/auditLog.js';
-import { ComplianceReport } from './querylog/report.js';
+import { ComplianceReport, pageParams } from './querylog/report.js';
 
 export interface StartOptions {
   configFile: string;
@@ -37,6 +37,8 @@ export interface StartOptions {
   clock?: Clock;
   /** Watch config, list and exception files (default true). */
   watch?: boolean;
+  /** How long a rendered /metrics text is served again (default 1 s; tests that read counters right after a query use 0). */
+  metricsMaxAgeMs?: number;
 }
 
 export interface Running {
@@ -138,7 +140,12 @@ export async function start(opts: StartOptions): Promise<Running> {
     if (httpEp) {
       httpServer = await startHttp(
         httpEp,
-        { registry, ready: () => !closing && dns.length > 0, json: { '/api/blocked-clients': () => report.snapshot() } },
+        {
+          registry,
+          ready: () => !closing && dns.length > 0,
+          json: { '/api/blocked-clients': (params) => report.snapshot(pageParams(params)) },
+          metricsMaxAgeMs: opts.metricsMaxAgeMs,
+        },
         log,
       ).catch((e: NodeJS.ErrnoException) => {
         throw new SinkholeError('SH_LISTEN', `cannot listen for HTTP on ${httpEp.host}:${httpEp.port}: ${e.code ?? e.message}`);

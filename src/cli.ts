@@ -226,15 +226,30 @@ function humanDuration(s: number): string {
   return `${Math.floor(s / 60)}m ${s % 60}s`;
 }
 
+type ReportPage = {
+  windowSeconds: number;
+  total: number;
+  clients: { client: string; blocked: number; firstSeen: string; lastSeen: string; topLists: { list: string; count: number }[] }[];
+};
+
 async function report(url: string, json: boolean): Promise<number> {
-  const target = new URL('/api/blocked-clients', url);
-  let body: { windowSeconds: number; clients: { client: string; blocked: number; firstSeen: string; lastSeen: string; topLists: { list: string; count: number }[] }[] };
-  try {
-    const res = await fetch(target);
-    if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    body = (await res.json()) as typeof body;
-  } catch (e) {
-    throw new SinkholeError('SH_USAGE', `cannot fetch ${target.href}: ${(e as Error).message}`);
+  // The server pages the report (at most 1,000 clients per request): fetch page after page.
+  const body: ReportPage = { windowSeconds: 0, total: 0, clients: [] };
+  for (let offset = 0; offset === 0 || offset < body.total; ) {
+    const target = new URL(`/api/blocked-clients?offset=${offset}&limit=1000`, url);
+    let page: ReportPage;
+    try {
+      const res = await fetch(target);
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      page = (await res.json()) as ReportPage;
+    } catch (e) {
+      throw new SinkholeError('SH_USAGE', `cannot fetch ${new URL('/api/blocked-clients', url).href}: ${(e as Error).message}`);
+    }
+    body.windowSeconds = page.windowSeconds;
+    body.total = page.total;
+    body.clients.push(...page.clients);
+    if (!page.clients.length) break;
+    offset += page.clients.length;
   }
   if (json) {
     process.stdout.write(`${JSON.stringify(body)}\n`);

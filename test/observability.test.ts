@@ -1,6 +1,8 @@
 // Metrics, health/readiness, the query log and the compliance report.
 import t from 'tap';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -202,4 +204,69 @@ t.test('compliance report memory stays bounded with 100k distinct clients', asyn
   t.ok(r.snapshot().clients.some((c) => c.client === '10.0.0.1' && c.blocked >= 50), 'the most active client survived eviction');
   now += 86_400_001;
   t.equal(r.snapshot().clients.length, 0, 'everything older than the window is forgotten');
+});
+
+t.test('HTTP work is bounded: one /metrics render per second, a paged report, a request budget', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, CONFIG, { 'tiktok.txt': TIKTOK_LIST }, { metricsMaxAgeMs: 1000 });
+  const registry = h.running.registry;
+  const render = registry.metrics.bind(registry);
+  let renders = 0;
+  registry.metrics = () => {
+    renders++;
+    return render();
+  };
+  const scrapes = await Promise.all(Array.from({ length: 40 }, () => get(h, '/metrics')));
+  t.ok(scrapes.every((s) => s.status === 200 && s.body.includes('sinkhole_queries_total')), '40 concurrent scrapes all answered');
+  t.equal(renders, 1, 'with one render between them');
+
+  // 2,500 clients in the report: a page is 100 by default, 1,000 at most.
+  const report = h.running.report;
+  for (let i = 0; i < 2500; i++) {
+    report.observe({ client: `10.0.${i >> 8}.${i & 255}` } as never, { wire: Buffer.alloc(4), result: 'blocked', list: 'tiktok' });
+  }
+  for (let i = 0; i < 5; i++) report.observe({ client: '10.9.9.9' } as never, { wire: Buffer.alloc(4), result: 'blocked', list: 'tiktok' });
+  const first = JSON.parse((await get(h, '/api/blocked-clients')).body) as { total: number; offset: number; limit: number; clients: { client: string }[] };
+  t.match(first, { total: 2501, offset: 0, limit: 100 }, 'the default page');
+  t.equal(first.clients.length, 100);
+  t.equal(first.clients[0]?.client, '10.9.9.9', 'most active first');
+  const last = JSON.parse((await get(h, '/api/blocked-clients?offset=2000&limit=1000')).body) as { clients: unknown[] };
+  t.equal(last.clients.length, 501, 'the last page');
+  const tooBig = await get(h, '/api/blocked-clients?limit=5000');
+  t.equal(tooBig.status, 400, 'limit past 1000: 400');
+  t.match(tooBig.body, /limit must be a whole number from 1 to 1000, got "5000"/);
+  const cli = await run([CLI, 'report', '--url', `http://127.0.0.1:${h.running.http!.port}`, '--json']);
+  t.equal((JSON.parse(cli.stdout) as { clients: unknown[] }).clients.length, 2501, 'sinkhole report fetches every page');
+
+  // Past 100 requests a second, a flood gets a cheap 503 and a closed connection.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 10 });
+  t.teardown(() => agent.destroy());
+  const status = (path: string): Promise<number> =>
+    new Promise((resolve) => {
+      const req = http.get({ host: '127.0.0.1', port: h.running.http!.port, path, agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', () => resolve(0));
+    });
+  const flood = await Promise.all(Array.from({ length: 300 }, () => status('/healthz')));
+  const count = (code: number): number => flood.filter((c) => c === code).length;
+  t.ok(count(503) >= 100, `${count(503)} of 300 requests in a burst got 503`);
+  t.ok(count(200) >= 90, `and the budget was served (${count(200)})`);
+  // More connections than the cap: the extra ones are closed at accept.
+  const socks = await Promise.all(
+    Array.from({ length: 100 }, () => new Promise<net.Socket>((resolve) => {
+      const s = net.connect(h.running.http!.port, '127.0.0.1', () => resolve(s));
+      s.on('error', () => {});
+    })),
+  );
+  t.teardown(() => socks.forEach((s) => s.destroy()));
+  // Wait until at least the 26 connections past 64 + the agent's 10 have been closed by the server.
+  await new Promise<void>((resolve) => {
+    let closed = 0;
+    for (const s of socks) s.on('close', () => ++closed === 26 && resolve());
+  });
+  const open = socks.filter((s) => !s.destroyed && s.readyState === 'open').length;
+  t.ok(open <= 64 + 10, `at most 64 connections kept (${open} of 100 still open, the agent's included)`);
 });
