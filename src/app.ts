@@ -114,6 +114,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     tcpConnections: () => tcp.reduce((n, l) => n + l.connections, 0),
     tcpEvictions: () => tcp.reduce((n, l) => n + l.evictions, 0),
     tcpRefused: () => tcp.reduce((n, l) => n + l.refused, 0),
+    logs: () => [queryLog.health, auditLog.health],
     now: () => clock.now(),
     version: VERSION,
   });
@@ -143,6 +144,12 @@ export async function start(opts: StartOptions): Promise<Running> {
         {
           registry,
           ready: () => !closing && dns.length > 0,
+          // Still ready (DNS is answered), but the body says what is degraded: an audit trail that
+          // cannot be written means exceptions used are not being recorded.
+          readyNotes: () => {
+            const f = auditLog.health.failure;
+            return f ? [`audit log failing: ${f.code} since ${new Date(f.since).toISOString()} (${f.target}); ${auditLog.health.dropped} lines dropped`] : [];
+          },
           json: { '/api/blocked-clients': (params) => report.snapshot(pageParams(params)) },
           metricsMaxAgeMs: opts.metricsMaxAgeMs,
         },

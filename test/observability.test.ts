@@ -1,6 +1,6 @@
 // Metrics, health/readiness, the query log and the compliance report.
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -8,7 +8,8 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
-import { buildQuery, exchange } from './helpers/dns.js';
+import { buildQuery, exchange, rcodeOf, udpExchange } from './helpers/dns.js';
+import { streamLogger } from '../src/log.js';
 import { ComplianceReport } from '../src/querylog/report.js';
 import { anonymize } from '../src/querylog/anonymize.js';
 
@@ -269,4 +270,63 @@ t.test('HTTP work is bounded: one /metrics render per second, a paged report, a 
   });
   const open = socks.filter((s) => !s.destroyed && s.readyState === 'open').length;
   t.ok(open <= 64 + 10, `at most 64 connections kept (${open} of 100 still open, the agent's included)`);
+});
+
+t.test('log targets that fail recover by themselves; lines lost are counted; a failing audit trail is loud', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const lines: string[] = [];
+  const log = streamLogger((l) => lines.push(l));
+  const config = { ...CONFIG, log: { queries: 'all', file: 'q.jsonl', audit: 'logs/audit.jsonl' } };
+  const h = await startSinkhole(t, up.port, config, { 'tiktok.txt': TIKTOK_LIST }, { log });
+  const metric = async (name: string): Promise<number> => samples((await get(h, '/metrics')).body).get(name) ?? NaN;
+  const until = async (what: string, ok: () => Promise<boolean> | boolean, query = true): Promise<void> => {
+    const deadline = Date.now() + 8000;
+    for (let i = 0; !(await ok()); i++) {
+      if (Date.now() > deadline) throw new Error(`never: ${what}`);
+      if (query) await exchange('udp', h.port, buildQuery(`q${i}.example.test`, T.A));
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  const qlog = join(h.dir, 'q.jsonl');
+  const linesIn = (f: string): number => (existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter(Boolean).length : 0);
+
+  // A full disk: the query log's path leads to /dev/full, where every write fails with ENOSPC.
+  symlinkSync('/dev/full', qlog);
+  await until('the query log fails', async () => (await metric('sinkhole_log_failing{log="queries"}')) === 1);
+  t.ok((await metric('sinkhole_log_dropped_lines_total{log="queries"}')) >= 1, 'dropped lines are counted');
+  t.ok(lines.some((l) => /error SH_LOG_WRITE cannot write the query log.*error=ENOSPC/.test(l)), 'and the failure is logged once');
+  t.equal(rcodeOf(await udpExchange(h.port, buildQuery('still.example.test', T.A))), 0, 'DNS keeps answering');
+  // Room again: the path is a plain file now. The writer retries by itself, with no SIGHUP.
+  rmSync(qlog);
+  writeFileSync(qlog, '');
+  await until('the query log is written again', () => linesIn(qlog) > 0);
+  t.equal(await metric('sinkhole_log_failing{log="queries"}'), 0, 'no longer failing');
+  t.ok(lines.some((l) => /info queries log is written again/.test(l)), 'the recovery is logged');
+
+  // A deleted folder: the audit trail's folder is removed under it.
+  const excepted = (): Promise<Buffer> => exchange('udp', h.port, buildQuery('www.tiktok.com', T.A), '127.0.0.7');
+  await excepted();
+  const audit = join(h.dir, 'logs', 'audit.jsonl');
+  await until('the audit line is written', () => linesIn(audit) === 1, false);
+  rmSync(join(h.dir, 'logs'), { recursive: true });
+  await excepted();
+  await until('the audit folder is recreated and written', async () => {
+    await excepted();
+    return linesIn(audit) > 0;
+  }, false);
+  t.ok((await metric('sinkhole_log_dropped_lines_total{log="audit"}')) >= 1, 'audit lines written into the deleted file are counted as lost');
+  t.ok(lines.some((l) => /error SH_LOG_WRITE audit log file was deleted; reopening it/.test(l)), 'and logged');
+
+  // The audit trail failing is loud: a metric, the /readyz body, the log.
+  rmSync(audit);
+  symlinkSync('/dev/full', audit);
+  await until('the audit trail fails', async () => {
+    await excepted();
+    return (await metric('sinkhole_log_failing{log="audit"}')) === 1;
+  }, false);
+  const ready = await get(h, '/readyz');
+  t.equal(ready.status, 200, '/readyz stays 200: DNS is still answered');
+  t.match(ready.body, /^ready\naudit log failing: ENOSPC since \S+ \(.*audit\.jsonl\); \d+ lines dropped\n$/, 'and its body says the audit trail is failing');
+  t.ok(lines.some((l) => /error SH_LOG_WRITE cannot write the audit trail; exceptions used are NOT being recorded/.test(l)), 'logged as an error');
 });

@@ -7,6 +7,7 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { RCODE, RCODE_NAME } from '../dns/constants.js';
 import { isActive } from '../policy/exceptions.js';
 import type { Generation } from '../policy/generation.js';
+import type { LogHealth } from '../querylog/lineWriter.js';
 import { RESULTS, type Result } from '../pipeline/types.js';
 import { LATENCY_BUCKETS, PROTOS, QTYPE_SLOTS, RCODE_SLOTS, type Histogram, type Stats } from './stats.js';
 
@@ -70,6 +71,7 @@ export interface MetricSources {
   tcpConnections: () => number;
   tcpEvictions: () => number;
   tcpRefused: () => number;
+  logs: () => LogHealth[];
   now: () => number;
   version: string;
 }
@@ -158,6 +160,12 @@ export function createRegistry(src: MetricSources): Registry {
     { labels: {}, value: stats.internalErrors },
   ]);
   add('sinkhole_tcp_connections', 'Open client TCP connections.', 'gauge', () => [{ labels: {}, value: src.tcpConnections() }]);
+  add('sinkhole_log_dropped_lines_total', 'Log lines lost: the target failed (full disk, deleted folder) or fell too far behind.', 'counter', () =>
+    src.logs().map((h) => ({ labels: { log: h.name }, value: h.dropped })),
+  );
+  add('sinkhole_log_failing', '1 while a log target cannot be written (retried with backoff), else 0.', 'gauge', () =>
+    src.logs().map((h) => ({ labels: { log: h.name }, value: h.failure ? 1 : 0 })),
+  );
   add('sinkhole_tcp_evictions_total', 'Idle client TCP connections closed to make room for another client.', 'counter', () => [
     { labels: {}, value: src.tcpEvictions() },
   ]);

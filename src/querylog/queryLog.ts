@@ -9,7 +9,7 @@ import { QTYPE_LABELS } from '../metrics/stats.js';
 import type { Outcome } from '../pipeline/types.js';
 import type { Observer } from '../stages/metrics.js';
 import { anonymize } from './anonymize.js';
-import { LineWriter } from './lineWriter.js';
+import { LineWriter, LogHealth } from './lineWriter.js';
 
 export function typeName(qtype: number): string {
   return QTYPE_LABELS[qtype] ?? `TYPE${qtype}`;
@@ -18,6 +18,7 @@ export function typeName(qtype: number): string {
 export class QueryLog implements Observer {
   private settings!: Config['log'];
   private writer: LineWriter | undefined;
+  readonly health = new LogHealth('queries');
 
   constructor(settings: Config['log'], private readonly log: Logger) {
     this.configure(settings);
@@ -27,7 +28,7 @@ export class QueryLog implements Observer {
     const target = settings.file ?? '-';
     if (settings.queries === 'none' || this.writer?.target !== target) {
       void this.writer?.close();
-      this.writer = settings.queries === 'none' ? undefined : new LineWriter(target, this.log);
+      this.writer = settings.queries === 'none' ? undefined : new LineWriter(target, this.health, this.log);
     }
     this.settings = settings;
   }
