@@ -319,3 +319,66 @@ t.test('the TTL cap applies on the way out, fresh or cached; a TTL with the top 
   }
   t.equal(up.count('huge.example.test'), 1, 'the capped answer was cached');
 });
+
+t.test('upstream faults: each answered within upstreams.timeout + 1 s, nothing wrong cached', async (t) => {
+  const up = await FakeUpstream.start();
+  const refusing = await FakeUpstream.start();
+  const flappy = await FakeUpstream.start();
+  t.teardown(() => Promise.all([up.close(), refusing.close(), flappy.close()]));
+  await refusing.closeTcp();
+  const rnd = (n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (i * 151 + 7) & 255));
+  up.on('garbage.example.test', { raw: () => rnd(40) });
+  up.on('wrongid.example.test', { wrongId: true, onlyBad: true });
+  up.on('otherq.example.test', { wrongQuestion: true, onlyBad: true });
+  up.on('otherport.example.test', { fromOtherPort: true, onlyBad: true });
+  up.on('tcpreset.example.test', { truncate: true, tcpFault: 'reset' });
+  up.on('tcpcut.example.test', { truncate: true, tcpFault: 'cut' });
+  up.on('hugettl.example.test', { answers: [{ name: 'hugettl.example.test', type: T.A, address: '192.0.2.9', ttl: 2_000_000_000 }] });
+  refusing.on('*', { truncate: true });
+  const timeout = 1000;
+  const main = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], timeout: '1s' }, cache: { maxTtl: '1d' } });
+  const tcRefused = await startSinkhole(t, refusing.port, { upstreams: { servers: [`127.0.0.1:${refusing.port}`], timeout: '1s' } });
+  const timed = async (port: number, name: string): Promise<{ rcode: number; ms: number; reply: Buffer }> => {
+    const at = performance.now();
+    const reply = await udpExchange(port, buildQuery(name, T.A), 5000);
+    return { rcode: rcodeOf(reply), ms: Math.round(performance.now() - at), reply };
+  };
+  const faults = [
+    ['garbage bytes', main.port, 'garbage.example.test', 2],
+    ['wrong ID', main.port, 'wrongid.example.test', 2],
+    ['right ID, another question', main.port, 'otherq.example.test', 2],
+    ['a reply from another port', main.port, 'otherport.example.test', 2],
+    ['TC, then TCP refused', tcRefused.port, 'tcrefused.example.test', 2],
+    ['TC, then TCP reset', main.port, 'tcpreset.example.test', 2],
+    ['TCP closed mid-message', main.port, 'tcpcut.example.test', 2],
+    ['a huge TTL', main.port, 'hugettl.example.test', 0],
+  ] as const;
+  const results = await Promise.all(faults.map(([, port, name]) => timed(port, name)));
+  faults.forEach(([what, , name, rcode], i) => {
+    const r = results[i]!;
+    t.comment(`upstream fault "${what}": rcode ${r.rcode} in ${r.ms} ms`);
+    t.equal(r.rcode, rcode, `${what}: rcode ${rcode}`);
+    t.ok(r.ms < timeout + 1000, `${what}: answered within timeout + 1 s (${r.ms} ms)`);
+    t.notMatch(r.reply.toString('latin1'), /spoofed/, `${what}: nothing of a forged reply reached the client (${name})`);
+  });
+  t.equal(decode(results[7]!.reply).answers[0]?.ttl, 86_400, 'the huge TTL is clamped to cache.maxTtl');
+  // Nothing wrong was cached: once the upstream behaves, every name gets its real answer.
+  for (const [what, , name] of faults.slice(0, 4).concat(faults.slice(5, 7))) {
+    up.on(name, {});
+    const d = decode(await udpExchange(main.port, buildQuery(name, T.A)));
+    t.equal(d.answers[0]?.address, '192.0.2.10', `${what}: afterwards, the real answer (no SERVFAIL or forgery cached)`);
+  }
+
+  // An upstream that flaps (answers, then is silent, then answers...), with a steady one behind it.
+  const steady = await FakeUpstream.start();
+  t.teardown(() => steady.close());
+  steady.on('*', { answers: [{ name: 'x', type: T.A, address: '192.0.2.77' }] });
+  let n = 0;
+  flappy.on('*', { raw: (q) => (n++ % 2 === 0 ? handReply(q, rr(ptr(12), T.A, 60, ipv4('192.0.2.66')), { an: 1 }) : undefined) });
+  const flap = await startSinkhole(t, flappy.port, { upstreams: { servers: [`127.0.0.1:${flappy.port}`, `127.0.0.1:${steady.port}`], timeout: '1s' } });
+  const flaps = [];
+  for (let i = 0; i < 8; i++) flaps.push(await timed(flap.port, `flap${i}.example.test`));
+  t.comment(`upstream fault "an upstream that flaps": rcodes ${flaps.map((f) => f.rcode).join(',')}, slowest ${Math.max(...flaps.map((f) => f.ms))} ms`);
+  t.same(flaps.map((f) => f.rcode), Array(8).fill(0), 'flapping: every query answered NOERROR (by one upstream or the other)');
+  t.ok(flaps.every((f) => f.ms < timeout + 1000), 'each within timeout + 1 s');
+});
