@@ -8,6 +8,7 @@ import { normalizeAddress } from '../src/policy/cidr.js';
 import { FakeClock, startSinkhole } from './helpers/sinkhole.js';
 import { buildQuery, decode, exchange, optOf, rcodeOf, TcpClient, udpExchange } from './helpers/dns.js';
 import { TcpListener } from '../src/transport/tcp.js';
+import { FrameReader } from '../src/dns/framing.js';
 import { errorReply } from '../src/dns/reply.js';
 import { silentLogger } from '../src/log.js';
 import type { Query } from '../src/dns/query.js';
@@ -524,4 +525,25 @@ t.test('TCP abuse: a pipelined burst is taken a few frames per connection per ev
   for (const n of turns) perTurn.set(n, (perTurn.get(n) ?? 0) + 1);
   const most = Math.max(...perTurn.values());
   t.ok(most <= 16, `at most 16 frames of one connection in one turn (most: ${most}), over ${perTurn.size} turns`);
+});
+
+t.test('TCP framing: a read holding thousands of pipelined frames is framed in linear time', async (t) => {
+  const frames = Array.from({ length: 20_000 }, (_, i) => TcpClient.frame(buildQuery(`f${i}.example.test`, T.A, { id: i & 0xffff })));
+  const chunk = Buffer.concat(frames);
+  let n = 0;
+  let ids = 0;
+  const reader = new FrameReader((msg) => {
+    n++;
+    ids += msg.readUInt16BE(0);
+  });
+  const started = performance.now();
+  // Split in three reads, the middle one cutting a frame in two.
+  reader.push(chunk.subarray(0, 1001));
+  reader.push(chunk.subarray(1001, chunk.length - 7));
+  reader.push(chunk.subarray(chunk.length - 7));
+  const ms = performance.now() - started;
+  t.equal(n, 20_000, 'every frame');
+  t.equal(ids, Array.from({ length: 20_000 }, (_, i) => i & 0xffff).reduce((a, b) => a + b, 0), 'each one whole and in order');
+  t.equal(reader.buffered, 0, 'nothing left over');
+  t.ok(ms < 200, `in ${ms.toFixed(1)} ms (copying the rest after every frame took seconds)`);
 });

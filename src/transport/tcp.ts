@@ -160,7 +160,10 @@ class Connection implements Holder {
   }
 
   private onData(chunk: Buffer): void {
+    // The answers written while these frames are taken (blocked, cached) leave in one write.
+    this.sock.cork();
     this.reader.push(chunk);
+    this.sock.uncork();
     // A frame must complete within the idle timeout of its first byte: dripping one byte at a time
     // keeps the idle timer alive but must not hold a slot forever (slowloris, lying length prefixes).
     if (this.reader.frames !== this.framesSeen || this.reader.buffered === 0) {
@@ -234,6 +237,8 @@ class Connection implements Holder {
   private resume(): void {
     if (this.retiring || this.blockedByInflight || this.blockedByTurn || this.sock.destroyed) return;
     this.sock.resume();
+    this.sock.cork();
     this.reader.resume();
+    this.sock.uncork();
   }
 }

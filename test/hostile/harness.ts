@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { setPriority, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { stringify } from 'yaml';
@@ -184,4 +184,39 @@ export class Probe {
   summary(): string {
     return `${this.latencies.length} probes, p50 ${percentile(this.latencies, 50).toFixed(2)} ms, p99 ${percentile(this.latencies, 99).toFixed(2)} ms, max ${Math.max(...this.latencies).toFixed(2)} ms, lost ${this.lost}`;
   }
+}
+
+export interface ProbeResult {
+  latencies: number[];
+  lost: number;
+  rcodes: Record<string, number>;
+}
+
+/**
+ * Runs probe.mjs in a process of its own for `durationMs`; resolves with what
+ * it measured. Call yieldCpu() after starting it (and the server): the
+ * abusers in this process then run at a lower priority than both, so the
+ * probe measures sinkhole and not a CPU fight with the abuse generator.
+ */
+export async function probeProcess(port: number, name: string, qtype: number, everyMs: number, durationMs: number): Promise<ProbeResult> {
+  const proc = spawn(process.execPath, [join(import.meta.dirname, 'probe.mjs'), String(port), name, String(qtype), String(everyMs), String(durationMs)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  await once(proc, 'close');
+  return JSON.parse(out) as ProbeResult;
+}
+
+export function describeProbe(r: ProbeResult): string {
+  return `${r.latencies.length} UDP queries: p50 ${percentile(r.latencies, 50).toFixed(2)} ms, p99 ${percentile(r.latencies, 99).toFixed(2)} ms, max ${Math.max(...r.latencies).toFixed(2)} ms, lost ${r.lost}`;
+}
+
+/**
+ * Lowers this process's priority (nice 10). Processes started before keep
+ * theirs, so on two cores sinkhole and the probe are not preempted by the
+ * process that generates the abuse. Call it once everything is spawned.
+ */
+export function yieldCpu(): void {
+  setPriority(10);
 }
