@@ -218,8 +218,8 @@ t.test('HTTP work is bounded: one /metrics render per second, a paged report, a 
     renders++;
     return render();
   };
-  const scrapes = await Promise.all(Array.from({ length: 40 }, () => get(h, '/metrics')));
-  t.ok(scrapes.every((s) => s.status === 200 && s.body.includes('sinkhole_queries_total')), '40 concurrent scrapes all answered');
+  const scrapes = await Promise.all(Array.from({ length: 15 }, () => get(h, '/metrics')));
+  t.ok(scrapes.every((s) => s.status === 200 && s.body.includes('sinkhole_queries_total')), '15 concurrent scrapes all answered');
   t.equal(renders, 1, 'with one render between them');
 
   // 2,500 clients in the report: a page is 100 by default, 1,000 at most.
@@ -240,8 +240,8 @@ t.test('HTTP work is bounded: one /metrics render per second, a paged report, a 
   const cli = await run([CLI, 'report', '--url', `http://127.0.0.1:${h.running.http!.port}`, '--json']);
   t.equal((JSON.parse(cli.stdout) as { clients: unknown[] }).clients.length, 2501, 'sinkhole report fetches every page');
 
-  // Past 100 requests a second, a flood gets a cheap 503 and a closed connection.
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 10 });
+  // Past 20 requests a second from one address, a flood gets a cheap 503, a second later.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 30 });
   t.teardown(() => agent.destroy());
   const status = (path: string): Promise<number> =>
     new Promise((resolve) => {
@@ -251,10 +251,12 @@ t.test('HTTP work is bounded: one /metrics render per second, a paged report, a 
       });
       req.on('error', () => resolve(0));
     });
-  const flood = await Promise.all(Array.from({ length: 300 }, () => status('/healthz')));
+  const started = Date.now();
+  const flood = await Promise.all(Array.from({ length: 60 }, () => status('/healthz')));
   const count = (code: number): number => flood.filter((c) => c === code).length;
-  t.ok(count(503) >= 100, `${count(503)} of 300 requests in a burst got 503`);
-  t.ok(count(200) >= 90, `and the budget was served (${count(200)})`);
+  t.ok(count(503) >= 30, `${count(503)} of 60 requests in a burst got 503`);
+  t.equal(count(200) + count(503), 60, `the others were served (${count(200)})`);
+  t.ok(Date.now() - started >= 900, 'the 503s came a second late: a looping client is slowed down');
   // More connections than the cap: the extra ones are closed at accept.
   const socks = await Promise.all(
     Array.from({ length: 100 }, () => new Promise<net.Socket>((resolve) => {
@@ -263,13 +265,13 @@ t.test('HTTP work is bounded: one /metrics render per second, a paged report, a 
     })),
   );
   t.teardown(() => socks.forEach((s) => s.destroy()));
-  // Wait until at least the 26 connections past 64 + the agent's 10 have been closed by the server.
+  // Wait until at least the 36 connections past 64 have been closed by the server.
   await new Promise<void>((resolve) => {
     let closed = 0;
-    for (const s of socks) s.on('close', () => ++closed === 26 && resolve());
+    for (const s of socks) s.on('close', () => ++closed === 36 && resolve());
   });
   const open = socks.filter((s) => !s.destroyed && s.readyState === 'open').length;
-  t.ok(open <= 64 + 10, `at most 64 connections kept (${open} of 100 still open, the agent's included)`);
+  t.ok(open <= 64, `at most 64 connections kept (${open} of 100 still open, besides the agent's)`);
 });
 
 t.test('log targets that fail recover by themselves; lines lost are counted; a failing audit trail is loud', async (t) => {

@@ -4,8 +4,10 @@
 // of every route (issue 8: 400 keep-alive clients looping on /metrics pushed
 // DNS p50 to 2.3 s, and a flood of 5 MB reports lost all DNS for 10 s):
 // - connections: at most MAX_CONNECTIONS; more are closed at accept;
-// - requests: at most MAX_REQUESTS_PER_SECOND across all clients, and
-//   MAX_IN_FLIGHT at once; past either, a 503 and the connection closed;
+// - requests: at most MAX_REQUESTS_PER_CLIENT a second from one address and
+//   MAX_REQUESTS_PER_SECOND from all, MAX_IN_FLIGHT at once; a request over
+//   budget gets its 503 only after REFUSE_AFTER_MS, so a client looping on
+//   a connection asks once a second instead of thousands of times;
 // - idle and slow clients: short keep-alive, header and request timeouts;
 // - /metrics renders at most once per metricsMaxAgeMs, whoever asks;
 // - JSON routes page their answers (the compliance report: querylog/report.ts).
@@ -22,6 +24,12 @@ export const MAX_CONNECTIONS = 64;
 export const MAX_IN_FLIGHT = 32;
 /** Requests per second across all clients: Prometheus scrapes every few seconds. */
 export const MAX_REQUESTS_PER_SECOND = 100;
+/** Requests per second from one client address (a burst of this many is fine: `sinkhole report` pages). */
+export const MAX_REQUESTS_PER_CLIENT = 20;
+/** How long a request over budget waits for its 503. */
+export const REFUSE_AFTER_MS = 1000;
+/** Client addresses with a budget of their own; past this the table starts afresh (bounded memory). */
+const MAX_TRACKED_CLIENTS = 4096;
 const KEEP_ALIVE_MS = 5000;
 const HEADERS_TIMEOUT_MS = 5000;
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -72,20 +80,33 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
     }
     return rendered.body;
   };
-  const limit = new RateLimit(MAX_REQUESTS_PER_SECOND);
+  const everyone = new RateLimit(MAX_REQUESTS_PER_SECOND);
+  const perClient = new Map<string, RateLimit>();
+  const withinBudget = (address: string): boolean => {
+    let mine = perClient.get(address);
+    if (!mine) {
+      if (perClient.size >= MAX_TRACKED_CLIENTS) perClient.clear();
+      perClient.set(address, (mine = new RateLimit(MAX_REQUESTS_PER_CLIENT)));
+    }
+    return mine.take() && everyone.take();
+  };
   let inFlight = 0;
 
   const server = http.createServer((req, res) => {
-    inFlight++;
-    res.once('close', () => inFlight--);
     const reply = (status: number, type: string, body: string | Buffer, headers: Record<string, string> = {}): void => {
+      if (res.destroyed) return;
       res.writeHead(status, { 'Content-Type': type, 'Cache-Control': 'no-store', ...headers });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
-    // The bounds come before any route: what is over them costs a few bytes and a closed connection.
-    if (inFlight > MAX_IN_FLIGHT || !limit.take()) {
-      return reply(503, 'text/plain', 'busy; try again shortly\n', { 'Retry-After': '1', Connection: 'close' });
+    // The bounds come before any route. What is over them waits, then gets a few bytes: one
+    // timer, no work, and a client that loops on its connection is slowed to one request a second.
+    if (inFlight >= MAX_IN_FLIGHT || !withinBudget(req.socket.remoteAddress ?? '')) {
+      const timer = setTimeout(() => reply(503, 'text/plain', 'busy; try again shortly\n', { 'Retry-After': '1' }), REFUSE_AFTER_MS);
+      res.once('close', () => clearTimeout(timer));
+      return;
     }
+    inFlight++;
+    res.once('close', () => inFlight--);
     const url = new URL(req.url ?? '/', 'http://sinkhole');
     const path = url.pathname;
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'text/plain', 'method not allowed\n');

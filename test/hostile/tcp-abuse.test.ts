@@ -56,6 +56,9 @@ t.test('TCP abuse: over the cap, reconnect loops, slow drip, slowloris, lying pr
     return s;
   };
   const until = Date.now() + DURATION_MS;
+  // The same probe with nothing else going on first: what this machine gives without abuse.
+  const quiet = await probeProcess(child.port, 'probe.example.test', T.A, 5, 1500);
+  t.comment(`TCP abuse, UDP probe before the abuse: ${describeProbe(quiet)}`);
   const probe = probeProcess(child.port, 'probe.example.test', T.A, 5, DURATION_MS);
   yieldCpu();
   const query = (name: string): Buffer => frame(buildQuery(name, T.A, { id: rnd.int(65536) }));
