@@ -8,6 +8,7 @@ import { normalizeAddress } from '../src/policy/cidr.js';
 import { FakeClock, startSinkhole } from './helpers/sinkhole.js';
 import { buildQuery, decode, exchange, optOf, rcodeOf, TcpClient, udpExchange } from './helpers/dns.js';
 import { TcpListener } from '../src/transport/tcp.js';
+import { UdpListener } from '../src/transport/udp.js';
 import { FrameReader } from '../src/dns/framing.js';
 import { errorReply } from '../src/dns/reply.js';
 import { silentLogger } from '../src/log.js';
@@ -546,4 +547,14 @@ t.test('TCP framing: a read holding thousands of pipelined frames is framed in l
   t.equal(ids, Array.from({ length: 20_000 }, (_, i) => i & 0xffff).reduce((a, b) => a + b, 0), 'each one whole and in order');
   t.equal(reader.buffered, 0, 'nothing left over');
   t.ok(ms < 200, `in ${ms.toFixed(1)} ms (copying the rest after every frame took seconds)`);
+});
+
+t.test('a UDP listener started again after close (the bind retry when TCP finds its port taken) answers', async (t) => {
+  const handler = (q: Query): Outcome => ({ wire: errorReply(q, 3), result: 'blocked' });
+  const u = new UdpListener({ host: '127.0.0.1', port: 0 }, handler, silentLogger);
+  await u.start();
+  await u.close();
+  const { port } = await u.start();
+  t.teardown(() => u.close());
+  t.equal(rcodeOf(await udpExchange(port, buildQuery('again.example.test', T.A), 2000)), 3, 'answered after the restart');
 });

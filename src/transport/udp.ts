@@ -34,6 +34,8 @@ export class UdpListener {
   ) {}
 
   async start(port = this.endpoint.port): Promise<AddressInfo> {
+    // app.ts's bindPair closes and starts a listener again when TCP finds the UDP port taken.
+    this.closing = false;
     const sock = dgram.createSocket({ type: isIPv6(this.endpoint.host) ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
     await new Promise<void>((resolve, reject) => {
       sock.once('error', reject);
