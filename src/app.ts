@@ -150,7 +150,7 @@ export async function start(opts: StartOptions): Promise<Running> {
             const f = auditLog.health.failure;
             return f ? [`audit log failing: ${f.code} since ${new Date(f.since).toISOString()} (${f.target}); ${auditLog.health.dropped} lines dropped`] : [];
           },
-          json: { '/api/blocked-clients': (params) => report.snapshot(pageParams(params)) },
+          json: { '/api/blocked-clients': (params) => report.pageJson(pageParams(params)) },
           metricsMaxAgeMs: opts.metricsMaxAgeMs,
         },
         log,

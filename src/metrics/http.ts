@@ -40,8 +40,8 @@ export interface HttpRoutes {
   ready: () => boolean;
   /** Lines added to the /readyz body: what is degraded while still serving (a failing audit trail). */
   readyNotes?: () => string[];
-  /** Extra JSON endpoints, e.g. /api/blocked-clients; they get the query string. */
-  json?: Record<string, (params: URLSearchParams) => unknown>;
+  /** Extra JSON endpoints, e.g. /api/blocked-clients: given the query string, they return the JSON text (render it once, serve it often). */
+  json?: Record<string, (params: URLSearchParams) => string>;
   /** How long a rendered /metrics text is served again (default 1 s; 0 renders every time). */
   metricsMaxAgeMs?: number;
 }
@@ -128,7 +128,7 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
     const json = routes.json?.[path];
     if (json) {
       try {
-        return reply(200, 'application/json', JSON.stringify(json(url.searchParams)) + '\n');
+        return reply(200, 'application/json', `${json(url.searchParams)}\n`);
       } catch (e) {
         // A bad query parameter: the handler says what it expected.
         return reply(400, 'text/plain', `${(e as Error).message}\n`);

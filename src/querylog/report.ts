@@ -26,7 +26,7 @@ export class ComplianceReport implements Observer {
   private readonly clients = new Map<string, ClientRecord>();
   private settings!: Config['report'];
   /** The clients, most active first, as of `at` (clock time); rebuilt at most once per RANKING_MAX_AGE_MS. */
-  private ranking: { at: number; rows: [string, ClientRecord][] } | undefined;
+  private ranking: Ranking | undefined;
 
   constructor(settings: Config['report'], private readonly now: () => number) {
     this.configure(settings);
@@ -76,24 +76,51 @@ export class ComplianceReport implements Observer {
    * 5 MB, and a flood of them took the process to 1.4 GB.
    */
   snapshot(page: { offset?: number; limit?: number } = {}): ReportPage {
+    return this.cut(this.rank(), page.offset ?? 0, Math.min(page.limit ?? DEFAULT_PAGE, MAX_PAGE));
+  }
+
+  /**
+   * The same page as JSON text, rendered once per ranking: a flood of
+   * requests for one page costs one render a second, as /metrics does. (A
+   * ranking keeps at most a second's worth of pages: HTTP allows 100 requests a second.)
+   */
+  pageJson(page: { offset: number; limit: number }): string {
+    const ranking = this.rank();
+    const key = `${page.offset}|${page.limit}`;
+    let json = ranking.pages.get(key);
+    if (json === undefined) ranking.pages.set(key, (json = JSON.stringify(this.cut(ranking, page.offset, Math.min(page.limit, MAX_PAGE)))));
+    return json;
+  }
+
+  private rank(): Ranking {
     const now = this.now();
     if (!this.ranking || now - this.ranking.at >= RANKING_MAX_AGE_MS || now < this.ranking.at) {
       this.expire(now);
       const rows = [...this.clients];
       rows.sort((a, b) => b[1].count - a[1].count);
-      this.ranking = { at: now, rows };
+      this.ranking = { at: now, rows, pages: new Map() };
     }
-    const offset = page.offset ?? 0;
-    const limit = Math.min(page.limit ?? DEFAULT_PAGE, MAX_PAGE);
-    const clients = this.ranking.rows.slice(offset, offset + limit).map(([client, r]) => ({
+    return this.ranking;
+  }
+
+  private cut(ranking: Ranking, offset: number, limit: number): ReportPage {
+    const clients = ranking.rows.slice(offset, offset + limit).map(([client, r]) => ({
       client,
       blocked: r.count,
       firstSeen: new Date(r.first).toISOString(),
       lastSeen: new Date(r.last).toISOString(),
       topLists: [...r.lists].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([list, count]) => ({ list, count })),
     }));
-    return { windowSeconds: this.settings.windowMs / 1000, total: this.ranking.rows.length, offset, limit, clients };
+    return { windowSeconds: this.settings.windowMs / 1000, total: ranking.rows.length, offset, limit, clients };
   }
+}
+
+interface Ranking {
+  /** Clock time it was built. */
+  at: number;
+  rows: [string, ClientRecord][];
+  /** Pages already rendered from it, by "offset|limit". */
+  pages: Map<string, string>;
 }
 
 /** Rows in one page of the report unless ?limit= says otherwise, and the most it may say. */
