@@ -28,13 +28,24 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY bin ./bin
 COPY blocklists ./blocklists
-COPY exceptions.yaml ./exceptions.yaml
 COPY sinkhole.docker.yaml ./sinkhole.yaml
+# state.dir (the last good policy, and the compliance report across restarts) must be writable by the service
+# user; the volume keeps it across container re-creation: -v sinkhole-state:/app/.sinkhole-state
+RUN mkdir -p /app/.sinkhole-state && chown node:node /app/.sinkhole-state
+VOLUME /app/.sinkhole-state
+# Exceptions are not baked in: they are approved, changed and revoked while sinkhole runs. The
+# image holds an empty record set, so it starts without a mount; mount a folder over it
+# (-v /srv/sinkhole/exceptions:/app/exceptions) to manage the real ones.
+RUN mkdir -p /app/exceptions \
+ && printf '# Mount a folder over /app/exceptions with your exceptions.yaml (README "Operations").\nexceptions: []\n' > /app/exceptions/exceptions.yaml \
+ && chown -R node:node /app/exceptions
+VOLUME ["/app/exceptions"]
 USER node
-EXPOSE 53/udp 53/tcp 9153
-# /healthz answers 200 while the process serves; node's fetch avoids installing curl.
-HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:9153/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+# 9153 (HTTP) listens on the container's loopback only (sinkhole.docker.yaml): it is not exposed.
+EXPOSE 53/udp 53/tcp
+# Asks /healthz wherever listen.http says, so a mounted config that moves it keeps the check true.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["bin/sinkhole", "health", "--config", "sinkhole.yaml"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["bin/sinkhole"]
 CMD ["serve", "--config", "sinkhole.yaml"]

@@ -4,6 +4,7 @@
 #   bash bench/run.sh                      # full run: about 8 min with the kit's defaults
 #   DUR=3 REPS=1 LATENCY=0 bash bench/run.sh   # smoke run, about 2 min
 #   METRICS_OFF=1 bash bench/run.sh        # also measure what the metrics stage costs
+#   IDENTITY_LEASES=50000 bash bench/run.sh # also measure the identity stage with a 50k-lease file
 #
 # It reuses the peer kit in <repo>/../shared/bench (see its README.md and BASELINE.md) instead
 # of copying it, so sinkhole is measured with exactly the workloads, pinning, nice level and
@@ -25,11 +26,17 @@
 #   DUR, REPS, LATENCY, LAT_QPS, CLIENTS, OUTSTANDING, NICE, QUIET, QDIR  passed to suite.sh; unset =
 #                       the kit's defaults (DUR=10 REPS=2 LATENCY=1 LAT_QPS=10000 CLIENTS=20 OUTSTANDING=200)
 #   METRICS_OFF=1       also run sinkhole-nometrics (default 0)
+#   IDENTITY_LEASES=N   also run "sinkhole-identity" (blocked, cached): a generated Kea memfile of N leases
+#                       (the benchmark client 127.0.0.1 among them), watched as identity.leases, and an
+#                       exception by MAC for another device, so every blocked query looks its device up
+#                       and the report resolves it; compare with the plain sinkhole rows (default 0 = off)
 #   PEERS="dnsmasq unbound1"   which peers to start and measure (default both; PEERS=none: sinkhole only)
 #   WORKLOADS="blocked cached uncached"   the suite's workloads (sinkhole-nometrics: blocked/cached of these)
 #   SH_ADDR=127.0.0.1 SH_PORT=5320 SH_HTTP_PORT=9320   sinkhole's listen addresses (loopback only)
 #   PORT_REUSE=1                                     upstreams.sourcePortReuse (1 = a fresh source port per query)
 #   OUTDIR=bench/results/<UTC time>   where results.tsv, logs/, sinkhole logs and summary.md go
+#   WORKERS=1          sinkhole's `workers` (query threads); PIN_SERVER=1 the cores it may use (taskset -c)
+#   QUERY_LOG=none     sinkhole's log.queries (none | blocked | all), to measure what the query log costs
 #   NODES="label=/path/to/node ..."  run the sinkhole suite once per runtime (e.g. to compare Node
 #                       lines); default: the project's own runtime, node_modules/.bin/node
 #   KIT=<repo>/../shared/bench   the peer kit
@@ -42,8 +49,9 @@ KIT=${KIT:-$ROOT/../shared/bench}
 KIT=$(cd "$KIT" && pwd)
 
 SH_ADDR=${SH_ADDR:-127.0.0.1}; SH_PORT=${SH_PORT:-5320}; SH_HTTP_PORT=${SH_HTTP_PORT:-9320}
+WORKERS=${WORKERS:-1}; PIN_SERVER=${PIN_SERVER:-1}
 UPSTREAM_ADDR=127.0.0.2; UPSTREAM_PORT=5300          # fixed by the kit (conf/nsd.conf.in)
-METRICS_OFF=${METRICS_OFF:-0}; PEERS=${PEERS:-dnsmasq unbound1}; [ "$PEERS" = none ] && PEERS=""
+METRICS_OFF=${METRICS_OFF:-0}; IDENTITY_LEASES=${IDENTITY_LEASES:-0}; PEERS=${PEERS:-dnsmasq unbound1}; [ "$PEERS" = none ] && PEERS=""
 WORKLOADS=${WORKLOADS:-blocked cached uncached}
 export HOST=${HOST:-127.0.0.1}                        # dnsperf/dig target, for suite.sh
 
@@ -144,14 +152,16 @@ blocking:
   lists: { bench: [$WORK/blocklist.txt] }
   enforce: [bench]
   response: null-ip
-log: { queries: none }
+log: { queries: ${QUERY_LOG:-none}, file: "$WORK/queries.jsonl" }
+workers: $WORKERS
 EOF
 
+SH_CONFIG=$WORK/sinkhole.yaml
 start_sinkhole() { # log-name [env...]
   local name=$1; shift
-  env ${NODE_BIN:+SINKHOLE_NODE=$NODE_BIN} "$@" taskset -c 1 "$ROOT/bin/sinkhole" serve --config "$WORK/sinkhole.yaml" > "$WORK/$name.log" 2>&1 &
+  env ${NODE_BIN:+SINKHOLE_NODE=$NODE_BIN} "$@" taskset -c "$PIN_SERVER" "$ROOT/bin/sinkhole" serve --config "$SH_CONFIG" > "$WORK/$name.log" 2>&1 &
   SH_PID=$!
-  echo "started $name pid $SH_PID (taskset -c 1${*:+, $*})"
+  echo "started $name pid $SH_PID (taskset -c $PIN_SERVER, workers $WORKERS${*:+, $*})"
   local i
   for i in $(seq 1 100); do
     kill -0 "$SH_PID" 2>/dev/null || { echo "sinkhole exited during start-up:" >&2; cat "$WORK/$name.log" >&2; SH_PID=""; exit 1; }
@@ -220,6 +230,31 @@ if [ "$METRICS_OFF" = 1 ]; then
   nm=$(for w in $WORKLOADS; do case $w in blocked|cached) echo "$w";; esac; done | xargs)
   if [ -n "$nm" ]; then suite "$SH_PORT" sinkhole-nometrics "$SH_PID" "$nm"
   else echo "note: METRICS_OFF=1 needs workload blocked or cached; skipped"; fi
+fi
+
+if [ "$IDENTITY_LEASES" -gt 0 ] 2>/dev/null; then
+  stop_sinkhole
+  # A Kea memfile of IDENTITY_LEASES leases: the benchmark client first, then 10.x.y.z addresses.
+  python3 - "$IDENTITY_LEASES" > "$WORK/leases.csv" <<'PY'
+import sys, time
+n, now = int(sys.argv[1]), int(time.time())
+print("address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id")
+print(f"127.0.0.1,02:00:00:00:ff:01,,86400,{now + 86400},1,0,0,bench-client,0,,0")
+for i in range(n - 1):
+    print(f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255},02:01:{(i >> 24) & 255:02x}:{(i >> 16) & 255:02x}:{(i >> 8) & 255:02x}:{i & 255:02x},,86400,{now + 86400},1,0,0,host-{i},0,,0")
+PY
+  SH_CONFIG=$WORK/sinkhole-identity.yaml
+  { cat "$WORK/sinkhole.yaml"; cat <<EOF; } > "$SH_CONFIG"
+identity: { leases: [{ format: kea-csv, file: $WORK/leases.csv }] }
+state: { dir: $WORK/state }
+exceptions:
+  - { id: BENCH-MAC, clients: ["mac:02:00:00:00:ff:02"], allow: [bench], reason: bench, approvedBy: bench, expires: 2999-01-01 }
+EOF
+  start_sinkhole sinkhole-identity
+  idw=$(for w in $WORKLOADS; do case $w in blocked|cached) echo "$w";; esac; done | xargs)
+  if [ -n "$idw" ]; then suite "$SH_PORT" sinkhole-identity "$SH_PID" "$idw"
+  else echo "note: IDENTITY_LEASES needs workload blocked or cached; skipped"; fi
+  SH_CONFIG=$WORK/sinkhole.yaml
 fi
 stop_sinkhole
 

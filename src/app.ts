@@ -1,19 +1,30 @@
-// The composition root: builds the policy, the stage chain and the listeners.
-// The chain is assembled here, in ONE list, with the reason each stage sits
-// where it does (as Blocky and CoreDNS's plugin.cfg do). Order matters.
+// The composition root. Two parts, one per kind of thread:
+// - DataPlane: one query path (listeners, the stage chain, cache, upstreams,
+//   query and audit logs). The main thread runs one; with `workers: N`, N−1
+//   worker threads run one each (dataPlaneThread.ts), all bound to the same
+//   addresses with SO_REUSEPORT so the kernel spreads the queries.
+// - start(): what must be ONE across the threads: the policy and its reload,
+//   the compliance report, /metrics (summing every thread's counts), HTTP.
+// The stage chain is assembled in ONE list, in DataPlane, with the reason each
+// stage sits where it does (as Blocky and CoreDNS's plugin.cfg do). Order matters.
 import type { AddressInfo } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
-import { ReplyCache } from './cache/replyCache.js';
+import { ReplyCache, type CacheLimits } from './cache/replyCache.js';
 import { systemClock, type Clock } from './clock.js';
-import { SinkholeError } from './errors.js';
+import type { Endpoint } from './config/config.js';
+import { SinkholeError, formatProblem } from './errors.js';
 import { streamLogger, type Logger } from './log.js';
 import { startHttp } from './metrics/http.js';
+import { LoopDelay } from './metrics/loopDelay.js';
 import { createRegistry } from './metrics/registry.js';
 import { Stats } from './metrics/stats.js';
-import { buildGeneration, type Generation } from './policy/generation.js';
+import { hydrate, type Generation } from './policy/generation.js';
 import { PolicyHolder } from './policy/holder.js';
 import { Reloader } from './policy/reloader.js';
-import { isActive } from './policy/exceptions.js';
+import { stateOf } from './policy/exceptions.js';
+import { diffExceptions, loadedEvents, type ExceptionEvent, type ExceptionEventKind } from './policy/exceptionEvents.js';
+import { exceptionWarnings } from './policy/warnings.js';
+import { ExceptionAudit } from './querylog/exceptionAudit.js';
 import { compose, type Handler, type Stage } from './pipeline/types.js';
 import { BlocklistStage } from './stages/blocklist.js';
 import { CacheStage } from './stages/cache.js';
@@ -21,15 +32,37 @@ import { forwardHandler } from './stages/forward.js';
 import { MetricsStage, type Observer } from './stages/metrics.js';
 import { RecoverStage } from './stages/recover.js';
 import { ValidateStage } from './stages/validate.js';
-import { LocalAnswersStage, anyAnswerer, chaosAnswerer } from './stages/localAnswers.js';
-import { TcpListener } from './transport/tcp.js';
+import { TcpListener, type TcpLimits } from './transport/tcp.js';
 import { UdpListener } from './transport/udp.js';
 import { Forwarder } from './upstream/forwarder.js';
 import { VERSION } from './version.js';
 import type { Registry } from 'prom-client';
 import { QueryLog } from './querylog/queryLog.js';
 import { AuditLog } from './querylog/auditLog.js';
-import { ComplianceReport, pageParams } from './querylog/report.js';
+import { ComplianceReport, type ReportSnapshot } from './querylog/report.js';
+// Identity and the shared report (issue 11).
+import { hostname } from 'node:os';
+import { IdentityHolder, IdentitySources } from './identity/sources.js';
+import type { IdentityTable } from './identity/table.js';
+import { RelayStage } from './stages/relay.js';
+import { ReportStateFile } from './querylog/reportState.js';
+import { PostgresStore } from './querylog/reportPostgres.js';
+import { renderPage, type PageData } from './metrics/page.js';
+import { readHttpToken } from './metrics/token.js';
+import { WorkerPool } from './workers.js';
+import { DdrAnswerer, type DdrEndpoint } from './stages/ddr.js';
+import { LocalAnswersStage } from './stages/localAnswers.js';
+// Hostile input (issue 8): ANY and CHAOS answered locally, the report served a page at a time.
+import { anyAnswerer } from './stages/anyAnswer.js';
+import { chaosAnswerer } from './stages/chaos.js';
+import { ReportPages } from './querylog/reportPages.js';
+import type { LogHealth } from './querylog/lineWriter.js';
+import { dotServer } from './transport/dot.js';
+import { DOH_PATH, DohListener } from './transport/doh.js';
+import { Certificate } from './transport/tlsFiles.js';
+import { RateLimitStage } from './stages/rateLimit.js';
+import { PolicyStateStore } from './state/snapshot.js';
+import { startingPolicy } from './state/lastGood.js';
 
 export interface StartOptions {
   configFile: string;
@@ -37,106 +70,397 @@ export interface StartOptions {
   clock?: Clock;
   /** Watch config, list and exception files (default true). */
   watch?: boolean;
-  /** How long a rendered /metrics text is served again (default 1 s; tests that read counters right after a query use 0). */
-  metricsMaxAgeMs?: number;
+  /**
+   * How long HTTP serves a rendered /metrics text and a read of the report again (default 1 s:
+   * a flood costs one render a second). Tests that read counters right after a query use 0.
+   */
+  httpCacheMs?: number;
 }
 
 export interface Running {
   dns: { udp: AddressInfo; tcp: AddressInfo }[];
+  /** DNS over TLS and over HTTPS listeners (listen.dot, listen.doh), as bound. */
+  dot: AddressInfo[];
+  doh: AddressInfo[];
   http?: AddressInfo;
   policy: PolicyHolder;
+  /** The main thread's counts (and the reload counters); /metrics sums every thread's. */
   stats: Stats;
   registry: Registry;
   reloader: Reloader;
   report: ComplianceReport;
+  /** Writes the exception records' history (grant, renew, revoke, lapse...) to the audit trail. */
+  exceptionAudit: ExceptionAudit;
+  /** The report as /api/blocked-clients serves it: from PostgreSQL when that is the store and it answers. */
+  readReport(): Promise<ReportSnapshot>;
+  identity: IdentitySources;
+  /** The PostgreSQL report store, when report.store names one. */
+  reportStore?: PostgresStore;
+  /** Writes the report's state file now (tests; also done every few seconds and at close). */
+  saveState(): Promise<void>;
   cache: () => ReplyCache;
+  forwarder: () => Forwarder;
+  /** The worker query threads (workers: N > 1), else undefined. */
+  workers: WorkerPool | undefined;
+  /** Snapshots of the last good policy (tests await state.idle()). */
+  state: PolicyStateStore;
   /** The composed pipeline, as the listeners call it (for in-process benchmarks). */
   handler: Handler;
   /** Reopens the query and audit log files (after logrotate moved them). */
   reopenLogs(): Promise<void>;
+  /** Re-reads listen.tls (SIGHUP); undefined when applied or there is none, else why it was refused. */
+  reloadTls(): string | undefined;
   /** Stops taking queries, answers those in flight (bounded by the upstream timeout), and closes. */
   close(): Promise<void>;
+}
+
+/** What one query thread serves, and the counts a scrape needs from it. */
+export interface PlaneGauges {
+  cacheEntries: number;
+  tcpConnections: number;
+  dotConnections: number;
+  dohConnections: number;
+  sourcePorts: number;
+  rateLimitBuckets: number;
+  queries: number;
+  loopDelay: number[];
+  /** Idle TCP connections closed to make room, and connections refused (issue 8). */
+  tcpEvictions: number;
+  tcpRefused: number;
+  /** The query log's and the audit trail's lost lines and failure, as this thread writes them. */
+  logs: LogHealth[];
+}
+
+/**
+ * One query path. The policy holder is the thread's own: the main thread's reloader swaps it, and
+ * a worker thread's when the main thread hands it a new generation.
+ */
+export class DataPlane {
+  readonly stats = new Stats();
+  readonly handler: Handler;
+  // Upstreams and the cache outlive list and exception reloads (health and
+  // cached answers are kept); they are rebuilt only when their settings change.
+  forwarder: Forwarder;
+  cache: ReplyCache;
+  private readonly queryLog: QueryLog;
+  /** The exceptions audit trail: each use here, and on the main thread the records' history (ExceptionAudit). */
+  readonly auditLog: AuditLog;
+  private readonly udp: UdpListener[] = [];
+  private readonly tcp: TcpListener[] = [];
+  private readonly dotListeners: TcpListener[] = [];
+  private readonly dohListeners: DohListener[] = [];
+  /** DDR learns its endpoints once the DoT/DoH listeners are bound. */
+  private readonly ddr = new DdrAnswerer();
+  private certificate: Certificate | undefined;
+  private encrypted: { dot: AddressInfo[]; doh: AddressInfo[] } = { dot: [], doh: [] };
+  private readonly loopDelay = new LoopDelay();
+  private readonly rateLimit: RateLimitStage;
+
+  constructor(
+    readonly policy: PolicyHolder,
+    /** Address → device, from the lease files (built on the main thread, handed to the others). */
+    readonly identity: IdentityHolder,
+    private readonly log: Logger,
+    private readonly clock: Clock,
+    /** The compliance report, or a batcher that hands blocked queries to the thread that keeps it. */
+    report: Observer,
+  ) {
+    const config = policy.current.config;
+    const stats = this.stats;
+    this.forwarder = new Forwarder(config.upstreams, stats, log);
+    this.cache = new ReplyCache(cacheLimits(config), () => clock.now());
+    this.queryLog = new QueryLog(config.log, log);
+    this.auditLog = new AuditLog(config.log.audit, log);
+    const observers: Observer[] = [this.queryLog, this.auditLog, report];
+
+    // Benchmark-only switch: bench/run.sh measures what stage 2 costs by turning it off.
+    // Not a config key, because a production resolver must always count.
+    const measure = process.env.SINKHOLE_BENCH_NO_METRICS !== '1';
+    // Buckets are per query thread: with N threads and SO_REUSEPORT, one client's queries can spread over
+    // several, so its effective limit can reach N × qps (README "Every core").
+    this.rateLimit = new RateLimitStage(policy, stats, clock, log);
+    const config_ = (): Generation['config'] => policy.current.config;
+    const blocklist = new BlocklistStage(policy, clock, identity);
+    const stages: Stage[] = [
+      // 1. Anything below may throw: SERVFAIL and a counter, never a dead socket loop.
+      new RecoverStage(stats, log),
+      // 2. Sees every outcome, blocked and cached included, for metrics and the logs.
+      ...(measure ? [new MetricsStage(stats, observers)] : []),
+      // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
+      new ValidateStage(policy),
+      // 3a. Answered by sinkhole itself (DDR's _dns.resolver.arpa): never forwarded, cached or blocked.
+      new LocalAnswersStage([
+        // DDR's _dns.resolver.arpa (RFC 9462).
+        this.ddr,
+        // CHAOS version.bind & co. are about this server, in any qtype, ANY included (issue 8).
+        chaosAnswerer(policy),
+        // RFC 8482 ANY: HINFO, after the blocklist's own check of the name, so a blocked name still gets the sinkhole.
+        anyAnswerer((q) => blocklist.blockedOutcome(q)),
+      ]),
+      // 3b. Per-client token bucket (clients.rateLimit; a no-op without it). Right after validate: it is
+      //     cheap, so a flooding client is turned away before it costs policy, cache or upstream work, and
+      //     before local answers a flood could otherwise use; after validate so that a client outside
+      //     allowFrom never gets a bucket. It never changes a blocked or excepted decision: it only
+      //     decides whether a query is answered at all.
+      this.rateLimit,
+      // 4a. ECS/MAC EDNS options: believed from clients.trustedRelays, stripped from every query
+      //     before it can reach the cache or an upstream. Before policy, which needs the real client.
+      new RelayStage(policy, stats),
+      // 4+5. Client policy (with the device identity) and blocklist. Above the cache, so policy
+      //      applies to cached answers and the cache stays client-independent.
+      blocklist,
+      // 6. Upstream answers only; identical queries in flight are coalesced. Serve-stale and prefetch
+      //    live here, below the blocklist, so a stale answer is judged by the policy like any other.
+      new CacheStage(() => this.cache, stats, config_, clock),
+    ];
+    // 7. Terminal: the upstream exchange.
+    // TTLs are capped on the way out (cache.maxTtl), fresh answers as well as cached ones.
+    this.handler = compose(stages, forwardHandler(() => this.forwarder, () => cacheLimits(config_())));
+  }
+
+  /**
+   * Binds UDP and TCP on every address. `reusePort` when several threads share them; a worker
+   * thread is given the ports the main thread bound (which may have been chosen by the kernel).
+   */
+  async listen(endpoints: readonly Endpoint[], reusePort: boolean): Promise<{ udp: AddressInfo; tcp: AddressInfo }[]> {
+    const listen = this.policy.current.config.listen;
+    const allowed = (client: string): boolean => this.policy.current.clients.view(client).allowed;
+    const out: { udp: AddressInfo; tcp: AddressInfo }[] = [];
+    for (const ep of endpoints) {
+      const t = new TcpListener(ep, this.handler, tcpLimits(listen), this.log, allowed);
+      this.tcp.push(t);
+      const bound = await bindPair(ep, () => new UdpListener(ep, this.handler, this.log), t, reusePort);
+      this.udp.push(bound.udp);
+      out.push(bound.addresses);
+    }
+    return out;
+  }
+
+  /**
+   * DNS over TLS and HTTPS for clients (listen.dot, listen.doh): the same handler and the same limits
+   * as TCP. A worker thread is given the ports the main thread bound.
+   */
+  async listenEncrypted(dot: readonly Endpoint[], doh: readonly Endpoint[], reusePort: boolean): Promise<{ dot: AddressInfo[]; doh: AddressInfo[] }> {
+    const { tls: tlsPaths, tcpIdleTimeoutMs: idle, tcpMaxConnections: maxConns } = this.policy.current.config.listen;
+    if (!tlsPaths || (!dot.length && !doh.length)) return this.encrypted;
+    try {
+      this.certificate = Certificate.load(tlsPaths);
+    } catch (e) {
+      throw new SinkholeError('SH_LISTEN', `cannot load listen.tls: ${(e as Error).message}`);
+    }
+    const allowed = (client: string): boolean => this.policy.current.clients.view(client).allowed;
+    for (const ep of dot) {
+      const l = new TcpListener(ep, this.handler, tcpLimits(this.policy.current.config.listen), this.log, allowed, dotServer(this.certificate, maxConns, idle));
+      this.dotListeners.push(l);
+      this.encrypted.dot.push(await l.start(ep.port, reusePort).catch((e: unknown) => Promise.reject(listenError('TLS', ep, e))));
+    }
+    for (const ep of doh) {
+      const l = new DohListener(ep, this.handler, this.certificate, { idleTimeoutMs: idle, maxConnections: maxConns }, this.log, allowed);
+      this.dohListeners.push(l);
+      this.encrypted.doh.push(await l.start(ep.port, reusePort).catch((e: unknown) => Promise.reject(listenError('HTTPS', ep, e))));
+    }
+    this.configureDdr();
+    return this.encrypted;
+  }
+
+  /** Re-reads listen.tls (SIGHUP); undefined when applied or there is none, else why it was refused. */
+  reloadTls(): string | undefined {
+    if (!this.certificate) return undefined;
+    const problem = this.certificate.reload();
+    if (problem) this.log.warn('SH_TLS_CERT', 'listen.tls not reloaded; the certificate in use stays', { error: problem });
+    else this.configureDdr();
+    return problem;
+  }
+
+  /** DDR's SVCB records (RFC 9462): the bound DoT/DoH endpoints, under the certificate's first DNS name. */
+  private configureDdr(): void {
+    const endpoints: DdrEndpoint[] = [
+      ...this.encrypted.dot.map((a) => ({ alpn: 'dot' as const, host: a.address, port: a.port })),
+      ...this.encrypted.doh.map((a) => ({ alpn: 'h2' as const, host: a.address, port: a.port })),
+    ];
+    this.ddr.configure(this.certificate?.current.names[0], endpoints, DOH_PATH);
+  }
+
+  /** The certificate's names (for the log), when listen.tls is loaded. */
+  get certificateNames(): readonly string[] {
+    return this.certificate?.current.names ?? [];
+  }
+
+  /** A new generation is in force: rebuild what its settings changed. */
+  swap(next: Generation, previous: Generation): void {
+    if (!isDeepStrictEqual(next.config.upstreams, previous.config.upstreams)) {
+      const old = this.forwarder;
+      this.forwarder = new Forwarder(next.config.upstreams, this.stats, this.log);
+      old.close(); // its sockets and TLS connections close once the queries still on them are answered
+    }
+    if (!isDeepStrictEqual(cacheLimits(next.config), cacheLimits(previous.config))) this.cache = new ReplyCache(cacheLimits(next.config), () => this.clock.now());
+    this.queryLog.configure(next.config.log);
+    this.auditLog.configure(next.config.log.audit);
+  }
+
+  gauges(): PlaneGauges {
+    return {
+      cacheEntries: this.cache.size,
+      tcpConnections: this.tcp.reduce((n, l) => n + l.connections, 0),
+      dotConnections: this.dotListeners.reduce((n, l) => n + l.connections, 0),
+      dohConnections: this.dohListeners.reduce((n, l) => n + l.connections, 0),
+      sourcePorts: this.forwarder.sourcePortsOpen,
+      rateLimitBuckets: this.rateLimit.buckets,
+      queries: this.stats.queries.reduce((a, b) => a + b, 0),
+      loopDelay: this.loopDelay.seconds(),
+      tcpEvictions: [...this.tcp, ...this.dotListeners].reduce((n, l) => n + l.evictions, 0),
+      tcpRefused: [...this.tcp, ...this.dotListeners].reduce((n, l) => n + l.refused, 0),
+      logs: [this.queryLog.health, this.auditLog.health],
+    };
+  }
+
+  async reopenLogs(): Promise<void> {
+    await Promise.all([this.queryLog.reopen(), this.auditLog.reopen()]);
+  }
+
+  /** Listeners first (each answers what it has in flight), then the upstream sockets and the logs. */
+  async close(): Promise<void> {
+    await Promise.all([
+      ...this.udp.map((l) => l.close()), ...this.tcp.map((l) => l.close()),
+      ...this.dotListeners.map((l) => l.close()), ...this.dohListeners.map((l) => l.close()),
+    ]);
+    this.forwarder.close();
+    this.loopDelay.close();
+    await Promise.all([this.queryLog.close(), this.auditLog.close()]);
+  }
 }
 
 export async function start(opts: StartOptions): Promise<Running> {
   const log = opts.log ?? streamLogger();
   const clock = opts.clock ?? systemClock;
-  const stats = new Stats();
-  const policy = new PolicyHolder(buildGeneration(opts.configFile, 1));
+  // The files on disk, or else the last good snapshot of them (state/lastGood.ts).
+  const starting = startingPolicy(opts.configFile, log);
+  const initial = starting.data;
+  const policy = new PolicyHolder(hydrate(initial, 1));
   const config = (): Generation['config'] => policy.current.config;
 
-  // Upstreams and the cache outlive list and exception reloads (health and
-  // cached answers are kept); they are rebuilt only when their settings change.
-  let forwarder = new Forwarder(config().upstreams, stats);
-  let cache = new ReplyCache(config().cache, () => clock.now());
-  const queryLog = new QueryLog(config().log, log);
-  const auditLog = new AuditLog(config().log.audit, log);
-  const report = new ComplianceReport(config().report, () => clock.now());
-  const observers: Observer[] = [queryLog, auditLog, report];
-
-  // Benchmark-only switch: bench/run.sh measures what stage 2 costs by turning it off.
-  // Not a config key, because a production resolver must always count.
-  const measure = process.env.SINKHOLE_BENCH_NO_METRICS !== '1';
-  const blocklist = new BlocklistStage(policy, clock);
-  const stages: Stage[] = [
-    // 1. Anything below may throw: SERVFAIL and a counter, never a dead socket loop.
-    new RecoverStage(stats, log),
-    // 2. Sees every outcome, blocked and cached included, for metrics and the logs.
-    ...(measure ? [new MetricsStage(stats, observers)] : []),
-    // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
-    new ValidateStage(policy),
-    // 3b. Questions sinkhole answers itself; never cached, never forwarded.
-    new LocalAnswersStage([
-      // CHAOS first: version.bind & co. are about this server, in any qtype, ANY included.
-      chaosAnswerer(policy),
-      // RFC 8482 ANY, after the blocklist's own check of the name.
-      anyAnswerer((q) => blocklist.blockedOutcome(q)),
-    ]),
-    // 4+5. Client policy and blocklist. Above the cache, so policy applies to
-    //      cached answers and the cache stays client-independent.
-    blocklist,
-    // 6. Upstream answers only; identical queries in flight are coalesced.
-    new CacheStage(() => cache, stats),
-  ];
-  // 7. Terminal: the upstream exchange.
-  const handler = compose(stages, forwardHandler(() => forwarder, () => config().cache));
-
-  const udp: UdpListener[] = [];
-  const tcp: TcpListener[] = [];
-  const dns: Running['dns'] = [];
+  // One for the whole server: identity, the report (fed by every thread), the reloader, /metrics and HTTP.
+  const identityHolder = new IdentityHolder();
+  const report0: { r?: ComplianceReport } = {};
+  const plane = new DataPlane(policy, identityHolder, log, clock, { observe: (q, o) => report0.r!.observe(q, o) });
+  const stats = plane.stats;
+  // Identity: lease files and identity.static, compiled into a table that lease changes swap (and hand to every thread).
+  const identity = new IdentitySources(identityConfig(config()), identityHolder, stats, log, () => clock.now());
+  const report = (report0.r = new ComplianceReport(config().report, () => clock.now(), identity.holder, stats));
+  const workers = config().workers > 1 ? new WorkerPool(config().workers - 1, report, log) : undefined;
+  if (workers) {
+    workers.identity(identity.holder.current);
+    identity.on('swap', (t: IdentityTable) => workers.identity(t));
+  }
+  // The report survives restarts (state.dir/report.json) and, with report.store: postgres://, spans instances.
+  const stateFile = new ReportStateFile(config().state.dir, report, log);
+  stateFile.load();
+  const store0 = config().report.store;
+  let reportStore: PostgresStore | undefined;
+  let httpToken = config().listen.httpToken === undefined ? undefined : readHttpToken(config().listen.httpToken!);
+  // One writer of state.dir for the whole process; DNS never waits for it.
+  const state = new PolicyStateStore(log, stats);
+  if (starting.inputs) void state.save(policy.current, starting.inputs);
   let closing = false;
   let closed: Promise<void> | undefined;
   let httpServer: Awaited<ReturnType<typeof startHttp>> | undefined;
+  const gauge = (pick: (g: PlaneGauges) => number): number => pick(plane.gauges()) + (workers?.gauges().reduce((n, g) => n + pick(g), 0) ?? 0);
   const registry = createRegistry({
-    stats,
+    stats: () => workers?.merged(stats) ?? stats,
     generation: () => policy.current,
-    cacheEntries: () => cache.size,
-    tcpConnections: () => tcp.reduce((n, l) => n + l.connections, 0),
-    tcpEvictions: () => tcp.reduce((n, l) => n + l.evictions, 0),
-    tcpRefused: () => tcp.reduce((n, l) => n + l.refused, 0),
-    logs: () => [queryLog.health, auditLog.health],
+    cacheEntries: () => gauge((g) => g.cacheEntries),
+    tcpConnections: () => gauge((g) => g.tcpConnections),
+    tcpEvictions: () => gauge((g) => g.tcpEvictions),
+    tcpRefused: () => gauge((g) => g.tcpRefused),
+    logs: () => logHealth(),
+    encryptedConnections: () => ({ dot: gauge((g) => g.dotConnections), doh: gauge((g) => g.dohConnections) }),
+    sourcePorts: () => gauge((g) => g.sourcePorts),
+    rateLimitBuckets: () => gauge((g) => g.rateLimitBuckets),
+    threads: () => [{ index: 0, ...plane.gauges() }, ...(workers?.threads() ?? [])],
+    workerRestarts: () => workers?.restarts ?? 0,
     now: () => clock.now(),
     version: VERSION,
+    identityDevices: () => identity.holder.current.size,
+    reportStore: () => reportStore,
   });
-  // Listeners first (each answers what it has in flight), then the logs, then HTTP: /readyz says 503 until the end.
+  // Query threads first (each answers what it has in flight), then HTTP: /readyz says 503 until the end.
   const closeAll = async (): Promise<void> => {
-    await Promise.all([...udp.map((l) => l.close()), ...tcp.map((l) => l.close())]);
-    await Promise.all([queryLog.close(), auditLog.close()]);
+    await Promise.all([workers?.close(), plane.close()]);
+    identity.close();
+    report.drain();
+    await Promise.all([stateFile.close(), reportStore?.close()]);
     await httpServer?.close();
   };
-  try {
-    for (const ep of config().listen.dns) {
-      const u = new UdpListener(ep, handler, log);
-      const l = config().listen;
-      const limits = {
-        idleTimeoutMs: l.tcpIdleTimeoutMs, maxConnections: l.tcpMaxConnections,
-        maxConnectionsPerClient: l.tcpMaxConnectionsPerClient, lifetimeMs: l.tcpConnectionLifetimeMs,
-      };
-      const t = new TcpListener(ep, handler, limits, log, (client) => policy.current.clients.view(client).allowed);
-      dns.push(await bindPair(ep, u, t));
-      udp.push(u);
-      tcp.push(t);
+  const readReport = async (): Promise<ReportSnapshot> => {
+    if (!reportStore) return report.snapshot();
+    report.drain(); // this instance's latest events go to the spool first
+    await reportStore.flush(true);
+    try {
+      return await reportStore.read(config().report.maxClients);
+    } catch (e) {
+      log.warn('SH_REPORT_STORE', 'PostgreSQL report store unreachable; serving this instance\'s report', { error: (e as Error).message });
+      return { ...report.snapshot(), source: 'memory (postgres unreachable)' };
     }
+  };
+  // The report is read at most once per httpCacheMs for HTTP (the API's pages and the admin page):
+  // a flood of requests costs one read and one render a second (issue 8).
+  const reportPages = new ReportPages(readReport, opts.httpCacheMs ?? 1000);
+  /** Each log's lost lines and failure, over every query thread (each writes its own lines). */
+  const logHealth = (): { name: LogHealth['name']; dropped: number; failing: boolean; failure: LogHealth['failure'] }[] => {
+    const all = [plane.gauges().logs, ...(workers?.gauges().map((g) => g.logs) ?? [])].flat();
+    return (['queries', 'audit'] as const).map((name) => {
+      const mine = all.filter((h) => h.name === name);
+      const failure = mine.find((h) => h.failure)?.failure;
+      return { name, dropped: mine.reduce((n, h) => n + h.dropped, 0), failing: failure !== undefined, failure };
+    });
+  };
+  /** /readyz stays 200 while DNS is answered; its body names what is degraded. */
+  const degraded = (): string | undefined => {
+    const audit = logHealth().find((h) => h.name === 'audit')!;
+    const notes = [
+      degradedNote(policy.current),
+      // The audit trail is the record of exceptions used: failing to write it must be loud.
+      audit.failure && `audit log failing: ${audit.failure.code} since ${new Date(audit.failure.since).toISOString()} (${audit.failure.target}); ${audit.dropped} lines dropped`,
+    ].filter((n): n is string => !!n);
+    return notes.length ? notes.join('\n') : undefined;
+  };
+  const page = async (): Promise<string> => renderPage(await pageData());
+  const pageData = async (): Promise<PageData> => {
+    const g = policy.current;
+    const now = clock.now();
+    const degraded = [
+      ...(g.degraded ? [`serving the last good policy saved ${g.degraded.snapshotTakenAt}: the files on disk do not compile`] : []),
+      ...reloader.lastProblems.slice(0, 3).map((p) => `last reload rejected, generation ${g.number} stays in force: ${p}`),
+      ...identity.sources().filter((s) => s.problems.length).map((s) => `lease file ${s.file}: ${s.problems[0]}`),
+    ];
+    const r = await reportPages.snapshot();
+    if (r.source !== 'memory' && r.source !== 'postgres') degraded.push(`report store unreachable: ${reportStore?.spooled ?? 0} events spooled`);
+    return {
+      now, version: VERSION, report: r,
+      exceptions: g.exceptions.map((e) => ({ ...e, allow: [...e.allowLists, ...e.allowDomains] })),
+      policy: {
+        generation: g.number, degraded,
+        lists: g.config.blocking.lists.map((l) => ({ name: l.name, rules: g.ruleCounts.get(l.name) ?? 0, enforced: g.config.blocking.enforce.includes(l.name) })),
+      },
+      identity: { devices: identity.holder.current.size, sources: identity.sources().map((s) => ({ ...s, ok: !s.problems.length })) },
+    };
+  };
+  let dns: Running['dns'] = [];
+  let encrypted: { dot: AddressInfo[]; doh: AddressInfo[] } = { dot: [], doh: [] };
+  try {
+    dns = await plane.listen(config().listen.dns, workers !== undefined);
+    encrypted = await plane.listenEncrypted(config().listen.dot, config().listen.doh, workers !== undefined);
+    // The other threads bind the ports the main thread got (the kernel chose them for port 0).
+    const bound = (eps: readonly Endpoint[], ports: readonly { port: number }[]): Endpoint[] => eps.map((ep, i) => ({ host: ep.host, port: ports[i]!.port }));
+    await workers?.start(
+      {
+        dns: bound(config().listen.dns, dns.map((d) => d.udp)),
+        dot: bound(config().listen.dot, encrypted.dot),
+        doh: bound(config().listen.doh, encrypted.doh),
+      },
+      initial,
+      policy.current.number,
+    );
     const httpEp = config().listen.http;
     if (httpEp) {
       httpServer = await startHttp(
@@ -144,51 +468,95 @@ export async function start(opts: StartOptions): Promise<Running> {
         {
           registry,
           ready: () => !closing && dns.length > 0,
-          // Still ready (DNS is answered), but the body says what is degraded: an audit trail that
-          // cannot be written means exceptions used are not being recorded.
-          readyNotes: () => {
-            const f = auditLog.health.failure;
-            return f ? [`audit log failing: ${f.code} since ${new Date(f.since).toISOString()} (${f.target}); ${auditLog.health.dropped} lines dropped`] : [];
-          },
-          json: { '/api/blocked-clients': (params) => report.pageJson(pageParams(params)) },
-          metricsMaxAgeMs: opts.metricsMaxAgeMs,
+          degraded,
+          json: { '/api/blocked-clients': (params) => reportPages.page(params) },
+          html: { '/': page },
+          token: () => httpToken,
+          beforeMetrics: () => workers?.refresh() ?? Promise.resolve(),
+          metricsMaxAgeMs: opts.httpCacheMs,
         },
         log,
       ).catch((e: NodeJS.ErrnoException) => {
         throw new SinkholeError('SH_LISTEN', `cannot listen for HTTP on ${httpEp.host}:${httpEp.port}: ${e.code ?? e.message}`);
       });
     }
+    if (store0.kind === 'postgres') {
+      // Named by host and DNS port, so two instances on one host are told apart in the table.
+      reportStore = new PostgresStore(
+        { url: store0.url, instance: `${hostname()}:${dns[0]?.udp.port ?? 0}`, windowMs: config().report.windowMs, retentionMs: config().report.retentionMs, now: () => clock.now() },
+        log,
+      );
+      report.sink = reportStore;
+      reportStore.start();
+    }
+    stateFile.start();
   } catch (e) {
     await closeAll();
     throw e;
   }
 
-  logExceptions(log, policy.current, undefined, clock.now());
-  const reloader = new Reloader(opts.configFile, policy, stats, log, (next, previous) => {
-    logExceptions(log, next, previous, clock.now());
-    if (!isDeepStrictEqual(next.config.upstreams, previous.config.upstreams)) forwarder = new Forwarder(next.config.upstreams, stats);
-    if (!isDeepStrictEqual(next.config.cache, previous.config.cache)) cache = new ReplyCache(next.config.cache, () => clock.now());
-    queryLog.configure(next.config.log);
-    auditLog.configure(next.config.log.audit);
+  logExceptions(log, loadedEvents(policy.current.exceptions), policy.current, clock.now());
+  logWarnings(log, policy.current, clock.now());
+  const exceptionAudit = new ExceptionAudit((line) => plane.auditLog.record(line), clock, () => policy.current);
+  const reloader = new Reloader(opts.configFile, policy, stats, log, (next, previous, data, inputs) => {
+    void state.save(next, inputs);
+    logExceptions(log, diffExceptions(previous.exceptions, next.exceptions), next, clock.now());
+    logWarnings(log, next, clock.now());
+    exceptionAudit.swapped(previous);
+    plane.swap(next, previous);
+    workers?.policy(data, next.number);
     report.configure(next.config.report);
-    if (!isDeepStrictEqual(next.config.listen, previous.config.listen)) {
-      log.warn('SH_RESTART_NEEDED', 'listen addresses changed; they take effect on restart', {});
+    reportStore?.configure(next.config.report);
+    if (!isDeepStrictEqual(identityConfig(next.config), identityConfig(previous.config))) identity.configure(identityConfig(next.config));
+    if (next.config.listen.httpToken !== undefined) {
+      try {
+        httpToken = readHttpToken(next.config.listen.httpToken);
+      } catch (e) {
+        log.error('SH_HTTP_TOKEN', `${(e as Error).message}; the previous token stays in force`);
+      }
+    } else httpToken = undefined;
+    if (!isDeepStrictEqual(next.config.report.store, previous.config.report.store) || next.config.state.dir !== previous.config.state.dir) {
+      log.warn('SH_RESTART_NEEDED', 'report.store and state.dir take effect on restart', {});
+    }
+    if (!isDeepStrictEqual(next.config.listen, previous.config.listen) || next.config.workers !== previous.config.workers) {
+      log.warn('SH_RESTART_NEEDED', 'listen addresses or workers changed; they take effect on restart', {});
     }
   });
-  if (opts.watch !== false) reloader.watch();
+  if (opts.watch !== false) {
+    reloader.watch();
+    identity.watch();
+  }
 
   return {
     dns,
+    dot: encrypted.dot,
+    doh: encrypted.doh,
     http: httpServer?.address,
     policy,
     stats,
     registry,
     reloader,
     report,
-    cache: () => cache,
-    handler,
+    exceptionAudit,
+    readReport,
+    identity,
+    reportStore,
+    saveState: () => stateFile.save(),
+    cache: () => plane.cache,
+    forwarder: () => plane.forwarder,
+    workers,
+    state,
+    handler: plane.handler,
     reopenLogs: async () => {
-      await Promise.all([queryLog.reopen(), auditLog.reopen()]);
+      await Promise.all([plane.reopenLogs(), workers?.reopenLogs(), identity.reload()]);
+    },
+    reloadTls: () => {
+      const problem = plane.reloadTls();
+      if (problem === undefined && plane.certificateNames.length) {
+        log.info('listen.tls reloaded', { names: plane.certificateNames.join(',') });
+        workers?.reloadTls();
+      }
+      return problem;
     },
     close() {
       closed ??= shutdown();
@@ -199,43 +567,91 @@ export async function start(opts: StartOptions): Promise<Running> {
   // Idempotent: SIGTERM and a test teardown may both ask.
   async function shutdown(): Promise<void> {
     closing = true;
-    reloader.close();
+    await reloader.close();
+    exceptionAudit.close();
     await closeAll();
+    await state.idle();
   }
 }
 
-/** Each exception that is new or changed is logged when it is loaded, and each one dropped, so the log is an audit of the records. */
-function logExceptions(log: Logger, next: Generation, previous: Generation | undefined, now: number): void {
-  const before = new Map((previous?.exceptions ?? []).map((e) => [e.id, e]));
-  for (const e of next.exceptions) {
-    const old = before.get(e.id);
-    before.delete(e.id);
-    if (old && isDeepStrictEqual({ ...old, source: null }, { ...e, source: null })) continue;
-    log.info(old ? 'exception changed' : 'exception loaded', {
-      id: e.id, state: isActive(e, now) ? 'active' : 'expired', expires: e.expires, clients: e.clients.join(','),
+function identityConfig(c: Generation['config']): { leases: Generation['config']['identity']['leases']; static: ReadonlyMap<string, string> } {
+  return { leases: c.identity.leases, static: c.identity.static };
+}
+
+/**
+ * What the reply cache itself needs. Serve-stale keeps expired entries for
+ * maxStale; the other serve-stale and prefetch settings are read per query by
+ * the cache stage, so changing them on reload keeps the cached answers.
+ */
+function cacheLimits(c: Generation['config']): CacheLimits {
+  const { maxEntries, minTtl, maxTtl, maxNegativeTtl, serveStale } = c.cache;
+  return { maxEntries, minTtl, maxTtl, maxNegativeTtl, keepExpiredMs: serveStale.enabled ? serveStale.maxStaleMs : 0 };
+}
+
+/** The TCP (and DoT) listener's limits, from listen.* (issue 8: per-client cap, lifetime). */
+function tcpLimits(l: Generation['config']['listen']): TcpLimits {
+  return {
+    idleTimeoutMs: l.tcpIdleTimeoutMs, maxConnections: l.tcpMaxConnections,
+    maxConnectionsPerClient: l.tcpMaxConnectionsPerClient, lifetimeMs: l.tcpConnectionLifetimeMs,
+  };
+}
+
+/** /readyz's note while the policy in force came from the last good snapshot. */
+function degradedNote(g: Generation): string | undefined {
+  if (!g.degraded) return undefined;
+  return `serving the last good policy saved ${g.degraded.snapshotTakenAt} because the files on disk do not compile:\n${g.degraded.problems.map((p) => `  ${p}`).join('\n')}`;
+}
+
+const PAST: Record<ExceptionEventKind, string> = {
+  loaded: 'loaded', grant: 'granted', change: 'changed', renew: 'renewed', revoke: 'revoked', remove: 'removed', lapse: 'lapsed',
+};
+
+/** One operational log line per exception event, with the record as it now stands (the audit trail has old and new). */
+function logExceptions(log: Logger, events: readonly ExceptionEvent[], g: Generation, now: number): void {
+  const byId = new Map(g.exceptions.map((e) => [e.id, e]));
+  for (const ev of events) {
+    const e = byId.get(ev.exception);
+    if (!e || ev.event === 'remove') {
+      log.info(`exception ${PAST[ev.event]}`, { id: ev.exception });
+      continue;
+    }
+    log.info(`exception ${PAST[ev.event]}`, {
+      id: e.id, state: stateOf(e, now), expires: e.expires, timezone: e.timezone, clients: e.clients.join(','),
       allow: [...e.allowLists, ...e.allowDomains].join(','), approvedBy: e.approvedBy, reason: e.reason,
+      ...(e.revoked !== undefined ? { revoked: e.revoked, revokedBy: e.revokedBy } : {}),
     });
   }
-  for (const id of before.keys()) log.info('exception removed', { id });
+}
+
+/** Valid but probably unmeant (validate prints the same): logged, never refused. */
+function logWarnings(log: Logger, g: Generation, now: number): void {
+  for (const w of exceptionWarnings(g, now)) log.warn(w.code, formatProblem(w));
 }
 
 /**
  * Binds UDP and TCP to the same port. With port 0 (tests) the kernel picks the
  * UDP port, and TCP takes the same one; if another process has it on TCP, try again.
  */
-async function bindPair(ep: { host: string; port: number }, u: UdpListener, t: TcpListener): Promise<{ udp: AddressInfo; tcp: AddressInfo }> {
+export async function bindPair(
+  ep: { host: string; port: number },
+  makeUdp: () => UdpListener,
+  t: TcpListener,
+  reusePort = false,
+): Promise<{ udp: UdpListener; addresses: { udp: AddressInfo; tcp: AddressInfo } }> {
   for (let attempt = 0; ; attempt++) {
+    // A new UDP listener per attempt: a closed one stays closed (it drops every query it receives).
+    const u = makeUdp();
     let udp: AddressInfo;
     try {
-    udp = await u.start();
+      udp = await u.start(ep.port, reusePort);
     } catch (e) {
-    throw listenError('UDP', ep, e);
+      throw listenError('UDP', ep, e);
     }
     try {
-    return { udp, tcp: await t.start(udp.port) };
+      return { udp: u, addresses: { udp, tcp: await t.start(udp.port, reusePort) } };
     } catch (e) {
-    await u.close();
-    if (ep.port !== 0 || attempt >= 20) throw listenError('TCP', ep, e);
+      await u.close();
+      if (ep.port !== 0 || attempt >= 20) throw listenError('TCP', ep, e);
     }
   }
 }

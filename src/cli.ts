@@ -1,45 +1,35 @@
 #!/usr/bin/env node
-// sinkhole serve | validate | check | exceptions | report (DESIGN.md §3 "CLI").
+// sinkhole serve | validate | check | exceptions | report | health (DESIGN.md §3 "CLI").
 // A startup error is one clear line per problem and a non-zero exit, never a stack trace.
 import { relative } from 'node:path';
-import { parseArgs } from 'node:util';
 import { start } from './app.js';
-import { PolicyError, SinkholeError, formatProblem } from './errors.js';
+import { checkTarget } from './checkTarget.js';
+import { COMMANDS, parseCommandLine } from './cliArgs.js';
+import { loadConfig } from './config/config.js';
+import { PolicyError, SinkholeError, formatProblem, type Problem } from './errors.js';
 import { streamLogger } from './log.js';
 import { TYPE } from './dns/constants.js';
-import { buildGeneration, decide } from './policy/generation.js';
-import { isActive } from './policy/exceptions.js';
+import { buildGeneration, covers, decide, type Generation } from './policy/generation.js';
+import { lastGood } from './state/lastGood.js';
+import { loadIdentity } from './identity/sources.js';
+import { normalizeMac, parseSelector } from './identity/mac.js';
+import type { IdentityTable } from './identity/table.js';
+import { readHttpToken } from './metrics/token.js';
+import type { ReportPage } from './querylog/reportPages.js';
+import { isActive, isDateOnly, stateOf, type Exception } from './policy/exceptions.js';
+import { exceptionWarnings } from './policy/warnings.js';
+import { policyHash } from './policy/fingerprint.js';
 import { normalizeAddress, parseAddress } from './policy/cidr.js';
 import { VERSION } from './version.js';
-
-const USAGE = `usage:
-  sinkhole serve [--config PATH]
-  sinkhole validate [--config PATH]
-  sinkhole check NAME [--client IP] [--type A] [--at ISO-TIME] [--config PATH] [--json]
-  sinkhole exceptions [--config PATH] [--json]
-  sinkhole report [--url http://127.0.0.1:9153] [--json]
-  sinkhole --version`;
-
-const DEFAULT_CONFIG = 'sinkhole.yaml';
-
-function fail(message: string, exit = 2): Promise<never> {
-  process.stderr.write(`sinkhole: ${message}\n`);
-  return exitAfterOutput(exit);
-}
-
-/**
- * Exits once stdout and stderr have handed everything to the kernel. Into a
- * pipe whose reader is slow, process.exit() right after write() cut
- * `validate` off after a pipe's worth of lines (419 of 2,000).
- */
-async function exitAfterOutput(code: number): Promise<never> {
-  await Promise.all([process.stdout, process.stderr].map((s) => new Promise<void>((resolve) => (s.writableLength === 0 ? resolve() : s.write('', () => resolve())))));
-  process.exit(code);
-}
 
 function shortPath(file: string): string {
   const rel = relative(process.cwd(), file);
   return rel.startsWith('..') ? file : rel;
+}
+
+/** One error line: its code first, then where and what (README "Error codes"). */
+function problemLine(p: Problem): string {
+  return `${p.code} ${formatProblem({ ...p, file: shortPath(p.file) })}`;
 }
 
 /** The LTS line sinkhole is built and measured on (package.json "node"); older lines are past end of life. */
@@ -53,47 +43,30 @@ async function main(argv: string[]): Promise<number> {
       `Node ${process.versions.node} is too old: sinkhole needs Node ${MIN_NODE_MAJOR} or later. Run it as bin/sinkhole or npm start, which use the runtime that npm ci installed`,
     );
   }
-  const [command, ...rest] = argv;
-  if (command === '--version' || command === 'version') {
+  const parsed = parseCommandLine(argv, COMMANDS);
+  if (parsed.kind === 'version') {
     process.stdout.write(`sinkhole ${VERSION}\n`);
     return 0;
   }
-  if (!command || command === '--help' || command === 'help') {
-    process.stdout.write(`${USAGE}\n`);
-    return command ? 0 : 2;
+  if (parsed.kind === 'help') {
+    process.stdout.write(`${parsed.text}\n`);
+    return 0;
   }
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: rest,
-      allowPositionals: true,
-      options: {
-        config: { type: 'string', short: 'c', default: DEFAULT_CONFIG },
-        client: { type: 'string', default: '127.0.0.1' },
-        type: { type: 'string', default: 'A' },
-        at: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        url: { type: 'string', default: 'http://127.0.0.1:9153' },
-      },
-    });
-  } catch (e) {
-    throw new SinkholeError('SH_USAGE', `${(e as Error).message}\n${USAGE}`);
-  }
-  const { values, positionals } = parsed;
+  const { command, values: v, positionals } = parsed;
+  const config = v.config as string;
   switch (command) {
     case 'serve':
-      return serve(values.config);
+      return serve(config);
     case 'validate':
-      return validate(values.config);
+      return validate(config);
     case 'check':
-      if (positionals.length !== 1) throw new SinkholeError('SH_USAGE', `check takes one NAME\n${USAGE}`);
-      return check(positionals[0]!, values);
+      return check(positionals[0]!, { config, client: v.client as string, type: v.type as string, at: v.at as string | undefined, json: v.json === true });
     case 'exceptions':
-      return listExceptions(values.config, values.json);
+      return listExceptions(config, v.json === true);
     case 'report':
-      return report(values.url, values.json);
+      return report({ config, url: v.url as string | undefined, json: v.json === true }, argv.some((a) => a === '--config' || a === '-c' || a.startsWith('--config=')));
     default:
-      throw new SinkholeError('SH_USAGE', `unknown command "${command}"\n${USAGE}`);
+      return health(config, v.url as string | undefined);
   }
 }
 
@@ -112,12 +85,13 @@ async function serve(configFile: string): Promise<number> {
     enforce: g.config.blocking.enforce.join(','),
     rules: [...g.ruleCounts.values()].reduce((a, b) => a + b, 0),
     exceptions: g.exceptions.length,
+    policy: policyHash(g),
   });
-  // SIGHUP: reopen the log files (logrotate) and reload the policy (coalesced: a storm of
-  // SIGHUPs costs a reload per second at most, never one each).
+  // SIGHUP: reopen the log files (logrotate) and reload the policy.
   process.on('SIGHUP', () => {
     void running.reopenLogs();
-    running.reloader.request('config');
+    running.reloadTls();
+    void running.reloader.reload('config');
   });
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
@@ -141,14 +115,61 @@ async function serve(configFile: string): Promise<number> {
 function validate(configFile: string): number {
   try {
     const g = buildGeneration(configFile, 1);
+    // Warnings: valid, but probably not what was meant. They do not fail validation, and serve runs.
+    const warnings: Problem[] = [...exceptionWarnings(g, Date.now())];
+    if (g.config.listen.httpToken) {
+      try {
+        readHttpToken(g.config.listen.httpToken);
+      } catch (e) {
+        warnings.push({ code: 'SH_HTTP_TOKEN', file: g.config.file, line: 1, col: 1, message: `warning: ${(e as Error).message}; serve will refuse to start` });
+      }
+    }
+    const { table, problems } = loadIdentity(g.config.identity, Date.now());
+    for (const p of problems) warnings.push({ ...p, message: `${p.message} (serve keeps watching this source)` });
+    warnings.push(...deviceWarnings(g, table));
+    for (const w of warnings) process.stdout.write(`${problemLine(w)}\n`);
     const rules = [...g.ruleCounts].map(([l, n]) => `${l}=${n}`).join(' ');
-    process.stdout.write(`${shortPath(g.config.file)}: ok (lists: ${rules || 'none'}; exceptions: ${g.exceptions.length})\n`);
+    process.stdout.write(
+      `${shortPath(g.config.file)}: ok (lists: ${rules || 'none'}; exceptions: ${g.exceptions.length}; lease sources: ${g.config.identity.leases.length}, ` +
+        `devices: ${table.size}; policy ${policyHash(g)})${warnings.length ? `, ${warnings.length} warning(s)` : ''}\n`,
+    );
     return 0;
   } catch (e) {
     if (!(e instanceof PolicyError)) throw e;
-    for (const p of e.problems) process.stdout.write(`${formatProblem({ ...p, file: shortPath(p.file) })}\n`);
+    for (const p of e.problems) process.stdout.write(`${problemLine(p)}\n`);
+    // What a start-up with these files would do (issue 9). On stderr, so stdout stays one line per problem.
+    const fallback = lastGood(configFile);
+    if (fallback.kind === 'snapshot') {
+      const m = fallback.manifest;
+      process.stderr.write(
+        `SH_POLICY_DEGRADED serve would start from the last good policy saved ${m.takenAt} (generation ${m.generation}, ${m.files.length} files in ${shortPath(fallback.dir)}) ` +
+          `and report it on /readyz and sinkhole_policy_degraded until these files compile\n`,
+      );
+    } else {
+      process.stderr.write(`SH_STATE_INVALID ${fallback.reason}: serve would exit 2 until these files compile\n`);
+    }
     return 1;
   }
+}
+
+/** An exception whose mac: or host: is in no lease source nor identity.static can never apply: say so. */
+function deviceWarnings(g: Generation, table: IdentityTable): Problem[] {
+  const out: Problem[] = [];
+  for (const e of g.exceptions) {
+    for (const ref of e.deviceRefs) {
+      const sel = parseSelector(ref.client);
+      if (typeof sel === 'string' || sel.kind === 'net') continue;
+      const known = sel.kind === 'mac' ? table.knowsMac(sel.mac) : table.knowsHost(sel.host);
+      if (!known) {
+        const where = g.config.identity.leases.length ? 'in any lease file nor in identity.static' : 'in identity.static, and no identity.leases are configured';
+        out.push({
+          code: 'SH_EXCEPTION_DEVICE', file: e.source.file, line: ref.line, col: ref.col,
+          message: `warning: exception ${e.id}: ${ref.client} is not ${where}; it applies to nothing until a device with it appears`,
+        });
+      }
+    }
+  }
+  return out;
 }
 
 function qtypeNumber(text: string): number {
@@ -160,62 +181,94 @@ function qtypeNumber(text: string): number {
   throw new SinkholeError('SH_USAGE', `unknown query type "${text}"; use a name like A, AAAA, HTTPS or TYPE65`);
 }
 
-function check(name: string, v: { config: string; client: string; type: string; at?: string; json: boolean }): number {
+function check(input: string, v: { config: string; client: string; type: string; at?: string; json: boolean }): number {
   const at = v.at === undefined ? Date.now() : Date.parse(v.at);
   if (Number.isNaN(at)) throw new SinkholeError('SH_USAGE', `--at expects an ISO 8601 time like 2026-12-31T23:59:59Z, got "${v.at}"`);
-  if (!parseAddress(v.client)) throw new SinkholeError('SH_USAGE', `--client expects an IP address, got "${v.client}"`);
+  const mac = normalizeMac(v.client.replace(/^mac:/, ''));
+  if (!mac && !parseAddress(v.client)) throw new SinkholeError('SH_USAGE', `--client expects an IP address or a MAC address like aa:bb:cc:dd:ee:ff, got "${v.client}"`);
   qtypeNumber(v.type);
+  const target = checkTarget(input);
   const g = buildGeneration(v.config, 1);
-  const qname = name.toLowerCase().replace(/\.$/, '');
-  const client = normalizeAddress(v.client);
-  const view = g.clients.view(client);
+  const qname = target.name;
+  // The device as the lease files say at --at: by MAC, wherever it is; by IP, whoever holds it.
+  const { table } = loadIdentity(g.config.identity, at);
+  const device = mac ? (table.byMac(mac) ?? table.relayed(mac)) : table.deviceAt(normalizeAddress(v.client), at);
+  const address = mac ? (device?.ip && table.lookup(device.ip, at) === device ? device.ip : undefined) : normalizeAddress(v.client);
+  const client = address ?? mac!;
+  const view = address === undefined ? g.clients.viewOfDevice(device!) : g.clients.viewOf(address, device);
   const d = view.allowed ? decide(g, qname, view, at) : undefined;
   const decision = d ? d.decision : 'refused';
   const source = d?.match ? `${shortPath(d.match.file)}:${d.match.line}` : null;
-  const exception = d?.exception
-    ? { id: d.exception.id, approvedBy: d.exception.approvedBy, reason: d.exception.reason, expires: d.exception.expires }
-    : null;
+  const exception = d?.exception ? exceptionJson(d.exception, at) : null;
+  // Blocked although the client has an exception for this: say which, and why it no longer applies.
+  const lapsed = d?.decision === 'blocked' ? view.exceptions.filter((e) => !isActive(e, at) && covers(e, d.match.list, qname)) : [];
   if (v.json) {
     const out = {
-      decision, name: qname, type: v.type.toUpperCase(), client, at: new Date(at).toISOString(),
+      decision, name: qname, input: target.from ?? null, type: v.type.toUpperCase(), client, at: new Date(at).toISOString(),
+      device: device ? { mac: device.mac || null, hostname: device.hostname || null, address: address ?? null } : null,
       list: d?.match?.list ?? null, rule: d?.match?.rule ?? null, source, exception, groups: view.groups,
+      inactiveExceptions: lapsed.map((e) => exceptionJson(e, at)),
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
   } else {
     const lines = [`${decision}: ${qname} ${v.type.toUpperCase()} from ${client} at ${new Date(at).toISOString()}`];
+    if (target.from) lines.push(`  checked the host ${qname} of "${target.from}": DNS sees only the host`);
+    if (device) lines.push(`  device: ${device.mac || '(no MAC)'}${device.hostname ? ` "${device.hostname}"` : ''}${address ? ` at ${address}` : ' (no current lease: address rules not applied)'}`);
     if (decision === 'refused') lines.push(`  client is outside clients.allowFrom: it gets REFUSED for every name`);
     if (d?.match) lines.push(`  list: ${d.match.list}  rule: ${d.match.rule}  source: ${source}`);
-    if (exception) lines.push(`  exception: ${exception.id}  approved by: ${exception.approvedBy}  expires: ${exception.expires}`, `  reason: ${exception.reason}`);
+    if (d?.exception) {
+      lines.push(`  exception: ${d.exception.id}  approved by: ${d.exception.approvedBy}  expires: ${expiryText(d.exception)}`, `  reason: ${d.exception.reason}`);
+    }
+    for (const e of lapsed) {
+      const why = stateOf(e, at) === 'revoked' ? `revoked ${e.revoked} by ${e.revokedBy}` : `expired ${expiryText(e)}`;
+      lines.push(`  exception ${e.id} no longer applies: ${why}`);
+    }
     if (decision === 'allowed') lines.push('  no enforced list matches; forwarded upstream');
     process.stdout.write(`${lines.join('\n')}\n`);
   }
   return decision === 'blocked' || decision === 'refused' ? 1 : 0;
 }
 
+/**
+ * "2026-12-31, end of day in Pacific/Auckland (2026-12-31T11:00:00.000Z)": a
+ * date alone is read in a zone, and which one decides the instant.
+ */
+function expiryText(e: Exception): string {
+  if (!isDateOnly(e.expires)) return e.expires;
+  const zone = e.timezoneFrom === 'server' ? `${e.timezone}, the server's zone` : e.timezone;
+  return `${e.expires}, end of day in ${zone} (${new Date(e.expiresAt).toISOString()})`;
+}
+
+function exceptionJson(e: Exception, now: number): Record<string, unknown> {
+  return {
+    id: e.id, state: stateOf(e, now), approvedBy: e.approvedBy, reason: e.reason, expires: e.expires, expiresAt: new Date(e.expiresAt).toISOString(),
+    timezone: e.timezone, timezoneFrom: e.timezoneFrom, revoked: e.revoked ?? null, revokedBy: e.revokedBy ?? null,
+  };
+}
+
 function listExceptions(configFile: string, json: boolean): number {
   const g = buildGeneration(configFile, 1);
   const now = Date.now();
   const rows = g.exceptions.map((e) => ({
-    id: e.id,
-    state: isActive(e, now) ? 'active' : 'expired',
-    expires: e.expires,
-    expiresAt: new Date(e.expiresAt).toISOString(),
-    secondsLeft: Math.max(0, Math.floor((e.expiresAt - now) / 1000)),
+    ...exceptionJson(e, now),
+    state: stateOf(e, now),
+    secondsLeft: Math.max(0, Math.floor((e.endsAt - now) / 1000)),
     clients: e.clients,
     allow: [...e.allowLists, ...e.allowDomains],
-    approvedBy: e.approvedBy,
-    reason: e.reason,
     source: `${shortPath(e.source.file)}:${e.source.line}`,
+    text: expiryText(e),
+    e,
   }));
   if (json) {
-    process.stdout.write(`${JSON.stringify(rows)}\n`);
+    process.stdout.write(`${JSON.stringify(rows.map(({ text: _t, e: _e, ...r }) => r))}\n`);
     return 0;
   }
   if (!rows.length) process.stdout.write('no exceptions on record\n');
   for (const r of rows) {
-    const left = r.state === 'active' ? `${humanDuration(r.secondsLeft)} left` : 'expired';
-    process.stdout.write(`${r.id}  ${r.state}  expires ${r.expires} (${left})  clients ${r.clients.join(',')}  allow ${r.allow.join(',')}\n`);
-    process.stdout.write(`    approved by ${r.approvedBy}: ${r.reason}\n`);
+    const left = r.state === 'active' ? `${humanDuration(r.secondsLeft)} left` : r.state;
+    process.stdout.write(`${r.e.id}  ${r.state}  expires ${r.text} (${left})  clients ${r.clients.join(',')}  allow ${r.allow.join(',')}\n`);
+    process.stdout.write(`    approved by ${r.e.approvedBy}: ${r.e.reason}\n`);
+    if (r.e.revoked !== undefined) process.stdout.write(`    revoked ${r.e.revoked} by ${r.e.revokedBy}\n`);
   }
   return 0;
 }
@@ -226,52 +279,122 @@ function humanDuration(s: number): string {
   return `${Math.floor(s / 60)}m ${s % 60}s`;
 }
 
-type ReportPage = {
-  windowSeconds: number;
-  total: number;
-  clients: { client: string; blocked: number; firstSeen: string; lastSeen: string; topLists: { list: string; count: number }[] }[];
-};
-
-async function report(url: string, json: boolean): Promise<number> {
-  // The server pages the report (at most 1,000 clients per request): fetch page after page.
-  const body: ReportPage = { windowSeconds: 0, total: 0, clients: [] };
-  for (let offset = 0; offset === 0 || offset < body.total; ) {
-    const target = new URL(`/api/blocked-clients?offset=${offset}&limit=1000`, url);
-    let page: ReportPage;
-    try {
-      const res = await fetch(target);
-      if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      page = (await res.json()) as ReportPage;
-    } catch (e) {
-      throw new SinkholeError('SH_USAGE', `cannot fetch ${new URL('/api/blocked-clients', url).href}: ${(e as Error).message}`);
+async function report(v: { config: string; url?: string; json: boolean }, configGiven: boolean): Promise<number> {
+  // The server's own address and token come from its config, unless --url names one.
+  let url = v.url;
+  let token: string | undefined;
+  if (url === undefined || configGiven) {
+    const config = loadConfig(v.config);
+    if (url === undefined) {
+      const ep = config.listen.http;
+      if (!ep) throw new SinkholeError('SH_USAGE', `${shortPath(config.file)}: listen.http is not set, so there is no report to read; set it or pass --url`);
+      url = `http://${ep.host.includes(':') ? `[${ep.host}]` : ep.host === '0.0.0.0' ? '127.0.0.1' : ep.host === '::' ? '[::1]' : ep.host}:${ep.port}`;
     }
-    body.windowSeconds = page.windowSeconds;
-    body.total = page.total;
-    body.clients.push(...page.clients);
-    if (!page.clients.length) break;
-    offset += page.clients.length;
+    if (config.listen.httpToken) token = readHttpToken(config.listen.httpToken);
   }
-  if (json) {
+  let target: URL;
+  try {
+    target = new URL('/api/blocked-clients', url);
+  } catch {
+    throw new SinkholeError('SH_USAGE', `--url expects a URL like http://127.0.0.1:9153, got "${url}"`);
+  }
+  // The server serves the report a page at a time (at most 1,000 clients each): fetch every page.
+  const fetchPage = async (offset: number): Promise<ReportPage> => {
+    try {
+      const res = await fetch(new URL(`?offset=${offset}&limit=1000`, target), token ? { headers: { authorization: `Bearer ${token}` } } : {});
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      return (await res.json()) as ReportPage;
+    } catch (e) {
+      throw new SinkholeError('SH_UNREACHABLE', `cannot fetch ${target.href}: ${(e as Error).message}`);
+    }
+  };
+  const body = await fetchPage(0);
+  while (body.clients.length < body.total) {
+    const page = await fetchPage(body.clients.length);
+    if (!page.clients.length) break;
+    body.clients.push(...page.clients);
+  }
+  if (v.json) {
     process.stdout.write(`${JSON.stringify(body)}\n`);
     return 0;
   }
-  process.stdout.write(`clients that sent blocked queries in the last ${humanDuration(body.windowSeconds)}: ${body.clients.length}\n`);
+  const from = body.source === 'postgres' ? ` (PostgreSQL, ${body.instances} instance(s))` : body.source === 'memory' ? '' : ` (${body.source})`;
+  const who = body.clients.some((c) => c.rateLimited) ? 'devices that sent blocked queries or went over the rate limit' : 'devices that sent blocked queries';
+  process.stdout.write(`${who} in the last ${humanDuration(body.windowSeconds)}${from}: ${body.clients.length}\n`);
   if (!body.clients.length) return 0;
-  const header = ['CLIENT', 'BLOCKED', 'FIRST SEEN', 'LAST SEEN', 'TOP LISTS'];
-  const rows = body.clients.map((c) => [c.client, String(c.blocked), c.firstSeen, c.lastSeen, c.topLists.map((l) => `${l.list}(${l.count})`).join(' ')]);
+  const header = ['CLIENT', 'MAC', 'HOSTNAME', 'BLOCKED', 'FIRST SEEN', 'LAST SEEN', 'TOP LISTS'];
+  const rows = body.clients.map((c) => [c.client, c.mac ?? '-', c.hostname ?? '-', String(c.blocked), c.firstSeen, c.lastSeen, c.topLists.map((l) => `${l.list}(${l.count})`).join(' ')]);
+  // Issue 9: how many of each client's queries were over clients.rateLimit; shown once any client was limited.
+  if (body.clients.some((c) => c.rateLimited)) {
+    header.splice(4, 0, 'RATE LIMITED');
+    body.clients.forEach((c, i) => rows[i]!.splice(4, 0, String(c.rateLimited ?? 0)));
+  }
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   for (const r of [header, ...rows]) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
   return 0;
 }
 
+/**
+ * For HEALTHCHECK and service probes: GET /healthz on the config's listen.http
+ * (an unspecified address is asked on loopback). Any failure is exit 1, which
+ * is what Docker reads as unhealthy.
+ */
+async function health(configFile: string, url: string | undefined): Promise<number> {
+  let target: URL;
+  try {
+    if (url === undefined) {
+      const ep = loadConfig(configFile).listen.http;
+      if (!ep) throw new SinkholeError('SH_USAGE', `${shortPath(configFile)} has no listen.http: there is no /healthz to ask (give --url, or set listen.http)`);
+      const host = ep.host === '0.0.0.0' ? '127.0.0.1' : ep.host === '::' ? '::1' : ep.host;
+      target = new URL(`http://${host.includes(':') ? `[${host}]` : host}:${ep.port}/healthz`);
+    } else {
+      target = new URL('/healthz', url);
+    }
+  } catch (e) {
+    reportError(e);
+    return 1;
+  }
+  let res: Response;
+  try {
+    res = await fetch(target, { signal: AbortSignal.timeout(3000) });
+    await res.arrayBuffer();
+  } catch (e) {
+    process.stderr.write(`SH_UNREACHABLE cannot fetch ${target.href}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  if (!res.ok) {
+    process.stderr.write(`SH_UNHEALTHY ${target.href} answered HTTP ${res.status}\n`);
+    return 1;
+  }
+  process.stdout.write(`healthy: ${target.href} ${res.status}\n`);
+  return 0;
+}
+
+/** Every error line starts with its SH_* code (README "Error codes"); no stack traces. */
+function reportError(e: unknown): number {
+  if (e instanceof PolicyError) {
+    for (const p of e.problems) process.stderr.write(`${problemLine(p)}\n`);
+    return 2;
+  }
+  if (e instanceof SinkholeError) {
+    process.stderr.write(`${e.code} ${e.message}\n`);
+    return e.code === 'SH_LISTEN' ? 1 : 2;
+  }
+  process.stderr.write(`SH_INTERNAL unexpected error: ${e instanceof Error ? e.message : String(e)}\n`);
+  return 2;
+}
+
+/**
+ * Exits once stdout and stderr have handed everything to the kernel. Into a
+ * pipe whose reader is slow, process.exit() right after write() cut
+ * `validate` off after a pipe's worth of lines (419 of 2,000).
+ */
+async function exitAfterOutput(code: number): Promise<never> {
+  await Promise.all([process.stdout, process.stderr].map((s) => new Promise<void>((resolve) => (s.writableLength === 0 ? resolve() : s.write('', () => resolve())))));
+  process.exit(code);
+}
+
 main(process.argv.slice(2)).then(
   (code) => exitAfterOutput(code),
-  (e: unknown) => {
-    if (e instanceof PolicyError) {
-      for (const p of e.problems) process.stderr.write(`sinkhole: ${formatProblem({ ...p, file: shortPath(p.file) })}\n`);
-      return exitAfterOutput(2);
-    }
-    if (e instanceof SinkholeError) return fail(e.message, e.code === 'SH_LISTEN' ? 1 : 2);
-    return fail(`unexpected error: ${e instanceof Error ? e.message : String(e)}`, 2);
-  },
+  (e: unknown) => exitAfterOutput(reportError(e)),
 );

@@ -6,10 +6,22 @@ export const ERROR_CODES = {
   SH_CONFIG_INVALID: 'a config value has the wrong type, is out of range or is an unknown key',
   SH_CONFIG_READ: 'a config, list or exceptions file cannot be read',
   SH_LIST_SYNTAX: 'a blocklist line is not a rule in any accepted form',
+  SH_LIST_PUBLIC_SUFFIX: 'a blocklist rule is a public suffix (com, co.uk, github.io) and its line does not say it is meant',
   SH_LIST_EMPTY: 'a blocklist has no rules (take it out of blocking.enforce instead)',
   SH_EXCEPTION_INVALID: 'an exception record is incomplete or names an unknown group, list or date',
+  // Warnings: validate prints them and serve logs them, but they never stop a policy from loading.
+  SH_EXCEPTION_OUTSIDE: 'warning: an exception names a client outside clients.allowFrom (it gets REFUSED, so the exception does nothing for it)',
+  SH_EXCEPTION_WIDE: 'warning: an exception covers a very wide range (IPv4 /0-/8, IPv6 /0-/32) or allows a public suffix',
+  SH_EXCEPTION_DEVICE: 'warning: an exception names a mac: or host: that no lease file nor identity.static knows (it applies to nothing yet)',
+  SH_EXCEPTION_LONG: 'warning: an exception expires more than a year from now',
   SH_LISTEN: 'a listener could not bind its address (in use, or not permitted)',
   SH_USAGE: 'the command line is not understood',
+  SH_LEASES_INVALID: 'a DHCP lease file has a line that is not a lease in its format (its last good version stays in force)',
+  SH_LEASES_READ: 'a DHCP lease file cannot be read (its last good version stays in force)',
+  SH_REPORT_STORE: 'the report store (the state file, or PostgreSQL) cannot be read or written; events wait in a bounded spool',
+  SH_HTTP_TOKEN: 'listen.httpToken names a file that cannot be read or is empty',
+  SH_UNREACHABLE: 'a running server could not be reached over HTTP (report, health)',
+  SH_UNHEALTHY: 'a running server answered /healthz with something other than 200 (health)',
   SH_RUNTIME: 'the Node runtime is older than the supported LTS line (24)',
 } as const;
 

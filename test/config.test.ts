@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { loadConfig } from '../src/config/config.js';
 import { parseDuration } from '../src/config/duration.js';
 import { ERROR_CODES, PolicyError } from '../src/errors.js';
+import { COMMANDS, parseCommandLine, suggest, type Parsed } from '../src/cliArgs.js';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { buildQuery, decode, udpExchange } from './helpers/dns.js';
 
@@ -60,12 +61,28 @@ t.test('config errors name line:col, the key path and what was expected', async 
     ['bad response', 'blocking:\n  response: blackhole\n', /^2:13: blocking\.response: expected one of nxdomain, nodata, null-ip, refused/],
     ['empty file', '', /^1:1: the config is empty/],
     ['CIDR with host bits', 'clients:\n  allowFrom: ["10.20.1.17/16"]\n', /^2:15: clients\.allowFrom: "10\.20\.1\.17\/16" has host bits set below \/16/],
+    // Availability keys (issue 9).
+    ['client timer too long', 'cache:\n  serveStale: { clientTimeout: 40s }\n', /^2:32: cache\.serveStale\.clientTimeout: must be at most 30s, got "40s"/],
+    ['unknown serveStale key', 'cache:\n  serveStale: { maxAge: 1d }\n', /^2:17: cache\.serveStale\.maxAge: unknown key; expected one of enabled, clientTimeout, answerTtl, maxStale/],
+    ['stale TTL of 0', 'cache:\n  serveStale: { answerTtl: 0s }\n', /^2:28: cache\.serveStale\.answerTtl: must be at least 1s/],
+    ['SERVFAIL kept past RFC 2308 §7.1', 'cache:\n  servfailTtl: 10m\n', /^2:16: cache\.servfailTtl: must be at most 5m, got "10m"/],
+    ['prefetch not a boolean', 'cache:\n  prefetch: yes\n', /^2:13: cache\.prefetch: expected true or false, got "yes"/],
+    ['rate limit action', 'clients:\n  rateLimit: { qps: 10, action: drop }\n', /^2:33: clients\.rateLimit\.action: expected one of truncate, refuse, got "drop"/],
+    ['rate limit qps', 'clients:\n  rateLimit: { qps: 0 }\n', /^2:21: clients\.rateLimit\.qps: expected a whole number from 1 to 1000000, got 0/],
+    ['exempt group unknown', 'clients:\n  rateLimit: { exempt: [servers] }\n', /^2:25: clients\.rateLimit\.exempt: unknown group "servers"; defined groups are \(none\)/],
+    ['IPv6 prefix', 'clients:\n  rateLimit: { ipv6Prefix: 8 }\n', /^2:28: clients\.rateLimit\.ipv6Prefix: expected a whole number from 16 to 128/],
+    ['state dir', 'state:\n  dir: ""\n', /^2:8: state\.dir: expected a non-empty string/],
   ];
   for (const [what, text, expected] of cases) {
     const got = problems(text);
     t.match(got[0] ?? '(no error)', expected, what);
   }
   t.equal(problems('upstreams:\n  servers: ["127.0.0.1", "tcp://[::1]:5353"]\n').length, 0, 'valid upstream forms');
+  const avail = loadConfig(file('avail.yaml', 'clients:\n  groups:\n    servers: ["10.0.0.0/24"]\n  rateLimit: { exempt: [servers] }\nstate:\n  dir: var/state\n'));
+  t.same(avail.clients.rateLimit, { qps: 500, burst: 2000, action: 'truncate', exempt: ['servers'], dryRun: false, ipv4Prefix: 32, ipv6Prefix: 56 }, 'rateLimit defaults; groups may come later in the file');
+  t.equal(avail.state.dir, join(dir, 'var/state'), 'state.dir is relative to the config');
+  t.same(avail.cache.serveStale, { enabled: true, clientTimeoutMs: 1800, answerTtl: 30, maxStaleMs: 86_400_000 }, "serve-stale on, with Unbound's defaults");
+  t.equal(loadConfig(file('nolimit.yaml', 'cache:\n  prefetch: false\n')).clients.rateLimit, undefined, 'no clients.rateLimit: no limiter');
   const f = file('v6.yaml', 'upstreams:\n  servers: ["[2001:DB8:0:0::53]:53"]\n');
   t.equal(loadConfig(f).upstreams.servers[0]?.host, '2001:db8::53', 'IPv6 upstreams are stored canonical, as replies report them');
 });
@@ -85,8 +102,8 @@ t.test('sinkhole validate: exit 0 when valid, 1 with file:line:col lines', async
   t.equal(r.status, 1, 'invalid config: exit 1');
   const lines = r.stdout.trim().split('\n');
   t.equal(lines.length, 2, 'one line per problem');
-  t.match(lines[0], /bad\.yaml:3:3: listen\.colour: unknown key/);
-  t.match(lines[1], /bad\.yaml:6:12: upstreams\.timeout: expected a duration/);
+  t.match(lines[0], /^SH_CONFIG_INVALID \S*bad\.yaml:3:3: listen\.colour: unknown key/, 'each line starts with its code');
+  t.match(lines[1], /^SH_CONFIG_INVALID \S*bad\.yaml:6:12: upstreams\.timeout: expected a duration/);
   t.notMatch(r.stdout + r.stderr, /\n\s+at /, 'no stack trace');
   const bundled = spawnSync(process.execPath, [CLI, 'validate', '--config', join(import.meta.dirname, '..', 'sinkhole.yaml')], { encoding: 'utf8' });
   t.equal(bundled.status, 0, 'the bundled sinkhole.yaml validates');
@@ -96,7 +113,7 @@ t.test('sinkhole serve: a startup error is one line and a non-zero exit', async 
   const bad = file('serve-bad.yaml', 'listen:\n  dns: ["127.0.0.1:1053"]\ncache: 5\n');
   const r = spawnSync(process.execPath, [CLI, 'serve', '--config', bad], { encoding: 'utf8', timeout: 10_000 });
   t.not(r.status, 0, 'bad config: non-zero exit');
-  t.match(r.stderr, /^sinkhole: .*serve-bad\.yaml:3:8: cache: expected a mapping/);
+  t.match(r.stderr, /^SH_CONFIG_INVALID .*serve-bad\.yaml:3:8: cache: expected a mapping/);
   t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
 
   const busy = dgram.createSocket('udp4');
@@ -106,11 +123,97 @@ t.test('sinkhole serve: a startup error is one line and a non-zero exit', async 
   const inUse = file('serve-busy.yaml', `listen:\n  dns: ["127.0.0.1:${busy.address().port}"]\nupstreams:\n  servers: ["127.0.0.1:9"]\n`);
   const r2 = spawnSync(process.execPath, [CLI, 'serve', '--config', inUse], { encoding: 'utf8', timeout: 10_000 });
   t.equal(r2.status, 1, 'port in use: exit 1');
-  t.match(r2.stderr, /^sinkhole: cannot listen for DNS over UDP on 127\.0\.0\.1:\d+: EADDRINUSE \(another process has this port\)\n$/);
+  t.match(r2.stderr, /^SH_LISTEN cannot listen for DNS over UDP on 127\.0\.0\.1:\d+: EADDRINUSE \(another process has this port\)\n$/);
+});
 
-  const usage = spawnSync(process.execPath, [CLI, 'frobnicate'], { encoding: 'utf8' });
-  t.equal(usage.status, 2, 'unknown command: exit 2');
-  t.match(usage.stderr, /unknown command "frobnicate"/);
+t.test('the command line: help per command, strict options, did you mean', async (t) => {
+  const parse = (...args: string[]): Parsed => parseCommandLine(args, COMMANDS);
+  const commands = ['serve', 'validate', 'check', 'exceptions', 'report', 'health'];
+  t.same(Object.keys(COMMANDS), commands);
+  for (const c of commands) {
+    for (const flag of ['-h', '--help']) {
+      const p = parse(c, flag);
+      t.equal(p.kind === 'help' && p.text.startsWith(`usage: sinkhole ${c}`), true, `${c} ${flag}: its own usage`);
+    }
+    t.same(parse('help', c), parse(c, '--help'), `sinkhole help ${c} is the same`);
+    const help = (parse(c, '-h') as { text: string }).text;
+    for (const option of Object.keys(COMMANDS[c]!.options)) {
+      t.match(help, new RegExp(`--${option}\\b[^\\n]*\\s{2}\\S`), `${c} --help describes --${option}`);
+    }
+  }
+  t.match((parse('check', '--help') as { text: string }).text, /--client IP\|MAC\s+the client address.*\(default: 127\.0\.0\.1\)/);
+  t.match((parse('check', '--help') as { text: string }).text, /NAME\s+a domain name, a URL .* or host:port; its host is checked/);
+  for (const top of ['-h', '--help', 'help']) {
+    const p = parse(top);
+    for (const c of commands) t.match(p.kind === 'help' ? p.text : '', `sinkhole ${c}`, `${top} lists ${c}`);
+  }
+  t.same(parse('--version'), { kind: 'version' });
+  t.match(parse('check', 'x.example', '--client', '10.0.0.1', '--json'), { kind: 'run', command: 'check', positionals: ['x.example'], values: { client: '10.0.0.1', json: true, type: 'A', config: 'sinkhole.yaml' } });
+  const cases: [string[], RegExp][] = [
+    [['serv'], /^unknown command "serv"; did you mean "serve"\?/],
+    [['chekc', 'x'], /^unknown command "chekc"; did you mean "check"\?/],
+    [['frobnicate'], /^unknown command "frobnicate"\. Commands: serve, validate, check, exceptions, report, health/],
+    [['report', '--client', 'x'], /^report has no option "--client"\. Its options: --config, --url, --json/],
+    [['check', 'x', '--confg', 'y'], /^check has no option "--confg"; did you mean "--config"\?/],
+    [['serve', '--config'], /^serve: .*--config.* argument missing/],
+    [['validate', 'extra'], /^validate takes no arguments, got "extra"/],
+    [['check'], /^check takes exactly NAME, got none/],
+    [['check', 'a.example', 'b.example'], /^check takes exactly NAME, got "a\.example" "b\.example"/],
+    [['--config', 'x'], /^an option needs a command before it/],
+    [[], /^no command given/],
+  ];
+  for (const [args, expected] of cases) t.throws(() => parse(...args), { code: 'SH_USAGE', message: expected }, args.join(' ') || '(nothing)');
+  t.equal(suggest('exception', commands), 'exceptions');
+  t.equal(suggest('zzz', commands), undefined, 'no suggestion when nothing is close');
+});
+
+t.test('the command line as run: help on stdout, each error one line starting with its SH_* code', async (t) => {
+  const run = (...args: string[]): { status: number | null; stdout: string; stderr: string } =>
+    spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: dir });
+  const help = run('serve', '--help');
+  t.equal(help.status, 0, 'serve --help: exit 0');
+  t.match(help.stdout, /^usage: sinkhole serve \[--config PATH\]\n/);
+  t.equal(help.stderr, '', "not Node's own error text");
+  for (const [args, expected] of [
+    [['serv'], /^SH_USAGE unknown command "serv"; did you mean "serve"\?/],
+    [['check', '192.0.2.1'], /^SH_USAGE check takes a domain name, a URL or host:port; "192\.0\.2\.1" is an IP address/],
+    [['check', 'x.example', '--type', 'BOGUS'], /^SH_USAGE unknown query type "BOGUS"/],
+  ] as [string[], RegExp][]) {
+    const r = run(...args);
+    t.equal(r.status, 2, `${args.join(' ')}: exit 2`);
+    t.match(r.stderr, expected, args.join(' '));
+    t.equal(r.stderr.trim().split('\n').length, 1, `${args.join(' ')}: one line`);
+    t.equal(r.stdout, '', `${args.join(' ')}: nothing on stdout`);
+  }
+});
+
+t.test('a missing file is one problem, not a cascade', async (t) => {
+  const missingConfig = spawnSync(process.execPath, [CLI, 'validate', '--config', join(dir, 'no-such.yaml')], { encoding: 'utf8' });
+  t.equal(missingConfig.status, 1);
+  t.match(missingConfig.stdout, /^SH_CONFIG_READ \S*no-such\.yaml:1:1: cannot read: ENOENT\n$/, 'only "cannot read"');
+  t.notMatch(missingConfig.stdout, /empty/, 'not also "the config is empty"');
+  const checkMissing = spawnSync(process.execPath, [CLI, 'check', 'x.example', '--config', join(dir, 'no-such.yaml')], { encoding: 'utf8' });
+  t.equal(checkMissing.status, 2);
+  t.match(checkMissing.stderr, /^SH_CONFIG_READ \S*no-such\.yaml:1:1: cannot read: ENOENT\n$/, 'the same one line from check');
+
+  file('present.txt', 'tiktok.com\n');
+  file('empty.txt', '# nothing\n');
+  const cfg = file('lists.yaml', [
+    'upstreams:', '  servers: ["127.0.0.1:53"]', 'blocking:', '  lists:',
+    '    present: [present.txt]', '    gone: [gone.txt]', '    gone-too: [gone-too.txt]', '    empty: [empty.txt]',
+    '  enforce: [present, gone]', 'exceptions: no-exceptions.yaml', '',
+  ].join('\n'));
+  const r = spawnSync(process.execPath, [CLI, 'validate', '--config', cfg], { encoding: 'utf8' });
+  t.equal(r.status, 1);
+  const lines = r.stdout.trim().split('\n');
+  t.match(lines, [
+    /^SH_CONFIG_READ \S*lists\.yaml:6:5: blocking\.lists\.gone: cannot read \S*gone\.txt: ENOENT$/,
+    /^SH_CONFIG_READ \S*lists\.yaml:7:5: blocking\.lists\.gone-too: cannot read \S*gone-too\.txt: ENOENT$/,
+    /^SH_LIST_EMPTY \S*empty\.txt:1:1: list "empty" has no rules; it is not enforced; remove it from blocking\.lists if it is not needed$/,
+    /^SH_CONFIG_READ \S*no-exceptions\.yaml:1:1: cannot read: ENOENT$/,
+  ]);
+  t.equal(lines.length, 4, 'one line per missing file, and the genuinely empty list; nothing else');
+  t.notMatch(r.stdout, /remove it from blocking\.enforce/, 'no advice about enforce for lists that were not read or are not enforced');
 });
 
 t.test('sinkhole serve: answers, then drains on SIGTERM and exits 0', async (t) => {
@@ -164,6 +267,7 @@ t.test('every duration and number has a documented range, checked at file:line:c
     ['a huge bare number of seconds', 'blocking:\n  ttl: 1e300\n', /^2:8: blocking\.ttl: must be at most 1d/],
   ];
   for (const [what, text, expected] of cases) t.match(problems(text)[0] ?? '(no error)', expected, what);
+  t.same(problems('report:\n  window: 30d\n  retention: 90d\nlisten:\n  tcpConnectionLifetime: 1d\n'), [], 'within range: no problem (a window is no timer)');
   const bad = file('range.yaml', 'blocking:\n  ttl: 4294967296\n');
   const r = spawnSync(process.execPath, [CLI, 'validate', '--config', bad], { encoding: 'utf8' });
   t.equal(r.status, 1, 'validate: exit 1 (a problem in the file), not 2 (an unexpected error)');
@@ -195,10 +299,14 @@ t.test('start-up errors: one clear line per real problem, no cascade', async (t)
     ['a missing config file', 'absent.yaml', '', /absent\.yaml:1:1: cannot read: ENOENT/],
   ];
   for (const [what, name, text, expected] of cases) {
-    const path = name === 'absent.yaml' ? join(dir, name) : file(name, text);
+    // A folder of its own: no last good policy from another test (serve would start from it, and say so).
+    const own = mkdtempSync(join(tmpdir(), 'sinkhole-startup-'));
+    const path = join(own, name);
+    if (name !== 'absent.yaml') writeFileSync(path, text);
     for (const command of ['validate', 'serve']) {
       const r = spawnSync(process.execPath, [CLI, command, '--config', path], { encoding: 'utf8', timeout: 10_000 });
-      const lines = (r.stdout + r.stderr).trim().split('\n');
+      // validate adds what serve would then do about the last good policy: advice, not a problem.
+      const lines = (r.stdout + r.stderr).trim().split('\n').filter((l) => !/^SH_(STATE_INVALID|POLICY_DEGRADED) /.test(l));
       t.equal(lines.length, 1, `${command}, ${what}: one line (${JSON.stringify(lines)})`);
       t.match(lines[0], expected, `${command}, ${what}: names the real problem`);
       t.not(r.status, 0, `${command}, ${what}: non-zero exit`);

@@ -2,7 +2,7 @@
 // `check` example prints what it shows, and every bundled config validates
 // (CoreDNS and hickory-dns test their documented examples the same way).
 import t from 'tap';
-import { mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -35,23 +35,60 @@ t.test('the README config and exceptions examples validate together', async (t) 
   t.equal(g.config.report.maxClients, 100_000);
 });
 
-t.test('the README check example prints what the README shows', async (t) => {
-  const block = readme.match(/```\n\$ npx sinkhole check (.*)\n([\s\S]*?)```/);
-  t.ok(block, 'example found');
-  const args = block![1]!.split(' ');
-  const r = spawnSync(process.execPath, [CLI, 'check', ...args], { cwd: ROOT, encoding: 'utf8' });
-  t.equal(r.stdout, block![2], 'same output');
-  t.equal(r.status, 1, 'blocked: exit 1');
+t.test('the README check examples print what the README shows, with the bundled config', async (t) => {
+  const examples = [...readme.matchAll(/```\n\$ npx sinkhole check (.*)\n([\s\S]*?)```/g)];
+  t.ok(examples.length >= 2, `${examples.length} examples found`);
+  for (const [, line, output] of examples) {
+    const args = line!.split(' ');
+    // Whatever zone the machine is in: the bundled exceptions name theirs.
+    const r = spawnSync(process.execPath, [CLI, 'check', ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, TZ: 'America/Los_Angeles' } });
+    t.equal(r.stdout, output, `check ${line}: same output`);
+    t.equal(r.status, output!.startsWith('blocked') ? 1 : 0, `check ${line}: exit code`);
+  }
 });
 
-t.test('every bundled config validates', async (t) => {
-  for (const file of ['sinkhole.yaml', 'sinkhole.docker.yaml']) {
-    const r = spawnSync(process.execPath, [CLI, 'validate', '--config', file], { cwd: ROOT, encoding: 'utf8' });
-    t.equal(r.status, 0, `${file}: ${r.stdout.trim()}`);
-  }
+t.test('every bundled config validates, without warnings', async (t) => {
+  const r = spawnSync(process.execPath, [CLI, 'validate', '--config', 'sinkhole.yaml'], { cwd: ROOT, encoding: 'utf8' });
+  t.equal(r.status, 0, `sinkhole.yaml: ${r.stdout.trim()}`);
+  t.match(r.stdout, /^sinkhole\.yaml: ok/, 'no warning line before ok');
+  // The image's layout (Dockerfile): /app holds the lists, sinkhole.yaml is sinkhole.docker.yaml, and
+  // exceptions/ is the volume, holding the image's empty record set until one is mounted.
+  const app = mkdtempSync(join(tmpdir(), 'sinkhole-image-'));
+  symlinkSync(join(ROOT, 'blocklists'), join(app, 'blocklists'));
+  writeFileSync(join(app, 'sinkhole.yaml'), readFileSync(join(ROOT, 'sinkhole.docker.yaml')));
+  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  const placeholder = /printf '(.*)' > \/app\/exceptions\/exceptions\.yaml/.exec(dockerfile);
+  t.ok(placeholder, 'the Dockerfile writes an empty exceptions file into the volume');
+  mkdirSync(join(app, 'exceptions'));
+  writeFileSync(join(app, 'exceptions', 'exceptions.yaml'), placeholder![1]!.replaceAll('\\n', '\n'));
+  const image = spawnSync(process.execPath, [CLI, 'validate', '--config', 'sinkhole.yaml'], { cwd: app, encoding: 'utf8' });
+  t.equal(image.status, 0, `the image's config: ${image.stdout.trim()}`);
+  t.match(image.stdout, /exceptions: 0;/, 'starts with no exceptions until a folder is mounted');
+  t.notMatch(dockerfile, /COPY exceptions\.yaml/, 'exceptions are not baked into the image');
+  t.match(dockerfile, /^ARG NODE_IMAGE=node:[\w.-]+@sha256:[0-9a-f]{64}$/m, 'the base image is pinned by digest');
+  t.match(dockerfile, /HEALTHCHECK .*\n\s+CMD \["bin\/sinkhole", "health", "--config", "sinkhole\.yaml"\]/, 'the health check follows listen.http');
+  t.match(readFileSync(join(ROOT, 'sinkhole.docker.yaml'), 'utf8'), /^\s+http: "127\.0\.0\.1:\d+"/m, "the image's HTTP listens on loopback");
 });
 
 t.test('every command in the README table exists', async (t) => {
   const help = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' }).stdout;
   for (const m of readme.matchAll(/^\| `sinkhole (\w+)/gm)) t.match(help, `sinkhole ${m[1]}`, `sinkhole ${m[1]} is a command`);
+});
+
+t.test('installing it as a command, as the README says: the package carries the launcher, and the launcher runs through a link', async (t) => {
+  // What `npm pack` / `npm install -g` would ship (scripts off: dist/ is already built by pretest).
+  const pack = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
+  t.equal(pack.status, 0, 'npm pack --dry-run');
+  const files = new Set((JSON.parse(pack.stdout) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path));
+  for (const f of ['bin/sinkhole', 'dist/cli.js', 'blocklists/tiktok.txt', 'blocklists/src/tiktok-domains.tsv', 'sinkhole.yaml', 'deploy/systemd/sinkhole.service', 'deploy/kubernetes/daemonset.yaml', 'dashboards/alerts.yml', 'README.md']) {
+    t.ok(files.has(f), `the package has ${f}`);
+  }
+  t.notOk([...files].some((f) => f.startsWith('test/') || f.startsWith('src/')), 'and no tests or TypeScript sources');
+  t.equal((JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin.sinkhole, 'bin/sinkhole');
+  // npm install -g puts a symlink to bin/sinkhole on the PATH; the launcher must find its package through it.
+  const bin = mkdtempSync(join(tmpdir(), 'sinkhole-bin-'));
+  symlinkSync(join(ROOT, 'bin', 'sinkhole'), join(bin, 'sinkhole'));
+  const r = spawnSync(join(bin, 'sinkhole'), ['--version'], { cwd: tmpdir(), encoding: 'utf8', env: { ...process.env, PATH: `${bin}:/usr/bin:/bin` } });
+  t.equal(r.status, 0, `runs through the link: ${r.stderr}`);
+  t.match(r.stdout, /^sinkhole \d+\.\d+\.\d+/);
 });

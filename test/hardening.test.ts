@@ -188,9 +188,11 @@ t.test('metrics: BADVERS is labelled BADVERS, and only (result, rcode) pairs tha
   const possible = new Set([
     'blocked/NXDOMAIN', 'excepted/NOERROR', 'excepted/NXDOMAIN', 'cached/NOERROR', 'cached/NXDOMAIN', 'forwarded/NOERROR',
     'forwarded/NXDOMAIN', 'local/NOERROR', 'refused/REFUSED', 'formerr/FORMERR', 'notimp/NOTIMP', 'badvers/BADVERS', 'servfail/SERVFAIL',
+    'stale/NOERROR', 'stale/NXDOMAIN',
   ]);
   t.same(pairs.filter((p) => !possible.has(p)), [], 'no impossible pair such as servfail/NOERROR');
   t.ok(pairs.includes('servfail/SERVFAIL') && pairs.includes('blocked/NXDOMAIN'), 'the possible ones are there before they happen');
+  t.notOk(pairs.some((p) => p.startsWith('ratelimited/')), 'no rate-limit series without clients.rateLimit');
 });
 
 const NULL_TYPE = 10;
@@ -262,7 +264,8 @@ t.test('a lying upstream: every name the policy inspects is decoded fully, or th
       return handReply(q, Buffer.concat([body.subarray(0, holderLen), https]), { an: 2 });
     },
   });
-  const h = await startSinkhole(t, up.port, BLOCKING, { 'tiktok.txt': TIKTOK_LIST });
+  // servfailTtl 0: each query goes upstream again, so each broken reply is seen (and counted) anew.
+  const h = await startSinkhole(t, up.port, { ...BLOCKING, cache: { servfailTtl: '0s' } }, { 'tiktok.txt': TIKTOK_LIST });
   for (const proto of PROTOS) {
     t.equal(rcodeOf(await exchange(proto, h.port, buildQuery('chain.example.test', T.A))), 3, `${proto}: a CNAME to www.tiktok.com through 130 pointer hops is sinkholed`);
     t.equal(rcodeOf(await exchange(proto, h.port, buildQuery('https.example.test', T.HTTPS))), 3, `${proto}: an HTTPS TargetName through 20 hops is sinkholed`);
@@ -336,7 +339,8 @@ t.test('upstream faults: each answered within upstreams.timeout + 1 s, nothing w
   up.on('hugettl.example.test', { answers: [{ name: 'hugettl.example.test', type: T.A, address: '192.0.2.9', ttl: 2_000_000_000 }] });
   refusing.on('*', { truncate: true });
   const timeout = 1000;
-  const main = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], timeout: '1s' }, cache: { maxTtl: '1d' } });
+  // servfailTtl 0: a SERVFAIL is not remembered (RFC 2308 §7.1 allows it), so "afterwards" asks upstream again.
+  const main = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], timeout: '1s' }, cache: { maxTtl: '1d', servfailTtl: '0s' } });
   const tcRefused = await startSinkhole(t, refusing.port, { upstreams: { servers: [`127.0.0.1:${refusing.port}`], timeout: '1s' } });
   const timed = async (port: number, name: string): Promise<{ rcode: number; ms: number; reply: Buffer }> => {
     const at = performance.now();

@@ -14,6 +14,7 @@ import { errorReply } from '../src/dns/reply.js';
 import { silentLogger } from '../src/log.js';
 import type { Query } from '../src/dns/query.js';
 import type { Outcome } from '../src/pipeline/types.js';
+import { bindPair } from '../src/app.js';
 
 const PROTOS = ['udp', 'tcp'] as const;
 
@@ -64,7 +65,8 @@ t.test('cache: hits, TTL decay, expiry, negative caching and what is never cache
   up.on('zero.example.test', { answers: [{ name: 'zero.example.test', type: T.A, address: '192.0.2.2', ttl: 0 }] });
   up.on('fail.example.test', { rcode: 2 });
   up.on('capped.example.test', { rcode: 3, soa: { ttl: 7200, minimum: 7200 } });
-  const h = await startSinkhole(t, up.port, { cache: { maxEntries: 1000, maxNegativeTtl: '30s' } }, {}, { clock });
+  // Prefetch off: this test is about plain expiry (prefetch and serve-stale: availability.test.ts).
+  const h = await startSinkhole(t, up.port, { cache: { maxEntries: 1000, maxNegativeTtl: '30s', prefetch: false } }, {}, { clock });
   const ask = async (name: string): Promise<ReturnType<typeof decode>> => decode(await udpExchange(h.port, buildQuery(name, T.A)));
 
   t.equal((await ask('ttl.example.test')).answers[0]?.ttl, 100, 'first answer has the upstream TTL');
@@ -92,11 +94,18 @@ t.test('cache: hits, TTL decay, expiry, negative caching and what is never cache
   await ask('capped.example.test');
   t.equal(up.count('capped.example.test'), 2, 'maxNegativeTtl (30 s) caps a 2 h negative TTL');
 
-  for (const name of ['nosoa.example.test', 'zero.example.test', 'fail.example.test']) {
+  for (const name of ['nosoa.example.test', 'zero.example.test']) {
     await ask(name);
     await ask(name);
     t.equal(up.count(name), 2, `${name} is not cached`);
   }
+  // A SERVFAIL is not cached as an answer; it is only remembered for cache.servfailTtl (5 s, RFC 2308 §7.1).
+  await ask('fail.example.test');
+  await ask('fail.example.test');
+  t.equal(up.count('fail.example.test'), 1, 'a SERVFAIL is remembered for a moment');
+  clock.advance(5_000);
+  await ask('fail.example.test');
+  t.equal(up.count('fail.example.test'), 2, 'and asked again 5 s later');
   t.equal(h.running.stats.cacheHits, 2, 'hits counted');
 });
 
@@ -182,19 +191,34 @@ t.test('RFC 5452: fresh ID and port upstream; spoofed replies are dropped', asyn
   up.on('wrongq.example.test', { wrongQuestion: true });
   up.on('onlybad.example.test', { wrongId: true, onlyBad: true });
   up.on('otherport.example.test', { fromOtherPort: true, onlyBad: true });
-  const h = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], timeout: '300ms' } });
+  const h = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], timeout: '300ms', sourcePortReuse: 1 } });
   for (let i = 0; i < 5; i++) await udpExchange(h.port, buildQuery(`p${i}.example.test`, T.A, { id: 4242 }));
   const seen = up.seen.filter((s) => s.name.startsWith('p'));
-  t.equal(new Set(seen.map((s) => s.port)).size, 5, 'five queries came from five source ports');
+  t.equal(new Set(seen.map((s) => s.port)).size, 5, 'sourcePortReuse 1 (strict): five queries came from five source ports');
   t.ok(seen.filter((s) => s.id === 4242).length <= 1, 'the upstream ID is not the client ID');
 
-  const reuse = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], sourcePortReuse: 3 } });
+  const reuse = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], sourcePorts: 1, sourcePortReuse: 3 } });
   for (let i = 0; i < 6; i++) {
     const d = decode(await udpExchange(reuse.port, buildQuery(`s${i}.example.test`, T.A)));
     t.equal(d.answers[0]?.address, '192.0.2.10', `sourcePortReuse 3: query ${i} answered`);
   }
   const ports = up.seen.filter((s) => /^s\d\./.test(s.name)).map((s) => s.port);
-  t.equal(new Set(ports).size, 2, 'sourcePortReuse 3: six queries used two source ports');
+  t.equal(new Set(ports).size, 2, 'one socket in rotation, sourcePortReuse 3: six queries used two source ports');
+
+  // The default pool: each query picks one of 1024 sockets at random, so 200 queries land on ~182
+  // distinct ports on average (1024 × (1 − (1 − 1/1024)^200)); fewer than 150 is about 8 σ away.
+  const pool = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`] } });
+  await Promise.all(Array.from({ length: 200 }, (_, i) => udpExchange(pool.port, buildQuery(`pool${i}.example.test`, T.A))));
+  const poolPorts = new Set(up.seen.filter((s) => s.name.startsWith('pool')).map((s) => s.port));
+  t.ok(poolPorts.size >= 150, `the default pool spreads 200 queries over ${poolPorts.size} random source ports`);
+  t.ok(pool.running.forwarder().sourcePortsOpen >= 150, 'and keeps those sockets open for the next queries');
+  // A small pool with a low reuse bound: every socket is replaced after 5 queries.
+  const small = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], sourcePorts: 2, sourcePortReuse: 5 } });
+  for (let i = 0; i < 20; i++) await udpExchange(small.port, buildQuery(`small${i}.example.test`, T.A));
+  const perPort = new Map<number, number>();
+  for (const s of up.seen.filter((x) => x.name.startsWith('small'))) perPort.set(s.port, (perPort.get(s.port) ?? 0) + 1);
+  t.ok(Math.max(...perPort.values()) <= 5, 'no source port carried more than sourcePortReuse queries');
+  t.ok(perPort.size >= 4, `20 queries with reuse 5 used ${perPort.size} ports`);
 
   const a = decode(await udpExchange(h.port, buildQuery('wrongid.example.test', T.A)));
   t.equal(a.answers[0]?.address, '192.0.2.10', 'a reply with the wrong ID is ignored; the real one is used');
@@ -228,7 +252,8 @@ t.test('SERVFAIL within timeout + 1 s when upstreams fail; failover; conditional
   const dead = await startSinkhole(t, silent.port, { upstreams: { servers: [`127.0.0.1:${silent.port}`], timeout: '500ms' } });
   for (const proto of PROTOS) {
     const started = Date.now();
-    const r = await exchange(proto, dead.port, buildQuery('dead.example.test', T.A));
+    // One name per transport: a failed name is remembered for cache.servfailTtl.
+    const r = await exchange(proto, dead.port, buildQuery(`dead-${proto}.example.test`, T.A));
     const elapsed = Date.now() - started;
     t.equal(rcodeOf(r), 2, `${proto}: SERVFAIL`);
     t.ok(elapsed >= 450 && elapsed < 1500, `${proto}: answered after the 500 ms timeout, within timeout + 1 s (${elapsed} ms)`);
@@ -557,4 +582,21 @@ t.test('a UDP listener started again after close (the bind retry when TCP finds 
   const { port } = await u.start();
   t.teardown(() => u.close());
   t.equal(rcodeOf(await udpExchange(port, buildQuery('again.example.test', T.A), 2000)), 3, 'answered after the restart');
+});
+
+t.test('binding UDP and TCP on one port: after a TCP clash, the UDP listener of the retry answers', async (t) => {
+  const answer = (): { wire: Buffer; result: 'local' } => ({ wire: Buffer.alloc(12), result: 'local' });
+  const ep = { host: '127.0.0.1', port: 0 };
+  const tcp = new TcpListener(ep, answer, { idleTimeoutMs: 1000, maxConnections: 10, maxConnectionsPerClient: 10, lifetimeMs: 60_000 }, silentLogger);
+  // The first TCP bind fails as if another process had that port on TCP; the second succeeds.
+  const start = tcp.start.bind(tcp);
+  let calls = 0;
+  tcp.start = (port?: number) => (calls++ === 0 ? Promise.reject(Object.assign(new Error('in use'), { code: 'EADDRINUSE' })) : start(port));
+  const made: UdpListener[] = [];
+  const bound = await bindPair(ep, () => (made.push(new UdpListener(ep, (q) => ({ wire: Buffer.from(q.buf), result: 'local' }), silentLogger)), made.at(-1)!), tcp);
+  t.teardown(() => Promise.all([bound.udp.close(), tcp.close()]));
+  t.equal(made.length, 2, 'a second UDP listener for the retry');
+  t.equal(bound.udp, made[1], 'and that is the one returned');
+  const reply = await udpExchange(bound.addresses.udp.port, buildQuery('retry.example.test', T.A, { id: 0x5151 }));
+  t.equal(reply.readUInt16BE(0), 0x5151, 'it answers (the closed first one would drop every query)');
 });

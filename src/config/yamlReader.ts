@@ -1,31 +1,29 @@
 // Reads a YAML document node by node, so every problem can name the file, the
 // line and column, the key path and what was expected (CoreDNS/hickory style:
 // "cache.maxTtl: expected a duration like 500ms, 2s, 10m, 1h or 1d, got "soon"").
-import { readFileSync } from 'node:fs';
 import { Composer, LineCounter, Parser, isAlias, isMap, isScalar, isSeq, type CST, type Node, type Pair, type Document } from 'yaml';
 import { parseDuration } from './duration.js';
 import type { ErrorCode, Problem } from '../errors.js';
+import { diskSource, type FileSource } from '../policy/sources.js';
 
 export type YNode = Node | null | undefined;
 
 /**
  * Bounds on a YAML file, so that a hostile or broken one fails fast with
- * file:line:col instead of stalling the process (a reload runs on the query
- * thread): a config or exceptions file is kilobytes, never megabytes, and
- * nests a handful of levels (exceptions → record → clients is 4).
+ * file:line:col instead of stalling the compile for seconds (50,000 keys) or
+ * overflowing its stack (3,000 levels): a config or exceptions file is
+ * kilobytes, never megabytes, and nests a handful of levels (exceptions →
+ * record → clients is 4).
  */
 export const MAX_YAML_BYTES = 2 << 20;
 export const MAX_YAML_DEPTH = 32;
-
-/** `Node's` timers hold at most 2^31-1 ms (about 24.8 days); a longer delay fires after 1 ms. */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class YamlReader {
   readonly problems: Problem[] = [];
   readonly lines: LineCounter;
   readonly doc: Document.Parsed | undefined;
-  /** The file could not be read: nothing else about it is worth saying. */
-  private unreadable = false;
+  /** The file could not be read: its one problem says why, and nothing else is said about it. */
+  unreadable = false;
 
   constructor(
     readonly file: string,
@@ -81,10 +79,10 @@ export class YamlReader {
     }
   }
 
-  static fromFile(file: string, code: ErrorCode): YamlReader {
+  static fromFile(file: string, code: ErrorCode, source: FileSource = diskSource): YamlReader {
     let text: string;
     try {
-      text = readFileSync(file, 'utf8');
+      text = source.read(file).toString('utf8');
     } catch (e) {
       const r = new YamlReader(file, '', code);
       r.unreadable = true;
@@ -198,8 +196,8 @@ export class YamlReader {
 
   /**
    * A duration in milliseconds: 500ms, 2s, 10m, 1h, 1d or a bare number of
-   * seconds, from `minMs` to `maxMs` (every duration has a documented range;
-   * none may pass what a Node timer can hold).
+   * seconds, from `minMs` to `maxMs`: every duration has a documented range
+   * (config.ts keeps the ones that arm a timer below what Node's timers hold).
    */
   duration(node: YNode, path: string, minMs: number, maxMs: number): number | undefined {
     node = this.deref(node);
@@ -207,7 +205,7 @@ export class YamlReader {
     const ms = typeof raw === 'number' || typeof raw === 'string' ? parseDuration(raw) : undefined;
     if (ms === undefined) return this.fail(node, path, `expected a duration like 500ms, 2s, 10m, 1h or 1d, got ${describe(node)}`);
     if (ms < minMs) return this.fail(node, path, `must be at least ${formatDuration(minMs)}, got ${describe(node)}`);
-    if (ms > Math.min(maxMs, MAX_TIMER_MS)) return this.fail(node, path, `must be at most ${formatDuration(maxMs)}, got ${describe(node)}`);
+    if (ms > maxMs) return this.fail(node, path, `must be at most ${formatDuration(maxMs)}, got ${describe(node)}`);
     return ms;
   }
 }

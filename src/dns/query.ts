@@ -4,7 +4,8 @@
 // must stay untouched anyway (DESIGN.md "Forward raw bytes").
 import { FLAG_CD, FLAG_QR, FLAG_RD, MIN_UDP_PAYLOAD, RCODE, TYPE } from './constants.js';
 
-export type Proto = 'udp' | 'tcp';
+/** The client's transport: also the `proto` metric label. dot = DNS over TLS, doh = DNS over HTTPS. */
+export type Proto = 'udp' | 'tcp' | 'dot' | 'doh';
 
 export interface Query {
   /** The bytes as received; never modified. */
@@ -28,6 +29,16 @@ export interface Query {
   /** DO bit (RFC 3225): the reply must echo it. */
   readonly dnssecOk: boolean;
   readonly client: string;
+  /** Offset of the OPT record's RDATA (its options), -1 without OPT. */
+  readonly optRdata: number;
+  /**
+   * The OPT carries EDNS Client Subnet (RFC 7871) or dnsmasq's MAC option
+   * (65001): the relay stage honours them from clients.trustedRelays and
+   * strips them from every query it forwards.
+   */
+  readonly identityOptions: boolean;
+  /** The device's MAC when a trusted relay sent it (set by the relay stage, never decoded from an untrusted client). */
+  readonly mac: string | undefined;
   readonly proto: Proto;
   /** performance.now() when the query arrived, for the latency histogram. */
   readonly arrived: number;
@@ -49,6 +60,8 @@ export function decodeQuery(buf: Buffer, client: string, proto: Proto, arrived: 
   let edns = false;
   let udpSize = MIN_UDP_PAYLOAD;
   let dnssecOk = false;
+  let optRdata = -1;
+  let identityOptions = false;
   if (opcode !== 0) {
     problem = RCODE.NOTIMP; // RFC 1035 §4.1.1: only standard QUERY is implemented
   } else if (buf.readUInt16BE(4) !== 1) {
@@ -93,6 +106,8 @@ export function decodeQuery(buf: Buffer, client: string, proto: Proto, arrived: 
             problem = RCODE.FORMERR;
             break;
           }
+          optRdata = end + 10;
+          if (rdlen > 0) identityOptions = hasIdentityOption(buf, optRdata, optRdata + rdlen);
         }
         off = end + 10 + rdlen;
       }
@@ -100,7 +115,7 @@ export function decodeQuery(buf: Buffer, client: string, proto: Proto, arrived: 
   }
   return {
     buf, id: buf.readUInt16BE(0), opcode, rd: (buf[2]! & FLAG_RD) !== 0, cd: (buf[3]! & FLAG_CD) !== 0,
-    qname, qtype, qclass, qend, problem, edns, udpSize, dnssecOk, client, proto, arrived,
+    qname, qtype, qclass, qend, problem, edns, udpSize, dnssecOk, client, optRdata, identityOptions, mac: undefined, proto, arrived,
   };
 }
 
@@ -112,6 +127,22 @@ function optionsFit(buf: Buffer, off: number, len: number): boolean {
     off += 4 + buf.readUInt16BE(off + 2);
   }
   return off === end;
+}
+
+/** RFC 7871 EDNS Client Subnet. */
+export const OPTION_ECS = 8;
+/** dnsmasq's add-mac: the client's MAC address (an option code from the local/experimental range, RFC 6891 §9). */
+export const OPTION_MAC = 65001;
+
+/** Whether the options in [off, end) include ECS or the MAC option; a malformed list says no (the relay stage re-checks). */
+function hasIdentityOption(buf: Buffer, off: number, end: number): boolean {
+  if (end > buf.length) return false;
+  while (off + 4 <= end) {
+    const code = buf.readUInt16BE(off);
+    if (code === OPTION_ECS || code === OPTION_MAC) return true;
+    off += 4 + buf.readUInt16BE(off + 2);
+  }
+  return false;
 }
 
 /** Scratch space for building a name: one pass over the bytes, then one string. */

@@ -1,4 +1,4 @@
-// GET /metrics, /healthz, /readyz (and the report API); anything else is 404.
+// GET /metrics, /healthz, /readyz (and the report API and admin page); anything else is 404.
 //
 // HTTP shares the thread that answers DNS, so its work is bounded in front
 // of every route (issue 8: 400 keep-alive clients looping on /metrics pushed
@@ -10,8 +10,9 @@
 //   a connection asks once a second instead of thousands of times;
 // - idle and slow clients: short keep-alive, header and request timeouts;
 // - /metrics renders at most once per metricsMaxAgeMs, whoever asks;
-// - JSON routes page their answers (the compliance report: querylog/report.ts).
+// - JSON routes may answer with text they rendered once (the report's pages).
 import http from 'node:http';
+import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
@@ -24,7 +25,7 @@ export const MAX_CONNECTIONS = 64;
 export const MAX_IN_FLIGHT = 32;
 /** Requests per second across all clients: Prometheus scrapes every few seconds. */
 export const MAX_REQUESTS_PER_SECOND = 100;
-/** Requests per second from one client address (a burst of this many is fine: `sinkhole report` pages). */
+/** Requests per second from one client address (a burst of this many is fine: `sinkhole report`, the admin page). */
 export const MAX_REQUESTS_PER_CLIENT = 20;
 /** How long a request over budget waits for its 503. */
 export const REFUSE_AFTER_MS = 1000;
@@ -38,12 +39,31 @@ export interface HttpRoutes {
   registry: Registry;
   /** Listeners bound and a policy generation loaded, and not shutting down. */
   ready: () => boolean;
-  /** Lines added to the /readyz body: what is degraded while still serving (a failing audit trail). */
-  readyNotes?: () => string[];
-  /** Extra JSON endpoints, e.g. /api/blocked-clients: given the query string, they return the JSON text (render it once, serve it often). */
-  json?: Record<string, (params: URLSearchParams) => string>;
+  /** A degraded state to report on /readyz (still 200: DNS is served), e.g. the policy came from the last good snapshot. */
+  degraded?: () => string | undefined;
+  /**
+   * Extra JSON endpoints, e.g. /api/blocked-clients; they get the query string. A string is
+   * sent as the JSON text it is (rendered once, served often); anything else is serialised.
+   */
+  json?: Record<string, (params: URLSearchParams) => unknown>;
+  /** Runs before /metrics renders (gathers the counts of the other query threads). */
+  beforeMetrics?: () => Promise<void>;
+  /** Server-rendered pages, e.g. / (the admin page). */
+  html?: Record<string, () => string | Promise<string>>;
+  /** listen.httpToken: when set, every path but /healthz and /metrics asks for `Authorization: Bearer <token>`. */
+  token?: () => string | undefined;
   /** How long a rendered /metrics text is served again (default 1 s; 0 renders every time). */
   metricsMaxAgeMs?: number;
+}
+
+/** Paths a probe or Prometheus reads without the token: they say nothing about members' devices. */
+const OPEN_PATHS = new Set(['/healthz', '/metrics']);
+
+/** Constant-time comparison, so the response time does not reveal how much of a guess was right. */
+function tokenMatches(header: string | undefined, token: string): boolean {
+  const given = Buffer.from(header?.startsWith('Bearer ') ? header.slice(7).trim() : '');
+  const want = Buffer.from(token);
+  return given.length === want.length && timingSafeEqual(given, want);
 }
 
 /** A token bucket: `rate` tokens a second, holding at most `rate`. */
@@ -67,12 +87,12 @@ class RateLimit {
 
 export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Logger): Promise<{ address: AddressInfo; close(): Promise<void> }> {
   const maxAge = routes.metricsMaxAgeMs ?? 1000;
-  let rendered: { at: number; body: Promise<Buffer> } | undefined;
+  let rendered: { at: number; body: Promise<string> } | undefined;
   /** One render serves every scrape within maxAge: a flood of scrapes costs one render per interval. */
-  const metrics = (): Promise<Buffer> => {
+  const metrics = (): Promise<string> => {
     const now = performance.now();
     if (!rendered || now - rendered.at >= maxAge) {
-      const body = routes.registry.metrics().then((text) => Buffer.from(text));
+      const body = (routes.beforeMetrics?.() ?? Promise.resolve()).then(() => routes.registry.metrics());
       rendered = { at: now, body };
       body.catch(() => {
         if (rendered?.body === body) rendered = undefined;
@@ -93,7 +113,7 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
   let inFlight = 0;
 
   const server = http.createServer((req, res) => {
-    const reply = (status: number, type: string, body: string | Buffer, headers: Record<string, string> = {}): void => {
+    const reply = (status: number, type: string, body: string, headers: Record<string, string> = {}): void => {
       if (res.destroyed) return;
       res.writeHead(status, { 'Content-Type': type, 'Cache-Control': 'no-store', ...headers });
       res.end(req.method === 'HEAD' ? undefined : body);
@@ -110,15 +130,19 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
     const url = new URL(req.url ?? '/', 'http://sinkhole');
     const path = url.pathname;
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'text/plain', 'method not allowed\n');
+    const token = routes.token?.();
+    if (token !== undefined && !OPEN_PATHS.has(path) && !tokenMatches(req.headers.authorization, token)) {
+      return reply(401, 'text/plain', 'a bearer token is required (listen.httpToken)\n', { 'WWW-Authenticate': 'Bearer realm="sinkhole"' });
+    }
     if (path === '/healthz') return reply(200, 'text/plain', 'ok\n');
     if (path === '/readyz') {
-      const notes = routes.readyNotes?.() ?? [];
-      const body = notes.map((n) => `${n}\n`).join('');
-      return routes.ready() ? reply(200, 'text/plain', `ready\n${body}`) : reply(503, 'text/plain', `not ready\n${body}`);
+      if (!routes.ready()) return reply(503, 'text/plain', 'not ready\n');
+      const degraded = routes.degraded?.();
+      return reply(200, 'text/plain', degraded ? `ready, degraded: ${degraded}\n` : 'ready\n');
     }
     if (path === '/metrics') {
       metrics()
-        .then((body) => reply(200, routes.registry.contentType, body))
+        .then((text) => reply(200, routes.registry.contentType, text))
         .catch((e: unknown) => {
           log.error('SH_METRICS', 'metrics scrape failed', { error: String(e) });
           reply(500, 'text/plain', 'metrics failed\n');
@@ -127,12 +151,28 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
     }
     const json = routes.json?.[path];
     if (json) {
-      try {
-        return reply(200, 'application/json', `${json(url.searchParams)}\n`);
-      } catch (e) {
-        // A bad query parameter: the handler says what it expected.
-        return reply(400, 'text/plain', `${(e as Error).message}\n`);
-      }
+      // A route may answer later (the PostgreSQL report); a failure is a 500, never an unhandled rejection.
+      Promise.resolve()
+        .then(() => json(url.searchParams))
+        .then((body) => reply(200, 'application/json', typeof body === 'string' ? body : JSON.stringify(body, null, 2) + '\n'))
+        .catch((e: unknown) => {
+          // A bad query parameter says what it expected (RangeError); anything else is ours.
+          if (e instanceof RangeError) return reply(400, 'text/plain', `${e.message}\n`);
+          log.error('SH_INTERNAL', 'HTTP route failed', { path, error: String(e) });
+          reply(500, 'text/plain', 'failed\n');
+        });
+      return;
+    }
+    const html = routes.html?.[path];
+    if (html) {
+      Promise.resolve()
+        .then(html)
+        .then((body) => reply(200, 'text/html; charset=utf-8', body))
+        .catch((e: unknown) => {
+          log.error('SH_INTERNAL', 'HTTP page failed', { path, error: String(e) });
+          reply(500, 'text/plain', 'failed\n');
+        });
+      return;
     }
     reply(404, 'text/plain', 'not found\n');
   });

@@ -5,11 +5,12 @@
 // upstreams) — never a client address or a query name.
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { RCODE, RCODE_NAME } from '../dns/constants.js';
-import { isActive } from '../policy/exceptions.js';
+import { stateOf, type ExceptionState } from '../policy/exceptions.js';
 import type { Generation } from '../policy/generation.js';
+import { policyHash } from '../policy/fingerprint.js';
 import type { LogHealth } from '../querylog/lineWriter.js';
 import { RESULTS, type Result } from '../pipeline/types.js';
-import { LATENCY_BUCKETS, PROTOS, QTYPE_SLOTS, RCODE_SLOTS, type Histogram, type Stats } from './stats.js';
+import { LATENCY_BUCKETS, PROTOS, QTYPE_SLOTS, RCODE_SLOTS, type Histogram, type Stats, type UpstreamStats } from './stats.js';
 
 type Labels = Record<string, string>;
 interface Sample {
@@ -18,6 +19,12 @@ interface Sample {
   metricName?: string;
 }
 type Kind = 'counter' | 'gauge' | 'histogram';
+
+export interface ThreadSample {
+  index: number;
+  queries: number;
+  loopDelay: readonly number[];
+}
 
 /** A metric whose samples are computed at scrape time; prom-client's Registry formats it. */
 class SnapshotMetric {
@@ -55,25 +62,43 @@ function histogramSamples(name: string, labels: Labels, h: Histogram): Sample[] 
  * for relayed answers (a rarer upstream rcode appears once it happened).
  */
 function expectedResponses(g: Generation): Record<Result, number[]> {
-  const mode = g.config.blocking.response.kind;
+  const { blocking, cache, clients } = g.config;
+  const mode = blocking.response.kind;
   const blocked = mode === 'nxdomain' ? RCODE.NXDOMAIN : mode === 'refused' ? RCODE.REFUSED : RCODE.NOERROR;
   const relayed = [RCODE.NOERROR, RCODE.NXDOMAIN];
+  const limit = clients.rateLimit;
   return {
     blocked: [blocked], excepted: relayed, cached: relayed, forwarded: relayed, local: [RCODE.NOERROR],
     refused: [RCODE.REFUSED], formerr: [RCODE.FORMERR], notimp: [RCODE.NOTIMP], badvers: [RCODE.BADVERS], servfail: [RCODE.SERVFAIL],
+    stale: cache.serveStale.enabled ? relayed : [],
+    // clients.rateLimit: truncate answers UDP with an empty NOERROR + TC, and TCP (and refuse) with REFUSED; a dry run answers normally.
+    ratelimited: !limit || limit.dryRun ? [] : limit.action === 'truncate' ? [RCODE.NOERROR, RCODE.REFUSED] : [RCODE.REFUSED],
   };
 }
 
 export interface MetricSources {
-  stats: Stats;
+  /** Every query thread's counts, summed (app.ts); the main thread's alone with workers: 1. */
+  stats: () => Stats;
   generation: () => Generation;
   cacheEntries: () => number;
   tcpConnections: () => number;
+  /** Issue 8: TCP slots given to newcomers, connections refused, and the logs' lost lines and failures. */
   tcpEvictions: () => number;
   tcpRefused: () => number;
-  logs: () => LogHealth[];
+  logs: () => { name: LogHealth['name']; dropped: number; failing: boolean }[];
+  sourcePorts: () => number;
+  /** Each query thread: its index, queries received, and event-loop delay p50/p99/max (seconds). */
+  threads: () => readonly ThreadSample[];
+  workerRestarts: () => number;
+  /** Token buckets held by clients.rateLimit (0 when it is off). */
+  rateLimitBuckets?: () => number;
+  /** Open client connections of the DoT and DoH listeners. */
+  encryptedConnections?: () => { dot: number; doh: number };
   now: () => number;
   version: string;
+  /** Identity and the report store (issue 11). */
+  identityDevices?: () => number;
+  reportStore?: () => { up: boolean; spooled: number; dropped: number } | undefined;
 }
 
 /** The names and types of every sinkhole metric: the README's Metrics table is checked against this. */
@@ -85,17 +110,17 @@ export function createRegistry(src: MetricSources): Registry {
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
     register.removeSingleMetric(name);
   }
-  const { stats } = src;
   const add = (name: string, help: string, type: Kind, samples: () => Sample[]): void =>
     register.registerMetric(new SnapshotMetric(name, help, type, samples) as unknown as Parameters<Registry['registerMetric']>[0]);
 
   add('sinkhole_queries_total', 'DNS queries received, by transport and query type.', 'counter', () =>
-    PROTOS.flatMap((proto) => QTYPE_SLOTS.map((qtype, slot) => ({ labels: { proto, qtype }, value: stats.queryCount(proto, slot) }))),
+    PROTOS.flatMap((proto) => QTYPE_SLOTS.map((qtype, slot) => ({ labels: { proto, qtype }, value: src.stats().queryCount(proto, slot) }))),
   );
   add('sinkhole_responses_total', 'Replies sent, by how the answer was reached and its rcode.', 'counter', () => {
     // The pairs that can happen are exported from the start (at 0, so rate() works from the first
     // query); any other pair only once it occurred. Never an impossible one such as servfail/NOERROR.
     const expected = expectedResponses(src.generation());
+    const stats = src.stats();
     return RESULTS.flatMap((result) =>
       Array.from({ length: RCODE_SLOTS }, (_, rcode) => ({ result, rcode, value: stats.responseCount(result, rcode) }))
         .filter((x) => x.value > 0 || expected[result].includes(x.rcode))
@@ -103,32 +128,32 @@ export function createRegistry(src: MetricSources): Registry {
     );
   });
   add('sinkhole_blocked_total', 'Queries answered with the sinkhole, by the list that matched.', 'counter', () => {
-    const lists = new Set([...src.generation().config.blocking.enforce, ...stats.blockedByList.keys()]);
-    return [...lists].map((list) => ({ labels: { list }, value: stats.blockedByList.get(list) ?? 0 }));
+    const lists = new Set([...src.generation().config.blocking.enforce, ...src.stats().blockedByList.keys()]);
+    return [...lists].map((list) => ({ labels: { list }, value: src.stats().blockedByList.get(list) ?? 0 }));
   });
   add('sinkhole_exception_queries_total', 'Queries that an approved exception let through, by exception id.', 'counter', () => {
-    const ids = new Set([...src.generation().exceptions.map((e) => e.id), ...stats.exceptionQueries.keys()]);
-    return [...ids].map((exception) => ({ labels: { exception }, value: stats.exceptionQueries.get(exception) ?? 0 }));
+    const ids = new Set([...src.generation().exceptions.map((e) => e.id), ...src.stats().exceptionQueries.keys()]);
+    return [...ids].map((exception) => ({ labels: { exception }, value: src.stats().exceptionQueries.get(exception) ?? 0 }));
   });
   add('sinkhole_request_duration_seconds', 'Time from receiving a query to having its reply, by result.', 'histogram', () =>
     RESULTS.flatMap((result) => {
-      const h = stats.latency.get(result);
+      const h = src.stats().latency.get(result);
       return h ? histogramSamples('sinkhole_request_duration_seconds', { result }, h) : [];
     }),
   );
-  add('sinkhole_cache_hits_total', 'Queries answered from the cache.', 'counter', () => [{ labels: {}, value: stats.cacheHits }]);
-  add('sinkhole_cache_misses_total', 'Cache lookups that found nothing and went upstream.', 'counter', () => [{ labels: {}, value: stats.cacheMisses }]);
+  add('sinkhole_cache_hits_total', 'Queries answered from the cache.', 'counter', () => [{ labels: {}, value: src.stats().cacheHits }]);
+  add('sinkhole_cache_misses_total', 'Cache lookups that found nothing and went upstream.', 'counter', () => [{ labels: {}, value: src.stats().cacheMisses }]);
   add('sinkhole_cache_entries', 'Answers held in the cache now.', 'gauge', () => [{ labels: {}, value: src.cacheEntries() }]);
   add('sinkhole_upstream_requests_total', 'Exchanges with each upstream, by outcome.', 'counter', () =>
-    [...stats.upstreams].flatMap(([upstream, u]) =>
+    [...src.stats().upstreams].flatMap(([upstream, u]) =>
       Object.entries(u.outcomes).map(([outcome, value]) => ({ labels: { upstream, outcome }, value })),
     ),
   );
   add('sinkhole_upstream_overload_total', 'Misses answered SERVFAIL at once because upstreams.maxInflight exchanges were in flight.', 'counter', () => [
-    { labels: {}, value: stats.upstreamOverloads },
+    { labels: {}, value: src.stats().upstreamOverloads },
   ]);
   add('sinkhole_upstream_duration_seconds', 'Round-trip time of successful upstream exchanges.', 'histogram', () =>
-    [...stats.upstreams].flatMap(([upstream, u]) => histogramSamples('sinkhole_upstream_duration_seconds', { upstream }, u.latency)),
+    [...src.stats().upstreams].flatMap(([upstream, u]) => histogramSamples('sinkhole_upstream_duration_seconds', { upstream }, u.latency)),
   );
   add('sinkhole_list_rules', 'Rules loaded per blocklist in the current policy.', 'gauge', () =>
     [...src.generation().ruleCounts].map(([list, value]) => ({ labels: { list }, value })),
@@ -136,41 +161,115 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_reloads_total', 'Policy reloads, by what triggered them and whether they applied.', 'counter', () => {
     const out: Sample[] = [];
     for (const kind of ['config', 'list', 'exceptions']) {
-      for (const result of ['success', 'failure']) out.push({ labels: { kind, result }, value: stats.reloads.get(`${kind}|${result}`) ?? 0 });
+      for (const result of ['success', 'failure']) out.push({ labels: { kind, result }, value: src.stats().reloads.get(`${kind}|${result}`) ?? 0 });
     }
     return out;
   });
   add('sinkhole_policy_generation', 'Number of the policy generation in force; increases on each successful reload.', 'gauge', () => [
     { labels: {}, value: src.generation().number },
   ]);
-  add('sinkhole_exceptions', 'Exceptions on record, by state (active or expired).', 'gauge', () => {
+  // Two instances enforce the same policy exactly when their hashes are equal (policy/fingerprint.ts).
+  // One series at a time: when the policy changes, the old hash's series ends.
+  add('sinkhole_policy_info', 'Always 1; the hash label fingerprints the policy in force (rules, enforced lists, response, clients, exceptions).', 'gauge', () => [
+    { labels: { hash: policyHash(src.generation()) }, value: 1 },
+  ]);
+  add('sinkhole_exceptions', 'Exceptions on record, by state (active, expired or revoked).', 'gauge', () => {
     const now = src.now();
-    const all = src.generation().exceptions;
-    const active = all.filter((e) => isActive(e, now)).length;
-    return [
-      { labels: { state: 'active' }, value: active },
-      { labels: { state: 'expired' }, value: all.length - active },
-    ];
+    const count: Record<ExceptionState, number> = { active: 0, expired: 0, revoked: 0 };
+    for (const e of src.generation().exceptions) count[stateOf(e, now)]++;
+    return Object.entries(count).map(([state, value]) => ({ labels: { state }, value }));
   });
-  add('sinkhole_exception_expiry_timestamp_seconds', 'When each exception lapses, as a Unix time.', 'gauge', () =>
-    src.generation().exceptions.map((e) => ({ labels: { exception: e.id }, value: e.expiresAt / 1000 })),
+  add('sinkhole_exception_expiry_timestamp_seconds', 'When each exception stops applying (its expiry, or its revocation if earlier), as a Unix time.', 'gauge', () =>
+    src.generation().exceptions.map((e) => ({ labels: { exception: e.id }, value: e.endsAt / 1000 })),
   );
   add('sinkhole_build_info', 'Always 1; the version label says which sinkhole is running.', 'gauge', () => [{ labels: { version: src.version }, value: 1 }]);
   add('sinkhole_internal_errors_total', 'Queries that failed inside sinkhole and were answered SERVFAIL (should stay 0).', 'counter', () => [
-    { labels: {}, value: stats.internalErrors },
+    { labels: {}, value: src.stats().internalErrors },
+  ]);
+  // Identity and the shared report (issue 11).
+  add('sinkhole_identity_reloads_total', 'Lease file reads, by format and whether the file was accepted (a rejected one keeps its last good version).', 'counter', () =>
+    [...src.stats().identityReloads].map(([key, value]) => {
+      const [format = '', result = ''] = key.split('|');
+      return { labels: { format, result }, value };
+    }),
+  );
+  add('sinkhole_identity_devices', 'Addresses mapped to a device by the lease files now.', 'gauge', () => [{ labels: {}, value: src.identityDevices?.() ?? 0 }]);
+  add('sinkhole_identity_options_total', 'Queries carrying EDNS Client Subnet or the MAC option, by whether the sender is a trusted relay (untrusted: ignored and stripped).', 'counter', () => [
+    { labels: { source: 'trusted' }, value: src.stats().relayedIdentity },
+    { labels: { source: 'untrusted' }, value: src.stats().untrustedIdentityOptions },
+  ]);
+  add('sinkhole_report_store_up', '1 while the PostgreSQL report store answers (always 1 for the memory store).', 'gauge', () => [
+    { labels: {}, value: src.reportStore?.()?.up === false ? 0 : 1 },
+  ]);
+  add('sinkhole_report_spool_events', 'Blocked-query events waiting for the PostgreSQL report store.', 'gauge', () => [{ labels: {}, value: src.reportStore?.()?.spooled ?? 0 }]);
+  add('sinkhole_report_events_dropped_total', 'Blocked-query events the report lost: its intake was full within one event-loop turn, or the spool overflowed while the store was down.', 'counter', () => [
+    { labels: { where: 'intake' }, value: src.stats().reportDropped },
+    { labels: { where: 'spool' }, value: src.reportStore?.()?.dropped ?? 0 },
   ]);
   add('sinkhole_tcp_connections', 'Open client TCP connections.', 'gauge', () => [{ labels: {}, value: src.tcpConnections() }]);
+  // Hostile clients and failing disks (issue 8).
+  add('sinkhole_tcp_evictions_total', 'Idle client TCP (and DoT) connections closed to make room for another client.', 'counter', () => [
+    { labels: {}, value: src.tcpEvictions() },
+  ]);
+  add('sinkhole_tcp_refused_total', 'Client TCP (and DoT) connections refused: the connection caps were reached and no idle connection could give way.', 'counter', () => [
+    { labels: {}, value: src.tcpRefused() },
+  ]);
   add('sinkhole_log_dropped_lines_total', 'Log lines lost: the target failed (full disk, deleted folder) or fell too far behind.', 'counter', () =>
     src.logs().map((h) => ({ labels: { log: h.name }, value: h.dropped })),
   );
   add('sinkhole_log_failing', '1 while a log target cannot be written (retried with backoff), else 0.', 'gauge', () =>
-    src.logs().map((h) => ({ labels: { log: h.name }, value: h.failure ? 1 : 0 })),
+    src.logs().map((h) => ({ labels: { log: h.name }, value: h.failing ? 1 : 0 })),
   );
-  add('sinkhole_tcp_evictions_total', 'Idle client TCP connections closed to make room for another client.', 'counter', () => [
-    { labels: {}, value: src.tcpEvictions() },
+  add('sinkhole_upstream_source_ports', 'UDP sockets open in the upstream source-port pool (upstreams.sourcePorts).', 'gauge', () => [
+    { labels: {}, value: src.sourcePorts() },
   ]);
-  add('sinkhole_tcp_refused_total', 'Client TCP connections refused: the connection caps were reached and no idle connection could give way.', 'counter', () => [
-    { labels: {}, value: src.tcpRefused() },
+  add('sinkhole_workers', 'Query threads answering now (workers).', 'gauge', () => [{ labels: {}, value: src.threads().length }]);
+  add('sinkhole_worker_restarts_total', 'Query threads restarted after they died.', 'counter', () => [{ labels: {}, value: src.workerRestarts() }]);
+  add('sinkhole_worker_queries_total', 'Queries received by each query thread (0 is the main thread): how evenly the kernel spreads them.', 'counter', () =>
+    src.threads().map((t) => ({ labels: { worker: String(t.index) }, value: t.queries })),
+  );
+  // `stat`, not `quantile`: Prometheus reserves that label for summaries (promtool rejects it on a gauge).
+  add('sinkhole_event_loop_delay_seconds', 'Event-loop delay of each query thread over the last 10 to 20 s (stat p50, p99, max).', 'gauge', () =>
+    src.threads().flatMap((t) =>
+      (['p50', 'p99', 'max'] as const).map((stat, i) => ({ labels: { worker: String(t.index), stat }, value: t.loopDelay[i]! })),
+    ),
+  );
+
+  // Availability (issue 9): serve-stale, failure memory, prefetch, rate limits, the last good policy.
+  add('sinkhole_stale_answers_total', 'Answers served from expired cache entries because the upstreams failed or were slow (RFC 8767).', 'counter', () => [
+    { labels: {}, value: src.stats().staleAnswers },
   ]);
+  add('sinkhole_remembered_servfails_total', 'SERVFAILs answered from memory, without asking upstream, for a name whose upstreams all failed within cache.servfailTtl.', 'counter', () => [
+    { labels: {}, value: src.stats().servfailsRemembered },
+  ]);
+  add('sinkhole_prefetches_total', 'Background refreshes of popular cache entries in the last 10% of their TTL: started, or skipped at the cap.', 'counter', () =>
+    Object.entries(src.stats().prefetches).map(([outcome, value]) => ({ labels: { outcome }, value })),
+  );
+  add('sinkhole_ratelimited_total', 'Queries over clients.rateLimit, by what was done: truncate, refuse, or dryrun (only counted).', 'counter', () =>
+    Object.entries(src.stats().rateLimited).map(([action, value]) => ({ labels: { action }, value })),
+  );
+  add('sinkhole_ratelimit_buckets', 'Clients (keys) with a rate-limit token bucket now.', 'gauge', () => [{ labels: {}, value: src.rateLimitBuckets?.() ?? 0 }]);
+  add('sinkhole_policy_degraded', '1 while the policy in force came from the last good snapshot because the files on disk do not compile; 0 otherwise.', 'gauge', () => [
+    { labels: {}, value: src.generation().degraded ? 1 : 0 },
+  ]);
+  add('sinkhole_state_write_failures_total', 'Snapshots of the last good policy that could not be written to state.dir (DNS is not affected).', 'counter', () => [
+    { labels: {}, value: src.stats().stateWriteFailures },
+  ]);
+  // Encrypted DNS (issue 12): client connections of the DoT/DoH listeners, and the connections
+  // sinkhole keeps to tls:// and https:// upstreams (few and long-lived when reuse works).
+  add('sinkhole_encrypted_connections', 'Open client connections of the DNS-over-TLS and DNS-over-HTTPS listeners.', 'gauge', () => {
+    const n = src.encryptedConnections?.() ?? { dot: 0, doh: 0 };
+    return [
+      { labels: { proto: 'dot' }, value: n.dot },
+      { labels: { proto: 'doh' }, value: n.doh },
+    ];
+  });
+  const encrypted = (): [string, UpstreamStats][] => [...src.stats().upstreams].filter(([label]) => /^(tls|https):\/\//.test(label));
+  add('sinkhole_upstream_connections', 'Open TLS connections (DoT) or HTTP/2 sessions (DoH) to each encrypted upstream.', 'gauge', () =>
+    encrypted().map(([upstream, u]) => ({ labels: { upstream }, value: u.open })),
+  );
+  add('sinkhole_upstream_connects_total', 'TLS connections (DoT) or HTTP/2 sessions (DoH) opened to each encrypted upstream.', 'counter', () =>
+    encrypted().map(([upstream, u]) => ({ labels: { upstream }, value: u.connects })),
+  );
   return register;
 }

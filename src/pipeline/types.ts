@@ -6,9 +6,15 @@ import type { ScannedReply } from '../dns/message.js';
 import type { Query } from '../dns/query.js';
 
 /** Metrics-safe reason for a reply: a fixed set, used as the `result` label. */
-export type Result = 'blocked' | 'excepted' | 'cached' | 'forwarded' | 'local' | 'refused' | 'formerr' | 'notimp' | 'badvers' | 'servfail';
+export type Result =
+  | 'blocked' | 'excepted' | 'cached' | 'forwarded' | 'refused' | 'formerr' | 'notimp' | 'servfail' | 'stale' | 'ratelimited' | 'local'
+  | 'badvers';
 
-export const RESULTS: readonly Result[] = ['blocked', 'excepted', 'cached', 'forwarded', 'local', 'refused', 'formerr', 'notimp', 'badvers', 'servfail'];
+/**
+ * `local`: answered by sinkhole itself (stages/localAnswers.ts), never forwarded or cached.
+ * `badvers`: an EDNS version other than 0 (RFC 6891 §6.1.3), whose rcode is 16.
+ */
+export const RESULTS: readonly Result[] = ['blocked', 'excepted', 'cached', 'forwarded', 'refused', 'formerr', 'notimp', 'servfail', 'stale', 'ratelimited', 'local', 'badvers'];
 
 export interface Outcome {
   /** The reply, with the client's ID; the transport only truncates it when it is too big for UDP. */
@@ -28,6 +34,10 @@ export interface Outcome {
   viaTarget?: string;
   /** For a fresh upstream reply: what the cache needs to store it. */
   scan?: ScannedReply;
+  /** The client was over clients.rateLimit: what was done (dryrun: nothing, only counted). */
+  limited?: 'truncate' | 'refuse' | 'dryrun';
+  /** Set when a trusted relay's ECS/MAC option named the client (stages/relay.ts): who the logs and report record. */
+  relayed?: { client: string; mac: string | undefined };
 }
 
 export type Handler = (q: Query) => Outcome | Promise<Outcome>;

@@ -45,10 +45,16 @@ export function parseAddress(text: string): ParsedAddress | undefined {
   return { v4: false, value: v };
 }
 
-interface Net {
+export interface Net {
   v4: boolean;
   network: bigint;
   mask: bigint;
+  prefix: number;
+}
+
+/** Whether every address of `inner` is in `outer`. */
+function within(inner: Net, outer: Net): boolean {
+  return inner.v4 === outer.v4 && outer.prefix <= inner.prefix && (inner.network & outer.mask) === outer.network;
 }
 
 /** `a.b.c.d`, `a.b.c.d/n`, `x::y`, `x::/n`; returns an error message instead of a Net when invalid. */
@@ -64,7 +70,7 @@ export function parseCidr(text: string): Net | string {
   const mask = all ^ ((1n << BigInt(bits - prefix)) - 1n);
   // 10.20.1.17/16 is almost always a typo for a /32 or for 10.20.0.0/16; guessing either could widen access.
   if ((addr.value & ~mask & all) !== 0n) return `"${text}" has host bits set below /${prefix}; write the network address, or the address alone`;
-  return { v4: addr.v4, network: addr.value & mask, mask };
+  return { v4: addr.v4, network: addr.value & mask, mask, prefix };
 }
 
 export class CidrSet {
@@ -81,5 +87,11 @@ export class CidrSet {
   contains(addr: ParsedAddress): boolean {
     for (const n of this.nets) if (n.v4 === addr.v4 && (addr.value & n.mask) === n.network) return true;
     return false;
+  }
+
+  /** How much of `net` the set covers: all of it (some entry contains it), part, or none. */
+  coverage(net: Net): 'all' | 'part' | 'none' {
+    if (this.nets.some((n) => within(net, n))) return 'all';
+    return this.nets.some((n) => within(n, net)) ? 'part' : 'none';
   }
 }

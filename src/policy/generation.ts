@@ -1,15 +1,15 @@
 // A policy generation: config, lists and exceptions compiled into one
 // immutable value. A reload builds a whole new one and swaps one reference;
 // a generation that fails to build is never half-applied (DESIGN.md §2).
-import { readFileSync } from 'node:fs';
 import { loadConfig, type Config } from '../config/config.js';
 import { PolicyError, type Problem } from '../errors.js';
 import { CidrSet } from './cidr.js';
 import { ClientDirectory, compileCidrs, type ClientView } from './clients.js';
 import { isActive, loadExceptions, type Exception } from './exceptions.js';
 import { scanList } from './listParser.js';
-import { MatcherBuilder, type Matcher, type RuleMatch } from './matcher.js';
+import { Matcher, MatcherBuilder, type MatcherData, type RuleMatch } from './matcher.js';
 import { SinkholeResponder } from './sinkhole.js';
+import { diskSource, type FileSource } from './sources.js';
 
 export interface Generation {
   /** Increases by one on each successful swap; the `sinkhole_policy_generation` gauge. */
@@ -21,9 +21,17 @@ export interface Generation {
   readonly ruleCounts: ReadonlyMap<string, number>;
   readonly exceptions: readonly Exception[];
   readonly clients: ClientDirectory;
+  /** clients.trustedRelays: the only sources whose ECS and MAC options are believed. */
+  readonly relays: CidrSet;
   readonly responder: SinkholeResponder;
   /** Every file this generation was built from: the reloader watches them. */
   readonly files: readonly string[];
+  /**
+   * Set when this generation was compiled from the last good snapshot because
+   * the files on disk did not compile at start-up: /readyz, the
+   * sinkhole_policy_degraded gauge and the log say so until a good reload.
+   */
+  readonly degraded?: { snapshotTakenAt: string; problems: readonly string[] };
 }
 
 export type Decision =
@@ -31,13 +39,56 @@ export type Decision =
   | { decision: 'blocked'; match: RuleMatch; exception?: undefined }
   | { decision: 'excepted'; match: RuleMatch; exception: Exception };
 
-/** Builds a generation from a config file; throws PolicyError with every problem found. */
-export function buildGeneration(configFile: string, number: number): Generation {
-  const config = loadConfig(configFile);
-  return compile(config, number);
+/**
+ * What a generation is compiled from and into, as plain data: the expensive part (reading and
+ * parsing every list, building the matcher's hash table) happens once, in a worker thread on
+ * reload (policy/compiler.ts), and the result crosses to the query threads, where hydrate()
+ * only wraps it. Nothing O(rules) runs on a query thread.
+ */
+export interface PolicyData {
+  config: Config;
+  matcher: MatcherData;
+  ruleCounts: Map<string, number>;
+  exceptions: Exception[];
+  files: string[];
+  /** Set when compiled from the last good snapshot at start-up (state/lastGood.ts). */
+  degraded?: { snapshotTakenAt: string; problems: readonly string[] };
 }
 
-export function compile(config: Config, number: number): Generation {
+/**
+ * Builds a generation from a config file; throws PolicyError with every problem found.
+ * `files` is where every file is read from: the disk, or a snapshot (policy/sources.ts).
+ */
+export function buildGeneration(configFile: string, number: number, files: FileSource = diskSource): Generation {
+  return hydrate(compileFile(configFile, files), number);
+}
+
+export function compile(config: Config, number: number, source: FileSource = diskSource): Generation {
+  return hydrate(compileData(config, source), number);
+}
+
+/** Reads, parses and compiles the config file and everything it names; throws PolicyError. */
+export function compileFile(configFile: string, files: FileSource = diskSource): PolicyData {
+  return compileData(loadConfig(configFile, files), files);
+}
+
+/** The generation's objects around its data; cheap (no list is read, no table built), so safe on a query thread. */
+export function hydrate(data: PolicyData, number: number): Generation {
+  const { config, exceptions } = data;
+  const matcher = new Matcher(data.matcher);
+  const enforced = new Uint8Array(Math.max(1, matcher.lists.length));
+  matcher.lists.forEach((l, i) => (enforced[i] = config.blocking.enforce.includes(l.name) ? 1 : 0));
+  return Object.freeze({
+    number, config, matcher, enforced, ruleCounts: data.ruleCounts, exceptions,
+    clients: new ClientDirectory(compileCidrs(config.clients.allowFrom), config.clients.groups, exceptions),
+    relays: compileCidrs(config.clients.trustedRelays),
+    responder: new SinkholeResponder(config.blocking.response, config.blocking.ttl),
+    files: data.files,
+    ...(data.degraded ? { degraded: data.degraded } : {}),
+  });
+}
+
+export function compileData(config: Config, source: FileSource = diskSource): PolicyData {
   const problems: Problem[] = [];
   const builder = new MatcherBuilder();
   const files = [config.file];
@@ -50,13 +101,13 @@ export function compile(config: Config, number: number): Generation {
       const fileIdx = builder.addFile(file);
       let bytes: Buffer;
       try {
-        bytes = readFileSync(file);
+        bytes = source.read(file);
       } catch (e) {
+        unreadable = true;
         problems.push({
           code: 'SH_CONFIG_READ', ...list.ref,
           message: `blocking.lists.${list.name}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
         });
-        unreadable = true;
         continue;
       }
       builder.reserve(bytes.length);
@@ -70,29 +121,23 @@ export function compile(config: Config, number: number): Generation {
     const count = builder.ruleCount(idx);
     ruleCounts.set(list.name, count);
     // An empty list is almost always a truncated download or a bad save: refuse it rather than open the block.
-    // (A file that could not be read, or had bad lines, is already the problem to report.)
+    // Not said of a list whose file could not be read or had errors: that problem is the one to fix.
     if (count === 0 && !unreadable && !problems.some((p) => list.files.includes(p.file))) {
-      problems.push({
-        code: 'SH_LIST_EMPTY', file: list.files[0] ?? list.ref.file, line: 1, col: 1,
-        message: `list "${list.name}" has no rules; to stop enforcing it, remove it from blocking.enforce`,
-      });
+      const hint = config.blocking.enforce.includes(list.name)
+        ? 'to stop enforcing it, remove it from blocking.enforce'
+        : 'it is not enforced; remove it from blocking.lists if it is not needed';
+      problems.push({ code: 'SH_LIST_EMPTY', file: list.files[0] ?? list.ref.file, line: 1, col: 1, message: `list "${list.name}" has no rules; ${hint}` });
     }
   }
-  const groups = new Map<string, CidrSet>(config.clients.groups.map((g) => [g.name, compileCidrs(g.members)]));
-  const ex = loadExceptions(config.exceptions, { lists: new Set(config.blocking.lists.map((l) => l.name)), groups });
+  const ex = loadExceptions(config.exceptions, { lists: new Set(config.blocking.lists.map((l) => l.name)), groups: new Set(config.clients.groups.map((g) => g.name)) }, source);
   problems.push(...ex.problems);
   if (config.exceptions && 'file' in config.exceptions) files.push(config.exceptions.file);
   if (problems.length) throw new PolicyError(problems);
 
-  const matcher = builder.build();
-  const enforced = new Uint8Array(Math.max(1, matcher.lists.length));
-  matcher.lists.forEach((l, i) => (enforced[i] = config.blocking.enforce.includes(l.name) ? 1 : 0));
-  return Object.freeze({
-    number, config, matcher, enforced, ruleCounts, exceptions: ex.exceptions,
-    clients: new ClientDirectory(compileCidrs(config.clients.allowFrom), groups, ex.exceptions),
-    responder: new SinkholeResponder(config.blocking.response, config.blocking.ttl),
-    files,
-  });
+  // An inline exceptions list is a YAML node of this config's reader: it has been read, and it cannot
+  // cross a thread boundary, so only its presence is kept.
+  const portable: Config = Object.freeze({ ...config, exceptions: config.exceptions && ('file' in config.exceptions ? config.exceptions : { inline: null }) });
+  return { config: portable, matcher: builder.build().data, ruleCounts, exceptions: ex.exceptions, files };
 }
 
 /**
@@ -117,7 +162,8 @@ export function decide(g: Generation, name: string, view: ClientView, now: numbe
   return excepted ?? { decision: 'allowed' };
 }
 
-function covers(e: Exception, list: string, name: string): boolean {
+/** Whether exception `e` (active or not) is for this list or this name. */
+export function covers(e: Exception, list: string, name: string): boolean {
   if (e.allowLists.has(list)) return true;
   return e.allowDomains.some((d) => name === d || name.endsWith(`.${d}`));
 }

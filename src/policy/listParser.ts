@@ -5,9 +5,14 @@
 //   0.0.0.0 tiktok.com  hosts syntax; the address is ignored
 //   *.tiktok.com        names below it, not the apex
 // `#` and `!` start comments. Anything else is an error at file:line:col.
+// A rule that is a public suffix (com, co.uk, github.io) is refused unless its
+// line says `# sinkhole:allow-public-suffix` (publicSuffix.ts).
 import { isIP } from 'node:net';
 import { domainToASCII } from 'node:url';
 import type { Problem } from '../errors.js';
+import {
+  ALLOW_SUFFIX_MARKER, isPublicSuffix, mayBePublicSuffix, publicSuffixMessage, SUFFIX_HASH_PRIME, SUFFIX_HASH_SEED,
+} from './publicSuffix.js';
 
 export interface Rule {
   /** Lower-case ASCII (punycode for IDNs), without a trailing dot. */
@@ -38,27 +43,41 @@ export interface RuleSink {
 
 const PLAIN_DOMAIN = /^(?:(?!-)[a-z0-9_-]{1,63}(?<!-)\.)*(?!-)[a-z0-9_-]{1,63}(?<!-)$/;
 
+/** Set by plainDomainLabels: the SUFFIX hash of the name and of its parent (publicSuffix.ts). */
+let nameHash = 0;
+let parentHash = 0;
+
 /**
- * Whether bytes a..b are a lower-case plain domain (the PLAIN_DOMAIN rule,
- * checked byte by byte), not ending in a digit (it might be an IP address).
+ * How many labels bytes a..b have if they are a lower-case plain domain (the
+ * PLAIN_DOMAIN rule, checked byte by byte) not ending in a digit (it might be
+ * an IP address); 0 if they are not one. The same loop hashes the name and
+ * its parent for the public-suffix filter.
  */
-function isPlainDomain(buf: Buffer, a: number, b: number): boolean {
-  if (b <= a || b - a > 253) return false;
+function plainDomainLabels(buf: Buffer, a: number, b: number): number {
+  if (b <= a || b - a > 253) return 0;
   let label = 0;
+  let labels = 1;
   let prev = DOT;
+  let h = SUFFIX_HASH_SEED;
+  let ph = SUFFIX_HASH_SEED;
   for (let i = a; i < b; i++) {
     const c = buf[i]!;
+    h = Math.imul(h ^ c, SUFFIX_HASH_PRIME);
+    if (labels > 1) ph = Math.imul(ph ^ c, SUFFIX_HASH_PRIME);
     if (c === DOT) {
-      if (label === 0 || prev === HYPHEN) return false;
+      if (label === 0 || prev === HYPHEN) return 0;
       label = 0;
+      labels++;
     } else if ((c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 95 || (c === HYPHEN && label > 0)) {
-      if (++label > 63) return false;
+      if (++label > 63) return 0;
     } else {
-      return false;
+      return 0;
     }
     prev = c;
   }
-  return label > 0 && prev !== HYPHEN && !(prev >= 48 && prev <= 57);
+  nameHash = h;
+  parentHash = ph;
+  return label > 0 && prev !== HYPHEN && !(prev >= 48 && prev <= 57) ? labels : 0;
 }
 
 const DOT = 46;
@@ -93,8 +112,16 @@ export function scanList(file: string, buf: Buffer, sink: RuleSink): Problem[] {
       a += 8;
       hosts = true;
     }
-    if (isPlainDomain(buf, a, b)) {
-      if (!hosts || b - a > 21 || !HOSTS_BOILERPLATE.has(buf.toString('latin1', a, b))) sink.ruleBytes(buf, a, b, lineNo);
+    const labels = plainDomainLabels(buf, a, b);
+    if (labels) {
+      if (hosts && b - a <= 21 && HOSTS_BOILERPLATE.has(buf.toString('latin1', a, b))) {
+        // "0.0.0.0 localhost": hosts-file boilerplate, not a rule.
+      } else if (mayBePublicSuffix(labels, nameHash, parentHash) && isPublicSuffix(buf.toString('latin1', a, b))) {
+        // A fast-path line has no comment, so it cannot carry the marker.
+        problems.push({ code: 'SH_LIST_PUBLIC_SUFFIX', file, line: lineNo, col: a - start + 1, message: publicSuffixMessage(buf.toString('latin1', a, b)) });
+      } else {
+        sink.ruleBytes(buf, a, b, lineNo);
+      }
     } else {
       // A UTF-8 byte order mark is not part of the first line (editors on Windows add one).
       const line = buf.toString('utf8', start, end);
@@ -127,9 +154,17 @@ function parseLine(file: string, raw: string, lineNo: number, sink: RuleSink, pr
   // Column of the first non-blank character; comments may also follow a rule after whitespace.
   const start = raw.search(/\S/);
   if (start === -1 || raw[start] === '#' || raw[start] === '!') return;
-  const body = raw.slice(start).replace(/\s+#.*$/, '').trimEnd();
+  const comment = /\s#.*$/.exec(raw.slice(start));
+  const body = (comment ? raw.slice(start, start + comment.index) : raw.slice(start)).trimEnd();
+  const allowSuffix = comment !== null && comment[0].includes(ALLOW_SUFFIX_MARKER);
   const fail = (col: number, message: string): void => {
     problems.push({ code: 'SH_LIST_SYNTAX', file, line: lineNo, col, message });
+  };
+  /** Hands a rule on, unless it is a public suffix whose line does not say it is meant. */
+  const rule = (domain: string, subdomainsOnly: boolean, col: number): void => {
+    if (!allowSuffix && isPublicSuffix(domain)) {
+      problems.push({ code: 'SH_LIST_PUBLIC_SUFFIX', file, line: lineNo, col, message: publicSuffixMessage(domain) });
+    } else sink.rule(domain, subdomainsOnly, lineNo);
   };
   const tokens = body.split(/\s+/);
   let col = start + 1;
@@ -144,7 +179,7 @@ function parseLine(file: string, raw: string, lineNo: number, sink: RuleSink, pr
       off = raw.indexOf(name, off);
       if (HOSTS_BOILERPLATE.has(name.toLowerCase())) continue;
       const domain = toRuleDomain(name);
-      if (domain) sink.rule(domain, false, lineNo);
+      if (domain) rule(domain, false, off + 1);
       else fail(off + 1, `expected a domain name after the address, got "${name}"`);
       off += name.length;
     }
@@ -169,5 +204,5 @@ function parseLine(file: string, raw: string, lineNo: number, sink: RuleSink, pr
     fail(col, `expected a domain name like tiktok.com, got "${token}"`);
     return;
   }
-  sink.rule(domain, subdomainsOnly, lineNo);
+  rule(domain, subdomainsOnly, col);
 }

@@ -108,13 +108,100 @@ export class MatcherBuilder {
   build(): Matcher {
     const n = this.n;
     // Views, not copies: copying would briefly double the peak memory of a large list.
-    return new Matcher(this.lists, this.files, this.bytes.subarray(0, this.used), this.start.subarray(0, n), this.len.subarray(0, n), {
-      listOf: this.listOf.subarray(0, n),
-      fileOf: this.fileOf.subarray(0, n),
-      lineOf: this.lineOf.subarray(0, n),
-      subOnly: this.subOnly.subarray(0, n),
+    const start = this.start.subarray(0, n);
+    const len = this.len.subarray(0, n);
+    const bytes = this.bytes.subarray(0, this.used);
+    const { table, next } = buildTable(bytes, start, len);
+    return new Matcher({
+      lists: this.lists, files: this.files, bytes, start, len, table, next,
+      listOf: this.listOf.subarray(0, n), fileOf: this.fileOf.subarray(0, n), lineOf: this.lineOf.subarray(0, n), subOnly: this.subOnly.subarray(0, n),
     });
   }
+}
+
+/**
+ * Everything a Matcher is made of: plain arrays, so a generation compiled in
+ * a worker thread crosses to the query threads as is (in SharedArrayBuffers,
+ * one copy for all of them), and nothing is rebuilt on the query path.
+ */
+export interface MatcherData {
+  lists: ListInfo[];
+  files: string[];
+  /** Every rule's name, back to back. */
+  bytes: Uint8Array;
+  start: Uint32Array;
+  len: Uint8Array;
+  listOf: Uint16Array;
+  fileOf: Uint16Array;
+  lineOf: Uint32Array;
+  subOnly: Uint8Array;
+  /** Open addressing: slot → rule index + 1 (0 = empty). Rules with the same name are chained through `next`. */
+  table: Int32Array;
+  next: Int32Array;
+}
+
+/** The hash table over the rules' names; O(rules), done once per compile. */
+function buildTable(bytes: Uint8Array, start: Uint32Array, len: Uint8Array): { table: Int32Array; next: Int32Array } {
+  const n = start.length;
+  let size = 16;
+  while (size < n * 2) size *= 2; // load factor ≤ 0.5 keeps probe runs short
+  const table = new Int32Array(size);
+  const mask = size - 1;
+  const next = new Int32Array(n).fill(-1);
+  const hash = (i: number): number => {
+    let h = FNV_OFFSET;
+    const s = start[i]!;
+    for (let j = s + len[i]! - 1; j >= s; j--) h = Math.imul(h ^ bytes[j]!, FNV_PRIME);
+    return h;
+  };
+  const same = (a: number, b: number): boolean => {
+    const k = len[a]!;
+    if (k !== len[b]) return false;
+    const sa = start[a]!;
+    const sb = start[b]!;
+    for (let j = 0; j < k; j++) if (bytes[sa + j] !== bytes[sb + j]) return false;
+    return true;
+  };
+  // Insert in reverse so each chain lists rules in file order.
+  for (let i = n - 1; i >= 0; i--) {
+    let slot = hash(i) & mask;
+    for (;;) {
+      const at = table[slot]!;
+      if (at === 0) {
+        table[slot] = i + 1;
+        break;
+      }
+      if (same(at - 1, i)) {
+        next[i] = at - 1;
+        table[slot] = i + 1;
+        break;
+      }
+      slot = (slot + 1) & mask;
+    }
+  }
+  return { table, next };
+}
+
+/** A copy of the data whose arrays live in SharedArrayBuffers (for several query threads). */
+export function shareMatcherData(d: MatcherData): MatcherData {
+  const share = <T extends Uint8Array | Uint16Array | Uint32Array | Int32Array>(a: T, make: (b: SharedArrayBuffer) => T): T => {
+    const out = make(new SharedArrayBuffer(Math.max(1, a.byteLength)));
+    out.set(a as never);
+    return out;
+  };
+  return {
+    lists: d.lists,
+    files: d.files,
+    bytes: share(d.bytes, (b) => new Uint8Array(b, 0, d.bytes.length)),
+    start: share(d.start, (b) => new Uint32Array(b, 0, d.start.length)),
+    len: share(d.len, (b) => new Uint8Array(b, 0, d.len.length)),
+    listOf: share(d.listOf, (b) => new Uint16Array(b, 0, d.listOf.length)),
+    fileOf: share(d.fileOf, (b) => new Uint16Array(b, 0, d.fileOf.length)),
+    lineOf: share(d.lineOf, (b) => new Uint32Array(b, 0, d.lineOf.length)),
+    subOnly: share(d.subOnly, (b) => new Uint8Array(b, 0, d.subOnly.length)),
+    table: share(d.table, (b) => new Int32Array(b, 0, d.table.length)),
+    next: share(d.next, (b) => new Int32Array(b, 0, d.next.length)),
+  };
 }
 
 /** Scratch space for one lookup: where each suffix starts in the name, and its hash. */
@@ -122,7 +209,11 @@ const suffixStart = new Int32Array(128);
 const suffixHash = new Int32Array(128);
 
 export class Matcher {
-  /** Open addressing: slot → rule index + 1 (0 = empty). Rules with the same name are chained through `next`. */
+  readonly lists: readonly ListInfo[];
+  private readonly files: readonly string[];
+  private readonly bytes: Uint8Array;
+  private readonly start: Uint32Array;
+  private readonly len: Uint8Array;
   private readonly table: Int32Array;
   private readonly mask: number;
   private readonly next: Int32Array;
@@ -131,51 +222,10 @@ export class Matcher {
   private readonly lineOf: Uint32Array;
   private readonly subOnly: Uint8Array;
 
-  constructor(
-    readonly lists: readonly ListInfo[],
-    private readonly files: readonly string[],
-    private readonly bytes: Buffer,
-    private readonly start: Uint32Array,
-    private readonly len: Uint8Array,
-    meta: { listOf: Uint16Array; fileOf: Uint16Array; lineOf: Uint32Array; subOnly: Uint8Array },
-  ) {
-    ({ listOf: this.listOf, fileOf: this.fileOf, lineOf: this.lineOf, subOnly: this.subOnly } = meta);
-    const n = start.length;
-    let size = 16;
-    while (size < n * 2) size *= 2; // load factor ≤ 0.5 keeps probe runs short
-    this.table = new Int32Array(size);
-    this.mask = size - 1;
-    this.next = new Int32Array(n).fill(-1);
-    // Insert in reverse so each chain lists rules in file order.
-    for (let i = n - 1; i >= 0; i--) {
-      let slot = this.ruleHash(i) & this.mask;
-      for (;;) {
-        const at = this.table[slot]!;
-        if (at === 0) {
-          this.table[slot] = i + 1;
-          break;
-        }
-        if (this.sameRule(at - 1, i)) {
-          this.next[i] = at - 1;
-          this.table[slot] = i + 1;
-          break;
-        }
-        slot = (slot + 1) & this.mask;
-      }
-    }
-  }
-
-  private ruleHash(i: number): number {
-    let h = FNV_OFFSET;
-    const s = this.start[i]!;
-    for (let j = s + this.len[i]! - 1; j >= s; j--) h = Math.imul(h ^ this.bytes[j]!, FNV_PRIME);
-    return h;
-  }
-
-  private sameRule(a: number, b: number): boolean {
-    const n = this.len[a]!;
-    if (n !== this.len[b]) return false;
-    return this.bytes.compare(this.bytes, this.start[b]!, this.start[b]! + n, this.start[a]!, this.start[a]! + n) === 0;
+  constructor(readonly data: MatcherData) {
+    ({ lists: this.lists, files: this.files, bytes: this.bytes, start: this.start, len: this.len, table: this.table, next: this.next } = data);
+    ({ listOf: this.listOf, fileOf: this.fileOf, lineOf: this.lineOf, subOnly: this.subOnly } = data);
+    this.mask = this.table.length - 1;
   }
 
   /** The first rule (head of its chain) whose name equals name[from..], or -1. */
@@ -239,6 +289,17 @@ export class Matcher {
     return out;
   }
 
+  /**
+   * Feeds what the rules enforce (names, lists, `*.` flags, in load order) to
+   * `update`, for the policy fingerprint. Files and line numbers are left out:
+   * the same rules at another path are the same policy.
+   */
+  digest(update: (chunk: Uint8Array) => void): void {
+    for (const l of this.lists) update(Buffer.from(`${l.name}\n`));
+    const view = (a: Uint8Array | Uint16Array | Uint32Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    for (const part of [this.bytes, this.start, this.len, this.listOf, this.subOnly]) update(view(part));
+  }
+
   listIndex(rule: number): number {
     return this.listOf[rule]!;
   }
@@ -247,7 +308,7 @@ export class Matcher {
     const s = this.start[rule]!;
     return {
       list: this.lists[this.listOf[rule]!]!.name,
-      rule: (this.subOnly[rule] ? '*.' : '') + this.bytes.toString('latin1', s, s + this.len[rule]!),
+      rule: (this.subOnly[rule] ? '*.' : '') + String.fromCharCode(...this.bytes.subarray(s, s + this.len[rule]!)),
       file: this.files[this.fileOf[rule]!]!,
       line: this.lineOf[rule]!,
       name,

@@ -1,6 +1,8 @@
 // The audit trail of exceptions: one JSON line for every query that an
-// exception let through and that would otherwise have been blocked. This is
-// the record that shows an exception was used as approved.
+// exception let through and that would otherwise have been blocked (event
+// "use"), the record that shows an exception was used as approved; and the
+// lines about the records themselves (grant, renew, revoke...), written
+// through record().
 import type { Query } from '../dns/query.js';
 import type { Logger } from '../log.js';
 import type { Outcome } from '../pipeline/types.js';
@@ -28,7 +30,8 @@ export class AuditLog implements Observer {
     if (o.result !== 'excepted') return;
     this.writer!.write({
       time: new Date().toISOString(),
-      client: q.client,
+      event: 'use',
+      client: o.relayed?.client ?? q.client,
       name: q.qname,
       type: typeName(q.qtype),
       exception: o.exception,
@@ -36,6 +39,11 @@ export class AuditLog implements Observer {
       rule: o.rule,
       via: o.viaTarget,
     });
+  }
+
+  /** A line about the exception records themselves (grant, renew, revoke...: exceptionAudit.ts). */
+  record(line: object): void {
+    this.writer!.write(line);
   }
 
   reopen(): Promise<void> {

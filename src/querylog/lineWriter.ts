@@ -57,7 +57,12 @@ export class LineWriter {
   }
 
   write(record: object): void {
-    const line = `${JSON.stringify(record)}\n`;
+    this.writeLine(JSON.stringify(record));
+  }
+
+  /** A line already formatted as JSON (see jsonLine.ts), without its newline. */
+  writeLine(json: string): void {
+    const line = `${json}\n`;
     const backlog = this.batchBytes + (this.target === '-' ? process.stdout.writableLength : 0);
     if (this.closed || backlog + line.length > MAX_BACKLOG) {
       if (!this.warnedBacklog && !this.health.failure) {

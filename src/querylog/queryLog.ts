@@ -10,6 +10,7 @@ import type { Outcome } from '../pipeline/types.js';
 import type { Observer } from '../stages/metrics.js';
 import { anonymize } from './anonymize.js';
 import { LineWriter, LogHealth } from './lineWriter.js';
+import { isoTime, jsonString, optionalField } from './jsonLine.js';
 
 export function typeName(qtype: number): string {
   return QTYPE_LABELS[qtype] ?? `TYPE${qtype}`;
@@ -18,6 +19,7 @@ export function typeName(qtype: number): string {
 export class QueryLog implements Observer {
   private settings!: Config['log'];
   private writer: LineWriter | undefined;
+  /** Lines lost and the failure now, if any (a metric; the writer retries by itself). */
   readonly health = new LogHealth('queries');
 
   constructor(settings: Config['log'], private readonly log: Logger) {
@@ -35,18 +37,15 @@ export class QueryLog implements Observer {
 
   observe(q: Query, o: Outcome): void {
     if (!this.writer || (this.settings.queries === 'blocked' && o.result !== 'blocked')) return;
-    this.writer.write({
-      time: new Date().toISOString(),
-      client: this.settings.anonymizeClients ? anonymize(q.client) : q.client,
-      proto: q.proto,
-      name: q.qname,
-      type: typeName(q.qtype),
-      result: o.result,
-      rcode: RCODE_NAME[o.rcode ?? (o.wire[3]! & 0x0f)] ?? String(o.rcode ?? (o.wire[3]! & 0x0f)),
-      list: o.list,
-      rule: o.rule,
-      via: o.viaTarget,
-    });
+    const who = o.relayed?.client ?? q.client;
+    const client = this.settings.anonymizeClients ? anonymize(who) : who;
+    // BADVERS (16) does not fit the header's four bits: the outcome carries it.
+    const rcode = o.rcode ?? o.wire[3]! & 0x0f;
+    // {"time","client","proto","name","type","result","rcode","list"?,"rule"?,"via"?}: the order JSON.stringify gave.
+    this.writer.writeLine(
+      `{"time":"${isoTime(Date.now())}","client":"${client}","proto":"${q.proto}","name":${jsonString(q.qname)},"type":"${typeName(q.qtype)}",` +
+        `"result":"${o.result}","rcode":"${RCODE_NAME[rcode] ?? rcode}"${optionalField('list', o.list)}${optionalField('rule', o.rule)}${optionalField('via', o.viaTarget)}}`,
+    );
   }
 
   reopen(): Promise<void> {

@@ -1,34 +1,164 @@
-// The compliance report: which client addresses sent blocked queries, how
-// many, first and last seen, and their top lists — the devices that still
-// have the app. Bounded: a client silent for longer than the window is
-// forgotten, and past maxClients the least active are evicted.
+// The compliance report: which devices sent blocked queries, how many, first
+// and last seen, their top lists, and attempts per hour — the devices that
+// still have the app. A row is a device: keyed by MAC when the identity
+// sources know it (so a device keeps one row as DHCP moves it), else by address.
+//
+// observe() is on the query path and only copies four references into a
+// fixed ring (no object, closure or Promise per query); the ring is drained
+// once per event-loop turn, off the query path, where identity is resolved
+// as of each event's time (lease history) and the events are aggregated
+// here and handed to the store (state file, or PostgreSQL). Bounded: a
+// device silent for longer than the window is forgotten, and past
+// maxClients the least active are evicted.
+//
+// Clients that went over clients.rateLimit are listed too, with how many of
+// their queries were limited (issue 9). With workers: N, the other query
+// threads hand their events to this one report in batches (ReportBatcher).
 import type { Config } from '../config/config.js';
 import type { Query } from '../dns/query.js';
+import type { IdentityHolder } from '../identity/sources.js';
+import type { Device } from '../identity/table.js';
+import type { Stats } from '../metrics/stats.js';
 import type { Outcome } from '../pipeline/types.js';
 import type { Observer } from '../stages/metrics.js';
 
-interface ClientRecord {
+const HOUR = 3_600_000;
+/** Events one event-loop turn may queue; past this they are dropped and counted. */
+const INTAKE = 16_384;
+/** The chart covers the window, at most two weeks of hours. */
+const MAX_HOURS = 14 * 24;
+
+interface DeviceRecord {
+  client: string;
+  mac: string;
+  hostname: string;
   count: number;
   first: number;
   last: number;
   lists: Map<string, number>;
+  /** Queries over clients.rateLimit (counted in dry run too). */
+  rateLimited: number;
 }
 
 export interface ReportRow {
+  /** The address the device last asked from. */
   client: string;
+  mac: string | null;
+  hostname: string | null;
   blocked: number;
   firstSeen: string;
   lastSeen: string;
   topLists: { list: string; count: number }[];
+  /** Queries over clients.rateLimit in the window (acted on, or only counted in dry run). */
+  rateLimited: number;
+}
+
+export interface ReportSnapshot {
+  windowSeconds: number;
+  /** Where the rows come from: this instance's memory, or the shared PostgreSQL store. */
+  source: 'memory' | 'postgres' | 'memory (postgres unreachable)';
+  /** Instances whose events are included (1 for memory). */
+  instances: number;
+  clients: ReportRow[];
+  /** Blocked attempts per hour over the window, oldest first. */
+  hourly: { hour: string; count: number }[];
+}
+
+/** One blocked query, with the device resolved: what a store keeps. */
+export interface BlockedEvent {
+  at: number;
+  client: string;
+  mac: string;
+  hostname: string;
+  list: string;
+}
+
+/** A blocked or rate-limited query as another query thread hands it over (workers.ts). */
+export interface ReportEvent {
+  client: string;
+  mac: string | undefined;
+  /** The list that blocked it; undefined for a query that was only rate-limited. */
+  list: string | undefined;
+  limited: boolean;
+  at: number;
+}
+
+/**
+ * The report's stand-in in a worker query thread: it batches blocked and rate-limited queries and
+ * hands them to the main thread (which holds the one report) every REPORT_FLUSH_MS or REPORT_BATCH events.
+ */
+export class ReportBatcher implements Observer {
+  private events: ReportEvent[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly send: (events: ReportEvent[]) => void,
+    private readonly now: () => number,
+  ) {}
+
+  observe(q: Query, o: Outcome): void {
+    if (o.result !== 'blocked' && !o.limited) return;
+    const relayed = o.relayed;
+    this.events.push({
+      client: relayed === undefined ? q.client : relayed.client,
+      mac: relayed === undefined ? q.mac : relayed.mac,
+      list: o.result === 'blocked' ? o.list : undefined,
+      limited: o.limited !== undefined,
+      at: this.now(),
+    });
+    if (this.events.length >= REPORT_BATCH) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), REPORT_FLUSH_MS).unref();
+  }
+
+  flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (!this.events.length) return;
+    const batch = this.events;
+    this.events = [];
+    this.send(batch);
+  }
+}
+
+const REPORT_FLUSH_MS = 250;
+const REPORT_BATCH = 1024;
+
+/** Where drained events go besides this instance's memory (the PostgreSQL writer). */
+export interface EventSink {
+  push(e: BlockedEvent): void;
+}
+
+/** The JSON the state file holds (format 1). */
+export interface PersistedReport {
+  format: 1;
+  devices: { client: string; mac: string; hostname: string; count: number; first: number; last: number; lists: [string, number][]; rateLimited?: number }[];
+  hourly: [number, number][];
 }
 
 export class ComplianceReport implements Observer {
-  private readonly clients = new Map<string, ClientRecord>();
+  private readonly devices = new Map<string, DeviceRecord>();
+  private readonly hours = new Map<number, number>();
   private settings!: Config['report'];
-  /** The clients, most active first, as of `at` (clock time); rebuilt at most once per RANKING_MAX_AGE_MS. */
-  private ranking: Ranking | undefined;
+  // The intake ring: parallel arrays, so observe() allocates nothing.
+  private readonly inClient: string[] = new Array<string>(INTAKE).fill('');
+  private readonly inMac: (string | undefined)[] = new Array<string | undefined>(INTAKE).fill(undefined);
+  /** '' for a query that was only rate-limited. */
+  private readonly inList: string[] = new Array<string>(INTAKE).fill('');
+  private readonly inLimited = new Uint8Array(INTAKE);
+  private readonly inAt = new Float64Array(INTAKE);
+  private pending = 0;
+  private scheduled = false;
+  private readonly drainNow = (): void => this.drain();
+  /** Bumped on every change, so the state file is written only when something happened. */
+  version = 0;
+  sink: EventSink | undefined;
 
-  constructor(settings: Config['report'], private readonly now: () => number) {
+  constructor(
+    settings: Config['report'],
+    private readonly now: () => number,
+    private readonly identity?: IdentityHolder,
+    private readonly stats?: Stats,
+  ) {
     this.configure(settings);
   }
 
@@ -37,114 +167,158 @@ export class ComplianceReport implements Observer {
   }
 
   get size(): number {
-    return this.clients.size;
+    return this.devices.size;
   }
 
   observe(q: Query, o: Outcome): void {
-    if (o.result !== 'blocked') return;
-    const now = this.now();
-    let r = this.clients.get(q.client);
-    if (!r) {
-      if (this.clients.size >= this.settings.maxClients) this.evict(now);
-      r = { count: 0, first: now, last: now, lists: new Map() };
-      this.clients.set(q.client, r);
-    }
-    r.count++;
-    r.last = now;
-    r.lists.set(o.list!, (r.lists.get(o.list!) ?? 0) + 1);
+    if (o.result !== 'blocked' && !o.limited) return;
+    const relayed = o.relayed;
+    this.intake(
+      relayed === undefined ? q.client : relayed.client,
+      relayed === undefined ? q.mac : relayed.mac,
+      o.result === 'blocked' ? o.list! : '',
+      o.limited !== undefined,
+      this.now(),
+    );
   }
 
-  /** Drops clients outside the window, then the least active tenth, so eviction is amortised. */
+  /** Events from the other query threads (workers), batched by their ReportBatcher. */
+  ingest(events: readonly ReportEvent[]): void {
+    for (const e of events) this.intake(e.client, e.mac, e.list ?? '', e.limited, e.at);
+  }
+
+  private intake(client: string, mac: string | undefined, list: string, limited: boolean, at: number): void {
+    const i = this.pending;
+    if (i === INTAKE) {
+      if (this.stats) this.stats.reportDropped++;
+      return;
+    }
+    this.inClient[i] = client;
+    this.inMac[i] = mac;
+    this.inList[i] = list;
+    this.inLimited[i] = limited ? 1 : 0;
+    this.inAt[i] = at;
+    this.pending = i + 1;
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.drainNow);
+    }
+  }
+
+  /** Moves the intake into the aggregate and the sink. Runs off the query path (setImmediate), and before every read. */
+  drain(): void {
+    this.scheduled = false;
+    const n = this.pending;
+    if (n === 0) return;
+    this.pending = 0;
+    const table = this.identity?.current;
+    for (let i = 0; i < n; i++) {
+      const client = this.inClient[i]!;
+      const mac = this.inMac[i];
+      const at = this.inAt[i]!;
+      // The device as of the query's time, from the lease history: the address may have moved since.
+      const d: Device | undefined = table && (mac !== undefined ? table.relayed(mac) : table.deviceAt(client, at));
+      this.add({ at, client, mac: d?.mac ?? '', hostname: d?.hostname ?? '', list: this.inList[i]! }, this.inLimited[i] === 1);
+      this.inMac[i] = undefined;
+    }
+  }
+
+  /** A blocked query (e.list set), a rate-limited one (limited), or both. */
+  private add(e: BlockedEvent, limited: boolean): void {
+    this.version++;
+    const key = e.mac || e.client;
+    let r = this.devices.get(key);
+    if (!r) {
+      if (this.devices.size >= this.settings.maxClients) this.evict(e.at);
+      r = { client: e.client, mac: e.mac, hostname: e.hostname, count: 0, first: e.at, last: e.at, lists: new Map(), rateLimited: 0 };
+      this.devices.set(key, r);
+    }
+    r.last = Math.max(r.last, e.at);
+    r.client = e.client;
+    if (e.hostname) r.hostname = e.hostname;
+    if (limited) r.rateLimited++;
+    if (!e.list) return;
+    r.count++;
+    r.lists.set(e.list, (r.lists.get(e.list) ?? 0) + 1);
+    const h = Math.floor(e.at / HOUR) * HOUR;
+    this.hours.set(h, (this.hours.get(h) ?? 0) + 1);
+    this.sink?.push(e);
+  }
+
+  /** Drops devices outside the window, then the least active tenth, so eviction is amortised. */
   private evict(now: number): void {
     this.expire(now);
-    if (this.clients.size < this.settings.maxClients) return;
-    const byActivity = [...this.clients].sort((a, b) => a[1].count - b[1].count || a[1].last - b[1].last);
+    if (this.devices.size < this.settings.maxClients) return;
+    const byActivity = [...this.devices].sort((a, b) => a[1].count + a[1].rateLimited - (b[1].count + b[1].rateLimited) || a[1].last - b[1].last);
     const drop = Math.max(1, Math.ceil(this.settings.maxClients / 10));
-    for (const [client] of byActivity.slice(0, drop)) this.clients.delete(client);
+    for (const [key] of byActivity.slice(0, drop)) this.devices.delete(key);
   }
 
   private expire(now: number): void {
     const oldest = now - this.settings.windowMs;
-    for (const [client, r] of this.clients) if (r.last < oldest) this.clients.delete(client);
+    for (const [key, r] of this.devices) if (r.last < oldest) this.devices.delete(key);
+    for (const h of this.hours.keys()) if (h + HOUR <= oldest) this.hours.delete(h);
   }
 
-  /**
-   * One page of the report, most active clients first. The ranking is built
-   * at most once per RANKING_MAX_AGE_MS (a sort of up to maxClients records),
-   * so a flood of report requests costs one sort a second and each request
-   * builds only its page: with 20,000 clients a single answer used to be
-   * 5 MB, and a flood of them took the process to 1.4 GB.
-   */
-  snapshot(page: { offset?: number; limit?: number } = {}): ReportPage {
-    return this.cut(this.rank(), page.offset ?? 0, Math.min(page.limit ?? DEFAULT_PAGE, MAX_PAGE));
-  }
-
-  /**
-   * The same page as JSON text, rendered once per ranking: a flood of
-   * requests for one page costs one render a second, as /metrics does. (A
-   * ranking keeps at most a second's worth of pages: HTTP allows 100 requests a second.)
-   */
-  pageJson(page: { offset: number; limit: number }): string {
-    const ranking = this.rank();
-    const key = `${page.offset}|${page.limit}`;
-    let json = ranking.pages.get(key);
-    if (json === undefined) ranking.pages.set(key, (json = JSON.stringify(this.cut(ranking, page.offset, Math.min(page.limit, MAX_PAGE)))));
-    return json;
-  }
-
-  private rank(): Ranking {
+  snapshot(): ReportSnapshot {
+    this.drain();
     const now = this.now();
-    if (!this.ranking || now - this.ranking.at >= RANKING_MAX_AGE_MS || now < this.ranking.at) {
-      this.expire(now);
-      const rows = [...this.clients];
-      rows.sort((a, b) => b[1].count - a[1].count);
-      this.ranking = { at: now, rows, pages: new Map() };
+    this.expire(now);
+    const rows = [...this.devices.values()].map((r) =>
+      reportRow(r.client, r.mac, r.hostname, r.count, r.first, r.last, [...r.lists], r.rateLimited),
+    );
+    rows.sort((a, b) => b.blocked - a.blocked || b.rateLimited - a.rateLimited || b.lastSeen.localeCompare(a.lastSeen));
+    return { windowSeconds: this.settings.windowMs / 1000, source: 'memory', instances: 1, clients: rows, hourly: hourly(this.hours, now, this.settings.windowMs) };
+  }
+
+  toJSON(): PersistedReport {
+    this.drain();
+    return {
+      format: 1,
+      devices: [...this.devices.values()].map((r) => ({
+        client: r.client, mac: r.mac, hostname: r.hostname, count: r.count, first: r.first, last: r.last, lists: [...r.lists], rateLimited: r.rateLimited,
+      })),
+      hourly: [...this.hours],
+    };
+  }
+
+  /** Loads a state file's content; returns false (and loads nothing) when it is not one. */
+  load(data: unknown): boolean {
+    const p = data as PersistedReport;
+    if (!p || p.format !== 1 || !Array.isArray(p.devices) || !Array.isArray(p.hourly)) return false;
+    for (const d of p.devices) {
+      if (typeof d?.client !== 'string' || typeof d.count !== 'number' || !Array.isArray(d.lists)) return false;
     }
-    return this.ranking;
+    for (const d of p.devices) {
+      const mac = typeof d.mac === 'string' ? d.mac : '';
+      this.devices.set(mac || d.client, {
+        client: d.client, mac, hostname: typeof d.hostname === 'string' ? d.hostname : '', count: d.count, first: d.first, last: d.last,
+        lists: new Map(d.lists.filter((x) => typeof x[0] === 'string' && typeof x[1] === 'number')),
+        rateLimited: typeof d.rateLimited === 'number' ? d.rateLimited : 0,
+      });
+    }
+    for (const [h, n] of p.hourly) if (typeof h === 'number' && typeof n === 'number') this.hours.set(h, n);
+    this.expire(this.now());
+    return true;
   }
-
-  private cut(ranking: Ranking, offset: number, limit: number): ReportPage {
-    const clients = ranking.rows.slice(offset, offset + limit).map(([client, r]) => ({
-      client,
-      blocked: r.count,
-      firstSeen: new Date(r.first).toISOString(),
-      lastSeen: new Date(r.last).toISOString(),
-      topLists: [...r.lists].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([list, count]) => ({ list, count })),
-    }));
-    return { windowSeconds: this.settings.windowMs / 1000, total: ranking.rows.length, offset, limit, clients };
-  }
 }
 
-interface Ranking {
-  /** Clock time it was built. */
-  at: number;
-  rows: [string, ClientRecord][];
-  /** Pages already rendered from it, by "offset|limit". */
-  pages: Map<string, string>;
-}
-
-/** Rows in one page of the report unless ?limit= says otherwise, and the most it may say. */
-export const DEFAULT_PAGE = 100;
-export const MAX_PAGE = 1000;
-const RANKING_MAX_AGE_MS = 1000;
-
-export interface ReportPage {
-  windowSeconds: number;
-  /** Clients in the report; `clients` holds those from `offset`, at most `limit`. */
-  total: number;
-  offset: number;
-  limit: number;
-  clients: ReportRow[];
-}
-
-/** ?offset=&limit= of GET /api/blocked-clients; throws with what was expected (answered 400). */
-export function pageParams(params: URLSearchParams): { offset: number; limit: number } {
-  const read = (name: string, fallback: number, min: number, max: number): number => {
-    const text = params.get(name);
-    if (text === null) return fallback;
-    const n = Number(text);
-    if (!/^\d+$/.test(text) || n < min || n > max) throw new Error(`${name} must be a whole number from ${min} to ${max}, got "${text}"`);
-    return n;
+export function reportRow(
+  client: string, mac: string, hostname: string, count: number, first: number, last: number, lists: [string, number][], rateLimited = 0,
+): ReportRow {
+  return {
+    client, mac: mac || null, hostname: hostname || null, blocked: count,
+    firstSeen: new Date(first).toISOString(), lastSeen: new Date(last).toISOString(),
+    topLists: lists.sort((a, b) => b[1] - a[1]).slice(0, 3).map(([list, c]) => ({ list, count: c })),
+    rateLimited,
   };
-  return { offset: read('offset', 0, 0, 1e9), limit: read('limit', DEFAULT_PAGE, 1, MAX_PAGE) };
+}
+
+/** Every hour of the window (at most MAX_HOURS), oldest first, zero where nothing was blocked. */
+export function hourly(counts: ReadonlyMap<number, number>, now: number, windowMs: number): { hour: string; count: number }[] {
+  const last = Math.floor(now / HOUR) * HOUR;
+  const n = Math.min(MAX_HOURS, Math.max(1, Math.ceil(windowMs / HOUR)));
+  const out: { hour: string; count: number }[] = [];
+  for (let h = last - (n - 1) * HOUR; h <= last; h += HOUR) out.push({ hour: new Date(h).toISOString(), count: counts.get(h) ?? 0 });
+  return out;
 }

@@ -7,9 +7,13 @@
 // same way, so a CNAME into a blocked domain is sinkholed too. Cached answers
 // pass here as well: the cache below is client-independent.
 import type { Query } from '../dns/query.js';
+import { withTtlsAtMost } from '../dns/ttl.js';
+import { scanReply } from '../dns/message.js';
 import type { Clock } from '../clock.js';
 import { decide, type Decision, type Generation } from '../policy/generation.js';
 import type { PolicyHolder } from '../policy/holder.js';
+import type { IdentityHolder } from '../identity/sources.js';
+import type { Device } from '../identity/table.js';
 import { isPromise, type Handler, type Outcome, type Stage } from '../pipeline/types.js';
 
 export class BlocklistStage implements Stage {
@@ -18,6 +22,7 @@ export class BlocklistStage implements Stage {
   constructor(
     private readonly policy: PolicyHolder,
     private readonly clock: Clock,
+    private readonly identity: IdentityHolder,
   ) {}
 
   /** Read only when the client has exceptions: most blocked queries never need the time. */
@@ -43,19 +48,35 @@ export class BlocklistStage implements Stage {
   private verdict(g: Generation, q: Query, name: string): Decision | undefined {
     const first = g.matcher.find(name, g.enforced);
     if (first === -1) return undefined;
-    return decide(g, name, g.clients.view(q.client), this.now, first);
+    // Identity only when a name matched and the policy names a device somewhere (mac:/host:).
+    const view = g.clients.byDevice ? g.clients.viewOf(q.client, this.device(q)) : g.clients.view(q.client);
+    return decide(g, name, view, this.now, first);
+  }
+
+  /** The device behind the query: the MAC a trusted relay sent, else whoever holds the address now. */
+  private device(q: Query): Device | undefined {
+    const table = this.identity.current;
+    return q.mac !== undefined ? table.relayed(q.mac) : table.lookup(q.client, this.clock.now());
   }
 
   private after(g: Generation, q: Query, o: Outcome, d: Decision | undefined): Outcome {
-    if (g.config.blocking.inspectCnames && o.targets && (o.result === 'forwarded' || o.result === 'cached')) {
+    // A stale answer (RFC 8767) is judged like any other: serve-stale never bypasses policy.
+    const upstreamAnswer = o.result === 'forwarded' || o.result === 'cached' || o.result === 'stale';
+    if (g.config.blocking.inspectCnames && o.targets && upstreamAnswer) {
       for (const target of o.targets) {
         const t = this.verdict(g, q, target);
         if (t?.decision === 'blocked') return { ...this.sinkhole(g, q, t), viaTarget: target };
         if (t?.decision === 'excepted' && !d) d = t;
       }
     }
-    if (d?.decision === 'excepted' && (o.result === 'forwarded' || o.result === 'cached')) {
-      return { ...o, result: 'excepted', list: d.match.list, rule: d.match.rule, exception: d.exception.id, viaTarget: d.match.name === q.qname ? undefined : d.match.name };
+    if (d?.decision === 'excepted' && upstreamAnswer) {
+      // An excepted answer is kept no longer than a sinkhole answer (blocking.ttl): when the exception
+      // is revoked or lapses, the device asks again within that time and is blocked. A copy: the
+      // cache's bytes serve every client. A fresh answer's scan has the TTL offsets; a cached or stale
+      // one is scanned again here, on this rare path, rather than carrying offsets on every cache hit.
+      const offsets = o.scan?.ttlOffsets ?? scanReply(o.wire)?.ttlOffsets;
+      const wire = offsets ? withTtlsAtMost(o.wire, offsets, g.config.blocking.ttl) : o.wire;
+      return { ...o, wire, result: 'excepted', list: d.match.list, rule: d.match.rule, exception: d.exception.id, viaTarget: d.match.name === q.qname ? undefined : d.match.name };
     }
     return o;
   }

@@ -12,7 +12,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { FrameReader, frame } from '../dns/framing.js';
-import { decodeQuery } from '../dns/query.js';
+import { decodeQuery, type Proto } from '../dns/query.js';
 import { normalizeAddress } from '../policy/cidr.js';
 import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
 import type { Endpoint } from '../config/config.js';
@@ -33,6 +33,16 @@ const MAX_UNREAD_BYTES = 1 << 20;
 /** A connection asked to close gracefully (lifetime, shutdown) that still has not, after this, is destroyed. */
 const CLOSE_GRACE_MS = 1000;
 
+/**
+ * How the listening server is made: plain TCP by default; DoT (transport/dot.ts)
+ * passes a TLS server, so every limit here applies to DoT connections too.
+ */
+export interface StreamServerOptions {
+  createServer?: (onConnection: (sock: net.Socket) => void) => net.Server;
+  /** The `proto` of the queries read (the metric label and the query log). */
+  proto?: Proto;
+}
+
 export interface TcpLimits {
   idleTimeoutMs: number;
   maxConnections: number;
@@ -52,15 +62,18 @@ export class TcpListener {
     private readonly log: Logger,
     /** Whether an address is inside clients.allowFrom (current policy). */
     private readonly allowed: (client: string) => boolean = () => true,
+    private readonly stream: StreamServerOptions = {},
   ) {
     this.slots = new SlotTable(limits.maxConnections, limits.maxConnectionsPerClient);
   }
 
-  async start(port = this.endpoint.port): Promise<net.AddressInfo> {
-    const server = net.createServer((sock) => this.onConnection(sock));
+  /** `reusePort`: several query threads listen on the same address and the kernel spreads connections (SO_REUSEPORT). */
+  async start(port = this.endpoint.port, reusePort = false): Promise<net.AddressInfo> {
+    const onConnection = (sock: net.Socket): void => this.onConnection(sock);
+    const server = this.stream.createServer ? this.stream.createServer(onConnection) : net.createServer(onConnection);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ port, host: this.endpoint.host }, () => {
+      server.listen({ port, host: this.endpoint.host, reusePort }, () => {
         server.off('error', reject);
         resolve();
       });
@@ -89,7 +102,7 @@ export class TcpListener {
       sock.destroy(); // over the caps with nothing idle to give up: refuse rather than exhaust descriptors
       return;
     }
-    const conn = new Connection(sock, client, this.handler, this.limits, this.log, !this.allowed(client), () => this.slots.remove(conn));
+    const conn = new Connection(sock, client, this.stream.proto ?? 'tcp', this.handler, this.limits, this.log, !this.allowed(client), () => this.slots.remove(conn));
     this.slots.add(conn);
   }
 
@@ -119,6 +132,7 @@ class Connection implements Holder {
   constructor(
     private readonly sock: net.Socket,
     readonly client: string,
+    private readonly proto: Proto,
     private readonly handler: Handler,
     private readonly limits: TcpLimits,
     private readonly log: Logger,
@@ -180,7 +194,7 @@ class Connection implements Holder {
     this.lastActive = performance.now();
     try {
       // Copy: the frame is a view into a chunk the reader may release.
-      const q = decodeQuery(Buffer.from(msg), this.client, 'tcp', this.lastActive);
+      const q = decodeQuery(Buffer.from(msg), this.client, this.proto, this.lastActive);
       const r = q && this.handler(q);
       if (!r) {
         // Shorter than a header, or a response: nothing to answer (the per-turn bound below still counts it).

@@ -8,6 +8,7 @@ import { EDNS_UDP_PAYLOAD, MIN_UDP_PAYLOAD } from '../dns/constants.js';
 import { decodeQuery, type Query } from '../dns/query.js';
 import { truncatedReply } from '../dns/reply.js';
 import { normalizeAddress } from '../policy/cidr.js';
+import { literalLookup } from './lookup.js';
 import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';
@@ -33,10 +34,12 @@ export class UdpListener {
     private readonly log: Logger,
   ) {}
 
-  async start(port = this.endpoint.port): Promise<AddressInfo> {
-    // app.ts's bindPair closes and starts a listener again when TCP finds the UDP port taken.
-    this.closing = false;
-    const sock = dgram.createSocket({ type: isIPv6(this.endpoint.host) ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+  /** `reusePort`: several query threads bind the same address and the kernel spreads datagrams over them (SO_REUSEPORT). */
+  async start(port = this.endpoint.port, reusePort = false): Promise<AddressInfo> {
+    this.closing = false; // a listener retried after a failed bind (app.ts bindPair) serves again
+    const sock = dgram.createSocket({
+      type: isIPv6(this.endpoint.host) ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: literalLookup, reusePort,
+    });
     await new Promise<void>((resolve, reject) => {
       sock.once('error', reject);
       sock.bind(port, this.endpoint.host, () => {

@@ -7,6 +7,10 @@ import { scanReply, type ScannedReply } from '../dns/message.js';
 import type { Query } from '../dns/query.js';
 import type { Stats, UpstreamStats } from '../metrics/stats.js';
 import type { UpstreamSpec } from './spec.js';
+import type { UpstreamTls } from '../config/config.js';
+import type { Logger } from '../log.js';
+import { encryptedTransport } from './encrypted.js';
+import type { UpstreamTransport } from './transport.js';
 import { tcpExchange } from './tcp.js';
 import { UpstreamError } from './exchange.js';
 import { UdpUpstream } from './udp.js';
@@ -20,6 +24,8 @@ export class Upstream {
   private failures = 0;
   private lastFailure = 0;
   readonly stats: UpstreamStats;
+  /** tls:// and https:// upstreams: their connection pool or HTTP/2 session (upstream/encrypted.ts). */
+  transport: UpstreamTransport | undefined;
 
   constructor(readonly spec: UpstreamSpec, stats: Stats) {
     this.stats = stats.upstream(spec.label);
@@ -44,10 +50,14 @@ export interface ForwarderOptions {
   conditional: { domain: string; servers: UpstreamSpec[] }[];
   strategy: 'failover' | 'random' | 'race';
   timeoutMs: number;
+  /** UDP sockets (random source ports) in rotation per address family. */
+  sourcePorts: number;
   /** Queries one UDP source port may carry (1 = a fresh port per query). */
   sourcePortReuse: number;
   /** Upstream exchanges in flight at once; past this, new misses get SERVFAIL at once. */
   maxInflight: number;
+  /** CA and pins for tls:// and https:// upstreams. */
+  tls?: UpstreamTls;
 }
 
 /** A reply checked from end to end (scanReply), with what the scan found. */
@@ -65,18 +75,23 @@ export class Forwarder {
   constructor(
     private readonly opts: ForwarderOptions,
     private readonly stats: Stats,
+    log?: Logger,
   ) {
     // One Upstream per configured label, so health and metrics are shared where a server is listed twice.
     const byLabel = new Map<string, Upstream>();
     const get = (s: UpstreamSpec): Upstream => {
       let u = byLabel.get(s.label);
-      if (!u) byLabel.set(s.label, (u = new Upstream(s, stats)));
+      if (!u) {
+        byLabel.set(s.label, (u = new Upstream(s, stats)));
+        u.transport = encryptedTransport(s, opts.tls, { handshakeTimeoutMs: opts.timeoutMs, stats: u.stats, log });
+      }
       return u;
     };
     this.defaults = opts.servers.map(get);
-    this.udp = new UdpUpstream(opts.sourcePortReuse);
+    this.udp = new UdpUpstream({ ports: opts.sourcePorts, maxUses: opts.sourcePortReuse });
     for (const c of opts.conditional) this.conditional.set(c.domain, c.servers.map(get));
   }
+
 
   /** The upstreams for a name: the longest matching conditional domain, else the defaults. */
   candidates(qname: string): Upstream[] {
@@ -93,7 +108,10 @@ export class Forwarder {
     return this.defaults;
   }
 
-  /** The upstream's reply with the client's ID, or undefined when every upstream failed. */
+  /**
+   * The upstream's reply with the client's ID, or undefined when every upstream failed.
+   * One async function for the whole exchange: a miss pays for one promise chain, not one per layer.
+   */
   async forward(q: Query): Promise<Accepted | undefined> {
     // A flood of random names while upstreams are slow must not exhaust sockets and descriptors
     // (dnsmasq's dns-forward-max, unbound's num-queries-per-thread do the same).
@@ -103,40 +121,39 @@ export class Forwarder {
     }
     this.inflight++;
     try {
-      return await this.exchange(q);
+      const deadline = performance.now() + this.opts.timeoutMs;
+      const all = this.candidates(q.qname);
+      let reply: Accepted | undefined;
+      if (all.length === 1) {
+        reply = await this.attempt(all[0]!, q, deadline);
+      } else {
+        const order = all.filter((u) => u.healthy).concat(all.filter((u) => !u.healthy));
+        if (this.opts.strategy === 'random') shuffleHealthyPrefix(order, all.filter((u) => u.healthy).length);
+        if (this.opts.strategy === 'race') {
+          reply = await Promise.any(order.map((u) => this.attempt(u, q, deadline).then((r) => r ?? Promise.reject(new Error('failed'))))).catch(
+            () => undefined,
+          );
+        } else {
+          for (let i = 0; i < order.length && !reply; i++) {
+            const remaining = deadline - performance.now();
+            if (remaining <= 0) break;
+            // Split what is left among the upstreams still to try, so the last one gets a fair share too.
+            reply = await this.attempt(order[i]!, q, performance.now() + remaining / (order.length - i));
+          }
+        }
+      }
+      if (reply) {
+        const wire = reply.wire;
+        wire.writeUInt16BE(q.id, 0);
+        // We offer recursion and are not the authority for what we relay (RFC 1035 §4.1.1):
+        // set RA, clear AA, whatever the upstream said (an authoritative conditional upstream sets AA).
+        wire[2] = wire[2]! & ~FLAG_AA;
+        wire[3] = wire[3]! | FLAG_RA;
+      }
+      return reply;
     } finally {
       this.inflight--;
     }
-  }
-
-  private async exchange(q: Query): Promise<Accepted | undefined> {
-    const deadline = performance.now() + this.opts.timeoutMs;
-    const all = this.candidates(q.qname);
-    const order = all.filter((u) => u.healthy).concat(all.filter((u) => !u.healthy));
-    if (this.opts.strategy === 'random') shuffleHealthyPrefix(order, all.filter((u) => u.healthy).length);
-    let reply: Accepted | undefined;
-    if (this.opts.strategy === 'race' && order.length > 1) {
-      reply = await Promise.any(order.map((u) => this.attempt(u, q, deadline).then((r) => r ?? Promise.reject(new Error('failed'))))).catch(
-        () => undefined,
-      );
-    } else {
-      for (let i = 0; i < order.length && !reply; i++) {
-        const remaining = deadline - performance.now();
-        if (remaining <= 0) break;
-        // Split what is left among the upstreams still to try, so the last one gets a fair share too.
-        const budget = remaining / (order.length - i);
-        reply = await this.attempt(order[i]!, q, performance.now() + budget);
-      }
-    }
-    if (reply) {
-      const wire = reply.wire;
-      wire.writeUInt16BE(q.id, 0);
-      // We offer recursion and are not the authority for what we relay (RFC 1035 §4.1.1):
-      // set RA, clear AA, whatever the upstream said (an authoritative conditional upstream sets AA).
-      wire[2] = wire[2]! & ~FLAG_AA;
-      wire[3] = wire[3]! | FLAG_RA;
-    }
-    return reply;
   }
 
   /** One upstream, UDP then TCP on truncation; undefined on failure (already counted). */
@@ -145,7 +162,10 @@ export class Forwarder {
     const started = performance.now();
     try {
       let reply: Buffer;
-      if (transport === 'tcp') {
+      if (u.transport) {
+        // tls:// and https://: the transport keeps its own connections, IDs and padding.
+        reply = await u.transport.exchange(q.buf, q.qend, deadline - started);
+      } else if (transport === 'tcp') {
         reply = await tcpExchange(host, port, q.buf, q.qend, deadline - started);
       } else {
         reply = await this.udp.exchange(host, port, q.buf, q.qend, deadline - started);
@@ -160,8 +180,8 @@ export class Forwarder {
         // This upstream cannot answer; another may. Counted as an error, not a timeout.
         throw new UpstreamError('error', `rcode ${rcode}`);
       }
-      // The whole reply is checked before it is accepted: one whose names or records cannot be
-      // decoded is this upstream failing (the next one is tried), never an answer to relay.
+      // The whole reply is checked before it is accepted (issue 8): one whose names or records cannot
+      // be decoded is this upstream failing (the next one is tried, also under race), never relayed.
       const scan = scanReply(reply);
       if (!scan) throw new UpstreamError('error', 'malformed reply');
       u.stats.outcomes.ok++;
@@ -173,6 +193,20 @@ export class Forwarder {
       u.failed();
       return undefined;
     }
+  }
+
+  /** Sockets in the UDP source-port pool now. */
+  get sourcePortsOpen(): number {
+    return this.udp.openSockets;
+  }
+
+  /**
+   * Releases the upstream sockets (replaced on reload, or shutdown): the UDP source ports and the
+   * encrypted upstreams' connections close once the queries in flight on them are answered.
+   */
+  close(): void {
+    this.udp.close();
+    for (const u of new Set([...this.defaults, ...[...this.conditional.values()].flat()])) u.transport?.close();
   }
 }
 

@@ -12,3 +12,11 @@ export function randomId(): number {
   }
   return pool[next++]!;
 }
+
+/** An unpredictable index in [0, n) for n ≤ 65536, without modulo bias (rejection sampling). */
+export function randomIndex(n: number): number {
+  const limit = 65536 - (65536 % n);
+  let r = randomId();
+  while (r >= limit) r = randomId();
+  return r % n;
+}

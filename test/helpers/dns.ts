@@ -86,6 +86,11 @@ export class TcpClient {
     });
   }
 
+  /** A client over a stream socket that is already connected (a TLS one, for DoT). */
+  static over(sock: net.Socket): TcpClient {
+    return new TcpClient(sock);
+  }
+
   static frame(msg: Buffer): Buffer {
     const f = Buffer.alloc(2 + msg.length);
     f.writeUInt16BE(msg.length, 0);

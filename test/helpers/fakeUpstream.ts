@@ -36,17 +36,21 @@ export interface Behaviour {
   /** Reply from another port (a spoof from the right address but wrong port). */
   fromOtherPort?: boolean;
   /** Hand-made reply bytes instead of dns2's (a lying or broken upstream); undefined sends nothing. */
-  raw?: (query: Buffer, proto: 'udp' | 'tcp') => Buffer | undefined;
+  raw?: (query: Buffer, proto: Seen['proto']) => Buffer | undefined;
   /** Over TCP: reset the connection instead of answering, or send half the framed reply and close. */
   tcpFault?: 'reset' | 'cut';
+  /** Echo EDNS: an OPT in the reply when the query had one, as real servers (NSD, unbound) do. */
+  echoEdns?: boolean;
 }
 
 export interface Seen {
   name: string;
   type: number;
-  proto: 'udp' | 'tcp';
+  proto: 'udp' | 'tcp' | 'dot' | 'doh';
   id: number;
   port: number;
+  /** The query as it arrived, bytes untouched. */
+  raw: Buffer;
 }
 
 export const T = { A: 1, NS: 2, CNAME: 5, SOA: 6, TXT: 16, AAAA: 28, SVCB: 64, HTTPS: 65 } as const;
@@ -59,6 +63,7 @@ export class FakeUpstream {
   private other!: dgram.Socket;
   private tcp!: net.Server;
   private readonly sockets = new Set<net.Socket>();
+  private closed = false;
   port = 0;
 
   static async start(): Promise<FakeUpstream> {
@@ -99,7 +104,7 @@ export class FakeUpstream {
     await once(this.other, 'listening');
     this.udp.on('message', (msg, rinfo) => {
       void this.respond(msg, 'udp', rinfo.port, (out, fromOther) => {
-        // A delayed reply may come due after close(): dropped, as a real server's would be.
+        // A delayed reply may come due after the test closed us.
         if (!this.closed) (fromOther ? this.other : this.udp).send(out, rinfo.port, rinfo.address);
       });
     });
@@ -137,9 +142,10 @@ export class FakeUpstream {
 
   private tcpClosed = false;
 
-  private async respond(
+  /** Answers one query as scripted; also used by the DoT/DoH fakes in fakeEncrypted.ts. */
+  async respond(
     raw: Buffer,
-    proto: 'udp' | 'tcp',
+    proto: Seen['proto'],
     port: number,
     send: (b: Buffer, fromOther?: boolean, fault?: Behaviour['tcpFault']) => void,
   ): Promise<void> {
@@ -147,7 +153,7 @@ export class FakeUpstream {
     const q = req.questions[0];
     if (!q) return;
     const name = q.name.toLowerCase();
-    this.seen.push({ name, type: q.type, proto, id: req.header.id, port });
+    this.seen.push({ name, type: q.type, proto, id: req.header.id, port, raw: Buffer.from(raw) });
     const b = this.scripts.get(name) ?? this.fallback;
     if (b.silent) return;
     if (b.delayMs) await new Promise((r) => setTimeout(r, b.delayMs));
@@ -175,6 +181,9 @@ export class FakeUpstream {
         expiration: 86400, minimum: b.soa.minimum,
       } as never);
     }
+    if (b.echoEdns && (req.additionals ?? []).some((r: { type: number }) => r.type === 41)) {
+      res.additionals.push(Packet.Resource.EDNS([], { udpPayloadSize: 1232 }) as never);
+    }
     const out = Buffer.from(res.toBuffer());
     if (b.wrongId) {
       const spoof = Buffer.from(out);
@@ -191,7 +200,6 @@ export class FakeUpstream {
     if (!b.onlyBad) send(out);
   }
 
-  private closed = false;
 
   async close(): Promise<void> {
     this.closed = true;

@@ -39,7 +39,7 @@ export async function startSinkhole(
   upstreamPort: number,
   config: Record<string, unknown> = {},
   files: Record<string, string> = {},
-  opts: { clock?: Clock; log?: Logger; watch?: boolean; metricsMaxAgeMs?: number } = {},
+  opts: { clock?: Clock; log?: Logger; watch?: boolean; httpCacheMs?: number } = {},
 ): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'sinkhole-test-'));
   const write = (file: string, text: string): void => {
@@ -49,14 +49,15 @@ export async function startSinkhole(
   const base: Record<string, unknown> = {
     listen: { dns: ['127.0.0.1:0'] },
     upstreams: { servers: [`127.0.0.1:${upstreamPort}`], timeout: '1s' },
-    log: { queries: 'none' },
+    // The audit trail to a file in the test's folder, not the test runner's stdout.
+    log: { queries: 'none', audit: 'audit.jsonl' },
   };
   const merged = { ...base, ...config };
   for (const [f, text] of Object.entries(files)) write(f, text);
   const configFile = join(dir, 'sinkhole.yaml');
   writeFileSync(configFile, stringify(merged));
   // /metrics is rendered afresh for every request unless a test asks for the production cache (1 s).
-  const running = await start({ configFile, log: opts.log ?? silentLogger, clock: opts.clock, watch: opts.watch ?? false, metricsMaxAgeMs: opts.metricsMaxAgeMs ?? 0 });
+  const running = await start({ configFile, log: opts.log ?? silentLogger, clock: opts.clock, watch: opts.watch ?? false, httpCacheMs: opts.httpCacheMs ?? 0 });
   const port = running.dns[0]!.udp.port;
   const resolver = new Resolver({ timeout: 3000, tries: 1 });
   resolver.setServers([`127.0.0.1:${port}`]);

@@ -1,0 +1,61 @@
+// A worker query thread (workers: N > 1, see workers.ts): the same query path as the main
+// thread (app.ts DataPlane), bound to the same addresses with SO_REUSEPORT. It holds no policy
+// of its own making: the main thread compiles each generation once and hands it over.
+import { parentPort, workerData } from 'node:worker_threads';
+import { DataPlane } from './app.js';
+import { systemClock } from './clock.js';
+import { streamLogger } from './log.js';
+import { hydrate } from './policy/generation.js';
+import { PolicyHolder } from './policy/holder.js';
+import { ReportBatcher } from './querylog/report.js';
+import { IdentityHolder } from './identity/sources.js';
+import { IdentityTable } from './identity/table.js';
+import type { FromThread, ThreadInit, ToThread } from './workers.js';
+
+const port = parentPort!;
+const init = workerData as ThreadInit;
+const send = (m: FromThread): void => port.postMessage(m);
+const policy = new PolicyHolder(hydrate(init.data, init.number));
+const identity = new IdentityHolder(IdentityTable.fromData(init.identity));
+const report = new ReportBatcher((events) => send({ type: 'report', events }), () => systemClock.now());
+const plane = new DataPlane(policy, identity, streamLogger(), systemClock, report);
+
+port.on('message', (m: ToThread) => {
+  switch (m.type) {
+    case 'policy': {
+      const previous = policy.current;
+      policy.current = hydrate(m.data, m.number);
+      plane.swap(policy.current, previous);
+      break;
+    }
+    case 'identity':
+      identity.current = IdentityTable.fromData(m.table);
+      break;
+    case 'stats':
+      send({ type: 'stats', id: m.id, stats: plane.stats.toData(), gauges: plane.gauges() });
+      break;
+    case 'reopen':
+      void plane.reopenLogs();
+      break;
+    case 'reloadTls':
+      plane.reloadTls();
+      break;
+    case 'close':
+      void plane.close().then(() => {
+        report.flush();
+        port.close();
+      });
+      break;
+  }
+});
+
+plane
+  .listen(init.endpoints.dns, true)
+  .then(() => plane.listenEncrypted(init.endpoints.dot, init.endpoints.doh, true))
+  .then(
+  () => send({ type: 'ready' }),
+  (e: unknown) => {
+    send({ type: 'failed', message: e instanceof Error ? e.message : String(e) });
+    port.close();
+  },
+);

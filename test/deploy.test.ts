@@ -1,0 +1,205 @@
+// Deployment files: the Kubernetes manifests (validated against the API
+// schemas, strictly), the ConfigMaps built from the repository, a ConfigMap
+// update reaching a running sinkhole, and the hardening the systemd unit and
+// logrotate file promise. systemd-analyze, logrotate and promtool run in
+// .ci/interop.sh, where the Debian tools are.
+import t from 'tap';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { parseAllDocuments, parse as parseYaml, stringify } from 'yaml';
+import { validate as validateDaemonSet } from 'kubernetes-models/_schemas/IoK8sApiAppsV1DaemonSet';
+import { validate as validateConfigMap } from 'kubernetes-models/_schemas/IoK8sApiCoreV1ConfigMap';
+import { validate as validateNamespace } from 'kubernetes-models/_schemas/IoK8sApiCoreV1Namespace';
+import { start } from '../src/app.js';
+import { silentLogger } from '../src/log.js';
+import { buildGeneration } from '../src/policy/generation.js';
+import { FakeUpstream, T } from './helpers/fakeUpstream.js';
+import { buildQuery, rcodeOf, udpExchange } from './helpers/dns.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const K8S = join(ROOT, 'deploy', 'kubernetes');
+
+type SchemaError = { instancePath: string; keyword: string; params: Record<string, unknown> };
+type Validator = ((data: unknown) => boolean) & { errors?: SchemaError[] | null };
+
+/** The validators are compiled without message texts: say it from the keyword. */
+function describeError(e: SchemaError): string {
+  const at = e.instancePath || '/';
+  if (e.keyword === 'type') return `${at} must be ${String(e.params.type)}`;
+  if (e.keyword === 'required') return `${at} must have required property '${String(e.params.missingProperty)}'`;
+  if (e.keyword === 'enum') return `${at} must be one of ${JSON.stringify(e.params.allowedValues)}`;
+  return `${at} ${e.keyword} ${JSON.stringify(e.params)}`;
+}
+/** The schemas of the kinds the manifests use, from kubernetes-models (the Kubernetes OpenAPI spec, compiled). */
+const SCHEMAS: Record<string, Validator> = {
+  'v1/Namespace': validateNamespace as Validator,
+  'v1/ConfigMap': validateConfigMap as Validator,
+  'apps/v1/DaemonSet': validateDaemonSet as Validator,
+};
+
+/**
+ * Problems with one manifest: what the schema rejects, and every field the
+ * schema does not know. The API server drops unknown fields (kubectl apply
+ * rejects them: --validate=strict), so a misspelt `hostNetwrk: true` would
+ * silently deploy without it. The compiled validators read every property the
+ * schema defines (and every key of a free-form map), so a key never read
+ * while validating is not in the schema.
+ */
+function manifestProblems(doc: Record<string, unknown>): string[] {
+  const key = `${String(doc.apiVersion)}/${String(doc.kind)}`;
+  const validate = SCHEMAS[key];
+  if (!validate) return [`${key}: no schema here for this kind; add it to SCHEMAS`];
+  const seen: { path: string; value: Record<string, unknown>; read: Set<string> }[] = [];
+  const track = (value: unknown, path: string): unknown => {
+    if (value === null || typeof value !== 'object') return value;
+    if (Array.isArray(value)) return value.map((v, i) => track(v, `${path}[${i}]`));
+    const read = new Set<string>();
+    const copy = Object.fromEntries(Object.entries(value).map(([k, v]) => [k, track(v, `${path}.${k}`)]));
+    seen.push({ path, value: copy, read });
+    return new Proxy(copy, { get: (o, k, r) => (typeof k === 'string' && read.add(k), Reflect.get(o, k, r)) });
+  };
+  const problems: string[] = [];
+  if (!validate(track(doc, ''))) for (const e of validate.errors ?? []) problems.push(describeError(e));
+  for (const s of seen) for (const k of Object.keys(s.value)) if (!s.read.has(k)) problems.push(`${s.path}.${k}: unknown field`);
+  return problems;
+}
+
+function manifests(): { file: string; doc: Record<string, unknown> }[] {
+  return readdirSync(K8S)
+    .filter((f) => f.endsWith('.yaml'))
+    .sort()
+    .flatMap((file) => parseAllDocuments(readFileSync(join(K8S, file), 'utf8')).map((d) => ({ file, doc: d.toJSON() as Record<string, unknown> })));
+}
+
+function daemonSet(): Record<string, any> {
+  return manifests().find((m) => m.doc.kind === 'DaemonSet')!.doc as Record<string, any>;
+}
+
+t.test('the Kubernetes manifests are valid against the API schemas, with no unknown field', async (t) => {
+  const all = manifests();
+  t.same([...new Set(all.map((m) => `${m.doc.apiVersion}/${m.doc.kind}`))].sort(), ['apps/v1/DaemonSet', 'v1/ConfigMap', 'v1/Namespace']);
+  for (const { file, doc } of all) {
+    t.same(manifestProblems(doc), [], `${file}: ${String(doc.kind)} ${String((doc.metadata as { name?: string }).name)}`);
+  }
+});
+
+t.test('the manifest check catches a misspelt field, a wrong type and a missing field', async (t) => {
+  const cases: [string, (d: Record<string, any>) => void, RegExp][] = [
+    ['misspelt', (d) => (d.spec.template.spec.hostNetwrk = true), /^\.spec\.template\.spec\.hostNetwrk: unknown field$/],
+    ['misspelt, deep', (d) => (d.spec.template.spec.containers[0].livenessProbe.httpGet.hots = '127.0.0.1'), /livenessProbe\.httpGet\.hots: unknown field/],
+    ['wrong type', (d) => (d.spec.template.spec.hostNetwork = 'yes'), /\/spec\/template\/spec\/hostNetwork must be boolean/],
+    ['missing', (d) => delete d.spec.selector, /must have required property 'selector'/],
+  ];
+  for (const [what, edit, expected] of cases) {
+    const d = structuredClone(daemonSet());
+    edit(d);
+    t.match(manifestProblems(d).join('\n'), expected, what);
+  }
+});
+
+t.test('the DaemonSet: host network, probes on /healthz and /readyz where listen.http is, mounts where the config looks', async (t) => {
+  const spec = daemonSet().spec.template.spec;
+  const c = spec.containers[0];
+  t.equal(spec.hostNetwork, true, 'hostNetwork: the client address reaches sinkhole');
+  const config = parseYaml(readFileSync(join(K8S, 'config', 'sinkhole.yaml'), 'utf8')) as { listen: { http: string }; blocking: { lists: Record<string, string[]> }; exceptions: string };
+  const [host, port] = config.listen.http.split(':');
+  t.equal(host, '127.0.0.1', 'HTTP on loopback');
+  t.match(c.livenessProbe.httpGet, { host, port: Number(port), path: '/healthz' });
+  t.match(c.readinessProbe.httpGet, { host, port: Number(port), path: '/readyz' });
+  t.same(c.args, ['serve', '--config', '/etc/sinkhole/config/sinkhole.yaml']);
+  const mounts = Object.fromEntries(c.volumeMounts.map((m: { name: string; mountPath: string }) => [m.name, m.mountPath]));
+  const volumes = Object.fromEntries(spec.volumes.map((v: { name: string; configMap?: { name: string } }) => [v.name, v.configMap?.name]));
+  t.same([mounts.config, volumes.config], ['/etc/sinkhole/config', 'sinkhole-config']);
+  t.same([mounts.lists, volumes.lists], ['/etc/sinkhole/lists', 'sinkhole-lists']);
+  t.same([mounts.exceptions, volumes.exceptions], ['/etc/sinkhole/exceptions', 'sinkhole-exceptions']);
+  t.equal(config.exceptions, '../exceptions/exceptions.yaml');
+  t.ok(Object.values(config.blocking.lists).flat().every((f) => f.startsWith('../lists/')), 'lists from the lists mount');
+  t.notOk(c.volumeMounts.some((m: { subPath?: string }) => m.subPath), 'no subPath: ConfigMap updates reach only folder mounts');
+  t.same(c.securityContext.capabilities, { drop: ['ALL'], add: ['NET_BIND_SERVICE'] });
+  t.equal(c.securityContext.runAsNonRoot, true);
+  t.equal(c.securityContext.readOnlyRootFilesystem, true);
+});
+
+t.test('the ConfigMaps are the repository\'s files, rebuilt byte for byte, and the mounted layout validates', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-k8s-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const r = spawnSync(process.execPath, [join(ROOT, 'scripts', 'build-kubernetes.mjs'), '--out', join(dir, 'configmaps.yaml')], { encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+  t.ok(readFileSync(join(dir, 'configmaps.yaml')).equals(readFileSync(join(K8S, 'configmaps.yaml'))), 'deploy/kubernetes/configmaps.yaml is current (node scripts/build-kubernetes.mjs)');
+  const maps = Object.fromEntries(manifests().filter((m) => m.doc.kind === 'ConfigMap').map((m) => [(m.doc.metadata as { name: string }).name, m.doc.data as Record<string, string>]));
+  t.equal(maps['sinkhole-lists']!['tiktok.txt'], readFileSync(join(ROOT, 'blocklists', 'tiktok.txt'), 'utf8'), 'lists as committed');
+  t.equal(maps['sinkhole-exceptions']!['exceptions.yaml'], readFileSync(join(ROOT, 'exceptions.yaml'), 'utf8'), 'exceptions as committed');
+  // Lay the ConfigMaps out as the kubelet mounts them, and load the policy from there.
+  const etc = join(dir, 'etc', 'sinkhole');
+  for (const [mount, name] of [['config', 'sinkhole-config'], ['lists', 'sinkhole-lists'], ['exceptions', 'sinkhole-exceptions']] as const) {
+    configMapVolume(join(etc, mount), maps[name]!, '..2026_11_30_00_00_00.1');
+  }
+  const g = buildGeneration(join(etc, 'config', 'sinkhole.yaml'), 1);
+  t.same(g.config.blocking.enforce, ['tiktok', 'tiktok-ads', 'bypass']);
+  t.equal(g.ruleCounts.get('tiktok'), buildGeneration(join(ROOT, 'sinkhole.yaml'), 1).ruleCounts.get('tiktok'), 'the same rules as the bundled config');
+  t.equal(g.exceptions[0]?.id, 'PS-2026-0142');
+});
+
+/** A ConfigMap volume as the kubelet writes it: a timestamped folder, `..data` pointing at it, and each key a link through `..data`. */
+function configMapVolume(dir: string, data: Record<string, string>, version: string): void {
+  mkdirSync(join(dir, version), { recursive: true });
+  for (const [k, v] of Object.entries(data)) writeFileSync(join(dir, version, k), v);
+  symlinkSync(version, join(dir, '..data'));
+  for (const k of Object.keys(data)) symlinkSync(join('..data', k), join(dir, k));
+}
+
+/** The kubelet's atomic update: a new folder, `..data_tmp` pointing at it, renamed over `..data`. */
+function updateConfigMapVolume(dir: string, data: Record<string, string>, version: string): void {
+  mkdirSync(join(dir, version));
+  for (const [k, v] of Object.entries(data)) writeFileSync(join(dir, version, k), v);
+  symlinkSync(version, join(dir, '..data_tmp'));
+  renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+}
+
+t.test('a ConfigMap update (the kubelet swaps ..data) is picked up by the file watch', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-cm-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  configMapVolume(join(dir, 'lists'), { 'tiktok.txt': 'tiktok.com\n' }, '..v1');
+  configMapVolume(join(dir, 'exceptions'), { 'exceptions.yaml': 'exceptions: []\n' }, '..v1');
+  configMapVolume(join(dir, 'config'), {
+    'sinkhole.yaml': stringify({
+      listen: { dns: ['127.0.0.1:0'] }, upstreams: { servers: [`127.0.0.1:${up.port}`] }, log: { queries: 'none' },
+      blocking: { lists: { tiktok: ['../lists/tiktok.txt'] }, enforce: ['tiktok'] }, exceptions: '../exceptions/exceptions.yaml',
+    }),
+  }, '..v1');
+  const running = await start({ configFile: join(dir, 'config', 'sinkhole.yaml'), log: silentLogger });
+  t.teardown(() => running.close());
+  const port = running.dns[0]!.udp.port;
+  const waitGeneration = async (n: number): Promise<void> => {
+    for (const deadline = Date.now() + 5000; running.policy.current.number < n; ) {
+      if (Date.now() > deadline) throw new Error(`generation ${n} never came`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  t.equal(rcodeOf(await udpExchange(port, buildQuery('newapp.example', T.A))), 0, 'not blocked yet');
+  updateConfigMapVolume(join(dir, 'lists'), { 'tiktok.txt': 'tiktok.com\nnewapp.example\n' }, '..v2');
+  await waitGeneration(2);
+  t.equal(rcodeOf(await udpExchange(port, buildQuery('newapp.example', T.A))), 3, 'the updated list is in force');
+  t.equal(running.stats.reloads.get('list|success'), 1, 'counted as a list reload');
+  updateConfigMapVolume(join(dir, 'exceptions'), { 'exceptions.yaml': 'exceptions: []\n# touched\n' }, '..v2');
+  await waitGeneration(3);
+  t.equal(running.stats.reloads.get('exceptions|success'), 1, 'and an exceptions update as an exceptions reload');
+});
+
+t.test('the systemd unit and the logrotate file carry what the README promises', async (t) => {
+  const unit = readFileSync(join(ROOT, 'deploy', 'systemd', 'sinkhole.service'), 'utf8');
+  for (const line of [
+    'DynamicUser=yes', 'AmbientCapabilities=CAP_NET_BIND_SERVICE', 'CapabilityBoundingSet=CAP_NET_BIND_SERVICE', 'NoNewPrivileges=yes',
+    'ProtectSystem=strict', 'StateDirectory=sinkhole', 'LogsDirectory=sinkhole', 'Restart=always', 'ExecReload=/bin/kill -HUP $MAINPID',
+    'ExecStart=/opt/sinkhole/bin/sinkhole serve --config /etc/sinkhole/sinkhole.yaml', 'MemoryDenyWriteExecute=no',
+  ]) t.match(unit, new RegExp(`^${line.replace(/[$.*+?^()[\]{}|\\]/g, '\\$&')}$`, 'm'), line);
+  const logrotate = readFileSync(join(ROOT, 'deploy', 'logrotate', 'sinkhole'), 'utf8');
+  t.match(logrotate, /^\/var\/log\/sinkhole\/queries\.log \{/m);
+  t.match(logrotate, /^\/var\/log\/sinkhole\/audit\.log \{/m);
+  t.equal(logrotate.match(/systemctl kill --kill-whom=main --signal=HUP sinkhole\.service/g)?.length, 2, 'each rotation ends with SIGHUP to sinkhole');
+  t.notMatch(logrotate, /^\s*copytruncate/m, 'no copytruncate: SIGHUP reopens the file, so no line is lost');
+});

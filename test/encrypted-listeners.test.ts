@@ -1,0 +1,386 @@
+// Encrypted DNS for devices (issue 12): DoT and DoH listeners running the
+// same pipeline and policy as UDP/TCP, their limits, the certificate reload,
+// DDR (RFC 9462), and the config keys of the whole feature. Clients are
+// Node's own TLS, HTTP/2 and HTTPS clients (kdig is the outside client in
+// .ci/interop.sh); everything is on 127.0.0.1.
+import t from 'tap';
+import { once } from 'node:events';
+import { X509Certificate } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import http2 from 'node:http2';
+import https from 'node:https';
+import net from 'node:net';
+import tls from 'node:tls';
+import { FakeUpstream, T } from './helpers/fakeUpstream.js';
+import { makePki, type Pair } from './helpers/pki.js';
+import { startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
+import { buildQuery, decode, rcodeOf, TcpClient, udpExchange } from './helpers/dns.js';
+import { QTYPE_SLOTS } from '../src/metrics/stats.js';
+import { loadConfig } from '../src/config/config.js';
+import { PolicyError } from '../src/errors.js';
+
+const pki = makePki();
+t.teardown(() => pki.close());
+const ROOT = join(import.meta.dirname, '..');
+
+const FILES = { 'tiktok.txt': TIKTOK_LIST, 'tls.crt': pki.server.certPem, 'tls.key': pki.server.keyPem };
+function config(listen: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    listen: { dns: ['127.0.0.1:0'], dot: ['127.0.0.1:0'], doh: ['127.0.0.1:0'], http: '127.0.0.1:0', tls: { cert: 'tls.crt', key: 'tls.key' }, ...listen },
+    blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] },
+    clients: { allowFrom: ['127.0.0.0/16'] },
+  };
+}
+
+async function dotClient(h: Harness, opts: { from?: string; ca?: string | false } = {}): Promise<TcpClient & { tls: tls.TLSSocket }> {
+  const raw = net.connect({ host: '127.0.0.1', port: h.running.dot[0]!.port, localAddress: opts.from });
+  const sock = tls.connect({ socket: raw, servername: 'dns.test', ...(opts.ca === false ? { rejectUnauthorized: false } : { ca: opts.ca ?? pki.caPem }) });
+  await once(sock, 'secureConnect');
+  return Object.assign(TcpClient.over(sock), { tls: sock });
+}
+
+interface HttpReply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
+function h2request(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: Buffer): Promise<HttpReply> {
+  return new Promise((resolve, reject) => {
+    const req = session.request(headers, { endStream: !body });
+    const chunks: Buffer[] = [];
+    let head: http2.IncomingHttpHeaders = {};
+    req.on('response', (h) => (head = h));
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve({ status: Number(head[':status']), headers: head, body: Buffer.concat(chunks) }));
+    req.on('error', reject);
+    if (body) req.end(body);
+  });
+}
+
+function h2connect(h: Harness, from?: string): Promise<http2.ClientHttp2Session> {
+  const s = http2.connect(`https://dns.test:${h.running.doh[0]!.port}`, {
+    ca: pki.caPem,
+    createConnection: () =>
+      tls.connect({ socket: net.connect({ host: '127.0.0.1', port: h.running.doh[0]!.port, localAddress: from }), servername: 'dns.test', ca: pki.caPem, ALPNProtocols: ['h2'] }),
+  });
+  return once(s, 'connect').then(() => s);
+}
+
+const post = (q: Buffer, type = 'application/dns-message'): http2.OutgoingHttpHeaders => ({ ':method': 'POST', ':path': '/dns-query', 'content-type': type, accept: 'application/dns-message' });
+const get = (q: Buffer, path = '/dns-query'): http2.OutgoingHttpHeaders => ({ ':method': 'GET', ':path': `${path}?dns=${q.toString('base64url')}` });
+
+async function metricsText(h: Harness): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${h.running.http!.port}/metrics`)).text();
+}
+
+t.test('DoT listener: same pipeline and policy as TCP, pipelined out of order, counted as proto dot', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('slow.example.test', { delayMs: 300 });
+  const h = await startSinkhole(t, up.port, config(), FILES);
+  const c = await dotClient(h);
+  t.teardown(() => c.close());
+  c.send(buildQuery('slow.example.test', T.A, { id: 1 }));
+  c.send(buildQuery('www.example.test', T.A, { id: 2 }));
+  c.send(buildQuery('www.tiktok.com', T.A, { id: 3 }));
+  const replies = await c.waitFor(3);
+  t.equal(replies[2]!.readUInt16BE(0), 1, 'answers as each completes: the slow one, asked first, comes last (RFC 7766 §6.2.1.1)');
+  const byId = new Map(replies.map((r) => [r.readUInt16BE(0), r]));
+  t.equal((decode(byId.get(2)!).answers[0] as { address: string }).address, '192.0.2.10', 'forwarded');
+  t.equal(rcodeOf(byId.get(3)!), 3, 'a blocked name is sinkholed over DoT');
+  t.match(await metricsText(h), /sinkhole_encrypted_connections\{proto="dot"\} 1\b/, 'the open DoT connection is in the gauge');
+  t.equal(h.running.stats.queryCount('dot', QTYPE_SLOTS.indexOf('A')), 3, 'counted under proto="dot"');
+  t.equal(h.running.stats.queryCount('tcp', QTYPE_SLOTS.indexOf('A')), 0, 'not under tcp');
+
+  const outsider = await dotClient(h, { from: '127.1.0.1' });
+  outsider.send(buildQuery('www.example.test', T.A));
+  t.equal(rcodeOf((await outsider.waitFor(1))[0]!), 5, 'a client outside allowFrom gets REFUSED: the client is the TCP peer');
+  await outsider.closed;
+  t.pass('and its connection is closed, as over TCP');
+});
+
+t.test("DoT listener: the TCP listener's limits apply, handshakes included", async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, config({ tcpMaxConnections: 2, tcpIdleTimeout: '300ms' }), FILES);
+  const port = h.running.dot[0]!.port;
+  // Two connections that never start a handshake hold both slots.
+  const raw = await Promise.all([0, 1].map(() => new Promise<net.Socket>((r) => {
+    const s = net.connect({ port, host: '127.0.0.1' }, () => r(s));
+    s.on('error', () => {});
+  })));
+  const third = tls.connect({ host: '127.0.0.1', port, servername: 'dns.test', ca: pki.caPem });
+  const outcome = await new Promise((resolve) => {
+    third.once('secureConnect', () => resolve('connected'));
+    third.once('error', () => resolve('refused'));
+    third.once('close', () => resolve('refused'));
+  });
+  t.equal(outcome, 'refused', 'a third connection is refused while two handshakes are pending');
+  third.destroy();
+  // The handshake timeout (at most the idle timeout) frees the slots.
+  await Promise.all(raw.map((s) => once(s, 'close')));
+  t.pass('stalled handshakes are dropped by the server');
+  const c = await dotClient(h);
+  c.send(buildQuery('www.example.test', T.A));
+  t.equal(rcodeOf((await c.waitFor(1))[0]!), 0, 'a new client is served');
+  await c.closed;
+  t.pass('an idle DoT connection is closed after tcpIdleTimeout');
+});
+
+t.test('DoH listener: GET and POST, HTTP/2 and HTTP/1.1, status codes, policy, caching headers, limits', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, config(), FILES);
+  const s = await h2connect(h);
+  t.teardown(() => s.close());
+  t.equal(s.remoteSettings.maxConcurrentStreams, 100, 'at most 100 streams per connection');
+
+  const q = buildQuery('www.example.test', T.A, { id: 0 });
+  const p = await h2request(s, post(q), q);
+  t.equal(p.status, 200, 'POST: 200');
+  t.equal(p.headers['content-type'], 'application/dns-message');
+  t.equal((decode(p.body).answers[0] as { address: string }).address, '192.0.2.10', 'POST: forwarded answer');
+  t.equal(p.headers['cache-control'], 'max-age=300', 'freshness = the smallest answer TTL (RFC 8484 §5.1)');
+  const g = await h2request(s, get(buildQuery('get.example.test', T.AAAA, { id: 0 })));
+  t.equal(g.status, 200, 'GET: 200');
+  t.equal(g.body.readUInt16BE(0), 0, 'GET: ID 0 echoed');
+  t.equal((decode(g.body).answers[0] as { address: string }).address, '2001:db8::10');
+  const b = await h2request(s, get(buildQuery('www.tiktok.com', T.A, { id: 0 })));
+  t.equal(rcodeOf(b.body), 3, 'a blocked name over DoH is sinkholed');
+  t.equal(b.headers['cache-control'], 'max-age=10', 'for blocking.ttl (the SOA of the sinkhole answer)');
+  const f = await h2request(s, get(Buffer.concat([buildQuery('x.example.test', T.A).subarray(0, 4), Buffer.from([0, 2, 0, 0, 0, 0, 0, 0])])));
+  t.equal(rcodeOf(f.body), 1, 'a malformed query: 200 with FORMERR');
+  t.equal(f.headers['cache-control'], 'max-age=0');
+
+  const many = await Promise.all(Array.from({ length: 30 }, (_, i) => {
+    const m = buildQuery(`m${i}.example.test`, T.A, { id: 0 });
+    return h2request(s, post(m), m);
+  }));
+  t.ok(many.every((r) => r.status === 200 && rcodeOf(r.body) === 0), '30 concurrent streams on one connection, all answered');
+
+  const errors: [string, http2.OutgoingHttpHeaders, Buffer | undefined, number][] = [
+    ['another path', get(q, '/other'), undefined, 404],
+    ['PUT', { ':method': 'PUT', ':path': '/dns-query' }, q, 405],
+    ['POST of text/plain', post(q, 'text/plain'), q, 415],
+    ['GET without dns=', { ':method': 'GET', ':path': '/dns-query?x=1' }, undefined, 400],
+    ['GET with a dns= that is not base64url', { ':method': 'GET', ':path': '/dns-query?dns=a%20b*' }, undefined, 400],
+    ['POST of a DNS response', post(q), Buffer.from([...q.subarray(0, 2), 0x80, ...q.subarray(3)]), 400],
+    ['POST of 70000 octets', post(q), Buffer.alloc(70_000), 413],
+  ];
+  for (const [what, headers, body, status] of errors) t.equal((await h2request(s, headers, body)).status, status, `${what}: ${status}`);
+  t.equal(rcodeOf((await h2request(s, post(q), q)).body), 0, 'the connection still serves after all that');
+
+  // HTTP/1.1, for clients without HTTP/2.
+  const h1 = await new Promise<HttpReply>((resolve, reject) => {
+    const req = https.request({
+      host: '127.0.0.1', port: h.running.doh[0]!.port, servername: 'dns.test', ca: pki.caPem, method: 'GET',
+      path: `/dns-query?dns=${buildQuery('h1.example.test', T.A, { id: 0 }).toString('base64url')}`,
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  t.equal(h1.status, 200, 'HTTP/1.1 GET: 200');
+  t.equal((decode(h1.body).answers[0] as { address: string }).address, '192.0.2.10');
+
+  const outsider = await h2connect(h, '127.1.0.1');
+  t.teardown(() => outsider.destroy());
+  t.equal(rcodeOf((await h2request(outsider, post(q), q)).body), 5, 'a client outside allowFrom gets REFUSED over DoH');
+  const m = await metricsText(h);
+  t.match(m, /sinkhole_queries_total\{proto="doh",qtype="A"\} \d+/, 'counted under proto="doh"');
+  t.equal(h.running.stats.queryCount('doh', QTYPE_SLOTS.indexOf('AAAA')), 1);
+  t.match(m, /sinkhole_encrypted_connections\{proto="doh"\} [1-9]/, 'open DoH connections in the gauge');
+});
+
+t.test('listen.tls: re-read on reload (SIGHUP); a broken pair is refused and the one in use stays', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, config(), FILES);
+  const certOf = async (proto: 'dot' | 'doh'): Promise<string> => {
+    const port = (proto === 'dot' ? h.running.dot : h.running.doh)[0]!.port;
+    const s = tls.connect({ host: '127.0.0.1', port, servername: 'dns.test', rejectUnauthorized: false, ALPNProtocols: proto === 'doh' ? ['h2'] : undefined });
+    await once(s, 'secureConnect');
+    const fp = s.getPeerCertificate().fingerprint256;
+    s.destroy();
+    return fp;
+  };
+  const fingerprint = (p: Pair): string => new X509Certificate(p.certPem).fingerprint256;
+  t.equal(await certOf('dot'), fingerprint(pki.server), 'DoT starts with the configured certificate');
+  copyFileSync(pki.rogue.cert, join(h.dir, 'tls.crt'));
+  copyFileSync(pki.rogue.key, join(h.dir, 'tls.key'));
+  t.equal(h.running.reloadTls(), undefined, 'the new pair is accepted');
+  t.equal(await certOf('dot'), fingerprint(pki.rogue), 'DoT serves the new certificate');
+  t.equal(await certOf('doh'), fingerprint(pki.rogue), 'DoH too');
+  copyFileSync(pki.server.cert, join(h.dir, 'tls.crt')); // with the rogue key: not a pair
+  t.match(h.running.reloadTls(), /not a certificate and its key/, 'a certificate with the wrong key is refused');
+  t.equal(await certOf('dot'), fingerprint(pki.rogue), 'and the pair in use stays');
+});
+
+t.test('shutdown: DoT and DoH answer the queries in flight, then close', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('slow.example.test', { delayMs: 300 });
+  const h = await startSinkhole(t, up.port, config(), FILES);
+  const c = await dotClient(h);
+  const s = await h2connect(h);
+  c.send(buildQuery('slow.example.test', T.A, { id: 9 }));
+  const q = buildQuery('slow.example.test', T.AAAA, { id: 0 });
+  const viaDoh = h2request(s, post(q), q);
+  await new Promise((r) => setTimeout(r, 100)); // both are upstream now
+  const closing = h.running.close();
+  const [dotReply] = await c.waitFor(1);
+  t.equal(rcodeOf(dotReply!), 0, 'the DoT query in flight is answered');
+  t.equal(rcodeOf((await viaDoh).body), 0, 'the DoH query in flight is answered');
+  await closing;
+  await c.closed;
+  t.pass('and the DoT connection is closed');
+  t.ok(s.closed || s.destroyed || (await once(s, 'close').then(() => true)), 'the HTTP/2 session got GOAWAY and closed');
+});
+
+/** SVCB records of a reply, decoded here by hand (RFC 9460 §2.2) as an independent check. */
+function svcb(reply: Buffer): { priority: number; target: string; params: Map<number, Buffer> }[] {
+  const d = decode(reply);
+  const name = (buf: Buffer, off: number): [string, number] => {
+    const labels: string[] = [];
+    while (buf[off] !== 0) {
+      labels.push(buf.toString('ascii', off + 1, off + 1 + buf[off]!));
+      off += buf[off]! + 1;
+    }
+    return [labels.join('.'), off + 1];
+  };
+  let off = 12;
+  off = name(reply, off)[1] + 4;
+  const out: { priority: number; target: string; params: Map<number, Buffer> }[] = [];
+  for (let i = 0; i < d.header.ancount; i++) {
+    off += reply[off]! >= 0xc0 ? 2 : name(reply, off)[1] - off;
+    const type = reply.readUInt16BE(off);
+    const rdlen = reply.readUInt16BE(off + 8);
+    const rdata = off + 10;
+    if (type === 64) {
+      const [target, p0] = name(reply, rdata + 2);
+      const params = new Map<number, Buffer>();
+      for (let p = p0; p < rdata + rdlen; p += 4 + reply.readUInt16BE(p + 2)) params.set(reply.readUInt16BE(p), reply.subarray(p + 4, p + 4 + reply.readUInt16BE(p + 2)));
+      out.push({ priority: reply.readUInt16BE(rdata), target, params });
+    }
+    off = rdata + rdlen;
+  }
+  return out;
+}
+
+t.test('DDR: _dns.resolver.arpa SVCB names the DoT and DoH endpoints, and resolver.arpa is never forwarded', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, config(), FILES);
+  const reply = await udpExchange(h.port, buildQuery('_DNS.Resolver.ARPA', T.SVCB));
+  t.equal(rcodeOf(reply), 0);
+  const recs = svcb(reply);
+  t.equal(recs.length, 2, 'one record per protocol');
+  const [dot, doh] = recs;
+  t.same([dot!.priority, dot!.target, dot!.params.get(1)?.toString('latin1')], [1, 'dns.test', '\x03dot'], 'DoT first: alpn=dot, TargetName = the certificate name');
+  t.equal(dot!.params.get(3)?.readUInt16BE(0), h.running.dot[0]!.port, 'port of the DoT listener');
+  t.same([...(dot!.params.get(4) ?? [])], [127, 0, 0, 1], 'ipv4hint: its address');
+  t.same([doh!.priority, doh!.params.get(1)?.toString('latin1')], [2, '\x02h2'], 'then DoH: alpn=h2');
+  t.equal(doh!.params.get(3)?.readUInt16BE(0), h.running.doh[0]!.port, 'port of the DoH listener');
+  t.equal(doh!.params.get(7)?.toString(), '/dns-query{?dns}', 'dohpath (RFC 9461)');
+  t.equal(decode(reply).answers[0]?.ttl, 300);
+
+  const s = await h2connect(h);
+  t.teardown(() => s.close());
+  const viaDoh = await h2request(s, get(buildQuery('_dns.resolver.arpa', T.SVCB, { id: 0 })));
+  t.equal(svcb(viaDoh.body).length, 2, 'the same over DoH');
+
+  const cases: [string, number, number][] = [['_dns.resolver.arpa', T.A, 0], ['resolver.arpa', T.SOA, 0], ['other.resolver.arpa', T.A, 3]];
+  for (const [name, type, rcode] of cases) {
+    const r = await udpExchange(h.port, buildQuery(name, type));
+    t.same([rcodeOf(r), decode(r).header.ancount], [rcode, 0], `${name} ${type}: ${rcode ? 'NXDOMAIN' : 'NODATA'}`);
+  }
+  t.equal(up.count(), 0, 'nothing under resolver.arpa went upstream');
+  await udpExchange(h.port, buildQuery('notresolver.arpa', T.A));
+  t.equal(up.count('notresolver.arpa'), 1, 'a name that only ends in the same letters is forwarded');
+  t.equal(h.running.stats.responseCount('local', 0) + h.running.stats.responseCount('local', 3), 5, 'counted as result="local"');
+
+  const plain = await startSinkhole(t, up.port, {});
+  const none = await udpExchange(plain.port, buildQuery('_dns.resolver.arpa', T.SVCB));
+  t.same([rcodeOf(none), decode(none).header.ancount], [0, 0], 'without DoT/DoH: NODATA, no designation');
+});
+
+t.test('config: the encrypted forms and keys, checked at file:line:col', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-enc-config-'));
+  writeFileSync(join(dir, 'ca.pem'), pki.caPem);
+  writeFileSync(join(dir, 'not-a-ca.pem'), 'hello\n');
+  writeFileSync(join(dir, 'tls.crt'), pki.server.certPem);
+  writeFileSync(join(dir, 'tls.key'), pki.server.keyPem);
+  writeFileSync(join(dir, 'rogue.key'), pki.rogue.keyPem);
+  const load = (text: string): ReturnType<typeof loadConfig> | string[] => {
+    writeFileSync(join(dir, 'sinkhole.yaml'), text);
+    try {
+      return loadConfig(join(dir, 'sinkhole.yaml'));
+    } catch (e) {
+      if (e instanceof PolicyError) return e.problems.map((p) => `${p.line}:${p.col}: ${p.message}`);
+      throw e;
+    }
+  };
+  const good = load(`upstreams:
+  servers: ["tls://192.0.2.53#dns.example.net", "https://dns.example.net/dns-query", "https://[2001:DB8::53]:8443/q{?dns}#dns.example.net"]
+  conditional:
+    parliament.internal: ["tls://10.0.0.10:8853"]
+  tls:
+    ca: ca.pem
+    pins: { "dns.example.net": ["sha256/${pki.server.pin}"], "10.0.0.10": ["sha256/${pki.caPin}"] }
+    bootstrap: { dns.example.net: 192.0.2.54 }
+listen:
+  dns: ["127.0.0.1:1053"]
+  dot: ["127.0.0.1:853"]
+  doh: ["[::1]:443"]
+  tls: { cert: tls.crt, key: tls.key }
+`);
+  if (Array.isArray(good)) t.fail(good.join('\n'));
+  else {
+    t.match(good.upstreams.servers, [
+      { transport: 'tls', host: '192.0.2.53', port: 853, authName: 'dns.example.net' },
+      { transport: 'https', host: '192.0.2.54', port: 443, authName: 'dns.example.net', path: '/dns-query' },
+      { transport: 'https', host: '2001:db8::53', port: 8443, authName: 'dns.example.net', path: '/q' },
+    ]);
+    t.match(good.upstreams.conditional[0]!.servers[0], { transport: 'tls', host: '10.0.0.10', port: 8853, authName: undefined });
+    t.same(good.upstreams.tls.pins, { 'dns.example.net': [pki.server.pin], '10.0.0.10': [pki.caPin] });
+    t.match(good.upstreams.tls.ca, /BEGIN CERTIFICATE/);
+    t.same(good.listen.dot, [{ host: '127.0.0.1', port: 853 }]);
+    t.same(good.listen.doh, [{ host: '::1', port: 443 }]);
+    t.match(good.listen.tls, { cert: join(dir, 'tls.crt'), key: join(dir, 'tls.key') });
+  }
+  const bad: [string, RegExp][] = [
+    ['upstreams:\n  servers: ["tls://dns.example.net"]\n', /^2:13: upstreams.servers: "dns.example.net" needs its address in upstreams.tls.bootstrap/],
+    ['upstreams:\n  servers: ["https://192.0.2.1/dns-query#not a name"]\n', /^2:13: .*is not a host name/],
+    ['upstreams:\n  servers: ["tls://192.0.2.1/path#n.example"]\n', /^2:13: .*a tls:\/\/ upstream has no path/],
+    ['upstreams:\n  servers: ["tls://192.0.2.1:99999#n.example"]\n', /^2:13: .*port must be 1 to 65535/],
+    ['upstreams:\n  servers: ["tls://2001:db8::1#n.example"]\n', /^2:13: .*IPv6 address in brackets/],
+    ['upstreams:\n  servers: ["quic://192.0.2.1"]\n', /^2:13: .*unsupported upstream scheme "quic:\/\/"/],
+    ['upstreams:\n  servers: ["tls://192.0.2.1#a.example"]\n  tls:\n    pins: { a.example: ["sha256/short"] }\n', /^4:25: upstreams.tls.pins.a.example: expected "sha256\/"/],
+    ['upstreams:\n  servers: ["tls://192.0.2.1#a.example"]\n  tls:\n    pins: { b.example: ["sha256/' + pki.server.pin + '"] }\n', /^4:13: .*no tls:\/\/ or https:\/\/ upstream is checked against "b.example"/],
+    ['upstreams:\n  tls:\n    bootstrap: { a.example: not-an-ip }\n', /^3:29: upstreams.tls.bootstrap.a.example: expected the IP address/],
+    ['upstreams:\n  tls:\n    ca: missing.pem\n', /^3:9: upstreams.tls.ca: cannot read .*missing.pem: ENOENT/],
+    ['upstreams:\n  tls:\n    ca: not-a-ca.pem\n', /^3:9: upstreams.tls.ca: .*holds no PEM certificate/],
+    ['upstreams:\n  tls:\n    cert: x\n', /^3:5: upstreams.tls.cert: unknown key; expected one of ca, pins, bootstrap/],
+    ['listen:\n  dns: ["127.0.0.1:1053"]\n  dot: ["127.0.0.1:853"]\n', /^1:1: listen.tls: listen.dot and listen.doh need a certificate/],
+    ['listen:\n  doh: ["localhost:443"]\n', /^2:9: listen.doh: expected "address:port"/],
+    ['listen:\n  tls: { cert: tls.crt }\n', /^2:8: listen.tls: expected both cert and key/],
+    ['listen:\n  tls: { cert: tls.crt, key: rogue.key }\n', /^2:8: listen.tls: .*are not a certificate and its key/],
+    ['listen:\n  tls: { cert: tls.crt, key: nope.key }\n', /^2:8: listen.tls: cannot read key .*nope.key: ENOENT/],
+  ];
+  for (const [text, want] of bad) {
+    const r = load(text);
+    t.ok(Array.isArray(r) && r.some((p) => want.test(p)), `${text.replace(/\n/g, ' ⏎ ')} → ${want}`, { got: r });
+  }
+  // `sinkhole validate` reports it the same way, one line, with the file.
+  writeFileSync(join(dir, 'sinkhole.yaml'), 'upstreams:\n  servers: ["tls://dns.example.net"]\n');
+  const v = spawnSync(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'validate', '--config', join(dir, 'sinkhole.yaml')], { encoding: 'utf8' });
+  t.equal(v.status, 1);
+  t.match(v.stdout, /sinkhole\.yaml:2:13: upstreams\.servers: "dns\.example\.net" needs its address in upstreams\.tls\.bootstrap/);
+});

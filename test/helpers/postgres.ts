@@ -1,0 +1,69 @@
+// A real PostgreSQL (Debian's postgresql 15) for the report-store tests,
+// started by the test itself in a temporary folder, listening on 127.0.0.1
+// only, on a port the kernel picked, with fsync off. initdb refuses to run
+// as root, so as root (CI) the server runs as the `postgres` user.
+import { execFile } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const BIN = '/usr/lib/postgresql/15/bin';
+const exec = promisify(execFile);
+
+export interface Postgres {
+  url: string;
+  port: number;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+interface TapLike {
+  teardown(fn: () => unknown): void;
+}
+
+export function postgresAvailable(): boolean {
+  return existsSync(join(BIN, 'initdb')) && existsSync(join(BIN, 'pg_ctl'));
+}
+
+/** A port the kernel just handed out on 127.0.0.1 (postgres cannot be told "port 0"). */
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+export async function startPostgres(t: TapLike): Promise<Postgres> {
+  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-pg-'));
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    const { stdout } = await exec('id', ['-u', 'postgres']);
+    const { stdout: gid } = await exec('id', ['-g', 'postgres']);
+    chownSync(dir, Number(stdout.trim()), Number(gid.trim()));
+  }
+  const run = (cmd: string, args: string[]): Promise<{ stdout: string }> =>
+    asRoot ? exec('runuser', ['-u', 'postgres', '--', join(BIN, cmd), ...args], { cwd: dir }) : exec(join(BIN, cmd), args, { cwd: dir });
+  const data = join(dir, 'data');
+  await run('initdb', ['-D', data, '-A', 'trust', '-U', 'sinkhole', '-E', 'UTF8', '--locale=C', '--no-sync']);
+  const port = await freePort();
+  const pg: Postgres = {
+    url: `postgres://sinkhole@127.0.0.1:${port}/postgres`,
+    port,
+    start: async () => {
+      const opts = `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off`;
+      await run('pg_ctl', ['-D', data, '-l', join(dir, 'log'), '-o', opts, '-w', '-t', '30', 'start']);
+    },
+    stop: async () => {
+      await run('pg_ctl', ['-D', data, '-m', 'fast', '-w', '-t', '30', 'stop']);
+    },
+  };
+  await pg.start();
+  t.teardown(async () => {
+    await pg.stop().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return pg;
+}

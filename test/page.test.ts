@@ -1,0 +1,105 @@
+// The admin page (GET /) in a real browser: Debian's chromium driven by
+// playwright-core (which downloads no browser). Checks what an admin sees:
+// the devices, the per-hour chart, exceptions by time left, the policy in
+// force — and that the page asks for nothing from anywhere else.
+import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { chromium } from 'playwright-core';
+import { FakeUpstream, T } from './helpers/fakeUpstream.js';
+import { startSinkhole, TIKTOK_LIST } from './helpers/sinkhole.js';
+import { buildQuery, exchange } from './helpers/dns.js';
+
+const MAC1 = '02:00:00:00:00:01';
+const KEA_HEADER = 'address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id\n';
+const TOKEN = 'page-test-token-0123456789';
+
+t.test('GET / in chromium: devices, hourly chart, exceptions by time left, policy in force', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const s = Math.floor(Date.now() / 1000);
+  const soon = new Date(Date.now() + 3 * 3600_000).toISOString().replace(/\.\d+Z$/, 'Z');
+  const h = await startSinkhole(
+    t,
+    up.port,
+    {
+      listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0', httpToken: 'token' },
+      blocking: { lists: { tiktok: ['tiktok.txt'], bytedance: ['bytedance.txt'] }, enforce: ['tiktok'] },
+      clients: { allowFrom: ['127.0.0.0/16'] },
+      identity: { leases: [{ format: 'kea-csv', file: 'leases.csv' }] },
+      exceptions: [
+        { id: 'EX-LATER', clients: ['127.0.0.90'], allow: ['tiktok'], reason: 'inquiry <b>', approvedBy: 'Clerk', expires: '2999-01-01' },
+        { id: 'EX-SOON', clients: [`mac:${MAC1}`], allow: ['tiktok'], reason: 'press', approvedBy: 'Chief Executive', expires: soon },
+        { id: 'EX-GONE', clients: ['127.0.0.91'], allow: ['tiktok'], reason: 'old', approvedBy: 'Clerk', expires: '2020-01-01' },
+      ],
+    },
+    {
+      'tiktok.txt': TIKTOK_LIST,
+      'bytedance.txt': 'capcut.com\nlemon8-app.com\n',
+      'leases.csv': `${KEA_HEADER}127.0.0.41,02:00:00:00:00:42,,86400,${s + 86000},1,0,0,staff-laptop,0,,0\n`,
+      token: TOKEN,
+    },
+    { watch: true },
+  );
+  for (let i = 0; i < 4; i++) await exchange('udp', h.port, buildQuery('www.tiktok.com', T.A), '127.0.0.41');
+  await exchange('udp', h.port, buildQuery('v16.tiktokv.com', T.A), '127.0.0.42');
+
+  const profile = mkdtempSync(join(tmpdir(), 'sinkhole-chromium-'));
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    extraHTTPHeaders: { authorization: `Bearer ${TOKEN}` },
+  });
+  t.teardown(async () => {
+    await browser.close();
+    rmSync(profile, { recursive: true, force: true });
+  });
+  const page = browser.pages()[0] ?? (await browser.newPage());
+  const origin = `http://127.0.0.1:${h.running.http!.port}`;
+  const requests: string[] = [];
+  page.on('request', (r) => requests.push(r.url()));
+  const res = await page.goto(`${origin}/`);
+  t.equal(res?.status(), 200);
+  t.equal(await page.title(), 'sinkhole');
+
+  const devices = await page.$$eval('#devices tbody tr', (rows) => rows.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent?.trim())));
+  t.same(devices.map((r) => r.slice(0, 4)), [
+    ['staff-laptop', '02:00:00:00:00:42', '127.0.0.41', '4'],
+    ['—', '—', '127.0.0.42', '1'],
+  ], 'the devices, most attempts first, named by hostname and MAC');
+  t.equal(devices[0]![4], 'just now', 'last seen');
+  t.equal(devices[0]![5], 'tiktok (4)', 'top lists');
+  const bars = await page.$$eval('#hourly rect', (rects) => rects.map((r) => Number(r.getAttribute('data-count'))));
+  t.equal(bars.length, 24, 'one bar per hour of the 1-day window');
+  t.equal(bars.at(-1), 5, 'this hour has the five attempts');
+  const box = await page.locator('#hourly').boundingBox();
+  t.ok(box && box.width > 100 && box.height > 20, 'the chart is drawn');
+
+  const exceptions = await page.$$eval('#exceptions tbody tr', (rows) => rows.map((r) => [r.getAttribute('data-id'), r.querySelector('td.left')?.textContent]));
+  t.same(exceptions.map((e) => e[0]), ['EX-SOON', 'EX-LATER'], 'active exceptions, expiring soonest first; the expired one is not listed');
+  t.match(exceptions[0]![1], /^(2h 59m|3h 0m)$/, 'time left');
+  t.match(await page.locator('body').innerText(), /2 active, expiring soonest first; 1 expired on record/);
+  t.match(await page.locator('#exceptions').innerText(), /inquiry <b>/, 'text is escaped, not markup');
+
+  t.equal(await page.textContent('#generation'), '1');
+  t.equal(await page.textContent('#status'), 'Healthy');
+  const lists = await page.$$eval('#lists tbody tr', (rows) => rows.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent)));
+  t.same(lists, [['tiktok', '4', 'enforced'], ['bytedance', '2', 'not enforced']]);
+  t.ok(requests.every((u) => u.startsWith(origin)), `nothing fetched from elsewhere: ${requests.join(' ')}`);
+  t.equal(await page.locator('script').count(), 0, 'no script at all');
+
+  // A broken lease file degrades the page (and the last good leases stay in force).
+  const swapped = once(h.running.identity, 'swap');
+  writeFileSync(join(h.dir, 'leases.csv'), `${KEA_HEADER}not-an-address,zz,,1,2,1,0,0,x,0,,0\n`);
+  await swapped;
+  await page.reload();
+  t.equal(await page.textContent('#status'), 'Degraded');
+  t.match(await page.textContent('#degraded'), /leases\.csv:2:1: expected an IP address in column "address"/);
+
+  // Without the token the page is refused.
+  const bare = await fetch(`${origin}/`);
+  t.equal(bare.status, 401);
+});
