@@ -152,6 +152,18 @@ t.test('truncation: header + question + TC over UDP, the whole answer over TCP, 
   const viaTcp = decode(await udpExchange(h.port, buildQuery('tc.example.test', T.A)));
   t.equal(viaTcp.answers.length, 3, 'a truncated upstream answer was fetched again over TCP');
   t.same(up.seen.filter((s) => s.name === 'tc.example.test').map((s) => s.proto), ['udp', 'tcp']);
+
+  // Upstream TCP connections are reused and pipelined (RFC 7766 §6.2.1): 30 truncated answers at once
+  // ride a few warm connections, not 30 handshakes.
+  for (let i = 0; i < 30; i++) up.on(`tc${i}.example.test`, { truncate: true, answers: [{ name: `tc${i}.example.test`, type: T.A, address: '192.0.2.9' }] });
+  const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => udpExchange(h.port, buildQuery(`tc${i}.example.test`, T.A, { edns: 1232 }))));
+  t.ok(answers.every((a) => decode(a).answers[0]?.address === '192.0.2.9'), '30 truncated answers fetched over TCP');
+  const conns = new Set(up.seen.filter((s) => s.proto === 'tcp' && /^tc\d+\./.test(s.name)).map((s) => s.port));
+  t.ok(conns.size <= 4, `30 TCP retries used ${conns.size} connection(s)`);
+  // The upstream closes its idle connections: the next query is re-sent once on a fresh one.
+  up.dropTcpConnections();
+  up.on('after-drop.example.test', { truncate: true, answers: [{ name: 'after-drop.example.test', type: T.A, address: '192.0.2.8' }] });
+  t.equal(decode(await udpExchange(h.port, buildQuery('after-drop.example.test', T.A))).answers[0]?.address, '192.0.2.8', 'a closed pooled connection is re-dialed');
 });
 
 t.test('TCP: pipelined queries answered as they complete, split frames, idle timeout', async (t) => {

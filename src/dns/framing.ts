@@ -11,8 +11,9 @@ export class FrameReader {
   frames = 0;
 
   /**
-   * `onFrame` gets a view of the frame, valid until it returns (copy what you keep);
-   * it returns false to pause: the rest stays buffered until resume().
+   * `onFrame` gets a view of the frame inside the read it came in (the reader never writes to
+   * it; copy what you keep for long, or the whole read stays in memory); it returns false to
+   * pause: the rest stays buffered until resume().
    */
   constructor(private readonly onFrame: (frame: Buffer) => boolean | void) {}
 

@@ -204,6 +204,9 @@ export function shareMatcherData(d: MatcherData): MatcherData {
   };
 }
 
+/** Rule texts kept at most (describe). */
+const MAX_TEXTS = 65_536;
+
 /** Scratch space for one lookup: where each suffix starts in the name, and its hash. */
 const suffixStart = new Int32Array(128);
 const suffixHash = new Int32Array(128);
@@ -221,6 +224,7 @@ export class Matcher {
   private readonly fileOf: Uint16Array;
   private readonly lineOf: Uint32Array;
   private readonly subOnly: Uint8Array;
+  private readonly texts = new Map<number, string>();
 
   constructor(readonly data: MatcherData) {
     ({ lists: this.lists, files: this.files, bytes: this.bytes, start: this.start, len: this.len, table: this.table, next: this.next } = data);
@@ -305,13 +309,29 @@ export class Matcher {
   }
 
   describe(rule: number, name: string): RuleMatch {
-    const s = this.start[rule]!;
     return {
       list: this.lists[this.listOf[rule]!]!.name,
-      rule: (this.subOnly[rule] ? '*.' : '') + String.fromCharCode(...this.bytes.subarray(s, s + this.len[rule]!)),
+      rule: this.ruleText(rule),
       file: this.files[this.fileOf[rule]!]!,
       line: this.lineOf[rule]!,
       name,
     };
+  }
+
+  /**
+   * The rule as written, made once per rule that ever matches and kept: every blocked query names
+   * its rule (logs, metrics, EDE), and the few rules that match nearly all of them cost no string each.
+   */
+  private ruleText(rule: number): string {
+    let text = this.texts.get(rule);
+    if (text === undefined) {
+      const s = this.start[rule]!;
+      text = '';
+      for (let i = s; i < s + this.len[rule]!; i++) text += String.fromCharCode(this.bytes[i]!);
+      if (this.subOnly[rule]) text = `*.${text}`;
+      if (this.texts.size >= MAX_TEXTS) this.texts.clear(); // bounded: a scan of a million rules cannot grow it for ever
+      this.texts.set(rule, text);
+    }
+    return text;
   }
 }

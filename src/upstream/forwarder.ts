@@ -10,8 +10,8 @@ import type { UpstreamSpec } from './spec.js';
 import type { UpstreamTls } from '../config/config.js';
 import type { Logger } from '../log.js';
 import { encryptedTransport } from './encrypted.js';
-import type { UpstreamTransport } from './transport.js';
-import { tcpExchange } from './tcp.js';
+import type { TransportContext, UpstreamTransport } from './transport.js';
+import { TcpUpstream } from './tcp.js';
 import { UpstreamError } from './exchange.js';
 import { UdpUpstream } from './udp.js';
 
@@ -26,6 +26,8 @@ export class Upstream {
   readonly stats: UpstreamStats;
   /** tls:// and https:// upstreams: their connection pool or HTTP/2 session (upstream/encrypted.ts). */
   transport: UpstreamTransport | undefined;
+  /** Plain TCP to this upstream (tcp://, or a truncated UDP answer): a pool of pipelined connections, made on first use. */
+  tcp: TcpUpstream | undefined;
 
   constructor(readonly spec: UpstreamSpec, stats: Stats) {
     this.stats = stats.upstream(spec.label);
@@ -71,6 +73,7 @@ export class Forwarder {
   private readonly conditional = new Map<string, Upstream[]>();
   private readonly udp: UdpUpstream;
   private inflight = 0;
+  private readonly contexts = new Map<Upstream, TransportContext>();
 
   constructor(
     private readonly opts: ForwarderOptions,
@@ -84,6 +87,7 @@ export class Forwarder {
       if (!u) {
         byLabel.set(s.label, (u = new Upstream(s, stats)));
         u.transport = encryptedTransport(s, opts.tls, { handshakeTimeoutMs: opts.timeoutMs, stats: u.stats, log });
+        this.contexts.set(u, { handshakeTimeoutMs: opts.timeoutMs, stats: u.stats, log, label: s.label });
       }
       return u;
     };
@@ -166,13 +170,13 @@ export class Forwarder {
         // tls:// and https://: the transport keeps its own connections, IDs and padding.
         reply = await u.transport.exchange(q.buf, q.qend, deadline - started);
       } else if (transport === 'tcp') {
-        reply = await tcpExchange(host, port, q.buf, q.qend, deadline - started);
+        reply = await this.tcp(u).exchange(q.buf, q.qend, deadline - started);
       } else {
         reply = await this.udp.exchange(host, port, q.buf, q.qend, deadline - started);
         if ((reply[2]! & 0x02) !== 0) {
           // RFC 7766 §5: a truncated UDP answer is retried over TCP.
           u.stats.outcomes.truncated++;
-          reply = await tcpExchange(host, port, q.buf, q.qend, Math.max(1, deadline - performance.now()));
+          reply = await this.tcp(u).exchange(q.buf, q.qend, Math.max(1, deadline - performance.now()));
         }
       }
       const rcode = reply[3]! & 0x0f;
@@ -195,6 +199,10 @@ export class Forwarder {
     }
   }
 
+  private tcp(u: Upstream): TcpUpstream {
+    return (u.tcp ??= new TcpUpstream(u.spec.host, u.spec.port, this.contexts.get(u)!));
+  }
+
   /** Sockets in the UDP source-port pool now. */
   get sourcePortsOpen(): number {
     return this.udp.openSockets;
@@ -206,7 +214,10 @@ export class Forwarder {
    */
   close(): void {
     this.udp.close();
-    for (const u of new Set([...this.defaults, ...[...this.conditional.values()].flat()])) u.transport?.close();
+    for (const u of new Set([...this.defaults, ...[...this.conditional.values()].flat()])) {
+      u.transport?.close();
+      u.tcp?.close();
+    }
   }
 }
 

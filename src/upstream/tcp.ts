@@ -1,21 +1,36 @@
-// TCP exchange with an upstream: used when a UDP reply comes back truncated
-// (RFC 7766 §5) and for tcp:// upstreams. One connection per query keeps it
-// simple and isolates queries; the ID and question checks match udp.ts.
-import net from 'node:net';
-import { FrameReader, frame } from '../dns/framing.js';
-import { boundedExchange, isOurReply, UpstreamError, withFreshId } from './exchange.js';
+// DNS over TCP to an upstream (RFC 7766): for tcp:// upstreams, and when a UDP
+// answer comes back truncated (§5). The pipelined connection pool of stream.ts
+// over plain TCP: a warm connection carries many queries, so a truncated answer
+// or a tcp:// upstream costs no handshake per query, and a connection the
+// upstream closed while idle is re-dialed once (§6.2.3 lets either end close).
+// No padding: it only hides sizes inside an encrypted stream (RFC 8467).
+import net, { type Socket } from 'node:net';
+import { StreamUpstream, type StreamOptions } from './stream.js';
+import { UpstreamError } from './exchange.js';
+import type { TransportContext } from './transport.js';
 
-export function tcpExchange(host: string, port: number, query: Buffer, qend: number, timeoutMs: number): Promise<Buffer> {
-  const { out, id } = withFreshId(query);
-  return boundedExchange(timeoutMs, `no TCP reply from ${host}:${port} in ${timeoutMs}ms`, (settle) => {
+export class TcpUpstream extends StreamUpstream {
+  constructor(host: string, port: number, ctx: TransportContext, opts: StreamOptions = {}) {
+    super({ name: 'TCP', pad: false, dial: () => dialTcp(host, port, ctx.handshakeTimeoutMs), warn: () => {} }, ctx, opts);
+  }
+}
+
+/** A connected socket within `timeoutMs`, or a rejection. */
+function dialTcp(host: string, port: number, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
     const sock = net.connect({ host, port });
-    const reader = new FrameReader((msg) => {
-      if (isOurReply(msg, id, out, qend)) settle(undefined, Buffer.from(msg));
+    sock.setNoDelay(true);
+    const fail = (message: string): void => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(new UpstreamError('error', message));
+    };
+    const timer = setTimeout(() => fail(`TCP connect to ${host}:${port} took over ${Math.round(timeoutMs)}ms`), timeoutMs);
+    sock.once('error', (e) => fail(e.message));
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      sock.removeAllListeners('error');
+      resolve(sock);
     });
-    sock.on('connect', () => sock.write(frame(out)));
-    sock.on('data', (chunk) => reader.push(chunk));
-    sock.on('error', (e) => settle(new UpstreamError('error', e.message)));
-    sock.on('close', () => settle(new UpstreamError('error', `${host}:${port} closed the TCP connection without a reply`)));
-    return () => sock.destroy();
   });
 }

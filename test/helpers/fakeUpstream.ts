@@ -200,6 +200,10 @@ export class FakeUpstream {
     if (!b.onlyBad) send(out);
   }
 
+  /** Closes every open TCP connection from our side, as a server does with idle ones (RFC 7766 §6.2.3). */
+  dropTcpConnections(): void {
+    for (const s of this.sockets) s.destroy();
+  }
 
   async close(): Promise<void> {
     this.closed = true;
