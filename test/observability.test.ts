@@ -342,21 +342,23 @@ t.test('HTTP work is bounded: one /metrics render per second, a paged report, a 
   t.ok(count(503) >= 30, `${count(503)} of 60 requests in a burst got 503`);
   t.equal(count(200) + count(503), 60, `the others were served (${count(200)})`);
   t.ok(Date.now() - started >= 900, 'the 503s came a second late: a looping client is slowed down');
-  // More connections than the cap: the extra ones are closed at accept.
+  // More connections than the cap: the extra ones are closed at accept. (80: all fit the 64 slots and the
+  // accept queue of 32; more would wait in the kernel for their SYN retry, which is the point of a short queue.)
+  agent.destroy();
   const socks = await Promise.all(
-    Array.from({ length: 100 }, () => new Promise<net.Socket>((resolve) => {
+    Array.from({ length: 80 }, () => new Promise<net.Socket>((resolve) => {
       const s = net.connect(h.running.http!.port, '127.0.0.1', () => resolve(s));
       s.on('error', () => {});
     })),
   );
   t.teardown(() => socks.forEach((s) => s.destroy()));
-  // Wait until at least the 36 connections past 64 have been closed by the server.
+  // Wait until at least the 16 connections past 64 have been closed by the server.
   await new Promise<void>((resolve) => {
     let closed = 0;
-    for (const s of socks) s.on('close', () => ++closed === 36 && resolve());
+    for (const s of socks) s.on('close', () => ++closed === 16 && resolve());
   });
   const open = socks.filter((s) => !s.destroyed && s.readyState === 'open').length;
-  t.ok(open <= 64, `at most 64 connections kept (${open} of 100 still open, besides the agent's)`);
+  t.ok(open <= 64, `at most 64 connections kept (${open} of 80 still open)`);
 });
 
 t.test('log targets that fail recover by themselves; lines lost are counted; a failing audit trail is loud', async (t) => {

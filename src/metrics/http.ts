@@ -31,6 +31,8 @@ export const MAX_REQUESTS_PER_CLIENT = 20;
 export const REFUSE_AFTER_MS = 1000;
 /** Client addresses with a budget of their own; past this the table starts afresh (bounded memory). */
 const MAX_TRACKED_CLIENTS = 4096;
+/** Connections the kernel holds for us to accept (Node's default is 511). */
+const ACCEPT_BACKLOG = 32;
 const KEEP_ALIVE_MS = 5000;
 const HEADERS_TIMEOUT_MS = 5000;
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -182,7 +184,9 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
   server.requestTimeout = REQUEST_TIMEOUT_MS;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(endpoint.port, endpoint.host, () => {
+    // A short accept queue: connections past it wait in the client's SYN retry, at no cost to us, instead
+    // of being accepted in one long burst (hundreds at once) only to be closed for being over the cap.
+    server.listen({ port: endpoint.port, host: endpoint.host, backlog: ACCEPT_BACKLOG }, () => {
       server.off('error', reject);
       resolve();
     });
