@@ -54,7 +54,8 @@ export class ReportPages {
     if (!text) {
       text = current.report.then((r) => {
         const page: ReportPage = { ...r, total: r.clients.length, offset, limit, clients: r.clients.slice(offset, offset + limit) };
-        return `${JSON.stringify(page, null, 2)}\n`;
+        // Compact: a 1,000-row page is half the size, rendered and sent in half the time.
+        return `${JSON.stringify(page)}\n`;
       });
       current.pages.set(key, text);
     }
