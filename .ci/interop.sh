@@ -538,6 +538,29 @@ if [ "$(rcode_of_hex "$r")" = 1 ]; then ok "truncated question over TCP: FORMERR
 else notok "truncated question over TCP: expected FORMERR (rcode 1), got ${r:-no reply}"; fi
 expect "after malformed UDP and TCP input: sinkhole still alive and answering" alive_and_answering
 
+# ---------------------------------------------------------------- local answers, meta-types, header flags (issue 8)
+d www.example.test ANY
+if [ "$(status_of)" = NOERROR ] && grep -Eq 'IN[[:space:]]+HINFO[[:space:]]+"RFC8482" ""' <<<"$OUT"; then ok "dig ANY: answered locally with HINFO \"RFC8482\" (RFC 8482)"
+else notok "dig ANY: expected NOERROR with HINFO \"RFC8482\" \"\" [$(brief)]"; fi
+k +tcp www.example.test ANY
+if [ "$(status_of)" = NOERROR ] && grep -Eq 'HINFO[[:space:]]+"RFC8482"' <<<"$OUT"; then ok "kdig +tcp ANY: HINFO \"RFC8482\""
+else notok "kdig +tcp ANY: expected HINFO \"RFC8482\" [$(brief)]"; fi
+d_blocked www.tiktok.com ANY
+check_answer "dig ANY for a blocked name: still the sinkhole answer" NXDOMAIN
+for name in version.bind hostname.bind id.server; do
+  d -c CH -t TXT "$name"
+  check_answer "dig CH TXT $name: answered locally, never the upstream's identity" REFUSED
+done
+d +edns=1 +noednsnegotiation www.example.test A
+check_answer "dig +edns=1 +noednsnegotiation: EDNS version 1 is not supported" BADVERS
+d -t TYPE41 www.example.test
+check_answer "dig TYPE41 (OPT in the question)" FORMERR
+d -t TYPE200 www.example.test
+check_answer "dig TYPE200 (a meta-type)" NOTIMP
+d +opcode=2 +cd +adflag www.example.test A
+if [ "$(status_of)" = NOTIMP ] && [ "$(flags_of)" = qr ]; then ok "dig +opcode=2 (STATUS): NOTIMP with flags [qr] only"
+else notok "dig +opcode=2: expected NOTIMP with flags [qr] only (RFC 6895), got $(status_of) [$(flags_of)]"; fi
+
 # ---------------------------------------------------------------- metrics
 metric_sum() { # NAME [LABEL-REGEX]: sum of the samples in /metrics
   curl -s --max-time 3 "$HTTP/metrics" | awk -v n="$1" -v f="${2:-}" '
@@ -559,6 +582,11 @@ fi
 got=$(metric_sum sinkhole_blocked_total)
 [ "$got" = "$BLOCKED_SENT" ] && ok "/metrics sum(sinkhole_blocked_total) = $got, the blocked queries sent so far" \
   || notok "/metrics sum(sinkhole_blocked_total): expected $BLOCKED_SENT (blocked queries sent), got $got"
+# Issue 8: BADVERS is labelled BADVERS, and no impossible pair such as servfail/NOERROR is exported.
+if grep -Eq '^sinkhole_responses_total\{result="badvers",rcode="BADVERS"\} [1-9]' "$TMP/metrics.txt"; then ok "/metrics: the dig +edns=1 reply is counted as badvers/BADVERS"
+else notok "/metrics: expected sinkhole_responses_total{result=\"badvers\",rcode=\"BADVERS\"} >= 1: $(grep -E 'badvers|formerr' "$TMP/metrics.txt" | tr '\n' ';')"; fi
+if grep -Eq 'result="(servfail|refused|formerr|notimp|badvers)",rcode="NOERROR"' "$TMP/metrics.txt"; then notok "/metrics exports an impossible pair: $(grep -E 'result="(servfail|refused|formerr|notimp|badvers)",rcode="NOERROR"' "$TMP/metrics.txt" | head -2 | tr '\n' ';')"
+else ok "/metrics exports no impossible (result, rcode) pair"; fi
 for p in dot doh; do
   got=$(metric_sum sinkhole_queries_total "proto=\"$p\"")
   [ "$got" -gt 0 ] 2>/dev/null && ok "/metrics sinkhole_queries_total{proto=\"$p\"} = $got" || notok "/metrics sinkhole_queries_total{proto=\"$p\"}: expected > 0, got $got"

@@ -32,7 +32,7 @@ import { forwardHandler } from './stages/forward.js';
 import { MetricsStage, type Observer } from './stages/metrics.js';
 import { RecoverStage } from './stages/recover.js';
 import { ValidateStage } from './stages/validate.js';
-import { TcpListener } from './transport/tcp.js';
+import { TcpListener, type TcpLimits } from './transport/tcp.js';
 import { UdpListener } from './transport/udp.js';
 import { Forwarder } from './upstream/forwarder.js';
 import { VERSION } from './version.js';
@@ -52,6 +52,11 @@ import { readHttpToken } from './metrics/token.js';
 import { WorkerPool } from './workers.js';
 import { DdrAnswerer, type DdrEndpoint } from './stages/ddr.js';
 import { LocalAnswersStage } from './stages/localAnswers.js';
+// Hostile input (issue 8): ANY and CHAOS answered locally, the report served a page at a time.
+import { anyAnswerer } from './stages/anyAnswer.js';
+import { chaosAnswerer } from './stages/chaos.js';
+import { ReportPages } from './querylog/reportPages.js';
+import type { LogHealth } from './querylog/lineWriter.js';
 import { dotServer } from './transport/dot.js';
 import { DOH_PATH, DohListener } from './transport/doh.js';
 import { Certificate } from './transport/tlsFiles.js';
@@ -65,6 +70,11 @@ export interface StartOptions {
   clock?: Clock;
   /** Watch config, list and exception files (default true). */
   watch?: boolean;
+  /**
+   * How long HTTP serves a rendered /metrics text and a read of the report again (default 1 s:
+   * a flood costs one render a second). Tests that read counters right after a query use 0.
+   */
+  httpCacheMs?: number;
 }
 
 export interface Running {
@@ -114,6 +124,11 @@ export interface PlaneGauges {
   rateLimitBuckets: number;
   queries: number;
   loopDelay: number[];
+  /** Idle TCP connections closed to make room, and connections refused (issue 8). */
+  tcpEvictions: number;
+  tcpRefused: number;
+  /** The query log's and the audit trail's lost lines and failure, as this thread writes them. */
+  logs: LogHealth[];
 }
 
 /**
@@ -165,6 +180,7 @@ export class DataPlane {
     // several, so its effective limit can reach N × qps (README "Every core").
     this.rateLimit = new RateLimitStage(policy, stats, clock, log);
     const config_ = (): Generation['config'] => policy.current.config;
+    const blocklist = new BlocklistStage(policy, clock, identity);
     const stages: Stage[] = [
       // 1. Anything below may throw: SERVFAIL and a counter, never a dead socket loop.
       new RecoverStage(stats, log),
@@ -173,7 +189,14 @@ export class DataPlane {
       // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
       new ValidateStage(policy),
       // 3a. Answered by sinkhole itself (DDR's _dns.resolver.arpa): never forwarded, cached or blocked.
-      new LocalAnswersStage([this.ddr]),
+      new LocalAnswersStage([
+        // DDR's _dns.resolver.arpa (RFC 9462).
+        this.ddr,
+        // CHAOS version.bind & co. are about this server, in any qtype, ANY included (issue 8).
+        chaosAnswerer(policy),
+        // RFC 8482 ANY: HINFO, after the blocklist's own check of the name, so a blocked name still gets the sinkhole.
+        anyAnswerer((q) => blocklist.blockedOutcome(q)),
+      ]),
       // 3b. Per-client token bucket (clients.rateLimit; a no-op without it). Right after validate: it is
       //     cheap, so a flooding client is turned away before it costs policy, cache or upstream work, and
       //     before local answers a flood could otherwise use; after validate so that a client outside
@@ -185,13 +208,14 @@ export class DataPlane {
       new RelayStage(policy, stats),
       // 4+5. Client policy (with the device identity) and blocklist. Above the cache, so policy
       //      applies to cached answers and the cache stays client-independent.
-      new BlocklistStage(policy, clock, identity),
+      blocklist,
       // 6. Upstream answers only; identical queries in flight are coalesced. Serve-stale and prefetch
       //    live here, below the blocklist, so a stale answer is judged by the policy like any other.
       new CacheStage(() => this.cache, stats, config_, clock),
     ];
     // 7. Terminal: the upstream exchange.
-    this.handler = compose(stages, forwardHandler(() => this.forwarder));
+    // TTLs are capped on the way out (cache.maxTtl), fresh answers as well as cached ones.
+    this.handler = compose(stages, forwardHandler(() => this.forwarder, () => cacheLimits(config_())));
   }
 
   /**
@@ -203,7 +227,7 @@ export class DataPlane {
     const allowed = (client: string): boolean => this.policy.current.clients.view(client).allowed;
     const out: { udp: AddressInfo; tcp: AddressInfo }[] = [];
     for (const ep of endpoints) {
-      const t = new TcpListener(ep, this.handler, listen.tcpIdleTimeoutMs, listen.tcpMaxConnections, this.log, allowed);
+      const t = new TcpListener(ep, this.handler, tcpLimits(listen), this.log, allowed);
       this.tcp.push(t);
       const bound = await bindPair(ep, () => new UdpListener(ep, this.handler, this.log), t, reusePort);
       this.udp.push(bound.udp);
@@ -226,7 +250,7 @@ export class DataPlane {
     }
     const allowed = (client: string): boolean => this.policy.current.clients.view(client).allowed;
     for (const ep of dot) {
-      const l = new TcpListener(ep, this.handler, idle, maxConns, this.log, allowed, dotServer(this.certificate, maxConns, idle));
+      const l = new TcpListener(ep, this.handler, tcpLimits(this.policy.current.config.listen), this.log, allowed, dotServer(this.certificate, maxConns, idle));
       this.dotListeners.push(l);
       this.encrypted.dot.push(await l.start(ep.port, reusePort).catch((e: unknown) => Promise.reject(listenError('TLS', ep, e))));
     }
@@ -284,6 +308,9 @@ export class DataPlane {
       rateLimitBuckets: this.rateLimit.buckets,
       queries: this.stats.queries.reduce((a, b) => a + b, 0),
       loopDelay: this.loopDelay.seconds(),
+      tcpEvictions: [...this.tcp, ...this.dotListeners].reduce((n, l) => n + l.evictions, 0),
+      tcpRefused: [...this.tcp, ...this.dotListeners].reduce((n, l) => n + l.refused, 0),
+      logs: [this.queryLog.health, this.auditLog.health],
     };
   }
 
@@ -342,6 +369,9 @@ export async function start(opts: StartOptions): Promise<Running> {
     generation: () => policy.current,
     cacheEntries: () => gauge((g) => g.cacheEntries),
     tcpConnections: () => gauge((g) => g.tcpConnections),
+    tcpEvictions: () => gauge((g) => g.tcpEvictions),
+    tcpRefused: () => gauge((g) => g.tcpRefused),
+    logs: () => logHealth(),
     encryptedConnections: () => ({ dot: gauge((g) => g.dotConnections), doh: gauge((g) => g.dohConnections) }),
     sourcePorts: () => gauge((g) => g.sourcePorts),
     rateLimitBuckets: () => gauge((g) => g.rateLimitBuckets),
@@ -371,6 +401,28 @@ export async function start(opts: StartOptions): Promise<Running> {
       return { ...report.snapshot(), source: 'memory (postgres unreachable)' };
     }
   };
+  // The report is read at most once per httpCacheMs for HTTP (the API's pages and the admin page):
+  // a flood of requests costs one read and one render a second (issue 8).
+  const reportPages = new ReportPages(readReport, opts.httpCacheMs ?? 1000);
+  /** Each log's lost lines and failure, over every query thread (each writes its own lines). */
+  const logHealth = (): { name: LogHealth['name']; dropped: number; failing: boolean; failure: LogHealth['failure'] }[] => {
+    const all = [plane.gauges().logs, ...(workers?.gauges().map((g) => g.logs) ?? [])].flat();
+    return (['queries', 'audit'] as const).map((name) => {
+      const mine = all.filter((h) => h.name === name);
+      const failure = mine.find((h) => h.failure)?.failure;
+      return { name, dropped: mine.reduce((n, h) => n + h.dropped, 0), failing: failure !== undefined, failure };
+    });
+  };
+  /** /readyz stays 200 while DNS is answered; its body names what is degraded. */
+  const degraded = (): string | undefined => {
+    const audit = logHealth().find((h) => h.name === 'audit')!;
+    const notes = [
+      degradedNote(policy.current),
+      // The audit trail is the record of exceptions used: failing to write it must be loud.
+      audit.failure && `audit log failing: ${audit.failure.code} since ${new Date(audit.failure.since).toISOString()} (${audit.failure.target}); ${audit.dropped} lines dropped`,
+    ].filter((n): n is string => !!n);
+    return notes.length ? notes.join('\n') : undefined;
+  };
   const page = async (): Promise<string> => renderPage(await pageData());
   const pageData = async (): Promise<PageData> => {
     const g = policy.current;
@@ -380,7 +432,7 @@ export async function start(opts: StartOptions): Promise<Running> {
       ...reloader.lastProblems.slice(0, 3).map((p) => `last reload rejected, generation ${g.number} stays in force: ${p}`),
       ...identity.sources().filter((s) => s.problems.length).map((s) => `lease file ${s.file}: ${s.problems[0]}`),
     ];
-    const r = await readReport();
+    const r = await reportPages.snapshot();
     if (r.source !== 'memory' && r.source !== 'postgres') degraded.push(`report store unreachable: ${reportStore?.spooled ?? 0} events spooled`);
     return {
       now, version: VERSION, report: r,
@@ -417,11 +469,12 @@ export async function start(opts: StartOptions): Promise<Running> {
         {
           registry,
           ready: () => !closing && dns.length > 0,
-          degraded: () => degradedNote(policy.current),
-          json: { '/api/blocked-clients': readReport },
+          degraded,
+          json: { '/api/blocked-clients': (params) => reportPages.page(params) },
           html: { '/': page },
           token: () => httpToken,
           beforeMetrics: () => workers?.refresh() ?? Promise.resolve(),
+          metricsMaxAgeMs: opts.httpCacheMs,
         },
         log,
       ).catch((e: NodeJS.ErrnoException) => {
@@ -534,6 +587,14 @@ function identityConfig(c: Generation['config']): { leases: Generation['config']
 function cacheLimits(c: Generation['config']): CacheLimits {
   const { maxEntries, minTtl, maxTtl, maxNegativeTtl, serveStale } = c.cache;
   return { maxEntries, minTtl, maxTtl, maxNegativeTtl, keepExpiredMs: serveStale.enabled ? serveStale.maxStaleMs : 0 };
+}
+
+/** The TCP (and DoT) listener's limits, from listen.* (issue 8: per-client cap, lifetime). */
+function tcpLimits(l: Generation['config']['listen']): TcpLimits {
+  return {
+    idleTimeoutMs: l.tcpIdleTimeoutMs, maxConnections: l.tcpMaxConnections,
+    maxConnectionsPerClient: l.tcpMaxConnectionsPerClient, lifetimeMs: l.tcpConnectionLifetimeMs,
+  };
 }
 
 /** /readyz's note while the policy in force came from the last good snapshot. */

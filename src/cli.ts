@@ -15,7 +15,7 @@ import { loadIdentity } from './identity/sources.js';
 import { normalizeMac, parseSelector } from './identity/mac.js';
 import type { IdentityTable } from './identity/table.js';
 import { readHttpToken } from './metrics/token.js';
-import type { ReportSnapshot } from './querylog/report.js';
+import type { ReportPage } from './querylog/reportPages.js';
 import { isActive, isDateOnly, stateOf, type Exception } from './policy/exceptions.js';
 import { exceptionWarnings } from './policy/warnings.js';
 import { policyHash } from './policy/fingerprint.js';
@@ -298,13 +298,21 @@ async function report(v: { config: string; url?: string; json: boolean }, config
   } catch {
     throw new SinkholeError('SH_USAGE', `--url expects a URL like http://127.0.0.1:9153, got "${url}"`);
   }
-  let body: ReportSnapshot;
-  try {
-    const res = await fetch(target, token ? { headers: { authorization: `Bearer ${token}` } } : {});
-    if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    body = (await res.json()) as typeof body;
-  } catch (e) {
-    throw new SinkholeError('SH_UNREACHABLE', `cannot fetch ${target.href}: ${(e as Error).message}`);
+  // The server serves the report a page at a time (at most 1,000 clients each): fetch every page.
+  const fetchPage = async (offset: number): Promise<ReportPage> => {
+    try {
+      const res = await fetch(new URL(`?offset=${offset}&limit=1000`, target), token ? { headers: { authorization: `Bearer ${token}` } } : {});
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      return (await res.json()) as ReportPage;
+    } catch (e) {
+      throw new SinkholeError('SH_UNREACHABLE', `cannot fetch ${target.href}: ${(e as Error).message}`);
+    }
+  };
+  const body = await fetchPage(0);
+  while (body.clients.length < body.total) {
+    const page = await fetchPage(body.clients.length);
+    if (!page.clients.length) break;
+    body.clients.push(...page.clients);
   }
   if (v.json) {
     process.stdout.write(`${JSON.stringify(body)}\n`);
@@ -376,7 +384,17 @@ function reportError(e: unknown): number {
   return 2;
 }
 
+/**
+ * Exits once stdout and stderr have handed everything to the kernel. Into a
+ * pipe whose reader is slow, process.exit() right after write() cut
+ * `validate` off after a pipe's worth of lines (419 of 2,000).
+ */
+async function exitAfterOutput(code: number): Promise<never> {
+  await Promise.all([process.stdout, process.stderr].map((s) => new Promise<void>((resolve) => (s.writableLength === 0 ? resolve() : s.write('', () => resolve())))));
+  process.exit(code);
+}
+
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (e: unknown) => process.exit(reportError(e)),
+  (code) => exitAfterOutput(code),
+  (e: unknown) => exitAfterOutput(reportError(e)),
 );

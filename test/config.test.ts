@@ -62,10 +62,10 @@ t.test('config errors name line:col, the key path and what was expected', async 
     ['empty file', '', /^1:1: the config is empty/],
     ['CIDR with host bits', 'clients:\n  allowFrom: ["10.20.1.17/16"]\n', /^2:15: clients\.allowFrom: "10\.20\.1\.17\/16" has host bits set below \/16/],
     // Availability keys (issue 9).
-    ['client timer too long', 'cache:\n  serveStale: { clientTimeout: 40s }\n', /^2:32: cache\.serveStale\.clientTimeout: must be at most 30000ms, got "40s"/],
+    ['client timer too long', 'cache:\n  serveStale: { clientTimeout: 40s }\n', /^2:32: cache\.serveStale\.clientTimeout: must be at most 30s, got "40s"/],
     ['unknown serveStale key', 'cache:\n  serveStale: { maxAge: 1d }\n', /^2:17: cache\.serveStale\.maxAge: unknown key; expected one of enabled, clientTimeout, answerTtl, maxStale/],
-    ['stale TTL of 0', 'cache:\n  serveStale: { answerTtl: 0s }\n', /^2:28: cache\.serveStale\.answerTtl: must be at least 1000ms/],
-    ['SERVFAIL kept past RFC 2308 §7.1', 'cache:\n  servfailTtl: 10m\n', /^2:16: cache\.servfailTtl: must be at most 300000ms, got "10m"/],
+    ['stale TTL of 0', 'cache:\n  serveStale: { answerTtl: 0s }\n', /^2:28: cache\.serveStale\.answerTtl: must be at least 1s/],
+    ['SERVFAIL kept past RFC 2308 §7.1', 'cache:\n  servfailTtl: 10m\n', /^2:16: cache\.servfailTtl: must be at most 5m, got "10m"/],
     ['prefetch not a boolean', 'cache:\n  prefetch: yes\n', /^2:13: cache\.prefetch: expected true or false, got "yes"/],
     ['rate limit action', 'clients:\n  rateLimit: { qps: 10, action: drop }\n', /^2:33: clients\.rateLimit\.action: expected one of truncate, refuse, got "drop"/],
     ['rate limit qps', 'clients:\n  rateLimit: { qps: 0 }\n', /^2:21: clients\.rateLimit\.qps: expected a whole number from 1 to 1000000, got 0/],
@@ -251,4 +251,88 @@ t.test('sinkhole serve: answers, then drains on SIGTERM and exits 0', async (t) 
   t.equal(code, 0, 'exit 0 after SIGTERM');
   t.match(stderr, /stopping/);
   t.equal(decode(await inflight).answers[0]?.address, '192.0.2.10', 'the query in flight at SIGTERM was still answered');
+});
+
+t.test('every duration and number has a documented range, checked at file:line:col', async (t) => {
+  const cases: [string, string, RegExp][] = [
+    ['blocking.ttl past 32 bits', 'blocking:\n  ttl: 4294967296\n', /^2:8: blocking\.ttl: must be at most 1d, got 4294967296/],
+    ['upstreams.timeout past what a timer can hold', 'upstreams:\n  servers: ["127.0.0.1"]\n  timeout: 30d\n', /^3:12: upstreams\.timeout: must be at most 1m, got "30d"/],
+    ['listen.tcpIdleTimeout', 'listen:\n  tcpIdleTimeout: 30d\n', /^2:19: listen\.tcpIdleTimeout: must be at most 1h, got "30d"/],
+    ['cache.maxTtl', 'cache:\n  maxTtl: 400d\n', /^2:11: cache\.maxTtl: must be at most 7d/],
+    ['cache.minTtl', 'cache:\n  minTtl: 2h\n', /^2:11: cache\.minTtl: must be at most 1h/],
+    ['cache.maxNegativeTtl', 'cache:\n  maxNegativeTtl: 2d\n', /^2:19: cache\.maxNegativeTtl: must be at most 1d/],
+    ['report.window', 'report:\n  window: 1000d\n', /^2:11: report\.window: must be at most 90d/],
+    ['a negative number', 'cache:\n  maxEntries: -1\n', /^2:15: cache\.maxEntries: expected a whole number from 0 to/],
+    ['a fraction', 'listen:\n  tcpMaxConnections: 1.5\n', /^2:22: listen\.tcpMaxConnections: expected a whole number from 1 to/],
+    ['a huge bare number of seconds', 'blocking:\n  ttl: 1e300\n', /^2:8: blocking\.ttl: must be at most 1d/],
+  ];
+  for (const [what, text, expected] of cases) t.match(problems(text)[0] ?? '(no error)', expected, what);
+  t.same(problems('report:\n  window: 30d\n  retention: 90d\nlisten:\n  tcpConnectionLifetime: 1d\n'), [], 'within range: no problem (a window is no timer)');
+  const bad = file('range.yaml', 'blocking:\n  ttl: 4294967296\n');
+  const r = spawnSync(process.execPath, [CLI, 'validate', '--config', bad], { encoding: 'utf8' });
+  t.equal(r.status, 1, 'validate: exit 1 (a problem in the file), not 2 (an unexpected error)');
+  t.match(r.stdout, /range\.yaml:2:8: blocking\.ttl: must be at most 1d/);
+  t.notMatch(r.stdout + r.stderr, /unexpected error/);
+});
+
+t.test('validate: every line reaches a slow reader through a pipe', async (t) => {
+  // 2000 unknown keys: 2000 problems, about 150 kB, far more than a pipe holds.
+  const cfg = file('many.yaml', Array.from({ length: 2000 }, (_, i) => `unknown${i}: 1\n`).join(''));
+  const child = spawn(process.execPath, [CLI, 'validate', '--config', cfg], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const closed = once(child, 'close');
+  child.stdout.pause();
+  // Read nothing until the child has filled the pipe and is ready to exit.
+  await new Promise((r) => setTimeout(r, 400));
+  let out = '';
+  child.stdout.on('data', (c) => (out += c));
+  child.stdout.resume();
+  // 'close' comes after the process exited and its stdout ended.
+  const [code] = (await closed) as [number];
+  t.equal(code, 1, 'exit 1');
+  t.equal(out.trim().split('\n').length, 2000, 'all 2000 lines arrived');
+});
+
+t.test('start-up errors: one clear line per real problem, no cascade', async (t) => {
+  const cases: [string, string, string, RegExp][] = [
+    ['a YAML syntax error', 'syntax.yaml', 'listen:\n  dns: ["127.0.0.1:1053"\nupstreams:\n  servers: [x\n', /syntax\.yaml:\d+:\d+: /],
+    ['a missing list file', 'nolist.yaml', 'blocking:\n  lists:\n    tiktok: [missing.txt]\n  enforce: [tiktok]\n', /nolist\.yaml:3:5: blocking\.lists\.tiktok: cannot read .*missing\.txt: ENOENT/],
+    ['a missing config file', 'absent.yaml', '', /absent\.yaml:1:1: cannot read: ENOENT/],
+  ];
+  for (const [what, name, text, expected] of cases) {
+    // A folder of its own: no last good policy from another test (serve would start from it, and say so).
+    const own = mkdtempSync(join(tmpdir(), 'sinkhole-startup-'));
+    const path = join(own, name);
+    if (name !== 'absent.yaml') writeFileSync(path, text);
+    for (const command of ['validate', 'serve']) {
+      const r = spawnSync(process.execPath, [CLI, command, '--config', path], { encoding: 'utf8', timeout: 10_000 });
+      // validate adds what serve would then do about the last good policy: advice, not a problem.
+      const lines = (r.stdout + r.stderr).trim().split('\n').filter((l) => !/^SH_(STATE_INVALID|POLICY_DEGRADED) /.test(l));
+      t.equal(lines.length, 1, `${command}, ${what}: one line (${JSON.stringify(lines)})`);
+      t.match(lines[0], expected, `${command}, ${what}: names the real problem`);
+      t.not(r.status, 0, `${command}, ${what}: non-zero exit`);
+    }
+  }
+});
+
+t.test('a hostile YAML file fails fast, with file:line:col', async (t) => {
+  const keys = file('keys.yaml', Array.from({ length: 50_000 }, (_, i) => `k${i}: 1\n`).join('') + 'k7: 2\n');
+  let started = Date.now();
+  const got = problems(readFileSync(keys, 'utf8'));
+  t.ok(Date.now() - started < 5000, `50,000 top-level keys: done in ${Date.now() - started} ms`);
+  t.match(got.at(-1), /^50001:1: Map keys must be unique; "k7" is also on line 8/, 'the duplicate is still found, and where');
+  t.equal(got.length, 1, 'one problem: the duplicate (a syntax error, so the keys are not judged one by one)');
+  const unknown = problems(Array.from({ length: 50_000 }, (_, i) => `k${i}: 1\n`).join(''));
+  t.equal(unknown.length, 50_000, 'without the duplicate: each unknown key is a problem');
+  t.match(unknown[0], /^1:1: k0: unknown key/);
+
+  started = Date.now();
+  const nested = problems('a: ' + '['.repeat(3000) + ']'.repeat(3000) + '\n');
+  t.ok(Date.now() - started < 2000, `3,000 levels of nesting: done in ${Date.now() - started} ms`);
+  t.same(nested.length, 1, 'one problem');
+  t.match(nested[0], /^1:\d+: nested deeper than 32 levels/);
+  const block = problems(Array.from({ length: 100 }, (_, i) => `${' '.repeat(i)}a${i}:\n`).join('') + `${' '.repeat(100)}x\n`);
+  t.match(block[0], /^\d+:\d+: nested deeper than 32 levels/, 'block nesting too');
+
+  const huge = problems(`# ${'x'.repeat(3 << 20)}\n`);
+  t.match(huge[0], /^1:1: the file is 3145731 bytes; sinkhole reads YAML files of at most 2097152 bytes/);
 });

@@ -1,12 +1,15 @@
 // Metrics, health/readiness, the query log and the compliance report.
 import t from 'tap';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
-import { buildQuery, exchange } from './helpers/dns.js';
+import { buildQuery, exchange, rcodeOf, udpExchange } from './helpers/dns.js';
+import { streamLogger } from '../src/log.js';
 import { ComplianceReport } from '../src/querylog/report.js';
 import { anonymize } from '../src/querylog/anonymize.js';
 import { policyHash } from '../src/policy/fingerprint.js';
@@ -287,4 +290,134 @@ t.test('compliance report memory stays bounded with 100k distinct clients', asyn
   t.ok(r.snapshot().clients.some((c) => c.client === '10.0.0.1' && c.blocked >= 50), 'the most active client survived eviction');
   now += 86_400_001;
   t.equal(r.snapshot().clients.length, 0, 'everything older than the window is forgotten');
+});
+
+t.test('HTTP work is bounded: one /metrics render per second, a paged report, a request budget', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, CONFIG, { 'tiktok.txt': TIKTOK_LIST }, { httpCacheMs: 1000 });
+  const registry = h.running.registry;
+  const render = registry.metrics.bind(registry);
+  let renders = 0;
+  registry.metrics = () => {
+    renders++;
+    return render();
+  };
+  const scrapes = await Promise.all(Array.from({ length: 15 }, () => get(h, '/metrics')));
+  t.ok(scrapes.every((s) => s.status === 200 && s.body.includes('sinkhole_queries_total')), '15 concurrent scrapes all answered');
+  t.equal(renders, 1, 'with one render between them');
+
+  // 2,500 clients in the report: a page is 100 by default, 1,000 at most.
+  const report = h.running.report;
+  for (let i = 0; i < 2500; i++) {
+    report.observe({ client: `10.0.${i >> 8}.${i & 255}` } as never, { wire: Buffer.alloc(4), result: 'blocked', list: 'tiktok' });
+  }
+  for (let i = 0; i < 5; i++) report.observe({ client: '10.9.9.9' } as never, { wire: Buffer.alloc(4), result: 'blocked', list: 'tiktok' });
+  const first = JSON.parse((await get(h, '/api/blocked-clients')).body) as { total: number; offset: number; limit: number; clients: { client: string }[] };
+  t.match(first, { total: 2501, offset: 0, limit: 100 }, 'the default page');
+  t.equal(first.clients.length, 100);
+  t.equal(first.clients[0]?.client, '10.9.9.9', 'most active first');
+  const last = JSON.parse((await get(h, '/api/blocked-clients?offset=2000&limit=1000')).body) as { clients: unknown[] };
+  t.equal(last.clients.length, 501, 'the last page');
+  const tooBig = await get(h, '/api/blocked-clients?limit=5000');
+  t.equal(tooBig.status, 400, 'limit past 1000: 400');
+  t.match(tooBig.body, /limit must be a whole number from 1 to 1000, got "5000"/);
+  const cli = await run([CLI, 'report', '--url', `http://127.0.0.1:${h.running.http!.port}`, '--json']);
+  t.equal((JSON.parse(cli.stdout) as { clients: unknown[] }).clients.length, 2501, 'sinkhole report fetches every page');
+
+  // Past 20 requests a second from one address, a flood gets a cheap 503, a second later.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 30 });
+  t.teardown(() => agent.destroy());
+  const status = (path: string): Promise<number> =>
+    new Promise((resolve) => {
+      const req = http.get({ host: '127.0.0.1', port: h.running.http!.port, path, agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', () => resolve(0));
+    });
+  const started = Date.now();
+  const flood = await Promise.all(Array.from({ length: 60 }, () => status('/healthz')));
+  const count = (code: number): number => flood.filter((c) => c === code).length;
+  t.ok(count(503) >= 30, `${count(503)} of 60 requests in a burst got 503`);
+  t.equal(count(200) + count(503), 60, `the others were served (${count(200)})`);
+  t.ok(Date.now() - started >= 900, 'the 503s came a second late: a looping client is slowed down');
+  // More connections than the cap: the extra ones are closed at accept. (80: all fit the 64 slots and the
+  // accept queue of 32; more would wait in the kernel for their SYN retry, which is the point of a short queue.)
+  agent.destroy();
+  const socks = await Promise.all(
+    Array.from({ length: 80 }, () => new Promise<net.Socket>((resolve) => {
+      const s = net.connect(h.running.http!.port, '127.0.0.1', () => resolve(s));
+      s.on('error', () => {});
+    })),
+  );
+  t.teardown(() => socks.forEach((s) => s.destroy()));
+  // Wait until at least the 16 connections past 64 have been closed by the server.
+  await new Promise<void>((resolve) => {
+    let closed = 0;
+    for (const s of socks) s.on('close', () => ++closed === 16 && resolve());
+  });
+  const open = socks.filter((s) => !s.destroyed && s.readyState === 'open').length;
+  t.ok(open <= 64, `at most 64 connections kept (${open} of 80 still open)`);
+});
+
+t.test('log targets that fail recover by themselves; lines lost are counted; a failing audit trail is loud', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const lines: string[] = [];
+  const log = streamLogger((l) => lines.push(l));
+  const config = { ...CONFIG, log: { queries: 'all', file: 'q.jsonl', audit: 'logs/audit.jsonl' } };
+  const h = await startSinkhole(t, up.port, config, { 'tiktok.txt': TIKTOK_LIST }, { log });
+  const metric = async (name: string): Promise<number> => samples((await get(h, '/metrics')).body).get(name) ?? NaN;
+  const until = async (what: string, ok: () => Promise<boolean> | boolean, query = true): Promise<void> => {
+    const deadline = Date.now() + 8000;
+    for (let i = 0; !(await ok()); i++) {
+      if (Date.now() > deadline) throw new Error(`never: ${what}`);
+      if (query) await exchange('udp', h.port, buildQuery(`q${i}.example.test`, T.A));
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  const qlog = join(h.dir, 'q.jsonl');
+  const linesIn = (f: string): number => (existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter(Boolean).length : 0);
+  /** Audit lines of exceptions used (the trail also records the exception records themselves). */
+  const usesIn = (f: string): number => (existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter((l) => l.includes('"event":"use"')).length : 0);
+
+  // A full disk: the query log's path leads to /dev/full, where every write fails with ENOSPC.
+  symlinkSync('/dev/full', qlog);
+  await until('the query log fails', async () => (await metric('sinkhole_log_failing{log="queries"}')) === 1);
+  t.ok((await metric('sinkhole_log_dropped_lines_total{log="queries"}')) >= 1, 'dropped lines are counted');
+  t.ok(lines.some((l) => /error SH_LOG_WRITE cannot write the query log.*error=ENOSPC/.test(l)), 'and the failure is logged once');
+  t.equal(rcodeOf(await udpExchange(h.port, buildQuery('still.example.test', T.A))), 0, 'DNS keeps answering');
+  // Room again: the path is a plain file now. The writer retries by itself, with no SIGHUP.
+  rmSync(qlog);
+  writeFileSync(qlog, '');
+  await until('the query log is written again', () => linesIn(qlog) > 0);
+  t.equal(await metric('sinkhole_log_failing{log="queries"}'), 0, 'no longer failing');
+  t.ok(lines.some((l) => /info queries log is written again/.test(l)), 'the recovery is logged');
+
+  // A deleted folder: the audit trail's folder is removed under it.
+  const excepted = (): Promise<Buffer> => exchange('udp', h.port, buildQuery('www.tiktok.com', T.A), '127.0.0.7');
+  await excepted();
+  const audit = join(h.dir, 'logs', 'audit.jsonl');
+  await until('the audit line is written', () => usesIn(audit) === 1, false);
+  rmSync(join(h.dir, 'logs'), { recursive: true });
+  await excepted();
+  await until('the audit folder is recreated and written', async () => {
+    await excepted();
+    return usesIn(audit) > 0;
+  }, false);
+  t.ok((await metric('sinkhole_log_dropped_lines_total{log="audit"}')) >= 1, 'audit lines written into the deleted file are counted as lost');
+  t.ok(lines.some((l) => /error SH_LOG_WRITE audit log file was deleted; reopening it/.test(l)), 'and logged');
+
+  // The audit trail failing is loud: a metric, the /readyz body, the log.
+  rmSync(audit);
+  symlinkSync('/dev/full', audit);
+  await until('the audit trail fails', async () => {
+    await excepted();
+    return (await metric('sinkhole_log_failing{log="audit"}')) === 1;
+  }, false);
+  const ready = await get(h, '/readyz');
+  t.equal(ready.status, 200, '/readyz stays 200: DNS is still answered');
+  t.match(ready.body, /^ready, degraded: audit log failing: ENOSPC since \S+ \(.*audit\.jsonl\); \d+ lines dropped\n$/, 'and its body says the audit trail is failing');
+  t.ok(lines.some((l) => /error SH_LOG_WRITE cannot write the audit trail; exceptions used are NOT being recorded/.test(l)), 'logged as an error');
 });

@@ -7,10 +7,14 @@ import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { normalizeAddress } from '../src/policy/cidr.js';
 import { FakeClock, startSinkhole } from './helpers/sinkhole.js';
 import { buildQuery, decode, exchange, optOf, rcodeOf, TcpClient, udpExchange } from './helpers/dns.js';
-import { bindPair } from '../src/app.js';
-import { UdpListener } from '../src/transport/udp.js';
 import { TcpListener } from '../src/transport/tcp.js';
+import { UdpListener } from '../src/transport/udp.js';
+import { FrameReader } from '../src/dns/framing.js';
+import { errorReply } from '../src/dns/reply.js';
 import { silentLogger } from '../src/log.js';
+import type { Query } from '../src/dns/query.js';
+import type { Outcome } from '../src/pipeline/types.js';
+import { bindPair } from '../src/app.js';
 
 const PROTOS = ['udp', 'tcp'] as const;
 
@@ -356,9 +360,10 @@ t.test('an upstream that keeps failing is tried last for a while', async (t) => 
   t.equal(good.count(), 6);
 });
 
-t.test('TCP connection cap', async (t) => {
+t.test('TCP connection cap: a newcomer takes an idle slot of the biggest holder, and is refused when none is idle', async (t) => {
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());
+  up.on('hold.example.test', { delayMs: 1500 });
   const h = await startSinkhole(t, up.port, { listen: { dns: ['127.0.0.1:0'], tcpMaxConnections: 2 } });
   const a = await TcpClient.connect(h.port);
   const b = await TcpClient.connect(h.port);
@@ -366,11 +371,26 @@ t.test('TCP connection cap', async (t) => {
   a.send(buildQuery('a.example.test', T.A));
   b.send(buildQuery('b.example.test', T.A));
   await Promise.all([a.waitFor(1), b.waitFor(1)]);
-  const c = await TcpClient.connect(h.port);
-  await c.closed;
-  t.equal(c.replies.length, 0, 'the third connection is closed without service');
-  a.send(buildQuery('a2.example.test', T.A));
-  t.equal((await a.waitFor(2)).length, 2, 'the first two keep working');
+  // Both idle: a third client's connection takes the least recently active one (a's).
+  const c = await TcpClient.connect(h.port, '127.0.0.2');
+  t.teardown(() => c.close());
+  c.send(buildQuery('c.example.test', T.A));
+  t.equal((await c.waitFor(1)).length, 1, 'the newcomer is served');
+  await a.closed;
+  t.pass('the idle connection that was active longest ago gave way');
+  b.send(buildQuery('b2.example.test', T.A));
+  t.equal((await b.waitFor(2)).length, 2, 'the other one keeps working');
+  // Both busy (a query in flight each): nothing idle to give up, so the newcomer is refused.
+  b.send(buildQuery('hold.example.test', T.A));
+  c.send(buildQuery('hold.example.test', T.AAAA));
+  await new Promise<void>((r) => {
+    const wait = (): void => void (up.count('hold.example.test') >= 2 ? r() : setTimeout(wait, 5));
+    wait();
+  });
+  const d = await TcpClient.connect(h.port, '127.0.0.3');
+  await d.closed;
+  t.equal(d.replies.length, 0, 'with no idle connection the newcomer is closed without service');
+  t.equal((await b.waitFor(3)).length, 3, 'the busy ones are answered');
 });
 
 t.test('IPv6 and dual-stack listeners; IPv4-mapped clients are IPv4 clients', async (t) => {
@@ -453,10 +473,133 @@ t.test('upstreams.maxInflight: past the cap a miss gets SERVFAIL at once', async
   t.equal(h.running.stats.upstreamOverloads, 1, 'counted');
 });
 
+t.test('TCP abuse: one client cannot hold the slots (per-client cap), connections have a lifetime', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('hold.example.test', { delayMs: 2000 });
+  const h = await startSinkhole(t, up.port, {
+    listen: { dns: ['127.0.0.1:0'], tcpMaxConnections: 8, tcpMaxConnectionsPerClient: 3, tcpConnectionLifetime: '1s' },
+  });
+  const gauge = async (name: string): Promise<number> =>
+    ((await h.running.registry.getSingleMetric(name)!.get()) as { values: { value: number }[] }).values[0]!.value;
+  // A client that opens connection after connection, 40 times, never closing one: it holds at most 3.
+  const hog: TcpClient[] = [];
+  t.teardown(() => hog.forEach((c) => c.close()));
+  let most = 0;
+  for (let i = 0; i < 40; i++) {
+    const c = await TcpClient.connect(h.port, '127.0.0.66');
+    hog.push(c);
+    c.send(buildQuery(`hog${i}.example.test`, T.A));
+    await c.waitFor(1);
+    most = Math.max(most, await gauge('sinkhole_tcp_connections'));
+  }
+  t.equal(most, 3, 'the client never held more than its 3 slots: each new connection took the place of its own idle one');
+  t.ok((await gauge('sinkhole_tcp_evictions_total')) >= 37, 'the older ones were evicted');
+  // Meanwhile, fresh clients are all served.
+  const fresh = await Promise.all(
+    Array.from({ length: 5 }, async (_, i) => {
+      const c = await TcpClient.connect(h.port, `127.0.0.${10 + i}`);
+      t.teardown(() => c.close());
+      c.send(buildQuery(`fresh${i}.example.test`, T.A));
+      return rcodeOf((await c.waitFor(1))[0]!);
+    }),
+  );
+  t.same(fresh, [0, 0, 0, 0, 0], 'every fresh client was answered');
+  // With all of its 3 connections busy, the client's fourth is refused: nothing of its own to give up.
+  const busy = hog.slice(-3);
+  busy.forEach((c, i) => c.send(buildQuery('hold.example.test', [T.A, T.AAAA, T.TXT][i]!)));
+  await new Promise<void>((r) => {
+    const wait = (): void => void (up.count('hold.example.test') >= 3 ? r() : setTimeout(wait, 5));
+    wait();
+  });
+  const fourth = await TcpClient.connect(h.port, '127.0.0.66');
+  await fourth.closed;
+  t.equal(fourth.replies.length, 0, 'with its 3 connections busy, the client\'s fourth is refused');
+  t.ok((await gauge('sinkhole_tcp_refused_total')) >= 1, 'and counted');
+  t.same((await Promise.all(busy.map((c) => c.waitFor(2, 5000)))).map((r) => r.length), [2, 2, 2], 'the busy ones are answered');
+  // Lifetime: a connection that keeps asking, inside the idle timeout, is still closed after 1 s.
+  const chatty = await TcpClient.connect(h.port, '127.0.0.20');
+  t.teardown(() => chatty.close());
+  const started = Date.now();
+  let sent = 0;
+  const timer = setInterval(() => {
+    if (!chatty.sock.destroyed) chatty.send(buildQuery(`chat${sent++}.example.test`, T.A));
+  }, 100);
+  t.teardown(() => clearInterval(timer));
+  await chatty.closed;
+  clearInterval(timer);
+  const lived = Date.now() - started;
+  t.ok(lived >= 900 && lived < 3000, `a busy connection was closed after its 1 s lifetime (${lived} ms)`);
+  t.ok(chatty.replies.length >= 5, `and its queries up to then were answered (${chatty.replies.length})`);
+});
+
+t.test('TCP abuse: a pipelined burst is taken a few frames per connection per event-loop turn', async (t) => {
+  // The listener alone, with a handler that notes in which event-loop turn each query arrived.
+  let turn = 0;
+  let ticking = true;
+  const tick = (): void => {
+    turn++;
+    if (ticking) setImmediate(tick);
+  };
+  tick();
+  const turns: number[] = [];
+  const handler = (q: Query): Outcome => {
+    turns.push(turn);
+    return { wire: errorReply(q, 3), result: 'blocked' };
+  };
+  const limits = { idleTimeoutMs: 5000, maxConnections: 10, maxConnectionsPerClient: 10, lifetimeMs: 60_000 };
+  const listener = new TcpListener({ host: '127.0.0.1', port: 0 }, handler, limits, silentLogger);
+  const { port } = await listener.start();
+  t.teardown(async () => {
+    ticking = false;
+    await listener.close();
+  });
+  const c = await TcpClient.connect(port);
+  t.teardown(() => c.close());
+  // 400 frames in one write: one read on the server, which used to handle them all in one go.
+  c.sock.write(Buffer.concat(Array.from({ length: 400 }, (_, i) => TcpClient.frame(buildQuery(`b${i}.example.test`, T.A)))));
+  t.equal((await c.waitFor(400, 20_000)).length, 400, 'every frame answered');
+  const perTurn = new Map<number, number>();
+  for (const n of turns) perTurn.set(n, (perTurn.get(n) ?? 0) + 1);
+  const most = Math.max(...perTurn.values());
+  t.ok(most <= 16, `at most 16 frames of one connection in one turn (most: ${most}), over ${perTurn.size} turns`);
+});
+
+t.test('TCP framing: a read holding thousands of pipelined frames is framed in linear time', async (t) => {
+  const frames = Array.from({ length: 20_000 }, (_, i) => TcpClient.frame(buildQuery(`f${i}.example.test`, T.A, { id: i & 0xffff })));
+  const chunk = Buffer.concat(frames);
+  let n = 0;
+  let ids = 0;
+  const reader = new FrameReader((msg) => {
+    n++;
+    ids += msg.readUInt16BE(0);
+  });
+  const started = performance.now();
+  // Split in three reads, the middle one cutting a frame in two.
+  reader.push(chunk.subarray(0, 1001));
+  reader.push(chunk.subarray(1001, chunk.length - 7));
+  reader.push(chunk.subarray(chunk.length - 7));
+  const ms = performance.now() - started;
+  t.equal(n, 20_000, 'every frame');
+  t.equal(ids, Array.from({ length: 20_000 }, (_, i) => i & 0xffff).reduce((a, b) => a + b, 0), 'each one whole and in order');
+  t.equal(reader.buffered, 0, 'nothing left over');
+  t.ok(ms < 200, `in ${ms.toFixed(1)} ms (copying the rest after every frame took seconds)`);
+});
+
+t.test('a UDP listener started again after close (the bind retry when TCP finds its port taken) answers', async (t) => {
+  const handler = (q: Query): Outcome => ({ wire: errorReply(q, 3), result: 'blocked' });
+  const u = new UdpListener({ host: '127.0.0.1', port: 0 }, handler, silentLogger);
+  await u.start();
+  await u.close();
+  const { port } = await u.start();
+  t.teardown(() => u.close());
+  t.equal(rcodeOf(await udpExchange(port, buildQuery('again.example.test', T.A), 2000)), 3, 'answered after the restart');
+});
+
 t.test('binding UDP and TCP on one port: after a TCP clash, the UDP listener of the retry answers', async (t) => {
   const answer = (): { wire: Buffer; result: 'local' } => ({ wire: Buffer.alloc(12), result: 'local' });
   const ep = { host: '127.0.0.1', port: 0 };
-  const tcp = new TcpListener(ep, answer, 1000, 10, silentLogger);
+  const tcp = new TcpListener(ep, answer, { idleTimeoutMs: 1000, maxConnections: 10, maxConnectionsPerClient: 10, lifetimeMs: 60_000 }, silentLogger);
   // The first TCP bind fails as if another process had that port on TCP; the second succeeds.
   const start = tcp.start.bind(tcp);
   let calls = 0;

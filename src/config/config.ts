@@ -39,6 +39,9 @@ export interface Config {
     http?: Endpoint;
     tcpIdleTimeoutMs: number;
     tcpMaxConnections: number;
+    /** Issue 8: TCP (and DoT) connections one client address may hold, and how long one lives. */
+    tcpMaxConnectionsPerClient: number;
+    tcpConnectionLifetimeMs: number;
     /** A file holding the bearer token HTTP asks for (all but /healthz and /metrics); unset = no token. */
     httpToken?: string;
     /** DNS over TLS (RFC 7858) and over HTTPS (RFC 8484) for clients; both need `tls`. */
@@ -97,6 +100,8 @@ export interface Config {
     /** mac → name, for devices with reserved addresses. */
     static: ReadonlyMap<string, string>;
   };
+  /** The TXT string for CHAOS version.bind & co.; undefined: REFUSED. */
+  chaos: string | undefined;
 }
 
 /** clients.rateLimit: a token bucket per client key (an IPv4 /ipv4Prefix or IPv6 /ipv6Prefix). */
@@ -129,12 +134,21 @@ export function parseEndpoint(text: string): Endpoint | string {
 }
 
 const sec = (ms: number): number => Math.floor(ms / 1000);
+// Every duration has a documented range (README "Configuration"). One that arms a timer stays far
+// below 2^31-1 ms (about 24.8 days), where Node's timers overflow and fire after 1 ms:
+// upstreams.timeout: 30d used to make every forwarded query SERVFAIL.
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
 
 export function defaultConfig(file: string): Config {
   return {
     file,
     dir: dirname(file),
-    listen: { dns: [{ host: '127.0.0.1', port: 1053 }], tcpIdleTimeoutMs: 10_000, tcpMaxConnections: 1000, dot: [], doh: [] },
+    listen: {
+      dns: [{ host: '127.0.0.1', port: 1053 }], tcpIdleTimeoutMs: 10_000, tcpMaxConnections: 1000, dot: [], doh: [],
+      tcpMaxConnectionsPerClient: 32, tcpConnectionLifetimeMs: 2 * 60_000,
+    },
     upstreams: {
       servers: systemResolvers(), conditional: [], strategy: 'failover', timeoutMs: 2000, sourcePorts: 1024, sourcePortReuse: 100, maxInflight: 1000,
       tls: { pins: {} },
@@ -155,6 +169,7 @@ export function defaultConfig(file: string): Config {
     workers: 1,
     state: { dir: resolve(dirname(file), '.sinkhole-state') },
     identity: { leases: [], static: new Map() },
+    chaos: undefined,
   };
 }
 
@@ -213,8 +228,11 @@ function readConfig(r: YamlReader, path: string): Config {
           if (typeof ep === 'string') r.fail(v, q, ep);
           else c.listen.http = ep;
         },
-        tcpIdleTimeout: (v, q) => (c.listen.tcpIdleTimeoutMs = r.duration(v, q, 100) ?? c.listen.tcpIdleTimeoutMs),
+        tcpIdleTimeout: (v, q) => (c.listen.tcpIdleTimeoutMs = r.duration(v, q, 100, HOUR) ?? c.listen.tcpIdleTimeoutMs),
         tcpMaxConnections: (v, q) => (c.listen.tcpMaxConnections = r.integer(v, q, 1, 1_000_000) ?? c.listen.tcpMaxConnections),
+        tcpMaxConnectionsPerClient: (v, q) =>
+          (c.listen.tcpMaxConnectionsPerClient = r.integer(v, q, 1, 1_000_000) ?? c.listen.tcpMaxConnectionsPerClient),
+        tcpConnectionLifetime: (v, q) => (c.listen.tcpConnectionLifetimeMs = r.duration(v, q, 1000, DAY) ?? c.listen.tcpConnectionLifetimeMs),
         httpToken: (v, q) => (c.listen.httpToken = resolveOptional(c.dir, r.string(v, q))),
         dot: (v, q) => (c.listen.dot = endpoints(r, v, q)),
         doh: (v, q) => (c.listen.doh = endpoints(r, v, q)),
@@ -229,7 +247,7 @@ function readConfig(r: YamlReader, path: string): Config {
         conditional: (v, q) => lists.push({ v, q, conditional: true }),
         tls: (v, q) => (tlsNode = { v, q }),
         strategy: (v, q) => (c.upstreams.strategy = r.oneOf(v, q, ['failover', 'random', 'race'] as const) ?? c.upstreams.strategy),
-        timeout: (v, q) => (c.upstreams.timeoutMs = r.duration(v, q, 50) ?? c.upstreams.timeoutMs),
+        timeout: (v, q) => (c.upstreams.timeoutMs = r.duration(v, q, 50, MINUTE) ?? c.upstreams.timeoutMs),
         sourcePorts: (v, q) => (c.upstreams.sourcePorts = r.integer(v, q, 1, 16384) ?? c.upstreams.sourcePorts),
         sourcePortReuse: (v, q) => (c.upstreams.sourcePortReuse = r.integer(v, q, 1, 10000) ?? c.upstreams.sourcePortReuse),
         maxInflight: (v, q) => (c.upstreams.maxInflight = r.integer(v, q, 1, 100_000) ?? c.upstreams.maxInflight),
@@ -258,9 +276,9 @@ function readConfig(r: YamlReader, path: string): Config {
     cache: (n, p) =>
       r.map(n, p, {
         maxEntries: (v, q) => (c.cache.maxEntries = r.integer(v, q, 0, 100_000_000) ?? c.cache.maxEntries),
-        minTtl: (v, q) => (c.cache.minTtl = sec(r.duration(v, q) ?? c.cache.minTtl * 1000)),
-        maxTtl: (v, q) => (c.cache.maxTtl = sec(r.duration(v, q) ?? c.cache.maxTtl * 1000)),
-        maxNegativeTtl: (v, q) => (c.cache.maxNegativeTtl = sec(r.duration(v, q) ?? c.cache.maxNegativeTtl * 1000)),
+        minTtl: (v, q) => (c.cache.minTtl = sec(r.duration(v, q, 0, HOUR) ?? c.cache.minTtl * 1000)),
+        maxTtl: (v, q) => (c.cache.maxTtl = sec(r.duration(v, q, 1000, 7 * DAY) ?? c.cache.maxTtl * 1000)),
+        maxNegativeTtl: (v, q) => (c.cache.maxNegativeTtl = sec(r.duration(v, q, 0, DAY) ?? c.cache.maxNegativeTtl * 1000)),
         serveStale: (v, q) => readServeStale(r, v, q, c.cache.serveStale),
         prefetch: (v, q) => (c.cache.prefetch = r.boolean(v, q) ?? c.cache.prefetch),
         // RFC 2308 §7.1: a server failure MUST NOT be cached for longer than five minutes.
@@ -282,7 +300,7 @@ function readConfig(r: YamlReader, path: string): Config {
           });
         },
         response: (v, q) => (c.blocking.response = readResponse(r, v, q) ?? c.blocking.response),
-        ttl: (v, q) => (c.blocking.ttl = sec(r.duration(v, q) ?? c.blocking.ttl * 1000)),
+        ttl: (v, q) => (c.blocking.ttl = sec(r.duration(v, q, 0, DAY) ?? c.blocking.ttl * 1000)),
         inspectCnames: (v, q) => (c.blocking.inspectCnames = r.boolean(v, q) ?? c.blocking.inspectCnames),
       }),
     clients: (n, p) =>
@@ -308,7 +326,7 @@ function readConfig(r: YamlReader, path: string): Config {
       }),
     report: (n, p) =>
       r.map(n, p, {
-        window: (v, q) => (c.report.windowMs = r.duration(v, q, 1000) ?? c.report.windowMs),
+        window: (v, q) => (c.report.windowMs = r.duration(v, q, 1000, 90 * DAY) ?? c.report.windowMs),
         maxClients: (v, q) => (c.report.maxClients = r.integer(v, q, 1, 10_000_000) ?? c.report.maxClients),
         store: (v, q) => {
           const s = r.string(v, q);
@@ -317,7 +335,7 @@ function readConfig(r: YamlReader, path: string): Config {
           else if (/^postgres(ql)?:\/\/./.test(s) && URL.canParse(s)) c.report.store = { kind: 'postgres', url: s };
           else r.fail(v, q, `expected memory or a PostgreSQL URL like postgres://sinkhole@db.internal/sinkhole, got "${s}"`);
         },
-        retention: (v, q) => (c.report.retentionMs = r.duration(v, q, 3_600_000) ?? c.report.retentionMs),
+        retention: (v, q) => (c.report.retentionMs = r.duration(v, q, HOUR, 366 * DAY) ?? c.report.retentionMs),
       }),
     state: (n, p) =>
       r.map(n, p, {
@@ -359,6 +377,12 @@ function readConfig(r: YamlReader, path: string): Config {
       if (n === 'auto') c.workers = availableParallelism();
       else if (typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 256) c.workers = n;
       else r.fail(v, q, `expected a whole number from 1 to 256, or auto (one per core), got ${describe(v)}`);
+    },
+    chaos: (v, q) => {
+      const s = r.string(v, q);
+      // RFC 1035 §3.3: a TXT character-string holds at most 255 bytes.
+      if (s !== undefined && Buffer.byteLength(s) > 255) r.fail(v, q, `expected "refused" or a string of at most 255 bytes, got ${Buffer.byteLength(s)} bytes`);
+      else c.chaos = s === 'refused' ? undefined : s;
     },
   });
   // `enforce` may come before `lists` in the file, so names are checked once both are read.

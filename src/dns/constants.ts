@@ -5,10 +5,13 @@ export const RCODE_NAME: Record<number, string> = {
 };
 
 export const TYPE = {
-  A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, DS: 43, RRSIG: 46,
-  DNSKEY: 48, SVCB: 64, HTTPS: 65, ANY: 255,
+  A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, HINFO: 13, MX: 15, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, DS: 43, RRSIG: 46,
+  DNSKEY: 48, SVCB: 64, HTTPS: 65, IXFR: 251, AXFR: 252, ANY: 255,
 } as const;
 export const CLASS_IN = 1;
+/** RFC 1035 §3.2.4: the CHAOS class, where version.bind and friends live. */
+export const CLASS_CH = 3;
+export const CLASS_ANY = 255;
 
 /** RFC 1035 §4.2.1: a reply without EDNS must fit in 512 bytes. */
 export const MIN_UDP_PAYLOAD = 512;

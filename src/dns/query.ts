@@ -86,23 +86,30 @@ export function decodeQuery(buf: Buffer, client: string, proto: Proto, arrived: 
         }
         const type = buf.readUInt16BE(end);
         const rdlen = buf.readUInt16BE(end + 8);
+        if (end + 10 + rdlen > buf.length) {
+          problem = RCODE.FORMERR;
+          break;
+        }
         if (type === TYPE.OPT) {
-          if (edns) {
-            problem = RCODE.FORMERR; // RFC 6891 §6.1.1: more than one OPT is FORMERR
+          // RFC 6891 §6.1.1: one OPT at most, in the additional section, owned by the root;
+          // §6.1.2: its RDATA is a sequence of {code, length, data} options that fill it exactly.
+          if (edns || i < rrs - buf.readUInt16BE(10) || end !== off + 1) {
+            problem = RCODE.FORMERR;
             break;
           }
           edns = true;
           udpSize = Math.max(MIN_UDP_PAYLOAD, buf.readUInt16BE(end + 2));
           dnssecOk = (buf[end + 6]! & 0x80) !== 0;
-          if (buf[end + 5] !== 0) problem = RCODE.BADVERS; // RFC 6891 §6.1.3: only version 0
+          // RFC 6891 §6.1.3: only version 0, whose option layout we know; a later version gets BADVERS.
+          if (buf[end + 5] !== 0) problem = RCODE.BADVERS;
+          else if (!optionsFit(buf, end + 10, rdlen)) {
+            problem = RCODE.FORMERR;
+            break;
+          }
           optRdata = end + 10;
           if (rdlen > 0) identityOptions = hasIdentityOption(buf, optRdata, optRdata + rdlen);
         }
         off = end + 10 + rdlen;
-        if (off > buf.length) {
-          problem = RCODE.FORMERR;
-          break;
-        }
       }
     }
   }
@@ -110,6 +117,16 @@ export function decodeQuery(buf: Buffer, client: string, proto: Proto, arrived: 
     buf, id: buf.readUInt16BE(0), opcode, rd: (buf[2]! & FLAG_RD) !== 0, cd: (buf[3]! & FLAG_CD) !== 0,
     qname, qtype, qclass, qend, problem, edns, udpSize, dnssecOk, client, optRdata, identityOptions, mac: undefined, proto, arrived,
   };
+}
+
+/** Whether the EDNS options from `off` fill exactly `len` bytes (RFC 6891 §6.1.2). */
+function optionsFit(buf: Buffer, off: number, len: number): boolean {
+  const end = off + len;
+  while (off < end) {
+    if (off + 4 > end) return false;
+    off += 4 + buf.readUInt16BE(off + 2);
+  }
+  return off === end;
 }
 
 /** RFC 7871 EDNS Client Subnet. */

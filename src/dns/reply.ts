@@ -76,6 +76,19 @@ export function errorReply(q: Query, rcode: number, ede?: Ede): Buffer {
 }
 
 /**
+ * A FORMERR or NOTIMP reply: the header carries QR, the opcode and the rcode
+ * and nothing else. RA, AD, CD and Z mean something only in a reply to a
+ * QUERY we understood (RFC 1035 §4.1.1, RFC 6895 §2), and for another opcode
+ * the RD position may not even be RD. The question is echoed when it was read.
+ */
+export function bareErrorReply(q: Query, rcode: number): Buffer {
+  const out = buildReply(q, rcode, undefined, q.problem === 0 ? replyOpt(q, rcode) : undefined);
+  out[2] = FLAG_QR | (q.opcode << 3);
+  out[3] = rcode & 0x0f;
+  return out;
+}
+
+/**
  * A reply that did not fit the client's UDP limit: header + question + TC=1
  * and no records (RFC 2181 §9, RFC 1035 §4.2.1), so the client retries over
  * TCP. The upstream's rcode is kept. Never slice a message: a cut-off record

@@ -1,10 +1,41 @@
 // GET /metrics, /healthz, /readyz (and the report API and admin page); anything else is 404.
+//
+// HTTP shares the thread that answers DNS, so its work is bounded in front
+// of every route (issue 8: 400 keep-alive clients looping on /metrics pushed
+// DNS p50 to 2.3 s, and a flood of 5 MB reports lost all DNS for 10 s):
+// - connections: at most MAX_CONNECTIONS; more are closed at accept;
+// - requests: at most MAX_REQUESTS_PER_CLIENT a second from one address and
+//   MAX_REQUESTS_PER_SECOND from all, MAX_IN_FLIGHT at once; a request over
+//   budget gets its 503 only after REFUSE_AFTER_MS, so a client looping on
+//   a connection asks once a second instead of thousands of times;
+// - idle and slow clients: short keep-alive, header and request timeouts;
+// - /metrics renders at most once per metricsMaxAgeMs, whoever asks;
+// - JSON routes may answer with text they rendered once (the report's pages).
 import http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';
+
+/** Prometheus and a few admins need a handful; a flood gets no more than this. */
+export const MAX_CONNECTIONS = 64;
+/** Requests being answered at once (a body still being written counts). */
+export const MAX_IN_FLIGHT = 32;
+/** Requests per second across all clients: Prometheus scrapes every few seconds. */
+export const MAX_REQUESTS_PER_SECOND = 100;
+/** Requests per second from one client address (a burst of this many is fine: `sinkhole report`, the admin page). */
+export const MAX_REQUESTS_PER_CLIENT = 20;
+/** How long a request over budget waits for its 503. */
+export const REFUSE_AFTER_MS = 1000;
+/** Client addresses with a budget of their own; past this the table starts afresh (bounded memory). */
+const MAX_TRACKED_CLIENTS = 4096;
+/** Connections the kernel holds for us to accept (Node's default is 511). */
+const ACCEPT_BACKLOG = 32;
+const KEEP_ALIVE_MS = 5000;
+const HEADERS_TIMEOUT_MS = 5000;
+const REQUEST_TIMEOUT_MS = 10_000;
 
 export interface HttpRoutes {
   registry: Registry;
@@ -12,14 +43,19 @@ export interface HttpRoutes {
   ready: () => boolean;
   /** A degraded state to report on /readyz (still 200: DNS is served), e.g. the policy came from the last good snapshot. */
   degraded?: () => string | undefined;
-  /** Extra JSON endpoints, e.g. /api/blocked-clients. */
-  json?: Record<string, () => unknown>;
+  /**
+   * Extra JSON endpoints, e.g. /api/blocked-clients; they get the query string. A string is
+   * sent as the JSON text it is (rendered once, served often); anything else is serialised.
+   */
+  json?: Record<string, (params: URLSearchParams) => unknown>;
   /** Runs before /metrics renders (gathers the counts of the other query threads). */
   beforeMetrics?: () => Promise<void>;
   /** Server-rendered pages, e.g. / (the admin page). */
   html?: Record<string, () => string | Promise<string>>;
   /** listen.httpToken: when set, every path but /healthz and /metrics asks for `Authorization: Bearer <token>`. */
   token?: () => string | undefined;
+  /** How long a rendered /metrics text is served again (default 1 s; 0 renders every time). */
+  metricsMaxAgeMs?: number;
 }
 
 /** Paths a probe or Prometheus reads without the token: they say nothing about members' devices. */
@@ -32,18 +68,73 @@ function tokenMatches(header: string | undefined, token: string): boolean {
   return given.length === want.length && timingSafeEqual(given, want);
 }
 
+/** A token bucket: `rate` tokens a second, holding at most `rate`. */
+class RateLimit {
+  private tokens: number;
+  private last = performance.now();
+
+  constructor(private readonly rate: number) {
+    this.tokens = rate;
+  }
+
+  take(): boolean {
+    const now = performance.now();
+    this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) * this.rate) / 1000);
+    this.last = now;
+    if (this.tokens < 1) return false;
+    this.tokens--;
+    return true;
+  }
+}
+
 export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Logger): Promise<{ address: AddressInfo; close(): Promise<void> }> {
+  const maxAge = routes.metricsMaxAgeMs ?? 1000;
+  let rendered: { at: number; body: Promise<string> } | undefined;
+  /** One render serves every scrape within maxAge: a flood of scrapes costs one render per interval. */
+  const metrics = (): Promise<string> => {
+    const now = performance.now();
+    if (!rendered || now - rendered.at >= maxAge) {
+      const body = (routes.beforeMetrics?.() ?? Promise.resolve()).then(() => routes.registry.metrics());
+      rendered = { at: now, body };
+      body.catch(() => {
+        if (rendered?.body === body) rendered = undefined;
+      });
+    }
+    return rendered.body;
+  };
+  const everyone = new RateLimit(MAX_REQUESTS_PER_SECOND);
+  const perClient = new Map<string, RateLimit>();
+  const withinBudget = (address: string): boolean => {
+    let mine = perClient.get(address);
+    if (!mine) {
+      if (perClient.size >= MAX_TRACKED_CLIENTS) perClient.clear();
+      perClient.set(address, (mine = new RateLimit(MAX_REQUESTS_PER_CLIENT)));
+    }
+    return mine.take() && everyone.take();
+  };
+  let inFlight = 0;
+
   const server = http.createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0]!;
-    const reply = (status: number, type: string, body: string): void => {
-      res.writeHead(status, { 'Content-Type': type, 'Cache-Control': 'no-store' });
-      res.end(body);
+    const reply = (status: number, type: string, body: string, headers: Record<string, string> = {}): void => {
+      if (res.destroyed) return;
+      res.writeHead(status, { 'Content-Type': type, 'Cache-Control': 'no-store', ...headers });
+      res.end(req.method === 'HEAD' ? undefined : body);
     };
+    // The bounds come before any route. What is over them waits, then gets a few bytes: one
+    // timer, no work, and a client that loops on its connection is slowed to one request a second.
+    if (inFlight >= MAX_IN_FLIGHT || !withinBudget(req.socket.remoteAddress ?? '')) {
+      const timer = setTimeout(() => reply(503, 'text/plain', 'busy; try again shortly\n', { 'Retry-After': '1' }), REFUSE_AFTER_MS);
+      res.once('close', () => clearTimeout(timer));
+      return;
+    }
+    inFlight++;
+    res.once('close', () => inFlight--);
+    const url = new URL(req.url ?? '/', 'http://sinkhole');
+    const path = url.pathname;
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'text/plain', 'method not allowed\n');
     const token = routes.token?.();
     if (token !== undefined && !OPEN_PATHS.has(path) && !tokenMatches(req.headers.authorization, token)) {
-      res.writeHead(401, { 'Content-Type': 'text/plain', 'WWW-Authenticate': 'Bearer realm="sinkhole"', 'Cache-Control': 'no-store' });
-      return res.end('a bearer token is required (listen.httpToken)\n');
+      return reply(401, 'text/plain', 'a bearer token is required (listen.httpToken)\n', { 'WWW-Authenticate': 'Bearer realm="sinkhole"' });
     }
     if (path === '/healthz') return reply(200, 'text/plain', 'ok\n');
     if (path === '/readyz') {
@@ -52,8 +143,7 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
       return reply(200, 'text/plain', degraded ? `ready, degraded: ${degraded}\n` : 'ready\n');
     }
     if (path === '/metrics') {
-      (routes.beforeMetrics?.() ?? Promise.resolve())
-        .then(() => routes.registry.metrics())
+      metrics()
         .then((text) => reply(200, routes.registry.contentType, text))
         .catch((e: unknown) => {
           log.error('SH_METRICS', 'metrics scrape failed', { error: String(e) });
@@ -65,9 +155,11 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
     if (json) {
       // A route may answer later (the PostgreSQL report); a failure is a 500, never an unhandled rejection.
       Promise.resolve()
-        .then(json)
-        .then((body) => reply(200, 'application/json', JSON.stringify(body, null, 2) + '\n'))
+        .then(() => json(url.searchParams))
+        .then((body) => reply(200, 'application/json', typeof body === 'string' ? body : JSON.stringify(body, null, 2) + '\n'))
         .catch((e: unknown) => {
+          // A bad query parameter says what it expected (RangeError); anything else is ours.
+          if (e instanceof RangeError) return reply(400, 'text/plain', `${e.message}\n`);
           log.error('SH_INTERNAL', 'HTTP route failed', { path, error: String(e) });
           reply(500, 'text/plain', 'failed\n');
         });
@@ -86,9 +178,15 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
     }
     reply(404, 'text/plain', 'not found\n');
   });
+  server.maxConnections = MAX_CONNECTIONS;
+  server.keepAliveTimeout = KEEP_ALIVE_MS;
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(endpoint.port, endpoint.host, () => {
+    // A short accept queue: connections past it wait in the client's SYN retry, at no cost to us, instead
+    // of being accepted in one long burst (hundreds at once) only to be closed for being over the cap.
+    server.listen({ port: endpoint.port, host: endpoint.host, backlog: ACCEPT_BACKLOG }, () => {
       server.off('error', reject);
       resolve();
     });

@@ -4,12 +4,13 @@
 // bounded: fixed sets, or names from the config (lists, exception ids,
 // upstreams) — never a client address or a query name.
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { RCODE_NAME } from '../dns/constants.js';
+import { RCODE, RCODE_NAME } from '../dns/constants.js';
 import { stateOf, type ExceptionState } from '../policy/exceptions.js';
 import type { Generation } from '../policy/generation.js';
 import { policyHash } from '../policy/fingerprint.js';
-import { RESULTS } from '../pipeline/types.js';
-import { LATENCY_BUCKETS, PROTOS, QTYPE_SLOTS, type Histogram, type Stats, type UpstreamStats } from './stats.js';
+import type { LogHealth } from '../querylog/lineWriter.js';
+import { RESULTS, type Result } from '../pipeline/types.js';
+import { LATENCY_BUCKETS, PROTOS, QTYPE_SLOTS, RCODE_SLOTS, type Histogram, type Stats, type UpstreamStats } from './stats.js';
 
 type Labels = Record<string, string>;
 interface Sample {
@@ -55,12 +56,36 @@ function histogramSamples(name: string, labels: Labels, h: Histogram): Sample[] 
   return out;
 }
 
+/**
+ * The rcodes each result can carry: fixed for the replies sinkhole writes
+ * itself, the sinkhole mode's for blocked, and the two common upstream ones
+ * for relayed answers (a rarer upstream rcode appears once it happened).
+ */
+function expectedResponses(g: Generation): Record<Result, number[]> {
+  const { blocking, cache, clients } = g.config;
+  const mode = blocking.response.kind;
+  const blocked = mode === 'nxdomain' ? RCODE.NXDOMAIN : mode === 'refused' ? RCODE.REFUSED : RCODE.NOERROR;
+  const relayed = [RCODE.NOERROR, RCODE.NXDOMAIN];
+  const limit = clients.rateLimit;
+  return {
+    blocked: [blocked], excepted: relayed, cached: relayed, forwarded: relayed, local: [RCODE.NOERROR],
+    refused: [RCODE.REFUSED], formerr: [RCODE.FORMERR], notimp: [RCODE.NOTIMP], badvers: [RCODE.BADVERS], servfail: [RCODE.SERVFAIL],
+    stale: cache.serveStale.enabled ? relayed : [],
+    // clients.rateLimit: truncate answers UDP with an empty NOERROR + TC, and TCP (and refuse) with REFUSED; a dry run answers normally.
+    ratelimited: !limit || limit.dryRun ? [] : limit.action === 'truncate' ? [RCODE.NOERROR, RCODE.REFUSED] : [RCODE.REFUSED],
+  };
+}
+
 export interface MetricSources {
   /** Every query thread's counts, summed (app.ts); the main thread's alone with workers: 1. */
   stats: () => Stats;
   generation: () => Generation;
   cacheEntries: () => number;
   tcpConnections: () => number;
+  /** Issue 8: TCP slots given to newcomers, connections refused, and the logs' lost lines and failures. */
+  tcpEvictions: () => number;
+  tcpRefused: () => number;
+  logs: () => { name: LogHealth['name']; dropped: number; failing: boolean }[];
   sourcePorts: () => number;
   /** Each query thread: its index, queries received, and event-loop delay p50/p99/max (seconds). */
   threads: () => readonly ThreadSample[];
@@ -91,14 +116,17 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_queries_total', 'DNS queries received, by transport and query type.', 'counter', () =>
     PROTOS.flatMap((proto) => QTYPE_SLOTS.map((qtype, slot) => ({ labels: { proto, qtype }, value: src.stats().queryCount(proto, slot) }))),
   );
-  add('sinkhole_responses_total', 'Replies sent, by how the answer was reached and its rcode.', 'counter', () =>
-    // Only the (result, rcode) pairs that occurred, plus NOERROR for every result so dashboards have a series.
-    RESULTS.flatMap((result) =>
-      Array.from({ length: 16 }, (_, rcode) => ({ result, rcode, value: src.stats().responseCount(result, rcode) }))
-        .filter((x) => x.value > 0 || x.rcode === 0)
+  add('sinkhole_responses_total', 'Replies sent, by how the answer was reached and its rcode.', 'counter', () => {
+    // The pairs that can happen are exported from the start (at 0, so rate() works from the first
+    // query); any other pair only once it occurred. Never an impossible one such as servfail/NOERROR.
+    const expected = expectedResponses(src.generation());
+    const stats = src.stats();
+    return RESULTS.flatMap((result) =>
+      Array.from({ length: RCODE_SLOTS }, (_, rcode) => ({ result, rcode, value: stats.responseCount(result, rcode) }))
+        .filter((x) => x.value > 0 || expected[result].includes(x.rcode))
         .map((x) => ({ labels: { result, rcode: RCODE_NAME[x.rcode] ?? `RCODE${x.rcode}` }, value: x.value })),
-    ),
-  );
+    );
+  });
   add('sinkhole_blocked_total', 'Queries answered with the sinkhole, by the list that matched.', 'counter', () => {
     const lists = new Set([...src.generation().config.blocking.enforce, ...src.stats().blockedByList.keys()]);
     return [...lists].map((list) => ({ labels: { list }, value: src.stats().blockedByList.get(list) ?? 0 }));
@@ -179,6 +207,19 @@ export function createRegistry(src: MetricSources): Registry {
     { labels: { where: 'spool' }, value: src.reportStore?.()?.dropped ?? 0 },
   ]);
   add('sinkhole_tcp_connections', 'Open client TCP connections.', 'gauge', () => [{ labels: {}, value: src.tcpConnections() }]);
+  // Hostile clients and failing disks (issue 8).
+  add('sinkhole_tcp_evictions_total', 'Idle client TCP (and DoT) connections closed to make room for another client.', 'counter', () => [
+    { labels: {}, value: src.tcpEvictions() },
+  ]);
+  add('sinkhole_tcp_refused_total', 'Client TCP (and DoT) connections refused: the connection caps were reached and no idle connection could give way.', 'counter', () => [
+    { labels: {}, value: src.tcpRefused() },
+  ]);
+  add('sinkhole_log_dropped_lines_total', 'Log lines lost: the target failed (full disk, deleted folder) or fell too far behind.', 'counter', () =>
+    src.logs().map((h) => ({ labels: { log: h.name }, value: h.dropped })),
+  );
+  add('sinkhole_log_failing', '1 while a log target cannot be written (retried with backoff), else 0.', 'gauge', () =>
+    src.logs().map((h) => ({ labels: { log: h.name }, value: h.failing ? 1 : 0 })),
+  );
   add('sinkhole_upstream_source_ports', 'UDP sockets open in the upstream source-port pool (upstreams.sourcePorts).', 'gauge', () => [
     { labels: {}, value: src.sourcePorts() },
   ]);

@@ -54,8 +54,8 @@ export const PROTOS = ['udp', 'tcp', 'dot', 'doh'] as const;
 /** First slot of each transport's row in Stats.queries: a property read, not an indexOf, per query. */
 const PROTO_BASE: Readonly<Record<Proto, number>> = { udp: 0, tcp: QTYPE_SLOTS.length, dot: 2 * QTYPE_SLOTS.length, doh: 3 * QTYPE_SLOTS.length };
 const RESULT_SLOT = new Map<Result, number>(RESULTS.map((r, i) => [r, i]));
-/** Header rcodes are 4 bits. */
-const RCODES = 16;
+/** Header rcodes are 4 bits (0-15); slot 16 is BADVERS, the one extended rcode sinkhole sends (RFC 6891 §6.1.3). */
+export const RCODE_SLOTS = 17;
 
 export type UpstreamOutcome = 'ok' | 'timeout' | 'error' | 'truncated';
 
@@ -92,7 +92,7 @@ export class Stats {
   /** [proto][qtype slot] → count: a typed array, so counting a query hashes nothing. */
   readonly queries = new Float64Array(PROTOS.length * QTYPE_SLOTS.length);
   /** [result][rcode] → count */
-  readonly responses = new Float64Array(RESULTS.length * RCODES);
+  readonly responses = new Float64Array(RESULTS.length * RCODE_SLOTS);
   readonly blockedByList = new Map<string, number>();
   readonly exceptionQueries = new Map<string, number>();
   readonly latency = new Map<Result, Histogram>();
@@ -132,7 +132,7 @@ export class Stats {
   }
 
   countResponse(result: Result, rcode: number): void {
-    this.responses[RESULT_SLOT.get(result)! * RCODES + (rcode & 15)]!++;
+    this.responses[RESULT_SLOT.get(result)! * RCODE_SLOTS + (rcode === 16 ? 16 : rcode & 15)]!++;
   }
 
   queryCount(proto: (typeof PROTOS)[number], slot: number): number {
@@ -140,7 +140,7 @@ export class Stats {
   }
 
   responseCount(result: Result, rcode: number): number {
-    return this.responses[RESULT_SLOT.get(result)! * RCODES + rcode]!;
+    return this.responses[RESULT_SLOT.get(result)! * RCODE_SLOTS + rcode]!;
   }
 
   upstream(label: string): UpstreamStats {

@@ -6,15 +6,22 @@ import type { ScannedReply } from '../dns/message.js';
 import type { Query } from '../dns/query.js';
 
 /** Metrics-safe reason for a reply: a fixed set, used as the `result` label. */
-export type Result = 'blocked' | 'excepted' | 'cached' | 'forwarded' | 'refused' | 'formerr' | 'notimp' | 'servfail' | 'stale' | 'ratelimited' | 'local';
+export type Result =
+  | 'blocked' | 'excepted' | 'cached' | 'forwarded' | 'refused' | 'formerr' | 'notimp' | 'servfail' | 'stale' | 'ratelimited' | 'local'
+  | 'badvers';
 
-/** `local`: answered by sinkhole itself (stages/localAnswers.ts), never forwarded or cached. */
-export const RESULTS: readonly Result[] = ['blocked', 'excepted', 'cached', 'forwarded', 'refused', 'formerr', 'notimp', 'servfail', 'stale', 'ratelimited', 'local'];
+/**
+ * `local`: answered by sinkhole itself (stages/localAnswers.ts), never forwarded or cached.
+ * `badvers`: an EDNS version other than 0 (RFC 6891 §6.1.3), whose rcode is 16.
+ */
+export const RESULTS: readonly Result[] = ['blocked', 'excepted', 'cached', 'forwarded', 'refused', 'formerr', 'notimp', 'servfail', 'stale', 'ratelimited', 'local', 'badvers'];
 
 export interface Outcome {
   /** The reply, with the client's ID; the transport only truncates it when it is too big for UDP. */
   wire: Buffer;
   result: Result;
+  /** The full rcode when it does not fit the header's four bits (BADVERS = 16 lives partly in OPT, RFC 6891 §6.1.3). */
+  rcode?: number;
   /** For blocked/excepted: the list that matched. */
   list?: string;
   /** For blocked/excepted: the matched rule as written, e.g. "tiktok.com". */

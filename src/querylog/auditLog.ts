@@ -7,11 +7,13 @@ import type { Query } from '../dns/query.js';
 import type { Logger } from '../log.js';
 import type { Outcome } from '../pipeline/types.js';
 import type { Observer } from '../stages/metrics.js';
-import { LineWriter } from './lineWriter.js';
+import { LineWriter, LogHealth } from './lineWriter.js';
 import { typeName } from './queryLog.js';
 
 export class AuditLog implements Observer {
   private writer: LineWriter | undefined;
+  /** Lines lost and the failure now, if any: the audit trail failing must be loud (metrics, /readyz, the log). */
+  readonly health = new LogHealth('audit');
 
   constructor(target: string | undefined, private readonly log: Logger) {
     this.configure(target);
@@ -21,7 +23,7 @@ export class AuditLog implements Observer {
   configure(target = '-'): void {
     if (this.writer?.target === target) return;
     void this.writer?.close();
-    this.writer = new LineWriter(target, this.log);
+    this.writer = new LineWriter(target, this.health, this.log);
   }
 
   observe(q: Query, o: Outcome): void {

@@ -9,7 +9,7 @@ import { QTYPE_LABELS } from '../metrics/stats.js';
 import type { Outcome } from '../pipeline/types.js';
 import type { Observer } from '../stages/metrics.js';
 import { anonymize } from './anonymize.js';
-import { LineWriter } from './lineWriter.js';
+import { LineWriter, LogHealth } from './lineWriter.js';
 import { isoTime, jsonString, optionalField } from './jsonLine.js';
 
 export function typeName(qtype: number): string {
@@ -19,6 +19,8 @@ export function typeName(qtype: number): string {
 export class QueryLog implements Observer {
   private settings!: Config['log'];
   private writer: LineWriter | undefined;
+  /** Lines lost and the failure now, if any (a metric; the writer retries by itself). */
+  readonly health = new LogHealth('queries');
 
   constructor(settings: Config['log'], private readonly log: Logger) {
     this.configure(settings);
@@ -28,7 +30,7 @@ export class QueryLog implements Observer {
     const target = settings.file ?? '-';
     if (settings.queries === 'none' || this.writer?.target !== target) {
       void this.writer?.close();
-      this.writer = settings.queries === 'none' ? undefined : new LineWriter(target, this.log);
+      this.writer = settings.queries === 'none' ? undefined : new LineWriter(target, this.health, this.log);
     }
     this.settings = settings;
   }
@@ -37,7 +39,8 @@ export class QueryLog implements Observer {
     if (!this.writer || (this.settings.queries === 'blocked' && o.result !== 'blocked')) return;
     const who = o.relayed?.client ?? q.client;
     const client = this.settings.anonymizeClients ? anonymize(who) : who;
-    const rcode = o.wire[3]! & 0x0f;
+    // BADVERS (16) does not fit the header's four bits: the outcome carries it.
+    const rcode = o.rcode ?? o.wire[3]! & 0x0f;
     // {"time","client","proto","name","type","result","rcode","list"?,"rule"?,"via"?}: the order JSON.stringify gave.
     this.writer.writeLine(
       `{"time":"${isoTime(Date.now())}","client":"${client}","proto":"${q.proto}","name":${jsonString(q.qname)},"type":"${typeName(q.qtype)}",` +

@@ -37,6 +37,13 @@ export class BlocklistStage implements Stage {
     return isPromise(r) ? r.then((o) => this.after(g, q, o, d)) : this.after(g, q, r, d);
   }
 
+  /** The sinkhole answer when the query's own name is blocked for this client (local answers ask it: ANY). */
+  blockedOutcome(q: Query): Outcome | undefined {
+    const g = this.policy.current;
+    const d = this.verdict(g, q, q.qname);
+    return d?.decision === 'blocked' ? this.sinkhole(g, q, d) : undefined;
+  }
+
   /** undefined when no enforced list matches (the common case: one hash probe per label). */
   private verdict(g: Generation, q: Query, name: string): Decision | undefined {
     const first = g.matcher.find(name, g.enforced);

@@ -2,18 +2,21 @@
 // back. Raw bytes go up and come back; the reply is only scanned, never
 // re-encoded (DESIGN.md "Forward raw bytes").
 import { RCODE } from '../dns/constants.js';
-import { scanReply } from '../dns/message.js';
 import { errorReply } from '../dns/reply.js';
 import type { Query } from '../dns/query.js';
 import type { Outcome } from '../pipeline/types.js';
 import type { Forwarder } from '../upstream/forwarder.js';
+import type { CacheLimits } from '../cache/replyCache.js';
+import { clampTtls } from '../cache/ttlLimits.js';
 
-export function forwardHandler(forwarder: () => Forwarder): (q: Query) => Promise<Outcome> {
+export function forwardHandler(forwarder: () => Forwarder, limits: () => CacheLimits): (q: Query) => Promise<Outcome> {
   return async (q) => {
+    // The forwarder has checked the whole reply (scanReply) before accepting it.
     const reply = await forwarder().forward(q);
-    const scan = reply && scanReply(reply);
     // Every upstream failed, timed out, or sent something unreadable: SERVFAIL (RFC 1035 §4.1.1).
-    if (!reply || !scan) return { wire: errorReply(q, RCODE.SERVFAIL), result: 'servfail' };
-    return { wire: reply, result: 'forwarded', targets: scan.targets, scan };
+    if (!reply) return { wire: errorReply(q, RCODE.SERVFAIL), result: 'servfail' };
+    // TTLs are capped on the way out, fresh as well as cached.
+    clampTtls(reply.wire, reply.scan, limits());
+    return { wire: reply.wire, result: 'forwarded', targets: reply.scan.targets, scan: reply.scan };
   };
 }

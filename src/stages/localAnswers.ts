@@ -4,6 +4,8 @@
 // a few names or types and says no to everything else with a comparison or
 // two, so the stage costs next to nothing on the hot path.
 //   - DDR, `_dns.resolver.arpa` (RFC 9462): stages/ddr.ts
+//   - CHAOS class (version.bind, hostname.bind, id.server): stages/chaos.ts
+//   - ANY (RFC 8482, HINFO "RFC8482"): stages/anyAnswer.ts; a blocked name still gets the sinkhole
 import type { Query } from '../dns/query.js';
 import type { Handler, Outcome, Stage } from '../pipeline/types.js';
 

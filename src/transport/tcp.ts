@@ -2,6 +2,13 @@
 // answered as each completes (§6.2.1.1, out of order), an idle timeout
 // (§6.2.3), a cap on connections (§6.2.2) and on queries in flight per
 // connection. A malformed message gets FORMERR and the connection lives on.
+//
+// Hostile clients are bounded too (issue 8): each client may hold
+// tcpMaxConnectionsPerClient slots, and a full table gives an idle slot of
+// the biggest holder to a newcomer (transport/tcpSlots.ts); a connection
+// lives at most tcpConnectionLifetime; and a pipelined burst is taken a few
+// frames per connection per event-loop turn, so 200 connections × 500 frames
+// cannot hold the loop while UDP clients wait.
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { FrameReader, frame } from '../dns/framing.js';
@@ -10,11 +17,21 @@ import { normalizeAddress } from '../policy/cidr.js';
 import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';
+import { SlotTable, type Holder } from './tcpSlots.js';
 
 /** Queries one connection may have in flight before we stop reading from it (back-pressure). */
-const MAX_INFLIGHT_PER_CONNECTION = 100;
+const MAX_INFLIGHT_PER_CONNECTION = 32;
+/**
+ * Frames one connection may have handled in one event-loop turn; the rest
+ * wait for the next turn, after every other socket had its go. Small, so
+ * that even a few hundred busy connections leave the loop within
+ * milliseconds; a pipelining client loses nothing but a turn per 8 queries.
+ */
+const MAX_FRAMES_PER_TURN = 8;
 /** Answers a connection may leave unread before it is dropped. */
 const MAX_UNREAD_BYTES = 1 << 20;
+/** A connection asked to close gracefully (lifetime, shutdown) that still has not, after this, is destroyed. */
+const CLOSE_GRACE_MS = 1000;
 
 /**
  * How the listening server is made: plain TCP by default; DoT (transport/dot.ts)
@@ -26,21 +43,29 @@ export interface StreamServerOptions {
   proto?: Proto;
 }
 
+export interface TcpLimits {
+  idleTimeoutMs: number;
+  maxConnections: number;
+  maxConnectionsPerClient: number;
+  /** A connection is closed (after answering what it asked) this long after it opened. */
+  lifetimeMs: number;
+}
+
 export class TcpListener {
   private server: net.Server | undefined;
-  /** Open connections → queries in flight on each; `closing` once shutdown began. */
-  private readonly sockets = new Map<net.Socket, { pending: number; closing: boolean }>();
+  private readonly slots: SlotTable<Connection>;
 
   constructor(
     private readonly endpoint: Endpoint,
     private readonly handler: Handler,
-    private readonly idleTimeoutMs: number,
-    private readonly maxConnections: number,
+    private readonly limits: TcpLimits,
     private readonly log: Logger,
     /** Whether an address is inside clients.allowFrom (current policy). */
     private readonly allowed: (client: string) => boolean = () => true,
     private readonly stream: StreamServerOptions = {},
-  ) {}
+  ) {
+    this.slots = new SlotTable(limits.maxConnections, limits.maxConnectionsPerClient);
+  }
 
   /** `reusePort`: several query threads listen on the same address and the kernel spreads connections (SO_REUSEPORT). */
   async start(port = this.endpoint.port, reusePort = false): Promise<net.AddressInfo> {
@@ -59,95 +84,175 @@ export class TcpListener {
   }
 
   get connections(): number {
-    return this.sockets.size;
+    return this.slots.size;
   }
 
+  /** Idle connections closed to make room for another (metrics). */
+  get evictions(): number {
+    return this.slots.evictions;
+  }
+
+  /** Connections refused: the caps were reached and nothing idle could give way (metrics). */
+  refused = 0;
+
   private onConnection(sock: net.Socket): void {
-    if (this.sockets.size >= this.maxConnections) {
-      sock.destroy(); // over the cap: refuse rather than let one client exhaust descriptors
+    const client = normalizeAddress(sock.remoteAddress ?? '');
+    if (!this.server || !this.slots.admit(client)) {
+      this.refused++;
+      sock.destroy(); // over the caps with nothing idle to give up: refuse rather than exhaust descriptors
       return;
     }
-    const state = { pending: 0, closing: false };
-    this.sockets.set(sock, state);
-    const client = normalizeAddress(sock.remoteAddress ?? '');
-    // A client outside allowFrom still gets its REFUSED answer, but cannot hold a slot: one reply, then close.
-    const untrusted = !this.allowed(client);
-    let reading = true;
-    sock.setNoDelay(true);
-    const drop = (): void => {
-      sock.end();
-      setTimeout(() => sock.destroy(), 1000).unref(); // a peer that never closes its side loses the slot anyway
-    };
-    sock.setTimeout(untrusted ? Math.min(1000, this.idleTimeoutMs) : this.idleTimeoutMs, () => {
-      if (state.pending === 0) drop(); // idle (RFC 7766 §6.2.3)
-    });
-    const write = (o: Outcome): void => {
-      if (sock.destroyed || !sock.writable) return;
-      sock.write(frame(o.wire));
-      // A client that pipelines queries but does not read its answers would grow this buffer without end.
-      if (sock.writableLength > MAX_UNREAD_BYTES) sock.destroy();
-      else if (untrusted) drop();
-    };
-    const settle = (): void => {
-      state.pending--;
-      if (state.closing && state.pending === 0) sock.end();
-      if (!reading && state.pending < MAX_INFLIGHT_PER_CONNECTION / 2) {
-        reading = true;
-        sock.resume();
-        reader.resume();
-      }
-    };
-    const reader = new FrameReader((msg) => {
-      try {
-        // Copy: the frame is a view into a chunk the reader may release.
-        const q = decodeQuery(Buffer.from(msg), client, this.stream.proto ?? 'tcp', performance.now());
-        if (!q) return true; // shorter than a header, or a response: nothing to answer
-        const r = this.handler(q);
-        if (!isPromise(r)) {
-          write(r);
-          return true;
-        }
-        state.pending++;
-        r.then(write).finally(settle);
-        if (state.pending >= MAX_INFLIGHT_PER_CONNECTION) {
-          // Back-pressure: stop reading, and stop framing what was already read, until answers go out.
-          reading = false;
-          sock.pause();
-          return false;
-        }
-      } catch (e) {
-        this.log.error('SH_INTERNAL', 'TCP query dropped', { error: String(e) });
-      }
-      return true;
-    });
-    // A frame must complete within the idle timeout of its first byte: dripping one byte at a time
-    // keeps the idle timer alive but must not hold a slot forever (slowloris).
-    let partial: NodeJS.Timeout | undefined;
-    let framesSeen = 0;
-    sock.on('data', (chunk: Buffer) => {
-      reader.push(chunk);
-      if (reader.frames !== framesSeen || reader.buffered === 0) {
-        framesSeen = reader.frames;
-        clearTimeout(partial);
-        partial = undefined;
-      }
-      if (reader.buffered > 0 && !partial) partial = setTimeout(drop, this.idleTimeoutMs);
-    });
-    sock.on('error', () => sock.destroy());
-    sock.on('close', () => {
-      clearTimeout(partial);
-      this.sockets.delete(sock);
-    });
+    const conn = new Connection(sock, client, this.stream.proto ?? 'tcp', this.handler, this.limits, this.log, !this.allowed(client), () => this.slots.remove(conn));
+    this.slots.add(conn);
   }
 
   /** Stops accepting connections; open ones are closed once their in-flight queries are answered. */
   async close(): Promise<void> {
     const server = this.server;
     this.server = undefined;
-    for (const [s, st] of this.sockets) {
-      st.closing = true;
-      if (st.pending === 0) s.end();
-    }
+    for (const c of this.slots.all()) c.retire();
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+/** One client connection: framing, back-pressure, its timers and how it ends. */
+class Connection implements Holder {
+  lastActive = performance.now();
+  private pending = 0;
+  private framesThisTurn = 0;
+  /** Reading stops while either is set: too many answers owed, or this turn's share used up. */
+  private blockedByInflight = false;
+  private blockedByTurn = false;
+  private retiring = false;
+  private readonly reader: FrameReader;
+  private partial: NodeJS.Timeout | undefined;
+  private framesSeen = 0;
+  private readonly lifetime: NodeJS.Timeout;
+
+  constructor(
+    private readonly sock: net.Socket,
+    readonly client: string,
+    private readonly proto: Proto,
+    private readonly handler: Handler,
+    private readonly limits: TcpLimits,
+    private readonly log: Logger,
+    /** Outside allowFrom: it gets its REFUSED answer, but cannot hold a slot (one reply, then close). */
+    private readonly untrusted: boolean,
+    release: () => void,
+  ) {
+    sock.setNoDelay(true);
+    const idle = untrusted ? Math.min(1000, limits.idleTimeoutMs) : limits.idleTimeoutMs;
+    sock.setTimeout(idle, () => {
+      if (this.pending === 0) this.retire(); // idle (RFC 7766 §6.2.3)
+    });
+    this.lifetime = setTimeout(() => this.retire(), limits.lifetimeMs).unref();
+    this.reader = new FrameReader((msg) => this.onFrame(msg));
+    sock.on('data', (chunk: Buffer) => this.onData(chunk));
+    sock.on('error', () => sock.destroy());
+    sock.on('close', () => {
+      clearTimeout(this.partial);
+      clearTimeout(this.lifetime);
+      release();
+    });
+  }
+
+  get idle(): boolean {
+    return this.pending === 0;
+  }
+
+  evict(): void {
+    this.sock.destroy();
+  }
+
+  /** Takes no more queries, answers those in flight, then closes; a peer that never closes its side loses the slot anyway. */
+  retire(): void {
+    if (this.retiring) return;
+    this.retiring = true;
+    this.sock.pause();
+    if (this.pending === 0) this.sock.end();
+    setTimeout(() => this.sock.destroy(), this.pending === 0 ? CLOSE_GRACE_MS : this.limits.idleTimeoutMs).unref();
+  }
+
+  private onData(chunk: Buffer): void {
+    // The answers written while these frames are taken (blocked, cached) leave in one write.
+    this.sock.cork();
+    this.reader.push(chunk);
+    this.sock.uncork();
+    // A frame must complete within the idle timeout of its first byte: dripping one byte at a time
+    // keeps the idle timer alive but must not hold a slot forever (slowloris, lying length prefixes).
+    if (this.reader.frames !== this.framesSeen || this.reader.buffered === 0) {
+      this.framesSeen = this.reader.frames;
+      clearTimeout(this.partial);
+      this.partial = undefined;
+    }
+    if (this.reader.buffered > 0 && !this.partial) this.partial = setTimeout(() => this.retire(), this.limits.idleTimeoutMs);
+  }
+
+  /** Returns false to stop framing (the rest stays buffered until resume()). */
+  private onFrame(msg: Buffer): boolean {
+    if (this.retiring) return false;
+    this.lastActive = performance.now();
+    try {
+      // Copy: the frame is a view into a chunk the reader may release.
+      const q = decodeQuery(Buffer.from(msg), this.client, this.proto, this.lastActive);
+      const r = q && this.handler(q);
+      if (!r) {
+        // Shorter than a header, or a response: nothing to answer (the per-turn bound below still counts it).
+      } else if (!isPromise(r)) {
+        this.write(r);
+      } else {
+        this.pending++;
+        r.then((o) => this.write(o)).finally(() => this.settle());
+        if (this.pending >= MAX_INFLIGHT_PER_CONNECTION) {
+          // Back-pressure: stop reading, and stop framing what was already read, until answers go out.
+          this.blockedByInflight = true;
+          this.sock.pause();
+          return false;
+        }
+      }
+    } catch (e) {
+      this.log.error('SH_INTERNAL', 'TCP query dropped', { error: String(e) });
+    }
+    if (++this.framesThisTurn >= MAX_FRAMES_PER_TURN) {
+      // This connection had its share of the turn: the rest waits until every other socket had its go.
+      this.blockedByTurn = true;
+      this.sock.pause();
+      setImmediate(() => {
+        this.framesThisTurn = 0;
+        this.blockedByTurn = false;
+        this.resume();
+      });
+      return false;
+    }
+    return true;
+  }
+
+  private write(o: Outcome): void {
+    const sock = this.sock;
+    if (sock.destroyed || !sock.writable) return;
+    sock.write(frame(o.wire));
+    // A client that pipelines queries but does not read its answers would grow this buffer without end.
+    if (sock.writableLength > MAX_UNREAD_BYTES) sock.destroy();
+    else if (this.untrusted) this.retire();
+  }
+
+  private settle(): void {
+    this.pending--;
+    if (this.retiring) {
+      if (this.pending === 0) this.sock.end();
+      return;
+    }
+    if (this.blockedByInflight && this.pending < MAX_INFLIGHT_PER_CONNECTION / 2) {
+      this.blockedByInflight = false;
+      this.resume();
+    }
+  }
+
+  private resume(): void {
+    if (this.retiring || this.blockedByInflight || this.blockedByTurn || this.sock.destroyed) return;
+    this.sock.resume();
+    this.sock.cork();
+    this.reader.resume();
+    this.sock.uncork();
   }
 }

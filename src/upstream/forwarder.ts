@@ -3,6 +3,7 @@
 // TCP retry on truncation, and one overall deadline.
 import { performance } from 'node:perf_hooks';
 import { FLAG_AA, FLAG_RA, RCODE } from '../dns/constants.js';
+import { scanReply, type ScannedReply } from '../dns/message.js';
 import type { Query } from '../dns/query.js';
 import type { Stats, UpstreamStats } from '../metrics/stats.js';
 import type { UpstreamSpec } from './spec.js';
@@ -61,6 +62,12 @@ export interface ForwarderOptions {
   tls?: UpstreamTls;
 }
 
+/** A reply checked from end to end (scanReply), with what the scan found. */
+export interface Accepted {
+  wire: Buffer;
+  scan: ScannedReply;
+}
+
 export class Forwarder {
   private readonly defaults: Upstream[];
   private readonly conditional = new Map<string, Upstream[]>();
@@ -109,7 +116,7 @@ export class Forwarder {
    * The upstream's reply with the client's ID, or undefined when every upstream failed.
    * One async function for the whole exchange: a miss pays for one promise chain, not one per layer.
    */
-  async forward(q: Query): Promise<Buffer | undefined> {
+  async forward(q: Query): Promise<Accepted | undefined> {
     // A flood of random names while upstreams are slow must not exhaust sockets and descriptors
     // (dnsmasq's dns-forward-max, unbound's num-queries-per-thread do the same).
     if (this.inflight >= this.opts.maxInflight) {
@@ -120,7 +127,7 @@ export class Forwarder {
     try {
       const deadline = performance.now() + this.opts.timeoutMs;
       const all = this.candidates(q.qname);
-      let reply: Buffer | undefined;
+      let reply: Accepted | undefined;
       if (all.length === 1) {
         reply = await this.attempt(all[0]!, q, deadline);
       } else {
@@ -140,11 +147,12 @@ export class Forwarder {
         }
       }
       if (reply) {
-        reply.writeUInt16BE(q.id, 0);
+        const wire = reply.wire;
+        wire.writeUInt16BE(q.id, 0);
         // We offer recursion and are not the authority for what we relay (RFC 1035 §4.1.1):
         // set RA, clear AA, whatever the upstream said (an authoritative conditional upstream sets AA).
-        reply[2] = reply[2]! & ~FLAG_AA;
-        reply[3] = reply[3]! | FLAG_RA;
+        wire[2] = wire[2]! & ~FLAG_AA;
+        wire[3] = wire[3]! | FLAG_RA;
       }
       return reply;
     } finally {
@@ -153,7 +161,7 @@ export class Forwarder {
   }
 
   /** One upstream, UDP then TCP on truncation; undefined on failure (already counted). */
-  private async attempt(u: Upstream, q: Query, deadline: number): Promise<Buffer | undefined> {
+  private async attempt(u: Upstream, q: Query, deadline: number): Promise<Accepted | undefined> {
     const { host, port, transport } = u.spec;
     const started = performance.now();
     try {
@@ -176,10 +184,14 @@ export class Forwarder {
         // This upstream cannot answer; another may. Counted as an error, not a timeout.
         throw new UpstreamError('error', `rcode ${rcode}`);
       }
+      // The whole reply is checked before it is accepted (issue 8): one whose names or records cannot
+      // be decoded is this upstream failing (the next one is tried, also under race), never relayed.
+      const scan = scanReply(reply);
+      if (!scan) throw new UpstreamError('error', 'malformed reply');
       u.stats.outcomes.ok++;
       u.stats.latency.observe((performance.now() - started) / 1000);
       u.succeeded();
-      return reply;
+      return { wire: reply, scan };
     } catch (e) {
       u.stats.outcomes[e instanceof UpstreamError ? e.outcome : 'error']++;
       u.failed();

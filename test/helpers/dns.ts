@@ -152,3 +152,37 @@ export function rcodeOf(buf: Buffer): number {
 export function optOf(d: Decoded): { udpPayloadSize?: number; rdata?: { code?: number; ednsCode?: number; infoCode?: number; extraText?: string }[] } | undefined {
   return d.additionals.find((r: { type: number }) => r.type === 41) as never;
 }
+
+/** Offset just past the question of a well-formed message (12 + name + type + class). */
+export function questionEnd(msg: Buffer): number {
+  let off = 12;
+  while (msg[off]! !== 0) off += msg[off]! + 1;
+  return off + 5;
+}
+
+/** One resource record, class IN: `owner` is wire bytes (a name, or a pointer such as c00c). */
+export function rr(owner: Buffer, type: number, ttl: number, rdata: Buffer, klass = 1): Buffer {
+  const fixed = Buffer.alloc(10);
+  fixed.writeUInt16BE(type, 0);
+  fixed.writeUInt16BE(klass, 2);
+  fixed.writeUInt32BE(ttl, 4);
+  fixed.writeUInt16BE(rdata.length, 8);
+  return Buffer.concat([owner, fixed, rdata]);
+}
+
+/** A compression pointer to `offset` (RFC 1035 §4.1.4). */
+export function ptr(offset: number): Buffer {
+  return Buffer.from([0xc0 | (offset >> 8), offset & 0xff]);
+}
+
+/** A reply built by hand, as a lying or broken upstream would send it: the query's ID and question, then `records`. */
+export function handReply(query: Buffer, records: Buffer, counts: { an?: number; ns?: number; ar?: number }, rcode = 0): Buffer {
+  const head = Buffer.from(query.subarray(0, questionEnd(query)));
+  head[2] = 0x80 | (head[2]! & 0x79);
+  head[3] = 0x80 | rcode;
+  head.writeUInt16BE(1, 4);
+  head.writeUInt16BE(counts.an ?? 0, 6);
+  head.writeUInt16BE(counts.ns ?? 0, 8);
+  head.writeUInt16BE(counts.ar ?? 0, 10);
+  return Buffer.concat([head, records]);
+}

@@ -35,6 +35,10 @@ export interface Behaviour {
   onlyBad?: boolean;
   /** Reply from another port (a spoof from the right address but wrong port). */
   fromOtherPort?: boolean;
+  /** Hand-made reply bytes instead of dns2's (a lying or broken upstream); undefined sends nothing. */
+  raw?: (query: Buffer, proto: Seen['proto']) => Buffer | undefined;
+  /** Over TCP: reset the connection instead of answering, or send half the framed reply and close. */
+  tcpFault?: 'reset' | 'cut';
   /** Echo EDNS: an OPT in the reply when the query had one, as real servers (NSD, unbound) do. */
   echoEdns?: boolean;
 }
@@ -116,18 +120,35 @@ export class FakeUpstream {
       while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
         const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
         buf = buf.subarray(2 + msg.length);
-        void this.respond(Buffer.from(msg), 'tcp', sock.remotePort ?? 0, (out) => {
+        void this.respond(Buffer.from(msg), 'tcp', sock.remotePort ?? 0, (out, _fromOther, fault) => {
           const framed = Buffer.alloc(2 + out.length);
           framed.writeUInt16BE(out.length, 0);
           out.copy(framed, 2);
-          if (!sock.destroyed) sock.write(framed);
+          if (sock.destroyed) return;
+          if (fault === 'reset') sock.resetAndDestroy();
+          else if (fault === 'cut') sock.end(framed.subarray(0, Math.max(3, framed.length >> 1)));
+          else sock.write(framed);
         });
       }
     });
   }
 
+  /** Stops taking TCP connections: a TCP retry is then refused (ECONNREFUSED). */
+  async closeTcp(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((r) => this.tcp.close(() => r()));
+    this.tcpClosed = true;
+  }
+
+  private tcpClosed = false;
+
   /** Answers one query as scripted; also used by the DoT/DoH fakes in fakeEncrypted.ts. */
-  async respond(raw: Buffer, proto: Seen['proto'], port: number, send: (b: Buffer, fromOther?: boolean) => void): Promise<void> {
+  async respond(
+    raw: Buffer,
+    proto: Seen['proto'],
+    port: number,
+    send: (b: Buffer, fromOther?: boolean, fault?: Behaviour['tcpFault']) => void,
+  ): Promise<void> {
     const req = Packet.parse(raw);
     const q = req.questions[0];
     if (!q) return;
@@ -136,6 +157,12 @@ export class FakeUpstream {
     const b = this.scripts.get(name) ?? this.fallback;
     if (b.silent) return;
     if (b.delayMs) await new Promise((r) => setTimeout(r, b.delayMs));
+    if (b.tcpFault && proto === 'tcp') return send(Buffer.from(raw), false, b.tcpFault);
+    if (b.raw) {
+      const out = b.raw(raw, proto);
+      if (out) send(out);
+      return;
+    }
     const res = Packet.createResponseFromRequest(req);
     // Like an authoritative server (NSD): AA set, RA clear. sinkhole must set RA and clear AA.
     res.header.aa = 1;
@@ -184,7 +211,7 @@ export class FakeUpstream {
     await Promise.all([
       new Promise<void>((r) => this.udp.close(() => r())),
       new Promise<void>((r) => this.other.close(() => r())),
-      new Promise<void>((r) => this.tcp.close(() => r())),
+      this.tcpClosed ? Promise.resolve() : new Promise<void>((r) => this.tcp.close(() => r())),
     ]);
   }
 }

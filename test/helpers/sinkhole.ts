@@ -39,7 +39,7 @@ export async function startSinkhole(
   upstreamPort: number,
   config: Record<string, unknown> = {},
   files: Record<string, string> = {},
-  opts: { clock?: Clock; log?: Logger; watch?: boolean } = {},
+  opts: { clock?: Clock; log?: Logger; watch?: boolean; httpCacheMs?: number } = {},
 ): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'sinkhole-test-'));
   const write = (file: string, text: string): void => {
@@ -56,7 +56,8 @@ export async function startSinkhole(
   for (const [f, text] of Object.entries(files)) write(f, text);
   const configFile = join(dir, 'sinkhole.yaml');
   writeFileSync(configFile, stringify(merged));
-  const running = await start({ configFile, log: opts.log ?? silentLogger, clock: opts.clock, watch: opts.watch ?? false });
+  // /metrics is rendered afresh for every request unless a test asks for the production cache (1 s).
+  const running = await start({ configFile, log: opts.log ?? silentLogger, clock: opts.clock, watch: opts.watch ?? false, httpCacheMs: opts.httpCacheMs ?? 0 });
   const port = running.dns[0]!.udp.port;
   const resolver = new Resolver({ timeout: 3000, tries: 1 });
   resolver.setServers([`127.0.0.1:${port}`]);
