@@ -188,7 +188,13 @@ export class DataPlane {
       ...(measure ? [new MetricsStage(stats, observers)] : []),
       // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
       new ValidateStage(policy),
-      // 3a. Answered by sinkhole itself (DDR's _dns.resolver.arpa): never forwarded, cached or blocked.
+      // 3a. Per-client token bucket (clients.rateLimit; a no-op without it). Right after validate: it is
+      //     cheap, so a flooding client is turned away before it costs policy, cache or upstream work, and
+      //     before local answers a flood could otherwise use; after validate so that a client outside
+      //     allowFrom never gets a bucket. It never changes a blocked or excepted decision: it only
+      //     decides whether a query is answered at all.
+      this.rateLimit,
+      // 3b. Answered by sinkhole itself, never forwarded or cached: after the limiter, so a flood of them is limited too.
       new LocalAnswersStage([
         // DDR's _dns.resolver.arpa (RFC 9462).
         this.ddr,
@@ -197,12 +203,6 @@ export class DataPlane {
         // RFC 8482 ANY: HINFO, after the blocklist's own check of the name, so a blocked name still gets the sinkhole.
         anyAnswerer((q) => blocklist.blockedOutcome(q)),
       ]),
-      // 3b. Per-client token bucket (clients.rateLimit; a no-op without it). Right after validate: it is
-      //     cheap, so a flooding client is turned away before it costs policy, cache or upstream work, and
-      //     before local answers a flood could otherwise use; after validate so that a client outside
-      //     allowFrom never gets a bucket. It never changes a blocked or excepted decision: it only
-      //     decides whether a query is answered at all.
-      this.rateLimit,
       // 4a. ECS/MAC EDNS options: believed from clients.trustedRelays, stripped from every query
       //     before it can reach the cache or an upstream. Before policy, which needs the real client.
       new RelayStage(policy, stats),
