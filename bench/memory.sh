@@ -38,14 +38,16 @@ taskset -c 1 "$ROOT/bin/sinkhole" serve --config "$WORK/sinkhole.yaml" > "$WORK/
 SH_PID=$!
 for _ in $(seq 1 100); do dig +time=1 +tries=1 -p "$SH_PORT" @127.0.0.1 c0.example.test A 2>/dev/null | grep -q NOERROR && break; sleep 0.2; done
 QF=$("$KIT/gen-queries.sh" "$WORK/q" "$N" "m$RANDOM-")
-echo "t_s,rss_mb,heap_used_mb,cache_entries" > "$OUT"
+echo "t_s,rss_mb,heap_used_mb,heap_total_mb,external_mb,cache_entries" > "$OUT"
 t0=$(date +%s)
 ( while kill -0 "$SH_PID" 2>/dev/null; do
     rss=$(awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$SH_PID/status" 2>/dev/null || echo 0)
     m=$(curl -s --max-time 1 "http://127.0.0.1:$SH_HTTP_PORT/metrics" || true)
     heap=$(awk '/^nodejs_heap_size_used_bytes /{printf "%.1f", $2/1048576}' <<<"$m")
+    total=$(awk '/^nodejs_heap_size_total_bytes /{printf "%.1f", $2/1048576}' <<<"$m")
+    ext=$(awk '/^nodejs_external_memory_bytes /{printf "%.1f", $2/1048576}' <<<"$m")
     entries=$(awk '/^sinkhole_cache_entries /{print $2}' <<<"$m")
-    echo "$(( $(date +%s) - t0 )),$rss,${heap:-},${entries:-}" >> "$OUT"
+    echo "$(( $(date +%s) - t0 )),$rss,${heap:-},${total:-},${ext:-},${entries:-}" >> "$OUT"
     sleep 1
   done ) &
 SAMPLER=$!
@@ -66,6 +68,7 @@ last = rows[-1]
 tail = [r for r in rows if end * 2 / 3 <= int(r['t_s']) <= end]
 slope = (num(tail[-1], 'rss_mb') - num(tail[0], 'rss_mb')) / max(1, int(tail[-1]['t_s']) - int(tail[0]['t_s'])) if len(tail) > 1 else 0
 print(f"RSS MB: peak {num(peak,'rss_mb'):.0f} (t={peak['t_s']} s), end of load {num(at_end,'rss_mb'):.0f}, after idle {num(last,'rss_mb'):.0f}; "
-      f"slope over the last third of the load {slope:+.2f} MB/s; heap used at end {num(at_end,'heap_used_mb'):.0f} MB; cache entries {at_end['cache_entries']}")
+      f"slope over the last third of the load {slope:+.2f} MB/s; heap used / total at end {num(at_end,'heap_used_mb'):.0f} / {num(at_end,'heap_total_mb'):.0f} MB; "
+      f"external {num(at_end,'external_mb'):.0f} MB; cache entries {at_end['cache_entries']}")
 PY
 echo "curve: $OUT"

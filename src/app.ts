@@ -117,6 +117,7 @@ export interface Running {
 /** What one query thread serves, and the counts a scrape needs from it. */
 export interface PlaneGauges {
   cacheEntries: number;
+  cacheBytes: number;
   tcpConnections: number;
   dotConnections: number;
   dohConnections: number;
@@ -301,6 +302,7 @@ export class DataPlane {
   gauges(): PlaneGauges {
     return {
       cacheEntries: this.cache.size,
+      cacheBytes: this.cache.slabBytes,
       tcpConnections: this.tcp.reduce((n, l) => n + l.connections, 0),
       dotConnections: this.dotListeners.reduce((n, l) => n + l.connections, 0),
       dohConnections: this.dohListeners.reduce((n, l) => n + l.connections, 0),
@@ -368,6 +370,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     stats: () => workers?.merged(stats) ?? stats,
     generation: () => policy.current,
     cacheEntries: () => gauge((g) => g.cacheEntries),
+    cacheBytes: () => gauge((g) => g.cacheBytes),
     tcpConnections: () => gauge((g) => g.tcpConnections),
     tcpEvictions: () => gauge((g) => g.tcpEvictions),
     tcpRefused: () => gauge((g) => g.tcpRefused),

@@ -15,6 +15,9 @@ import { silentLogger } from '../src/log.js';
 import type { Query } from '../src/dns/query.js';
 import type { Outcome } from '../src/pipeline/types.js';
 import { bindPair } from '../src/app.js';
+import { cacheKey, ReplyCache } from '../src/cache/replyCache.js';
+import { decodeQuery } from '../src/dns/query.js';
+import { scanReply } from '../src/dns/message.js';
 
 const PROTOS = ['udp', 'tcp'] as const;
 
@@ -53,6 +56,48 @@ t.test('forwarding: a table of answers, over UDP and TCP', async (t) => {
   t.same(await h.resolver.resolve4('c-ares.example.test'), ['192.0.2.10']);
   t.same(await h.resolver.resolve6('c-ares.example.test'), ['2001:db8::10']);
   await t.rejects(h.resolver.resolve4('nx.example.test'), { code: 'ENOTFOUND' });
+});
+
+t.test('cache: answers live off the V8 heap in reused slots, and keys never collide', async (t) => {
+  const clock = new FakeClock();
+  const cache = new ReplyCache({ maxEntries: 100, minTtl: 0, maxTtl: 86400, maxNegativeTtl: 3600 }, () => clock.now());
+  const reply = (q: Buffer, extra = 0): Buffer => {
+    const r = Buffer.concat([q, Buffer.alloc(16 + extra)]);
+    r[2] = 0x81;
+    r.writeUInt16BE(1, 6);
+    const rr = q.length;
+    r.writeUInt16BE(0xc00c, rr);
+    r.writeUInt16BE(extra ? 16 : 1, rr + 2);
+    r.writeUInt16BE(1, rr + 4);
+    r.writeUInt32BE(300, rr + 6);
+    r.writeUInt16BE(4 + extra, rr + 10);
+    return r;
+  };
+  let stored = 0;
+  const put = (name: string, extra = 0): void => {
+    const qb = buildQuery(name, T.A);
+    const q = decodeQuery(qb, '127.0.0.1', 'udp', 0)!;
+    const r = reply(qb, extra);
+    if (cache.set(cacheKey(q), r, scanReply(r)!) > 0) stored++;
+  };
+  for (let i = 0; i < 200; i++) put(`warm${i}.example.test`);
+  const bytes = cache.slabBytes;
+  for (let i = 0; i < 3000; i++) put(`churn${i}.example.test`);
+  t.equal(stored, 3200, 'every answer stored');
+  t.equal(cache.size, 100, 'bounded by maxEntries');
+  t.equal(cache.slabBytes, bytes, 'evicted entries give their slots back: 3000 more inserts took no more memory');
+  // A big answer (a 60 KiB TXT over TCP) goes to a slot of its own size class and reads back whole.
+  put('big.example.test', 60_000);
+  const qb = buildQuery('Big.Example.TEST', T.A, { id: 99 });
+  const hit = cache.get(cacheKey(decodeQuery(qb, '127.0.0.1', 'udp', 0)!), decodeQuery(qb, '127.0.0.1', 'udp', 0)!);
+  t.equal(hit?.wire.length, reply(buildQuery('big.example.test', T.A), 60_000).length, 'the big answer comes back whole');
+  t.equal(hit?.wire.readUInt16BE(0), 99, 'with this client\'s ID');
+  t.equal(hit?.wire.toString('latin1', 13, 16), 'Big', 'and its question case');
+  // Keys are the name's bytes and a fixed 5-byte tail: "a" type 1 and a name that ends like the tail differ.
+  const k1 = cacheKey(decodeQuery(buildQuery('a.example', T.A), '', 'udp', 0)!);
+  const k2 = cacheKey(decodeQuery(buildQuery('a.example', T.AAAA), '', 'udp', 0)!);
+  const k3 = cacheKey(decodeQuery(buildQuery('a.example', T.A, { edns: 1232 }), '', 'udp', 0)!);
+  t.equal(new Set([k1, k2, k3]).size, 3, 'type and EDNS are in the key');
 });
 
 t.test('cache: hits, TTL decay, expiry, negative caching and what is never cached', async (t) => {

@@ -2,12 +2,13 @@
 // their TTL fields. A hit is one map lookup and one copy: the client's ID and
 // question case written in, every TTL lowered by the entry's age.
 //
-// An entry is kept small because 100k of them live in the heap and every one
-// survives young-generation GCs: the reply bytes and the TTL offsets share one
-// latin1 string (no ArrayBuffer, no backing store, no arrays), and its times
-// are small integers (no boxed doubles). ~260 bytes an entry instead of ~1 KB
-// (bench/RESULTS.md "Memory").
+// An entry is no JS object: its bytes (the reply, then its TTL offsets as
+// big-endian 16-bit numbers) sit in a slot of the off-heap slab (slab.ts), its
+// times and lengths in the slab's typed arrays, and the LRU maps the key to the
+// slot's number. Under cache churn the GC then has almost nothing to copy or
+// mark (bench/RESULTS.md "Memory").
 import { LRUCache } from 'lru-cache';
+import { Slab } from './slab.js';
 import { RCODE } from '../dns/constants.js';
 import type { ScannedReply } from '../dns/message.js';
 import type { Query } from '../dns/query.js';
@@ -27,17 +28,6 @@ const TICK_MS = 100;
 /** A hit moves its entry to the front of the LRU at most this often (ticks): a hot entry stays hot, at a fraction of the cost. */
 const TOUCH_EVERY = 10;
 
-interface Entry {
-  /** The reply as stored (TTLs already clamped), then two chars per TTL offset (big-endian 16-bit). */
-  readonly data: string;
-  readonly wireLength: number;
-  readonly storedAt: number;
-  readonly expiresAt: number;
-  touchedAt: number;
-  /** CNAME/DNAME/HTTPS targets (RFC 1034 §3.6.2), for the blocklist; undefined when there are none. */
-  readonly targets: readonly string[] | undefined;
-}
-
 export interface CacheHit {
   wire: Buffer;
   targets: readonly string[] | undefined;
@@ -52,8 +42,18 @@ export interface CacheHit {
  * ask (RFC 3225 §3); RD because an RD=0 reply may be a referral, not an answer.
  */
 export function cacheKey(q: Query): string {
-  return `${q.qname}|${q.qtype}|${q.qclass}|${(q.edns ? 1 : 0) | (q.dnssecOk ? 2 : 0) | (q.cd ? 4 : 0) | (q.rd ? 8 : 0)}`;
+  // One flat string, written byte by byte: a template literal made a chain of six cons strings per
+  // key, ~300 bytes of heap for each of 100k entries (bench/RESULTS.md "Memory"). The name is
+  // followed by a fixed 5-byte tail (type, class, flags), so no two questions share a key.
+  const n = keyScratch.write(q.qname, 0, 'latin1');
+  keyScratch.writeUInt16BE(q.qtype, n);
+  keyScratch.writeUInt16BE(q.qclass, n + 2);
+  keyScratch[n + 4] = (q.edns ? 1 : 0) | (q.dnssecOk ? 2 : 0) | (q.cd ? 4 : 0) | (q.rd ? 8 : 0);
+  return keyScratch.toString('latin1', 0, n + 5);
 }
+
+/** A name is at most 255 octets as text with escapes (query.ts readQuestionName: 2 characters per escaped byte). */
+const keyScratch = Buffer.allocUnsafe(1024);
 
 /**
  * A copy of a reply shared by several clients (a coalesced answer), with this
@@ -69,7 +69,11 @@ export function copyForClient(q: Query, shared: Buffer): Buffer {
 }
 
 export class ReplyCache {
-  private readonly lru: LRUCache<string, Entry> | undefined;
+  /** Key → slot id (slab.ts). */
+  private readonly lru: LRUCache<string, number> | undefined;
+  private readonly slab = new Slab();
+  /** CNAME/DNAME/HTTPS targets (RFC 1034 §3.6.2) of the few entries that have any, by slot id. */
+  private readonly targets = new Map<number, readonly string[]>();
   private readonly epoch: number;
   /** serve-stale's maxStale, in ticks. */
   private readonly keepExpired: number;
@@ -80,7 +84,17 @@ export class ReplyCache {
   ) {
     // Expiry is checked against our own clock on each get (testable with a fake one);
     // lru-cache only bounds the entry count (its ttl: 0 would mean "forever", PACKAGES.md §2).
-    this.lru = limits.maxEntries > 0 ? new LRUCache<string, Entry>({ max: limits.maxEntries }) : undefined;
+    // An entry that leaves (evicted, deleted, replaced, cleared) gives its slot back.
+    this.lru =
+      limits.maxEntries > 0
+        ? new LRUCache<string, number>({
+            max: limits.maxEntries,
+            dispose: (id) => {
+              this.slab.free(id);
+              if (this.targets.size) this.targets.delete(id);
+            },
+          })
+        : undefined;
     this.epoch = now();
     this.keepExpired = Math.ceil((limits.keepExpiredMs ?? 0) / TICK_MS);
   }
@@ -93,32 +107,42 @@ export class ReplyCache {
     return this.lru?.size ?? 0;
   }
 
+  /** Bytes of slots the cache holds off the V8 heap. */
+  get slabBytes(): number {
+    return this.slab.bytes;
+  }
+
   get(key: string, q: Query): CacheHit | undefined {
     const lru = this.lru;
     // peek: no LRU bookkeeping on most hits; the entry is moved to the front at most once a second.
-    const e = lru?.peek(key);
-    if (!e) return undefined;
+    const id = lru?.peek(key);
+    if (id === undefined) return undefined;
+    const c = this.slab.classOf(id);
+    const i = Slab.index(id);
     const now = this.tick();
-    if (now >= e.expiresAt) {
+    const expiresAt = c.expiresAt[i]!;
+    if (now >= expiresAt) {
       // Kept for serve-stale until maxStale has passed (getStale below).
-      if (now >= e.expiresAt + this.keepExpired) lru!.delete(key);
+      if (now >= expiresAt + this.keepExpired) lru!.delete(key);
       return undefined;
     }
-    if (now - e.touchedAt >= TOUCH_EVERY) {
-      e.touchedAt = now;
+    if (now - c.touchedAt[i]! >= TOUCH_EVERY) {
+      c.touchedAt[i] = now;
       lru!.get(key);
     }
-    const age = Math.floor((now - e.storedAt) / (1000 / TICK_MS));
-    const wire = this.copy(e, q);
+    const storedAt = c.storedAt[i]!;
+    const age = Math.floor((now - storedAt) / (1000 / TICK_MS));
+    const wire = this.copy(id, q);
     if (age > 0) {
-      const data = e.data;
-      for (let i = e.wireLength; i < data.length; i += 2) {
-        const off = (data.charCodeAt(i) << 8) | data.charCodeAt(i + 1);
+      const page = this.slab.page(id);
+      const at = this.slab.offset(id) + c.length[i]!;
+      for (let k = 0; k < c.ttlCount[i]!; k++) {
+        const off = page.readUInt16BE(at + 2 * k);
         const ttl = wire.readUInt32BE(off) - age;
         wire.writeUInt32BE(ttl > 0 ? ttl : 0, off);
       }
     }
-    return { wire, targets: e.targets, refreshDue: (e.expiresAt - now) * 10 <= e.expiresAt - e.storedAt };
+    return { wire, targets: this.targets.size ? this.targets.get(id) : undefined, refreshDue: (expiresAt - now) * 10 <= expiresAt - storedAt };
   }
 
   /**
@@ -127,21 +151,25 @@ export class ReplyCache {
    * answers are ever stored, so this can never return a SERVFAIL.
    */
   getStale(key: string, q: Query, ttl: number): CacheHit | undefined {
-    const e = this.lru?.peek(key);
-    if (!e) return undefined;
+    const id = this.lru?.peek(key);
+    if (id === undefined) return undefined;
+    const c = this.slab.classOf(id);
+    const i = Slab.index(id);
     const now = this.tick();
-    if (now < e.expiresAt || now >= e.expiresAt + this.keepExpired) return undefined;
-    const wire = this.copy(e, q);
-    const data = e.data;
-    for (let i = e.wireLength; i < data.length; i += 2) wire.writeUInt32BE(ttl, (data.charCodeAt(i) << 8) | data.charCodeAt(i + 1));
-    return { wire, targets: e.targets };
+    if (now < c.expiresAt[i]! || now >= c.expiresAt[i]! + this.keepExpired) return undefined;
+    const wire = this.copy(id, q);
+    const page = this.slab.page(id);
+    const at = this.slab.offset(id) + c.length[i]!;
+    for (let k = 0; k < c.ttlCount[i]!; k++) wire.writeUInt32BE(ttl, page.readUInt16BE(at + 2 * k));
+    return { wire, targets: this.targets.get(id) };
   }
 
   /** The stored reply for this client: its ID, and its question as it wrote it (0x20 case, RFC 4343). */
-  private copy(e: Entry, q: Query): Buffer {
-    const n = e.wireLength;
+  private copy(id: number, q: Query): Buffer {
+    const n = this.slab.classOf(id).length[Slab.index(id)]!;
+    const from = this.slab.offset(id);
     const wire = Buffer.allocUnsafe(n);
-    wire.write(e.data, 0, n, 'latin1');
+    this.slab.page(id).copy(wire, 0, from, from + n);
     wire.writeUInt16BE(q.id, 0);
     if (n >= q.qend) q.buf.copy(wire, 12, 12, q.qend);
     return wire;
@@ -166,25 +194,30 @@ export class ReplyCache {
     } else {
       return 0; // SERVFAIL, REFUSED, FORMERR...: never cached
     }
+    const count = scan.ttlOffsets.length;
+    const id = this.slab.alloc(reply.length + 2 * count);
+    if (id === -1) return 0; // bigger than any slot (a 64 KiB answer with thousands of records): not cached
+    const c = this.slab.classOf(id);
+    const i = Slab.index(id);
+    const page = this.slab.page(id);
+    const at = this.slab.offset(id);
+    reply.copy(page, at);
     // Each record keeps its own TTL within the limits; a negative answer's SOA never outlives the entry.
     const cap = negative ? ttl : maxTtl;
-    const stored = Buffer.allocUnsafe(reply.length + 2 * scan.ttlOffsets.length);
-    reply.copy(stored);
-    let at = reply.length;
-    for (let i = 0; i < scan.ttlOffsets.length; i++) {
-      const off = scan.ttlOffsets[i]!;
-      stored.writeUInt32BE(Math.min(Math.max(scan.ttls[i]!, minTtl), cap), off);
-      at = stored.writeUInt16BE(off, at);
+    for (let k = 0; k < count; k++) {
+      const off = scan.ttlOffsets[k]!;
+      page.writeUInt32BE(Math.min(Math.max(scan.ttls[k]!, minTtl), cap), at + off);
+      page.writeUInt16BE(off, at + reply.length + 2 * k);
     }
     const now = this.tick();
-    this.lru.set(key, {
-      data: stored.toString('latin1'),
-      wireLength: reply.length,
-      storedAt: now,
-      expiresAt: now + ttl * (1000 / TICK_MS),
-      touchedAt: now,
-      targets: scan.targets.length ? scan.targets : undefined,
-    });
+    c.length[i] = reply.length;
+    c.ttlCount[i] = count;
+    c.storedAt[i] = now;
+    c.expiresAt[i] = now + ttl * (1000 / TICK_MS);
+    c.touchedAt[i] = now;
+    // set() of a key already there disposes of its old slot first (lru-cache's dispose, reason "set").
+    this.lru.set(key, id);
+    if (scan.targets.length) this.targets.set(id, scan.targets);
     return ttl;
   }
 

@@ -81,6 +81,8 @@ export interface MetricSources {
   stats: () => Stats;
   generation: () => Generation;
   cacheEntries: () => number;
+  /** Bytes of the cache's off-heap slab (cache/slab.ts), every query thread's. */
+  cacheBytes: () => number;
   tcpConnections: () => number;
   /** Issue 8: TCP slots given to newcomers, connections refused, and the logs' lost lines and failures. */
   tcpEvictions: () => number;
@@ -144,6 +146,9 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_cache_hits_total', 'Queries answered from the cache.', 'counter', () => [{ labels: {}, value: src.stats().cacheHits }]);
   add('sinkhole_cache_misses_total', 'Cache lookups that found nothing and went upstream.', 'counter', () => [{ labels: {}, value: src.stats().cacheMisses }]);
   add('sinkhole_cache_entries', 'Answers held in the cache now.', 'gauge', () => [{ labels: {}, value: src.cacheEntries() }]);
+  add('sinkhole_cache_bytes', 'Bytes the cache holds off the V8 heap for its answers (slots in size classes; kept for reuse).', 'gauge', () => [
+    { labels: {}, value: src.cacheBytes() },
+  ]);
   add('sinkhole_upstream_requests_total', 'Exchanges with each upstream, by outcome.', 'counter', () =>
     [...src.stats().upstreams].flatMap(([upstream, u]) =>
       Object.entries(u.outcomes).map(([outcome, value]) => ({ labels: { upstream, outcome }, value })),
