@@ -5,6 +5,7 @@
 #
 #   bash bench/profile.sh blocked            # or cached, uncached
 #   DUR=10 QPS=10000 bash bench/profile.sh cached   # fixed rate instead of saturating (GC at a steady load)
+#   QUERY_LOG=blocked bash bench/profile.sh blocked # with the query log written to a file (what it costs)
 #
 # Uses the kit's NSD upstream (127.0.0.2:5300) and query files (../shared/bench), the same config as
 # bench/run.sh, and bin/sinkhole (the project's runtime and flags). Output: bench/results/profile-<wl>-<time>/
@@ -32,7 +33,7 @@ listen: { dns: ["127.0.0.1:$SH_PORT"] }
 upstreams: { servers: ["127.0.0.2:5300"], timeout: 2s }
 cache: { maxEntries: 100000 }
 blocking: { lists: { bench: [$WORK/blocklist.txt] }, enforce: [bench], response: null-ip }
-log: { queries: none }
+log: { queries: ${QUERY_LOG:-none}, file: $WORK/queries.jsonl }
 EOF
 cd "$OUT"
 SINKHOLE_NODE_FLAGS="${SINKHOLE_NODE_FLAGS---max-semi-space-size=16} --cpu-prof --cpu-prof-dir=$OUT --trace-gc" \

@@ -3,7 +3,7 @@
 #
 #   bash bench/run.sh                      # full run: about 8 min with the kit's defaults
 #   DUR=3 REPS=1 LATENCY=0 bash bench/run.sh   # smoke run, about 2 min
-#   METRICS_OFF=1 bash bench/run.sh        # also measure what the metrics stage costs
+#   LOG_COST=1 bash bench/run.sh           # also measure what the query log costs
 #   IDENTITY_LEASES=50000 bash bench/run.sh # also measure the identity stage with a 50k-lease file
 #
 # It reuses the peer kit in <repo>/../shared/bench (see its README.md and BASELINE.md) instead
@@ -18,20 +18,20 @@
 #      It runs through bin/sinkhole, so on the project's own runtime with the flags of `npm start`.
 #   4. runs the kit's suite.sh (workloads blocked, cached, uncached) against sinkhole, dnsmasq
 #      and unbound-t1;
-#   5. with METRICS_OFF=1, restarts sinkhole with SINKHOLE_BENCH_NO_METRICS=1 and runs blocked
-#      and cached again as "sinkhole-nometrics";
+#   5. with LOG_COST=1, restarts sinkhole with log.queries: blocked (every blocked query a JSON line in
+#      a file, as the bundled config does) and runs the blocked workload again as "sinkhole-querylog";
 #   6. stops exactly the processes it started (trap on EXIT), then prints one table (summarize.py).
 #
 # Knobs (environment):
 #   DUR, REPS, LATENCY, LAT_QPS, CLIENTS, OUTSTANDING, NICE, QUIET, QDIR  passed to suite.sh; unset =
 #                       the kit's defaults (DUR=10 REPS=2 LATENCY=1 LAT_QPS=10000 CLIENTS=20 OUTSTANDING=200)
-#   METRICS_OFF=1       also run sinkhole-nometrics (default 0)
+#   LOG_COST=1          also run sinkhole-querylog (default 0)
 #   IDENTITY_LEASES=N   also run "sinkhole-identity" (blocked, cached): a generated Kea memfile of N leases
 #                       (the benchmark client 127.0.0.1 among them), watched as identity.leases, and an
 #                       exception by MAC for another device, so every blocked query looks its device up
 #                       and the report resolves it; compare with the plain sinkhole rows (default 0 = off)
 #   PEERS="dnsmasq unbound1"   which peers to start and measure (default both; PEERS=none: sinkhole only)
-#   WORKLOADS="blocked cached uncached"   the suite's workloads (sinkhole-nometrics: blocked/cached of these)
+#   WORKLOADS="blocked cached uncached"   the suite's workloads (sinkhole-querylog: blocked only)
 #   SH_ADDR=127.0.0.1 SH_PORT=5320 SH_HTTP_PORT=9320   sinkhole's listen addresses (loopback only)
 #   PORT_REUSE=1                                     upstreams.sourcePortReuse (1 = a fresh source port per query)
 #   OUTDIR=bench/results/<UTC time>   where results.tsv, logs/, sinkhole logs and summary.md go
@@ -51,7 +51,7 @@ KIT=$(cd "$KIT" && pwd)
 SH_ADDR=${SH_ADDR:-127.0.0.1}; SH_PORT=${SH_PORT:-5320}; SH_HTTP_PORT=${SH_HTTP_PORT:-9320}
 WORKERS=${WORKERS:-1}; PIN_SERVER=${PIN_SERVER:-1}
 UPSTREAM_ADDR=127.0.0.2; UPSTREAM_PORT=5300          # fixed by the kit (conf/nsd.conf.in)
-METRICS_OFF=${METRICS_OFF:-0}; IDENTITY_LEASES=${IDENTITY_LEASES:-0}; PEERS=${PEERS:-dnsmasq unbound1}; [ "$PEERS" = none ] && PEERS=""
+LOG_COST=${LOG_COST:-0}; IDENTITY_LEASES=${IDENTITY_LEASES:-0}; PEERS=${PEERS:-dnsmasq unbound1}; [ "$PEERS" = none ] && PEERS=""
 WORKLOADS=${WORKLOADS:-blocked cached uncached}
 export HOST=${HOST:-127.0.0.1}                        # dnsperf/dig target, for suite.sh
 
@@ -224,12 +224,17 @@ else
   suite "$SH_PORT" sinkhole "$SH_PID"
 fi
 
-if [ "$METRICS_OFF" = 1 ]; then
+if [ "$LOG_COST" = 1 ]; then
   stop_sinkhole
-  start_sinkhole sinkhole-nometrics SINKHOLE_BENCH_NO_METRICS=1
-  nm=$(for w in $WORKLOADS; do case $w in blocked|cached) echo "$w";; esac; done | xargs)
-  if [ -n "$nm" ]; then suite "$SH_PORT" sinkhole-nometrics "$SH_PID" "$nm"
-  else echo "note: METRICS_OFF=1 needs workload blocked or cached; skipped"; fi
+  # The same config with every blocked query logged to a file (the bundled config's setting): the
+  # blocked workload then writes one JSON line per query, the worst case for the log.
+  SH_CONFIG=$WORK/sinkhole-querylog.yaml
+  sed 's/^log: { queries: [a-z]*,/log: { queries: blocked,/' "$WORK/sinkhole.yaml" > "$SH_CONFIG"
+  start_sinkhole sinkhole-querylog
+  if [[ " $WORKLOADS " == *" blocked "* ]]; then suite "$SH_PORT" sinkhole-querylog "$SH_PID" blocked
+  else echo "note: LOG_COST=1 needs the blocked workload; skipped"; fi
+  echo "query log: $(wc -l < "$WORK/queries.jsonl" 2>/dev/null || echo 0) lines, $(du -h "$WORK/queries.jsonl" 2>/dev/null | cut -f1)"
+  SH_CONFIG=$WORK/sinkhole.yaml
 fi
 
 if [ "$IDENTITY_LEASES" -gt 0 ] 2>/dev/null; then

@@ -6,8 +6,8 @@ usage: summarize.py RESULTS.tsv
 Columns: mean QPS over the saturating reps (with the number of reps), mean of dnsperf's average
 latency in those reps, p99 of the fixed-rate run (LATENCY=1), server RSS after the last run, lost %
 and response codes, and on sinkhole's rows the QPS ratios sinkhole/dnsmasq and sinkhole/unbound-t1
-(same workload, same sitting) and the metrics overhead (QPS lost to the metrics stage, from the
-sinkhole-nometrics runs when METRICS_OFF=1 was given).
+(same workload, same sitting) and the query log cost (QPS lost when every blocked query is logged,
+from the sinkhole-querylog runs when LOG_COST=1 was given).
 """
 import collections
 import csv
@@ -37,7 +37,7 @@ def main(path):
         k = (r['label'], r['workload'])
         (sat.setdefault(k, []) if r['mode'] == 'sat' else fix.setdefault(k, [])).append(r)
     keys = list(dict.fromkeys(list(sat) + list(fix)))
-    order_l = {'sinkhole': 0, 'sinkhole-nometrics': 1, 'dnsmasq': 2, 'unbound-t1': 3}
+    order_l = {'sinkhole': 0, 'sinkhole-querylog': 1, 'dnsmasq': 2, 'unbound-t1': 3}
     order_w = {'blocked': 0, 'cached': 1, 'uncached': 2}
     keys.sort(key=lambda k: (order_l.get(k[0], 9), k[0], order_w.get(k[1], 9), k[1]))
 
@@ -70,15 +70,15 @@ def main(path):
         return f"{a['qps'] / b['qps']:.2f}{cb}"
 
     def overhead(k):
-        on, off = cell.get(('sinkhole', k[1])), cell.get(('sinkhole-nometrics', k[1]))
-        if k[0] != 'sinkhole' or not on or not off or not on['qps'] or not off['qps']:
+        off, on = cell.get(('sinkhole', k[1])), cell.get(('sinkhole-querylog', k[1]))
+        if k[0] != 'sinkhole-querylog' or not on or not off or not on['qps'] or not off['qps']:
             return '-'
         pct = (off['qps'] - on['qps']) / off['qps'] * 100
         cb = ' ᶜ' if (off['dcpu'] or 0) >= CLIENT_BOUND_PCT else ''
         return f"{pct:+.1f}%{cb}"
 
     hdr = ['server', 'workload', 'QPS mean (reps)', 'avg ms', 'p99 ms @fixed rate', 'RSS MB (peak)',
-           'srv CPU %', 'lost %', 'rcodes', 'sinkhole/dnsmasq', 'sinkhole/unbound-t1', 'metrics overhead']
+           'srv CPU %', 'lost %', 'rcodes', 'sinkhole/dnsmasq', 'sinkhole/unbound-t1', 'query log cost']
     print('| ' + ' | '.join(hdr) + ' |')
     print('|' + '---|' * len(hdr))
     for k in keys:
@@ -87,7 +87,7 @@ def main(path):
         p99 = '-' if c['p99'] is None else f"{c['p99']:.3f} @{c['p99_at'] // 1000}k" + \
             (f" (lost {c['p99_lost']:.1f}%)" if c['p99_lost'] else '')
         rc = ' '.join(n if n == 'NOERROR' and len(c['rc']) == 1 else f"{n} {v:,}" for n, v in c['rc'].items()) or '-'
-        is_sh = k[0] in ('sinkhole', 'sinkhole-nometrics')
+        is_sh = k[0].startswith('sinkhole')
         print('| ' + ' | '.join([
             k[0], k[1], qps, fmt(c['avg'], 3), p99, f"{fmt(c['rss'], 1)} ({fmt(c['hwm'], 1)})",
             fmt(c['scpu']), fmt(c['lost'], 2), rc,
@@ -96,8 +96,8 @@ def main(path):
     print()
     print("ᶜ = client-bound: dnsperf used >= 95% of its core, so the QPS (and a ratio built on it) is the "
           "client's ceiling (~150k on one core), not the server's.")
-    print("metrics overhead = share of sinkhole-nometrics' QPS lost with the metrics stage on "
-          "(positive = metrics cost throughput). Differences under ~15% are noise (../shared/bench/BASELINE.md); "
+    print("query log cost = share of sinkhole's QPS lost when every blocked query is logged "
+          "(sinkhole-querylog row; positive = the log costs throughput). Differences under ~15% are noise (../shared/bench/BASELINE.md); "
           "ratios are only meaningful within one sitting.")
     problems = [k for k in keys if (cell[k]['lost'] or 0) > 0.05 or any(n != 'NOERROR' for n in cell[k]['rc'])]
     if problems:

@@ -174,9 +174,6 @@ export class DataPlane {
     this.auditLog = new AuditLog(config.log.audit, log);
     const observers: Observer[] = [this.queryLog, this.auditLog, report];
 
-    // Benchmark-only switch: bench/run.sh measures what stage 2 costs by turning it off.
-    // Not a config key, because a production resolver must always count.
-    const measure = process.env.SINKHOLE_BENCH_NO_METRICS !== '1';
     // Buckets are per query thread: with N threads and SO_REUSEPORT, one client's queries can spread over
     // several, so its effective limit can reach N × qps (README "Every core").
     this.rateLimit = new RateLimitStage(policy, stats, clock, log);
@@ -186,7 +183,7 @@ export class DataPlane {
       // 1. Anything below may throw: SERVFAIL and a counter, never a dead socket loop.
       new RecoverStage(stats, log),
       // 2. Sees every outcome, blocked and cached included, for metrics and the logs.
-      ...(measure ? [new MetricsStage(stats, observers)] : []),
+      new MetricsStage(stats, observers),
       // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
       new ValidateStage(policy),
       // 3a. Per-client token bucket (clients.rateLimit; a no-op without it). Right after validate: it is
