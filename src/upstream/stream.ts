@@ -118,21 +118,25 @@ export class StreamUpstream implements UpstreamTransport {
     for (const c of [...this.conns]) this.maybeIdle(c);
   }
 
-  /** The least busy usable connection; a new one when all are busy and the pool has room. */
+  /**
+   * The oldest usable connection with room, so the load is packed onto as few connections as it
+   * needs and the others go idle and close. Spreading it instead kept every connection of a past
+   * burst open with sparse traffic on each, and sparse traffic is what meets an upstream's Nagle
+   * delay: a reply held until our delayed ACK (40 ms on Linux; Unbound before 1.23 did not set
+   * TCP_NODELAY on TLS sockets). A new connection only when all are full and the pool has room.
+   */
   private pick(): Conn {
-    let ready: Conn | undefined; // up, with room
     let pending: Conn | undefined; // still shaking hands, with room
-    let any: Conn | undefined; // usable at all
+    let any: Conn | undefined; // usable at all: the least busy, for when every one is full
     for (const c of this.conns) {
       if (c.closed || c.draining) continue;
       if (!any || c.load < any.load) any = c;
       if (c.load >= this.pipeline) continue;
-      if (c.ready) {
-        if (!ready || c.load < ready.load) ready = c;
-      } else if (!pending || c.load < pending.load) pending = c;
+      if (c.ready) return c;
+      pending ??= c;
     }
     // Past the cap, queries share the least busy connection rather than open more sockets.
-    return ready ?? pending ?? (this.conns.length < this.maxConns ? this.dial() : (any ?? this.dial()));
+    return pending ?? (this.conns.length < this.maxConns ? this.dial() : (any ?? this.dial()));
   }
 
   private assign(q: Pending, c: Conn): void {
