@@ -3,6 +3,10 @@
 // FakeClock; only the client response timer and upstream timeouts are real,
 // and kept short.
 import t from 'tap';
+import dgram from 'node:dgram';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { FakeClock, startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
 import { buildQuery, decode, exchange, optOf, rcodeOf, udpExchange, type Decoded } from './helpers/dns.js';
@@ -302,7 +306,7 @@ t.test('EDE on an upstream reply: appended to its OPT only where that is safe', 
   t.equal(withEde(q, twoAdditional, { infoCode: 3, text: '' }), twoAdditional, 'OPT not last: unchanged');
 });
 
-const LIMITED = { clients: { allowFrom: ['127.0.0.0/8'], groups: { servers: ['127.0.0.9'] }, rateLimit: { qps: 5, burst: 10, action: 'truncate', exempt: ['servers'] } } };
+const LIMITED = { clients: { allowFrom: ['127.0.0.0/8'], groups: { servers: ['127.0.0.9'] }, rateLimit: { qps: 5, burst: 10, action: 'truncate', exempt: ['servers'], slip: 1 } } };
 
 t.test('rate limit: over its bucket a client gets TC over UDP and REFUSED over TCP; others are served; tokens come back', async (t) => {
   const up = await FakeUpstream.start();
@@ -324,7 +328,7 @@ t.test('rate limit: over its bucket a client gets TC over UDP and REFUSED over T
   t.equal((await from('127.0.0.2')).header.tc, 1, 'and the 6th is over again');
   t.same(await h.running.reloader.reload('config'), [], 'a reload that leaves the limit as it was');
   t.equal((await from('127.0.0.2')).header.tc, 1, 'keeps the buckets: still over');
-  t.same(h.running.stats.rateLimited, { truncate: 3, refuse: 1, dryrun: 0 });
+  t.same(h.running.stats.rateLimited, { truncate: 3, refuse: 1, drop: 0, dryrun: 0 });
   t.equal(up.count('www.example.test'), 1, 'limited queries cost no upstream work');
   const metrics = await (await fetch(`http://127.0.0.1:${h.running.http!.port}/metrics`)).text();
   t.match(metrics, /sinkhole_ratelimited_total\{action="truncate"\} 3/);
@@ -338,7 +342,7 @@ t.test('rate limit: refuse, dry run, off when absent, and the CLI report column'
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());
   const clock = new FakeClock();
-  const refuse = await startSinkhole(t, up.port, { clients: { ...LIMITED.clients, rateLimit: { qps: 1, burst: 2, action: 'refuse' } } }, {}, { clock });
+  const refuse = await startSinkhole(t, up.port, { clients: { ...LIMITED.clients, rateLimit: { qps: 1, burst: 2, action: 'refuse', slip: 1 } } }, {}, { clock });
   const codes: number[] = [];
   for (let i = 0; i < 3; i++) codes.push(rcodeOf(await udpExchange(refuse.port, buildQuery('www.example.test', T.A), 4000, '127.0.0.2')));
   t.same(codes, [0, 0, 5], 'action refuse: REFUSED past the burst');
@@ -349,7 +353,7 @@ t.test('rate limit: refuse, dry run, off when absent, and the CLI report column'
     {}, { clock },
   );
   for (let i = 0; i < 5; i++) t.equal(rcodeOf(await udpExchange(dry.port, buildQuery('www.example.test', T.A), 4000, '127.0.0.4')), 0, `dry run: query ${i + 1} answered`);
-  t.same(dry.running.stats.rateLimited, { truncate: 0, refuse: 0, dryrun: 3 }, 'dry run: counted, not acted on');
+  t.same(dry.running.stats.rateLimited, { truncate: 0, refuse: 0, drop: 0, dryrun: 3 }, 'dry run: counted, not acted on');
   const { execFile } = await import('node:child_process');
   const cli = await new Promise<string>((resolve) =>
     execFile(process.execPath, [new URL('../dist/cli.js', import.meta.url).pathname, 'report', '--url', `http://127.0.0.1:${dry.running.http!.port}`], (_e, out) => resolve(out)),
@@ -359,11 +363,70 @@ t.test('rate limit: refuse, dry run, off when absent, and the CLI report column'
 
   const none = await startSinkhole(t, up.port, {}, {}, { clock });
   for (let i = 0; i < 30; i++) await udpExchange(none.port, buildQuery('www.example.test', T.A));
-  t.same(none.running.stats.rateLimited, { truncate: 0, refuse: 0, dryrun: 0 }, 'no clients.rateLimit: no limit');
+  t.same(none.running.stats.rateLimited, { truncate: 0, refuse: 0, drop: 0, dryrun: 0 }, 'no clients.rateLimit: no limit');
+});
+
+t.test('rate limit: slip — over UDP one over-limit query in `slip` gets its reply, the others none; TCP is always answered', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const clock = new FakeClock();
+  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-slip-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const logFile = join(dir, 'queries.jsonl');
+  const h = await startSinkhole(
+    t, up.port,
+    {
+      listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0' },
+      clients: { ...LIMITED.clients, rateLimit: { qps: 1, burst: 2 } }, // slip absent: 2, as BIND's RRL
+      log: { queries: 'all', file: logFile },
+    },
+    {}, { clock },
+  );
+  const sock = dgram.createSocket('udp4');
+  t.teardown(() => sock.close());
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.2', r));
+  const replies: Decoded[] = [];
+  sock.on('message', (m) => replies.push(decode(m)));
+  const replyTo = (id: number): Promise<Decoded> =>
+    until(() => replies.some((d) => d.header.id === id), `the reply to ${id}`).then(() => replies.find((d) => d.header.id === id)!);
+  const send = (id: number): void => sock.send(buildQuery('www.example.test', T.A, { id }), h.port, '127.0.0.1');
+  const limited = (): number => h.running.stats.rateLimited.drop + h.running.stats.rateLimited.truncate;
+
+  send(1);
+  send(2);
+  await replyTo(2);
+  for (let id = 11; id <= 16; id++) send(id);
+  await until(() => limited() === 6, 'six over-limit queries');
+  // Replies from one socket to one socket arrive in order on loopback: once the reply to 99 (a
+  // query within the refilled bucket) is here, every reply to 11..16 that was sent is here too.
+  clock.advance(10_000);
+  send(99);
+  t.equal(addr(await replyTo(99)), '192.0.2.10', 'within the bucket again: answered');
+  const over = replies.filter((d) => d.header.id >= 11 && d.header.id <= 16);
+  t.same(over.map((d) => d.header.id), [12, 14, 16], 'slip 2: every second over-limit query gets a reply');
+  t.ok(over.every((d) => d.header.tc === 1 && d.answers.length === 0), 'and that reply is the empty TC one');
+  t.same(h.running.stats.rateLimited, { truncate: 3, refuse: 0, drop: 3, dryrun: 0 });
+  const metrics = await (await fetch(`http://127.0.0.1:${h.running.http!.port}/metrics`)).text();
+  t.match(metrics, /sinkhole_ratelimited_total\{action="drop"\} 3/, 'drops are counted');
+  t.match(metrics, /sinkhole_responses_total\{result="ratelimited",rcode="NOERROR"\} 3\n/, 'only the replies sent count as responses');
+  await until(() => existsSync(logFile) && readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('"ratelimited"')).length === 6, 'six log lines');
+  const logged = readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('"ratelimited"')).map((l) => (JSON.parse(l) as { rcode: string }).rcode);
+  t.same(logged, ['none', 'NOERROR', 'none', 'NOERROR', 'none', 'NOERROR'], 'the query log says which got no reply');
+
+  for (let id = 21; id <= 24; id++) send(id); // 21 takes the token left after 99; 22-24 are over
+  await until(() => limited() === 9, 'three more over the limit');
+  const tcp = await exchange('tcp', h.port, buildQuery('www.example.test', T.A, { id: 30 }), '127.0.0.2').then(decode);
+  t.equal(tcp.header.rcode, 5, 'over TCP, never dropped: REFUSED');
+
+  const none = await startSinkhole(t, up.port, { clients: { ...LIMITED.clients, rateLimit: { qps: 1, burst: 1, slip: 0 } } }, {}, { clock });
+  for (let id = 40; id <= 43; id++) sock.send(buildQuery('www.example.test', T.A, { id }), none.port, '127.0.0.1');
+  t.equal(addr(await replyTo(40)), '192.0.2.10', 'slip 0: the bucket is still answered');
+  await until(() => none.running.stats.rateLimited.drop + none.running.stats.rateLimited.truncate === 3, 'three over-limit queries');
+  t.same(none.running.stats.rateLimited, { truncate: 0, refuse: 0, drop: 3, dryrun: 0 }, 'slip 0: no over-limit query gets a reply (as Unbound drops)');
 });
 
 t.test('rate limit: client keys by prefix, and memory bounded by evicting the least recently seen', async (t) => {
-  const settings = { qps: 1, burst: 1, action: 'truncate' as const, exempt: [], dryRun: false, ipv4Prefix: 24, ipv6Prefix: 56 };
+  const settings = { qps: 1, burst: 1, action: 'truncate' as const, exempt: [], dryRun: false, ipv4Prefix: 24, ipv6Prefix: 56, slip: 2 };
   const l = new RateLimiter(settings, 100);
   t.equal(l.keyOf('10.1.2.3'), l.keyOf('10.1.2.200'), 'IPv4 /24: one key');
   t.not(l.keyOf('10.1.2.3'), l.keyOf('10.1.3.3'), 'another /24: another key');

@@ -71,6 +71,7 @@ t.test('config errors name line:col, the key path and what was expected', async 
     ['rate limit qps', 'clients:\n  rateLimit: { qps: 0 }\n', /^2:21: clients\.rateLimit\.qps: expected a whole number from 1 to 1000000, got 0/],
     ['exempt group unknown', 'clients:\n  rateLimit: { exempt: [servers] }\n', /^2:25: clients\.rateLimit\.exempt: unknown group "servers"; defined groups are \(none\)/],
     ['IPv6 prefix', 'clients:\n  rateLimit: { ipv6Prefix: 8 }\n', /^2:28: clients\.rateLimit\.ipv6Prefix: expected a whole number from 16 to 128/],
+    ['rate limit slip', 'clients:\n  rateLimit: { slip: 11 }\n', /^2:22: clients\.rateLimit\.slip: expected a whole number from 0 to 10, got 11/],
     ['state dir', 'state:\n  dir: ""\n', /^2:8: state\.dir: expected a non-empty string/],
   ];
   for (const [what, text, expected] of cases) {
@@ -79,7 +80,7 @@ t.test('config errors name line:col, the key path and what was expected', async 
   }
   t.equal(problems('upstreams:\n  servers: ["127.0.0.1", "tcp://[::1]:5353"]\n').length, 0, 'valid upstream forms');
   const avail = loadConfig(file('avail.yaml', 'clients:\n  groups:\n    servers: ["10.0.0.0/24"]\n  rateLimit: { exempt: [servers] }\nstate:\n  dir: var/state\n'));
-  t.same(avail.clients.rateLimit, { qps: 500, burst: 2000, action: 'truncate', exempt: ['servers'], dryRun: false, ipv4Prefix: 32, ipv6Prefix: 56 }, 'rateLimit defaults; groups may come later in the file');
+  t.same(avail.clients.rateLimit, { qps: 500, burst: 2000, action: 'truncate', exempt: ['servers'], dryRun: false, ipv4Prefix: 32, ipv6Prefix: 56, slip: 2 }, 'rateLimit defaults; groups may come later in the file');
   t.equal(avail.state.dir, join(dir, 'var/state'), 'state.dir is relative to the config');
   t.same(avail.cache.serveStale, { enabled: true, clientTimeoutMs: 1800, answerTtl: 30, maxStaleMs: 86_400_000 }, "serve-stale on, with Unbound's defaults");
   t.equal(loadConfig(file('nolimit.yaml', 'cache:\n  prefetch: false\n')).clients.rateLimit, undefined, 'no clients.rateLimit: no limiter');

@@ -115,6 +115,11 @@ export interface RateLimitConfig {
   dryRun: boolean;
   ipv4Prefix: number;
   ipv6Prefix: number;
+  /**
+   * Over UDP, one over-limit query in `slip` gets the action's reply and the others get none, as with
+   * BIND's RRL `slip` (default 2). 1 = answer every one; 0 = answer none (Unbound's ip-ratelimit drops).
+   */
+  slip: number;
 }
 
 export interface UpstreamTls {
@@ -421,7 +426,7 @@ function readServeStale(r: YamlReader, node: YNode, path: string, out: Config['c
 
 function readRateLimit(r: YamlReader, node: YNode, path: string, pendingExempt: { value: string; node: YNode; q: string }[]): RateLimitConfig {
   // Generous for a LAN (README "Rate limiting" says why); present means on.
-  const out: RateLimitConfig = { qps: 500, burst: 2000, action: 'truncate', exempt: [], dryRun: false, ipv4Prefix: 32, ipv6Prefix: 56 };
+  const out: RateLimitConfig = { qps: 500, burst: 2000, action: 'truncate', exempt: [], dryRun: false, ipv4Prefix: 32, ipv6Prefix: 56, slip: 2 };
   r.map(node, path, {
     qps: (v, q) => (out.qps = r.integer(v, q, 1, 1_000_000) ?? out.qps),
     burst: (v, q) => (out.burst = r.integer(v, q, 1, 10_000_000) ?? out.burst),
@@ -435,6 +440,7 @@ function readRateLimit(r: YamlReader, node: YNode, path: string, pendingExempt: 
     dryRun: (v, q) => (out.dryRun = r.boolean(v, q) ?? out.dryRun),
     ipv4Prefix: (v, q) => (out.ipv4Prefix = r.integer(v, q, 8, 32) ?? out.ipv4Prefix),
     ipv6Prefix: (v, q) => (out.ipv6Prefix = r.integer(v, q, 16, 128) ?? out.ipv6Prefix),
+    slip: (v, q) => (out.slip = r.integer(v, q, 0, 10) ?? out.slip),
   });
   return out;
 }

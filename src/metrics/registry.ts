@@ -250,7 +250,7 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_prefetches_total', 'Background refreshes of popular cache entries in the last 10% of their TTL: started, or skipped at the cap.', 'counter', () =>
     Object.entries(src.stats().prefetches).map(([outcome, value]) => ({ labels: { outcome }, value })),
   );
-  add('sinkhole_ratelimited_total', 'Queries over clients.rateLimit, by what was done: truncate, refuse, or dryrun (only counted).', 'counter', () =>
+  add('sinkhole_ratelimited_total', 'Queries over clients.rateLimit, by what was done: truncate, refuse, drop (no reply: clients.rateLimit.slip), or dryrun (only counted).', 'counter', () =>
     Object.entries(src.stats().rateLimited).map(([action, value]) => ({ labels: { action }, value })),
   );
   add('sinkhole_ratelimit_buckets', 'Clients (keys) with a rate-limit token bucket now.', 'gauge', () => [{ labels: {}, value: src.rateLimitBuckets?.() ?? 0 }]);

@@ -114,7 +114,7 @@ export class Stats {
   /** Background refreshes of hits in the last 10 % of their TTL: started, and skipped at the cap. */
   readonly prefetches = { started: 0, skipped: 0 };
   /** Queries over clients.rateLimit, by what was done with them. */
-  readonly rateLimited = { truncate: 0, refuse: 0, dryrun: 0 };
+  readonly rateLimited = { truncate: 0, refuse: 0, drop: 0, dryrun: 0 };
   /** Snapshots of the last good policy that could not be written to state.dir. */
   stateWriteFailures = 0;
   // Identity (issue 11): lease file reads by `${format}|${result}`, and EDNS identity options.

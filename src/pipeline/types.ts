@@ -34,11 +34,14 @@ export interface Outcome {
   viaTarget?: string;
   /** For a fresh upstream reply: what the cache needs to store it. */
   scan?: ScannedReply;
-  /** The client was over clients.rateLimit: what was done (dryrun: nothing, only counted). */
-  limited?: 'truncate' | 'refuse' | 'dryrun';
+  /** The client was over clients.rateLimit: what was done (dryrun: nothing, only counted; drop: no reply, wire is NO_REPLY). */
+  limited?: 'truncate' | 'refuse' | 'drop' | 'dryrun';
   /** Set when a trusted relay's ECS/MAC option named the client (stages/relay.ts): who the logs and report record. */
   relayed?: { client: string; mac: string | undefined };
 }
+
+/** An Outcome's wire when nothing is sent back (a rate-limited UDP query dropped by `slip`); transports send nothing. */
+export const NO_REPLY: Buffer = Buffer.alloc(0);
 
 export type Handler = (q: Query) => Outcome | Promise<Outcome>;
 

@@ -40,11 +40,13 @@ export class QueryLog implements Observer {
     const who = o.relayed?.client ?? q.client;
     const client = this.settings.anonymizeClients ? anonymize(who) : who;
     // BADVERS (16) does not fit the header's four bits: the outcome carries it.
-    const rcode = o.rcode ?? o.wire[3]! & 0x0f;
+    // A query dropped by the rate limit (NO_REPLY) had no reply, so no rcode: logged as "none".
+    const code = o.rcode ?? o.wire[3]! & 0x0f;
+    const rcode = o.wire.length === 0 ? 'none' : (RCODE_NAME[code] ?? String(code));
     // {"time","client","proto","name","type","result","rcode","list"?,"rule"?,"via"?}: the order JSON.stringify gave.
     this.writer.writeLine(
       `{"time":"${isoTime(Date.now())}","client":"${client}","proto":"${q.proto}","name":${jsonString(q.qname)},"type":"${typeName(q.qtype)}",` +
-        `"result":"${o.result}","rcode":"${RCODE_NAME[rcode] ?? rcode}"${optionalField('list', o.list)}${optionalField('rule', o.rule)}${optionalField('via', o.viaTarget)}}`,
+        `"result":"${o.result}","rcode":"${rcode}"${optionalField('list', o.list)}${optionalField('rule', o.rule)}${optionalField('via', o.viaTarget)}}`,
     );
   }
 

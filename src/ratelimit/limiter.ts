@@ -18,6 +18,8 @@ export interface Bucket {
   at: number;
   /** Clock ms of the last log line about this client, so a flood logs once a minute, not per query. */
   warnedAt: number;
+  /** Over-limit queries since the last one that was answered (settings.slip). */
+  slipped: number;
 }
 
 export class RateLimiter {
@@ -45,7 +47,7 @@ export class RateLimiter {
     const key = this.keyOf(client);
     const b = this.buckets.get(key);
     if (!b) {
-      this.buckets.set(key, { tokens: this.settings.burst - 1, at: now, warnedAt: -Infinity });
+      this.buckets.set(key, { tokens: this.settings.burst - 1, at: now, warnedAt: -Infinity, slipped: 0 });
       return undefined;
     }
     const elapsed = now - b.at;

@@ -26,8 +26,11 @@ export class MetricsStage implements Stage {
   private record(q: Query, o: Outcome): Outcome {
     const s = this.stats;
     s.countQuery(q.proto, q.qtype);
-    s.countResponse(o.result, o.rcode ?? (o.wire.length >= 4 ? o.wire[3]! & 0x0f : 0));
-    s.histogram(o.result).observe((performance.now() - q.arrived) / 1000);
+    // A dropped query (NO_REPLY) is no response: sinkhole_ratelimited_total{action="drop"} counts it.
+    if (o.wire.length !== 0) {
+      s.countResponse(o.result, o.rcode ?? (o.wire.length >= 4 ? o.wire[3]! & 0x0f : 0));
+      s.histogram(o.result).observe((performance.now() - q.arrived) / 1000);
+    }
     if (o.result === 'blocked') bump(s.blockedByList, o.list!);
     else if (o.result === 'excepted') bump(s.exceptionQueries, o.exception!);
     for (const obs of this.observers) obs.observe(q, o);

@@ -4,6 +4,13 @@
 //             real client retries over TCP and a spoofed source gets nothing
 //             bigger than its query back (the "slip" of BIND's RRL);
 //   refuse:   REFUSED.
+// Over UDP only one over-limit query in `slip` (default 2) gets that reply;
+// the others get none, as with BIND's RRL. Sending a reply costs as much as
+// answering from the cache (the send is most of a cached answer's cost), so
+// answering every flooded query left other clients queued behind the flood
+// (bench/flood.sh); a dropped query costs only its receive. A real client
+// whose query is dropped retries, and gets the TC or REFUSED at most one
+// retry later.
 // Over TCP there is nothing to truncate, and the client has already proved
 // its address with the handshake, so a TCP query over the limit is REFUSED
 // whatever the action: the limit is per client, not per transport, or a
@@ -17,7 +24,7 @@ import { buildReply, errorReply } from '../dns/reply.js';
 import type { Logger } from '../log.js';
 import type { Stats } from '../metrics/stats.js';
 import type { PolicyHolder } from '../policy/holder.js';
-import { isPromise, type Handler, type Outcome, type Stage } from '../pipeline/types.js';
+import { isPromise, NO_REPLY, type Handler, type Outcome, type Stage } from '../pipeline/types.js';
 import { RateLimiter } from '../ratelimit/limiter.js';
 
 /** A client over its limit is logged at most this often. */
@@ -56,13 +63,23 @@ export class RateLimitStage implements Stage {
     if (now - over.warnedAt >= WARN_EVERY_MS) {
       over.warnedAt = now;
       this.log.warn('SH_RATELIMIT', settings.dryRun ? 'client over the rate limit (dry run: answered anyway)' : 'client over the rate limit', {
-        client: q.client, qps: settings.qps, burst: settings.burst, action: settings.dryRun ? 'dryrun' : q.proto === 'tcp' ? 'refuse' : settings.action,
+        client: q.client, qps: settings.qps, burst: settings.burst, action: settings.dryRun ? 'dryrun' : q.proto === 'udp' ? settings.action : 'refuse',
+        ...(settings.dryRun || q.proto !== 'udp' ? {} : { slip: settings.slip }),
       });
     }
     if (settings.dryRun) {
       this.stats.rateLimited.dryrun++;
       const r = next(q);
       return isPromise(r) ? r.then(dryRun) : dryRun(r);
+    }
+    if (q.proto === 'udp') {
+      // TCP, DoT and DoH are always answered: the client proved its address, and an unanswered
+      // query would only hold its connection open.
+      if (settings.slip === 0 || ++over.slipped < settings.slip) {
+        this.stats.rateLimited.drop++;
+        return { wire: NO_REPLY, result: 'ratelimited', limited: 'drop' };
+      }
+      over.slipped = 0;
     }
     if (settings.action === 'truncate' && q.proto === 'udp') {
       this.stats.rateLimited.truncate++;

@@ -79,6 +79,7 @@ export class UdpListener {
   }
 
   private send(q: Query, o: Outcome, rinfo: dgram.RemoteInfo, sent?: () => void): void {
+    if (o.wire.length === 0) return sent?.(); // NO_REPLY: a rate-limited query dropped (clients.rateLimit.slip)
     const wire = o.wire.length > udpLimit(q) ? truncatedReply(q, o.wire) : o.wire;
     try {
       if (this.sock) return this.sock.send(wire, rinfo.port, rinfo.address, sent);
