@@ -9,7 +9,12 @@
 # Addresses: sinkhole $SH_ADDR:$SH_PORT (pinned to core 1, like bench/run.sh), the kit's NSD upstream
 # 127.0.0.2:5300 (core 0), the flooder from 127.0.0.5, the probe from 127.0.0.6.
 # Knobs: DUR (s per run), SH_PORT, QPS/BURST (the limiter under test, default the bundled 500/2000),
-# ACTION (truncate|refuse), CLIENTS/OUTSTANDING (dnsperf's, default 20/200), KIT (the peer kit).
+# ACTION (truncate|refuse), SLIP (clients.rateLimit.slip, default 2), CLIENTS/OUTSTANDING/FLOOD_TIMEOUT
+# (dnsperf's -c/-q/-t, default 20/200/5), KIT (the peer kit).
+# dnsperf is a closed loop: a query that gets no reply holds one of its OUTSTANDING slots until
+# FLOOD_TIMEOUT, so with slip the default flooder slows itself down. A flooder that does not wait
+# (a hostile one) is closer to OUTSTANDING=60000 FLOOD_TIMEOUT=1: the sent_qps column shows the rate
+# sinkhole received.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # The kit sits next to the main checkout; from a git worktree, look next to the main checkout too.
@@ -20,7 +25,7 @@ KIT=${KIT:-$ROOT/../shared/bench}
 KIT=$(cd "$KIT" && pwd)
 DUR=${DUR:-30}; SH_ADDR=127.0.0.1; SH_PORT=${SH_PORT:-5330}
 QPS=${QPS:-500}; BURST=${BURST:-2000}; ACTION=${ACTION:-truncate}
-CLIENTS=${CLIENTS:-20}; OUTSTANDING=${OUTSTANDING:-200}
+CLIENTS=${CLIENTS:-20}; OUTSTANDING=${OUTSTANDING:-200}; FLOOD_TIMEOUT=${FLOOD_TIMEOUT:-5}; SLIP=${SLIP:-2}
 FLOODER=127.0.0.5; PROBE=127.0.0.6; UPSTREAM=127.0.0.2:5300
 [[ $DUR =~ ^[0-9]+$ ]] && [ "$DUR" -ge 1 ] && [ "$DUR" -le 120 ] || { echo "DUR must be 1..120 s" >&2; exit 2; }
 [[ $SH_PORT =~ ^[0-9]+$ ]] && [ "$SH_PORT" -ge 1024 ] || { echo "bad SH_PORT" >&2; exit 2; }
@@ -79,26 +84,27 @@ flood_file() { # workload -> query file
 }
 
 RESULTS=$WORK/results.tsv
-printf 'limiter\tflood\tflooder_qps\tflooder_rcodes\tprobe_sent\tprobe_answered\tprobe_lost\tp50_ms\tp99_ms\tmax_ms\n' > "$RESULTS"
+printf 'limiter\tflood\tflooder_qps\tsent_qps\tflooder_rcodes\tprobe_sent\tprobe_answered\tprobe_lost\tp50_ms\tp99_ms\tmax_ms\n' > "$RESULTS"
 run() { # limiter-label flood(none|cached|uncached)
-  local fq="-" fr="-" probe
+  local fq="-" fs="-" fr="-" probe
   if [ "$2" = none ]; then
     probe=$("$NODE" "$ROOT/bench/probe.mjs" "$SH_ADDR" "$SH_PORT" "$PROBE" "$DUR")
   else
     local f; f=$(flood_file "$2")
-    taskset -c 0 dnsperf -s "$SH_ADDR" -p "$SH_PORT" -a "$FLOODER" -d "$f" -l "$DUR" -c "$CLIENTS" -q "$OUTSTANDING" > "$WORK/flood.out" 2>&1 &
+    taskset -c 0 dnsperf -s "$SH_ADDR" -p "$SH_PORT" -a "$FLOODER" -d "$f" -l "$DUR" -c "$CLIENTS" -q "$OUTSTANDING" -t "$FLOOD_TIMEOUT" > "$WORK/flood.out" 2>&1 &
     local dp=$!
     probe=$("$NODE" "$ROOT/bench/probe.mjs" "$SH_ADDR" "$SH_PORT" "$PROBE" "$DUR")
     wait "$dp" || true
     fq=$(awk '/Queries per second:/{print $4}' "$WORK/flood.out")
+    fs=$(awk -v d="$DUR" '/Queries sent:/{printf "%.0f", $3 / d}' "$WORK/flood.out")
     fr=$(awk '/Response codes:/{sub(/.*Response codes: */,""); gsub(/ /,""); print}' "$WORK/flood.out")
   fi
-  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "${fq:--}" "${fr:--}" "$probe" | tee -a "$RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "${fq:--}" "${fs:--}" "${fr:--}" "$probe" | tee -a "$RESULTS"
 }
 
-echo "flood bench: DUR=${DUR}s per run; limiter qps=$QPS burst=$BURST action=$ACTION"
+echo "flood bench: DUR=${DUR}s per run; limiter qps=$QPS burst=$BURST action=$ACTION slip=$SLIP; flooder -c $CLIENTS -q $OUTSTANDING -t $FLOOD_TIMEOUT"
 for limiter in off on; do
-  if [ "$limiter" = on ]; then start_sinkhole on "{ qps: $QPS, burst: $BURST, action: $ACTION }"; else start_sinkhole off; fi
+  if [ "$limiter" = on ]; then start_sinkhole on "{ qps: $QPS, burst: $BURST, action: $ACTION, slip: $SLIP }"; else start_sinkhole off; fi
   warm
   for flood in none cached uncached; do run "$limiter" "$flood"; done
   stop_sinkhole
