@@ -7,8 +7,7 @@ import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFil
 import { parse, stringify } from 'yaml';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFile } from 'node:child_process';
-import { isDeepStrictEqual, promisify } from 'node:util';
+import { isDeepStrictEqual } from 'node:util';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { FakeClock, startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
 import { buildQuery, exchange, rcodeOf } from './helpers/dns.js';
@@ -23,6 +22,7 @@ import { buildIdentity } from '../src/identity/sources.js';
 import { normalizeMac, parseSelector } from '../src/identity/mac.js';
 import { stripIdentityOptions } from '../src/stages/relay.js';
 import { decodeQuery } from '../src/dns/query.js';
+import { runCli as run } from './helpers/cli.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
@@ -42,16 +42,6 @@ const kea = (ip: string, mac: string, host: string, opts: { start?: number; life
 function contents(table: IdentityTable): { devices: [string, Device | null][]; statics: [string, string][] } {
   const s = table.snapshot();
   return { devices: [...s.devices].sort((a, b) => (a[0] < b[0] ? -1 : 1)), statics: [...(s.statics ?? [])].sort() };
-}
-
-async function run(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-    return { status: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { status: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
 }
 
 t.test('lease formats: each reader maps addresses to devices and names a bad line file:line:col', async (t) => {

@@ -4,8 +4,6 @@ import { existsSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'no
 import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
 import { buildQuery, exchange, rcodeOf, udpExchange } from './helpers/dns.js';
@@ -13,6 +11,7 @@ import { streamLogger } from '../src/log.js';
 import { ComplianceReport } from '../src/querylog/report.js';
 import { anonymize } from '../src/querylog/anonymize.js';
 import { policyHash } from '../src/policy/fingerprint.js';
+import { runNode as run } from './helpers/cli.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
@@ -27,16 +26,6 @@ const CONFIG = {
 async function get(h: Harness, path: string): Promise<{ status: number; body: string; type: string | null }> {
   const res = await fetch(`http://127.0.0.1:${h.running.http!.port}${path}`);
   return { status: res.status, body: await res.text(), type: res.headers.get('content-type') };
-}
-
-async function run(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, args, { encoding: 'utf8' });
-    return { status: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { status: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
 }
 
 /** Parses Prometheus text into `name{labels}` → value. */

@@ -4,8 +4,6 @@
 import t from 'tap';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
@@ -16,9 +14,8 @@ import { silentLogger } from '../src/log.js';
 import type { ReportSnapshot } from '../src/querylog/report.js';
 import { PostgresStore } from '../src/querylog/reportPostgres.js';
 import pgClient from 'pg';
+import { runCli as run } from './helpers/cli.js';
 
-const ROOT = join(import.meta.dirname, '..');
-const CLI = join(ROOT, 'dist', 'cli.js');
 const MAC1 = '02:00:00:00:00:01';
 const KEA_HEADER = 'address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id\n';
 const leases = (): string => {
@@ -34,16 +31,6 @@ const CONFIG = (extra: Record<string, unknown> = {}): Record<string, unknown> =>
   ...extra,
 });
 const FILES = (): Record<string, string> => ({ 'tiktok.txt': TIKTOK_LIST, 'ads.txt': 'ads.tiktok.example\n', 'leases.csv': leases() });
-
-async function run(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-    return { status: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { status: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 async function api(h: Harness | { running: Harness['running'] }, path = '/api/blocked-clients', token?: string): Promise<{ status: number; body: string }> {
   const res = await fetch(`http://127.0.0.1:${h.running.http!.port}${path}`, token ? { headers: { authorization: `Bearer ${token}` } } : {});

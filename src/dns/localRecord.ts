@@ -1,4 +1,4 @@
-// Records that sinkhole writes itself for its local answers (ANY, CHAOS):
+// Records that sinkhole writes itself for its local answers (ANY, CHAOS, the sinkhole answer):
 // owned by the question name, through a pointer to it.
 
 /** One record whose owner is the question name (a pointer to offset 12, RFC 1035 §4.1.4). */

@@ -121,8 +121,8 @@ function rdataNamesFit(buf: Buffer, type: number, rdata: number, rdlen: number):
   return true;
 }
 
-/** Whether an OPT's options fill its RDATA exactly (RFC 6891 §6.1.2). */
-function optionsFit(buf: Buffer, off: number, len: number): boolean {
+/** Whether an OPT's options, from `off`, fill its `len` bytes of RDATA exactly (RFC 6891 §6.1.2): queries and replies alike. */
+export function optionsFit(buf: Buffer, off: number, len: number): boolean {
   const end = off + len;
   while (off < end) {
     if (off + 4 > end) return false;

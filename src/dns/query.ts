@@ -3,6 +3,7 @@
 // query on this hot path (../shared/bench/BASELINE.md), and the relayed bytes
 // must stay untouched anyway (DESIGN.md "Forward raw bytes").
 import { FLAG_CD, FLAG_QR, FLAG_RD, MIN_UDP_PAYLOAD, RCODE, TYPE } from './constants.js';
+import { optionsFit } from './message.js';
 
 /** The client's transport: also the `proto` metric label. dot = DNS over TLS, doh = DNS over HTTPS. */
 export type Proto = 'udp' | 'tcp' | 'dot' | 'doh';
@@ -117,16 +118,6 @@ export function decodeQuery(buf: Buffer, client: string, proto: Proto, arrived: 
     buf, id: buf.readUInt16BE(0), opcode, rd: (buf[2]! & FLAG_RD) !== 0, cd: (buf[3]! & FLAG_CD) !== 0,
     qname, qtype, qclass, qend, problem, edns, udpSize, dnssecOk, client, optRdata, identityOptions, mac: undefined, proto, arrived,
   };
-}
-
-/** Whether the EDNS options from `off` fill exactly `len` bytes (RFC 6891 §6.1.2). */
-function optionsFit(buf: Buffer, off: number, len: number): boolean {
-  const end = off + len;
-  while (off < end) {
-    if (off + 4 > end) return false;
-    off += 4 + buf.readUInt16BE(off + 2);
-  }
-  return off === end;
 }
 
 /** RFC 7871 EDNS Client Subnet. */

@@ -2,24 +2,11 @@
 // "Answers"). Record bytes are prepared once per policy generation; a blocked
 // query costs one copy of its header and question plus these bytes.
 import { CLASS_IN, EDE_BLOCKED, RCODE, TYPE } from '../dns/constants.js';
+import { record } from '../dns/localRecord.js';
 import { buildReply, optRecord } from '../dns/reply.js';
 import type { Query } from '../dns/query.js';
 import type { ResponseMode } from '../config/config.js';
 import { parseAddress } from './cidr.js';
-
-/** A pointer to the question name at offset 12 (RFC 1035 §4.1.4). */
-const QNAME_PTR = [0xc0, 0x0c];
-
-function record(type: number, ttl: number, rdata: Buffer): Buffer {
-  const b = Buffer.alloc(12 + rdata.length);
-  b.set(QNAME_PTR, 0);
-  b.writeUInt16BE(type, 2);
-  b.writeUInt16BE(CLASS_IN, 4);
-  b.writeUInt32BE(ttl, 6);
-  b.writeUInt16BE(rdata.length, 10);
-  rdata.copy(b, 12);
-  return b;
-}
 
 function encodeName(name: string): Buffer {
   const parts = name.split('.').filter(Boolean);
@@ -38,7 +25,7 @@ function soa(ttl: number): Buffer {
   fixed.writeUInt32BE(600, 8); // retry
   fixed.writeUInt32BE(86400, 12); // expire
   fixed.writeUInt32BE(ttl, 16); // minimum = the negative TTL
-  return record(TYPE.SOA, ttl, Buffer.concat([encodeName('sinkhole.invalid'), encodeName('blocked.sinkhole.invalid'), fixed]));
+  return record(TYPE.SOA, CLASS_IN, ttl, Buffer.concat([encodeName('sinkhole.invalid'), encodeName('blocked.sinkhole.invalid'), fixed]));
 }
 
 function addressBytes(text: string, v4: boolean): Buffer {
@@ -65,7 +52,7 @@ export class SinkholeResponder {
   constructor(mode: ResponseMode, readonly ttl: number) {
     const neg: Body = { bytes: soa(ttl), an: 0, ns: 1 };
     const answer = (type: number, addr: string | undefined, v4: boolean): Body | undefined =>
-      addr === undefined ? undefined : { bytes: record(type, ttl, addressBytes(addr, v4)), an: 1, ns: 0 };
+      addr === undefined ? undefined : { bytes: record(type, CLASS_IN, ttl, addressBytes(addr, v4)), an: 1, ns: 0 };
     // null-ip is the custom answer 0.0.0.0 / :: (named so because a bare `null` is YAML's null).
     const m: ResponseMode = mode.kind === 'null-ip' ? { kind: 'custom', a: '0.0.0.0', aaaa: '::' } : mode;
     switch (m.kind) {

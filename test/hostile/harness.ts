@@ -235,3 +235,13 @@ export function p99Bound(quiet: ProbeResult, limitMs: number): { bound: number; 
   if (base < limitMs / 2) return { bound: limitMs, why: `${limitMs} ms` };
   return { bound: base + limitMs, why: `${limitMs} ms over the quiet p99 of ${base.toFixed(2)} ms (this machine is busy with other work)` };
 }
+
+/** Runs `body` repeatedly until `until` (a time), swallowing socket errors: abusers do not care. */
+export async function loop(until: number, body: () => Promise<unknown>): Promise<number> {
+  let n = 0;
+  while (Date.now() < until) {
+    await body().catch(() => {});
+    n++;
+  }
+  return n;
+}

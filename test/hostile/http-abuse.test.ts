@@ -8,21 +8,11 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
 import { buildQuery } from '../helpers/dns.js';
-import { describeProbe, p99Bound, percentile, probeProcess, seed, startChild, yieldCpu } from './harness.js';
+import { describeProbe, p99Bound, percentile, probeProcess, seed, startChild, yieldCpu, loop } from './harness.js';
 
 const DURATION_MS = 6000;
 /** The issue's bound: DNS p99 under 10 ms while abused (see p99Bound for a machine busy with other work). */
 const P99_LIMIT_MS = 10;
-
-/** Runs `body` repeatedly until `until` (a time), swallowing socket errors: abusers do not care. */
-async function loop(until: number, body: () => Promise<unknown>): Promise<number> {
-  let n = 0;
-  while (Date.now() < until) {
-    await body().catch(() => {});
-    n++;
-  }
-  return n;
-}
 
 t.test('HTTP abuse: a flood of /metrics and /api/blocked-clients', async (t) => {
   seed(t, 'http abuse');

@@ -8,23 +8,13 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
 import { buildQuery, TcpClient } from '../helpers/dns.js';
-import { describeProbe, p99Bound, percentile, probeProcess, Random, seed, startChild, yieldCpu } from './harness.js';
+import { describeProbe, p99Bound, percentile, probeProcess, Random, seed, startChild, yieldCpu, loop } from './harness.js';
 
 const DURATION_MS = 6000;
 /** The issue's bound: DNS p99 under 10 ms while abused (see p99Bound for a machine busy with other work). */
 const P99_LIMIT_MS = 10;
 
 const frame = (msg: Buffer): Buffer => TcpClient.frame(msg);
-
-/** Runs `body` repeatedly until `until` (a time), swallowing socket errors: abusers do not care. */
-async function loop(until: number, body: () => Promise<unknown>): Promise<number> {
-  let n = 0;
-  while (Date.now() < until) {
-    await body().catch(() => {});
-    n++;
-  }
-  return n;
-}
 
 function connect(port: number, from: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
