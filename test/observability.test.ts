@@ -12,6 +12,7 @@ import { ComplianceReport } from '../src/querylog/report.js';
 import { anonymize } from '../src/querylog/anonymize.js';
 import { policyHash } from '../src/policy/fingerprint.js';
 import { runNode as run } from './helpers/cli.js';
+import { LoopDelay } from '../src/metrics/loopDelay.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
@@ -409,4 +410,33 @@ t.test('log targets that fail recover by themselves; lines lost are counted; a f
   t.equal(ready.status, 200, '/readyz stays 200: DNS is still answered');
   t.match(ready.body, /^ready, degraded: audit log failing: ENOSPC since \S+ \(.*audit\.jsonl\); \d+ lines dropped\n$/, 'and its body says the audit trail is failing');
   t.ok(lines.some((l) => /error SH_LOG_WRITE cannot write the audit trail; exceptions used are NOT being recorded/.test(l)), 'logged as an error');
+});
+
+t.test('event-loop delay: the sampling interval is not counted as delay, a blocked loop is, into the next window', async (t) => {
+  const WINDOW = 300;
+  const d = new LoopDelay(WINDOW);
+  t.teardown(() => d.close());
+  const samples = async (n: number): Promise<void> => {
+    while (d.samples < n) await new Promise((r) => setTimeout(r, 5));
+  };
+  await samples(5);
+  const [p50] = d.seconds();
+  t.ok(p50! < 0.005, `an idle loop is late by about nothing (p50 ${(p50! * 1000).toFixed(2)} ms), not by the 10 ms interval`);
+  const before = d.samples;
+  const start = Date.now();
+  while (Date.now() - start < 60); // the loop blocked for 60 ms, as by a long GC or a big reload
+  await samples(before + 2);
+  const max = d.seconds()[2]!;
+  t.ok(max >= 0.04 && max < 0.2, `a 60 ms block reads as about 50-60 ms late (${(max * 1000).toFixed(1)} ms)`);
+  // The window restarts; a scrape just after still sees the stall (a scrape every 15 s would otherwise miss it).
+  const restarted = async (): Promise<void> => {
+    await samples(2); // a restart shows as the count falling back: it must have risen first
+    const seen = d.samples;
+    while (d.samples >= seen) await new Promise((r) => setTimeout(r, 5));
+  };
+  await restarted();
+  t.ok(d.seconds()[2]! >= 0.04, `after the window restarts, the stall is still reported (${(d.seconds()[2]! * 1000).toFixed(1)} ms)`);
+  await restarted();
+  await samples(3);
+  t.ok(d.seconds()[2]! < 0.02, `two windows later it is gone (${(d.seconds()[2]! * 1000).toFixed(1)} ms)`);
 });

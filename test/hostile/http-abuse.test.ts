@@ -78,8 +78,8 @@ t.test('HTTP abuse: a flood of /metrics and /api/blocked-clients', async (t) => 
     status = (await fetch(`http://127.0.0.1:${child.httpPort}/metrics`).catch(() => ({ status: 0 }))).status;
   }
   t.equal(status, 200, 'after the flood, a scrape is answered');
-  // sinkhole's own view: its event-loop delay over the last 10-20 s, sampled every 10 ms (so 10 ms is an idle
-  // loop). What the probe saw beyond it was spent outside sinkhole's loop (the kernel, the scheduler).
+  // sinkhole's own view: how late its event loop ran over the last 10-20 s (0 is an idle loop). What the
+  // probe saw beyond it was spent outside sinkhole's loop (the kernel, the scheduler).
   const eld = await Promise.all(['p99', 'max'].map((stat) => child.metric(`sinkhole_event_loop_delay_seconds{worker="0",stat="${stat}"}`)));
   t.comment(`HTTP abuse, sinkhole's event-loop delay: p99 ${(eld[0]! * 1000).toFixed(2)} ms, max ${(eld[1]! * 1000).toFixed(2)} ms`);
 });

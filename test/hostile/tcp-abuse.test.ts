@@ -137,8 +137,8 @@ t.test('TCP abuse: over the cap, reconnect loops, slow drip, slowloris, lying pr
   const evicted = await child.metric('sinkhole_tcp_evictions_total');
   const refused = await child.metric('sinkhole_tcp_refused_total');
   t.comment(`TCP abuse, UDP probe: ${describeProbe(result)}`);
-  // sinkhole's own view: its event-loop delay over the last 10-20 s, sampled every 10 ms (so 10 ms is an idle
-  // loop). What the probe saw beyond it was spent outside sinkhole's loop (the kernel, the scheduler).
+  // sinkhole's own view: how late its event loop ran over the last 10-20 s (0 is an idle loop). What the
+  // probe saw beyond it was spent outside sinkhole's loop (the kernel, the scheduler).
   const eld = await Promise.all(['p99', 'max'].map((stat) => child.metric(`sinkhole_event_loop_delay_seconds{worker="0",stat="${stat}"}`)));
   t.comment(`TCP abuse, sinkhole's event-loop delay: p99 ${(eld[0]! * 1000).toFixed(2)} ms, max ${(eld[1]! * 1000).toFixed(2)} ms`);
   t.comment(`TCP abuse: fresh TCP clients answered ${answered}/${asked} (p99 ${percentile(freshTimes, 99)} ms); evictions ${evicted}, refused ${refused}`);
