@@ -32,6 +32,15 @@ export const REFUSE_AFTER_MS = 1000;
 /** Client addresses with a budget of their own; past this the table starts afresh (bounded memory). */
 const MAX_TRACKED_CLIENTS = 4096;
 /** Connections the kernel holds for us to accept (Node's default is 511). */
+/**
+ * The admin page lists members' devices: the browser is told to load nothing at all besides the page
+ * and its inline style (no script, no frame, no form target), and not to frame it elsewhere.
+ */
+const PAGE_HEADERS = {
+  'Content-Security-Policy': "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'X-Content-Type-Options': 'nosniff',
+  'Referrer-Policy': 'no-referrer',
+};
 const ACCEPT_BACKLOG = 32;
 const KEEP_ALIVE_MS = 5000;
 const HEADERS_TIMEOUT_MS = 5000;
@@ -169,7 +178,7 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
     if (html) {
       Promise.resolve()
         .then(html)
-        .then((body) => reply(200, 'text/html; charset=utf-8', body))
+        .then((body) => reply(200, 'text/html; charset=utf-8', body, PAGE_HEADERS))
         .catch((e: unknown) => {
           log.error('SH_INTERNAL', 'HTTP page failed', { path, error: String(e) });
           reply(500, 'text/plain', 'failed\n');
