@@ -91,7 +91,7 @@ t.test('GET / in chromium: devices, hourly chart, exceptions by time left, polic
   t.ok(requests.every((u) => u.startsWith(origin)), `nothing fetched from elsewhere: ${requests.join(' ')}`);
   t.equal(await page.locator('script').count(), 0, 'no script at all');
   t.match(res?.headers()['content-security-policy'], /^default-src 'none'; style-src 'unsafe-inline';.*frame-ancestors 'none'/, 'and the browser is told to load nothing else');
-  t.equal(await page.locator('#hourly rect').first().evaluate((e) => getComputedStyle(e).fill), 'rgb(170, 17, 17)', 'the inline style still applies under that policy');
+  t.equal(await page.locator('#hourly rect').first().evaluate((e) => (globalThis as unknown as { getComputedStyle(el: unknown): { fill: string } }).getComputedStyle(e).fill), 'rgb(170, 17, 17)', 'the inline style still applies under that policy');
 
   // A broken lease file degrades the page (and the last good leases stay in force).
   const swapped = once(h.running.identity, 'swap');
