@@ -224,8 +224,8 @@ export function describeProbe(r: ProbeResult): string {
  * before keep their class, so on two cores sinkhole and the probe are not
  * preempted by the process that generates the abuse: with a plain nice 10
  * the scheduler still let the abuser finish its slice in front of a woken
- * probe, and the probe's p99 measured that (12 ms, with sinkhole's own event
- * loop never more than 1 ms late). Call it once everything is spawned.
+ * probe, and the probe's p99 measured that (12-24 ms in 2 runs of 3 of the
+ * HTTP flood; 4-7 ms at SCHED_IDLE). Call it once everything is spawned.
  */
 export function yieldCpu(): void {
   setPriority(19);
