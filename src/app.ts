@@ -398,7 +398,7 @@ export async function start(opts: StartOptions): Promise<Running> {
       return await reportStore.read(config().report.maxClients);
     } catch (e) {
       log.warn('SH_REPORT_STORE', 'PostgreSQL report store unreachable; serving this instance\'s report', { error: (e as Error).message });
-      return { ...report.snapshot(), source: 'memory (postgres unreachable)' };
+      return { ...(await report.snapshot()), source: 'memory (postgres unreachable)' };
     }
   };
   // The report is read at most once per httpCacheMs for HTTP (the API's pages and the admin page):

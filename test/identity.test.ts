@@ -563,7 +563,7 @@ t.test('EDNS Client Subnet and the MAC option: believed from trusted relays, ign
   }
   // The report and the logs record the device the relay named, not the relay.
   t.equal(await ask(h, '127.0.0.2', 'udp', withOptions('www.tiktok.com', [ecs('127.0.0.55'), macOpt('02:00:00:00:00:09')])), 3);
-  const rows = h.running.report.snapshot().clients;
+  const rows = (await h.running.report.snapshot()).clients;
   t.match(rows.find((r) => r.mac === '02:00:00:00:00:09'), { client: '127.0.0.55', blocked: 1 }, 'a relayed device has its own row');
   t.notOk(rows.some((r) => r.client === '127.0.0.3' && r.mac !== null), 'an untrusted MAC claim is not recorded as that device');
   const m = await h.running.registry.metrics();

@@ -9,13 +9,14 @@
 //   budget gets its 503 only after REFUSE_AFTER_MS, so a client looping on
 //   a connection asks once a second instead of thousands of times;
 // - idle and slow clients: short keep-alive, header and request timeouts;
-// - /metrics renders at most once per metricsMaxAgeMs, whoever asks;
+// - /metrics renders at most once per metricsMaxAgeMs, whoever asks, and in slices (src/slices.ts);
 // - JSON routes may answer with text they rendered once (the report's pages).
 import http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
+import { metricsInSlices } from './registry.js';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';
 
@@ -103,7 +104,7 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
   const metrics = (): Promise<string> => {
     const now = performance.now();
     if (!rendered || now - rendered.at >= maxAge) {
-      const body = (routes.beforeMetrics?.() ?? Promise.resolve()).then(() => routes.registry.metrics());
+      const body = (routes.beforeMetrics?.() ?? Promise.resolve()).then(() => metricsInSlices(routes.registry));
       rendered = { at: now, body };
       body.catch(() => {
         if (rendered?.body === body) rendered = undefined;

@@ -8,6 +8,7 @@
 // Events older than report.retention are deleted.
 import pg from 'pg';
 import type { Logger } from '../log.js';
+import { mapInSlices } from '../slices.js';
 import { hourly, reportRow, type BlockedEvent, type EventSink, type ReportRow, type ReportSnapshot } from './report.js';
 
 /** Events kept while the database is unreachable (~100 bytes each). */
@@ -207,7 +208,7 @@ export class PostgresStore implements EventSink {
       l.push([r.list, Number(r.n)]);
       byKey.set(r.key, l);
     }
-    const clients: ReportRow[] = devices.rows.map((r) =>
+    const clients: ReportRow[] = await mapInSlices(devices.rows, (r) =>
       reportRow(r.client, r.mac ?? '', r.hostname ?? '', Number(r.n), Number(r.first), Number(r.last), byKey.get(r.key) ?? []),
     );
     this.up = true;
