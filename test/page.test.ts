@@ -11,6 +11,8 @@ import { chromium } from 'playwright-core';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { startSinkhole, TIKTOK_LIST } from './helpers/sinkhole.js';
 import { buildQuery, exchange } from './helpers/dns.js';
+import { PAGE_DEVICES, renderPage, type PageData } from '../src/metrics/page.js';
+import { reportRow } from '../src/querylog/report.js';
 
 const MAC1 = '02:00:00:00:00:01';
 const KEA_HEADER = 'address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id\n';
@@ -104,4 +106,24 @@ t.test('GET / in chromium: devices, hourly chart, exceptions by time left, polic
   // Without the token the page is refused.
   const bare = await fetch(`${origin}/`);
   t.equal(bare.status, 401);
+});
+
+t.test('the page lists the most active devices, not all 100,000 a report may hold', (t) => {
+  const data = (n: number): PageData => ({
+    now: 0, version: 'test',
+    report: {
+      windowSeconds: 86_400, source: 'memory', instances: 1, hourly: [],
+      clients: Array.from({ length: n }, (_, i) => reportRow(`10.0.${i >> 8}.${i & 255}`, '', '', n - i, 0, 0, [['tiktok', n - i]])),
+    },
+    exceptions: [], policy: { generation: 1, lists: [], degraded: [] }, identity: { devices: 0, sources: [] },
+  });
+  const rows = (html: string): number => html.match(/<tr data-mac=/g)?.length ?? 0;
+  const big = renderPage(data(5000));
+  t.equal(rows(big), PAGE_DEVICES, `${PAGE_DEVICES} rows of 5,000`);
+  t.match(big, /data-client="10\.0\.0\.0"/, 'the most active is among them');
+  t.match(big, new RegExp(`The ${PAGE_DEVICES} most active of 5000 are shown; every device: <code>sinkhole report</code>`), 'and the page says where the rest are');
+  const small = renderPage(data(3));
+  t.equal(rows(small), 3, 'a short report is shown whole');
+  t.notMatch(small, /most active of/, 'with no note');
+  t.end();
 });

@@ -5,6 +5,12 @@
 // the policy in force. The browser refreshes it every 30 s by itself.
 import type { ReportSnapshot } from '../querylog/report.js';
 
+/**
+ * Devices listed on the page, the most active first. The report may hold 100,000 (report.maxClients),
+ * and the page is rendered on the query thread: the rest are in `sinkhole report` and the paged API.
+ */
+export const PAGE_DEVICES = 200;
+
 export interface PageData {
   now: number;
   version: string;
@@ -53,6 +59,7 @@ function chart(hours: ReportSnapshot['hourly']): string {
 export function renderPage(d: PageData): string {
   const r = d.report;
   const devices = r.clients
+    .slice(0, PAGE_DEVICES)
     .map(
       (c) =>
         `<tr data-mac="${esc(c.mac ?? '')}" data-client="${esc(c.client)}"><td>${esc(c.hostname ?? '—')}</td><td><code>${esc(c.mac ?? '—')}</code></td><td><code>${esc(c.client)}</code></td>` +
@@ -102,6 +109,7 @@ ${chart(r.hourly)}
 <tbody>
 ${devices || '<tr><td colspan="6">none</td></tr>'}
 </tbody></table>
+${r.clients.length > PAGE_DEVICES ? `<p class="muted" id="more">The ${PAGE_DEVICES} most active of ${r.clients.length} are shown; every device: <code>sinkhole report</code> or <code>/api/blocked-clients</code>.</p>` : ''}
 
 <h2>Exceptions</h2>
 <p class="muted">${active.length} active, expiring soonest first${expired ? `; ${expired} expired on record` : ''}.</p>
