@@ -429,10 +429,12 @@ t.test('event-loop delay: the sampling interval is not counted as delay, a block
   t.ok(p50! < 0.005, `an idle loop is late by about nothing (p50 ${(p50! * 1000).toFixed(2)} ms), not by the 10 ms interval`);
   const before = d.samples;
   const start = Date.now();
-  while (Date.now() - start < 60); // the loop blocked for 60 ms, as by a long GC or a big reload
+  // The loop blocked for 150 ms, as by a long GC or a big reload: far more than this machine's own noise
+  // (another test process taking the core for a few tens of ms), so the checks below cannot mistake one for the other.
+  while (Date.now() - start < 150);
   await samples(before + 2);
   const max = d.seconds()[2]!;
-  t.ok(max >= 0.04 && max < 0.2, `a 60 ms block reads as about 50-60 ms late (${(max * 1000).toFixed(1)} ms)`);
+  t.ok(max >= 0.13 && max < 0.5, `a 150 ms block reads as about 140-150 ms late (${(max * 1000).toFixed(1)} ms)`);
   // The window restarts; a scrape just after still sees the stall (a scrape every 15 s would otherwise miss it).
   const restarted = async (): Promise<void> => {
     await samples(2); // a restart shows as the count falling back: it must have risen first
@@ -440,10 +442,10 @@ t.test('event-loop delay: the sampling interval is not counted as delay, a block
     while (d.samples >= seen) await new Promise((r) => setTimeout(r, 5));
   };
   await restarted();
-  t.ok(d.seconds()[2]! >= 0.04, `after the window restarts, the stall is still reported (${(d.seconds()[2]! * 1000).toFixed(1)} ms)`);
+  t.ok(d.seconds()[2]! >= 0.13, `after the window restarts, the stall is still reported (${(d.seconds()[2]! * 1000).toFixed(1)} ms)`);
   await restarted();
   await samples(3);
-  t.ok(d.seconds()[2]! < 0.02, `two windows later it is gone (${(d.seconds()[2]! * 1000).toFixed(1)} ms)`);
+  t.ok(d.seconds()[2]! < 0.1, `two windows later it is gone (${(d.seconds()[2]! * 1000).toFixed(1)} ms)`);
 });
 
 /**
