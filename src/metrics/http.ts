@@ -32,7 +32,6 @@ export const MAX_REQUESTS_PER_CLIENT = 20;
 export const REFUSE_AFTER_MS = 1000;
 /** Client addresses with a budget of their own; past this the table starts afresh (bounded memory). */
 const MAX_TRACKED_CLIENTS = 4096;
-/** Connections the kernel holds for us to accept (Node's default is 511). */
 /**
  * The admin page lists members' devices: the browser is told to load nothing at all besides the page
  * and its inline style (no script, no frame, no form target), and not to frame it elsewhere.
@@ -42,6 +41,7 @@ const PAGE_HEADERS = {
   'X-Content-Type-Options': 'nosniff',
   'Referrer-Policy': 'no-referrer',
 };
+/** Connections the kernel holds for us to accept (Node's default is 511). */
 const ACCEPT_BACKLOG = 32;
 const KEEP_ALIVE_MS = 5000;
 const HEADERS_TIMEOUT_MS = 5000;
