@@ -1,5 +1,5 @@
 // Shared by the hostile-input and fault suites (.ci/hostile.sh): sinkhole as
-// a child process (`node dist/cli.js serve`, as admins run it, so its RSS,
+// a child process (`bin/sinkhole serve`, as admins run it, so its RSS,
 // its event loop and its crashes are its own), a seeded random source that
 // makes every run replayable, and a UDP latency probe.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
