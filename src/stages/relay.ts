@@ -70,7 +70,8 @@ export function readIdentityOptions(buf: Buffer, rdata: number): { client?: stri
       else if (family === 2 && prefix === 128 && bytes.length === 16) {
         const words: string[] = [];
         for (let i = 0; i < 16; i += 2) words.push(bytes.readUInt16BE(i).toString(16));
-        out.client = parseAddress(words.join(':')) ? words.join(':') : undefined;
+        const text = words.join(':');
+        out.client = parseAddress(text) ? text : undefined;
       }
     } else if (code === OPTION_MAC) {
       if (len === 6) out.mac = macFromBytes(buf, data);
