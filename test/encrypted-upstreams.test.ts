@@ -8,6 +8,7 @@ import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { FakeDoh, FakeDot, silentServer } from './helpers/fakeEncrypted.js';
 import { makePki } from './helpers/pki.js';
 import { startDnsdist, startUnbound } from './helpers/peers.js';
+import { skipUnless } from './helpers/requires.js';
 import { startSinkhole, type Harness } from './helpers/sinkhole.js';
 import { buildQuery, decode, exchange, rcodeOf, udpExchange } from './helpers/dns.js';
 import { UpstreamStats } from '../src/metrics/stats.js';
@@ -335,7 +336,7 @@ t.test('DoH upstream: PING keepalive and idle close', async (t) => {
   t.equal(doh.sessions, 2);
 });
 
-t.test('real peers: unbound over DoT, dnsdist over DoH and DoT', async (t) => {
+t.test('real peers: unbound over DoT, dnsdist over DoH and DoT', { skip: skipUnless({ unbound: 'unbound', dnsdist: 'dnsdist' }) }, async (t) => {
   const big = Array.from({ length: 40 }, (_, i) => `big.example.test. 300 IN A 192.0.2.${i + 1}`);
   const unbound = await startUnbound(pki, [
     'www.example.test. 300 IN A 192.0.2.53',

@@ -1,13 +1,12 @@
-// The admin page (GET /) in a real browser: Debian's chromium driven by
-// playwright-core (which downloads no browser). Checks what an admin sees:
+// The admin page (GET /) in a real browser: Chromium (Debian's, or the one
+// @sparticuz/chromium ships) driven by playwright-core (helpers/browser.ts). Checks what an admin sees:
 // the devices, the per-hour chart, exceptions by time left, the policy in
 // force — and that the page asks for nothing from anywhere else.
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { once } from 'node:events';
-import { chromium } from 'playwright-core';
+import { launchBrowser } from './helpers/browser.js';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { startSinkhole, TIKTOK_LIST } from './helpers/sinkhole.js';
 import { buildQuery, exchange } from './helpers/dns.js';
@@ -48,18 +47,10 @@ t.test('GET / in chromium: devices, hourly chart, exceptions by time left, polic
   for (let i = 0; i < 4; i++) await exchange('udp', h.port, buildQuery('www.tiktok.com', T.A), '127.0.0.41');
   await exchange('udp', h.port, buildQuery('v16.tiktokv.com', T.A), '127.0.0.42');
 
-  const profile = mkdtempSync(join(tmpdir(), 'sinkhole-chromium-'));
-  const browser = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    extraHTTPHeaders: { authorization: `Bearer ${TOKEN}` },
-  });
-  t.teardown(async () => {
-    await browser.close();
-    rmSync(profile, { recursive: true, force: true });
-  });
-  const page = browser.pages()[0] ?? (await browser.newPage());
+  const browser = await launchBrowser({ authorization: `Bearer ${TOKEN}` });
+  t.teardown(() => browser.close());
+  t.comment(`browser: ${browser.which}`);
+  const page = browser.context.pages()[0] ?? (await browser.context.newPage());
   const origin = `http://127.0.0.1:${h.running.http!.port}`;
   const requests: string[] = [];
   page.on('request', (r) => requests.push(r.url()));

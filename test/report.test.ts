@@ -8,7 +8,8 @@ import { performance } from 'node:perf_hooks';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
 import { buildQuery, exchange, rcodeOf } from './helpers/dns.js';
-import { startPostgres } from './helpers/postgres.js';
+import { POSTGRES_NEEDS, startPostgres } from './helpers/postgres.js';
+import { skipUnless } from './helpers/requires.js';
 import { start } from '../src/app.js';
 import { silentLogger } from '../src/log.js';
 import type { ReportSnapshot } from '../src/querylog/report.js';
@@ -126,7 +127,7 @@ t.test('listen.httpToken: every path but /healthz and /metrics asks for the bear
   await t.rejects(start({ configFile: h.configFile, log: silentLogger, watch: false }), { code: 'SH_HTTP_TOKEN' }, 'serve refuses to start without a usable token');
 });
 
-t.test('PostgreSQL: two instances keep one report; with the database stopped under load DNS is still answered, and the events are replayed', async (t) => {
+t.test('PostgreSQL: two instances keep one report; with the database stopped under load DNS is still answered, and the events are replayed', { skip: skipUnless(POSTGRES_NEEDS) }, async (t) => {
   const pg = await startPostgres(t);
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());

@@ -3,7 +3,7 @@
 // only, on a port the kernel picked, with fsync off. initdb refuses to run
 // as root, so as root (CI) the server runs as the `postgres` user.
 import { execFile } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chownSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,9 +23,8 @@ interface TapLike {
   teardown(fn: () => unknown): void;
 }
 
-export function postgresAvailable(): boolean {
-  return existsSync(join(BIN, 'initdb')) && existsSync(join(BIN, 'pg_ctl'));
-}
+/** What the PostgreSQL tests need (for helpers/requires.ts skipUnless): the server's binaries. */
+export const POSTGRES_NEEDS = { [join(BIN, 'initdb')]: 'postgresql-15', [join(BIN, 'pg_ctl')]: 'postgresql-15' };
 
 /** A port the kernel just handed out on 127.0.0.1 (postgres cannot be told "port 0"). */
 async function freePort(): Promise<number> {
