@@ -52,10 +52,45 @@ export class SinkholeError extends Error {
   }
 }
 
-/** Thrown when a config, list or exceptions file fails to compile: carries every problem found. */
+/** Problems listed per file, as compilers do: past this, one line says how many more there are. */
+export const MAX_PROBLEMS_PER_FILE = 100;
+
+/**
+ * The first MAX_PROBLEMS_PER_FILE problems of each file, then one line per file for the rest
+ * (`… and 49,900 more problems in this file`), at the first one not listed. A file of 50,000
+ * mistakes is still one screen, and every consumer (CLI, log, /readyz) gets the same bounded list.
+ */
+export function boundPerFile(problems: readonly Problem[]): Problem[] {
+  const shown = new Map<string, number>();
+  const over = new Map<string, Problem & { more: number }>();
+  const out: Problem[] = [];
+  for (const p of problems) {
+    const n = shown.get(p.file) ?? 0;
+    if (n < MAX_PROBLEMS_PER_FILE) {
+      shown.set(p.file, n + 1);
+      out.push(p);
+      continue;
+    }
+    const summary = over.get(p.file);
+    if (summary) summary.more++;
+    else {
+      const first = { ...p, more: 1 };
+      over.set(p.file, first);
+      out.push(first);
+    }
+  }
+  for (const summary of over.values()) {
+    summary.message = `… and ${summary.more.toLocaleString('en-US')} more problems in this file (the first ${MAX_PROBLEMS_PER_FILE} are listed)`;
+    delete (summary as Partial<typeof summary>).more;
+  }
+  return out;
+}
+
+/** Thrown when a config, list or exceptions file fails to compile: carries every problem found (bounded per file). */
 export class PolicyError extends SinkholeError {
   override name = 'PolicyError';
-  constructor(problems: readonly Problem[]) {
+  constructor(all: readonly Problem[]) {
+    const problems = boundPerFile(all);
     const first = problems[0];
     super(first ? first.code : 'SH_CONFIG_INVALID', problems.map(formatProblem).join('\n'), problems);
   }

@@ -15,6 +15,7 @@ import { readFileSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
+import { MAX_YAML_BYTES } from '../config/yamlReader.js';
 import type { Logger } from '../log.js';
 import type { Stats } from '../metrics/stats.js';
 import type { Generation } from '../policy/generation.js';
@@ -52,7 +53,10 @@ export function stateDirOf(configFile: string): string {
   const path = resolve(configFile);
   const fallback = resolve(dirname(path), '.sinkhole-state');
   try {
-    const dir = parseDocument(readFileSync(path, 'utf8')).getIn(['state', 'dir']);
+    const text = readFileSync(path, 'utf8');
+    if (text.length > MAX_YAML_BYTES) return fallback; // the config's own reading refuses it at file:line:col
+    // uniqueKeys off: yaml's own check compares every key with every other (50,000 keys took 25 s).
+    const dir = parseDocument(text, { uniqueKeys: false }).getIn(['state', 'dir']);
     return typeof dir === 'string' && dir ? resolve(dirname(path), dir) : fallback;
   } catch {
     return fallback;
