@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import { ReplyCache, type CacheLimits } from './cache/replyCache.js';
 import { systemClock, type Clock } from './clock.js';
-import type { Endpoint } from './config/config.js';
+import type { Config, Endpoint } from './config/config.js';
 import { SinkholeError, formatProblem } from './errors.js';
 import { streamLogger, type Logger } from './log.js';
 import { startHttp } from './metrics/http.js';
@@ -50,6 +50,7 @@ import { PostgresStore } from './querylog/reportPostgres.js';
 import { renderPage, type PageData } from './metrics/page.js';
 import { readHttpToken } from './metrics/token.js';
 import { WorkerPool } from './workers.js';
+import { assertAddressFree } from './transport/exclusive.js';
 import { DdrAnswerer, type DdrEndpoint } from './stages/ddr.js';
 import { LocalAnswersStage } from './stages/localAnswers.js';
 // Hostile input (issue 8): ANY and CHAOS answered locally, the report served a page at a time.
@@ -449,6 +450,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   try {
     // The devices are known before the first query (read in the identity thread).
     await identity.start();
+    if (workers) await claimReusedAddresses(config().listen);
     dns = await plane.listen(config().listen.dns, workers !== undefined);
     encrypted = await plane.listenEncrypted(config().listen.dot, config().listen.doh, workers !== undefined);
     // The other threads bind the ports the main thread got (the kernel chose them for port 0).
@@ -655,6 +657,16 @@ export async function bindPair(
       if (ep.port !== 0 || attempt >= 20) throw listenError('TCP', ep, e);
     }
   }
+}
+
+/** With several query threads every address is bound with SO_REUSEPORT: first make sure no other process holds one (transport/exclusive.ts). */
+async function claimReusedAddresses(listen: Config['listen']): Promise<void> {
+  const claims: [string, 'udp' | 'tcp', Endpoint][] = [
+    ...listen.dns.flatMap((ep): [string, 'udp' | 'tcp', Endpoint][] => [['UDP', 'udp', ep], ['TCP', 'tcp', ep]]),
+    ...listen.dot.map((ep): [string, 'udp' | 'tcp', Endpoint] => ['TLS', 'tcp', ep]),
+    ...listen.doh.map((ep): [string, 'udp' | 'tcp', Endpoint] => ['HTTPS', 'tcp', ep]),
+  ];
+  for (const [label, proto, ep] of claims) await assertAddressFree(proto, ep.host, ep.port).catch((e: unknown) => Promise.reject(listenError(label, ep, e)));
 }
 
 function listenError(proto: string, ep: { host: string; port: number }, e: unknown): SinkholeError {

@@ -307,3 +307,24 @@ t.test('workers: a number, or auto for one per core', async (t) => {
     t.match((e as Error).message, /sinkhole\.yaml:1:10: workers: expected a whole number from 1 to 256, or auto/, 'a bad value names file:line:col');
   }
 });
+
+t.test('a second instance cannot join the first one\'s SO_REUSEPORT group: it fails with SH_LISTEN, and every query stays with the first', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const first = await startSinkhole(t, up.port, CONFIG, { 'tiktok.txt': TIKTOK_LIST });
+  const { mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-second-'));
+  // Another policy (nothing blocked) on the same address, also with two threads.
+  writeFileSync(join(dir, 'empty.txt'), '# nothing\nexample.invalid\n');
+  writeFileSync(
+    join(dir, 'sinkhole.yaml'),
+    `listen: { dns: ["127.0.0.1:${first.port}"] }\nupstreams: { servers: ["127.0.0.1:${up.port}"] }\nblocking: { lists: { other: [empty.txt] }, enforce: [other] }\nworkers: 2\n`,
+  );
+  const { spawnSync } = await import('node:child_process');
+  const second = spawnSync(process.execPath, [join(import.meta.dirname, '..', 'dist', 'cli.js'), 'serve', '--config', join(dir, 'sinkhole.yaml')], { encoding: 'utf8', timeout: 20_000 });
+  t.equal(second.status, 1, 'the second instance exits 1 (a listener cannot bind)');
+  t.match(second.stderr, new RegExp(`SH_LISTEN cannot listen for DNS over UDP on 127\\.0\\.0\\.1:${first.port}: EADDRINUSE \\(another process has this port\\)`));
+  const answers = await spread(first, Array.from({ length: 12 }, () => 'www.tiktok.com'));
+  t.same(answers, Array(12).fill(3), 'all 12 queries for www.tiktok.com sinkholed by the first instance');
+});
