@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // sinkhole serve | validate | check | exceptions | report | health (DESIGN.md §3 "CLI").
 // A startup error is one clear line per problem and a non-zero exit, never a stack trace.
-import { relative } from 'node:path';
+import { relative, resolve } from 'node:path';
+import { existsSync } from 'node:fs';
 import { start } from './app.js';
 import { checkTarget } from './checkTarget.js';
 import { COMMANDS, parseCommandLine } from './cliArgs.js';
@@ -145,6 +146,10 @@ function validate(configFile: string): number {
         `SH_POLICY_DEGRADED serve would start from the last good policy saved ${m.takenAt} (generation ${m.generation}, ${m.files.length} files in ${shortPath(fallback.dir)}) ` +
           `and report it on /readyz and sinkhole_policy_degraded until these files compile\n`,
       );
+    } else if (!existsSync(configFile)) {
+      process.stderr.write(`SH_STATE_NONE ${shortPath(resolve(configFile))} does not exist: serve would exit 2\n`);
+    } else if (fallback.kind === 'none') {
+      process.stderr.write(`SH_STATE_NONE ${fallback.reason}: serve would exit 2 until these files compile\n`);
     } else {
       process.stderr.write(`SH_STATE_INVALID ${fallback.reason}: serve would exit 2 until these files compile\n`);
     }

@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   SH_HTTP_TOKEN: 'listen.httpToken names a file that cannot be read or is empty',
   SH_UNREACHABLE: 'a running server could not be reached over HTTP (report, health)',
   SH_UNHEALTHY: 'a running server answered /healthz with something other than 200 (health)',
+  SH_STATE_NONE: 'there is no last good policy for this config file (a new install, or a snapshot saved for another config): serve exits 2 until the files compile',
   SH_RUNTIME: 'the Node runtime is older than the supported LTS line (24)',
 } as const;
 

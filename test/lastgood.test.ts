@@ -185,6 +185,38 @@ t.test('exit 2 only when there was never a good policy; a damaged snapshot is no
   t.match(bindErr, /SH_LISTEN cannot listen for DNS over UDP on 127\.0\.0\.1:\d+: EADDRINUSE/, 'and then could not bind');
 });
 
+t.test('a snapshot belongs to its config file: a mistyped --config exits 2, and a second config in the folder never starts from the first one\'s policy', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, CONFIG, FILES);
+  await h.running.state.idle();
+  await h.running.close();
+  t.ok(readFileSync(join(h.dir, '.sinkhole-state', 'current'), 'utf8'), 'the folder has a last good policy (of sinkhole.yaml)');
+  const serve = async (config: string): Promise<{ code: number; err: string }> => {
+    const child = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (c) => (err += c));
+    const [code] = (await once(child, 'exit')) as [number];
+    return { code, err };
+  };
+  const typo = await serve(join(h.dir, 'nope.yaml'));
+  t.equal(typo.code, 2, 'a config file that does not exist: exit 2, not a degraded start');
+  t.match(typo.err, /^SH_CONFIG_READ \S*nope\.yaml:1:1: cannot read: ENOENT/);
+  t.notMatch(typo.err, /SH_POLICY_DEGRADED/, 'the snapshot of sinkhole.yaml was not served');
+  const v = spawn(process.execPath, [CLI, 'validate', '--config', join(h.dir, 'nope.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let vErr = '';
+  v.stderr.on('data', (c) => (vErr += c));
+  await once(v, 'exit');
+  t.match(vErr, /SH_STATE_NONE \S*nope\.yaml does not exist: serve would exit 2/, 'validate says what serve would do');
+
+  // other.yaml: another config in the same folder (same default state.dir), broken.
+  h.write('other.yaml', 'listen:\n  dns: ["127.0.0.1:0"]\nblocking:\n  lists:\n    tiktok: [lists/tiktok.txt]\n  enforce: [tiktok]\nbogus: 1\n');
+  const other = await serve(join(h.dir, 'other.yaml'));
+  t.equal(other.code, 2, 'a broken config whose folder holds only another config\'s snapshot: exit 2');
+  t.match(other.err, /SH_CONFIG_INVALID \S*other\.yaml:7:1: bogus: unknown key/);
+  t.notMatch(other.err, /SH_POLICY_DEGRADED/, 'not started from sinkhole.yaml\'s policy');
+});
+
 t.test('a state dir that cannot be written never stops DNS: a warning with a code, and a counter', async (t) => {
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());

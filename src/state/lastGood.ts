@@ -4,6 +4,8 @@
 // the files' real paths, and sinkhole serves in a "degraded" state until a
 // fix on disk reloads. Only when there has never been a good policy does
 // start-up fail (exit 2), as before.
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { PolicyError, formatProblem, type Problem } from '../errors.js';
 import type { Logger } from '../log.js';
 import { compileFile, type PolicyData } from '../policy/generation.js';
@@ -29,6 +31,10 @@ export function lastGood(configFile: string): Fallback {
   const found = readSnapshot(dir);
   if ('missing' in found) return { kind: 'none', reason: found.missing };
   if ('broken' in found) return { kind: 'unusable', reason: found.broken, problems: [] };
+  // A snapshot belongs to the config file it was saved from: two configs in one folder share a
+  // state.dir, and a mistyped --config must never start from another file's policy (issue 18).
+  const own = resolve(configFile);
+  if (found.snapshot.manifest.config !== own) return { kind: 'none', reason: `the last good policy in ${dir} was saved for ${found.snapshot.manifest.config}, not ${own}` };
   try {
     const data = compileFile(configFile, new SnapshotSource(found.snapshot, configFile));
     return { kind: 'snapshot', data, manifest: found.snapshot.manifest, dir };
@@ -51,6 +57,9 @@ export function startingPolicy(configFile: string, log: Logger): Starting {
   } catch (e) {
     if (!(e instanceof PolicyError)) throw e;
     problems = e.problems;
+    // The last good policy is for files that exist and do not compile: a config file that is not
+    // there at all is a mistake in the command line or the unit, and is an error (exit 2).
+    if (!existsSync(configFile)) throw e;
     const fallback = lastGood(configFile);
     if (fallback.kind === 'none') throw e; // a first install with a broken config: nothing to serve
     if (fallback.kind === 'unusable') {
