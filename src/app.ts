@@ -382,6 +382,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     version: VERSION,
     identityDevices: () => identity.holder.current.size,
     reportStore: () => reportStore,
+    policyFilesOk: () => reloader.lastProblems.length === 0 && !policy.current.degraded,
   });
   // Query threads first (each answers what it has in flight), then HTTP: /readyz says 503 until the end.
   const closeAll = async (): Promise<void> => {
@@ -419,6 +420,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     const audit = logHealth().find((h) => h.name === 'audit')!;
     const notes = [
       degradedNote(policy.current),
+      rejectedNote(reloader.lastProblems, policy.current.number),
       // The audit trail is the record of exceptions used: failing to write it must be loud.
       audit.failure && `audit log failing: ${audit.failure.code} since ${new Date(audit.failure.since).toISOString()} (${audit.failure.target}); ${audit.dropped} lines dropped`,
     ].filter((n): n is string => !!n);
@@ -600,6 +602,14 @@ function tcpLimits(l: Generation['config']['listen']): TcpLimits {
 }
 
 /** /readyz's note while the policy in force came from the last good snapshot. */
+/** A reload whose files did not compile: the generation in force stays, and /readyz says why (issue 18). */
+function rejectedNote(problems: readonly string[], generation: number): string | undefined {
+  if (!problems.length) return undefined;
+  const shown = problems.slice(0, 10).map((p) => `  ${p}`);
+  const more = problems.length > 10 ? [`  … and ${problems.length - 10} more`] : [];
+  return `last reload rejected, generation ${generation} stays in force until the files on disk compile:\n${[...shown, ...more].join('\n')}`;
+}
+
 function degradedNote(g: Generation): string | undefined {
   if (!g.degraded) return undefined;
   return `serving the last good policy saved ${g.degraded.snapshotTakenAt} because the files on disk do not compile:\n${g.degraded.problems.map((p) => `  ${p}`).join('\n')}`;

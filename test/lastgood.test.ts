@@ -111,6 +111,7 @@ t.test('a start-up whose files do not compile serves the last good policy: the l
   t.equal(ready.status, 200, '/readyz stays 200: DNS is served');
   t.match(ready.body, /^ready, degraded: serving the last good policy saved .* because the files on disk do not compile:\n\s+\S+lists\/tiktok\.txt:6:1: /);
   t.match((await http(r, '/metrics')).body, /\nsinkhole_policy_degraded 1\n/, 'sinkhole_policy_degraded 1');
+  t.match((await http(r, '/metrics')).body, /\nsinkhole_policy_files_ok 0\n/, 'sinkhole_policy_files_ok 0');
 
   const validate = spawn(process.execPath, [CLI, 'validate', '--config', h.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -130,9 +131,32 @@ t.test('a start-up whose files do not compile serves the last good policy: the l
   t.equal(r.policy.current.degraded, undefined, 'a good reload ends the degraded state');
   t.equal((await http(r, '/readyz')).body, 'ready\n');
   t.match((await http(r, '/metrics')).body, /\nsinkhole_policy_degraded 0\n/, 'the gauge goes back to 0');
+  t.match((await http(r, '/metrics')).body, /\nsinkhole_policy_files_ok 1\n/, 'and the files are ok');
   t.equal(rcodeOf(await udpExchange(port, buildQuery('www.fixed.test', T.A))), 3, 'the fixed list is in force');
   await r.state.idle();
   t.not(snapshot(stateDir).folder, saved, 'and it is the new last good policy');
+});
+
+t.test('a reload rejected while running: /readyz names it and sinkhole_policy_files_ok is 0 until the fix; the policy in force stays', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, CONFIG, FILES);
+  t.equal((await http(h.running, '/readyz')).body, 'ready\n');
+  t.match((await http(h.running, '/metrics')).body, /\nsinkhole_policy_files_ok 1\n/);
+  h.write('lists/tiktok.txt', BROKEN_LIST);
+  const problems = await h.running.reloader.reload('lists');
+  t.match(problems.join('\n'), /tiktok\.txt:6:1/, 'the reload is rejected');
+  const ready = await http(h.running, '/readyz');
+  t.equal(ready.status, 200, 'still 200: DNS is served by generation 1');
+  t.match(ready.body, /^ready, degraded: last reload rejected, generation 1 stays in force until the files on disk compile:\n\s+\S+lists\/tiktok\.txt:6:1: expected one rule per line/);
+  const metrics = (await http(h.running, '/metrics')).body;
+  t.match(metrics, /\nsinkhole_policy_files_ok 0\n/, 'sinkhole_policy_files_ok 0');
+  t.match(metrics, /\nsinkhole_policy_degraded 0\n/, 'not degraded: the policy in force is the one its files described until the edit');
+  t.equal(rcodeOf(await udpExchange(h.port, buildQuery('www.tiktok.com', T.A))), 3, 'the last good list is still enforced');
+  h.write('lists/tiktok.txt', TIKTOK_LIST);
+  t.same(await h.running.reloader.reload('lists'), [], 'the fix reloads');
+  t.equal((await http(h.running, '/readyz')).body, 'ready\n', '/readyz is plain ready again');
+  t.match((await http(h.running, '/metrics')).body, /\nsinkhole_policy_files_ok 1\n/);
 });
 
 t.test('exit 2 only when there was never a good policy; a damaged snapshot is not used; an unbindable address still exits 1', async (t) => {

@@ -102,6 +102,8 @@ export interface MetricSources {
   /** Identity and the report store (issue 11). */
   identityDevices?: () => number;
   reportStore?: () => { up: boolean; spooled: number; dropped: number } | undefined;
+  /** Whether the files on disk compiled at the last attempt (start-up or reload). */
+  policyFilesOk?: () => boolean;
 }
 
 /** The names and types of every sinkhole metric: the README's Metrics table is checked against this. */
@@ -257,6 +259,9 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_ratelimit_buckets', 'Clients (keys) with a rate-limit token bucket now.', 'gauge', () => [{ labels: {}, value: src.rateLimitBuckets?.() ?? 0 }]);
   add('sinkhole_policy_degraded', '1 while the policy in force came from the last good snapshot because the files on disk do not compile; 0 otherwise.', 'gauge', () => [
     { labels: {}, value: src.generation().degraded ? 1 : 0 },
+  ]);
+  add('sinkhole_policy_files_ok', '1 when the config, lists and exceptions on disk compiled at the last attempt (start-up or reload); 0 while they do not (the last good policy stays in force).', 'gauge', () => [
+    { labels: {}, value: (src.policyFilesOk?.() ?? true) ? 1 : 0 },
   ]);
   add('sinkhole_state_write_failures_total', 'Snapshots of the last good policy that could not be written to state.dir (DNS is not affected).', 'counter', () => [
     { labels: {}, value: src.stats().stateWriteFailures },
