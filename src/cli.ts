@@ -10,7 +10,7 @@ import { loadConfig } from './config/config.js';
 import { PolicyError, SinkholeError, formatProblem, type Problem } from './errors.js';
 import { streamLogger } from './log.js';
 import { TYPE } from './dns/constants.js';
-import { buildGeneration, covers, decide, type Generation } from './policy/generation.js';
+import { buildGeneration, covers, decide, hydrate, type Generation } from './policy/generation.js';
 import { lastGood } from './state/lastGood.js';
 import { loadIdentity } from './identity/sources.js';
 import { normalizeMac, parseSelector } from './identity/mac.js';
@@ -186,6 +186,33 @@ function qtypeNumber(text: string): number {
   throw new SinkholeError('SH_USAGE', `unknown query type "${text}"; use a name like A, AAAA, HTTPS or TYPE65`);
 }
 
+/**
+ * The policy a running sinkhole enforces for this config: its files when they compile, else the
+ * last good policy it saved (a running server keeps serving it until they compile). `note` then
+ * says so, with the problems of the files on disk, so that an admin can still ask what is in force
+ * while an edit is broken (issue 18).
+ */
+function policyInForce(configFile: string): { g: Generation; note?: string[] } {
+  try {
+    return { g: buildGeneration(configFile, 1) };
+  } catch (e) {
+    if (!(e instanceof PolicyError) || !existsSync(configFile)) throw e;
+    const fallback = lastGood(configFile);
+    if (fallback.kind !== 'snapshot') throw e;
+    const m = fallback.manifest;
+    const note = [
+      `note: the files on disk do not compile; answering from the last good policy (generation ${m.generation}, saved ${m.takenAt} in ${shortPath(fallback.dir)}), which a running sinkhole keeps serving:`,
+      ...e.problems.map((p) => `  ${problemLine(p)}`),
+    ];
+    return { g: hydrate(fallback.data, m.generation), note };
+  }
+}
+
+/** The note goes first: on stdout before the answer, or on stderr when stdout is JSON. */
+function printNote(note: string[] | undefined, json: boolean): void {
+  if (note) (json ? process.stderr : process.stdout).write(`${note.join('\n')}\n`);
+}
+
 function check(input: string, v: { config: string; client: string; type: string; at?: string; json: boolean }): number {
   const at = v.at === undefined ? Date.now() : Date.parse(v.at);
   if (Number.isNaN(at)) throw new SinkholeError('SH_USAGE', `--at expects an ISO 8601 time like 2026-12-31T23:59:59Z, got "${v.at}"`);
@@ -193,7 +220,8 @@ function check(input: string, v: { config: string; client: string; type: string;
   if (!mac && !parseAddress(v.client)) throw new SinkholeError('SH_USAGE', `--client expects an IP address or a MAC address like aa:bb:cc:dd:ee:ff, got "${v.client}"`);
   qtypeNumber(v.type);
   const target = checkTarget(input);
-  const g = buildGeneration(v.config, 1);
+  const { g, note } = policyInForce(v.config);
+  printNote(note, v.json);
   const qname = target.name;
   // The device as the lease files say at --at: by MAC, wherever it is; by IP, whoever holds it.
   const { table, history } = loadIdentity(g.config.identity, at);
@@ -213,6 +241,7 @@ function check(input: string, v: { config: string; client: string; type: string;
       device: device ? { mac: device.mac || null, hostname: device.hostname || null, address: address ?? null } : null,
       list: d?.match?.list ?? null, rule: d?.match?.rule ?? null, source, exception, groups: view.groups,
       inactiveExceptions: lapsed.map((e) => exceptionJson(e, at)),
+      policy: note ? 'last-good' : 'files',
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
   } else {
@@ -252,7 +281,8 @@ function exceptionJson(e: Exception, now: number): Record<string, unknown> {
 }
 
 function listExceptions(configFile: string, json: boolean): number {
-  const g = buildGeneration(configFile, 1);
+  const { g, note } = policyInForce(configFile);
+  printNote(note, json);
   const now = Date.now();
   const rows = g.exceptions.map((e) => ({
     ...exceptionJson(e, now),

@@ -144,7 +144,7 @@ t.test('a reload rejected while running: /readyz names it and sinkhole_policy_fi
   t.equal((await http(h.running, '/readyz')).body, 'ready\n');
   t.match((await http(h.running, '/metrics')).body, /\nsinkhole_policy_files_ok 1\n/);
   h.write('lists/tiktok.txt', BROKEN_LIST);
-  const problems = await h.running.reloader.reload('lists');
+  const problems = await h.running.reloader.reload('list');
   t.match(problems.join('\n'), /tiktok\.txt:6:1/, 'the reload is rejected');
   const ready = await http(h.running, '/readyz');
   t.equal(ready.status, 200, 'still 200: DNS is served by generation 1');
@@ -153,8 +153,33 @@ t.test('a reload rejected while running: /readyz names it and sinkhole_policy_fi
   t.match(metrics, /\nsinkhole_policy_files_ok 0\n/, 'sinkhole_policy_files_ok 0');
   t.match(metrics, /\nsinkhole_policy_degraded 0\n/, 'not degraded: the policy in force is the one its files described until the edit');
   t.equal(rcodeOf(await udpExchange(h.port, buildQuery('www.tiktok.com', T.A))), 3, 'the last good list is still enforced');
+  // What is in force, asked while the bad file is on disk: check and exceptions answer from the
+  // last good policy (the one the server keeps serving), say so first, and name the problems.
+  await h.running.state.idle();
+  const run = async (args: string[]): Promise<{ code: number; out: string; err: string }> => {
+    const child = spawn(process.execPath, [CLI, ...args, '--config', h.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c) => (out += c));
+    child.stderr.on('data', (c) => (err += c));
+    const [code] = (await once(child, 'exit')) as [number];
+    return { code, out, err };
+  };
+  const check = await run(['check', 'www.tiktok.com', '--client', '127.0.0.9']);
+  t.equal(check.code, 1, 'check answers (blocked: exit 1), not exit 2');
+  const [first, second, ...rest] = check.out.split('\n');
+  t.match(first, /^note: the files on disk do not compile; answering from the last good policy \(generation 1, saved \S+ in \S+\), which a running sinkhole keeps serving:$/, 'its first line says where the answer comes from');
+  t.match(second, /^  SH_LIST_SYNTAX \S*lists\/tiktok\.txt:6:1: expected one rule per line/, 'and names the problem on disk');
+  t.match(rest.join('\n'), /^blocked: www\.tiktok\.com A from 127\.0\.0\.9/m, 'then the answer');
+  const json = await run(['check', 'www.tiktok.com', '--client', '127.0.0.7', '--json']);
+  t.match(JSON.parse(json.out), { decision: 'excepted', policy: 'last-good' }, '--json: one object, saying which policy answered');
+  t.match(json.err, /^note: the files on disk do not compile/, 'the note on stderr');
+  const ex = await run(['exceptions']);
+  t.equal(ex.code, 0);
+  t.match(ex.out, /^note: the files on disk do not compile[^\n]*\n  SH_LIST_SYNTAX [^\n]*\nEX-1  active/, 'exceptions: the note, the problem, then the records in force');
+
   h.write('lists/tiktok.txt', TIKTOK_LIST);
-  t.same(await h.running.reloader.reload('lists'), [], 'the fix reloads');
+  t.same(await h.running.reloader.reload('list'), [], 'the fix reloads');
   t.equal((await http(h.running, '/readyz')).body, 'ready\n', '/readyz is plain ready again');
   t.match((await http(h.running, '/metrics')).body, /\nsinkhole_policy_files_ok 1\n/);
 });
