@@ -9,9 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { parseAllDocuments, parse as parseYaml, stringify } from 'yaml';
-import { validate as validateDaemonSet } from 'kubernetes-models/_schemas/IoK8sApiAppsV1DaemonSet';
-import { validate as validateConfigMap } from 'kubernetes-models/_schemas/IoK8sApiCoreV1ConfigMap';
-import { validate as validateNamespace } from 'kubernetes-models/_schemas/IoK8sApiCoreV1Namespace';
+import { createRequire } from 'node:module';
 import { start } from '../src/app.js';
 import { silentLogger } from '../src/log.js';
 import { buildGeneration } from '../src/policy/generation.js';
@@ -32,11 +30,16 @@ function describeError(e: SchemaError): string {
   if (e.keyword === 'enum') return `${at} must be one of ${JSON.stringify(e.params.allowedValues)}`;
   return `${at} ${e.keyword} ${JSON.stringify(e.params)}`;
 }
-/** The schemas of the kinds the manifests use, from kubernetes-models (the Kubernetes OpenAPI spec, compiled). */
+/**
+ * The schemas of the kinds the manifests use, from kubernetes-models (the Kubernetes OpenAPI spec,
+ * compiled). Version 4.5 (5.x needs Node 22, and npm ci on the Node 20 that installs the project
+ * warned EBADENGINE for it) keeps them in _schemas/, outside its exports map: loaded by file.
+ */
+const schema = (name: string): Validator => (createRequire(createRequire(import.meta.url).resolve('kubernetes-models'))(`./_schemas/${name}.js`) as { validate: Validator }).validate;
 const SCHEMAS: Record<string, Validator> = {
-  'v1/Namespace': validateNamespace as Validator,
-  'v1/ConfigMap': validateConfigMap as Validator,
-  'apps/v1/DaemonSet': validateDaemonSet as Validator,
+  'v1/Namespace': schema('IoK8sApiCoreV1Namespace'),
+  'v1/ConfigMap': schema('IoK8sApiCoreV1ConfigMap'),
+  'apps/v1/DaemonSet': schema('IoK8sApiAppsV1DaemonSet'),
 };
 
 /**
