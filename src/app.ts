@@ -502,7 +502,15 @@ export async function start(opts: StartOptions): Promise<Running> {
 
   logExceptions(log, loadedEvents(policy.current.exceptions), policy.current, clock.now());
   logWarnings(log, policy.current, clock.now());
-  const exceptionAudit = new ExceptionAudit((line) => plane.auditLog.record(line), clock, () => policy.current);
+  const exceptionAudit = new ExceptionAudit(
+    (line) => {
+      plane.auditLog.record(line);
+      // A lapse comes from the clock, not from a reload: the server's own log says it too (issue 18).
+      if (line.event === 'lapse') logExceptions(log, [line], policy.current, clock.now());
+    },
+    clock,
+    () => policy.current,
+  );
   const reloader = new Reloader(opts.configFile, policy, stats, log, (next, previous, data, inputs) => {
     void state.save(next, inputs);
     logExceptions(log, diffExceptions(previous.exceptions, next.exceptions), next, clock.now());

@@ -22,6 +22,7 @@ import { exceptionWarnings } from './policy/warnings.js';
 import { policyHash } from './policy/fingerprint.js';
 import { normalizeAddress, parseAddress } from './policy/cidr.js';
 import { VERSION } from './version.js';
+import { DOH_PATH } from './transport/doh.js';
 
 function shortPath(file: string): string {
   const rel = relative(process.cwd(), file);
@@ -78,10 +79,14 @@ async function serve(configFile: string): Promise<number> {
   process.on('unhandledRejection', (e) => log.error('SH_INTERNAL', 'unhandled rejection', { error: String(e) }));
   const running = await start({ configFile, log });
   const g = running.policy.current;
-  for (const d of running.dns) log.info('listening for DNS', { udp: `${d.udp.address}:${d.udp.port}`, tcp: `${d.tcp.address}:${d.tcp.port}` });
-  if (running.http) log.info('listening for HTTP', { address: `${running.http.address}:${running.http.port}`, paths: '/metrics /healthz /readyz' });
+  const at = (a: { address: string; port: number }): string => (a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
+  for (const d of running.dns) log.info('listening for DNS', { udp: at(d.udp), tcp: at(d.tcp) });
+  for (const a of running.dot) log.info('listening for DNS over TLS', { address: at(a) });
+  for (const a of running.doh) log.info('listening for DNS over HTTPS', { address: at(a), path: DOH_PATH });
+  if (running.http) log.info('listening for HTTP', { address: at(running.http), paths: '/ /metrics /healthz /readyz /api/blocked-clients' });
   log.info('serving', {
     version: VERSION,
+    workers: g.config.workers,
     upstreams: g.config.upstreams.servers.map((s) => s.label).join(','),
     enforce: g.config.blocking.enforce.join(','),
     rules: [...g.ruleCounts.values()].reduce((a, b) => a + b, 0),
@@ -104,6 +109,7 @@ async function serve(configFile: string): Promise<number> {
       }, running.policy.current.config.upstreams.timeoutMs + 1000);
       running.close().then(() => {
         clearTimeout(limit);
+        log.info('stopped', { signal });
         resolve();
       });
     };
@@ -126,7 +132,7 @@ function validate(configFile: string): number {
       }
     }
     const { table, problems } = loadIdentity(g.config.identity, Date.now());
-    for (const p of problems) warnings.push({ ...p, message: `${p.message} (serve keeps watching this source)` });
+    for (const p of problems) warnings.push({ ...p, message: `warning: ${p.message} (serve keeps watching this source)` });
     warnings.push(...deviceWarnings(g, table));
     for (const w of warnings) process.stdout.write(`${problemLine(w)}\n`);
     const rules = [...g.ruleCounts].map(([l, n]) => `${l}=${n}`).join(' ');

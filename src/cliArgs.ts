@@ -213,8 +213,13 @@ function optionError(e: NodeJS.ErrnoException, command: string, spec: CommandSpe
       const near = suggest(bare, names);
       return usageError(`${command} has no option "${given}"${near ? `; did you mean "--${near}"?` : '.'} Its options: ${known} (sinkhole ${command} --help)`);
     }
-    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE': {
+      // Node's own wording ("Option '-c, --config <value>' argument missing") names no fix.
+      const missing = /^Option '(?:-\w, )?(--[\w-]+) <value>' argument missing/.exec(e.message);
+      const opt = missing && spec.options[missing[1]!.slice(2)];
+      if (missing && opt) return usageError(`${command}: ${missing[1]} needs a value, as in "sinkhole ${command} ${missing[1]} ${opt.arg ?? 'VALUE'}" (sinkhole ${command} --help)`);
       return usageError(`${command}: ${e.message.split('\n')[0]!.replace(/\.$/, '')} (sinkhole ${command} --help)`);
+    }
     case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
       return usageError(`${command} takes no arguments, got ${given ? `"${given}"` : 'one'} (sinkhole ${command} --help)`);
     default:

@@ -156,7 +156,7 @@ t.test('the command line: help per command, strict options, did you mean', async
     [['frobnicate'], /^unknown command "frobnicate"\. Commands: serve, validate, check, exceptions, report, health/],
     [['report', '--client', 'x'], /^report has no option "--client"\. Its options: --config, --url, --json/],
     [['check', 'x', '--confg', 'y'], /^check has no option "--confg"; did you mean "--config"\?/],
-    [['serve', '--config'], /^serve: .*--config.* argument missing/],
+    [['serve', '--config'], /^serve: --config needs a value, as in "sinkhole serve --config PATH" \(sinkhole serve --help\)$/],
     [['validate', 'extra'], /^validate takes no arguments, got "extra"/],
     [['check'], /^check takes exactly NAME, got none/],
     [['check', 'a.example', 'b.example'], /^check takes exactly NAME, got "a\.example" "b\.example"/],
@@ -251,6 +251,10 @@ t.test('sinkhole serve: answers, then drains on SIGTERM and exits 0', async (t) 
   const [code] = (await once(child, 'exit')) as [number];
   t.equal(code, 0, 'exit 0 after SIGTERM');
   t.match(stderr, /stopping/);
+  // Issue 18: what the start-up says, and a last line once the drain is done.
+  t.match(stderr, /info serving version=\S+ workers=1 /, 'the worker count');
+  t.match(stderr, new RegExp(`info listening for DNS udp=127\\.0\\.0\\.1:${port} tcp=127\\.0\\.0\\.1:${port}`));
+  t.match(stderr.trim().split('\n').at(-1), /info stopped signal=SIGTERM$/, 'the last line says it stopped');
   t.equal(decode(await inflight).answers[0]?.address, '192.0.2.10', 'the query in flight at SIGTERM was still answered');
 });
 
@@ -295,6 +299,14 @@ t.test('validate: every line reaches a slow reader through a pipe', async (t) =>
   t.match(out, /… and 1,900 more problems in this file/);
 });
 
+t.test('validate: a missing lease file is printed as the warning it is counted as', async (t) => {
+  const cfg = file('leases-missing.yaml', 'listen: { dns: ["127.0.0.1:0"] }\nupstreams: { servers: ["127.0.0.1:9"] }\nidentity:\n  leases:\n    - { format: csv, file: no-such-leases.csv }\n');
+  const r = spawnSync(process.execPath, [CLI, 'validate', '--config', cfg], { encoding: 'utf8' });
+  t.equal(r.status, 0, 'valid: serve runs and keeps watching the file');
+  t.match(r.stdout, /^SH_LEASES_READ \S*no-such-leases\.csv:1:1: warning: cannot read csv leases: ENOENT \(serve keeps watching this source\)$/m);
+  t.match(r.stdout, /, 1 warning\(s\)$/m);
+});
+
 t.test('start-up errors: one clear line per real problem, no cascade', async (t) => {
   const cases: [string, string, string, RegExp][] = [
     ['a YAML syntax error', 'syntax.yaml', 'listen:\n  dns: ["127.0.0.1:1053"\nupstreams:\n  servers: [x\n', /syntax\.yaml:\d+:\d+: /],
@@ -309,7 +321,7 @@ t.test('start-up errors: one clear line per real problem, no cascade', async (t)
     for (const command of ['validate', 'serve']) {
       const r = spawnSync(process.execPath, [CLI, command, '--config', path], { encoding: 'utf8', timeout: 10_000 });
       // validate adds what serve would then do about the last good policy: advice, not a problem.
-      const lines = (r.stdout + r.stderr).trim().split('\n').filter((l) => !/^SH_(STATE_INVALID|POLICY_DEGRADED) /.test(l));
+      const lines = (r.stdout + r.stderr).trim().split('\n').filter((l) => !/^SH_(STATE_NONE|STATE_INVALID|POLICY_DEGRADED) /.test(l));
       t.equal(lines.length, 1, `${command}, ${what}: one line (${JSON.stringify(lines)})`);
       t.match(lines[0], expected, `${command}, ${what}: names the real problem`);
       t.not(r.status, 0, `${command}, ${what}: non-zero exit`);

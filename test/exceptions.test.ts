@@ -255,6 +255,19 @@ t.test('the log names each exception when it is loaded, changed or removed', asy
   t.notMatch(lines.join(''), /id=EX-GROUP-DOMAIN/, 'an unchanged exception is not logged again');
 });
 
+t.test('an exception lapsing by the clock is in the server\'s log too, not only the audit trail', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const lines: string[] = [];
+  const clock = new FakeClock(Date.UTC(2026, 11, 1, 9));
+  const record = { id: 'LAPSE-1', clients: ['127.0.0.7'], allow: ['tiktok'], reason: 'Inquiry', approvedBy: 'Speaker', expires: '2026-12-01T10:00:00Z' };
+  const h = await startSinkhole(t, up.port, policyConfig(), { 'tiktok.txt': TIKTOK_LIST, 'ads.txt': ADS_LIST, 'exceptions.yaml': stringify({ exceptions: [record] }) }, { log: streamLogger((l) => lines.push(l)), clock });
+  lines.length = 0;
+  clock.ms = Date.UTC(2026, 11, 1, 10, 0, 1);
+  h.running.exceptionAudit.check();
+  t.match(lines.join('\n'), /info exception lapsed id=LAPSE-1 state=expired expires=2026-12-01T10:00:00Z/, 'one info line with the record');
+});
+
 t.test('timezone: the same instant whatever zone the server runs in; shown by check and exceptions', async (t) => {
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());

@@ -217,7 +217,9 @@ export class IdentitySources extends EventEmitter {
     this.counters.identityReloads.set(key, (this.counters.identityReloads.get(key) ?? 0) + 1);
     if (!ok) {
       st.problems = problems.map(formatProblem);
-      for (const p of st.problems) this.log.error(problems[0]!.code, `lease file rejected; its last good leases stay in force: ${p}`, { format: src.format });
+      // Only a file that was once read has last good leases to keep.
+      const kept = st.loadedAt === undefined ? 'no version of it has been read yet, so it names no device until it is fixed' : 'its last good leases stay in force';
+      for (const p of st.problems) this.log.error(problems[0]!.code, `lease file rejected; ${kept}: ${p}`, { format: src.format });
       return;
     }
     st.problems = [];
