@@ -521,6 +521,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     report.configure(next.config.report);
     reportStore?.configure(next.config.report);
     if (!isDeepStrictEqual(identityConfig(next.config), identityConfig(previous.config))) void identity.configure(identityConfig(next.config));
+    const tokenBefore = httpToken;
     if (next.config.listen.httpToken !== undefined) {
       try {
         httpToken = readHttpToken(next.config.listen.httpToken);
@@ -528,12 +529,21 @@ export async function start(opts: StartOptions): Promise<Running> {
         log.error('SH_HTTP_TOKEN', `${(e as Error).message}; the previous token stays in force`);
       }
     } else httpToken = undefined;
+    // The token applies to the next request: no restart (issue 18: the log used to say one was needed).
+    if (httpToken !== tokenBefore) {
+      log.info(httpToken === undefined ? 'listen.httpToken removed: HTTP asks for no token from the next request' : `listen.httpToken ${tokenBefore === undefined ? 'set' : 'changed'}: it applies from the next request`);
+    }
     if (!isDeepStrictEqual(next.config.report.store, previous.config.report.store) || next.config.state.dir !== previous.config.state.dir) {
       log.warn('SH_RESTART_NEEDED', 'report.store and state.dir take effect on restart', {});
     }
-    if (!isDeepStrictEqual(next.config.listen, previous.config.listen) || next.config.workers !== previous.config.workers) {
-      log.warn('SH_RESTART_NEEDED', 'listen addresses or workers changed; they take effect on restart', {});
-    }
+    // Everything under listen but the token binds sockets or sizes their tables at start-up.
+    const restartOnly = [
+      ...([...new Set([...Object.keys(next.config.listen), ...Object.keys(previous.config.listen)])] as (keyof Config['listen'])[])
+        .filter((k) => k !== 'httpToken' && !isDeepStrictEqual(next.config.listen[k], previous.config.listen[k]))
+        .map((k) => `listen.${k}`),
+      ...(next.config.workers !== previous.config.workers ? ['workers'] : []),
+    ];
+    if (restartOnly.length) log.warn('SH_RESTART_NEEDED', `${restartOnly.join(', ')} changed; they take effect on restart`, {});
   });
   if (opts.watch !== false) {
     reloader.watch();

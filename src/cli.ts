@@ -341,8 +341,17 @@ async function report(v: { config: string; url?: string; json: boolean }, config
   }
   // The server serves the report a page at a time (at most 1,000 clients each): fetch every page.
   const fetchPage = async (offset: number): Promise<ReportPage> => {
+    let res: Response;
     try {
-      const res = await fetch(new URL(`?offset=${offset}&limit=1000`, target), token ? { headers: { authorization: `Bearer ${token}` } } : {});
+      res = await fetch(new URL(`?offset=${offset}&limit=1000`, target), token ? { headers: { authorization: `Bearer ${token}` } } : {});
+    } catch (e) {
+      throw new SinkholeError('SH_UNREACHABLE', `cannot fetch ${target.href}: ${(e as Error).message}`);
+    }
+    // Reached, but refused: a wrong or missing token is not an unreachable server.
+    if (res.status === 401) {
+      throw new SinkholeError('SH_UNAUTHORIZED', `${target.href} answered 401: ${token ? 'the token in listen.httpToken is not the server\'s' : 'the server asks for a token; give --config with its listen.httpToken'}`);
+    }
+    try {
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       return (await res.json()) as ReportPage;
     } catch (e) {

@@ -21,6 +21,7 @@ export const ERROR_CODES = {
   SH_REPORT_STORE: 'the report store (the state file, or PostgreSQL) cannot be read or written; events wait in a bounded spool',
   SH_HTTP_TOKEN: 'listen.httpToken names a file that cannot be read or is empty',
   SH_UNREACHABLE: 'a running server could not be reached over HTTP (report, health)',
+  SH_UNAUTHORIZED: 'a running server answered 401: the token is missing or is not the one in its listen.httpToken (report)',
   SH_UNHEALTHY: 'a running server answered /healthz with something other than 200 (health)',
   SH_STATE_NONE: 'there is no last good policy for this config file (a new install, or a snapshot saved for another config): serve exits 2 until the files compile',
   SH_RUNTIME: 'the Node runtime is older than the supported LTS line (24)',

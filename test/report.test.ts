@@ -104,22 +104,36 @@ t.test('the report survives a restart: a state file under state.dir, written ato
   t.match(lines.join('\n'), /SH_REPORT_STORE the report state file is not a sinkhole report; moved aside/);
 });
 
-t.test('listen.httpToken: every path but /healthz and /metrics asks for the bearer token', async (t) => {
+t.test('listen.httpToken: every path but /healthz, /readyz and /metrics asks for the token, as Bearer or as a Basic password', async (t) => {
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());
   const token = 'k7Q2xv9LmP4sT8wZ3nB6';
   const h = await startSinkhole(t, up.port, CONFIG({ listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0', httpToken: 'token' } }), { ...FILES(), token: `${token}\n` });
-  for (const path of ['/', '/api/blocked-clients', '/readyz', '/nope']) {
+  for (const path of ['/', '/api/blocked-clients', '/nope']) {
     t.equal((await api(h, path)).status, 401, `${path} without the token`);
     t.equal((await api(h, path, 'wrong-token-of-some-length')).status, 401, `${path} with a wrong token`);
   }
+  const refused = await fetch(`http://127.0.0.1:${h.running.http!.port}/`);
+  t.match(refused.headers.get('www-authenticate'), /^Basic realm="sinkhole"/, 'the 401 asks for Basic first, so a browser prompts');
   t.equal((await api(h, '/', token)).status, 200);
   t.equal((await api(h, '/api/blocked-clients', token)).status, 200);
+  const basic = (user: string, password: string): Promise<Response> =>
+    fetch(`http://127.0.0.1:${h.running.http!.port}/`, { headers: { authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` } });
+  t.equal((await basic('admin', token)).status, 200, 'Basic: any user, the token as the password (what a browser sends)');
+  t.equal((await basic('', token)).status, 200, 'an empty user name too');
+  t.equal((await basic(token, 'nope')).status, 401, 'the token as the user name is not enough');
   t.equal((await api(h, '/healthz')).status, 200, '/healthz stays open for probes');
+  t.equal((await api(h, '/readyz')).status, 200, '/readyz stays open: the kubelet\'s readiness probe sends no header');
   t.equal((await api(h, '/metrics')).status, 200, '/metrics stays open for Prometheus');
   const cli = join(h.dir, 'cli.yaml');
   writeFileSync(cli, `listen: { http: "127.0.0.1:${h.running.http!.port}", httpToken: token }\n`);
   t.equal((await run(['report', '--config', cli, '--json'])).status, 0, 'report sends the token from the config');
+  const noToken = await run(['report', '--url', `http://127.0.0.1:${h.running.http!.port}`]);
+  t.equal(noToken.status, 2);
+  t.match(noToken.stderr, /^SH_UNAUTHORIZED \S+ answered 401: the server asks for a token; give --config with its listen\.httpToken/, '401 is unauthorized, not unreachable');
+  writeFileSync(join(h.dir, 'other-token'), 'another-token-of-some-length\n');
+  writeFileSync(cli, `listen: { http: "127.0.0.1:${h.running.http!.port}", httpToken: other-token }\n`);
+  t.match((await run(['report', '--config', cli])).stderr, /^SH_UNAUTHORIZED .*the token in listen\.httpToken is not the server's/);
   writeFileSync(join(h.dir, 'short'), 'abc\n');
   writeFileSync(h.configFile, `listen: { dns: ["127.0.0.1:0"], http: "127.0.0.1:0", httpToken: short }\n`);
   const v = await run(['validate', '--config', h.configFile]);

@@ -17,6 +17,7 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
 import { metricsInSlices } from './registry.js';
+import { CHALLENGE, presentedToken } from './authorization.js';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';
 
@@ -62,18 +63,21 @@ export interface HttpRoutes {
   beforeMetrics?: () => Promise<void>;
   /** Server-rendered pages, e.g. / (the admin page). */
   html?: Record<string, () => string | Promise<string>>;
-  /** listen.httpToken: when set, every path but /healthz and /metrics asks for `Authorization: Bearer <token>`. */
+  /** listen.httpToken: when set, every path but /healthz, /readyz and /metrics asks for it (Bearer, or Basic with the token as password). */
   token?: () => string | undefined;
   /** How long a rendered /metrics text is served again (default 1 s; 0 renders every time). */
   metricsMaxAgeMs?: number;
 }
 
-/** Paths a probe or Prometheus reads without the token: they say nothing about members' devices. */
-const OPEN_PATHS = new Set(['/healthz', '/metrics']);
+/**
+ * Paths a probe or Prometheus reads without the token: they say nothing about members' devices. The
+ * kubelet's and load balancers' probes send no header, so /readyz must be among them.
+ */
+const OPEN_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
 /** Constant-time comparison, so the response time does not reveal how much of a guess was right. */
 function tokenMatches(header: string | undefined, token: string): boolean {
-  const given = Buffer.from(header?.startsWith('Bearer ') ? header.slice(7).trim() : '');
+  const given = Buffer.from(presentedToken(header));
   const want = Buffer.from(token);
   return given.length === want.length && timingSafeEqual(given, want);
 }
@@ -144,7 +148,7 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'text/plain', 'method not allowed\n');
     const token = routes.token?.();
     if (token !== undefined && !OPEN_PATHS.has(path) && !tokenMatches(req.headers.authorization, token)) {
-      return reply(401, 'text/plain', 'a bearer token is required (listen.httpToken)\n', { 'WWW-Authenticate': 'Bearer realm="sinkhole"' });
+      return reply(401, 'text/plain', 'the token is required (listen.httpToken): Authorization Bearer, or Basic with any user and the token as password\n', { 'WWW-Authenticate': CHALLENGE });
     }
     if (path === '/healthz') return reply(200, 'text/plain', 'ok\n');
     if (path === '/readyz') {
