@@ -436,7 +436,11 @@ export async function start(opts: StartOptions): Promise<Running> {
     if (r.source !== 'memory' && r.source !== 'postgres') degraded.push(`report store unreachable: ${reportStore?.spooled ?? 0} events spooled`);
     return {
       now, version: VERSION, report: r,
-      exceptions: g.exceptions.map((e) => ({ ...e, allow: [...e.allowLists, ...e.allowDomains] })),
+      // The same stateOf as DNS, the CLI and /metrics: a revoked record is never shown as active.
+      exceptions: g.exceptions.map((e) => ({
+        id: e.id, state: stateOf(e, now), clients: e.clients, allow: [...e.allowLists, ...e.allowDomains], expiresAt: e.expiresAt, expires: e.expires,
+        endsAt: e.endsAt, approvedBy: e.approvedBy, reason: e.reason, revoked: e.revoked, revokedBy: e.revokedBy,
+      })),
       policy: {
         generation: g.number, degraded,
         lists: g.config.blocking.lists.map((l) => ({ name: l.name, rules: g.ruleCounts.get(l.name) ?? 0, enforced: g.config.blocking.enforce.includes(l.name) })),

@@ -21,7 +21,10 @@ t.test('GET / in chromium: devices, hourly chart, exceptions by time left, polic
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());
   const s = Math.floor(Date.now() / 1000);
-  const soon = new Date(Date.now() + 3 * 3600_000).toISOString().replace(/\.\d+Z$/, 'Z');
+  const iso = (ms: number): string => new Date(Date.now() + ms).toISOString().replace(/\.\d+Z$/, 'Z');
+  const soon = iso(3 * 3600_000);
+  const tomorrow = iso(29 * 3600_000);
+  const yesterday = iso(-24 * 3600_000);
   const h = await startSinkhole(
     t,
     up.port,
@@ -34,6 +37,8 @@ t.test('GET / in chromium: devices, hourly chart, exceptions by time left, polic
         { id: 'EX-LATER', clients: ['127.0.0.90'], allow: ['tiktok'], reason: 'inquiry <b>', approvedBy: 'Clerk', expires: '2999-01-01' },
         { id: 'EX-SOON', clients: [`mac:${MAC1}`], allow: ['tiktok'], reason: 'press', approvedBy: 'Chief Executive', expires: soon },
         { id: 'EX-GONE', clients: ['127.0.0.91'], allow: ['tiktok'], reason: 'old', approvedBy: 'Clerk', expires: '2020-01-01' },
+        // Revoked yesterday with a day left to run: DNS, the CLI and /metrics say revoked, and so must the page.
+        { id: 'EX-REVOKED', clients: ['127.0.0.92'], allow: ['tiktok'], reason: 'audit', approvedBy: 'Clerk', expires: tomorrow, revoked: yesterday, revokedBy: 'Compliance <Officer>' },
       ],
     },
     {
@@ -72,9 +77,15 @@ t.test('GET / in chromium: devices, hourly chart, exceptions by time left, polic
   t.ok(box && box.width > 100 && box.height > 20, 'the chart is drawn');
 
   const exceptions = await page.$$eval('#exceptions tbody tr', (rows) => rows.map((r) => [r.getAttribute('data-id'), r.querySelector('td.left')?.textContent]));
-  t.same(exceptions.map((e) => e[0]), ['EX-SOON', 'EX-LATER'], 'active exceptions, expiring soonest first; the expired one is not listed');
+  t.same(exceptions.map((e) => e[0]), ['EX-SOON', 'EX-LATER'], 'active exceptions, expiring soonest first; the revoked and the expired one are not among them');
   t.match(exceptions[0]![1], /^(2h 59m|3h 0m)$/, 'time left');
-  t.match(await page.locator('body').innerText(), /2 active, expiring soonest first; 1 expired on record/);
+  // Changed from "1 expired on record": the revoked and expired ones are now listed, below.
+  t.match(await page.textContent('#exceptions-summary'), /^2 active, expiring soonest first; 1 revoked and 1 expired on record, below\.$/);
+  const ended = await page.$$eval('#ended tbody tr', (rows) => rows.map((r) => [r.getAttribute('data-id'), r.getAttribute('data-state'), r.querySelector('td.state')?.textContent]));
+  t.same(ended, [
+    ['EX-REVOKED', 'revoked', `revoked ${yesterday} by Compliance <Officer>`],
+    ['EX-GONE', 'expired', 'expired 2020-01-01'],
+  ], 'revoked and expired, latest ended first, with who revoked and when');
   t.match(await page.locator('#exceptions').innerText(), /inquiry <b>/, 'text is escaped, not markup');
 
   t.equal(await page.textContent('#generation'), '1');

@@ -4,6 +4,7 @@
 // inline-SVG chart of attempts per hour), the exceptions by time left, and
 // the policy in force. The browser refreshes it every 30 s by itself.
 import type { ReportSnapshot } from '../querylog/report.js';
+import type { ExceptionState } from '../policy/exceptions.js';
 
 /**
  * Devices listed on the page, the most active first. The report may hold 100,000 (report.maxClients),
@@ -11,11 +12,28 @@ import type { ReportSnapshot } from '../querylog/report.js';
  */
 export const PAGE_DEVICES = 200;
 
+/** An exception as the page shows it; `state` is policy/exceptions.ts's stateOf, never decided here. */
+export interface PageException {
+  id: string;
+  state: ExceptionState;
+  clients: readonly string[];
+  allow: readonly string[];
+  expiresAt: number;
+  expires: string;
+  /** When it stops applying: expiry or revocation, whichever comes first. */
+  endsAt: number;
+  approvedBy: string;
+  reason: string;
+  /** As written, and who revoked it; set only on a revoked record. */
+  revoked?: string;
+  revokedBy?: string;
+}
+
 export interface PageData {
   now: number;
   version: string;
   report: ReportSnapshot;
-  exceptions: { id: string; clients: readonly string[]; allow: readonly string[]; expiresAt: number; expires: string; approvedBy: string; reason: string }[];
+  exceptions: PageException[];
   policy: {
     generation: number;
     lists: { name: string; rules: number; enforced: boolean }[];
@@ -66,14 +84,24 @@ export function renderPage(d: PageData): string {
         `<td class="n">${c.blocked}</td><td title="${esc(c.lastSeen)}">${esc(ago(d.now, c.lastSeen))}</td><td>${c.topLists.map((l) => `${esc(l.list)} (${l.count})`).join(', ')}</td></tr>`,
     )
     .join('\n');
-  const active = d.exceptions.filter((e) => e.expiresAt > d.now).sort((a, b) => a.expiresAt - b.expiresAt);
-  const expired = d.exceptions.length - active.length;
+  const active = d.exceptions.filter((e) => e.state === 'active').sort((a, b) => a.endsAt - b.endsAt);
+  // Below the active ones, so the record shows what was revoked or lapsed, and when; the latest first.
+  const ended = d.exceptions.filter((e) => e.state !== 'active').sort((a, b) => b.endsAt - a.endsAt);
+  const revokedN = ended.filter((e) => e.state === 'revoked').length;
+  const expiredN = ended.length - revokedN;
+  const people = (e: PageException): string =>
+    `<td>${e.clients.map((c) => `<code>${esc(c)}</code>`).join(' ')}</td><td>${e.allow.map(esc).join(', ')}</td><td>${esc(e.approvedBy)}</td><td>${esc(e.reason)}</td>`;
   const exceptions = active
-    .map(
-      (e) =>
-        `<tr data-id="${esc(e.id)}"><td><code>${esc(e.id)}</code></td><td class="left">${esc(timeLeft(e.expiresAt - d.now))}</td><td>${esc(e.expires)}</td>` +
-        `<td>${e.clients.map((c) => `<code>${esc(c)}</code>`).join(' ')}</td><td>${e.allow.map(esc).join(', ')}</td><td>${esc(e.approvedBy)}</td><td>${esc(e.reason)}</td></tr>`,
-    )
+    .map((e) => `<tr data-id="${esc(e.id)}" data-state="active"><td><code>${esc(e.id)}</code></td><td class="left">${esc(timeLeft(e.endsAt - d.now))}</td><td>${esc(e.expires)}</td>${people(e)}</tr>`)
+    .join('\n');
+  const endedRows = ended
+    .map((e) => {
+      const what =
+        e.state === 'revoked'
+          ? `revoked ${esc(e.revoked ?? '')} by ${esc(e.revokedBy ?? '')}`
+          : `expired ${esc(e.expires)}`;
+      return `<tr data-id="${esc(e.id)}" data-state="${e.state}"><td><code>${esc(e.id)}</code></td><td class="state">${what}</td><td>${esc(new Date(e.endsAt).toISOString())}</td>${people(e)}</tr>`;
+    })
     .join('\n');
   const lists = d.policy.lists
     .map((l) => `<tr data-list="${esc(l.name)}"><td>${esc(l.name)}</td><td class="n">${l.rules}</td><td>${l.enforced ? 'enforced' : 'not enforced'}</td></tr>`)
@@ -112,11 +140,16 @@ ${devices || '<tr><td colspan="6">none</td></tr>'}
 ${r.clients.length > PAGE_DEVICES ? `<p class="muted" id="more">The ${PAGE_DEVICES} most active of ${r.clients.length} are shown; every device: <code>sinkhole report</code> or <code>/api/blocked-clients</code>.</p>` : ''}
 
 <h2>Exceptions</h2>
-<p class="muted">${active.length} active, expiring soonest first${expired ? `; ${expired} expired on record` : ''}.</p>
+<p class="muted" id="exceptions-summary">${active.length} active, expiring soonest first${ended.length ? `; ${revokedN} revoked and ${expiredN} expired on record, below` : ''}.</p>
 <table id="exceptions"><thead><tr><th>id</th><th>time left</th><th>expires</th><th>clients</th><th>allows</th><th>approved by</th><th>reason</th></tr></thead>
 <tbody>
 ${exceptions || '<tr><td colspan="7">none</td></tr>'}
 </tbody></table>
+${ended.length ? `<h3>Revoked and expired</h3>
+<table id="ended"><thead><tr><th>id</th><th>state</th><th>ended</th><th>clients</th><th>allowed</th><th>approved by</th><th>reason</th></tr></thead>
+<tbody>
+${endedRows}
+</tbody></table>` : ''}
 
 <h2>Policy in force</h2>
 ${status}
