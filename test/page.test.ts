@@ -68,8 +68,10 @@ t.test('GET / in chromium: devices, hourly chart, exceptions by time left, polic
     ['staff-laptop', '02:00:00:00:00:42', '127.0.0.41', '4'],
     ['—', '—', '127.0.0.42', '1'],
   ], 'the devices, most attempts first, named by hostname and MAC');
-  t.equal(devices[0]![4], 'just now', 'last seen');
-  t.equal(devices[0]![5], 'tiktok (4)', 'top lists');
+  // A first-seen column now stands before last seen.
+  t.equal(devices[0]![4], 'just now', 'first seen');
+  t.equal(devices[0]![5], 'just now', 'last seen');
+  t.equal(devices[0]![6], 'tiktok (4)', 'top lists');
   const bars = await page.$$eval('#hourly rect', (rects) => rects.map((r) => Number(r.getAttribute('data-count'))));
   t.equal(bars.length, 24, 'one bar per hour of the 1-day window');
   t.equal(bars.at(-1), 5, 'this hour has the five attempts');

@@ -81,7 +81,7 @@ export function renderPage(d: PageData): string {
     .map(
       (c) =>
         `<tr data-mac="${esc(c.mac ?? '')}" data-client="${esc(c.client)}"><td>${esc(c.hostname ?? '—')}</td><td><code>${esc(c.mac ?? '—')}</code></td><td><code>${esc(c.client)}</code></td>` +
-        `<td class="n">${c.blocked}</td><td title="${esc(c.lastSeen)}">${esc(ago(d.now, c.lastSeen))}</td><td>${c.topLists.map((l) => `${esc(l.list)} (${l.count})`).join(', ')}</td></tr>`,
+        `<td class="n">${c.blocked}</td><td class="first" title="${esc(c.firstSeen)}">${esc(ago(d.now, c.firstSeen))}</td><td class="last" title="${esc(c.lastSeen)}">${esc(ago(d.now, c.lastSeen))}</td><td>${c.topLists.map((l) => `${esc(l.list)} (${l.count})`).join(', ')}</td></tr>`,
     )
     .join('\n');
   const active = d.exceptions.filter((e) => e.state === 'active').sort((a, b) => a.endsAt - b.endsAt);
@@ -133,9 +133,9 @@ svg rect{fill:#a11}small,.muted{color:#666}code{font-size:.95em}
 <p class="muted">Over the last ${esc(timeLeft(r.windowSeconds * 1000))}, from ${esc(r.source)}${r.instances > 1 ? ` (${r.instances} instances)` : ''}: ${r.clients.length} device(s).</p>
 ${chart(r.hourly)}
 <p class="muted"><small>blocked attempts per hour, oldest on the left</small></p>
-<table id="devices"><thead><tr><th>device</th><th>MAC</th><th>address</th><th>blocked</th><th>last seen</th><th>top lists</th></tr></thead>
+<table id="devices"><thead><tr><th>device</th><th>MAC</th><th>address</th><th>blocked</th><th>first seen</th><th>last seen</th><th>top lists</th></tr></thead>
 <tbody>
-${devices || '<tr><td colspan="6">none</td></tr>'}
+${devices || '<tr><td colspan="7">none</td></tr>'}
 </tbody></table>
 ${r.clients.length > PAGE_DEVICES ? `<p class="muted" id="more">The ${PAGE_DEVICES} most active of ${r.clients.length} are shown; every device: <code>sinkhole report</code> or <code>/api/blocked-clients</code>.</p>` : ''}
 
