@@ -199,9 +199,10 @@ t.test('the chart: hour labels in the given zone, midnight names the day, a 1-2-
     report: { windowSeconds: 7 * 86_400, source: 'memory', instances: 1, hourly: hourly(counts, now, 7 * 86_400_000), clients: [] },
     exceptions: [], policy: { generation: 1, lists: [], degraded: [] }, identity: { devices: 0, sources: [] },
   });
-  const texts = (cls: string): string[] => [...html.matchAll(new RegExp(`<text class="${cls}"[^>]*>([^<]*)</text>`, 'g'))].map((m) => m[1]!);
+  const texts = (cls: string): string[] => [...html.matchAll(new RegExp(`<text class="${cls}( minor)?"[^>]*>([^<]*)</text>`, 'g'))].map((m) => m[2]!);
   t.equal(html.match(/<rect /g)?.length, 24, 'the last 24 hours of a 7-day window');
   t.same(texts('tick hour'), ['12:00', '15:00', '18:00', '21:00', '00:00', '03:00', '06:00', '09:00'], 'every third local hour, oldest first');
+  t.same([...html.matchAll(/<text class="tick hour minor"[^>]*>([^<]*)</g)].map((m) => m[1]), ['15:00', '21:00', '03:00', '09:00'], 'a phone shows every sixth');
   t.same(texts('tick'), ['7 Dec'], 'midnight names its day');
   t.same(texts('tick count'), ['0', '2', '4', '6']);
   t.match(html, /<title>7 Dec 10:00 \(this hour, so far\): 5 blocked<\/title>/);

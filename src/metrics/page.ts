@@ -113,8 +113,8 @@ export function countTicks(max: number): number[] {
 export const CHART_HOURS = 24;
 // The chart's own units; it scales to the width it is given (viewBox), down to a phone's.
 const VB_W = 480;
-const VB_H = 186;
-const LEFT = 36;
+const VB_H = 190;
+const LEFT = 44;
 const RIGHT = 6;
 const TOP = 8;
 const PLOT_H = 140;
@@ -141,11 +141,11 @@ function chart(all: ReportSnapshot['hourly'], zone: string): string {
       const label = `${w.hh}:${w.mm}`;
       const title = `${w.d} ${MONTHS[w.mo - 1]} ${label}${i === hours.length - 1 ? ' (this hour, so far)' : ''}: ${x.count} blocked`;
       const bar = `<rect x="${(x0 + slot * 0.1).toFixed(1)}" y="${(TOP + PLOT_H - bh).toFixed(1)}" width="${(slot * 0.8).toFixed(1)}" height="${bh.toFixed(1)}" data-hour="${esc(x.hour)}" data-count="${x.count}"><title>${esc(title)}</title></rect>`;
-      // Every third hour is labelled at its start; midnight also names the day.
+      // Every third hour is labelled at its start (every sixth on a phone: .minor); midnight also names the day.
       if (Number(w.hh) % 3 !== 0) return bar;
-      const ly = TOP + PLOT_H + 14;
-      const day = w.hh === '00' ? `<text class="tick" x="${x0.toFixed(1)}" y="${ly + 14}" text-anchor="middle">${w.d} ${MONTHS[w.mo - 1]}</text>` : '';
-      return `${bar}<line class="axis" x1="${x0.toFixed(1)}" x2="${x0.toFixed(1)}" y1="${TOP + PLOT_H}" y2="${TOP + PLOT_H + 4}"/><text class="tick hour" x="${x0.toFixed(1)}" y="${ly}" text-anchor="middle">${label}</text>${day}`;
+      const ly = TOP + PLOT_H + 16;
+      const day = w.hh === '00' ? `<text class="tick" x="${x0.toFixed(1)}" y="${ly + 16}" text-anchor="middle">${w.d} ${MONTHS[w.mo - 1]}</text>` : '';
+      return `${bar}<line class="axis" x1="${x0.toFixed(1)}" x2="${x0.toFixed(1)}" y1="${TOP + PLOT_H}" y2="${TOP + PLOT_H + 4}"/><text class="tick hour${Number(w.hh) % 6 ? ' minor' : ''}" x="${x0.toFixed(1)}" y="${ly}" text-anchor="middle">${label}</text>${day}`;
     })
     .join('');
   const total = hours.reduce((n, x) => n + x.count, 0);
@@ -241,6 +241,7 @@ table.cards thead{display:none}
 table.cards tr{display:block;padding:.4em 0;border-bottom:1px solid #ccc}
 table.cards td{display:block;border:0;padding:.05em 0;overflow-wrap:anywhere}
 table.cards td::before{content:attr(data-label);display:inline-block;width:10em;color:#666;font-weight:normal}
+#hourly text{font-size:16px}#hourly .minor{display:none}
 table.cards td.n{text-align:left}table.cards td.nw{white-space:normal}
 }
 </style></head>
