@@ -458,7 +458,7 @@ export async function start(opts: StartOptions): Promise<Running> {
       recent: last && { ms: last.ms, queries: last.queries, blocked: last.blocked },
       // The same stateOf as DNS, the CLI and /metrics: a revoked record is never shown as active.
       exceptions: g.exceptions.map((e) => ({
-        id: e.id, state: stateOf(e, now), clients: e.clients, allow: [...e.allowLists, ...e.allowDomains], expiresAt: e.expiresAt, expires: e.expires,
+        id: e.id, state: stateOf(e, now), clients: e.clients, allow: [...e.allowLists, ...e.allowDomains], expires: e.expires,
         endsAt: e.endsAt, approvedBy: e.approvedBy, reason: e.reason, revoked: e.revoked, revokedBy: e.revokedBy,
       })),
       policy: {

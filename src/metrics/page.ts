@@ -22,7 +22,6 @@ export interface PageException {
   state: ExceptionState;
   clients: readonly string[];
   allow: readonly string[];
-  expiresAt: number;
   expires: string;
   /** When it stops applying: expiry or revocation, whichever comes first. */
   endsAt: number;
