@@ -34,7 +34,7 @@ import { RecoverStage } from './stages/recover.js';
 import { ValidateStage } from './stages/validate.js';
 import { TcpListener, type TcpLimits } from './transport/tcp.js';
 import { UdpListener } from './transport/udp.js';
-import { Forwarder } from './upstream/forwarder.js';
+import { Forwarder, mergeHealth, type UpstreamHealth } from './upstream/forwarder.js';
 import { VERSION } from './version.js';
 import type { Registry } from 'prom-client';
 import { QueryLog } from './querylog/queryLog.js';
@@ -48,6 +48,8 @@ import { RelayStage } from './stages/relay.js';
 import { ReportStateFile } from './querylog/reportState.js';
 import { PostgresStore } from './querylog/reportPostgres.js';
 import { renderPage, type PageData } from './metrics/page.js';
+import { RecentTotals, SAMPLE_EVERY_MS, totalsOf, type Totals } from './metrics/recent.js';
+import { isZoneName, serverZone } from './policy/zonedDate.js';
 import { readHttpToken } from './metrics/token.js';
 import { WorkerPool } from './workers.js';
 import { assertAddressFree } from './transport/exclusive.js';
@@ -131,6 +133,8 @@ export interface PlaneGauges {
   tcpRefused: number;
   /** The query log's and the audit trail's lost lines and failure, as this thread writes them. */
   logs: LogHealth[];
+  /** This thread's forwarder's view of each upstream (the admin page merges the threads'). */
+  upstreams: UpstreamHealth[];
 }
 
 /**
@@ -311,6 +315,7 @@ export class DataPlane {
       tcpEvictions: [...this.tcp, ...this.dotListeners].reduce((n, l) => n + l.evictions, 0),
       tcpRefused: [...this.tcp, ...this.dotListeners].reduce((n, l) => n + l.refused, 0),
       logs: [this.queryLog.health, this.auditLog.health],
+      upstreams: this.forwarder.health(),
     };
   }
 
@@ -363,6 +368,12 @@ export async function start(opts: StartOptions): Promise<Running> {
   let closing = false;
   let closed: Promise<void> | undefined;
   let httpServer: Awaited<ReturnType<typeof startHttp>> | undefined;
+  // The last hour's traffic for the admin page: a sample of the cumulative counters a minute, never per query.
+  const recent = new RecentTotals();
+  const totalsNow = (): Totals => totalsOf(workers?.merged(stats) ?? stats);
+  recent.record(clock.now(), totalsNow());
+  const sampler = setInterval(() => void (workers?.refresh() ?? Promise.resolve()).then(() => recent.record(clock.now(), totalsNow())), SAMPLE_EVERY_MS);
+  sampler.unref();
   const gauge = (pick: (g: PlaneGauges) => number): number => pick(plane.gauges()) + (workers?.gauges().reduce((n, g) => n + pick(g), 0) ?? 0);
   const registry = createRegistry({
     stats: () => workers?.merged(stats) ?? stats,
@@ -386,6 +397,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   });
   // Query threads first (each answers what it has in flight), then HTTP: /readyz says 503 until the end.
   const closeAll = async (): Promise<void> => {
+    clearInterval(sampler);
     await Promise.all([workers?.close(), plane.close()]);
     identity.close();
     report.drain();
@@ -437,9 +449,21 @@ export async function start(opts: StartOptions): Promise<Running> {
     ];
     const r = await reportPages.snapshot();
     if (r.source !== 'memory' && r.source !== 'postgres') degraded.push(`report store unreachable: ${reportStore?.spooled ?? 0} events spooled`);
+    // With workers, the counts are as of the last minute's sample (or /metrics scrape): a page view asks no thread.
+    const last = recent.since(now, totalsNow());
+    const upstreams = mergeHealth([plane.forwarder.health(), ...(workers?.gauges().map((g) => g.upstreams) ?? [])]).map((u) => ({
+      ...u, ...(last?.upstreams[u.label] ?? { ok: 0, failed: 0 }),
+    }));
+    // The zone as the admin set it (TZ=Asia/Kolkata), not ICU's canonical alias for it (Asia/Calcutta).
+    const tz = process.env.TZ;
     return {
-      now, version: VERSION, report: r,
-      exceptions: g.exceptions.map((e) => ({ ...e, allow: [...e.allowLists, ...e.allowDomains] })),
+      now, version: VERSION, report: r, timeZone: tz && isZoneName(tz) ? tz : serverZone(), upstreams,
+      recent: last && { ms: last.ms, queries: last.queries, blocked: last.blocked },
+      // The same stateOf as DNS, the CLI and /metrics: a revoked record is never shown as active.
+      exceptions: g.exceptions.map((e) => ({
+        id: e.id, state: stateOf(e, now), clients: e.clients, allow: [...e.allowLists, ...e.allowDomains], expires: e.expires,
+        endsAt: e.endsAt, approvedBy: e.approvedBy, reason: e.reason, revoked: e.revoked, revokedBy: e.revokedBy,
+      })),
       policy: {
         generation: g.number, degraded,
         lists: g.config.blocking.lists.map((l) => ({ name: l.name, rules: g.ruleCounts.get(l.name) ?? 0, enforced: g.config.blocking.enforce.includes(l.name) })),

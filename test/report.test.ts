@@ -12,7 +12,7 @@ import { POSTGRES_NEEDS, startPostgres } from './helpers/postgres.js';
 import { skipUnless } from './helpers/requires.js';
 import { start } from '../src/app.js';
 import { silentLogger } from '../src/log.js';
-import type { ReportSnapshot } from '../src/querylog/report.js';
+import { ComplianceReport, type ReportSnapshot } from '../src/querylog/report.js';
 import { PostgresStore } from '../src/querylog/reportPostgres.js';
 import pgClient from 'pg';
 import { runCli as run } from './helpers/cli.js';
@@ -74,6 +74,18 @@ t.test('report rows name devices: HTTP, report --json, and report reading listen
   const noHttp = await run(['report', '--config', cli]);
   t.equal(noHttp.status, 2);
   t.match(noHttp.stderr, /listen\.http is not set, so there is no report to read/);
+});
+
+t.test('first seen is the earliest event, also when another thread hands over an older one late', async (t) => {
+  const now = Date.UTC(2026, 11, 7, 12);
+  const r = new ComplianceReport({ windowMs: 86_400_000, maxClients: 100, store: { kind: 'memory' }, retentionMs: 86_400_000 }, () => now);
+  const ev = (at: number) => ({ client: '10.0.0.1', mac: MAC1, hostname: 'phone', list: 'tiktok', limited: false, at });
+  r.ingest([ev(now - 60_000)]);
+  r.ingest([ev(now - 3_600_000), ev(now - 1000)]);
+  const row = (await r.snapshot()).clients[0]!;
+  t.equal(row.firstSeen, new Date(now - 3_600_000).toISOString(), 'first seen');
+  t.equal(row.lastSeen, new Date(now - 1000).toISOString(), 'last seen');
+  t.equal(row.blocked, 3);
 });
 
 t.test('the report survives a restart: a state file under state.dir, written atomically; a corrupt one is moved aside', async (t) => {
@@ -161,6 +173,8 @@ t.test('PostgreSQL: two instances keep one report; with the database stopped und
     ['127.0.0.31', MAC1, 'member-phone', 4],
     ['127.0.0.32', null, null, 2],
   ], 'one row per device across both instances');
+  // min(at) over the device's rows: the earliest attempt on either instance.
+  t.ok(shared.clients.every((c) => Date.parse(c.firstSeen) <= Date.parse(c.lastSeen) && Date.parse(c.firstSeen) > Date.now() - 60_000), 'first seen, from the events\' timestamps');
   t.same(JSON.parse((await api(b)).body).clients, shared.clients, 'both instances serve the same report');
   t.equal(shared.hourly.reduce((n, x) => n + x.count, 0), 6);
 

@@ -259,6 +259,8 @@ export class ComplianceReport implements Observer {
       r = { client: e.client, mac: e.mac, hostname: e.hostname, count: 0, first: e.at, last: e.at, lists: new Map(), rateLimited: 0 };
       this.devices.set(key, r);
     }
+    // Another thread's batch arrives up to REPORT_FLUSH_MS late, so an event may predate the row.
+    r.first = Math.min(r.first, e.at);
     r.last = Math.max(r.last, e.at);
     r.client = e.client;
     if (e.hostname) r.hostname = e.hostname;

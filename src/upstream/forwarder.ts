@@ -20,6 +20,36 @@ const UNHEALTHY_AFTER = 3;
 /** ... for this long, then it gets its place back and a chance to prove itself. */
 const UNHEALTHY_FOR_MS = 30_000;
 
+/** One upstream's health as this thread's forwarder sees it: a read-only copy for the admin page. */
+export interface UpstreamHealth {
+  label: string;
+  /** up: last exchange ok; failing: failures in a row, still tried in order; down: tried last (UNHEALTHY_AFTER). */
+  state: 'up' | 'failing' | 'down';
+  failuresInRow: number;
+  /** ms since the epoch; undefined when it never failed. */
+  lastFailure: number | undefined;
+}
+
+const WORST: Readonly<Record<UpstreamHealth['state'], number>> = { up: 0, failing: 1, down: 2 };
+
+/** Every query thread has its own forwarder: per upstream, the worst any thread saw. */
+export function mergeHealth(threads: readonly (readonly UpstreamHealth[])[]): UpstreamHealth[] {
+  const out = new Map<string, UpstreamHealth>();
+  for (const list of threads) {
+    for (const h of list) {
+      const m = out.get(h.label);
+      if (!m) {
+        out.set(h.label, { ...h });
+        continue;
+      }
+      if (WORST[h.state] > WORST[m.state]) m.state = h.state;
+      m.failuresInRow = Math.max(m.failuresInRow, h.failuresInRow);
+      if (h.lastFailure !== undefined && (m.lastFailure === undefined || h.lastFailure > m.lastFailure)) m.lastFailure = h.lastFailure;
+    }
+  }
+  return [...out.values()];
+}
+
 export class Upstream {
   private failures = 0;
   private lastFailure = 0;
@@ -39,6 +69,15 @@ export class Upstream {
 
   succeeded(): void {
     this.failures = 0;
+  }
+
+  health(): UpstreamHealth {
+    return {
+      label: this.spec.label,
+      state: this.failures === 0 ? 'up' : this.failures < UNHEALTHY_AFTER || this.healthy ? 'failing' : 'down',
+      failuresInRow: this.failures,
+      lastFailure: this.lastFailure || undefined,
+    };
   }
 
   failed(): void {
@@ -201,6 +240,11 @@ export class Forwarder {
 
   private tcp(u: Upstream): TcpUpstream {
     return (u.tcp ??= new TcpUpstream(u.spec.host, u.spec.port, this.contexts.get(u)!));
+  }
+
+  /** Each configured upstream (defaults, then conditional ones), once. */
+  health(): UpstreamHealth[] {
+    return [...new Set([...this.defaults, ...[...this.conditional.values()].flat()])].map((u) => u.health());
   }
 
   /** Sockets in the UDP source-port pool now. */
