@@ -1,25 +1,34 @@
 // Deployment files: the Kubernetes manifests (validated against the API
-// schemas, strictly), the ConfigMaps built from the repository, a ConfigMap
-// update reaching a running sinkhole, and the hardening the systemd unit and
-// logrotate file promise. systemd-analyze, logrotate and promtool run in
-// .ci/interop.sh, where the Debian tools are.
+// schemas, strictly, and applied Namespace first), the ConfigMaps built from
+// the repository, a ConfigMap update reaching a running sinkhole, the hardening
+// the systemd unit and logrotate file promise, and each shipped config
+// validating where its deployment puts it, with state.dir where that deployment
+// can write. systemd-analyze, logrotate and promtool run in .ci/interop.sh,
+// where the Debian tools are; Docker cannot run here, so the Dockerfile is read.
 import t from 'tap';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, posix } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { parseAllDocuments, parse as parseYaml, stringify } from 'yaml';
 import { validate as validateDaemonSet } from 'kubernetes-models/_schemas/IoK8sApiAppsV1DaemonSet';
 import { validate as validateConfigMap } from 'kubernetes-models/_schemas/IoK8sApiCoreV1ConfigMap';
 import { validate as validateNamespace } from 'kubernetes-models/_schemas/IoK8sApiCoreV1Namespace';
 import { start } from '../src/app.js';
+import { loadConfig } from '../src/config/config.js';
+import { PolicyError } from '../src/errors.js';
 import { silentLogger } from '../src/log.js';
+import { readHttpToken } from '../src/metrics/token.js';
 import { buildGeneration } from '../src/policy/generation.js';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { buildQuery, rcodeOf, udpExchange } from './helpers/dns.js';
+import { startSinkhole } from './helpers/sinkhole.js';
 
 const ROOT = join(import.meta.dirname, '..');
+const CLI = join(ROOT, 'dist', 'cli.js');
 const K8S = join(ROOT, 'deploy', 'kubernetes');
+const SYSTEMD = join(ROOT, 'deploy', 'systemd');
+const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
 
 type SchemaError = { instancePath: string; keyword: string; params: Record<string, unknown> };
 type Validator = ((data: unknown) => boolean) & { errors?: SchemaError[] | null };
@@ -202,4 +211,40 @@ t.test('the systemd unit and the logrotate file carry what the README promises',
   t.match(logrotate, /^\/var\/log\/sinkhole\/audit\.log \{/m);
   t.equal(logrotate.match(/systemctl kill --kill-whom=main --signal=HUP sinkhole\.service/g)?.length, 2, 'each rotation ends with SIGHUP to sinkhole');
   t.notMatch(logrotate, /^\s*copytruncate/m, 'no copytruncate: SIGHUP reopens the file, so no line is lost');
+});
+
+t.test('listen.httpToken: credential:NAME reads $CREDENTIALS_DIRECTORY/NAME; a clear error when it is unset or the name is not a file name', async (t) => {
+  const creds = mkdtempSync(join(tmpdir(), 'sinkhole-creds-'));
+  t.teardown(() => rmSync(creds, { recursive: true, force: true }));
+  writeFileSync(join(creds, 'http-token'), 'token-from-systemd-0123456789\n');
+  t.equal(readHttpToken('credential:http-token', { CREDENTIALS_DIRECTORY: creds }), 'token-from-systemd-0123456789');
+  t.throws(() => readHttpToken('credential:http-token', {}), { name: 'SinkholeError', code: 'SH_HTTP_TOKEN', message: /credential:http-token needs \$CREDENTIALS_DIRECTORY/ });
+  t.throws(() => readHttpToken('credential:other', { CREDENTIALS_DIRECTORY: creds }), { code: 'SH_HTTP_TOKEN', message: /cannot read \S+\/other: ENOENT/ });
+  // The config keeps credential:NAME as it is (not a path beside the config), and refuses a name that is not a file name.
+  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-credcfg-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const configWith = (token: string): string => {
+    writeFileSync(join(dir, 'sinkhole.yaml'), stringify({ listen: { dns: ['127.0.0.1:0'], httpToken: token }, upstreams: { servers: ['127.0.0.1:53'] } }));
+    return join(dir, 'sinkhole.yaml');
+  };
+  t.equal(loadConfig(configWith('credential:http-token')).listen.httpToken, 'credential:http-token');
+  for (const [bad, why] of [['credential:', /expected credential:NAME/], ['credential:../http-token', /must be a file name/]] as const) {
+    try {
+      loadConfig(configWith(bad));
+      t.fail(`${bad} accepted`);
+    } catch (e) {
+      t.ok(e instanceof PolicyError, bad);
+      t.match((e as PolicyError).problems[0], { code: 'SH_CONFIG_INVALID', line: 4, message: why }, bad);
+    }
+  }
+  // serve: the token from the credential guards the client report.
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const saved = process.env.CREDENTIALS_DIRECTORY;
+  process.env.CREDENTIALS_DIRECTORY = creds;
+  t.teardown(() => (saved === undefined ? delete process.env.CREDENTIALS_DIRECTORY : (process.env.CREDENTIALS_DIRECTORY = saved)));
+  const h = await startSinkhole(t, up.port, { listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0', httpToken: 'credential:http-token' } });
+  const url = `http://127.0.0.1:${h.running.http!.port}/api/blocked-clients`;
+  t.equal((await fetch(url)).status, 401, 'no token: 401');
+  t.equal((await fetch(url, { headers: { authorization: 'Bearer token-from-systemd-0123456789' } })).status, 200, 'the credential\'s token: 200');
 });
