@@ -151,6 +151,12 @@ t.test('the ConfigMaps are the repository\'s files, rebuilt byte for byte, and t
   t.equal(g.exceptions[0]?.id, 'PS-2026-0142');
 });
 
+/** `sinkhole validate --config FILE`, as an admin would run it. */
+function validate(config: string, opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): { status: number | null; stdout: string; stderr: string } {
+  const env = opts.env ?? Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'CREDENTIALS_DIRECTORY'));
+  return spawnSync(process.execPath, [CLI, 'validate', '--config', config], { cwd: opts.cwd, env, encoding: 'utf8' });
+}
+
 /** A ConfigMap volume as the kubelet writes it: a timestamped folder, `..data` pointing at it, and each key a link through `..data`. */
 function configMapVolume(dir: string, data: Record<string, string>, version: string): void {
   mkdirSync(join(dir, version), { recursive: true });
@@ -213,6 +219,67 @@ t.test('the systemd unit and the logrotate file carry what the README promises',
   t.notMatch(logrotate, /^\s*copytruncate/m, 'no copytruncate: SIGHUP reopens the file, so no line is lost');
 });
 
+/** A unit file's settings: each key with its values in order (a key may repeat). Comments and sections dropped. */
+function unitSettings(text: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const line of text.split('\n')) {
+    const m = /^([A-Za-z]+)=(.*)$/.exec(line);
+    if (m) out.set(m[1]!, [...(out.get(m[1]!) ?? []), m[2]!]);
+  }
+  return out;
+}
+
+function setting(unit: Map<string, string[]>, key: string): string {
+  const values = unit.get(key);
+  if (values?.length !== 1) throw new Error(`the unit should set ${key}= once, not ${values?.length ?? 0} times`);
+  return values[0]!;
+}
+
+const unit = (): Map<string, string[]> => unitSettings(readFileSync(join(SYSTEMD, 'sinkhole.service'), 'utf8'));
+
+/** The systemd config laid out as the README installs it: the config, lists and exceptions in ExecStart's --config folder. */
+function systemdLayout(t: { teardown(fn: () => void): void }): { root: string; config: string } {
+  const root = mkdtempSync(join(tmpdir(), 'sinkhole-systemd-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const configPath = /--config (\S+)/.exec(setting(unit(), 'ExecStart'))![1]!;
+  const etc = join(root, dirname(configPath));
+  mkdirSync(etc, { recursive: true });
+  copyFileSync(join(SYSTEMD, 'sinkhole.yaml'), join(root, configPath));
+  copyFileSync(join(ROOT, 'exceptions.yaml'), join(etc, 'exceptions.yaml'));
+  symlinkSync(join(ROOT, 'blocklists'), join(etc, 'blocklists'));
+  return { root, config: join(root, configPath) };
+}
+
+t.test('the systemd config validates as installed in /etc/sinkhole, and writes only where the unit lets it', async (t) => {
+  const u = unit();
+  t.match(README, /sudo cp deploy\/systemd\/sinkhole\.yaml \/etc\/sinkhole\/sinkhole\.yaml/, 'the README installs this config');
+  t.notMatch(README, /cp -r sinkhole\.yaml [^\n]*\/etc\/sinkhole/, 'and not the bundled one, whose state.dir would be read-only');
+  const { root, config } = systemdLayout(t);
+  // systemd hands the token over as a credential (LoadCredential=NAME:PATH); the config names it.
+  const [name, source] = setting(u, 'LoadCredential').split(':') as [string, string];
+  const creds = join(root, 'run', 'credentials');
+  mkdirSync(creds, { recursive: true });
+  writeFileSync(join(creds, name), 'a-token-of-at-least-16-chars\n');
+  const v = validate(config, { env: { ...process.env, CREDENTIALS_DIRECTORY: creds } });
+  t.equal(v.status, 0, `validate: ${v.stdout}${v.stderr}`);
+  t.match(v.stdout, /^\S+sinkhole\.yaml: ok/, 'with no warning');
+  const c = loadConfig(config);
+  t.equal(c.listen.httpToken, `credential:${name}`, 'listen.httpToken is the unit\'s LoadCredential name');
+  t.equal(source, join(dirname(/--config (\S+)/.exec(setting(u, 'ExecStart'))![1]!), 'http-token'), 'read from beside the config, where the README writes it');
+  t.equal(c.state.dir, `/var/lib/${setting(u, 'StateDirectory')}`, 'state.dir is the unit\'s StateDirectory');
+  t.equal(setting(u, 'ProtectSystem'), 'strict', 'everything else is read-only');
+  const logs = `/var/log/${setting(u, 'LogsDirectory')}`;
+  const logrotate = readFileSync(join(ROOT, 'deploy', 'logrotate', 'sinkhole'), 'utf8');
+  for (const f of [c.log.file!, c.log.audit!]) {
+    t.equal(dirname(f), logs, `${f} is in the unit's LogsDirectory`);
+    t.ok(logrotate.includes(`\n${f} {`), `and logrotate rotates ${f}`);
+  }
+  // Without the unit's CREDENTIALS_DIRECTORY, validate says so with a code (serve would refuse to start).
+  const bare = validate(config);
+  t.equal(bare.status, 0);
+  t.match(bare.stdout, new RegExp(`^SH_HTTP_TOKEN \\S+: warning: listen\\.httpToken: credential:${name} needs \\$CREDENTIALS_DIRECTORY, which systemd sets for a unit with LoadCredential=${name}:PATH; it is unset`, 'm'));
+});
+
 t.test('listen.httpToken: credential:NAME reads $CREDENTIALS_DIRECTORY/NAME; a clear error when it is unset or the name is not a file name', async (t) => {
   const creds = mkdtempSync(join(tmpdir(), 'sinkhole-creds-'));
   t.teardown(() => rmSync(creds, { recursive: true, force: true }));
@@ -247,4 +314,28 @@ t.test('listen.httpToken: credential:NAME reads $CREDENTIALS_DIRECTORY/NAME; a c
   const url = `http://127.0.0.1:${h.running.http!.port}/api/blocked-clients`;
   t.equal((await fetch(url)).status, 401, 'no token: 401');
   t.equal((await fetch(url, { headers: { authorization: 'Bearer token-from-systemd-0123456789' } })).status, 200, 'the credential\'s token: 200');
+});
+
+t.test('systemd memory: MemoryMax holds every query thread\'s full cache and a policy compile, at the shipped workers', async (t) => {
+  const u = unit();
+  const bytes = (v: string): number => {
+    const m = /^(\d+(?:\.\d+)?)([KMGT]?)$/.exec(v);
+    if (!m) throw new Error(`MemoryMax=${v}: expected a size like 1G`);
+    return Number(m[1]) * 1024 ** ' KMGT'.indexOf(m[2] || ' ');
+  };
+  const memoryMax = bytes(setting(u, 'MemoryMax'));
+  const config = parseYaml(readFileSync(join(SYSTEMD, 'sinkhole.yaml'), 'utf8')) as { workers?: number | string; cache?: { maxEntries?: number } };
+  t.type(config.workers, 'number', 'workers is a number: with auto, threads follow the cores and outgrow a fixed MemoryMax');
+  const workers = Number(config.workers);
+  const maxEntries = config.cache?.maxEntries ?? 100_000;
+  // The measured figures, read from bench/RESULTS.md so that a new measurement moves the check:
+  // "Memory under cache churn" (one query thread, full 100k-entry cache, RSS peak) and
+  // "rules-load" (peak RSS while a 1M-rule policy compiles, beside the threads on a reload).
+  const results = readFileSync(join(ROOT, 'bench', 'RESULTS.md'), 'utf8');
+  const perThreadMb = Number(/^\| slab \+ flat keys \(final, semi-space 16\) \| (\d+) MB \|/m.exec(results)?.[1]);
+  const compileMb = Number(/^\| 1M \| [^|]+ \| (?:\d+–)?(\d+) MB \|/m.exec(results)?.[1]);
+  t.ok(perThreadMb > 0 && compileMb > 0, `figures found: ${perThreadMb} MB per thread, ${compileMb} MB to compile`);
+  const needed = (compileMb + workers * perThreadMb * Math.max(1, maxEntries / 100_000)) * 2 ** 20;
+  t.ok(memoryMax >= needed, `MemoryMax ${memoryMax / 2 ** 20} MB >= ${compileMb} + ${workers} x ${perThreadMb} MB (cache.maxEntries ${maxEntries}) = ${needed / 2 ** 20} MB`);
+  t.match(readFileSync(join(SYSTEMD, 'sinkhole.service'), 'utf8'), /MemoryMax >= 160M \+ workers x 250M/, 'the unit says the formula');
 });
