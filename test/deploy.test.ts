@@ -149,6 +149,17 @@ t.test('the ConfigMaps are the repository\'s files, rebuilt byte for byte, and t
   t.same(g.config.blocking.enforce, ['tiktok', 'tiktok-ads', 'bypass']);
   t.equal(g.ruleCounts.get('tiktok'), buildGeneration(join(ROOT, 'sinkhole.yaml'), 1).ruleCounts.get('tiktok'), 'the same rules as the bundled config');
   t.equal(g.exceptions[0]?.id, 'PS-2026-0142');
+  const v = validate(join(etc, 'config', 'sinkhole.yaml'));
+  t.equal(v.status, 0, `sinkhole validate in the mounted layout: ${v.stdout}${v.stderr}`);
+  t.match(v.stdout, /^\S+sinkhole\.yaml: ok/, 'with no warning');
+  // state.dir is the pod's emptyDir (the ConfigMap mounts are read-only), found in the DaemonSet, not assumed.
+  const spec = daemonSet().spec.template.spec;
+  const emptyDirs = spec.volumes.filter((vol: { emptyDir?: object }) => vol.emptyDir).map((vol: { name: string }) => vol.name);
+  const writable = spec.containers[0].volumeMounts
+    .filter((m: { name: string; readOnly?: boolean }) => emptyDirs.includes(m.name) && !m.readOnly)
+    .map((m: { mountPath: string }) => m.mountPath);
+  t.ok(writable.length > 0, 'the DaemonSet mounts a writable emptyDir');
+  t.ok(writable.includes(g.config.state.dir), `state.dir ${g.config.state.dir} is the emptyDir mount (${writable.join(', ')})`);
 });
 
 /** `sinkhole validate --config FILE`, as an admin would run it. */
