@@ -75,9 +75,10 @@ function manifestProblems(doc: Record<string, unknown>): string[] {
   return problems;
 }
 
+/** The folder's manifests; kustomization.yaml is kubectl's (apply -k), not an object for the API. */
 function manifests(): { file: string; doc: Record<string, unknown> }[] {
   return readdirSync(K8S)
-    .filter((f) => f.endsWith('.yaml'))
+    .filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml')
     .sort()
     .flatMap((file) => parseAllDocuments(readFileSync(join(K8S, file), 'utf8')).map((d) => ({ file, doc: d.toJSON() as Record<string, unknown> })));
 }
@@ -349,4 +350,20 @@ t.test('systemd memory: MemoryMax holds every query thread\'s full cache and a p
   const needed = (compileMb + workers * perThreadMb * Math.max(1, maxEntries / 100_000)) * 2 ** 20;
   t.ok(memoryMax >= needed, `MemoryMax ${memoryMax / 2 ** 20} MB >= ${compileMb} + ${workers} x ${perThreadMb} MB (cache.maxEntries ${maxEntries}) = ${needed / 2 ** 20} MB`);
   t.match(readFileSync(join(SYSTEMD, 'sinkhole.service'), 'utf8'), /MemoryMax >= 160M \+ workers x 250M/, 'the unit says the formula');
+});
+
+t.test('kubectl apply -k applies the Namespace before what lives in it, and every manifest is listed', async (t) => {
+  const k = parseYaml(readFileSync(join(K8S, 'kustomization.yaml'), 'utf8')) as { apiVersion: string; kind: string; resources: string[] };
+  t.same([k.apiVersion, k.kind], ['kustomize.config.k8s.io/v1beta1', 'Kustomization']);
+  const files = readdirSync(K8S).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml').sort();
+  t.same([...k.resources].sort(), files, 'every manifest is a resource, and every resource a file here');
+  const docs = k.resources.flatMap((f) => parseAllDocuments(readFileSync(join(K8S, f), 'utf8')).map((d) => d.toJSON() as { kind: string; metadata: { name: string; namespace?: string } }));
+  t.equal(docs[0]?.kind, 'Namespace', 'the first object applied is the Namespace');
+  const created = new Set<string>();
+  for (const d of docs) {
+    if (d.kind === 'Namespace') created.add(d.metadata.name);
+    else t.ok(d.metadata.namespace && created.has(d.metadata.namespace), `${d.kind} ${d.metadata.name}: its namespace ${d.metadata.namespace} is created before it`);
+  }
+  t.match(README, /kubectl apply -k deploy\/kubernetes\//, 'the README applies it with -k');
+  t.notMatch(README, /kubectl apply -f deploy\/kubernetes\/\s*$/m, 'not with -f on the folder');
 });
