@@ -367,3 +367,53 @@ t.test('kubectl apply -k applies the Namespace before what lives in it, and ever
   t.match(README, /kubectl apply -k deploy\/kubernetes\//, 'the README applies it with -k');
   t.notMatch(README, /kubectl apply -f deploy\/kubernetes\/\s*$/m, 'not with -f on the folder');
 });
+
+t.test('the Docker image: the Dockerfile, its config and the README agree on the config folder, the volumes and the health check', async (t) => {
+  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  const runtime = dockerfile.split(/^FROM /m).at(-1)!; // the final stage is the image
+  const workdir = [...runtime.matchAll(/^WORKDIR (\S+)$/gm)].at(-1)![1]!;
+  const volumes = [...runtime.matchAll(/^VOLUME (.+)$/gm)].flatMap((m) => (m[1]!.startsWith('[') ? (JSON.parse(m[1]!) as string[]) : m[1]!.split(/\s+/)));
+  const cmd = JSON.parse(/^CMD (\[.*\])$/m.exec(runtime)![1]!) as string[];
+  const health = JSON.parse(/^HEALTHCHECK [^\n]*\\\n\s+CMD (\[.*\])$/m.exec(runtime)![1]!) as string[];
+  t.same(cmd.slice(0, 2), ['serve', '--config']);
+  t.same(health.slice(0, 4), ['bin/sinkhole', 'health', '--config', cmd[2]], 'the health check reads the config serve runs');
+  const inImage = (p: string, from = workdir): string => posix.resolve(from, p);
+  const configFile = inImage(cmd[2]!);
+  t.equal(inImage(/^COPY sinkhole\.docker\.yaml (\S+)$/m.exec(runtime)![1]!), configFile, 'sinkhole.docker.yaml is copied where serve reads it');
+  const under = (p: string, dir: string): boolean => p === dir || p.startsWith(`${dir}/`);
+  const inVolume = (p: string): string | undefined => volumes.find((v) => under(p, v));
+
+  // The config's writable paths are in volumes, which the image gives to the user it runs as.
+  const config = parseYaml(readFileSync(join(ROOT, 'sinkhole.docker.yaml'), 'utf8')) as { state: { dir: string }; log: { file?: string; audit?: string }; exceptions: string };
+  const fromConfig = (p: string): string => inImage(p, posix.dirname(configFile));
+  const stateDir = fromConfig(config.state.dir);
+  t.ok(inVolume(stateDir), `state.dir ${stateDir} is a volume (${volumes.join(', ')})`);
+  t.ok(config.log.audit && inVolume(fromConfig(config.log.audit)), `the audit trail ${config.log.audit} is in a volume`);
+  t.ok(config.log.file === undefined || config.log.file === '-', 'the query log alone goes to stdout (docker logs)');
+  t.ok(inVolume(fromConfig(config.exceptions)), 'exceptions come from their volume');
+  const user = /^USER (\S+)$/m.exec(runtime)![1]!;
+  t.match(runtime, new RegExp(`mkdir -p ${stateDir} && chown ${user}:${user} ${stateDir}`), `the state volume belongs to ${user}`);
+
+  // The README's docker run mounts every volume, and the config as a folder (a file mount misses saves by rename).
+  const run = /^docker run [\s\S]*?[^\\]\n/m.exec(README)![0];
+  const mounts = [...run.matchAll(/-v (\S+?):(\/[^\s:]+)(:ro)?/g)].map((m) => m[2]!);
+  for (const v of volumes) t.ok(mounts.includes(v), `docker run mounts the volume ${v}`);
+  t.ok(mounts.includes(posix.dirname(configFile)), `docker run mounts the config folder ${posix.dirname(configFile)}`);
+  t.notOk(mounts.includes(configFile), 'and not the config file alone');
+  t.match(README, `sudo cp sinkhole.docker.yaml /srv/sinkhole/config/${posix.basename(configFile)}`, 'the README puts a config in the mounted folder');
+  t.ok(README.includes(`sinkhole health --config ${cmd[2]}`), 'the README names the health check\'s config');
+
+  // Laid out as the image has it, the config validates.
+  const app = mkdtempSync(join(tmpdir(), 'sinkhole-image-'));
+  t.teardown(() => rmSync(app, { recursive: true, force: true }));
+  const at = (p: string): string => join(app, p);
+  mkdirSync(at(posix.dirname(configFile)), { recursive: true });
+  copyFileSync(join(ROOT, 'sinkhole.docker.yaml'), at(configFile));
+  symlinkSync(join(ROOT, 'blocklists'), at(inImage(/^COPY blocklists (\S+)$/m.exec(runtime)![1]!)));
+  const exceptions = fromConfig(config.exceptions);
+  mkdirSync(at(posix.dirname(exceptions)), { recursive: true });
+  writeFileSync(at(exceptions), 'exceptions: []\n');
+  const v = validate(at(configFile));
+  t.equal(v.status, 0, `validate: ${v.stdout}${v.stderr}`);
+  t.match(v.stdout, /^\S+sinkhole\.yaml: ok/, 'with no warning');
+});
