@@ -28,11 +28,14 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY bin ./bin
 COPY blocklists ./blocklists
-COPY sinkhole.docker.yaml ./sinkhole.yaml
-# state.dir (the last good policy, and the compliance report across restarts) must be writable by the service
-# user; the volume keeps it across container re-creation: -v sinkhole-state:/app/.sinkhole-state
-RUN mkdir -p /app/.sinkhole-state && chown node:node /app/.sinkhole-state
-VOLUME /app/.sinkhole-state
+# The config is read from a folder, so a mounted one (-v /srv/sinkhole/config:/app/config:ro) sees an
+# editor's save-by-rename; a single-file mount keeps the old file.
+COPY sinkhole.docker.yaml ./config/sinkhole.yaml
+# state.dir (the last good policy, the compliance report across restarts) and the audit trail must be
+# writable by the service user; the volume keeps them across container re-creation:
+# -v sinkhole-state:/app/state
+RUN mkdir -p /app/state && chown node:node /app/state
+VOLUME ["/app/state"]
 # Exceptions are not baked in: they are approved, changed and revoked while sinkhole runs. The
 # image holds an empty record set, so it starts without a mount; mount a folder over it
 # (-v /srv/sinkhole/exceptions:/app/exceptions) to manage the real ones.
@@ -45,7 +48,7 @@ USER node
 EXPOSE 53/udp 53/tcp
 # Asks /healthz wherever listen.http says, so a mounted config that moves it keeps the check true.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["bin/sinkhole", "health", "--config", "sinkhole.yaml"]
+  CMD ["bin/sinkhole", "health", "--config", "config/sinkhole.yaml"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["bin/sinkhole"]
-CMD ["serve", "--config", "sinkhole.yaml"]
+CMD ["serve", "--config", "config/sinkhole.yaml"]

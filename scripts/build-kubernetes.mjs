@@ -7,7 +7,7 @@
 // The output depends on those bytes only; test/deploy.test.ts checks the committed file is current.
 //
 //   node scripts/build-kubernetes.mjs [--out FILE] [--exceptions FILE] [--config FILE] [--lists DIR]
-//   kubectl apply -f deploy/kubernetes/
+//   kubectl apply -k deploy/kubernetes/   (kustomization.yaml: the Namespace first)
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';

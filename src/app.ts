@@ -64,7 +64,7 @@ import { dotServer } from './transport/dot.js';
 import { DOH_PATH, DohListener } from './transport/doh.js';
 import { Certificate } from './transport/tlsFiles.js';
 import { RateLimitStage } from './stages/rateLimit.js';
-import { PolicyStateStore } from './state/snapshot.js';
+import { PolicyStateStore, stateDirProblem } from './state/snapshot.js';
 import { startingPolicy } from './state/lastGood.js';
 
 export interface StartOptions {
@@ -526,6 +526,12 @@ export async function start(opts: StartOptions): Promise<Running> {
 
   logExceptions(log, loadedEvents(policy.current.exceptions), policy.current, clock.now());
   logWarnings(log, policy.current, clock.now());
+  const stateProblem = stateDirProblem(config().state.dir);
+  if (stateProblem !== undefined) {
+    log.warn('SH_STATE_WRITE', 'state.dir cannot be written: there will be no last good policy to start from and the compliance report will not survive a restart; point state.dir at a writable folder (DNS is not affected)', {
+      dir: config().state.dir, error: stateProblem,
+    });
+  }
   const exceptionAudit = new ExceptionAudit(
     (line) => {
       plane.auditLog.record(line);

@@ -51,22 +51,23 @@ t.test('every bundled config validates, without warnings', async (t) => {
   const r = spawnSync(process.execPath, [CLI, 'validate', '--config', 'sinkhole.yaml'], { cwd: ROOT, encoding: 'utf8' });
   t.equal(r.status, 0, `sinkhole.yaml: ${r.stdout.trim()}`);
   t.match(r.stdout, /^sinkhole\.yaml: ok/, 'no warning line before ok');
-  // The image's layout (Dockerfile): /app holds the lists, sinkhole.yaml is sinkhole.docker.yaml, and
+  // The image's layout (Dockerfile): /app holds the lists, config/sinkhole.yaml is sinkhole.docker.yaml, and
   // exceptions/ is the volume, holding the image's empty record set until one is mounted.
   const app = mkdtempSync(join(tmpdir(), 'sinkhole-image-'));
   symlinkSync(join(ROOT, 'blocklists'), join(app, 'blocklists'));
-  writeFileSync(join(app, 'sinkhole.yaml'), readFileSync(join(ROOT, 'sinkhole.docker.yaml')));
+  mkdirSync(join(app, 'config'));
+  writeFileSync(join(app, 'config', 'sinkhole.yaml'), readFileSync(join(ROOT, 'sinkhole.docker.yaml')));
   const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
   const placeholder = /printf '(.*)' > \/app\/exceptions\/exceptions\.yaml/.exec(dockerfile);
   t.ok(placeholder, 'the Dockerfile writes an empty exceptions file into the volume');
   mkdirSync(join(app, 'exceptions'));
   writeFileSync(join(app, 'exceptions', 'exceptions.yaml'), placeholder![1]!.replaceAll('\\n', '\n'));
-  const image = spawnSync(process.execPath, [CLI, 'validate', '--config', 'sinkhole.yaml'], { cwd: app, encoding: 'utf8' });
+  const image = spawnSync(process.execPath, [CLI, 'validate', '--config', 'config/sinkhole.yaml'], { cwd: app, encoding: 'utf8' });
   t.equal(image.status, 0, `the image's config: ${image.stdout.trim()}`);
   t.match(image.stdout, /exceptions: 0;/, 'starts with no exceptions until a folder is mounted');
   t.notMatch(dockerfile, /COPY exceptions\.yaml/, 'exceptions are not baked into the image');
   t.match(dockerfile, /^ARG NODE_IMAGE=node:[\w.-]+@sha256:[0-9a-f]{64}$/m, 'the base image is pinned by digest');
-  t.match(dockerfile, /HEALTHCHECK .*\n\s+CMD \["bin\/sinkhole", "health", "--config", "sinkhole\.yaml"\]/, 'the health check follows listen.http');
+  t.match(dockerfile, /HEALTHCHECK .*\n\s+CMD \["bin\/sinkhole", "health", "--config", "config\/sinkhole\.yaml"\]/, 'the health check follows listen.http');
   t.match(readFileSync(join(ROOT, 'sinkhole.docker.yaml'), 'utf8'), /^\s+http: "127\.0\.0\.1:\d+"/m, "the image's HTTP listens on loopback");
 });
 

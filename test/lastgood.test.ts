@@ -266,6 +266,16 @@ t.test('a snapshot belongs to its config file: a mistyped --config exits 2, and 
   t.notMatch(other.err, /SH_POLICY_DEGRADED/, 'not started from sinkhole.yaml\'s policy');
 });
 
+t.test('a writable state dir: no start-up warning, and the write probe leaves nothing behind', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const { lines, log } = capture();
+  const h = await startSinkhole(t, up.port, CONFIG, FILES, { log });
+  await h.running.state.idle();
+  t.notOk(lines.some((l) => /SH_STATE_WRITE/.test(l)), 'no SH_STATE_WRITE');
+  t.same(readdirSync(join(h.dir, '.sinkhole-state')).filter((f) => f.startsWith('.tmp-')), [], 'no probe file left');
+});
+
 t.test('a state dir that cannot be written never stops DNS: a warning with a code, and a counter', async (t) => {
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());
@@ -275,6 +285,8 @@ t.test('a state dir that cannot be written never stops DNS: a warning with a cod
   await h.running.state.idle();
   t.equal(h.running.stats.stateWriteFailures, 1, 'counted');
   t.ok(lines.some((l) => / warn SH_STATE_WRITE cannot save the last good policy .*error=ENOTDIR/.test(l)), 'a warning with a code and the reason');
+  // Said once at start as well, in words a deployment can act on (issue 18 item 4: a read-only mount).
+  t.equal(lines.filter((l) => / warn SH_STATE_WRITE state\.dir cannot be written: .*no last good policy.*dir=\S*not-a-folder\/state.*error=ENOTDIR/.test(l)).length, 1, 'serve warns at start that state.dir is not writable');
   t.equal(rcodeOf(await udpExchange(h.port, buildQuery('www.tiktok.com', T.A))), 3, 'blocking works');
   t.equal(rcodeOf(await udpExchange(h.port, buildQuery('ok.example.test', T.A))), 0, 'forwarding works');
   h.write('lists/tiktok.txt', `${TIKTOK_LIST}more.test\n`);

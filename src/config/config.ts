@@ -15,6 +15,7 @@ import { PolicyError, type Problem } from '../errors.js';
 import { diskSource, type FileSource } from '../policy/sources.js';
 import { LEASE_FORMATS, type LeaseFormat } from '../identity/leaseFormats.js';
 import { normalizeMac, parseSelector } from '../identity/mac.js';
+import { CREDENTIAL_PREFIX, credentialNameProblem } from '../metrics/token.js';
 
 export interface Endpoint {
   host: string;
@@ -42,7 +43,7 @@ export interface Config {
     /** Issue 8: TCP (and DoT) connections one client address may hold, and how long one lives. */
     tcpMaxConnectionsPerClient: number;
     tcpConnectionLifetimeMs: number;
-    /** A file holding the bearer token HTTP asks for (all but /healthz and /metrics); unset = no token. */
+    /** A file holding the bearer token HTTP asks for (all but /healthz and /metrics), or credential:NAME; unset = no token. */
     httpToken?: string;
     /** DNS over TLS (RFC 7858) and over HTTPS (RFC 8484) for clients; both need `tls`. */
     dot: Endpoint[];
@@ -238,7 +239,15 @@ function readConfig(r: YamlReader, path: string): Config {
         tcpMaxConnectionsPerClient: (v, q) =>
           (c.listen.tcpMaxConnectionsPerClient = r.integer(v, q, 1, 1_000_000) ?? c.listen.tcpMaxConnectionsPerClient),
         tcpConnectionLifetime: (v, q) => (c.listen.tcpConnectionLifetimeMs = r.duration(v, q, 1000, DAY) ?? c.listen.tcpConnectionLifetimeMs),
-        httpToken: (v, q) => (c.listen.httpToken = resolveOptional(c.dir, r.string(v, q))),
+        httpToken: (v, q) => {
+          const s = r.string(v, q);
+          // credential:NAME is read from $CREDENTIALS_DIRECTORY when used (metrics/token.ts), not resolved as a path.
+          if (s?.startsWith(CREDENTIAL_PREFIX)) {
+            const problem = credentialNameProblem(s.slice(CREDENTIAL_PREFIX.length));
+            if (problem) r.fail(v, q, problem);
+            else c.listen.httpToken = s;
+          } else c.listen.httpToken = resolveOptional(c.dir, s);
+        },
         dot: (v, q) => (c.listen.dot = endpoints(r, v, q)),
         doh: (v, q) => (c.listen.doh = endpoints(r, v, q)),
         tls: (v, q) => (c.listen.tls = readListenTls(r, v, q, c.dir)),

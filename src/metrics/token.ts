@@ -1,9 +1,40 @@
 // listen.httpToken: the bearer token is kept in a file (mode 0600, outside
-// the config), so the config can be shared and reviewed without it.
+// the config), so the config can be shared and reviewed without it. Under
+// systemd the file is handed over as a credential (credential:NAME), since the
+// unit's dynamic user cannot read a root-only file itself.
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { SinkholeError } from '../errors.js';
 
-export function readHttpToken(file: string): string {
+/** `credential:NAME` names $CREDENTIALS_DIRECTORY/NAME, which systemd fills from the unit's LoadCredential=NAME:PATH. */
+export const CREDENTIAL_PREFIX = 'credential:';
+
+/** Why NAME cannot be a credential name (systemd's rule: a file name), or undefined. */
+export function credentialNameProblem(name: string): string | undefined {
+  if (!name) return 'expected credential:NAME, the NAME of the unit\'s LoadCredential=NAME:PATH';
+  if (name.includes('/') || name.includes('\0') || name === '.' || name === '..' || name.length > 255) {
+    return `credential name "${name}" must be a file name (no "/"), as in LoadCredential=NAME:PATH`;
+  }
+  return undefined;
+}
+
+/** The file a listen.httpToken value names: itself, or for credential:NAME the credential's file. */
+export function httpTokenFile(value: string, env: NodeJS.ProcessEnv = process.env): string {
+  if (!value.startsWith(CREDENTIAL_PREFIX)) return value;
+  const name = value.slice(CREDENTIAL_PREFIX.length);
+  const dir = env.CREDENTIALS_DIRECTORY;
+  if (!dir) {
+    throw new SinkholeError(
+      'SH_HTTP_TOKEN',
+      `listen.httpToken: ${value} needs $CREDENTIALS_DIRECTORY, which systemd sets for a unit with LoadCredential=${name}:PATH; ` +
+        `it is unset (outside the unit, set it to the folder holding ${name})`,
+    );
+  }
+  return join(dir, name);
+}
+
+export function readHttpToken(value: string, env: NodeJS.ProcessEnv = process.env): string {
+  const file = httpTokenFile(value, env);
   let text: string;
   try {
     text = readFileSync(file, 'utf8');

@@ -11,7 +11,7 @@
 // renamed into place; `current` is replaced by rename as well. A crash at any
 // point leaves either the old snapshot or the new one, never half of one.
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
@@ -69,6 +69,23 @@ function sha256(b: Uint8Array): string {
 
 function errorText(e: unknown): string {
   return (e as NodeJS.ErrnoException).code ?? (e instanceof Error ? e.message : String(e));
+}
+
+/**
+ * Why state.dir cannot be written (mkdir, then a probe file), or undefined when it can. Checked once at
+ * start: on a read-only mount every save would fail, and a deployment should hear so before it needs the
+ * fallback. The probe is named like a temporary folder, so a crash's leftover is pruned.
+ */
+export function stateDirProblem(dir: string): string | undefined {
+  const probe = join(dir, `.tmp-probe-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(probe, '');
+    rmSync(probe);
+    return undefined;
+  } catch (e) {
+    return errorText(e);
+  }
 }
 
 /** Writes a file and waits until it is on the disk. */
