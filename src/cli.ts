@@ -9,6 +9,7 @@ import { loadConfig } from './config/config.js';
 import { PolicyError, SinkholeError, formatProblem, type Problem } from './errors.js';
 import { streamLogger } from './log.js';
 import { TYPE } from './dns/constants.js';
+import { DOH_PATH } from './transport/doh.js';
 import { buildGeneration, covers, decide, type Generation } from './policy/generation.js';
 import { lastGood } from './state/lastGood.js';
 import { loadIdentity } from './identity/sources.js';
@@ -78,6 +79,8 @@ async function serve(configFile: string): Promise<number> {
   const running = await start({ configFile, log });
   const g = running.policy.current;
   for (const d of running.dns) log.info('listening for DNS', { udp: `${d.udp.address}:${d.udp.port}`, tcp: `${d.tcp.address}:${d.tcp.port}` });
+  for (const a of running.dot) log.info('listening for DNS over TLS', { address: `${a.address}:${a.port}` });
+  for (const a of running.doh) log.info('listening for DNS over HTTPS', { address: `${a.address}:${a.port}`, path: DOH_PATH });
   if (running.http) log.info('listening for HTTP', { address: `${running.http.address}:${running.http.port}`, paths: '/metrics /healthz /readyz' });
   log.info('serving', {
     version: VERSION,
