@@ -222,6 +222,76 @@ t.test('DoH listener: GET and POST, HTTP/2 and HTTP/1.1, status codes, policy, c
   t.match(m, /sinkhole_encrypted_connections\{proto="doh"\} [1-9]/, 'open DoH connections in the gauge');
 });
 
+t.test('DoH listener: per-client cap and eviction from accept, a stream-reset budget, request deadlines', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, config({ tcpMaxConnections: 4, tcpMaxConnectionsPerClient: 3, tcpIdleTimeout: '1s' }), FILES);
+  const port = h.running.doh[0]!.port;
+  const raw: net.Socket[] = [];
+  t.teardown(() => raw.forEach((s) => s.destroy()));
+  for (let i = 0; i < 5; i++) raw.push(await silent(port, '127.0.5.1'));
+  await Promise.all(raw.slice(0, 2).map(gone));
+  t.same(await Promise.all(raw.map(isOpen)), [false, false, true, true, true], 'silent connections count against the per-client cap from accept');
+  raw.push(await silent(port, '127.0.5.2'));
+  const q = buildQuery('www.example.test', T.A, { id: 0 });
+  const started = Date.now();
+  const s = await h2connect(h, '127.0.5.3');
+  t.teardown(() => s.destroy());
+  t.equal((await h2request(s, post(q), q)).status, 200, 'a newcomer is served while stalled handshakes fill the table');
+  t.ok(Date.now() - started < 1000, `at once, not after the handshake timeout (${Date.now() - started} ms)`);
+  t.match(await metricsText(h), /sinkhole_tcp_evictions_total\{proto="doh"\} [1-9]/, 'evictions counted under proto="doh"');
+  raw.forEach((r) => r.destroy());
+
+  // HTTP/1.1 headers, and a chunked body, dripped a byte every 100 ms: bytes do not extend the deadline (1 s here).
+  const drip = async (first: string, each: (i: number) => string): Promise<number> => {
+    const sock = tls.connect({ socket: net.connect({ port, host: '127.0.0.1', localAddress: '127.0.5.4' }), servername: 'dns.test', ca: pki.caPem, ALPNProtocols: ['http/1.1'] });
+    sock.on('error', () => {});
+    sock.resume();
+    await once(sock, 'secureConnect');
+    const opened = Date.now();
+    sock.write(first);
+    const timer = setInterval(() => sock.writable && sock.write(each(0)), 100);
+    await new Promise((r) => sock.once('close', r));
+    clearInterval(timer);
+    return Date.now() - opened;
+  };
+  const head = `GET /dns-query?dns=${q.toString('base64url')} HTTP/1.1\r\nHost: dns.test\r\nX-Slow: `;
+  const lived = await Promise.all([
+    drip(head, () => 'a'),
+    drip('POST /dns-query HTTP/1.1\r\nHost: dns.test\r\nContent-Type: application/dns-message\r\nTransfer-Encoding: chunked\r\n\r\n', () => '1\r\nx\r\n'),
+  ]);
+  t.ok(lived.every((ms) => ms < 2000), `dripped headers and a dripped body are cut at the deadline (${lived.join(', ')} ms)`);
+
+  // Rapid reset (CVE-2023-44487): requests opened and cancelled at once, until the server closes the connection.
+  const abuser = await h2connect(h, '127.0.5.5');
+  let pairs = 0;
+  const closed = new Promise((r) => abuser.once('close', r));
+  abuser.on('error', () => {});
+  while (!abuser.closed && !abuser.destroyed && pairs < 5000) {
+    try {
+      for (let i = 0; i < 20; i++, pairs++) {
+        const req = abuser.request({ ':method': 'POST', ':path': '/dns-query', 'content-type': 'application/dns-message' }, { endStream: false });
+        req.on('error', () => {});
+        req.close(http2.constants.NGHTTP2_CANCEL);
+      }
+    } catch {
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await closed;
+  t.ok(pairs <= 300, `the connection was closed after ${pairs} resets (budget 100 in 10 s)`);
+  t.match(await metricsText(h), /sinkhole_doh_resets_closed_total 1\b/, 'counted');
+  const again = await h2connect(h, '127.0.5.5').then(
+    (x) => (x.destroy(), 'served'),
+    () => 'refused',
+  );
+  t.equal(again, 'refused', 'the address is refused at accept for a while');
+  const other = await h2connect(h, '127.0.5.6');
+  t.teardown(() => other.destroy());
+  t.equal((await h2request(other, post(q), q)).status, 200, 'others are still served');
+});
+
 t.test('listen.tls: re-read on reload (SIGHUP); a broken pair is refused and the one in use stays', async (t) => {
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());
