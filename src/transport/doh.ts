@@ -62,8 +62,8 @@ export interface DohLimits {
 
 /** A DoH connection's slot: admitted at accept, busy while it has requests in flight. */
 class Slot extends Accepted {
-  /** HTTP/1.1 after the handshake (no HTTP/2 session to close). */
-  http1 = false;
+  /** HTTP/1.1 after the handshake: its TLS socket (no HTTP/2 session to close). */
+  http1: TLSSocket | undefined;
   resets = 0;
   resetsSince = 0;
   handledThisTurn = 0;
@@ -163,7 +163,7 @@ export class DohListener {
     if (sock.alpnProtocol === 'h2') return; // onSession takes it
     const slot = this.slotOf(sock);
     if (!slot) return void sock.destroy();
-    slot.http1 = true;
+    slot.http1 = sock;
     sock.setTimeout(this.idleFor(sock), () => {
       if (slot.idle) sock.destroy(); // idle; a request in flight finishes first
     });
@@ -208,9 +208,11 @@ export class DohListener {
   /** Over the reset budget: GOAWAY ENHANCE_YOUR_CALM (RFC 9113 §7), closed, and the address refused for a while. */
   private calm(s: ServerHttp2Session, slot: Slot, why: string): void {
     this.calmed++;
+    // One line per address and period, however many connections it had going.
+    const quiet = this.calmingDown(slot.client);
     if (this.calmDown.size >= 4096) this.calmDown.clear(); // bounded; a forgotten address only gets a fresh budget
     this.calmDown.set(slot.client, performance.now() + CALM_DOWN_MS);
-    this.log.warn('SH_CONN_ABUSE', 'DoH connection closed: HTTP/2 streams reset faster than allowed (CVE-2023-44487)', {
+    if (!quiet) this.log.warn('SH_CONN_ABUSE', 'DoH connection closed: HTTP/2 streams reset faster than allowed (CVE-2023-44487)', {
       client: slot.client, why, refusedForMs: CALM_DOWN_MS,
     });
     s.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
@@ -348,7 +350,7 @@ export class DohListener {
     const http1 = [...this.slots.all()].filter((slot) => slot.http1 || slot.opening);
     for (const slot of http1) if (slot.idle) slot.socket.destroy();
     if (this.inflight > 0) await new Promise<void>((r) => (this.drained = r));
-    for (const slot of http1) slot.socket.end();
+    for (const slot of http1) (slot.http1 ?? slot.socket).end();
     for (const s of this.sessions) s.close();
     await closed;
   }
