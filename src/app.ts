@@ -128,9 +128,15 @@ export interface PlaneGauges {
   rateLimitBuckets: number;
   queries: number;
   loopDelay: number[];
-  /** Idle TCP connections closed to make room, and connections refused (issue 8). */
+  /** Idle connections closed to make room, and connections refused, per DNS listener kind (issues 8, 23). */
   tcpEvictions: number;
   tcpRefused: number;
+  dotEvictions: number;
+  dotRefused: number;
+  dohEvictions: number;
+  dohRefused: number;
+  /** DoH sessions closed for too many stream resets (CVE-2023-44487). */
+  dohCalmed: number;
   /** The query log's and the audit trail's lost lines and failure, as this thread writes them. */
   logs: LogHealth[];
   /** This thread's forwarder's view of each upstream (the admin page merges the threads'). */
@@ -253,12 +259,12 @@ export class DataPlane {
     }
     const allowed = (client: string): boolean => this.policy.current.clients.view(client).allowed;
     for (const ep of dot) {
-      const l = new TcpListener(ep, this.handler, tcpLimits(this.policy.current.config.listen), this.log, allowed, dotServer(this.certificate, maxConns, idle));
+      const l = new TcpListener(ep, this.handler, tcpLimits(this.policy.current.config.listen), this.log, allowed, dotServer(this.certificate, idle));
       this.dotListeners.push(l);
       this.encrypted.dot.push(await l.start(ep.port, reusePort).catch((e: unknown) => Promise.reject(listenError('TLS', ep, e))));
     }
     for (const ep of doh) {
-      const l = new DohListener(ep, this.handler, this.certificate, { idleTimeoutMs: idle, maxConnections: maxConns }, this.log, allowed);
+      const l = new DohListener(ep, this.handler, this.certificate, { idleTimeoutMs: idle, maxConnections: maxConns, maxConnectionsPerClient: this.policy.current.config.listen.tcpMaxConnectionsPerClient }, this.log, allowed);
       this.dohListeners.push(l);
       this.encrypted.doh.push(await l.start(ep.port, reusePort).catch((e: unknown) => Promise.reject(listenError('HTTPS', ep, e))));
     }
@@ -312,8 +318,13 @@ export class DataPlane {
       rateLimitBuckets: this.rateLimit.buckets,
       queries: this.stats.queries.reduce((a, b) => a + b, 0),
       loopDelay: this.loopDelay.seconds(),
-      tcpEvictions: [...this.tcp, ...this.dotListeners].reduce((n, l) => n + l.evictions, 0),
-      tcpRefused: [...this.tcp, ...this.dotListeners].reduce((n, l) => n + l.refused, 0),
+      tcpEvictions: this.tcp.reduce((n, l) => n + l.evictions, 0),
+      tcpRefused: this.tcp.reduce((n, l) => n + l.refused, 0),
+      dotEvictions: this.dotListeners.reduce((n, l) => n + l.evictions, 0),
+      dotRefused: this.dotListeners.reduce((n, l) => n + l.refused, 0),
+      dohEvictions: this.dohListeners.reduce((n, l) => n + l.evictions, 0),
+      dohRefused: this.dohListeners.reduce((n, l) => n + l.refused, 0),
+      dohCalmed: this.dohListeners.reduce((n, l) => n + l.calmed, 0),
       logs: [this.queryLog.health, this.auditLog.health],
       upstreams: this.forwarder.health(),
     };
@@ -381,8 +392,13 @@ export async function start(opts: StartOptions): Promise<Running> {
     cacheEntries: () => gauge((g) => g.cacheEntries),
     cacheBytes: () => gauge((g) => g.cacheBytes),
     tcpConnections: () => gauge((g) => g.tcpConnections),
-    tcpEvictions: () => gauge((g) => g.tcpEvictions),
-    tcpRefused: () => gauge((g) => g.tcpRefused),
+    connectionEvictions: () => ({
+      tcp: gauge((g) => g.tcpEvictions), dot: gauge((g) => g.dotEvictions), doh: gauge((g) => g.dohEvictions), http: httpServer?.evictions ?? 0,
+    }),
+    connectionRefusals: () => ({
+      tcp: gauge((g) => g.tcpRefused), dot: gauge((g) => g.dotRefused), doh: gauge((g) => g.dohRefused), http: httpServer?.refused ?? 0,
+    }),
+    dohCalmed: () => gauge((g) => g.dohCalmed),
     logs: () => logHealth(),
     encryptedConnections: () => ({ dot: gauge((g) => g.dotConnections), doh: gauge((g) => g.dohConnections) }),
     sourcePorts: () => gauge((g) => g.sourcePorts),

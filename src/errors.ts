@@ -20,6 +20,7 @@ export const ERROR_CODES = {
   SH_LEASES_READ: 'a DHCP lease file cannot be read (its last good version stays in force)',
   SH_REPORT_STORE: 'the report store (the state file, or PostgreSQL) cannot be read or written; events wait in a bounded spool',
   SH_HTTP_TOKEN: 'listen.httpToken names a file that cannot be read or is empty, or credential:NAME without $CREDENTIALS_DIRECTORY',
+  SH_CONN_ABUSE: 'warning: a client connection was closed for abuse (HTTP/2 stream resets over budget, CVE-2023-44487); its address is refused for a while',
   SH_UNREACHABLE: 'a running server could not be reached over HTTP (report, health)',
   SH_UNAUTHORIZED: 'a running server answered 401: the token is missing or is not the one in its listen.httpToken (report)',
   SH_UNHEALTHY: 'a running server answered /healthz with something other than 200 (health)',

@@ -103,32 +103,55 @@ t.test('DoT listener: same pipeline and policy as TCP, pipelined out of order, c
   t.pass('and its connection is closed, as over TCP');
 });
 
-t.test("DoT listener: the TCP listener's limits apply, handshakes included", async (t) => {
+/** A plain TCP connection that never says a word (no ClientHello): it stays open until the server closes it. */
+function silent(port: number, from?: string): Promise<net.Socket> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress: from }, () => resolve(s));
+    s.on('error', () => {});
+    s.resume(); // a socket that never reads never sees the server close it
+  });
+}
+
+/** Resolves once the socket is closed (at once if it already is). */
+const gone = (s: net.Socket): Promise<unknown> => (s.destroyed ? Promise.resolve() : once(s, 'close'));
+const isOpen = (s: net.Socket): Promise<boolean> => new Promise((r) => setImmediate(() => r(!s.destroyed && s.readyState === 'open')));
+
+t.test("DoT listener: the TCP listener's limits apply from accept, handshakes included, with eviction", async (t) => {
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());
-  const h = await startSinkhole(t, up.port, config({ tcpMaxConnections: 2, tcpIdleTimeout: '300ms' }), FILES);
+  const h = await startSinkhole(t, up.port, config({ tcpMaxConnections: 4, tcpMaxConnectionsPerClient: 3, tcpIdleTimeout: '5s' }), FILES);
   const port = h.running.dot[0]!.port;
-  // Two connections that never start a handshake hold both slots.
-  const raw = await Promise.all([0, 1].map(() => new Promise<net.Socket>((r) => {
-    const s = net.connect({ port, host: '127.0.0.1' }, () => r(s));
-    s.on('error', () => {});
-  })));
-  const third = tls.connect({ host: '127.0.0.1', port, servername: 'dns.test', ca: pki.caPem });
-  const outcome = await new Promise((resolve) => {
-    third.once('secureConnect', () => resolve('connected'));
-    third.once('error', () => resolve('refused'));
-    third.once('close', () => resolve('refused'));
-  });
-  t.equal(outcome, 'refused', 'a third connection is refused while two handshakes are pending');
-  third.destroy();
-  // The handshake timeout (at most the idle timeout) frees the slots.
-  await Promise.all(raw.map((s) => once(s, 'close')));
-  t.pass('stalled handshakes are dropped by the server');
-  const c = await dotClient(h);
+  // Connections that never start a handshake: one address holds at most its 3 (each new one takes the place of its oldest).
+  const raw: net.Socket[] = [];
+  t.teardown(() => raw.forEach((s) => s.destroy()));
+  for (let i = 0; i < 6; i++) raw.push(await silent(port, '127.0.3.1'));
+  await Promise.all(raw.slice(0, 3).map(gone));
+  t.same(await Promise.all(raw.map(isOpen)), [false, false, false, true, true, true], 'a stalled handshake counts against the per-client cap');
+  raw.push(await silent(port, '127.0.3.2'));
+  // Full now (3 + 1 stalled handshakes): a DoT client from another address takes a stalled one's slot at once.
+  const started = Date.now();
+  const c = await dotClient(h, { from: '127.0.3.3' });
+  t.teardown(() => c.close());
   c.send(buildQuery('www.example.test', T.A));
-  t.equal(rcodeOf((await c.waitFor(1))[0]!), 0, 'a new client is served');
-  await c.closed;
-  t.pass('an idle DoT connection is closed after tcpIdleTimeout');
+  t.equal(rcodeOf((await c.waitFor(1))[0]!), 0, 'a newcomer is served while stalled handshakes fill the table');
+  t.ok(Date.now() - started < 1000, `within a second, not after the handshake timeout (${Date.now() - started} ms)`);
+  t.same(await Promise.all(raw.slice(3).map(isOpen)), [false, true, true, true], 'the biggest holder lost its oldest stalled handshake');
+
+  // Full of idle TLS sessions (4 addresses, one each): a fifth address still gets in, evicting an idle session.
+  raw.forEach((s) => s.destroy());
+  c.close();
+  while (!/sinkhole_encrypted_connections\{proto="dot"\} 0\b/.test(await metricsText(h))) await new Promise((r) => setTimeout(r, 20));
+  const idle = await Promise.all([1, 2, 3, 4].map((i) => dotClient(h, { from: `127.0.4.${i}` })));
+  t.teardown(() => idle.forEach((s) => s.close()));
+  for (const s of idle) s.send(buildQuery('www.example.test', T.A));
+  await Promise.all(idle.map((s) => s.waitFor(1)));
+  const late = await dotClient(h, { from: '127.0.4.9' });
+  t.teardown(() => late.close());
+  late.send(buildQuery('www.example.test', T.A));
+  t.equal(rcodeOf((await late.waitFor(1))[0]!), 0, 'a newcomer is served when idle sessions fill the table');
+  t.match(await metricsText(h), /sinkhole_tcp_evictions_total\{proto="dot"\} [1-9]/, 'evictions counted under proto="dot"');
+  await Promise.race(idle.map((s) => s.closed));
+  t.pass('one idle session gave way');
 });
 
 t.test('DoH listener: GET and POST, HTTP/2 and HTTP/1.1, status codes, policy, caching headers, limits', async (t) => {
@@ -197,6 +220,76 @@ t.test('DoH listener: GET and POST, HTTP/2 and HTTP/1.1, status codes, policy, c
   t.match(m, /sinkhole_queries_total\{proto="doh",qtype="A"\} \d+/, 'counted under proto="doh"');
   t.equal(h.running.stats.queryCount('doh', QTYPE_SLOTS.indexOf('AAAA')), 1);
   t.match(m, /sinkhole_encrypted_connections\{proto="doh"\} [1-9]/, 'open DoH connections in the gauge');
+});
+
+t.test('DoH listener: per-client cap and eviction from accept, a stream-reset budget, request deadlines', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, config({ tcpMaxConnections: 4, tcpMaxConnectionsPerClient: 3, tcpIdleTimeout: '1s' }), FILES);
+  const port = h.running.doh[0]!.port;
+  const raw: net.Socket[] = [];
+  t.teardown(() => raw.forEach((s) => s.destroy()));
+  for (let i = 0; i < 5; i++) raw.push(await silent(port, '127.0.5.1'));
+  await Promise.all(raw.slice(0, 2).map(gone));
+  t.same(await Promise.all(raw.map(isOpen)), [false, false, true, true, true], 'silent connections count against the per-client cap from accept');
+  raw.push(await silent(port, '127.0.5.2'));
+  const q = buildQuery('www.example.test', T.A, { id: 0 });
+  const started = Date.now();
+  const s = await h2connect(h, '127.0.5.3');
+  t.teardown(() => s.destroy());
+  t.equal((await h2request(s, post(q), q)).status, 200, 'a newcomer is served while stalled handshakes fill the table');
+  t.ok(Date.now() - started < 1000, `at once, not after the handshake timeout (${Date.now() - started} ms)`);
+  t.match(await metricsText(h), /sinkhole_tcp_evictions_total\{proto="doh"\} [1-9]/, 'evictions counted under proto="doh"');
+  raw.forEach((r) => r.destroy());
+
+  // HTTP/1.1 headers, and a chunked body, dripped a byte every 100 ms: bytes do not extend the deadline (1 s here).
+  const drip = async (first: string, each: (i: number) => string): Promise<number> => {
+    const sock = tls.connect({ socket: net.connect({ port, host: '127.0.0.1', localAddress: '127.0.5.4' }), servername: 'dns.test', ca: pki.caPem, ALPNProtocols: ['http/1.1'] });
+    sock.on('error', () => {});
+    sock.resume();
+    await once(sock, 'secureConnect');
+    const opened = Date.now();
+    sock.write(first);
+    const timer = setInterval(() => sock.writable && sock.write(each(0)), 100);
+    await new Promise((r) => sock.once('close', r));
+    clearInterval(timer);
+    return Date.now() - opened;
+  };
+  const head = `GET /dns-query?dns=${q.toString('base64url')} HTTP/1.1\r\nHost: dns.test\r\nX-Slow: `;
+  const lived = await Promise.all([
+    drip(head, () => 'a'),
+    drip('POST /dns-query HTTP/1.1\r\nHost: dns.test\r\nContent-Type: application/dns-message\r\nTransfer-Encoding: chunked\r\n\r\n', () => '1\r\nx\r\n'),
+  ]);
+  t.ok(lived.every((ms) => ms < 2000), `dripped headers and a dripped body are cut at the deadline (${lived.join(', ')} ms)`);
+
+  // Rapid reset (CVE-2023-44487): requests opened and cancelled at once, until the server closes the connection.
+  const abuser = await h2connect(h, '127.0.5.5');
+  let pairs = 0;
+  const closed = new Promise((r) => abuser.once('close', r));
+  abuser.on('error', () => {});
+  while (!abuser.closed && !abuser.destroyed && pairs < 5000) {
+    try {
+      for (let i = 0; i < 20; i++, pairs++) {
+        const req = abuser.request({ ':method': 'POST', ':path': '/dns-query', 'content-type': 'application/dns-message' }, { endStream: false });
+        req.on('error', () => {});
+        req.close(http2.constants.NGHTTP2_CANCEL);
+      }
+    } catch {
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await closed;
+  t.ok(pairs <= 300, `the connection was closed after ${pairs} resets (budget 100 in 10 s)`);
+  t.match(await metricsText(h), /sinkhole_doh_resets_closed_total 1\b/, 'counted');
+  const again = await h2connect(h, '127.0.5.5').then(
+    (x) => (x.destroy(), 'served'),
+    () => 'refused',
+  );
+  t.equal(again, 'refused', 'the address is refused at accept for a while');
+  const other = await h2connect(h, '127.0.5.6');
+  t.teardown(() => other.destroy());
+  t.equal((await h2request(other, post(q), q)).status, 200, 'others are still served');
 });
 
 t.test('listen.tls: re-read on reload (SIGHUP); a broken pair is refused and the one in use stays', async (t) => {

@@ -3,7 +3,11 @@
 // HTTP shares the thread that answers DNS, so its work is bounded in front
 // of every route (issue 8: 400 keep-alive clients looping on /metrics pushed
 // DNS p50 to 2.3 s, and a flood of 5 MB reports lost all DNS for 10 s):
-// - connections: at most MAX_CONNECTIONS; more are closed at accept;
+// - connections: at most MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT from one
+//   address, taken at accept (issue 23: 500 connections from one address made
+//   /healthz fail, and a failed kubelet probe restarts the instance); when the
+//   table is full a newcomer takes an idle slot of the biggest holder, one
+//   still waiting for its headers first (transport/tcpSlots.ts);
 // - requests: at most MAX_REQUESTS_PER_CLIENT a second from one address and
 //   MAX_REQUESTS_PER_SECOND from all, MAX_IN_FLIGHT at once; a request over
 //   budget gets its 503 only after REFUSE_AFTER_MS, so a client looping on
@@ -20,9 +24,15 @@ import { metricsInSlices } from './registry.js';
 import { CHALLENGE, presentedToken } from './authorization.js';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';
+import { Accepted, admitAtAccept, SlotTable } from '../transport/tcpSlots.js';
 
 /** Prometheus and a few admins need a handful; a flood gets no more than this. */
 export const MAX_CONNECTIONS = 64;
+/**
+ * One address cannot crowd out the kubelet's probe; a quarter of the table still lets an admin's burst
+ * (`sinkhole report` fetching its pages, a browser) through from the one address everything has on a host install.
+ */
+export const MAX_CONNECTIONS_PER_CLIENT = 16;
 /** Requests being answered at once (a body still being written counts). */
 export const MAX_IN_FLIGHT = 32;
 /** Requests per second across all clients: Prometheus scrapes every few seconds. */
@@ -47,6 +57,16 @@ const ACCEPT_BACKLOG = 32;
 const KEEP_ALIVE_MS = 5000;
 const HEADERS_TIMEOUT_MS = 5000;
 const REQUEST_TIMEOUT_MS = 10_000;
+/** How often Node checks the two above (its default, 30 s, let a slowloris hold a slot six times longer). */
+const TIMEOUT_CHECK_MS = 1000;
+
+export interface HttpServer {
+  address: AddressInfo;
+  /** Idle connections closed to make room for another, and connections refused at accept (metrics). */
+  readonly evictions: number;
+  readonly refused: number;
+  close(): Promise<void>;
+}
 
 export interface HttpRoutes {
   registry: Registry;
@@ -101,7 +121,7 @@ class RateLimit {
   }
 }
 
-export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Logger): Promise<{ address: AddressInfo; close(): Promise<void> }> {
+export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Logger): Promise<HttpServer> {
   const maxAge = routes.metricsMaxAgeMs ?? 1000;
   let rendered: { at: number; body: Promise<string> } | undefined;
   /** One render serves every scrape within maxAge: a flood of scrapes costs one render per interval. */
@@ -127,8 +147,14 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
     return mine.take() && everyone.take();
   };
   let inFlight = 0;
+  const slots = new SlotTable<Accepted>(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT);
+  let refused = 0;
 
-  const server = http.createServer((req, res) => {
+  const server = http.createServer({ connectionsCheckingInterval: TIMEOUT_CHECK_MS }, (req, res) => {
+    // Its headers are in: no longer opening, and busy (not evictable) until answered.
+    const slot = slotOf(req.socket);
+    slot?.begin();
+    res.once('close', () => slot?.end());
     const reply = (status: number, type: string, body: string, headers: Record<string, string> = {}): void => {
       if (res.destroyed) return;
       res.writeHead(status, { 'Content-Type': type, 'Cache-Control': 'no-store', ...headers });
@@ -192,7 +218,8 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
     }
     reply(404, 'text/plain', 'not found\n');
   });
-  server.maxConnections = MAX_CONNECTIONS;
+  // Admitted at accept, not with server.maxConnections: Node refuses past that before anything idle can give way.
+  const slotOf = admitAtAccept(server, slots, (client, sock) => new Accepted(client, sock), () => refused++);
   server.keepAliveTimeout = KEEP_ALIVE_MS;
   server.headersTimeout = HEADERS_TIMEOUT_MS;
   server.requestTimeout = REQUEST_TIMEOUT_MS;
@@ -207,6 +234,12 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
   });
   return {
     address: server.address() as AddressInfo,
+    get evictions() {
+      return slots.evictions;
+    },
+    get refused() {
+      return refused;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

@@ -77,6 +77,14 @@ function expectedResponses(g: Generation): Record<Result, number[]> {
   };
 }
 
+/** Per client-facing listener kind: DNS over TCP, TLS, HTTPS, and the HTTP (metrics and probes) listener. */
+export interface ConnectionCounts {
+  tcp: number;
+  dot: number;
+  doh: number;
+  http: number;
+}
+
 export interface MetricSources {
   /** Every query thread's counts, summed (app.ts); the main thread's alone with workers: 1. */
   stats: () => Stats;
@@ -86,8 +94,10 @@ export interface MetricSources {
   cacheBytes: () => number;
   tcpConnections: () => number;
   /** Issue 8: TCP slots given to newcomers, connections refused, and the logs' lost lines and failures. */
-  tcpEvictions: () => number;
-  tcpRefused: () => number;
+  connectionEvictions: () => ConnectionCounts;
+  connectionRefusals: () => ConnectionCounts;
+  /** DoH sessions closed for too many HTTP/2 stream resets (CVE-2023-44487). */
+  dohCalmed?: () => number;
   logs: () => { name: LogHealth['name']; dropped: number; failing: boolean }[];
   sourcePorts: () => number;
   /** Each query thread: its index, queries received, and event-loop delay p50/p99/max (seconds). */
@@ -216,11 +226,17 @@ export function createRegistry(src: MetricSources): Registry {
   ]);
   add('sinkhole_tcp_connections', 'Open client TCP connections.', 'gauge', () => [{ labels: {}, value: src.tcpConnections() }]);
   // Hostile clients and failing disks (issue 8).
-  add('sinkhole_tcp_evictions_total', 'Idle client TCP (and DoT) connections closed to make room for another client.', 'counter', () => [
-    { labels: {}, value: src.tcpEvictions() },
-  ]);
-  add('sinkhole_tcp_refused_total', 'Client TCP (and DoT) connections refused: the connection caps were reached and no idle connection could give way.', 'counter', () => [
-    { labels: {}, value: src.tcpRefused() },
+  // Issue 23: every listener that takes TCP connections (proto tcp, dot, doh, http) admits them at accept.
+  const byProto = (c: ConnectionCounts): { labels: Record<string, string>; value: number }[] =>
+    (['tcp', 'dot', 'doh', 'http'] as const).map((proto) => ({ labels: { proto }, value: c[proto] }));
+  add('sinkhole_tcp_evictions_total', 'Idle client connections closed to make room for another client, by listener (proto tcp, dot, doh, http).', 'counter', () =>
+    byProto(src.connectionEvictions()),
+  );
+  add('sinkhole_tcp_refused_total', 'Client connections refused at accept, by listener: the caps were reached and no idle connection could give way (doh: or the address is calming down).', 'counter', () =>
+    byProto(src.connectionRefusals()),
+  );
+  add('sinkhole_doh_resets_closed_total', 'DoH connections closed (GOAWAY ENHANCE_YOUR_CALM) for sending more HTTP/2 stream resets than the budget (CVE-2023-44487).', 'counter', () => [
+    { labels: {}, value: src.dohCalmed?.() ?? 0 },
   ]);
   add('sinkhole_log_dropped_lines_total', 'Log lines lost: the target failed (full disk, deleted folder) or fell too far behind.', 'counter', () =>
     src.logs().map((h) => ({ labels: { log: h.name }, value: h.dropped })),

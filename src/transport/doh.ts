@@ -4,11 +4,21 @@
 // one query through the same handler as UDP and TCP; the client address for
 // policy is the TCP peer.
 //
-// Limits, like the TCP listener's: connections (counted from the first byte,
-// handshakes included), HTTP/2 streams per connection, request size (one DNS
-// message, 65535 octets), a handshake timeout and an idle timeout.
-import http2, { type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+// Limits, like the TCP listener's: connection slots taken at accept (handshakes
+// included) with the per-client cap and eviction of transport/tcpSlots.ts,
+// HTTP/2 streams per connection, request size (one DNS message, 65535
+// octets), a handshake timeout and an idle timeout. Hostile clients (issue 23):
+// - HTTP/2 rapid reset (CVE-2023-44487): client stream resets have a budget
+//   per connection; past it the session gets GOAWAY ENHANCE_YOUR_CALM and is
+//   closed, and its address is refused at accept for a while; and a
+//   connection has at most a few requests handled per event-loop turn (the
+//   rest wait a turn, and those reset meanwhile cost nothing);
+// - slow clients (HTTP/1.1 has no header timeout inside an HTTP/2 server):
+//   the first request must be in (headers and body) within a deadline of
+//   the accept, each request's body within one of its headers, and on
+//   HTTP/1.1 the next request's headers within the idle timeout.
+import http2, { type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { RCODE } from '../dns/constants.js';
@@ -19,6 +29,7 @@ import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';
 import { dropFailedHandshakes, HANDSHAKE_TIMEOUT_MS } from './dot.js';
+import { Accepted, admitAtAccept, SlotTable } from './tcpSlots.js';
 import type { Certificate } from './tlsFiles.js';
 
 /** RFC 8484 §5: the path is the server's to choose; /dns-query is the one every client defaults to. */
@@ -30,6 +41,15 @@ const MAX_MESSAGE = 65535;
 const MAX_GET_PARAM = 87_380;
 const DNS_MESSAGE = 'application/dns-message';
 const BASE64URL = /^[A-Za-z0-9_-]+={0,2}$/;
+/** Requests of one connection handled in one event-loop turn (as MAX_FRAMES_PER_TURN in tcp.ts). */
+export const MAX_REQUESTS_PER_TURN = 8;
+/** Client stream resets one HTTP/2 connection may send in RESET_WINDOW_MS (CVE-2023-44487); a browser cancels a few. */
+export const MAX_RESETS = 100;
+const RESET_WINDOW_MS = 10_000;
+/** An address whose connection ran over MAX_RESETS is refused at accept this long (each reconnect would cost a handshake). */
+export const CALM_DOWN_MS = 10_000;
+/** Headers (and body) of a request must be in within this of the accept (first request) or of its headers (body); at most the idle timeout. */
+export const REQUEST_DEADLINE_MS = 5000;
 
 type Req = Http2ServerRequest;
 type Res = Http2ServerResponse;
@@ -37,14 +57,35 @@ type Res = Http2ServerResponse;
 export interface DohLimits {
   idleTimeoutMs: number;
   maxConnections: number;
+  maxConnectionsPerClient: number;
+}
+
+/** A DoH connection's slot: admitted at accept, busy while it has requests in flight. */
+class Slot extends Accepted {
+  /** HTTP/1.1 after the handshake: its TLS socket (no HTTP/2 session to close). */
+  http1: TLSSocket | undefined;
+  resets = 0;
+  resetsSince = 0;
+  handledThisTurn = 0;
+  openedThisTurn = 0;
+  readonly deferred: (() => void)[] = [];
+  /** The deadline of the request being waited for (first request, HTTP/1.1 next request). */
+  waiting: NodeJS.Timeout | undefined;
 }
 
 export class DohListener {
   private server: http2.Http2SecureServer | undefined;
   private readonly sessions = new Set<ServerHttp2Session>();
-  /** HTTP/1.1 connections → requests in flight on each. */
-  private readonly http1 = new Map<TLSSocket, number>();
+  private readonly slots: SlotTable<Slot>;
+  private slotOf: (peer: { remoteAddress?: string | undefined; remotePort?: number | undefined }) => Slot | undefined = () => undefined;
+  /** Addresses that ran over the stream-reset budget → until when they are refused at accept. */
+  private readonly calmDown = new Map<string, number>();
+  /** Streams we closed ourselves (a deadline): not the client's resets. */
+  private readonly ourResets = new WeakSet<ServerHttp2Stream>();
   private inflight = 0;
+  /** Connections refused at accept (caps reached with nothing idle, or calming down), and sessions closed for resets (metrics). */
+  refused = 0;
+  calmed = 0;
   private drained: (() => void) | undefined;
   private closing = false;
 
@@ -56,11 +97,22 @@ export class DohListener {
     private readonly log: Logger,
     /** Whether an address is inside clients.allowFrom (current policy). */
     private readonly allowed: (client: string) => boolean = () => true,
-  ) {}
+  ) {
+    this.slots = new SlotTable(limits.maxConnections, limits.maxConnectionsPerClient);
+  }
 
-  /** HTTP/2 sessions and HTTP/1.1 connections open now. */
+  /** Connections open now: HTTP/2 sessions, HTTP/1.1 connections and handshakes. */
   get connections(): number {
-    return this.sessions.size + this.http1.size;
+    return this.slots.size;
+  }
+
+  /** Idle connections closed to make room for another (metrics). */
+  get evictions(): number {
+    return this.slots.evictions;
+  }
+
+  private get deadlineMs(): number {
+    return Math.min(REQUEST_DEADLINE_MS, this.limits.idleTimeoutMs);
   }
 
   /** `reusePort`: several query threads listen on the same address (SO_REUSEPORT; app.ts DataPlane). */
@@ -73,7 +125,8 @@ export class DohListener {
       handshakeTimeout: Math.min(HANDSHAKE_TIMEOUT_MS, this.limits.idleTimeoutMs),
       settings: { maxConcurrentStreams: MAX_STREAMS, enablePush: false },
     });
-    server.maxConnections = this.limits.maxConnections;
+    // No server.maxConnections: Node would refuse past it before the slots can evict anything idle.
+    this.slotOf = admitAtAccept(server, this.slots, (client, sock) => this.onAccept(client, sock), () => this.refused++, (client) => this.calmingDown(client));
     dropFailedHandshakes(server);
     this.cert.attach(server);
     server.on('secureConnection', (sock: TLSSocket) => this.onConnection(sock));
@@ -97,13 +150,22 @@ export class DohListener {
     return this.allowed(normalizeAddress(sock.remoteAddress ?? '')) ? this.limits.idleTimeoutMs : Math.min(1000, this.limits.idleTimeoutMs);
   }
 
+  /** A raw TCP connection, before its handshake: admitted (tcpSlots.ts), and given until the deadline to ask something. */
+  private onAccept(client: string, sock: Socket): Slot {
+    const slot = new Slot(client, sock);
+    slot.waiting = setTimeout(() => sock.destroy(), this.deadlineMs).unref();
+    sock.once('close', () => clearTimeout(slot.waiting));
+    return slot;
+  }
+
   private onConnection(sock: TLSSocket): void {
     sock.on('error', () => {});
     if (sock.alpnProtocol === 'h2') return; // onSession takes it
-    this.http1.set(sock, 0);
-    sock.once('close', () => this.http1.delete(sock));
+    const slot = this.slotOf(sock);
+    if (!slot) return void sock.destroy();
+    slot.http1 = sock;
     sock.setTimeout(this.idleFor(sock), () => {
-      if (!this.http1.get(sock)) sock.destroy(); // idle; a request in flight finishes first
+      if (slot.idle) sock.destroy(); // idle; a request in flight finishes first
     });
   }
 
@@ -114,11 +176,100 @@ export class DohListener {
     // No frame for this long: GOAWAY, streams in flight still finish (RFC 9113 §6.8).
     s.setTimeout(this.idleFor(s.socket as TLSSocket), () => s.close());
     if (this.closing) s.close();
+    const slot = this.slotOf(s.socket);
+    if (!slot) return void s.destroy();
+    // Rapid reset (CVE-2023-44487): a stream the client resets cost us its setup and nothing it
+    // bounds (it no longer counts against maxConcurrentStreams), so the resets themselves are budgeted.
+    s.on('stream', (stream: ServerHttp2Stream) => {
+      // More streams opened in one turn than may be open at once: the client resets them as it opens
+      // them. Counted here, as each HEADERS is read: a reset is seen only after the whole read is parsed.
+      if (slot.openedThisTurn++ === 0) setImmediate(() => (slot.openedThisTurn = 0));
+      if (slot.openedThisTurn > MAX_STREAMS && !s.destroyed) return this.calm(s, slot, `${slot.openedThisTurn} streams opened in one turn`);
+      stream.once('close', () => {
+        if (stream.rstCode === http2.constants.NGHTTP2_NO_ERROR || this.ourResets.has(stream) || s.destroyed) return;
+        const now = performance.now();
+        if (now - slot.resetsSince > RESET_WINDOW_MS) {
+          slot.resetsSince = now;
+          slot.resets = 0;
+        }
+        if (++slot.resets > MAX_RESETS) this.calm(s, slot, `${slot.resets} streams reset in ${RESET_WINDOW_MS / 1000} s`);
+      });
+    });
   }
 
+  private calmingDown(client: string): boolean {
+    const until = this.calmDown.get(client);
+    if (until === undefined) return false;
+    if (performance.now() < until) return true;
+    this.calmDown.delete(client);
+    return false;
+  }
+
+  /** Over the reset budget: GOAWAY ENHANCE_YOUR_CALM (RFC 9113 §7), closed, and the address refused for a while. */
+  private calm(s: ServerHttp2Session, slot: Slot, why: string): void {
+    this.calmed++;
+    // One line per address and period, however many connections it had going.
+    const quiet = this.calmingDown(slot.client);
+    if (this.calmDown.size >= 4096) this.calmDown.clear(); // bounded; a forgotten address only gets a fresh budget
+    this.calmDown.set(slot.client, performance.now() + CALM_DOWN_MS);
+    if (!quiet) this.log.warn('SH_CONN_ABUSE', 'DoH connection closed: HTTP/2 streams reset faster than allowed (CVE-2023-44487)', {
+      client: slot.client, why, refusedForMs: CALM_DOWN_MS,
+    });
+    s.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    s.destroy();
+    slot.socket.destroy();
+  }
+
+  /** At most MAX_REQUESTS_PER_TURN requests of a connection per turn; the rest wait for the next (a reset one is skipped). */
   private onRequest(req: Req, res: Res): void {
     req.on('error', () => {});
     res.on('error', () => {});
+    const slot = this.slotOf(req.socket);
+    if (!slot) return void res.stream?.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    this.begin(slot, req, res);
+    if (slot.handledThisTurn++ === 0) setImmediate(() => this.nextTurn(slot));
+    if (slot.handledThisTurn <= MAX_REQUESTS_PER_TURN) this.route(req, res);
+    else slot.deferred.push(() => this.route(req, res));
+  }
+
+  private nextTurn(slot: Slot): void {
+    slot.handledThisTurn = 0;
+    while (slot.deferred.length && slot.handledThisTurn < MAX_REQUESTS_PER_TURN) {
+      slot.handledThisTurn++;
+      slot.deferred.shift()!();
+    }
+    if (slot.handledThisTurn) setImmediate(() => this.nextTurn(slot));
+  }
+
+  /** The request is in flight on its slot until its response closes; its body has a deadline. */
+  private begin(slot: Slot, req: Req, res: Res): void {
+    clearTimeout(slot.waiting);
+    slot.begin();
+    const body = req.readableEnded
+      ? undefined
+      : setTimeout(() => {
+          if (req.readableEnded) return;
+          // A body dripped a byte at a time would hold the request (and an HTTP/1.1 connection) forever.
+          if (slot.http1) return void slot.socket.destroy();
+          const stream = res.stream;
+          if (stream) {
+            this.ourResets.add(stream);
+            stream.close(http2.constants.NGHTTP2_CANCEL);
+          }
+        }, this.deadlineMs).unref();
+    req.once('end', () => clearTimeout(body));
+    res.once('close', () => {
+      clearTimeout(body);
+      slot.end();
+      // HTTP/1.1 keep-alive: the next request's headers must be in within the idle timeout (bytes do not extend it).
+      if (slot.http1 && slot.idle && !slot.socket.destroyed) {
+        slot.waiting = setTimeout(() => slot.socket.destroy(), this.idleFor(req.socket as TLSSocket)).unref();
+      }
+    });
+  }
+
+  private route(req: Req, res: Res): void {
+    if (res.stream?.destroyed || req.socket?.destroyed) return; // reset, or gone, while it waited for its turn
     const url = req.url ?? '';
     const qmark = url.indexOf('?');
     const path = qmark === -1 ? url : url.slice(0, qmark);
@@ -160,13 +311,10 @@ export class DohListener {
       const r = this.handler(q);
       if (!isPromise(r)) return this.reply(req, res, r);
       this.inflight++;
-      const sock = this.http1.has(req.socket as TLSSocket) ? (req.socket as TLSSocket) : undefined;
-      if (sock) this.http1.set(sock, (this.http1.get(sock) ?? 0) + 1);
       r.then(
         (o) => this.reply(req, res, o),
         () => this.refuse(res, 500, 'internal error'),
       ).finally(() => {
-        if (sock && this.http1.has(sock)) this.http1.set(sock, this.http1.get(sock)! - 1);
         if (--this.inflight === 0) this.drained?.();
       });
     } catch (e) {
@@ -199,9 +347,10 @@ export class DohListener {
     this.server = undefined;
     const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
     for (const s of this.sessions) s.close();
-    for (const [sock, pending] of this.http1) if (pending === 0) sock.destroy();
+    const http1 = [...this.slots.all()].filter((slot) => slot.http1 || slot.opening);
+    for (const slot of http1) if (slot.idle) slot.socket.destroy();
     if (this.inflight > 0) await new Promise<void>((r) => (this.drained = r));
-    for (const sock of this.http1.keys()) sock.end();
+    for (const slot of http1) (slot.http1 ?? slot.socket).end();
     for (const s of this.sessions) s.close();
     await closed;
   }

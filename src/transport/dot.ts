@@ -18,9 +18,12 @@ export function dropFailedHandshakes(server: tls.Server): void {
   server.on('tlsClientError', (_e, sock) => sock.destroy());
 }
 
-export function dotServer(cert: Certificate, maxConnections: number, idleTimeoutMs: number): StreamServerOptions {
+export function dotServer(cert: Certificate, idleTimeoutMs: number): StreamServerOptions {
   return {
     proto: 'dot',
+    // Slots are taken at accept, handshakes included (the TCP listener's per-client cap and eviction),
+    // not by tls.Server.maxConnections, which refuses a newcomer before anything idle can give way.
+    handshake: true,
     createServer: (onConnection) => {
       const server = tls.createServer(
         {
@@ -33,9 +36,6 @@ export function dotServer(cert: Certificate, maxConnections: number, idleTimeout
         },
         onConnection,
       );
-      // The TCP listener counts connections once the handshake is done; this caps those still
-      // shaking hands as well, so a flood of half-open handshakes cannot exhaust descriptors.
-      server.maxConnections = maxConnections;
       dropFailedHandshakes(server);
       cert.attach(server);
       return server;

@@ -17,7 +17,7 @@ import { normalizeAddress } from '../policy/cidr.js';
 import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';
-import { SlotTable, type Holder } from './tcpSlots.js';
+import { Accepted, admitAtAccept, SlotTable, type Holder } from './tcpSlots.js';
 
 /** Queries one connection may have in flight before we stop reading from it (back-pressure). */
 const MAX_INFLIGHT_PER_CONNECTION = 32;
@@ -41,6 +41,11 @@ export interface StreamServerOptions {
   createServer?: (onConnection: (sock: net.Socket) => void) => net.Server;
   /** The `proto` of the queries read (the metric label and the query log). */
   proto?: Proto;
+  /**
+   * The server hands onConnection a socket only after a handshake (TLS): admit the raw socket into
+   * the slots at accept instead, so a handshake that never ends holds an evictable slot, not a free one.
+   */
+  handshake?: boolean;
 }
 
 export interface TcpLimits {
@@ -53,7 +58,9 @@ export interface TcpLimits {
 
 export class TcpListener {
   private server: net.Server | undefined;
-  private readonly slots: SlotTable<Connection>;
+  /** Connections, and (TLS) raw sockets still in their handshake: opening and idle, the first to evict. */
+  private readonly slots: SlotTable<Connection | Accepted>;
+  private handshaking: ((peer: net.Socket) => Connection | Accepted | undefined) | undefined;
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -71,6 +78,9 @@ export class TcpListener {
   async start(port = this.endpoint.port, reusePort = false): Promise<net.AddressInfo> {
     const onConnection = (sock: net.Socket): void => this.onConnection(sock);
     const server = this.stream.createServer ? this.stream.createServer(onConnection) : net.createServer(onConnection);
+    if (this.stream.handshake) {
+      this.handshaking = admitAtAccept(server, this.slots, (client, sock) => new Accepted(client, sock), () => this.refused++);
+    }
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ port, host: this.endpoint.host, reusePort }, () => {
@@ -97,7 +107,15 @@ export class TcpListener {
 
   private onConnection(sock: net.Socket): void {
     const client = normalizeAddress(sock.remoteAddress ?? '');
-    if (!this.server || !this.slots.admit(client)) {
+    if (this.handshaking) {
+      // Admitted at accept: the connection takes over the slot its handshake held.
+      const accepted = this.handshaking(sock);
+      if (!this.server || !(accepted instanceof Accepted)) {
+        sock.destroy(); // evicted while its handshake finished, or shutting down
+        return;
+      }
+      this.slots.remove(accepted);
+    } else if (!this.server || !this.slots.admit(client)) {
       this.refused++;
       sock.destroy(); // over the caps with nothing idle to give up: refuse rather than exhaust descriptors
       return;
@@ -110,7 +128,10 @@ export class TcpListener {
   async close(): Promise<void> {
     const server = this.server;
     this.server = undefined;
-    for (const c of this.slots.all()) c.retire();
+    for (const c of this.slots.all()) {
+      if (c instanceof Connection) c.retire();
+      else c.evict();
+    }
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 }

@@ -59,6 +59,9 @@ export interface Child {
   proc: ChildProcess;
   port: number;
   httpPort: number;
+  /** The first listen.dot and listen.doh ports (NaN without them). */
+  dotPort: number;
+  dohPort: number;
   dir: string;
   configFile: string;
   stderr: () => string;
@@ -106,8 +109,10 @@ export async function startChild(t: TapLike, config: Record<string, unknown>, fi
   }
   const port = Number(/listening for DNS udp=127\.0\.0\.1:(\d+)/.exec(err)?.[1]);
   const httpPort = Number(/listening for HTTP address=127\.0\.0\.1:(\d+)/.exec(err)?.[1]);
+  const dotPort = Number(/listening for DNS over TLS address=127\.0\.0\.1:(\d+)/.exec(err)?.[1]);
+  const dohPort = Number(/listening for DNS over HTTPS address=127\.0\.0\.1:(\d+)/.exec(err)?.[1]);
   return {
-    proc, port, httpPort, dir, configFile, write,
+    proc, port, httpPort, dotPort, dohPort, dir, configFile, write,
     stderr: () => err,
     async metric(name) {
       const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
@@ -212,6 +217,29 @@ export async function probeProcess(port: number, name: string, qtype: number, ev
   proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   await once(proc, 'close');
   return JSON.parse(out) as ProbeResult;
+}
+
+/**
+ * probe.mjs as a process that stays: for a suite with several attacks, each with its own probe. Start
+ * it before yieldCpu(), whose idle scheduling class every process started afterwards would inherit.
+ */
+export function probeServer(t: TapLike): (port: number, name: string, qtype: number, everyMs: number, durationMs: number) => Promise<ProbeResult> {
+  const proc = spawn(process.execPath, [join(import.meta.dirname, 'probe.mjs'), '--serve'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.teardown(() => proc.kill());
+  const waiting: ((r: ProbeResult) => void)[] = [];
+  let out = '';
+  proc.stdout!.on('data', (c: Buffer) => {
+    out += c.toString();
+    for (let nl = out.indexOf('\n'); nl !== -1; nl = out.indexOf('\n')) {
+      waiting.shift()?.(JSON.parse(out.slice(0, nl)) as ProbeResult);
+      out = out.slice(nl + 1);
+    }
+  });
+  return (port, name, qtype, everyMs, durationMs) =>
+    new Promise((resolve) => {
+      waiting.push(resolve);
+      proc.stdin!.write(`${JSON.stringify({ port, name, qtype, everyMs, durationMs })}\n`);
+    });
 }
 
 export function describeProbe(r: ProbeResult): string {

@@ -134,8 +134,8 @@ t.test('TCP abuse: over the cap, reconnect loops, slow drip, slowloris, lying pr
   const result = await probe;
   await fresh;
   await Promise.all(abusers);
-  const evicted = await child.metric('sinkhole_tcp_evictions_total');
-  const refused = await child.metric('sinkhole_tcp_refused_total');
+  const evicted = await child.metric('sinkhole_tcp_evictions_total{proto="tcp"}');
+  const refused = await child.metric('sinkhole_tcp_refused_total{proto="tcp"}');
   t.comment(`TCP abuse, UDP probe: ${describeProbe(result)}`);
   // sinkhole's own view: how late its event loop ran over the last 10-20 s (0 is an idle loop). What the
   // probe saw beyond it was spent outside sinkhole's loop (the kernel, the scheduler).
