@@ -3,7 +3,7 @@
 // CLI's view of it (check --client MAC, validate's warnings).
 import t from 'tap';
 import { once } from 'node:events';
-import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { parse, stringify } from 'yaml';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -465,6 +465,53 @@ t.test('an exception by MAC follows the device across addresses and stops at the
   t.equal(await ask(h, '127.0.0.21'), 0);
   clock.advance(600_000);
   t.equal(await ask(h, '127.0.0.21'), 3, 'the lease ended: the exception no longer applies there');
+});
+
+/** Resolves once `check` holds, re-checking at each identity update; rejects after `ms` (no fixed sleeps). */
+async function until(identity: NodeJS.EventEmitter, check: () => Promise<boolean>, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const next = once(identity, 'swap');
+    next.catch(() => {});
+    if (await check()) return;
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`not within ${ms} ms`);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([next, new Promise((r) => (timer = setTimeout(r, left)))]);
+    clearTimeout(timer);
+  }
+}
+
+t.test('a symlinked lease file: an edit of its target in place is seen, and so is the link moved (issue 23 item 7)', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  // current.csv → exports/v1.csv, the target in another folder than the link, as an export script keeps versions.
+  const leases = mkdtempSync(join(tmpdir(), 'sinkhole-leases-'));
+  t.teardown(() => rmSync(leases, { recursive: true, force: true }));
+  mkdirSync(join(leases, 'exports'));
+  mkdirSync(join(leases, 'other'));
+  const v1 = join(leases, 'exports', 'v1.csv');
+  writeFileSync(v1, KEA_HEADER + kea('127.0.0.21', MAC1, 'phone'));
+  symlinkSync('exports/v1.csv', join(leases, 'current.csv'));
+  const h = await startSinkhole(t, up.port, CONFIG({ identity: { leases: [{ format: 'kea-csv', file: join(leases, 'current.csv') }] } }), { 'tiktok.txt': TIKTOK_LIST }, { clock: new FakeClock(NOW), watch: true });
+  const identity = h.running.identity;
+  t.equal(await ask(h, '127.0.0.21'), 0, 'MAC1 at .21 through the link: excepted');
+  // The target rewritten in place (same inode): the device moves to .22.
+  writeFileSync(v1, KEA_HEADER + kea('127.0.0.22', MAC1, 'phone', { start: S - 30 }));
+  await until(identity, async () => (await ask(h, '127.0.0.22')) === 0);
+  t.pass('an in-place edit of the target is read: the exception followed MAC1 to .22');
+  t.equal(await ask(h, '127.0.0.21'), 3, 'and no longer applies at .21');
+  // The link moved to a file in yet another folder, then that file edited in place.
+  const v2 = join(leases, 'other', 'v2.csv');
+  writeFileSync(v2, KEA_HEADER + kea('127.0.0.23', MAC1, 'phone', { start: S - 20 }));
+  symlinkSync('other/v2.csv', join(leases, 'next.csv'));
+  renameSync(join(leases, 'next.csv'), join(leases, 'current.csv'));
+  await until(identity, async () => (await ask(h, '127.0.0.23')) === 0);
+  t.pass('the link swapped: its new target is read');
+  writeFileSync(v2, KEA_HEADER + kea('127.0.0.24', MAC1, 'phone', { start: S - 10 }));
+  await until(identity, async () => (await ask(h, '127.0.0.24')) === 0);
+  t.pass("and the new target's in-place edit is seen: the watch followed the link");
+  t.equal(await ask(h, '127.0.0.23'), 3);
 });
 
 t.test('the identity thread: a config reload brings new static names, and a thread that dies restarts with the devices', async (t) => {
