@@ -15,10 +15,11 @@ import { parseLeases, type Lease } from '../src/identity/leaseFormats.js';
 import { LeaseFile, type LeaseRead } from '../src/identity/leaseFile.js';
 import { ClientDirectory, compileCidrs } from '../src/policy/clients.js';
 import type { Exception } from '../src/policy/exceptions.js';
-import { IdentityTable, type Device, type IdentityDelta } from '../src/identity/table.js';
+import { IdentityTable, packDelta, type Device, type IdentityDelta } from '../src/identity/table.js';
+import { Slices } from '../src/slices.js';
 import { formatProblem } from '../src/errors.js';
 import { LeaseModel } from '../src/identity/model.js';
-import { buildIdentity } from '../src/identity/sources.js';
+import { buildIdentity, IdentityHolder } from '../src/identity/sources.js';
 import { normalizeMac, parseSelector } from '../src/identity/mac.js';
 import { decodeQuery } from '../src/dns/query.js';
 import { runCli as run } from './helpers/cli.js';
@@ -402,6 +403,76 @@ t.test('per-device views cannot go stale: a delta replaces devices, never change
   t.same(ids('10.0.0.4'), [], 'released: no device, no exception');
   t.equal(table.byMac(MAC1), undefined);
   t.equal(before.ip, '10.0.0.1', 'the old object still says what it said');
+});
+
+t.test('a big delta crosses packed and is applied in slices: nothing a query sees is ever wrong mid-apply (issue 23 item 6)', async (t) => {
+  const dev = (ip: string, mac: string, host: string, leaseHost = host): Device => ({ ip, mac, hostname: host, leaseHostname: leaseHost, start: 0, end: Infinity });
+  const N = 10_000;
+  const many: [string, Device | null][] = Array.from({ length: N }, (_, i) => {
+    const ip = `10.0.${i >> 8}.${i & 255}`;
+    return [ip, dev(ip, `02:01:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`, `h${i}`)];
+  });
+  // The excepted device never changes; MAC2 moves from .2 to the far end of the delta; .3 goes away.
+  const base: IdentityDelta = {
+    reset: true,
+    devices: [['127.0.0.1', dev('127.0.0.1', MAC1, 'phone')], ['127.0.0.2', dev('127.0.0.2', MAC2, 'laptop')], ['127.0.0.3', dev('127.0.0.3', MAC3, 'tv', 'TV')]],
+    statics: [[MAC3, 'telly']],
+  };
+  const grow: IdentityDelta = { reset: false, devices: [['127.0.0.2', null], ...many, ['127.0.0.3', null], ['127.0.0.4', { ...dev('127.0.0.4', MAC2, 'laptop'), start: 5, end: 6 }]] };
+  const packed = packDelta(grow);
+  t.ok(packed.packed && packed.devices.length === 0, `${grow.devices.length} devices cross as one shared buffer`);
+  t.equal(packDelta(base), base, 'a small delta crosses as it is');
+  // The same table, whether applied in one turn or in slices from the packed form.
+  const once = IdentityTable.of(base);
+  once.apply(grow);
+  const sliced = IdentityTable.of(base);
+  const phone = sliced.lookup('127.0.0.1', 1)!;
+  let turns = 0;
+  let wrong = '';
+  let done = false;
+  const watch = (): void => {
+    if (done) return;
+    turns++;
+    // Between slices: the device whose lease did not change is there, the same object; MAC2 is known at its old or new address.
+    if (sliced.lookup('127.0.0.1', 1) !== phone || sliced.byMac(MAC1) !== phone) wrong ||= `turn ${turns}: the unchanged device flipped`;
+    const mac2 = sliced.byMac(MAC2)?.ip;
+    if (mac2 !== '127.0.0.2' && mac2 !== '127.0.0.4') wrong ||= `turn ${turns}: MAC2 unknown (${mac2})`;
+    setImmediate(watch);
+  };
+  setImmediate(watch);
+  await sliced.applyInSlices(packed, new Slices(0));
+  done = true;
+  t.equal(wrong, '', 'mid-apply, every lookup gave the old or the new answer');
+  t.ok(turns > 100, `the event loop ran between slices (${turns} turns)`);
+  t.same(contents(sliced), contents(once), 'the same table as applied in one turn');
+  t.same(sliced.byMac(MAC2), { ...dev('127.0.0.4', MAC2, 'laptop'), start: 5, end: 6 }, 'the moved device by MAC, with its times');
+  t.equal(sliced.lookup('10.0.0.7', 1)?.end, Infinity, 'a lease that never ends still never ends');
+  t.equal(sliced.byMac(MAC3)?.hostname, 'telly', 'a device gone from the leases: the static name');
+  t.throws(() => new IdentityTable().apply(packed), /in slices/, 'a packed delta cannot be applied in one turn by mistake');
+  const shrink: IdentityDelta = { reset: false, devices: many.map(([ip]) => [ip, null]) };
+  await sliced.applyInSlices(packDelta(shrink), new Slices(0));
+  once.apply(shrink);
+  t.same(contents(sliced), contents(once), 'shrunk back: the same table');
+
+  // The holder: a big whole table is built aside and swapped in at once; later deltas wait their turn.
+  const holder = new IdentityHolder(IdentityTable.of(base));
+  const before = holder.current;
+  const order: string[] = [];
+  holder.update(packDelta({ reset: true, devices: many }), () => order.push('reset'));
+  holder.update({ reset: false, devices: [['127.0.0.9', dev('127.0.0.9', MAC1, 'phone')]] }, () => order.push('small'));
+  t.equal(holder.current, before, 'until the whole table is built, queries use the one there was');
+  t.ok(holder.current.lookup('127.0.0.1', 1), 'with its devices');
+  await new Promise<void>((r) => {
+    const wait = (): void => void (order.length === 2 ? r() : setImmediate(wait));
+    wait();
+  });
+  t.same(order, ['reset', 'small'], 'applied in the order they came');
+  t.not(holder.current, before, 'then swapped in whole');
+  t.equal(holder.current.size, N + 1);
+  t.equal(holder.current.byMac(MAC1)?.ip, '127.0.0.9', 'and the small delta that waited applied after it');
+  const small: string[] = [];
+  holder.update({ reset: false, devices: [['127.0.0.9', null]] }, () => small.push('now'));
+  t.same(small, ['now'], 'an idle holder applies a small delta in the same turn');
 });
 
 const CONFIG = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({

@@ -1,14 +1,15 @@
 // A UDP latency probe in a process of its own, so that what it measures is
 // sinkhole's latency and not the test process's event loop (which is busy
 // generating the abuse). Usage:
-//   node probe.mjs PORT NAME QTYPE EVERY_MS DURATION_MS
+//   node probe.mjs PORT NAME QTYPE EVERY_MS DURATION_MS [FROM]
+// (FROM: the loopback address to ask from, 127.0.0.1 by default, to be another client.)
 // Sends one query for NAME every EVERY_MS for DURATION_MS, then prints one
 // JSON line: {"latencies":[ms...],"lost":n,"rcodes":{"0":n,...}}.
 // A query unanswered after 1 s is lost (and counted as 1000 ms).
 import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 
-const [port, name, qtype, everyMs, durationMs] = process.argv.slice(2);
+const [port, name, qtype, everyMs, durationMs, from = '127.0.0.1'] = process.argv.slice(2);
 const labels = name.split('.').filter(Boolean);
 const question = Buffer.concat([...labels.map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0, 0, Number(qtype), 0, 1])]);
 const sock = dgram.createSocket('udp4');
@@ -25,7 +26,7 @@ sock.on('message', (msg) => {
   const rcode = msg[3] & 15;
   rcodes[rcode] = (rcodes[rcode] ?? 0) + 1;
 });
-sock.bind(0, '127.0.0.1', () => {
+sock.bind(0, from, () => {
   const started = performance.now();
   const timer = setInterval(() => {
     const now = performance.now();
