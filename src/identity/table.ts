@@ -16,7 +16,7 @@
 // changes (a renewal, a move, a new hostname) brings a new Device object.
 // That is what lets policy/clients.ts memoise a view per Device object: a
 // delta can replace an object, but never make a memoised one mean something else.
-import { Slices } from '../slices.js';
+import { Slices, SLICE_MS } from '../slices.js';
 
 export interface Device {
   readonly ip: string;
@@ -47,6 +47,8 @@ export interface IdentityDelta {
 
 /** Deltas with more devices than this cross threads packed, and are applied in slices. */
 export const PACK_OVER = 2_000;
+/** Between two slices of a big delta the thread sleeps this long (slices.ts): half its time, at most, goes to the change. */
+const REST_MS = 2;
 /** Entries applied between two looks at the clock (Slices.next costs ~30 ns). */
 const CHECK_EVERY = 64;
 
@@ -137,7 +139,7 @@ export class IdentityTable {
    * that moves is never unknown by MAC mid-apply. For a reset, apply to a
    * new table and swap it in once done (IdentityHolder).
    */
-  async applyInSlices(delta: IdentityDelta, slices = new Slices()): Promise<void> {
+  async applyInSlices(delta: IdentityDelta, slices = new Slices(SLICE_MS, REST_MS)): Promise<void> {
     if (delta.reset) {
       this.current.clear();
       this.macs.clear();
