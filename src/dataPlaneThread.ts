@@ -18,7 +18,8 @@ const send = (m: FromThread): void => port.postMessage(m);
 const policy = new PolicyHolder(hydrate(init.data, init.number));
 const identity = new IdentityHolder(IdentityTable.of(init.identity));
 const report = new ReportBatcher((events) => send({ type: 'report', events }), () => systemClock.now(), identity);
-const plane = new DataPlane(policy, identity, streamLogger(), systemClock, report);
+const log = streamLogger();
+const plane = new DataPlane(policy, identity, log, systemClock, report);
 
 port.on('message', (m: ToThread) => {
   switch (m.type) {
@@ -29,8 +30,9 @@ port.on('message', (m: ToThread) => {
       break;
     }
     case 'identity':
-      // In place, in this turn: O(change). Devices are new frozen objects, so no memoised view goes stale.
-      identity.current.apply(m.delta);
+      // In place, O(change): a small change in this turn, a big one in slices (identity/table.ts).
+      // Devices are new frozen objects, so no memoised view goes stale.
+      identity.update(m.delta, (e) => e && log.error('SH_INTERNAL', 'a lease change could not be applied', { error: String(e) }));
       break;
     case 'stats':
       send({ type: 'stats', id: m.id, stats: plane.stats.toData(), gauges: plane.gauges() });

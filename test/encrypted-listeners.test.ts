@@ -477,3 +477,106 @@ listen:
   t.equal(v.status, 1);
   t.match(v.stdout, /sinkhole\.yaml:2:13: upstreams\.servers: "dns\.example\.net" needs its address in upstreams\.tls\.bootstrap/);
 });
+
+/** A query with an OPT (UDP size 4096, DO) carrying `options`, then a Padding option (RFC 7830) filling it to `total` octets. */
+function paddedQuery(name: string, total: number, options: [number, Buffer][] = []): Buffer {
+  const base = buildQuery(name, T.A, { id: 0, edns: 4096, dnssecOk: true });
+  const opts = Buffer.concat(options.map(([code, data]) => {
+    const o = Buffer.alloc(4 + data.length);
+    o.writeUInt16BE(code, 0);
+    o.writeUInt16BE(data.length, 2);
+    data.copy(o, 4);
+    return o;
+  }));
+  const pad = total - base.length - opts.length - 4;
+  const tail = Buffer.alloc(4 + pad);
+  tail.writeUInt16BE(12, 0);
+  tail.writeUInt16BE(pad, 2);
+  const q = Buffer.concat([base, opts, tail]);
+  q.writeUInt16BE(opts.length + tail.length, base.length - 2);
+  return q;
+}
+
+/** The options of a message's OPT (last record of the additional section, as sinkhole and dns2 write it): [code, length]. */
+function optionsOf(msg: Buffer): { udpSize: number; flags: number; options: [number, number][] } | undefined {
+  const d = decode(msg);
+  if (!d.additionals.some((r: { type: number }) => r.type === 41)) return undefined;
+  // Walk to the OPT by hand: dns2 drops the options it does not know (PACKAGES.md §1.4).
+  let off = 12;
+  const skip = (): void => {
+    while (msg[off]! !== 0 && (msg[off]! & 0xc0) !== 0xc0) off += msg[off]! + 1;
+    off += (msg[off]! & 0xc0) === 0xc0 ? 2 : 1;
+  };
+  for (let i = msg.readUInt16BE(4); i > 0; i--) (skip(), (off += 4));
+  for (let i = msg.readUInt16BE(6) + msg.readUInt16BE(8) + msg.readUInt16BE(10); i > 0; i--) {
+    skip();
+    const type = msg.readUInt16BE(off);
+    const rdlen = msg.readUInt16BE(off + 8);
+    if (type === 41) {
+      const options: [number, number][] = [];
+      for (let o = off + 10; o < off + 10 + rdlen; o += 4 + msg.readUInt16BE(o + 2)) options.push([msg.readUInt16BE(o), msg.readUInt16BE(o + 2)]);
+      return { udpSize: msg.readUInt16BE(off + 2), flags: msg.readUInt16BE(off + 6), options };
+    }
+    off += 10 + rdlen;
+  }
+  return undefined;
+}
+
+t.test('EDNS: a client\'s padded 65,535-octet query cannot make a name fail for everyone (issue 23 item 1)', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('*', { echoEdns: true });
+  const h = await startSinkhole(t, up.port, config(), FILES);
+  const cookie: [number, Buffer] = [10, Buffer.from('0123456789abcdef', 'hex')];
+  // Over DoT: the largest message a 2-octet length prefix can frame, padded by the client (RFC 7830).
+  const c = await dotClient(h);
+  t.teardown(() => c.close());
+  const attack = paddedQuery('victim.example.test', 65_535, [cookie]);
+  t.equal(attack.length, 65_535);
+  c.send(attack);
+  const [r] = await c.waitFor(1);
+  t.equal(rcodeOf(r!), 0, 'DoT: the padded query itself is answered, NOERROR');
+  const ours = optionsOf(r!);
+  t.ok(ours, 'the reply carries an OPT: the client sent one (RFC 6891 §7)');
+  t.equal(ours!.udpSize, 1232, "the reply's OPT advertises sinkhole's own UDP size");
+  t.equal(ours!.flags & 0x8000, 0x8000, 'DO echoed (RFC 3225 §3)');
+  t.notOk(ours!.options.some(([code]) => code === 10), 'no cookie comes back: the upstream never saw it');
+  t.equal(r!.length % 468, 0, 'padded to a multiple of 468 octets, as the client padded (RFC 7830 §4, RFC 8467 §4.1)');
+
+  const seen = up.seen.filter((s) => s.name === 'victim.example.test');
+  t.equal(seen.length, 1, 'asked upstream once');
+  const sent = optionsOf(seen[0]!.raw);
+  t.ok(sent, 'the upstream got an OPT (the client had EDNS)');
+  t.equal(sent!.udpSize, 1232, "with sinkhole's UDP size, not the client's 4096");
+  t.equal(sent!.flags & 0x8000, 0x8000, "and the client's DO bit");
+  t.same(sent!.options, [], 'and none of the client\'s options: no padding, no cookie');
+  t.ok(seen[0]!.raw.length < 100, `a small query upstream (${seen[0]!.raw.length} octets)`);
+
+  // Another client, a plain EDNS query for the same name right after: answered, not a remembered SERVFAIL.
+  t.equal(rcodeOf(await udpExchange(h.port, buildQuery('victim.example.test', T.A, { edns: 1232, dnssecOk: true }), 4000, '127.0.0.9')), 0,
+    'another client: NOERROR right after the attack');
+  t.equal(rcodeOf(await udpExchange(h.port, buildQuery('victim.example.test', T.A, { edns: 1232 }), 4000, '127.0.0.9')), 0, 'also without DO');
+
+  // Over DoH (POST), a fresh name.
+  const s = await h2connect(h);
+  t.teardown(() => s.close());
+  const viaDoh = paddedQuery('victim2.example.test', 65_535);
+  const p = await h2request(s, post(viaDoh), viaDoh);
+  t.equal(p.status, 200);
+  t.equal(rcodeOf(p.body), 0, 'DoH: the padded query is answered, NOERROR');
+  t.equal(p.body.length % 468, 0, 'and its reply padded');
+  t.equal(rcodeOf(await udpExchange(h.port, buildQuery('victim2.example.test', T.A, { edns: 1232, dnssecOk: true }), 4000, '127.0.0.9')), 0,
+    'another client: NOERROR');
+  t.same(optionsOf(up.seen.find((x) => x.name === 'victim2.example.test')!.raw)!.options, [], 'the upstream saw none of its padding');
+
+  // An unpadded client gets an unpadded reply; a client without EDNS gets no OPT.
+  const plain = await dotClient(h);
+  t.teardown(() => plain.close());
+  plain.send(buildQuery('victim.example.test', T.A, { id: 7, edns: 1232, dnssecOk: true }));
+  plain.send(buildQuery('victim.example.test', T.A, { id: 8 }));
+  const [withEdns, without] = await plain.waitFor(2);
+  t.same(optionsOf(withEdns!)?.options, [], 'DoT without padding: an OPT without options');
+  t.equal(optionsOf(without!), undefined, 'DoT without EDNS: no OPT');
+  const stats = h.running.stats.upstreams.get(`127.0.0.1:${up.port}`)!;
+  t.equal(stats.outcomes.error, 0, 'nothing counted against the upstream');
+});

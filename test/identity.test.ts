@@ -3,7 +3,7 @@
 // CLI's view of it (check --client MAC, validate's warnings).
 import t from 'tap';
 import { once } from 'node:events';
-import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { parse, stringify } from 'yaml';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,12 +15,12 @@ import { parseLeases, type Lease } from '../src/identity/leaseFormats.js';
 import { LeaseFile, type LeaseRead } from '../src/identity/leaseFile.js';
 import { ClientDirectory, compileCidrs } from '../src/policy/clients.js';
 import type { Exception } from '../src/policy/exceptions.js';
-import { IdentityTable, type Device, type IdentityDelta } from '../src/identity/table.js';
+import { IdentityTable, packDelta, type Device, type IdentityDelta } from '../src/identity/table.js';
+import { Slices } from '../src/slices.js';
 import { formatProblem } from '../src/errors.js';
 import { LeaseModel } from '../src/identity/model.js';
-import { buildIdentity } from '../src/identity/sources.js';
+import { buildIdentity, IdentityHolder } from '../src/identity/sources.js';
 import { normalizeMac, parseSelector } from '../src/identity/mac.js';
-import { stripIdentityOptions } from '../src/stages/relay.js';
 import { decodeQuery } from '../src/dns/query.js';
 import { runCli as run } from './helpers/cli.js';
 
@@ -405,6 +405,76 @@ t.test('per-device views cannot go stale: a delta replaces devices, never change
   t.equal(before.ip, '10.0.0.1', 'the old object still says what it said');
 });
 
+t.test('a big delta crosses packed and is applied in slices: nothing a query sees is ever wrong mid-apply (issue 23 item 6)', async (t) => {
+  const dev = (ip: string, mac: string, host: string, leaseHost = host): Device => ({ ip, mac, hostname: host, leaseHostname: leaseHost, start: 0, end: Infinity });
+  const N = 10_000;
+  const many: [string, Device | null][] = Array.from({ length: N }, (_, i) => {
+    const ip = `10.0.${i >> 8}.${i & 255}`;
+    return [ip, dev(ip, `02:01:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`, `h${i}`)];
+  });
+  // The excepted device never changes; MAC2 moves from .2 to the far end of the delta; .3 goes away.
+  const base: IdentityDelta = {
+    reset: true,
+    devices: [['127.0.0.1', dev('127.0.0.1', MAC1, 'phone')], ['127.0.0.2', dev('127.0.0.2', MAC2, 'laptop')], ['127.0.0.3', dev('127.0.0.3', MAC3, 'tv', 'TV')]],
+    statics: [[MAC3, 'telly']],
+  };
+  const grow: IdentityDelta = { reset: false, devices: [['127.0.0.2', null], ...many, ['127.0.0.3', null], ['127.0.0.4', { ...dev('127.0.0.4', MAC2, 'laptop'), start: 5, end: 6 }]] };
+  const packed = packDelta(grow);
+  t.ok(packed.packed && packed.devices.length === 0, `${grow.devices.length} devices cross as one shared buffer`);
+  t.equal(packDelta(base), base, 'a small delta crosses as it is');
+  // The same table, whether applied in one turn or in slices from the packed form.
+  const once = IdentityTable.of(base);
+  once.apply(grow);
+  const sliced = IdentityTable.of(base);
+  const phone = sliced.lookup('127.0.0.1', 1)!;
+  let turns = 0;
+  let wrong = '';
+  let done = false;
+  const watch = (): void => {
+    if (done) return;
+    turns++;
+    // Between slices: the device whose lease did not change is there, the same object; MAC2 is known at its old or new address.
+    if (sliced.lookup('127.0.0.1', 1) !== phone || sliced.byMac(MAC1) !== phone) wrong ||= `turn ${turns}: the unchanged device flipped`;
+    const mac2 = sliced.byMac(MAC2)?.ip;
+    if (mac2 !== '127.0.0.2' && mac2 !== '127.0.0.4') wrong ||= `turn ${turns}: MAC2 unknown (${mac2})`;
+    setImmediate(watch);
+  };
+  setImmediate(watch);
+  await sliced.applyInSlices(packed, new Slices(0));
+  done = true;
+  t.equal(wrong, '', 'mid-apply, every lookup gave the old or the new answer');
+  t.ok(turns > 100, `the event loop ran between slices (${turns} turns)`);
+  t.same(contents(sliced), contents(once), 'the same table as applied in one turn');
+  t.same(sliced.byMac(MAC2), { ...dev('127.0.0.4', MAC2, 'laptop'), start: 5, end: 6 }, 'the moved device by MAC, with its times');
+  t.equal(sliced.lookup('10.0.0.7', 1)?.end, Infinity, 'a lease that never ends still never ends');
+  t.equal(sliced.byMac(MAC3)?.hostname, 'telly', 'a device gone from the leases: the static name');
+  t.throws(() => new IdentityTable().apply(packed), /in slices/, 'a packed delta cannot be applied in one turn by mistake');
+  const shrink: IdentityDelta = { reset: false, devices: many.map(([ip]) => [ip, null]) };
+  await sliced.applyInSlices(packDelta(shrink), new Slices(0));
+  once.apply(shrink);
+  t.same(contents(sliced), contents(once), 'shrunk back: the same table');
+
+  // The holder: a big whole table is built aside and swapped in at once; later deltas wait their turn.
+  const holder = new IdentityHolder(IdentityTable.of(base));
+  const before = holder.current;
+  const order: string[] = [];
+  holder.update(packDelta({ reset: true, devices: many }), () => order.push('reset'));
+  holder.update({ reset: false, devices: [['127.0.0.9', dev('127.0.0.9', MAC1, 'phone')]] }, () => order.push('small'));
+  t.equal(holder.current, before, 'until the whole table is built, queries use the one there was');
+  t.ok(holder.current.lookup('127.0.0.1', 1), 'with its devices');
+  await new Promise<void>((r) => {
+    const wait = (): void => void (order.length === 2 ? r() : setImmediate(wait));
+    wait();
+  });
+  t.same(order, ['reset', 'small'], 'applied in the order they came');
+  t.not(holder.current, before, 'then swapped in whole');
+  t.equal(holder.current.size, N + 1);
+  t.equal(holder.current.byMac(MAC1)?.ip, '127.0.0.9', 'and the small delta that waited applied after it');
+  const small: string[] = [];
+  holder.update({ reset: false, devices: [['127.0.0.9', null]] }, () => small.push('now'));
+  t.same(small, ['now'], 'an idle holder applies a small delta in the same turn');
+});
+
 const CONFIG = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
   blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] },
   clients: { allowFrom: ['127.0.0.0/16'], groups: { 'press-devices': [`mac:${MAC2}`] } },
@@ -466,6 +536,53 @@ t.test('an exception by MAC follows the device across addresses and stops at the
   t.equal(await ask(h, '127.0.0.21'), 0);
   clock.advance(600_000);
   t.equal(await ask(h, '127.0.0.21'), 3, 'the lease ended: the exception no longer applies there');
+});
+
+/** Resolves once `check` holds, re-checking at each identity update; rejects after `ms` (no fixed sleeps). */
+async function until(identity: NodeJS.EventEmitter, check: () => Promise<boolean>, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const next = once(identity, 'swap');
+    next.catch(() => {});
+    if (await check()) return;
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`not within ${ms} ms`);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([next, new Promise((r) => (timer = setTimeout(r, left)))]);
+    clearTimeout(timer);
+  }
+}
+
+t.test('a symlinked lease file: an edit of its target in place is seen, and so is the link moved (issue 23 item 7)', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  // current.csv → exports/v1.csv, the target in another folder than the link, as an export script keeps versions.
+  const leases = mkdtempSync(join(tmpdir(), 'sinkhole-leases-'));
+  t.teardown(() => rmSync(leases, { recursive: true, force: true }));
+  mkdirSync(join(leases, 'exports'));
+  mkdirSync(join(leases, 'other'));
+  const v1 = join(leases, 'exports', 'v1.csv');
+  writeFileSync(v1, KEA_HEADER + kea('127.0.0.21', MAC1, 'phone'));
+  symlinkSync('exports/v1.csv', join(leases, 'current.csv'));
+  const h = await startSinkhole(t, up.port, CONFIG({ identity: { leases: [{ format: 'kea-csv', file: join(leases, 'current.csv') }] } }), { 'tiktok.txt': TIKTOK_LIST }, { clock: new FakeClock(NOW), watch: true });
+  const identity = h.running.identity;
+  t.equal(await ask(h, '127.0.0.21'), 0, 'MAC1 at .21 through the link: excepted');
+  // The target rewritten in place (same inode): the device moves to .22.
+  writeFileSync(v1, KEA_HEADER + kea('127.0.0.22', MAC1, 'phone', { start: S - 30 }));
+  await until(identity, async () => (await ask(h, '127.0.0.22')) === 0);
+  t.pass('an in-place edit of the target is read: the exception followed MAC1 to .22');
+  t.equal(await ask(h, '127.0.0.21'), 3, 'and no longer applies at .21');
+  // The link moved to a file in yet another folder, then that file edited in place.
+  const v2 = join(leases, 'other', 'v2.csv');
+  writeFileSync(v2, KEA_HEADER + kea('127.0.0.23', MAC1, 'phone', { start: S - 20 }));
+  symlinkSync('other/v2.csv', join(leases, 'next.csv'));
+  renameSync(join(leases, 'next.csv'), join(leases, 'current.csv'));
+  await until(identity, async () => (await ask(h, '127.0.0.23')) === 0);
+  t.pass('the link swapped: its new target is read');
+  writeFileSync(v2, KEA_HEADER + kea('127.0.0.24', MAC1, 'phone', { start: S - 10 }));
+  await until(identity, async () => (await ask(h, '127.0.0.24')) === 0);
+  t.pass("and the new target's in-place edit is seen: the watch followed the link");
+  t.equal(await ask(h, '127.0.0.23'), 3);
 });
 
 t.test('the identity thread: a config reload brings new static names, and a thread that dies restarts with the devices', async (t) => {
@@ -555,11 +672,11 @@ t.test('EDNS Client Subnet and the MAC option: believed from trusted relays, ign
     t.equal(await ask(h, '127.0.0.3', proto, withOptions('www.tiktok.com', [ecs('127.0.0.21')])), 3, `${proto}: an untrusted ECS is ignored`);
     t.equal(await ask(h, '127.0.0.2', proto, withOptions('www.tiktok.com', [ecs('127.0.0.0', 24)])), 3, `${proto}: a subnet names no device`);
   }
-  // What reaches the upstream: the same query without ECS and MAC, the other options untouched.
+  // What reaches the upstream: sinkhole's own OPT, none of the client's options (issue 23 item 1).
   for (const [from, name] of [['127.0.0.2', 'trusted.example.test'], ['127.0.0.3', 'untrusted.example.test']] as const) {
     t.equal(await ask(h, from, 'udp', withOptions(name, [cookie, ecs('127.0.0.21'), macOpt(MAC1)])), 0);
     const seen = up.seen.find((s) => s.name === name)!;
-    t.same(optionCodes(seen.raw), [10], `${from}: ECS and MAC stripped before forwarding, the cookie kept`);
+    t.same(optionCodes(seen.raw), [], `${from}: ECS and MAC never forwarded, nor the client's cookie`);
   }
   // The report and the logs record the device the relay named, not the relay.
   t.equal(await ask(h, '127.0.0.2', 'udp', withOptions('www.tiktok.com', [ecs('127.0.0.55'), macOpt('02:00:00:00:00:09')])), 3);
@@ -569,13 +686,8 @@ t.test('EDNS Client Subnet and the MAC option: believed from trusted relays, ign
   const m = await h.running.registry.metrics();
   t.match(m, /sinkhole_identity_options_total\{source="trusted"\} 8/);
   t.match(m, /sinkhole_identity_options_total\{source="untrusted"\} 5/);
-  // The stripper on its own: a malformed option list loses only the malformed tail.
   const q = withOptions('x.example.test', [cookie, macOpt(MAC1)]);
-  const qq = decodeQuery(q, '127.0.0.1', 'udp', 0)!;
-  t.equal(qq.identityOptions, true);
-  const stripped = stripIdentityOptions(q, qq.optRdata);
-  t.equal(stripped.length, q.length - 10);
-  t.equal(decodeQuery(stripped, '127.0.0.1', 'udp', 0)!.identityOptions, false);
+  t.equal(decodeQuery(q, '127.0.0.1', 'udp', 0)!.identityOptions, true);
   t.equal(decodeQuery(buildQuery('x.example.test', T.A, { edns: 1232 }), '127.0.0.1', 'udp', 0)!.identityOptions, false, 'plain EDNS: nothing to do');
 });
 

@@ -18,6 +18,8 @@ import { bindPair } from '../src/app.js';
 import { cacheKey, ReplyCache } from '../src/cache/replyCache.js';
 import { decodeQuery } from '../src/dns/query.js';
 import { scanReply } from '../src/dns/message.js';
+import { UdpUpstream } from '../src/upstream/udp.js';
+import { LocalSendError } from '../src/upstream/exchange.js';
 
 const PROTOS = ['udp', 'tcp'] as const;
 
@@ -516,6 +518,33 @@ t.test('upstreams.maxInflight: past the cap a miss gets SERVFAIL at once', async
   t.ok(Date.now() - started < 250, 'at once, not after the timeout');
   t.equal(rcodeOf(await first), 0, 'the first is answered');
   t.equal(h.running.stats.upstreamOverloads, 1, 'counted');
+  // The overload was ours, not the upstream's: the name is not remembered as failed (issue 23 item 1).
+  t.equal(rcodeOf(await udpExchange(h.port, buildQuery('two.example.test', T.A))), 0, 'asked again at once: answered, no remembered SERVFAIL');
+  t.equal(h.running.stats.servfailsRemembered, 0);
+});
+
+t.test('a query that cannot leave this host (EMSGSIZE) is not the upstream failing (issue 23 item 1)', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const udp = new UdpUpstream();
+  t.teardown(() => udp.close());
+  // 65,508 octets: one more than a UDP datagram over IPv4 can carry.
+  const huge = Buffer.concat([buildQuery('big.example.test', T.A), Buffer.alloc(65_508 - 34)]);
+  await t.rejects(udp.exchange('127.0.0.1', up.port, huge.subarray(0, 65_508), 34, 1000), { name: 'LocalSendError', message: /EMSGSIZE/ });
+  // Through the forwarder: a send failure of our own leaves the upstream healthy, and is not remembered.
+  const h = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], timeout: '1s' } });
+  // The forwarder's UDP source ports are private: reached through a cast, for this fault only.
+  const forwarder = h.running.forwarder() as unknown as { udp: UdpUpstream };
+  const real = forwarder.udp.exchange.bind(forwarder.udp);
+  let fail = true;
+  // Stands in for a send that the kernel refuses with EMSGSIZE, whatever the query.
+  forwarder.udp.exchange = (...args) => (fail ? Promise.reject(new LocalSendError('send EMSGSIZE')) : real(...args));
+  t.equal(rcodeOf(await udpExchange(h.port, buildQuery('local.example.test', T.A))), 2, 'SERVFAIL for the query that could not be sent');
+  fail = false;
+  t.equal(rcodeOf(await udpExchange(h.port, buildQuery('local.example.test', T.A))), 0, 'the next query for the name goes upstream: not remembered');
+  const u = h.running.stats.upstreams.get(`127.0.0.1:${up.port}`)!;
+  t.same({ error: u.outcomes.error, timeout: u.outcomes.timeout }, { error: 0, timeout: 0 }, 'nothing counted against the upstream');
+  t.equal(h.running.stats.localSendErrors, 1, 'counted as a local error');
 });
 
 t.test('TCP abuse: one client cannot hold the slots (per-client cap), connections have a lifetime', async (t) => {

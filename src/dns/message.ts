@@ -17,6 +17,8 @@ export interface ScannedReply {
   negativeTtl: number | undefined;
   /** CNAME/DNAME targets and HTTPS/SVCB TargetNames in the answer (lower-cased, no trailing dot). */
   targets: string[];
+  /** Offset of the OPT record (its root owner name), -1 without one. */
+  opt: number;
 }
 
 /** RFC 1035 §2.3.4: a name takes at most 255 octets on the wire, length bytes included. */
@@ -153,10 +155,9 @@ export function scanReply(buf: Buffer): ScannedReply | undefined {
   }
   const out: ScannedReply = {
     rcode: buf[3]! & 0x0f, truncated: (buf[2]! & 0x02) !== 0, answers: an,
-    ttlOffsets: [], ttls: [], minAnswerTtl: undefined, negativeTtl: undefined, targets: [],
+    ttlOffsets: [], ttls: [], minAnswerTtl: undefined, negativeTtl: undefined, targets: [], opt: -1,
   };
   const total = an + ns + ar;
-  let opt = false;
   for (let i = 0; i < total; i++) {
     const end = nameEnd(buf, off);
     if (end < 0 || end + 10 > buf.length) return undefined;
@@ -166,8 +167,8 @@ export function scanReply(buf: Buffer): ScannedReply | undefined {
     const rdata = end + 10;
     if (rdata + rdlen > buf.length) return undefined;
     if (type === TYPE.OPT) {
-      if (opt || i < an + ns || end !== off + 1 || !optionsFit(buf, rdata, rdlen)) return undefined;
-      opt = true;
+      if (out.opt >= 0 || i < an + ns || end !== off + 1 || !optionsFit(buf, rdata, rdlen)) return undefined;
+      out.opt = off;
       // The extended rcode's upper bits live in the OPT TTL (RFC 6891 §6.1.3).
       out.rcode |= buf[end + 4]! << 4;
     } else {

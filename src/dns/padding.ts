@@ -4,13 +4,20 @@
 // hop-by-hop: the upstream's padded reply is cleaned before it goes on to the
 // client (and the cache), and an OPT we added for the padding is taken out
 // again, because a client that sent no OPT must get none (RFC 6891 §7).
+// The other way round, a device's padded query over DoT or DoH gets its reply
+// padded by us (RFC 7830 §4), to a multiple of 468 octets (RFC 8467 §4.1);
+// its own padding never goes upstream (dns/ownQuery.ts).
 import { TYPE } from './constants.js';
-import { skipName } from './query.js';
+import { skipName, type Query } from './query.js';
 
 /** RFC 7830 §3: the EDNS option code of Padding. */
 export const EDNS_OPTION_PADDING = 12;
 /** RFC 8467 §4.1: the block size recommended for queries. */
 export const QUERY_PAD_BLOCK = 128;
+/** RFC 8467 §4.1: the block size recommended for responses. */
+export const REPLY_PAD_BLOCK = 468;
+/** The largest DNS message a stream's 2-octet length can frame (RFC 1035 §4.2.2). */
+const MAX_MESSAGE = 65_535;
 /** The UDP size our own OPT advertises; meaningless on a stream, but RFC 6891 wants a value ≥ 512. */
 const OPT_PAYLOAD = 1232;
 
@@ -122,4 +129,25 @@ export function unpadReply(reply: Buffer, removeOpt: boolean): Buffer {
   const out = Buffer.concat([reply.subarray(0, opt.rdlen + 2), options, reply.subarray(opt.end, w.end)]);
   out.writeUInt16BE(options.length, opt.rdlen);
   return out;
+}
+
+/** Whether a client's query carried a Padding option: then its reply over DoT or DoH is padded (RFC 7830 §4). */
+export function queryPadded(q: Query): boolean {
+  if (q.optRdata < 0) return false;
+  const b = q.buf;
+  const end = q.optRdata + b.readUInt16BE(q.optRdata - 2);
+  for (let off = q.optRdata; off + 4 <= end; off += 4 + b.readUInt16BE(off + 2)) if (b.readUInt16BE(off) === EDNS_OPTION_PADDING) return true;
+  return false;
+}
+
+/**
+ * A reply padded to a multiple of REPLY_PAD_BLOCK octets, for a client that
+ * padded its query (RFC 7830 §4, RFC 8467 §4.1); as it was when padding it
+ * would pass 65,535 octets. Our replies to an EDNS query carry an OPT; one
+ * that has none (an upstream's) gets one, which an EDNS client may receive.
+ */
+export function padReply(reply: Buffer): Buffer {
+  if (reply.length === 0) return reply;
+  const { wire } = padQuery(reply, REPLY_PAD_BLOCK);
+  return wire.length <= MAX_MESSAGE ? wire : reply;
 }

@@ -5,6 +5,7 @@
 import { parentPort } from 'node:worker_threads';
 import { LeaseReader, type IdentityUpdate } from './reader.js';
 import type { LeaseSourceConfig } from './leaseFile.js';
+import { packDelta } from './table.js';
 
 export type ToIdentity =
   | { type: 'configure'; id: number; sources: LeaseSourceConfig[]; statics: [string, string][] }
@@ -15,7 +16,8 @@ export type FromIdentity = ({ type: 'update' } & IdentityUpdate) | { type: 'warn
 
 const port = parentPort!;
 const reader = new LeaseReader(
-  (u) => port.postMessage({ type: 'update', ...u } satisfies FromIdentity),
+  // A big delta crosses packed in one shared buffer (table.ts), which the main thread passes on to the query threads as is.
+  (u) => port.postMessage({ type: 'update', ...u, delta: packDelta(u.delta) } satisfies FromIdentity),
   (code, message, fields) => port.postMessage({ type: 'warn', code, message, fields } satisfies FromIdentity),
 );
 

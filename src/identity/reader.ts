@@ -7,7 +7,7 @@
 //
 // Sources are read synchronously: this thread does nothing else, and one read
 // at a time keeps the model's changes in order.
-import { watch, type FSWatcher } from 'node:fs';
+import { realpathSync, watch, type FSWatcher } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Problem } from '../errors.js';
@@ -58,6 +58,8 @@ export class LeaseReader {
   private first = true;
   private watching = false;
   private watchers: FSWatcher[] = [];
+  /** Each source's file with its symlinks resolved, as watched (undefined: not a link, or unresolvable). */
+  private targets: (string | undefined)[] = [];
   private readonly timers = new Map<number, NodeJS.Timeout>();
   private readonly lastRead = new Map<number, number>();
   private readonly pendingSince = new Map<number, number>();
@@ -94,9 +96,18 @@ export class LeaseReader {
 
   private startWatchers(): void {
     const dirs = new Map<string, number[]>();
+    const add = (d: string, i: number): void => {
+      const list = dirs.get(d) ?? [];
+      if (!list.includes(i)) list.push(i);
+      dirs.set(d, list);
+    };
+    // A lease file may be a symlink (current.csv → v1.csv): an edit of the target in place changes
+    // nothing about the link, so the target's folder is watched too, under the target's name.
+    this.targets = this.files.map((f) => resolved(f.src.file));
     this.files.forEach((f, i) => {
-      const d = dirname(f.src.file);
-      dirs.set(d, [...(dirs.get(d) ?? []), i]);
+      add(dirname(f.src.file), i);
+      const target = this.targets[i];
+      if (target) add(dirname(target), i);
     });
     for (const [dir, indexes] of dirs) {
       try {
@@ -104,10 +115,14 @@ export class LeaseReader {
         const w = watch(dir, { persistent: false }, (_e, name) => {
           if (!name) return;
           const changed = join(dir, name.toString());
+          let relink = false;
           for (const i of indexes) {
             const src = this.files[i]!.src;
-            if (changed === src.file || (src.format === 'kea-csv' && isKeaPriorFile(src.file, changed))) this.changed(i);
+            if (changed === src.file || changed === this.targets[i] || (src.format === 'kea-csv' && isKeaPriorFile(src.file, changed))) this.changed(i);
+            // The link itself changed: it may point elsewhere now, whose folder must be watched instead.
+            if (changed === src.file && resolved(src.file) !== this.targets[i]) relink = true;
           }
+          if (relink) this.rewatch();
         });
         w.on('error', (e) => this.warn('SH_WATCH', 'lease folder watch failed; SIGHUP still re-reads', { dir, error: e.message }));
         this.watchers.push(w);
@@ -115,6 +130,13 @@ export class LeaseReader {
         this.warn('SH_WATCH', 'cannot watch lease folder; SIGHUP still re-reads', { dir, error: String(e) });
       }
     }
+  }
+
+  /** The watches again, for where the links point now; pending reads stay due. */
+  private rewatch(): void {
+    for (const w of this.watchers) w.close();
+    this.watchers = [];
+    if (this.watching) this.startWatchers();
   }
 
   private changed(i: number): void {
@@ -171,5 +193,15 @@ export class LeaseReader {
   close(): void {
     this.watching = false;
     this.closeWatchers();
+  }
+}
+
+/** The file a path names once its symlinks are followed, when that is another path; else undefined. */
+function resolved(file: string): string | undefined {
+  try {
+    const real = realpathSync(file);
+    return real === file ? undefined : real;
+  } catch {
+    return undefined; // not there (yet): the folder watch sees it appear
   }
 }

@@ -1,8 +1,9 @@
 // The identity sources as the main thread sees them. The lease files are
 // watched, read and parsed in the identity thread (identityWorker.ts), which
 // posts what changed as an IdentityDelta; here it is applied to the one table
-// in place (O(change), one event-loop turn) and emitted as 'swap' for the
-// other query threads (workers.ts). The main thread never reads a lease file.
+// (O(change): in one event-loop turn when small, in slices when big, see
+// table.ts) and emitted as 'swap' for the other query threads (workers.ts).
+// The main thread never reads a lease file.
 //
 // A source that fails to read or parse keeps its last good leases, its
 // problems are logged as file:line:col and counted: fail-closed, because a
@@ -20,7 +21,7 @@ import { LeaseFile, type LeaseSourceConfig } from './leaseFile.js';
 import type { Lease, LeaseFormat } from './leaseFormats.js';
 import { LeaseModel } from './model.js';
 import type { IdentityUpdate } from './reader.js';
-import { IdentityTable, type IdentityDelta } from './table.js';
+import { IdentityTable, isBig, type IdentityDelta } from './table.js';
 import type { FromIdentity, ToIdentity } from './identityWorker.js';
 
 export type { LeaseSourceConfig } from './leaseFile.js';
@@ -46,9 +47,46 @@ export interface IdentityCounters {
   identityReloads: Map<string, number>;
 }
 
-/** The one table of a query thread; deltas change it in place, so the reference never moves. */
+/**
+ * The table of a query thread. Deltas change it in place, in the order they
+ * came: a small one at once, a big one in slices (table.ts) while the next
+ * ones wait. A big whole table (reset) is built aside and swapped in at once,
+ * so no query ever sees it half-filled. Read `current` at each use.
+ */
 export class IdentityHolder {
-  constructor(readonly current: IdentityTable = new IdentityTable()) {}
+  private readonly queue: { delta: IdentityDelta; done: (error?: unknown) => void }[] = [];
+  private busy = false;
+
+  constructor(public current: IdentityTable = new IdentityTable()) {}
+
+  /** Applies `delta` after those before it; `done` is called once it is in force (in this turn, when it could be applied at once). */
+  update(delta: IdentityDelta, done: (error?: unknown) => void = () => {}): void {
+    if (!this.busy && !isBig(delta)) {
+      this.current.apply(delta);
+      return done();
+    }
+    this.queue.push({ delta, done });
+    if (!this.busy) void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.busy = true;
+    for (let next = this.queue.shift(); next; next = this.queue.shift()) {
+      const { delta, done } = next;
+      try {
+        if (!isBig(delta)) this.current.apply(delta);
+        else if (delta.reset) {
+          const table = new IdentityTable();
+          await table.applyInSlices(delta);
+          this.current = table;
+        } else await this.current.applyInSlices(delta);
+        done();
+      } catch (e) {
+        done(e); // a bug: said, and the next delta still applies
+      }
+    }
+    this.busy = false;
+  }
 }
 
 /** Reads one source now, whole (validate, check): for kea-csv with the older files Kea's cleanup keeps. */
@@ -92,7 +130,7 @@ export class IdentitySources extends EventEmitter {
   private closed = false;
   private failures = 0;
   private startedAt = 0;
-  /** The main thread's cost of applying the last delta (ms), and the identity thread's of making it. */
+  /** The main thread's time to apply the last delta (ms; a big one's slices and the turns between them), and the identity thread's to make it. */
   lastApplyMs = 0;
   lastUpdateMs = 0;
 
@@ -194,8 +232,16 @@ export class IdentitySources extends EventEmitter {
   private applied(u: IdentityUpdate): void {
     if (this.closed) return;
     const t0 = performance.now();
-    this.holder.current.apply(u.delta);
-    this.lastApplyMs = performance.now() - t0;
+    // A big delta is applied in slices (table.ts): what follows waits until it is in force.
+    this.holder.update(u.delta, (e) => {
+      if (e) this.log.error('SH_INTERNAL', 'a lease change could not be applied', { error: String(e) });
+      this.lastApplyMs = performance.now() - t0;
+      this.inForce(u);
+    });
+  }
+
+  private inForce(u: IdentityUpdate): void {
+    if (this.closed) return;
     this.lastUpdateMs = u.ms;
     for (const r of u.reads) this.record(r.source, r.ok, r.problems, r.addresses);
     this.emit('swap', u.delta satisfies IdentityDelta);

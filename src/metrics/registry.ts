@@ -170,6 +170,9 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_upstream_overload_total', 'Misses answered SERVFAIL at once because upstreams.maxInflight exchanges were in flight.', 'counter', () => [
     { labels: {}, value: src.stats().upstreamOverloads },
   ]);
+  add('sinkhole_upstream_local_errors_total', 'Misses answered SERVFAIL because the query could not leave this host (EMSGSIZE, ENOBUFS); not counted against any upstream.', 'counter', () => [
+    { labels: {}, value: src.stats().localSendErrors },
+  ]);
   add('sinkhole_upstream_duration_seconds', 'Round-trip time of successful upstream exchanges.', 'histogram', () =>
     [...src.stats().upstreams].flatMap(([upstream, u]) => histogramSamples('sinkhole_upstream_duration_seconds', { upstream }, u.latency)),
   );

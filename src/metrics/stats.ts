@@ -100,6 +100,8 @@ export class Stats {
   cacheMisses = 0;
   /** Misses answered SERVFAIL because upstreams.maxInflight exchanges were already in flight. */
   upstreamOverloads = 0;
+  /** Misses answered SERVFAIL because the query could not be sent (EMSGSIZE, ENOBUFS): no upstream's fault. */
+  localSendErrors = 0;
   readonly upstreams = new Map<string, UpstreamStats>();
   /** `${kind}|${result}` → count */
   readonly reloads = new Map<string, number>();

@@ -32,6 +32,11 @@ export interface Outcome {
   targets?: readonly string[];
   /** Set when a blocked or excepted verdict came from a CNAME/HTTPS target, not the qname itself. */
   viaTarget?: string;
+  /**
+   * For a SERVFAIL no upstream caused (upstreams.maxInflight, a query that could not be sent): the
+   * cache must not remember it for the name, or one client's query would fail it for everyone.
+   */
+  local?: boolean;
   /** For a fresh upstream reply: what the cache needs to store it. */
   scan?: ScannedReply;
   /** The client was over clients.rateLimit: what was done (dryrun: nothing, only counted; drop: no reply, wire is NO_REPLY). */

@@ -84,7 +84,8 @@ export class CacheStage implements Stage {
         if (o.scan) {
           cache.set(key, o.wire, o.scan);
           if (this.failures.size) this.failures.delete(key);
-        } else if (o.result === 'servfail') {
+        } else if (o.result === 'servfail' && !o.local) {
+          // Only the upstreams' failure is remembered: one the query caused itself is its own.
           this.failures.set(key, this.clock.now());
         }
         return o;

@@ -14,7 +14,8 @@ export function forwardHandler(forwarder: () => Forwarder, limits: () => CacheLi
     // The forwarder has checked the whole reply (scanReply) before accepting it.
     const reply = await forwarder().forward(q);
     // Every upstream failed, timed out, or sent something unreadable: SERVFAIL (RFC 1035 §4.1.1).
-    if (!reply) return { wire: errorReply(q, RCODE.SERVFAIL), result: 'servfail' };
+    // Or the query never left this host: SERVFAIL too, but the cache must not remember that one.
+    if (!reply.wire) return { wire: errorReply(q, RCODE.SERVFAIL), result: 'servfail', ...(reply.local ? { local: true } : {}) };
     // TTLs are capped on the way out, fresh as well as cached.
     clampTtls(reply.wire, reply.scan, limits());
     return { wire: reply.wire, result: 'forwarded', targets: reply.scan.targets, scan: reply.scan };

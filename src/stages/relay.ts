@@ -3,9 +3,10 @@
 // add-subnet) puts the real client's address and MAC there; from a relay in
 // clients.trustedRelays they name the client for policy and the report.
 // From anyone else they are a device claiming to be another: ignored.
-// Either way they are stripped from the copy sent upstream, so a MAC or a
-// member's subnet never leaves the network, and the cache below stays
-// client-independent (an ECS-tailored answer must not be shared; RFC 7871 §7.3).
+// Either way they never go upstream: the forwarder sends its own OPT, without
+// the client's options (dns/ownQuery.ts), so a MAC or a member's subnet never
+// leaves the network, and the cache below stays client-independent (an
+// ECS-tailored answer must not be shared; RFC 7871 §7.3).
 // Only queries that carry one of these options pay anything here: the rest
 // pass on one boolean test.
 import { parseAddress } from '../policy/cidr.js';
@@ -40,7 +41,6 @@ export class RelayStage implements Stage {
     const found = readIdentityOptions(q.buf, q.optRdata);
     return {
       ...q,
-      buf: stripIdentityOptions(q.buf, q.optRdata),
       client: trusted && found.client !== undefined ? found.client : q.client,
       mac: trusted ? found.mac : undefined,
       identityOptions: false,
@@ -79,30 +79,5 @@ export function readIdentityOptions(buf: Buffer, rdata: number): { client?: stri
     }
     off = data + len;
   }
-  return out;
-}
-
-/**
- * A copy of the query without ECS and MAC options: the OPT's RDLENGTH is
- * lowered and every other byte kept as it was (never re-encoded, DESIGN.md
- * "Forward raw bytes").
- */
-export function stripIdentityOptions(buf: Buffer, rdata: number): Buffer {
-  const rdlen = buf.readUInt16BE(rdata - 2);
-  const end = Math.min(buf.length, rdata + rdlen);
-  const keep: Buffer[] = [buf.subarray(0, rdata)];
-  let kept = 0;
-  for (let off = rdata; off + 4 <= end; ) {
-    const code = buf.readUInt16BE(off);
-    const next = Math.min(end, off + 4 + buf.readUInt16BE(off + 2));
-    if (code !== OPTION_ECS && code !== OPTION_MAC) {
-      keep.push(buf.subarray(off, next));
-      kept += next - off;
-    }
-    off = next;
-  }
-  keep.push(buf.subarray(end));
-  const out = Buffer.concat(keep);
-  out.writeUInt16BE(kept, rdata - 2);
   return out;
 }

@@ -23,6 +23,7 @@ import type { TLSSocket } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { RCODE } from '../dns/constants.js';
 import { scanReply } from '../dns/message.js';
+import { padReply, queryPadded } from '../dns/padding.js';
 import { decodeQuery } from '../dns/query.js';
 import { normalizeAddress } from '../policy/cidr.js';
 import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
@@ -309,10 +310,12 @@ export class DohListener {
       // Shorter than a header, or a response: not a query (RFC 8484 §4.2.1: 400).
       if (!q) return this.refuse(res, 400, 'not a DNS query');
       const r = this.handler(q);
-      if (!isPromise(r)) return this.reply(req, res, r);
+      // A padded query gets a padded reply (RFC 7830 §4).
+      const padded = queryPadded(q);
+      if (!isPromise(r)) return this.reply(req, res, r, padded);
       this.inflight++;
       r.then(
-        (o) => this.reply(req, res, o),
+        (o) => this.reply(req, res, o, padded),
         () => this.refuse(res, 500, 'internal error'),
       ).finally(() => {
         if (--this.inflight === 0) this.drained?.();
@@ -323,14 +326,15 @@ export class DohListener {
     }
   }
 
-  private reply(req: Req, res: Res, o: Outcome): void {
+  private reply(req: Req, res: Res, o: Outcome, padded: boolean): void {
     if (res.headersSent || res.writableEnded || res.stream?.destroyed) return; // the client went away
+    const wire = padded ? padReply(o.wire) : o.wire;
     res.writeHead(200, {
       'content-type': DNS_MESSAGE,
-      'content-length': o.wire.length,
-      'cache-control': `max-age=${freshness(o.wire)}`,
+      'content-length': wire.length,
+      'cache-control': `max-age=${freshness(wire)}`,
     });
-    res.end(o.wire);
+    res.end(wire);
     if (this.closing && req.httpVersionMajor === 1) res.socket?.end();
   }
 

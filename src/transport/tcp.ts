@@ -12,6 +12,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { FrameReader, frame } from '../dns/framing.js';
+import { padReply, queryPadded } from '../dns/padding.js';
 import { decodeQuery, type Proto } from '../dns/query.js';
 import { normalizeAddress } from '../policy/cidr.js';
 import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
@@ -217,13 +218,15 @@ class Connection implements Holder {
       // Copy: the frame is a view into a chunk the reader may release.
       const q = decodeQuery(Buffer.from(msg), this.client, this.proto, this.lastActive);
       const r = q && this.handler(q);
+      // DoT: a padded query gets a padded reply (RFC 7830 §4).
+      const padded = this.proto === 'dot' && q !== undefined && queryPadded(q);
       if (!r) {
         // Shorter than a header, or a response: nothing to answer (the per-turn bound below still counts it).
       } else if (!isPromise(r)) {
-        this.write(r);
+        this.write(r, padded);
       } else {
         this.pending++;
-        r.then((o) => this.write(o)).finally(() => this.settle());
+        r.then((o) => this.write(o, padded)).finally(() => this.settle());
         if (this.pending >= MAX_INFLIGHT_PER_CONNECTION) {
           // Back-pressure: stop reading, and stop framing what was already read, until answers go out.
           this.blockedByInflight = true;
@@ -248,10 +251,10 @@ class Connection implements Holder {
     return true;
   }
 
-  private write(o: Outcome): void {
+  private write(o: Outcome, padded: boolean): void {
     const sock = this.sock;
     if (sock.destroyed || !sock.writable) return;
-    sock.write(frame(o.wire));
+    sock.write(frame(padded ? padReply(o.wire) : o.wire));
     // A client that pipelines queries but does not read its answers would grow this buffer without end.
     if (sock.writableLength > MAX_UNREAD_BYTES) sock.destroy();
     else if (this.untrusted) this.retire();

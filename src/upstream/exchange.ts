@@ -10,6 +10,24 @@ export class UpstreamError extends Error {
   }
 }
 
+/**
+ * The query could not leave this host: a send error such as EMSGSIZE (the
+ * datagram is too large) or ENOBUFS. The query's fault or this host's, never
+ * the upstream's: it is not counted against the upstream's health, and the
+ * SERVFAIL it leads to is not remembered for the name (cache.servfailTtl).
+ */
+export class LocalSendError extends Error {
+  override name = 'LocalSendError';
+}
+
+/** Send errors that say nothing about the upstream (see LocalSendError). */
+const LOCAL_SEND_ERRORS = new Set(['EMSGSIZE', 'ENOBUFS']);
+
+/** A send callback's error as the exchange should settle with it. */
+export function sendError(e: Error & { code?: string }, upstream: string): Error {
+  return e.code !== undefined && LOCAL_SEND_ERRORS.has(e.code) ? new LocalSendError(e.message) : new UpstreamError('error', `${upstream}: ${e.message}`);
+}
+
 export type Settle = (err: Error | undefined, reply?: Buffer) => void;
 
 /** A copy of the query with a fresh, unpredictable ID (RFC 5452 §9.2). */

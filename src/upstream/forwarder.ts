@@ -2,7 +2,8 @@
 // forwarding by domain, the failover/random/race strategies, simple health,
 // TCP retry on truncation, and one overall deadline.
 import { performance } from 'node:perf_hooks';
-import { FLAG_AA, FLAG_RA, RCODE } from '../dns/constants.js';
+import { EDNS_UDP_PAYLOAD, FLAG_AA, FLAG_RA, RCODE } from '../dns/constants.js';
+import { upstreamQuery } from '../dns/ownQuery.js';
 import { scanReply, type ScannedReply } from '../dns/message.js';
 import type { Query } from '../dns/query.js';
 import type { Stats, UpstreamStats } from '../metrics/stats.js';
@@ -107,6 +108,19 @@ export interface Accepted {
   scan: ScannedReply;
 }
 
+/**
+ * No reply. `local`: no upstream was at fault — the query never left this
+ * host (maxInflight, a send error such as EMSGSIZE) — so the SERVFAIL must
+ * not be remembered for the name; otherwise every upstream tried failed.
+ */
+export interface Failed {
+  wire?: undefined;
+  local: boolean;
+}
+
+const UPSTREAM_FAILED: Failed = { local: false };
+const LOCAL_FAILURE: Failed = { local: true };
+
 export class Forwarder {
   private readonly defaults: Upstream[];
   private readonly conditional = new Map<string, Upstream[]>();
@@ -152,46 +166,59 @@ export class Forwarder {
   }
 
   /**
-   * The upstream's reply with the client's ID, or undefined when every upstream failed.
+   * The upstream's reply with the client's ID, or why there is none.
    * One async function for the whole exchange: a miss pays for one promise chain, not one per layer.
    */
-  async forward(q: Query): Promise<Accepted | undefined> {
+  async forward(q: Query): Promise<Accepted | Failed> {
     // A flood of random names while upstreams are slow must not exhaust sockets and descriptors
     // (dnsmasq's dns-forward-max, unbound's num-queries-per-thread do the same).
     if (this.inflight >= this.opts.maxInflight) {
       this.stats.upstreamOverloads++;
-      return undefined;
+      return LOCAL_FAILURE;
     }
     this.inflight++;
     try {
       const deadline = performance.now() + this.opts.timeoutMs;
       const all = this.candidates(q.qname);
+      // Our own query, never the client's OPT (dns/ownQuery.ts).
+      const wire = upstreamQuery(q);
+      const local = { failed: false };
       let reply: Accepted | undefined;
       if (all.length === 1) {
-        reply = await this.attempt(all[0]!, q, deadline);
+        reply = await this.attempt(all[0]!, wire, q.qend, deadline, local);
       } else {
         const order = all.filter((u) => u.healthy).concat(all.filter((u) => !u.healthy));
         if (this.opts.strategy === 'random') shuffleHealthyPrefix(order, all.filter((u) => u.healthy).length);
         if (this.opts.strategy === 'race') {
-          reply = await Promise.any(order.map((u) => this.attempt(u, q, deadline).then((r) => r ?? Promise.reject(new Error('failed'))))).catch(
+          reply = await Promise.any(order.map((u) => this.attempt(u, wire, q.qend, deadline, local).then((r) => r ?? Promise.reject(new Error('failed'))))).catch(
             () => undefined,
           );
         } else {
-          for (let i = 0; i < order.length && !reply; i++) {
+          // A query that cannot leave this host fails the same way for every upstream: stop there.
+          for (let i = 0; i < order.length && !reply && !local.failed; i++) {
             const remaining = deadline - performance.now();
             if (remaining <= 0) break;
             // Split what is left among the upstreams still to try, so the last one gets a fair share too.
-            reply = await this.attempt(order[i]!, q, performance.now() + remaining / (order.length - i));
+            reply = await this.attempt(order[i]!, wire, q.qend, performance.now() + remaining / (order.length - i), local);
           }
         }
       }
-      if (reply) {
-        const wire = reply.wire;
-        wire.writeUInt16BE(q.id, 0);
-        // We offer recursion and are not the authority for what we relay (RFC 1035 §4.1.1):
-        // set RA, clear AA, whatever the upstream said (an authoritative conditional upstream sets AA).
-        wire[2] = wire[2]! & ~FLAG_AA;
-        wire[3] = wire[3]! | FLAG_RA;
+      if (!reply) {
+        if (local.failed) this.stats.localSendErrors++;
+        return local.failed ? LOCAL_FAILURE : UPSTREAM_FAILED;
+      }
+      const out = reply.wire;
+      out.writeUInt16BE(q.id, 0);
+      // We offer recursion and are not the authority for what we relay (RFC 1035 §4.1.1):
+      // set RA, clear AA, whatever the upstream said (an authoritative conditional upstream sets AA).
+      out[2] = out[2]! & ~FLAG_AA;
+      out[3] = out[3]! | FLAG_RA;
+      // The OPT answers our query and goes to our clients: it advertises our UDP size (RFC 6891 §6.2.3)
+      // and echoes the client's DO bit (RFC 3225 §3; DO is in the cache key, so every client of this entry set it alike).
+      const opt = reply.scan.opt;
+      if (opt >= 0) {
+        out.writeUInt16BE(EDNS_UDP_PAYLOAD, opt + 3);
+        out[opt + 7] = (out[opt + 7]! & 0x7f) | (q.dnssecOk ? 0x80 : 0);
       }
       return reply;
     } finally {
@@ -199,23 +226,27 @@ export class Forwarder {
     }
   }
 
-  /** One upstream, UDP then TCP on truncation; undefined on failure (already counted). */
-  private async attempt(u: Upstream, q: Query, deadline: number): Promise<Accepted | undefined> {
+  /**
+   * One upstream, UDP then TCP on truncation; undefined on failure (already counted). A failure of
+   * our own (LocalSendError, or any error that is not the upstream's) sets `local.failed` instead,
+   * and counts neither as the upstream's outcome nor against its health.
+   */
+  private async attempt(u: Upstream, query: Buffer, qend: number, deadline: number, local: { failed: boolean }): Promise<Accepted | undefined> {
     const { host, port, transport } = u.spec;
     const started = performance.now();
     try {
       let reply: Buffer;
       if (u.transport) {
         // tls:// and https://: the transport keeps its own connections, IDs and padding.
-        reply = await u.transport.exchange(q.buf, q.qend, deadline - started);
+        reply = await u.transport.exchange(query, qend, deadline - started);
       } else if (transport === 'tcp') {
-        reply = await this.tcp(u).exchange(q.buf, q.qend, deadline - started);
+        reply = await this.tcp(u).exchange(query, qend, deadline - started);
       } else {
-        reply = await this.udp.exchange(host, port, q.buf, q.qend, deadline - started);
+        reply = await this.udp.exchange(host, port, query, qend, deadline - started);
         if ((reply[2]! & 0x02) !== 0) {
           // RFC 7766 §5: a truncated UDP answer is retried over TCP.
           u.stats.outcomes.truncated++;
-          reply = await this.tcp(u).exchange(q.buf, q.qend, Math.max(1, deadline - performance.now()));
+          reply = await this.tcp(u).exchange(query, qend, Math.max(1, deadline - performance.now()));
         }
       }
       const rcode = reply[3]! & 0x0f;
@@ -232,7 +263,11 @@ export class Forwarder {
       u.succeeded();
       return { wire: reply, scan };
     } catch (e) {
-      u.stats.outcomes[e instanceof UpstreamError ? e.outcome : 'error']++;
+      if (!(e instanceof UpstreamError)) {
+        local.failed = true;
+        return undefined;
+      }
+      u.stats.outcomes[e.outcome]++;
       u.failed();
       return undefined;
     }

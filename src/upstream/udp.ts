@@ -14,7 +14,7 @@
 // keeps that strict form: a new socket for every query. Opening a socket per
 // query cost ~17 µs, most of a cache miss (bench/RESULTS.md).
 import dgram from 'node:dgram';
-import { boundedExchange, isOurReply, UpstreamError, withFreshId, type Settle } from './exchange.js';
+import { boundedExchange, isOurReply, sendError, UpstreamError, withFreshId, type Settle } from './exchange.js';
 import { randomIndex } from './random.js';
 import { literalLookup } from '../transport/lookup.js';
 
@@ -108,7 +108,7 @@ export class UdpUpstream {
     return boundedExchange(timeoutMs, `no reply from ${host}:${port} in ${timeoutMs}ms`, (settle) => {
       source.pending.set(id, { host, port, sent: out, qend, settle });
       source.sock.send(out, port, host, (e) => {
-        if (e) settle(new UpstreamError('error', e.message));
+        if (e) settle(sendError(e, `${host}:${port}`));
       });
       return () => source.release(id);
     });

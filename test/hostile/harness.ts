@@ -204,13 +204,14 @@ export interface ProbeResult {
 }
 
 /**
- * Runs probe.mjs in a process of its own for `durationMs`; resolves with what
- * it measured. Call yieldCpu() after starting it (and the server): the
- * abusers in this process then run at a lower priority than both, so the
- * probe measures sinkhole and not a CPU fight with the abuse generator.
+ * Runs probe.mjs in a process of its own for `durationMs`, asking from the
+ * loopback address `from`; resolves with what it measured. Call yieldCpu()
+ * after starting it (and the server): the abusers in this process then run
+ * at a lower priority than both, so the probe measures sinkhole and not a CPU
+ * fight with the abuse generator.
  */
-export async function probeProcess(port: number, name: string, qtype: number, everyMs: number, durationMs: number): Promise<ProbeResult> {
-  const proc = spawn(process.execPath, [join(import.meta.dirname, 'probe.mjs'), String(port), name, String(qtype), String(everyMs), String(durationMs)], {
+export async function probeProcess(port: number, name: string, qtype: number, everyMs: number, durationMs: number, from = '127.0.0.1'): Promise<ProbeResult> {
+  const proc = spawn(process.execPath, [join(import.meta.dirname, 'probe.mjs'), String(port), name, String(qtype), String(everyMs), String(durationMs), from], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let out = '';

@@ -1,7 +1,8 @@
 // A UDP latency probe in a process of its own, so that what it measures is
 // sinkhole's latency and not the test process's event loop (which is busy
 // generating the abuse). Usage:
-//   node probe.mjs PORT NAME QTYPE EVERY_MS DURATION_MS
+//   node probe.mjs PORT NAME QTYPE EVERY_MS DURATION_MS [FROM]
+// (FROM: the loopback address to ask from, 127.0.0.1 by default, to be another client.)
 // Sends one query for NAME every EVERY_MS for DURATION_MS, then prints one
 // JSON line: {"latencies":[ms...],"lost":n,"rcodes":{"0":n,...}}.
 // A query unanswered after 1 s is lost (and counted as 1000 ms).
@@ -14,7 +15,7 @@ import dgram from 'node:dgram';
 import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
 
-function probe(port, name, qtype, everyMs, durationMs) {
+function probe(port, name, qtype, everyMs, durationMs, from = '127.0.0.1') {
   const labels = name.split('.').filter(Boolean);
   const question = Buffer.concat([...labels.map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0, 0, Number(qtype), 0, 1])]);
   const sock = dgram.createSocket('udp4');
@@ -32,7 +33,7 @@ function probe(port, name, qtype, everyMs, durationMs) {
     rcodes[rcode] = (rcodes[rcode] ?? 0) + 1;
   });
   return new Promise((resolve) => {
-    sock.bind(0, '127.0.0.1', () => {
+    sock.bind(0, from, () => {
       const started = performance.now();
       const timer = setInterval(() => {
         const now = performance.now();
@@ -67,9 +68,9 @@ function probe(port, name, qtype, everyMs, durationMs) {
 if (process.argv[2] === '--serve') {
   for await (const line of createInterface({ input: process.stdin })) {
     const r = JSON.parse(line);
-    process.stdout.write(`${JSON.stringify(await probe(r.port, r.name, r.qtype, r.everyMs, r.durationMs))}\n`);
+    process.stdout.write(`${JSON.stringify(await probe(r.port, r.name, r.qtype, r.everyMs, r.durationMs, r.from))}\n`);
   }
 } else {
-  const [port, name, qtype, everyMs, durationMs] = process.argv.slice(2);
-  process.stdout.write(`${JSON.stringify(await probe(port, name, qtype, everyMs, durationMs))}\n`);
+  const [port, name, qtype, everyMs, durationMs, from] = process.argv.slice(2);
+  process.stdout.write(`${JSON.stringify(await probe(port, name, qtype, everyMs, durationMs, from))}\n`);
 }
