@@ -9,10 +9,11 @@
 // HTTP/2 streams per connection, request size (one DNS message, 65535
 // octets), a handshake timeout and an idle timeout. Hostile clients (issue 23):
 // - HTTP/2 rapid reset (CVE-2023-44487): client stream resets have a budget
-//   per connection; past it the session gets GOAWAY ENHANCE_YOUR_CALM and is
-//   closed, and its address is refused at accept for a while; and a
-//   connection has at most a few requests handled per event-loop turn (the
-//   rest wait a turn, and those reset meanwhile cost nothing);
+//   per address; past it the session gets GOAWAY ENHANCE_YOUR_CALM and is
+//   closed, the address's other sessions go at their next stream, and the
+//   address is refused at accept for a while; and at most a few requests of
+//   a connection, and a few dozen of all, are handled per event-loop turn
+//   (the rest wait their turn, round robin, and those reset meanwhile cost nothing);
 // - slow clients (HTTP/1.1 has no header timeout inside an HTTP/2 server):
 //   the first request must be in (headers and body) within a deadline of
 //   the accept, each request's body within one of its headers, and on
@@ -44,7 +45,19 @@ const DNS_MESSAGE = 'application/dns-message';
 const BASE64URL = /^[A-Za-z0-9_-]+={0,2}$/;
 /** Requests of one connection handled in one event-loop turn (as MAX_FRAMES_PER_TURN in tcp.ts). */
 export const MAX_REQUESTS_PER_TURN = 8;
-/** Client stream resets one HTTP/2 connection may send in RESET_WINDOW_MS (CVE-2023-44487); a browser cancels a few. */
+/**
+ * Requests the whole listener handles in one turn, taken from its connections in turn (round robin).
+ * Per connection alone, 12 connections × 8 were still ~100 answers in one turn (30-60 ms), and UDP
+ * queries on the same thread waited behind them: a rapid-reset client's streams are answered before
+ * its RST_STREAM frames arrive, so they cost full work until its reset budget runs out.
+ */
+export const MAX_REQUESTS_PER_TURN_ALL = 32;
+/**
+ * Client stream resets one address may send in RESET_WINDOW_MS, over all its HTTP/2 connections
+ * (CVE-2023-44487); a browser cancels a few. Per address, not per connection: 12 connections with a
+ * budget each were 1,200 streams set up at once (~200 ms of one turn, most of it Node's stream objects
+ * and their garbage), where one budget for the address is about 100.
+ */
 export const MAX_RESETS = 100;
 const RESET_WINDOW_MS = 10_000;
 /** An address whose connection ran over MAX_RESETS is refused at accept this long (each reconnect would cost a handshake). */
@@ -65,9 +78,9 @@ export interface DohLimits {
 class Slot extends Accepted {
   /** HTTP/1.1 after the handshake: its TLS socket (no HTTP/2 session to close). */
   http1: TLSSocket | undefined;
-  resets = 0;
-  resetsSince = 0;
   handledThisTurn = 0;
+  /** The listener's turn that handledThisTurn counts. */
+  turn = 0;
   openedThisTurn = 0;
   readonly deferred: (() => void)[] = [];
   /** The deadline of the request being waited for (first request, HTTP/1.1 next request). */
@@ -81,9 +94,16 @@ export class DohListener {
   private slotOf: (peer: { remoteAddress?: string | undefined; remotePort?: number | undefined }) => Slot | undefined = () => undefined;
   /** Addresses that ran over the stream-reset budget → until when they are refused at accept. */
   private readonly calmDown = new Map<string, number>();
+  /** Stream resets per address in its current window (bounded like calmDown). */
+  private readonly resets = new Map<string, { count: number; since: number }>();
   /** Streams we closed ourselves (a deadline): not the client's resets. */
   private readonly ourResets = new WeakSet<ServerHttp2Stream>();
   private inflight = 0;
+  /** Connections with requests waiting for a turn, in the order they are served (round robin). */
+  private readonly ready: Slot[] = [];
+  private turn = 0;
+  private handledThisTurn = 0;
+  private turnArmed = false;
   /** Connections refused at accept (caps reached with nothing idle, or calming down), and sessions closed for resets (metrics). */
   refused = 0;
   calmed = 0;
@@ -185,17 +205,27 @@ export class DohListener {
       // More streams opened in one turn than may be open at once: the client resets them as it opens
       // them. Counted here, as each HEADERS is read: a reset is seen only after the whole read is parsed.
       if (slot.openedThisTurn++ === 0) setImmediate(() => (slot.openedThisTurn = 0));
-      if (slot.openedThisTurn > MAX_STREAMS && !s.destroyed) return this.calm(s, slot, `${slot.openedThisTurn} streams opened in one turn`);
+      if (slot.openedThisTurn > MAX_STREAMS) return this.calm(s, slot, `${slot.openedThisTurn} streams opened in one turn`);
+      // Another connection of this address ran over the budget: this one goes too, before its next stream is set up.
+      if (this.calmingDown(slot.client)) return this.calm(s, slot, 'another connection of this address ran over the reset budget');
       stream.once('close', () => {
         if (stream.rstCode === http2.constants.NGHTTP2_NO_ERROR || this.ourResets.has(stream) || s.destroyed) return;
-        const now = performance.now();
-        if (now - slot.resetsSince > RESET_WINDOW_MS) {
-          slot.resetsSince = now;
-          slot.resets = 0;
-        }
-        if (++slot.resets > MAX_RESETS) this.calm(s, slot, `${slot.resets} streams reset in ${RESET_WINDOW_MS / 1000} s`);
+        const count = this.countReset(slot.client);
+        if (count > MAX_RESETS) this.calm(s, slot, `${count} streams reset in ${RESET_WINDOW_MS / 1000} s`);
       });
     });
+  }
+
+  /** One more client reset for this address: its count in the current window. */
+  private countReset(client: string): number {
+    const now = performance.now();
+    let r = this.resets.get(client);
+    if (!r || now - r.since > RESET_WINDOW_MS) {
+      if (!r && this.resets.size >= 4096) this.resets.clear(); // bounded; a forgotten address only gets a fresh budget
+      r = { count: 0, since: now };
+      this.resets.set(client, r);
+    }
+    return ++r.count;
   }
 
   private calmingDown(client: string): boolean {
@@ -208,6 +238,7 @@ export class DohListener {
 
   /** Over the reset budget: GOAWAY ENHANCE_YOUR_CALM (RFC 9113 §7), closed, and the address refused for a while. */
   private calm(s: ServerHttp2Session, slot: Slot, why: string): void {
+    if (s.destroyed) return;
     this.calmed++;
     // One line per address and period, however many connections it had going.
     const quiet = this.calmingDown(slot.client);
@@ -216,30 +247,65 @@ export class DohListener {
     if (!quiet) this.log.warn('SH_CONN_ABUSE', 'DoH connection closed: HTTP/2 streams reset faster than allowed (CVE-2023-44487)', {
       client: slot.client, why, refusedForMs: CALM_DOWN_MS,
     });
-    s.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
-    s.destroy();
-    slot.socket.destroy();
+    // Destroyed with a code: Node writes a final GOAWAY with it, and reads nothing more (a GOAWAY
+    // alone would only be sent after the rest of this read, every stream of it set up first).
+    s.destroy(undefined, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
-  /** At most MAX_REQUESTS_PER_TURN requests of a connection per turn; the rest wait for the next (a reset one is skipped). */
+  /**
+   * At most MAX_REQUESTS_PER_TURN requests of a connection, and MAX_REQUESTS_PER_TURN_ALL of all, per
+   * event-loop turn; the rest wait for the next turns, served round robin (a reset one is skipped).
+   */
   private onRequest(req: Req, res: Res): void {
     req.on('error', () => {});
     res.on('error', () => {});
     const slot = this.slotOf(req.socket);
     if (!slot) return void res.stream?.close(http2.constants.NGHTTP2_REFUSED_STREAM);
     this.begin(slot, req, res);
-    if (slot.handledThisTurn++ === 0) setImmediate(() => this.nextTurn(slot));
-    if (slot.handledThisTurn <= MAX_REQUESTS_PER_TURN) this.route(req, res);
-    else slot.deferred.push(() => this.route(req, res));
+    const route = (): void => this.route(req, res);
+    this.armTurn();
+    if (slot.turn !== this.turn) {
+      slot.turn = this.turn;
+      slot.handledThisTurn = 0;
+    }
+    if (slot.deferred.length === 0 && slot.handledThisTurn < MAX_REQUESTS_PER_TURN && this.handledThisTurn < MAX_REQUESTS_PER_TURN_ALL) {
+      slot.handledThisTurn++;
+      this.handledThisTurn++;
+      return route();
+    }
+    if (slot.deferred.push(route) === 1) this.ready.push(slot);
   }
 
-  private nextTurn(slot: Slot): void {
-    slot.handledThisTurn = 0;
-    while (slot.deferred.length && slot.handledThisTurn < MAX_REQUESTS_PER_TURN) {
-      slot.handledThisTurn++;
-      slot.deferred.shift()!();
+  /** A turn boundary after this one: the counters start again, and waiting requests get their share. */
+  private armTurn(): void {
+    if (this.turnArmed) return;
+    this.turnArmed = true;
+    setImmediate(() => this.nextTurn());
+  }
+
+  private nextTurn(): void {
+    this.turnArmed = false;
+    this.turn++;
+    this.handledThisTurn = 0;
+    // One request per connection per pass, so a connection with many waiting cannot starve a newcomer.
+    for (let progress = true; progress && this.ready.length && this.handledThisTurn < MAX_REQUESTS_PER_TURN_ALL; ) {
+      progress = false;
+      for (let n = this.ready.length; n > 0 && this.handledThisTurn < MAX_REQUESTS_PER_TURN_ALL; n--) {
+        const slot = this.ready.shift()!;
+        if (slot.turn !== this.turn) {
+          slot.turn = this.turn;
+          slot.handledThisTurn = 0;
+        }
+        if (slot.handledThisTurn < MAX_REQUESTS_PER_TURN) {
+          slot.handledThisTurn++;
+          this.handledThisTurn++;
+          slot.deferred.shift()!();
+          progress = true;
+        }
+        if (slot.deferred.length) this.ready.push(slot);
+      }
     }
-    if (slot.handledThisTurn) setImmediate(() => this.nextTurn(slot));
+    if (this.ready.length) this.armTurn();
   }
 
   /** The request is in flight on its slot until its response closes; its body has a deadline. */

