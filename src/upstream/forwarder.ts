@@ -15,6 +15,7 @@ import type { TransportContext, UpstreamTransport } from './transport.js';
 import { TcpUpstream } from './tcp.js';
 import { UpstreamError } from './exchange.js';
 import { UdpUpstream } from './udp.js';
+import type { ForwarderTap } from '../querylog/dnstap.js';
 
 /** After this many failures in a row an upstream is tried last ... */
 const UNHEALTHY_AFTER = 3;
@@ -127,6 +128,8 @@ export class Forwarder {
   private readonly udp: UdpUpstream;
   private inflight = 0;
   private readonly contexts = new Map<Upstream, TransportContext>();
+  /** dnstap FORWARDER_QUERY/RESPONSE (log.dnstap); undefined when off, the one check per exchange. */
+  tap: ForwarderTap | undefined;
 
   constructor(
     private readonly opts: ForwarderOptions,
@@ -234,6 +237,8 @@ export class Forwarder {
   private async attempt(u: Upstream, query: Buffer, qend: number, deadline: number, local: { failed: boolean }): Promise<Accepted | undefined> {
     const { host, port, transport } = u.spec;
     const started = performance.now();
+    const tap = this.tap;
+    if (tap !== undefined) tap.forwarderQuery(q, u.spec, started);
     try {
       let reply: Buffer;
       if (u.transport) {
@@ -249,6 +254,7 @@ export class Forwarder {
           reply = await this.tcp(u).exchange(query, qend, Math.max(1, deadline - performance.now()));
         }
       }
+      if (tap !== undefined) tap.forwarderResponse(q, u.spec, performance.now(), started, reply);
       const rcode = reply[3]! & 0x0f;
       if (rcode === RCODE.SERVFAIL || rcode === RCODE.REFUSED) {
         // This upstream cannot answer; another may. Counted as an error, not a timeout.
