@@ -58,10 +58,14 @@ export interface DnstapSettings {
 
 export const DNSTAP_QUEUE = 10_000;
 
-/** The forwarder's hook: one call when a query goes upstream, one when its reply comes back. */
+/**
+ * The forwarder's hook: one call when a query goes upstream, one when its reply comes back (a
+ * truncated UDP reply retried over TCP is two exchanges). `transport` is the one used (udp, tcp, tls,
+ * https); times are performance.now() values.
+ */
 export interface ForwarderTap {
-  forwarderQuery(q: Query, u: UpstreamSpec, at: number): void;
-  forwarderResponse(q: Query, u: UpstreamSpec, at: number, sent: number, reply: Buffer): void;
+  forwarderQuery(query: Buffer, u: UpstreamSpec, transport: string, at: number): void;
+  forwarderResponse(reply: Buffer, u: UpstreamSpec, transport: string, sent: number, at: number): void;
 }
 
 /** Address bytes (4 or 16) of an address string; a bounded cache, since clients repeat. */
@@ -233,13 +237,16 @@ export class DnstapWriter implements ForwarderTap {
     this.emit(CLIENT_RESPONSE, protocol, qa, q.port, ra, q.local.port, qtime, undefined, performance.timeOrigin + performance.now(), wire, policy);
   }
 
-  forwarderQuery(q: Query, u: UpstreamSpec, at: number): void {
-    this.emit(FORWARDER_QUERY, PROTOCOL[u.transport]!, undefined, 0, addressBytes(u.host), u.port, performance.timeOrigin + at, q.buf, -1, undefined, undefined);
+  // FORWARDER_*: sinkhole is the initiator, the upstream the responder (dnstap.proto "Message" notes);
+  // the query's own source address and port are left out (the pooled sockets' ports are not tracked).
+  forwarderQuery(query: Buffer, u: UpstreamSpec, transport: string, at: number): void {
+    const o = performance.timeOrigin;
+    this.emit(FORWARDER_QUERY, PROTOCOL[transport]!, undefined, 0, addressBytes(u.host), u.port, o + at, query, -1, undefined, undefined);
   }
 
-  forwarderResponse(q: Query, u: UpstreamSpec, at: number, sent: number, reply: Buffer): void {
+  forwarderResponse(reply: Buffer, u: UpstreamSpec, transport: string, sent: number, at: number): void {
     const o = performance.timeOrigin;
-    this.emit(FORWARDER_RESPONSE, PROTOCOL[u.transport]!, undefined, 0, addressBytes(u.host), u.port, o + sent, undefined, o + at, reply, undefined);
+    this.emit(FORWARDER_RESPONSE, PROTOCOL[transport]!, undefined, 0, addressBytes(u.host), u.port, o + sent, undefined, o + at, reply, undefined);
   }
 
   close(): Promise<void> {

@@ -238,7 +238,8 @@ export class Forwarder {
     const { host, port, transport } = u.spec;
     const started = performance.now();
     const tap = this.tap;
-    if (tap !== undefined) tap.forwarderQuery(q, u.spec, started);
+    if (tap !== undefined) tap.forwarderQuery(query, u.spec, transport, started);
+    let tapped = false;
     try {
       let reply: Buffer;
       if (u.transport) {
@@ -249,12 +250,19 @@ export class Forwarder {
       } else {
         reply = await this.udp.exchange(host, port, query, qend, deadline - started);
         if ((reply[2]! & 0x02) !== 0) {
-          // RFC 7766 §5: a truncated UDP answer is retried over TCP.
+          // RFC 7766 §5: a truncated UDP answer is retried over TCP. dnstap sees two exchanges, as they were.
           u.stats.outcomes.truncated++;
-          reply = await this.tcp(u).exchange(query, qend, Math.max(1, deadline - performance.now()));
+          const retried = performance.now();
+          if (tap !== undefined) {
+            tap.forwarderResponse(reply, u.spec, 'udp', started, retried);
+            tap.forwarderQuery(query, u.spec, 'tcp', retried);
+          }
+          reply = await this.tcp(u).exchange(query, qend, Math.max(1, deadline - retried));
+          if (tap !== undefined) tap.forwarderResponse(reply, u.spec, 'tcp', retried, performance.now());
+          tapped = true;
         }
       }
-      if (tap !== undefined) tap.forwarderResponse(q, u.spec, performance.now(), started, reply);
+      if (tap !== undefined && !tapped) tap.forwarderResponse(reply, u.spec, transport, started, performance.now());
       const rcode = reply[3]! & 0x0f;
       if (rcode === RCODE.SERVFAIL || rcode === RCODE.REFUSED) {
         // This upstream cannot answer; another may. Counted as an error, not a timeout.
