@@ -212,7 +212,7 @@ export class FrameStreamWriter {
       this.open = true;
       this.health.connected = true;
       this.retryMs = RETRY_MIN_MS;
-      if (this.failing) this.log.info('dnstap collector reachable again', { target: this.label });
+      this.log.info(this.failing ? 'dnstap collector reachable again; stream open' : 'dnstap stream open', { target: this.label });
       this.failing = false;
       this.flush();
     });
