@@ -318,3 +318,21 @@ t.test('log.dnstap config: one target, a real port, known message kinds', async 
   t.match(problems('{ socket: /x, messages: [] }'), [/SH_CONFIG_INVALID .*client, forwarder or both/]);
   t.match(problems('{ socket: /x, sample: 3 }'), [/SH_CONFIG_INVALID .*unknown key/]);
 });
+
+t.test('workers: each query thread has its own stream to the collector', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const dir = tempDir(t);
+  const rx = new Receiver(join(dir, 'collector.sock'));
+  await rx.listen();
+  t.teardown(() => rx.stop());
+  const h = await startSinkhole(t, up.port, { ...policyConfig({ socket: rx.path, messages: ['client'] }), workers: 2 }, FILES);
+  await waitFor('a stream per thread', async () => (await metric(h, 'sinkhole_dnstap_connected')) === 2);
+  t.equal(rx.connections, 2, 'two connections, one per query thread');
+  // Each query from a fresh source port, so SO_REUSEPORT spreads them over the threads.
+  const names = Array.from({ length: 20 }, (_, i) => `w${i}.example.test`);
+  await Promise.all(names.map((n) => udpExchange(h.port, buildQuery(n, 1))));
+  await waitFor('every message', () => rx.frames.length >= 40);
+  t.same(new Set(rx.decoded().map((m) => m.type)), new Set(['CLIENT_QUERY', 'CLIENT_RESPONSE']));
+  t.equal(await metric(h, 'sinkhole_dnstap_sent_total'), 40, 'sent is summed over the threads');
+});
