@@ -20,12 +20,17 @@
 #      and unbound-t1;
 #   5. with LOG_COST=1, restarts sinkhole with log.queries: blocked (every blocked query a JSON line in
 #      a file, as the bundled config does) and runs the blocked workload again as "sinkhole-querylog";
-#   6. stops exactly the processes it started (trap on EXIT), then prints one table (summarize.py).
+#   6. with DNSTAP_COST=1, starts fstrm_capture (Debian fstrm-bin) on a unix socket, restarts sinkhole
+#      with log.dnstap pointing at it (client and forwarder messages) and runs the workloads again as
+#      "sinkhole-dnstap" (issue 20 §2: the cost of dnstap on against off, in one sitting);
+#   7. stops exactly the processes it started (trap on EXIT), then prints one table (summarize.py).
 #
 # Knobs (environment):
 #   DUR, REPS, LATENCY, LAT_QPS, CLIENTS, OUTSTANDING, NICE, QUIET, QDIR  passed to suite.sh; unset =
 #                       the kit's defaults (DUR=10 REPS=2 LATENCY=1 LAT_QPS=10000 CLIENTS=20 OUTSTANDING=200)
 #   LOG_COST=1          also run sinkhole-querylog (default 0)
+#   DNSTAP_COST=1       also run sinkhole-dnstap: every query and upstream exchange sent as dnstap to
+#                       fstrm_capture on core $PIN_CLIENT (with dnsperf), written to a file (default 0)
 #   IDENTITY_LEASES=N   also run "sinkhole-identity" (blocked, cached): a generated Kea memfile of N leases
 #                       (the benchmark client 127.0.0.1 among them), watched as identity.leases, and an
 #                       exception by MAC for another device, so every blocked query looks its device up
@@ -52,7 +57,7 @@ KIT=$(cd "$KIT" && pwd)
 SH_ADDR=${SH_ADDR:-127.0.0.1}; SH_PORT=${SH_PORT:-5320}; SH_HTTP_PORT=${SH_HTTP_PORT:-9320}
 WORKERS=${WORKERS:-1}; PIN_SERVER=${PIN_SERVER:-1}
 UPSTREAM_ADDR=127.0.0.2; UPSTREAM_PORT=5300          # fixed by the kit (conf/nsd.conf.in)
-LOG_COST=${LOG_COST:-0}; IDENTITY_LEASES=${IDENTITY_LEASES:-0}; PEERS=${PEERS:-dnsmasq unbound1}; [ "$PEERS" = none ] && PEERS=""
+LOG_COST=${LOG_COST:-0}; DNSTAP_COST=${DNSTAP_COST:-0}; IDENTITY_LEASES=${IDENTITY_LEASES:-0}; PEERS=${PEERS:-dnsmasq unbound1}; [ "$PEERS" = none ] && PEERS=""
 WORKLOADS=${WORKLOADS:-blocked cached uncached}
 export HOST=${HOST:-127.0.0.1}                        # dnsperf/dig target, for suite.sh
 
@@ -102,7 +107,7 @@ OUTDIR=${OUTDIR:-$ROOT/bench/results/$STAMP}
 mkdir -p "$OUTDIR"; OUTDIR=$(cd "$OUTDIR" && pwd); export OUTDIR
 WORK=$(mktemp -d /tmp/sinkhole-bench.XXXXXX)
 export RUN=$WORK/peers                                # peers.sh's run dir: private, so stop only touches ours
-SH_PID=""; PEERS_STARTED=0
+SH_PID=""; PEERS_STARTED=0; CAP_PID=""
 
 stop_sinkhole() {
   [ -n "$SH_PID" ] || return 0
@@ -119,6 +124,7 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   stop_sinkhole
+  [ -n "$CAP_PID" ] && { kill -INT "$CAP_PID" 2>/dev/null; wait "$CAP_PID" 2>/dev/null; } || true
   [ "$PEERS_STARTED" = 1 ] && "$KIT/peers.sh" stop || true
   cp "$WORK"/sinkhole*.log "$WORK"/sinkhole*.yaml "$OUTDIR/" 2>/dev/null || true
   for f in "$RUN"/*.out "$RUN"/*.log; do [ -s "$f" ] && cp "$f" "$OUTDIR/peer-$(basename "$f")"; done 2>/dev/null || true
@@ -235,6 +241,25 @@ if [ "$LOG_COST" = 1 ]; then
   if [[ " $WORKLOADS " == *" blocked "* ]]; then suite "$SH_PORT" sinkhole-querylog "$SH_PID" blocked
   else echo "note: LOG_COST=1 needs the blocked workload; skipped"; fi
   echo "query log: $(wc -l < "$WORK/queries.jsonl" 2>/dev/null || echo 0) lines, $(du -h "$WORK/queries.jsonl" 2>/dev/null | cut -f1)"
+  SH_CONFIG=$WORK/sinkhole.yaml
+fi
+
+if [ "$DNSTAP_COST" = 1 ]; then
+  stop_sinkhole
+  command -v fstrm_capture >/dev/null || { echo "DNSTAP_COST=1 needs fstrm_capture: apt-get install fstrm-bin" >&2; exit 1; }
+  # The collector shares the client's core: on 2 cores, sinkhole keeps its own core as in the plain run.
+  taskset -c "${PIN_CLIENT:-0}" fstrm_capture -t protobuf:dnstap.Dnstap -u "$WORK/dnstap.sock" -w "$WORK/dnstap.fstrm" > "$WORK/fstrm_capture.log" 2>&1 &
+  CAP_PID=$!
+  for _ in $(seq 1 50); do [ -S "$WORK/dnstap.sock" ] && break; sleep 0.1; done
+  SH_CONFIG=$WORK/sinkhole-dnstap.yaml
+  sed "s|^log: { queries: \([a-z]*\),|log: { dnstap: { socket: \"$WORK/dnstap.sock\" }, queries: \1,|" "$WORK/sinkhole.yaml" > "$SH_CONFIG"
+  start_sinkhole sinkhole-dnstap
+  suite "$SH_PORT" sinkhole-dnstap "$SH_PID"
+  dropped=$(curl -s "http://$SH_ADDR:$SH_HTTP_PORT/metrics" | awk '$1=="sinkhole_dnstap_dropped_total"{print $2}')
+  sent=$(curl -s "http://$SH_ADDR:$SH_HTTP_PORT/metrics" | awk '$1=="sinkhole_dnstap_sent_total"{print $2}')
+  stop_sinkhole
+  kill -INT "$CAP_PID" 2>/dev/null; wait "$CAP_PID" 2>/dev/null || true; CAP_PID=""
+  echo "dnstap: sent $sent, dropped $dropped, file $(du -h "$WORK/dnstap.fstrm" 2>/dev/null | cut -f1)" | tee -a "$OUTDIR/dnstap.txt"
   SH_CONFIG=$WORK/sinkhole.yaml
 fi
 

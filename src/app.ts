@@ -38,6 +38,8 @@ import { Forwarder, mergeHealth, type UpstreamHealth } from './upstream/forwarde
 import { VERSION } from './version.js';
 import type { Registry } from 'prom-client';
 import { QueryLog } from './querylog/queryLog.js';
+import { Dnstap, dnstapSettings } from './querylog/dnstap.js';
+import type { FstrmHealth } from './querylog/fstrm.js';
 import { AuditLog } from './querylog/auditLog.js';
 import { ComplianceReport, type ReportSnapshot } from './querylog/report.js';
 // Identity and the shared report (issue 11).
@@ -141,6 +143,8 @@ export interface PlaneGauges {
   logs: LogHealth[];
   /** This thread's forwarder's view of each upstream (the admin page merges the threads'). */
   upstreams: UpstreamHealth[];
+  /** This thread's dnstap stream (log.dnstap): each query thread has its own connection. */
+  dnstap: FstrmHealth;
 }
 
 /**
@@ -155,6 +159,7 @@ export class DataPlane {
   forwarder: Forwarder;
   cache: ReplyCache;
   private readonly queryLog: QueryLog;
+  private readonly dnstap: Dnstap;
   /** The exceptions audit trail: each use here, and on the main thread the records' history (ExceptionAudit). */
   readonly auditLog: AuditLog;
   private readonly udp: UdpListener[] = [];
@@ -183,7 +188,9 @@ export class DataPlane {
     this.cache = new ReplyCache(cacheLimits(config), () => clock.now());
     this.queryLog = new QueryLog(config.log, log);
     this.auditLog = new AuditLog(config.log.audit, log);
-    const observers: Observer[] = [this.queryLog, this.auditLog, report];
+    this.dnstap = new Dnstap(dnstapSettings(config.log), log);
+    this.forwarder.tap = this.dnstap.forwarderTap;
+    const observers: Observer[] = [this.queryLog, this.auditLog, report, this.dnstap];
 
     // Buckets are per query thread: with N threads and SO_REUSEPORT, one client's queries can spread over
     // several, so its effective limit can reach N × qps (README "Every core").
@@ -305,6 +312,8 @@ export class DataPlane {
     if (!isDeepStrictEqual(cacheLimits(next.config), cacheLimits(previous.config))) this.cache = new ReplyCache(cacheLimits(next.config), () => this.clock.now());
     this.queryLog.configure(next.config.log);
     this.auditLog.configure(next.config.log.audit);
+    this.dnstap.configure(dnstapSettings(next.config.log));
+    this.forwarder.tap = this.dnstap.forwarderTap;
   }
 
   gauges(): PlaneGauges {
@@ -327,6 +336,7 @@ export class DataPlane {
       dohCalmed: this.dohListeners.reduce((n, l) => n + l.calmed, 0),
       logs: [this.queryLog.health, this.auditLog.health],
       upstreams: this.forwarder.health(),
+      dnstap: this.dnstap.health(),
     };
   }
 
@@ -342,7 +352,7 @@ export class DataPlane {
     ]);
     this.forwarder.close();
     this.loopDelay.close();
-    await Promise.all([this.queryLog.close(), this.auditLog.close()]);
+    await Promise.all([this.queryLog.close(), this.auditLog.close(), this.dnstap.close()]);
   }
 }
 
@@ -400,6 +410,10 @@ export async function start(opts: StartOptions): Promise<Running> {
     }),
     dohCalmed: () => gauge((g) => g.dohCalmed),
     logs: () => logHealth(),
+    dnstap: () => {
+      const all = [plane.gauges().dnstap, ...(workers?.gauges().map((g) => g.dnstap) ?? [])];
+      return { sent: all.reduce((n, h) => n + h.sent, 0), dropped: all.reduce((n, h) => n + h.dropped, 0), connected: all.filter((h) => h.connected).length };
+    },
     encryptedConnections: () => ({ dot: gauge((g) => g.dotConnections), doh: gauge((g) => g.dohConnections) }),
     sourcePorts: () => gauge((g) => g.sourcePorts),
     rateLimitBuckets: () => gauge((g) => g.rateLimitBuckets),

@@ -25,6 +25,7 @@ export const ERROR_CODES = {
   SH_UNAUTHORIZED: 'a running server answered 401: the token is missing or is not the one in its listen.httpToken (report)',
   SH_UNHEALTHY: 'a running server answered /healthz with something other than 200 (health)',
   SH_STATE_NONE: 'there is no last good policy for this config file (a new install, or a snapshot saved for another config): serve exits 2 until the files compile',
+  SH_DNSTAP: 'warning: the dnstap collector (log.dnstap) cannot be reached or closed the stream; it is retried with backoff (0.5-30 s) and messages past the bounded queue are dropped and counted (DNS is not affected)',
   SH_RUNTIME: 'the Node runtime is older than the supported LTS line (24)',
 } as const;
 

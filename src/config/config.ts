@@ -84,7 +84,7 @@ export interface Config {
   clients: { allowFrom: string[]; groups: { name: string; members: string[] }[]; trustedRelays: string[]; rateLimit?: RateLimitConfig };
   /** A file path, or the YAML node of an inline list (read with this config's reader). */
   exceptions: { file: string } | { inline: YNode; reader?: YamlReader } | undefined;
-  log: { queries: 'none' | 'blocked' | 'all'; file?: string; anonymizeClients: boolean; audit?: string };
+  log: { queries: 'none' | 'blocked' | 'all'; file?: string; anonymizeClients: boolean; audit?: string; dnstap?: DnstapConfig };
   report: {
     windowMs: number; maxClients: number;
     /** memory (persisted under state.dir) or a PostgreSQL URL shared by several instances. */
@@ -103,6 +103,17 @@ export interface Config {
   };
   /** The TXT string for CHAOS version.bind & co.; undefined: REFUSED. */
   chaos: string | undefined;
+}
+
+/** log.dnstap: where the Frame Streams collector listens (exactly one of socket, tcp), and what is sent. */
+export interface DnstapConfig {
+  socket?: string;
+  tcp?: Endpoint;
+  /** Dnstap.identity; unset = the host name. */
+  identity?: string;
+  messages: ('client' | 'forwarder')[];
+  /** Messages that may wait for a slow or absent collector before new ones are dropped. */
+  queue: number;
 }
 
 /** clients.rateLimit: a token bucket per client key (an IPv4 /ipv4Prefix or IPv6 /ipv6Prefix). */
@@ -337,6 +348,7 @@ function readConfig(r: YamlReader, path: string): Config {
         file: (v, q) => (c.log.file = resolveOptional(c.dir, r.string(v, q))),
         anonymizeClients: (v, q) => (c.log.anonymizeClients = r.boolean(v, q) ?? false),
         audit: (v, q) => (c.log.audit = resolveOptional(c.dir, r.string(v, q))),
+        dnstap: (v, q) => (c.log.dnstap = readDnstap(r, v, q, c.dir)),
       }),
     report: (n, p) =>
       r.map(n, p, {
@@ -420,6 +432,33 @@ function readConfig(r: YamlReader, path: string): Config {
     r.fail(root, 'listen.tls', 'listen.dot and listen.doh need a certificate: listen.tls: { cert: FILE, key: FILE }');
   }
   return Object.freeze(c);
+}
+
+function readDnstap(r: YamlReader, node: YNode, path: string, dir: string): DnstapConfig | undefined {
+  const d: DnstapConfig = { messages: ['client', 'forwarder'], queue: 10_000 };
+  const ok = r.map(node, path, {
+    socket: (v, q) => (d.socket = resolveOptional(dir, r.string(v, q))),
+    tcp: (v, q) => {
+      const s = r.string(v, q);
+      const ep = s === undefined ? undefined : parseEndpoint(s);
+      if (typeof ep === 'string') r.fail(v, q, ep);
+      else if (ep && ep.port === 0) r.fail(v, q, 'the collector\'s port must be 1 to 65535, got 0');
+      else d.tcp = ep;
+    },
+    identity: (v, q) => (d.identity = r.string(v, q)),
+    messages: (v, q) => {
+      const seen = r.seq(v, q).map((item, i) => r.oneOf(item, `${q}[${i}]`, ['client', 'forwarder'] as const));
+      if (!seen.length) r.fail(v, q, 'expected client, forwarder or both');
+      d.messages = [...new Set(seen.filter((m) => m !== undefined))];
+    },
+    queue: (v, q) => (d.queue = r.integer(v, q, 1, 1_000_000) ?? d.queue),
+  });
+  if (!ok) return undefined;
+  if ((d.socket === undefined) === (d.tcp === undefined)) {
+    r.fail(node, path, 'expected exactly one of socket: PATH (a unix socket) or tcp: "HOST:PORT"');
+    return undefined;
+  }
+  return d;
 }
 
 function readServeStale(r: YamlReader, node: YNode, path: string, out: Config['cache']['serveStale']): void {

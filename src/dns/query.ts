@@ -8,6 +8,14 @@ import { optionsFit } from './message.js';
 /** The client's transport: also the `proto` metric label. dot = DNS over TLS, doh = DNS over HTTPS. */
 export type Proto = 'udp' | 'tcp' | 'dot' | 'doh';
 
+/** The address and port a query arrived on (for dnstap); one object per listener or connection, shared by its queries. */
+export interface LocalAddress {
+  readonly address: string;
+  readonly port: number;
+}
+
+export const NO_LOCAL: LocalAddress = { address: '', port: 0 };
+
 export interface Query {
   /** The bytes as received; never modified. */
   readonly buf: Buffer;
@@ -30,6 +38,10 @@ export interface Query {
   /** DO bit (RFC 3225): the reply must echo it. */
   readonly dnssecOk: boolean;
   readonly client: string;
+  /** The client's source port (0 when the transport does not say). */
+  readonly port: number;
+  /** Where the query arrived. */
+  readonly local: LocalAddress;
   /** Offset of the OPT record's RDATA (its options), -1 without OPT. */
   readonly optRdata: number;
   /**
@@ -50,7 +62,7 @@ export interface Query {
  * without a reply: shorter than a header, or a response (QR=1) — answering
  * those would let two servers bounce packets at each other forever.
  */
-export function decodeQuery(buf: Buffer, client: string, proto: Proto, arrived: number): Query | undefined {
+export function decodeQuery(buf: Buffer, client: string, proto: Proto, arrived: number, port = 0, local: LocalAddress = NO_LOCAL): Query | undefined {
   if (buf.length < 12 || (buf[2]! & FLAG_QR) !== 0) return undefined;
   const opcode = (buf[2]! >> 3) & 0x0f;
   let problem = 0;
@@ -116,7 +128,7 @@ export function decodeQuery(buf: Buffer, client: string, proto: Proto, arrived: 
   }
   return {
     buf, id: buf.readUInt16BE(0), opcode, rd: (buf[2]! & FLAG_RD) !== 0, cd: (buf[3]! & FLAG_CD) !== 0,
-    qname, qtype, qclass, qend, problem, edns, udpSize, dnssecOk, client, optRdata, identityOptions, mac: undefined, proto, arrived,
+    qname, qtype, qclass, qend, problem, edns, udpSize, dnssecOk, client, port, local, optRdata, identityOptions, mac: undefined, proto, arrived,
   };
 }
 

@@ -99,6 +99,8 @@ export interface MetricSources {
   /** DoH sessions closed for too many HTTP/2 stream resets (CVE-2023-44487). */
   dohCalmed?: () => number;
   logs: () => { name: LogHealth['name']; dropped: number; failing: boolean }[];
+  /** dnstap (log.dnstap), summed over the query threads: messages handed to the collector, dropped, streams connected now. */
+  dnstap?: () => { sent: number; dropped: number; connected: number };
   sourcePorts: () => number;
   /** Each query thread: its index, queries received, and event-loop delay p50/p99/max (seconds). */
   threads: () => readonly ThreadSample[];
@@ -247,6 +249,11 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_log_failing', '1 while a log target cannot be written (retried with backoff), else 0.', 'gauge', () =>
     src.logs().map((h) => ({ labels: { log: h.name }, value: h.failing ? 1 : 0 })),
   );
+  add('sinkhole_dnstap_sent_total', 'dnstap messages written to the collector (log.dnstap).', 'counter', () => [{ labels: {}, value: src.dnstap?.().sent ?? 0 }]);
+  add('sinkhole_dnstap_dropped_total', 'dnstap messages dropped: the queue was full while the collector was slow or away.', 'counter', () => [
+    { labels: {}, value: src.dnstap?.().dropped ?? 0 },
+  ]);
+  add('sinkhole_dnstap_connected', 'dnstap streams connected to the collector now (one per query thread).', 'gauge', () => [{ labels: {}, value: src.dnstap?.().connected ?? 0 }]);
   add('sinkhole_upstream_source_ports', 'UDP sockets open in the upstream source-port pool (upstreams.sourcePorts).', 'gauge', () => [
     { labels: {}, value: src.sourcePorts() },
   ]);

@@ -372,7 +372,8 @@ export class DohListener {
     if (res.headersSent) return;
     const client = normalizeAddress(req.socket.remoteAddress ?? '');
     try {
-      const q = decodeQuery(msg, client, 'doh', performance.now());
+      const s = req.socket;
+      const q = decodeQuery(msg, client, 'doh', performance.now(), s.remotePort ?? 0, { address: normalizeAddress(s.localAddress ?? ''), port: s.localPort ?? 0 });
       // Shorter than a header, or a response: not a query (RFC 8484 §4.2.1: 400).
       if (!q) return this.refuse(res, 400, 'not a DNS query');
       const r = this.handler(q);

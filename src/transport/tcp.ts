@@ -13,7 +13,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { FrameReader, frame } from '../dns/framing.js';
 import { padReply, queryPadded } from '../dns/padding.js';
-import { decodeQuery, type Proto } from '../dns/query.js';
+import { decodeQuery, type LocalAddress, type Proto } from '../dns/query.js';
 import { normalizeAddress } from '../policy/cidr.js';
 import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
 import type { Endpoint } from '../config/config.js';
@@ -150,6 +150,9 @@ class Connection implements Holder {
   private partial: NodeJS.Timeout | undefined;
   private framesSeen = 0;
   private readonly lifetime: NodeJS.Timeout;
+  /** The client's port and where it connected to, for dnstap: one object per connection. */
+  private readonly port: number;
+  private readonly local: LocalAddress;
 
   constructor(
     private readonly sock: net.Socket,
@@ -163,6 +166,8 @@ class Connection implements Holder {
     release: () => void,
   ) {
     sock.setNoDelay(true);
+    this.port = sock.remotePort ?? 0;
+    this.local = { address: normalizeAddress(sock.localAddress ?? ''), port: sock.localPort ?? 0 };
     const idle = untrusted ? Math.min(1000, limits.idleTimeoutMs) : limits.idleTimeoutMs;
     sock.setTimeout(idle, () => {
       if (this.pending === 0) this.retire(); // idle (RFC 7766 §6.2.3)
@@ -216,7 +221,7 @@ class Connection implements Holder {
     this.lastActive = performance.now();
     try {
       // Copy: the frame is a view into a chunk the reader may release.
-      const q = decodeQuery(Buffer.from(msg), this.client, this.proto, this.lastActive);
+      const q = decodeQuery(Buffer.from(msg), this.client, this.proto, this.lastActive, this.port, this.local);
       const r = q && this.handler(q);
       // DoT: a padded query gets a padded reply (RFC 7830 §4).
       const padded = this.proto === 'dot' && q !== undefined && queryPadded(q);

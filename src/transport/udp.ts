@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { isIPv6 } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { EDNS_UDP_PAYLOAD, MIN_UDP_PAYLOAD } from '../dns/constants.js';
-import { decodeQuery, type Query } from '../dns/query.js';
+import { NO_LOCAL, decodeQuery, type LocalAddress, type Query } from '../dns/query.js';
 import { truncatedReply } from '../dns/reply.js';
 import { normalizeAddress } from '../policy/cidr.js';
 import { literalLookup } from './lookup.js';
@@ -26,6 +26,8 @@ export class UdpListener {
   private sock: dgram.Socket | undefined;
   private closing = false;
   private drained: (() => void) | undefined;
+  /** The bound address, for dnstap's response_address. */
+  private local: LocalAddress = NO_LOCAL;
   inflight = 0;
 
   constructor(
@@ -50,7 +52,9 @@ export class UdpListener {
     sock.on('error', (e) => this.log.warn('SH_UDP', 'UDP socket error', { error: e.message }));
     sock.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     this.sock = sock;
-    return sock.address();
+    const bound = sock.address();
+    this.local = { address: normalizeAddress(bound.address), port: bound.port };
+    return bound;
   }
 
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -59,7 +63,7 @@ export class UdpListener {
     if (rinfo.port === 0) return;
     let q: Query | undefined;
     try {
-      q = decodeQuery(msg, normalizeAddress(rinfo.address), 'udp', performance.now());
+      q = decodeQuery(msg, normalizeAddress(rinfo.address), 'udp', performance.now(), rinfo.port, this.local);
       if (!q) return; // not a query: dropped (see decodeQuery)
       const r = this.handler(q);
       if (isPromise(r)) {

@@ -15,6 +15,7 @@ import type { TransportContext, UpstreamTransport } from './transport.js';
 import { TcpUpstream } from './tcp.js';
 import { UpstreamError } from './exchange.js';
 import { UdpUpstream } from './udp.js';
+import type { ForwarderTap } from '../querylog/dnstap.js';
 
 /** After this many failures in a row an upstream is tried last ... */
 const UNHEALTHY_AFTER = 3;
@@ -127,6 +128,8 @@ export class Forwarder {
   private readonly udp: UdpUpstream;
   private inflight = 0;
   private readonly contexts = new Map<Upstream, TransportContext>();
+  /** dnstap FORWARDER_QUERY/RESPONSE (log.dnstap); undefined when off, the one check per exchange. */
+  tap: ForwarderTap | undefined;
 
   constructor(
     private readonly opts: ForwarderOptions,
@@ -234,6 +237,9 @@ export class Forwarder {
   private async attempt(u: Upstream, query: Buffer, qend: number, deadline: number, local: { failed: boolean }): Promise<Accepted | undefined> {
     const { host, port, transport } = u.spec;
     const started = performance.now();
+    const tap = this.tap;
+    if (tap !== undefined) tap.forwarderQuery(query, u.spec, transport, started);
+    let tapped = false;
     try {
       let reply: Buffer;
       if (u.transport) {
@@ -244,11 +250,19 @@ export class Forwarder {
       } else {
         reply = await this.udp.exchange(host, port, query, qend, deadline - started);
         if ((reply[2]! & 0x02) !== 0) {
-          // RFC 7766 §5: a truncated UDP answer is retried over TCP.
+          // RFC 7766 §5: a truncated UDP answer is retried over TCP. dnstap sees two exchanges, as they were.
           u.stats.outcomes.truncated++;
-          reply = await this.tcp(u).exchange(query, qend, Math.max(1, deadline - performance.now()));
+          const retried = performance.now();
+          if (tap !== undefined) {
+            tap.forwarderResponse(reply, u.spec, 'udp', started, retried);
+            tap.forwarderQuery(query, u.spec, 'tcp', retried);
+          }
+          reply = await this.tcp(u).exchange(query, qend, Math.max(1, deadline - retried));
+          if (tap !== undefined) tap.forwarderResponse(reply, u.spec, 'tcp', retried, performance.now());
+          tapped = true;
         }
       }
+      if (tap !== undefined && !tapped) tap.forwarderResponse(reply, u.spec, transport, started, performance.now());
       const rcode = reply[3]! & 0x0f;
       if (rcode === RCODE.SERVFAIL || rcode === RCODE.REFUSED) {
         // This upstream cannot answer; another may. Counted as an error, not a timeout.
