@@ -328,3 +328,48 @@ t.test('a second instance cannot join the first one\'s SO_REUSEPORT group: it fa
   const answers = await spread(first, Array.from({ length: 12 }, () => 'www.tiktok.com'));
   t.same(answers, Array(12).fill(3), 'all 12 queries for www.tiktok.com sinkholed by the first instance');
 });
+
+t.test('workers: 2 on a fixed port: the exclusive check passes when the port is free, and the server answers', async (t) => {
+  const { assertAddressFree } = await import('../src/transport/exclusive.js');
+  const dgram = await import('node:dgram');
+  // A port the kernel just handed out and took back: free, unless something grabs it in between.
+  const probe = dgram.createSocket('udp4');
+  await new Promise<void>((r) => probe.bind(0, '127.0.0.1', r));
+  const port = probe.address().port;
+  await new Promise<void>((r) => probe.close(r));
+  // It used to wait for 'listening' after bind() had already emitted it (literalLookup answers at
+  // once), and so never returned: every `workers: N` server on a fixed port hung at start.
+  let settled = false;
+  const check = Promise.all([assertAddressFree('udp', '127.0.0.1', port), assertAddressFree('tcp', '127.0.0.1', port)]).finally(() => (settled = true));
+  await Promise.race([check, new Promise((r) => setTimeout(r, 2000))]);
+  t.ok(settled, 'the check of a free address returns');
+  await check;
+
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const { mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-fixed-'));
+  writeFileSync(join(dir, 'tiktok.txt'), TIKTOK_LIST);
+  writeFileSync(
+    join(dir, 'sinkhole.yaml'),
+    `listen: { dns: ["127.0.0.1:${port}"] }\nupstreams: { servers: ["127.0.0.1:${up.port}"] }\nblocking: { lists: { tiktok: [tiktok.txt] }, enforce: [tiktok] }\nworkers: 2\n`,
+  );
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, [join(import.meta.dirname, '..', 'dist', 'cli.js'), 'serve', '--config', join(dir, 'sinkhole.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const serving = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), 15_000);
+    const seen = (): void => void (/info serving /.test(out) && (clearTimeout(timer), resolve(true)));
+    child.stdout.on('data', seen);
+    child.stderr.on('data', seen);
+    child.once('exit', () => (clearTimeout(timer), resolve(false)));
+  });
+  t.ok(serving, `serving with workers=2 on 127.0.0.1:${port}${serving ? '' : `: ${out}`}`);
+  t.match(out, new RegExp(`listening for DNS udp=127\\.0\\.0\\.1:${port}`));
+  const reply = await udpExchange(port, buildQuery('www.tiktok.com', T.A));
+  t.equal(rcodeOf(reply), 3, 'www.tiktok.com sinkholed (NXDOMAIN)');
+});

@@ -15,8 +15,10 @@ export async function assertAddressFree(proto: 'udp' | 'tcp', host: string, port
   if (proto === 'udp') {
     const s = dgram.createSocket({ type: isIPv6(host) ? 'udp6' : 'udp4', lookup: literalLookup });
     try {
+      // Listen first: with literalLookup the bind completes, and 'listening' is emitted, inside bind().
+      const bound = Promise.race([once(s, 'listening'), once(s, 'error').then(([e]) => Promise.reject(e as Error))]);
       s.bind(port, host);
-      await Promise.race([once(s, 'listening'), once(s, 'error').then(([e]) => Promise.reject(e as Error))]);
+      await bound;
     } finally {
       s.close();
     }
