@@ -27,15 +27,23 @@ function lookupIp(index: IpIndex, a: ParsedAddress): { rule: number; prefix: num
   return undefined;
 }
 
-/** The most specific QNAME rule of `z` for `name` (lower-case, no trailing dot). */
+/**
+ * The most specific QNAME rule of `z` for `name` (lower-case, no trailing dot).
+ * *.example.com covers names strictly below example.com, the nearest parent
+ * being the longest wildcard; but, as a wildcard does in any zone (RFC 4592
+ * §2.2, the closest encloser), not below a name the zone has a rule for:
+ * with `*.bad.example CNAME .` and `pass.bad.example CNAME rpz-passthru.`,
+ * www.pass.bad.example matches neither (Unbound and BIND read it so too).
+ */
 export function qnameRule(z: RpzZoneData, name: string): number | undefined {
   const exact = z.qname.get(name);
   if (exact !== undefined) return exact;
   if (!z.wildcard.size) return undefined;
-  // *.example.com covers names strictly below example.com; the nearest parent is the longest wildcard.
   for (let dot = name.indexOf('.'); dot !== -1; dot = name.indexOf('.', dot + 1)) {
-    const w = z.wildcard.get(name.slice(dot + 1));
+    const parent = name.slice(dot + 1);
+    const w = z.wildcard.get(parent);
     if (w !== undefined) return w;
+    if (z.qname.has(parent)) return undefined;
   }
   return undefined;
 }
