@@ -27,6 +27,7 @@ import { exceptionWarnings } from './policy/warnings.js';
 import { ExceptionAudit } from './querylog/exceptionAudit.js';
 import { compose, type Handler, type Stage } from './pipeline/types.js';
 import { BlocklistStage } from './stages/blocklist.js';
+import { RpzStage } from './stages/rpz.js';
 import { CacheStage } from './stages/cache.js';
 import { forwardHandler } from './stages/forward.js';
 import { MetricsStage, type Observer } from './stages/metrics.js';
@@ -225,6 +226,9 @@ export class DataPlane {
       // 4+5. Client policy (with the device identity) and blocklist. Above the cache, so policy
       //      applies to cached answers and the cache stays client-independent.
       blocklist,
+      // 5b. Response Policy Zones (README "RPZ"): below the lists, which judge whatever RPZ lets through, and
+      //     above the cache, so client-IP rules see the client and response-IP rules see cached answers too.
+      new RpzStage(policy, stats, clock, identity),
       // 6. Upstream answers only; identical queries in flight are coalesced. Serve-stale and prefetch
       //    live here, below the blocklist, so a stale answer is judged by the policy like any other.
       new CacheStage(() => this.cache, stats, config_, clock),

@@ -11,6 +11,7 @@ import { PolicyError, SinkholeError, formatProblem, type Problem } from './error
 import { streamLogger } from './log.js';
 import { TYPE } from './dns/constants.js';
 import { buildGeneration, covers, decide, hydrate, type Generation } from './policy/generation.js';
+import type { RpzHit } from './policy/rpz/evaluate.js';
 import { lastGood } from './state/lastGood.js';
 import { loadIdentity } from './identity/sources.js';
 import { normalizeMac, parseSelector } from './identity/mac.js';
@@ -62,7 +63,7 @@ async function main(argv: string[]): Promise<number> {
     case 'validate':
       return validate(config);
     case 'check':
-      return check(positionals[0]!, { config, client: v.client as string, type: v.type as string, at: v.at as string | undefined, json: v.json === true });
+      return check(positionals[0]!, { config, client: v.client as string, type: v.type as string, at: v.at as string | undefined, answer: v.answer as string | undefined, json: v.json === true });
     case 'exceptions':
       return listExceptions(config, v.json === true);
     case 'report':
@@ -134,8 +135,16 @@ function validate(configFile: string): number {
     const { table, problems } = loadIdentity(g.config.identity, Date.now());
     for (const p of problems) warnings.push({ ...p, message: `warning: ${p.message} (serve keeps watching this source)` });
     warnings.push(...deviceWarnings(g, table));
+    for (const z of g.rpzZones) {
+      if (!z.firstUnsupported) continue;
+      const n = z.counts.nsdname + z.counts.nsip;
+      warnings.push({
+        code: 'SH_RPZ_UNSUPPORTED', file: z.file, ...z.firstUnsupported,
+        message: `warning: RPZ "${z.name}": ${z.unsupported} record(s) are counted but not applied (${n} NSDNAME/NSIP trigger(s): a forwarder never sees the NS records of an answer's delegation; the first is a ${z.firstUnsupported.what})`,
+      });
+    }
     for (const w of warnings) process.stdout.write(`${problemLine(w)}\n`);
-    const rules = [...g.ruleCounts].map(([l, n]) => `${l}=${n}`).join(' ');
+    const rules = [...g.ruleCounts].map(([l, n]) => `${l}=${n}`).join(' ') + g.rpzZones.map((z) => ` (rpz ${z.name} serial ${z.serial})`).join('');
     process.stdout.write(
       `${shortPath(g.config.file)}: ok (lists: ${rules || 'none'}; exceptions: ${g.exceptions.length}; lease sources: ${g.config.identity.leases.length}, ` +
         `devices: ${table.size}; policy ${policyHash(g)})${warnings.length ? `, ${warnings.length} warning(s)` : ''}\n`,
@@ -219,12 +228,31 @@ function printNote(note: string[] | undefined, json: boolean): void {
   if (note) (json ? process.stderr : process.stdout).write(`${note.join('\n')}\n`);
 }
 
-function check(input: string, v: { config: string; client: string; type: string; at?: string; json: boolean }): number {
+/**
+ * The RPZ rule that would apply (README "RPZ"), after the lists: zones in order, the client's address,
+ * the name, then `answer` as an address in the upstream's answer. Exceptions skip a zone, as in serve.
+ */
+function rpzVerdict(g: Generation, qname: string, client: string | undefined, answer: string | undefined, exceptions: readonly Exception[], at: number): RpzHit | undefined {
+  const address = client === undefined ? undefined : parseAddress(client);
+  const answers = answer === undefined ? [] : [{ text: answer, address: parseAddress(answer)! }];
+  return g.rpz.explain(address, qname, answers).find((h) => h.zone.override !== 'disabled' && !exceptions.some((e) => isActive(e, at) && covers(e, h.zone.name, qname)));
+}
+
+function rpzJson(h: RpzHit): Record<string, unknown> {
+  const action = h.zone.override === 'none' ? h.rule.action : h.zone.override;
+  return {
+    zone: h.zone.name, owner: h.rule.owner, trigger: h.rule.trigger, action, prefix: h.rule.prefix ?? null, address: h.address ?? null,
+    serial: h.zone.serial, source: `${shortPath(h.zone.file)}:${h.rule.line}`,
+  };
+}
+
+function check(input: string, v: { config: string; client: string; type: string; at?: string; answer?: string; json: boolean }): number {
   const at = v.at === undefined ? Date.now() : Date.parse(v.at);
   if (Number.isNaN(at)) throw new SinkholeError('SH_USAGE', `--at expects an ISO 8601 time like 2026-12-31T23:59:59Z, got "${v.at}"`);
   const mac = normalizeMac(v.client.replace(/^mac:/, ''));
   if (!mac && !parseAddress(v.client)) throw new SinkholeError('SH_USAGE', `--client expects an IP address or a MAC address like aa:bb:cc:dd:ee:ff, got "${v.client}"`);
   qtypeNumber(v.type);
+  if (v.answer !== undefined && !parseAddress(v.answer)) throw new SinkholeError('SH_USAGE', `--answer expects an IP address an answer would hold, like 192.0.2.1, got "${v.answer}"`);
   const target = checkTarget(input);
   const { g, note } = policyInForce(v.config);
   printNote(note, v.json);
@@ -236,7 +264,11 @@ function check(input: string, v: { config: string; client: string; type: string;
   const client = address ?? mac!;
   const view = address === undefined ? g.clients.viewOfDevice(device!) : g.clients.viewOf(address, device);
   const d = view.allowed ? decide(g, qname, view, at) : undefined;
-  const decision = d ? d.decision : 'refused';
+  // RPZ judges what the lists let through (stages/rpz.ts sits below the blocklist).
+  const rpz = d && d.decision !== 'blocked' ? rpzVerdict(g, qname, address, v.answer, view.exceptions, at) : undefined;
+  const rpzAction = rpz ? (rpz.zone.override === 'none' ? rpz.rule.action : rpz.zone.override) : undefined;
+  const rewritten = rpzAction !== undefined && rpzAction !== 'passthru' && !(rpzAction === 'tcp-only');
+  const decision = d ? (rewritten ? 'blocked' : d.decision) : 'refused';
   const source = d?.match ? `${shortPath(d.match.file)}:${d.match.line}` : null;
   const exception = d?.exception ? exceptionJson(d.exception, at) : null;
   // Blocked although the client has an exception for this: say which, and why it no longer applies.
@@ -247,6 +279,7 @@ function check(input: string, v: { config: string; client: string; type: string;
       device: device ? { mac: device.mac || null, hostname: device.hostname || null, address: address ?? null } : null,
       list: d?.match?.list ?? null, rule: d?.match?.rule ?? null, source, exception, groups: view.groups,
       inactiveExceptions: lapsed.map((e) => exceptionJson(e, at)),
+      rpz: rpz ? rpzJson(rpz) : null,
       policy: note ? 'last-good' : 'files',
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
@@ -263,7 +296,13 @@ function check(input: string, v: { config: string; client: string; type: string;
       const why = stateOf(e, at) === 'revoked' ? `revoked ${e.revoked} by ${e.revokedBy}` : `expired ${expiryText(e)}`;
       lines.push(`  exception ${e.id} no longer applies: ${why}`);
     }
-    if (decision === 'allowed') lines.push('  no enforced list matches; forwarded upstream');
+    if (rpz) {
+      const r = rpzJson(rpz);
+      const by = rpz.rule.trigger === 'response-ip' ? `an answer holding ${rpz.address} (in ${rpz.rule.prefix})` : rpz.rule.trigger === 'client-ip' ? `the client's address (in ${rpz.rule.prefix})` : `the name (${rpz.rule.trigger})`;
+      lines.push(`  rpz: ${r.zone}  owner: ${r.owner}  action: ${r.action}  serial: ${r.serial}  source: ${r.source}`, `  triggered by ${by}`);
+      if (rpzAction === 'tcp-only') lines.push('  over UDP the client is told to retry over TCP, where the answer is not rewritten');
+    }
+    if (decision === 'allowed' && !rpz) lines.push(`  no enforced list matches; forwarded upstream${g.rpz.hasResponseIp && v.answer === undefined ? ' (RPZ response-IP rules apply to the answer: try --answer IP)' : ''}`);
     process.stdout.write(`${lines.join('\n')}\n`);
   }
   return decision === 'blocked' || decision === 'refused' ? 1 : 0;

@@ -49,6 +49,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
       client: { type: 'string', arg: 'IP|MAC', default: '127.0.0.1', help: 'the client address the query comes from, or a device by its MAC (see Identity)' },
       type: { type: 'string', arg: 'TYPE', default: 'A', help: 'the query type: A, AAAA, HTTPS, ... or TYPE65' },
       at: { type: 'string', arg: 'ISO-TIME', help: 'the time to judge exceptions at, e.g. 2026-12-31T23:59:59Z (default: now)' },
+      answer: { type: 'string', arg: 'IP', help: 'an address the upstream answer would hold: RPZ response-IP rules are checked against it' },
       config: CONFIG,
       json: JSON_OUT,
     },

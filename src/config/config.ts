@@ -16,6 +16,7 @@ import { diskSource, type FileSource } from '../policy/sources.js';
 import { LEASE_FORMATS, type LeaseFormat } from '../identity/leaseFormats.js';
 import { normalizeMac, parseSelector } from '../identity/mac.js';
 import { CREDENTIAL_PREFIX, credentialNameProblem } from '../metrics/token.js';
+import { RPZ_OVERRIDES, type RpzOverride } from '../policy/rpz/zone.js';
 
 export interface Endpoint {
   host: string;
@@ -75,6 +76,8 @@ export interface Config {
   };
   blocking: {
     lists: { name: string; files: string[]; ref: SourceRef }[];
+    /** Response Policy Zones read from zone files (README "RPZ"); each name is a list name like any other. */
+    rpz: RpzSpec[];
     enforce: string[];
     response: ResponseMode;
     ttl: number;
@@ -114,6 +117,16 @@ export interface DnstapConfig {
   messages: ('client' | 'forwarder')[];
   /** Messages that may wait for a slow or absent collector before new ones are dropped. */
   queue: number;
+}
+
+/** One blocking.rpz entry. */
+export interface RpzSpec {
+  name: string;
+  file: string;
+  /** The zone's name (its SOA owner), when the file does not say it with $ORIGIN or absolute names. */
+  zone?: string;
+  override: RpzOverride;
+  ref: SourceRef;
 }
 
 /** clients.rateLimit: a token bucket per client key (an IPv4 /ipv4Prefix or IPv6 /ipv6Prefix). */
@@ -178,7 +191,7 @@ export function defaultConfig(file: string): Config {
       prefetch: true,
       servfailTtlMs: 5000,
     },
-    blocking: { lists: [], enforce: [], response: { kind: 'nxdomain' }, ttl: 10, inspectCnames: true },
+    blocking: { lists: [], rpz: [], enforce: [], response: { kind: 'nxdomain' }, ttl: 10, inspectCnames: true },
     clients: { allowFrom: ['127.0.0.0/8', '::1/128'], groups: [], trustedRelays: [] },
     exceptions: undefined,
     log: { queries: 'blocked', anonymizeClients: false },
@@ -318,6 +331,7 @@ function readConfig(r: YamlReader, path: string): Config {
             return { name: key, files, ref: { file: r.file, ...r.pos(keyNode) } };
           });
         },
+        rpz: (v, q) => (c.blocking.rpz = readRpz(r, v, q, c.dir)),
         enforce: (v, q) => {
           c.blocking.enforce = r.strings(v, q).map(({ value, node }) => {
             pendingEnforce.push({ value, node, q });
@@ -412,9 +426,16 @@ function readConfig(r: YamlReader, path: string): Config {
     },
   });
   // `enforce` may come before `lists` in the file, so names are checked once both are read.
+  const listNames = [...c.blocking.lists.map((l) => l.name), ...c.blocking.rpz.map((z) => z.name)];
   for (const { value, node, q } of pendingEnforce) {
-    if (!c.blocking.lists.some((l) => l.name === value)) {
-      r.fail(node, q, `unknown list "${value}"; defined lists are ${c.blocking.lists.map((l) => l.name).join(', ') || '(none)'}`);
+    if (!listNames.includes(value)) {
+      r.fail(node, q, `unknown list "${value}"; defined lists are ${listNames.join(', ') || '(none)'}`);
+    }
+  }
+  // An RPZ's name is a list name (enforce, exceptions, metrics): it may not be another list's.
+  for (const z of c.blocking.rpz) {
+    if (c.blocking.lists.some((l) => l.name === z.name)) {
+      r.problems.push({ code: 'SH_CONFIG_INVALID', ...z.ref, message: `blocking.rpz: "${z.name}" is also the name of a list in blocking.lists; every list and zone needs its own name` });
     }
   }
   // Groups may be defined after rateLimit in the file, so exempt names are checked once both are read.
@@ -459,6 +480,34 @@ function readDnstap(r: YamlReader, node: YNode, path: string, dir: string): Dnst
     return undefined;
   }
   return d;
+}
+
+/** blocking.rpz: [{ name, file, zone?, override? }] (README "RPZ"). */
+function readRpz(r: YamlReader, node: YNode, path: string, dir: string): RpzSpec[] {
+  const out: RpzSpec[] = [];
+  r.seq(node, path).forEach((item, i) => {
+    const q = `${path}[${i}]`;
+    const spec: Partial<RpzSpec> = { override: 'none', ref: { file: r.file, ...r.pos(item) } };
+    r.map(item, q, {
+      name: (v, p) => {
+        const name = r.string(v, p);
+        if (name !== undefined && !/^[A-Za-z0-9_-]+$/.test(name)) r.fail(v, p, 'a list name may use letters, digits, - and _ (it is a metric label)');
+        else if (name !== undefined && out.some((z) => z.name === name)) r.fail(v, p, `"${name}" is already the name of another zone in blocking.rpz`);
+        else spec.name = name;
+      },
+      file: (v, p) => (spec.file = resolvePath(dir, r.string(v, p))),
+      zone: (v, p) => {
+        const s = r.string(v, p);
+        const zone = s === undefined ? '' : normalizeDomain(s);
+        if (!zone) r.fail(v, p, `expected the zone's name, like threat-feed.rpz.example., got "${s}"`);
+        else spec.zone = zone;
+      },
+      override: (v, p) => (spec.override = r.oneOf(v, p, RPZ_OVERRIDES) ?? spec.override),
+    });
+    if (spec.name && spec.file) out.push(spec as RpzSpec);
+    else if (!r.problems.length) r.fail(item, q, 'expected { name: NAME, file: ZONE-FILE } (and optionally zone:, override:)');
+  });
+  return out;
 }
 
 function readServeStale(r: YamlReader, node: YNode, path: string, out: Config['cache']['serveStale']): void {

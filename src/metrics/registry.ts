@@ -8,6 +8,8 @@ import { RCODE, RCODE_NAME } from '../dns/constants.js';
 import { stateOf, type ExceptionState } from '../policy/exceptions.js';
 import type { Generation } from '../policy/generation.js';
 import { policyHash } from '../policy/fingerprint.js';
+import { RPZ_ACTIONS } from '../policy/rpz/actions.js';
+import { TRIGGER_KINDS } from '../policy/rpz/zone.js';
 import type { LogHealth } from '../querylog/lineWriter.js';
 import { RESULTS, type Result } from '../pipeline/types.js';
 import { Slices } from '../slices.js';
@@ -181,6 +183,25 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_list_rules', 'Rules loaded per blocklist in the current policy.', 'gauge', () =>
     [...src.generation().ruleCounts].map(([list, value]) => ({ labels: { list }, value })),
   );
+  // Response Policy Zones (issue 21): what each zone holds and does.
+  add('sinkhole_rpz_serial', 'SOA serial of each RPZ zone in force.', 'gauge', () =>
+    src.generation().rpzZones.map((z) => ({ labels: { zone: z.name }, value: z.serial })),
+  );
+  add('sinkhole_rpz_records', 'Triggers per RPZ zone, by kind; nsdname, nsip and unsupported are counted but never applied by a forwarder.', 'gauge', () =>
+    src.generation().rpzZones.flatMap((z) => [
+      ...TRIGGER_KINDS.map((trigger) => ({ labels: { zone: z.name, trigger }, value: z.counts[trigger] })),
+      { labels: { zone: z.name, trigger: 'unsupported' }, value: z.unsupported },
+    ]),
+  );
+  add('sinkhole_rpz_rewrites_total', 'RPZ matches by zone and what was done (passthru: let through; disabled: logged only).', 'counter', () => {
+    const zones = src.generation().rpzZones.map((z) => z.name);
+    const seen = src.stats().rpzRewrites;
+    const keys = new Set([...zones.flatMap((zone) => [...RPZ_ACTIONS, 'disabled'].map((a) => `${zone}|${a}`)), ...seen.keys()]);
+    return [...keys].map((k) => {
+      const [zone = '', action = ''] = k.split('|');
+      return { labels: { zone, action }, value: seen.get(k) ?? 0 };
+    });
+  });
   add('sinkhole_reloads_total', 'Policy reloads, by what triggered them and whether they applied.', 'counter', () => {
     const out: Sample[] = [];
     for (const kind of ['config', 'list', 'exceptions']) {

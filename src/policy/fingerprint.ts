@@ -29,6 +29,11 @@ export function policyHash(g: Generation): string {
       })),
     }));
     g.matcher.digest((chunk) => h.update(chunk));
+    // RPZ rules in zone order (README "RPZ"): what they trigger on and do, and each zone's override; not its file or lines.
+    for (const z of g.rpzZones) {
+      h.update(JSON.stringify({ rpz: z.name, override: z.override, origin: z.origin }));
+      for (const r of z.rules) h.update(`${r.owner}\t${r.action}\t${(r.records ?? []).map((x) => `${x.type}:${Buffer.from(x.rdata).toString('hex')}`).join(',')}\n`);
+    }
     hash = h.digest('hex').slice(0, 16);
     memo.set(g, hash);
   }

@@ -10,6 +10,8 @@ import { scanList } from './listParser.js';
 import { Matcher, MatcherBuilder, type MatcherData, type RuleMatch } from './matcher.js';
 import { SinkholeResponder } from './sinkhole.js';
 import { diskSource, type FileSource } from './sources.js';
+import { RpzSet } from './rpz/evaluate.js';
+import { appliedRules, compileZone, type RpzZoneData } from './rpz/zone.js';
 
 export interface Generation {
   /** Increases by one on each successful swap; the `sinkhole_policy_generation` gauge. */
@@ -19,6 +21,9 @@ export interface Generation {
   /** accept-mask for Matcher.find: 1 for each list in blocking.enforce. */
   readonly enforced: Uint8Array;
   readonly ruleCounts: ReadonlyMap<string, number>;
+  /** Response Policy Zones (README "RPZ"): every zone, and the enforced ones for the query path. */
+  readonly rpzZones: readonly RpzZoneData[];
+  readonly rpz: RpzSet;
   readonly exceptions: readonly Exception[];
   readonly clients: ClientDirectory;
   /** clients.trustedRelays: the only sources whose ECS and MAC options are believed. */
@@ -49,6 +54,7 @@ export interface PolicyData {
   config: Config;
   matcher: MatcherData;
   ruleCounts: Map<string, number>;
+  rpz: RpzZoneData[];
   exceptions: Exception[];
   files: string[];
   /** Set when compiled from the last good snapshot at start-up (state/lastGood.ts). */
@@ -80,6 +86,7 @@ export function hydrate(data: PolicyData, number: number): Generation {
   matcher.lists.forEach((l, i) => (enforced[i] = config.blocking.enforce.includes(l.name) ? 1 : 0));
   return Object.freeze({
     number, config, matcher, enforced, ruleCounts: data.ruleCounts, exceptions,
+    rpzZones: data.rpz, rpz: new RpzSet(data.rpz, config.blocking.enforce),
     clients: new ClientDirectory(compileCidrs(config.clients.allowFrom), config.clients.groups, exceptions),
     relays: compileCidrs(config.clients.trustedRelays),
     responder: new SinkholeResponder(config.blocking.response, config.blocking.ttl),
@@ -129,7 +136,28 @@ export function compileData(config: Config, source: FileSource = diskSource): Po
       problems.push({ code: 'SH_LIST_EMPTY', file: list.files[0] ?? list.ref.file, line: 1, col: 1, message: `list "${list.name}" has no rules; ${hint}` });
     }
   }
-  const ex = loadExceptions(config.exceptions, { lists: new Set(config.blocking.lists.map((l) => l.name)), groups: new Set(config.clients.groups.map((g) => g.name)) }, source);
+  const rpz: RpzZoneData[] = [];
+  for (const spec of config.blocking.rpz) {
+    files.push(spec.file);
+    let text: string;
+    try {
+      text = source.read(spec.file).toString('utf8');
+    } catch (e) {
+      problems.push({ code: 'SH_CONFIG_READ', ...spec.ref, message: `blocking.rpz ${spec.name}: cannot read ${spec.file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}` });
+      continue;
+    }
+    const zone = compileZone(spec, text);
+    problems.push(...zone.problems);
+    rpz.push(zone.data);
+    const count = appliedRules(zone.data);
+    ruleCounts.set(spec.name, count);
+    // As with lists: a feed with no triggers is almost always a truncated download.
+    if (count === 0 && !zone.problems.length) {
+      problems.push({ code: 'SH_LIST_EMPTY', file: spec.file, line: 1, col: 1, message: `RPZ "${spec.name}" has no triggers this sinkhole applies; to stop enforcing it, remove it from blocking.enforce and blocking.rpz` });
+    }
+  }
+  const listNames = [...config.blocking.lists.map((l) => l.name), ...config.blocking.rpz.map((z) => z.name)];
+  const ex = loadExceptions(config.exceptions, { lists: new Set(listNames), groups: new Set(config.clients.groups.map((g) => g.name)) }, source);
   problems.push(...ex.problems);
   if (config.exceptions && 'file' in config.exceptions) files.push(config.exceptions.file);
   if (problems.length) throw new PolicyError(problems);
@@ -137,7 +165,7 @@ export function compileData(config: Config, source: FileSource = diskSource): Po
   // An inline exceptions list is a YAML node of this config's reader: it has been read, and it cannot
   // cross a thread boundary, so only its presence is kept.
   const portable: Config = Object.freeze({ ...config, exceptions: config.exceptions && ('file' in config.exceptions ? config.exceptions : { inline: null }) });
-  return { config: portable, matcher: builder.build().data, ruleCounts, exceptions: ex.exceptions, files };
+  return { config: portable, matcher: builder.build().data, ruleCounts, rpz, exceptions: ex.exceptions, files };
 }
 
 /**

@@ -143,3 +143,46 @@ newServer({address="127.0.0.1:${backendPort}", checkName="www.example.test."})
     ['plain', 'doh', 'dot'],
   );
 }
+
+/**
+ * unbound as a forwarder with Response Policy Zones (issue 21): plain DNS on `dns`, every query
+ * forwarded to the fake upstream at 127.0.0.1:`upstreamPort` (never anywhere else), the zones loaded
+ * from files with `rpz:` in the given order, as sinkhole's blocking.rpz loads them.
+ */
+export function startUnboundRpz(upstreamPort: number, zones: { name: string; file: string }[]): Promise<Peer> {
+  return startWithRetry(
+    'unbound-rpz',
+    (ports, dir) => {
+      const conf = join(dir, 'unbound.conf');
+      writeFileSync(
+        conf,
+        `server:
+    interface: 127.0.0.1@${ports.dns}
+    do-ip6: no
+    num-threads: 1
+    username: ""
+    chroot: ""
+    directory: "${dir}"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    access-control: 127.0.0.0/8 allow
+    # respip applies rpz-ip and rpz-client-ip; no validator: nothing here is signed.
+    module-config: "respip iterator"
+    do-not-query-localhost: no
+    qname-minimisation: no
+    prefetch: no
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@${upstreamPort}
+${zones.map((z) => `rpz:\n    name: "${z.name}."\n    zonefile: "${z.file}"\n    rpz-log: no\n`).join('')}
+remote-control:
+    control-enable: no
+`,
+      );
+      return { args: ['unbound', '-d', '-c', conf], ready: ['dns'] };
+    },
+    ['dns'],
+  );
+}
