@@ -442,7 +442,8 @@ export async function start(opts: StartOptions): Promise<Running> {
     await Promise.all([stateFile.close(), reportStore?.close(), announcer?.close()]);
     await httpServer?.close();
   };
-  const readReport = async (): Promise<ReportSnapshot> => {
+  const readReport = async (): Promise<ReportSnapshot> => ({ ...(await readReportFrom()), policy: policyHash(policy.current) });
+  const readReportFrom = async (): Promise<ReportSnapshot> => {
     if (!reportStore) return report.snapshot();
     report.drain(); // this instance's latest events go to the spool first
     await reportStore.flush(true);
@@ -507,6 +508,7 @@ export async function start(opts: StartOptions): Promise<Running> {
         lists: g.config.blocking.lists.map((l) => ({ name: l.name, rules: g.ruleCounts.get(l.name) ?? 0, enforced: g.config.blocking.enforce.includes(l.name) })),
       },
       identity: { devices: identity.holder.current.size, sources: identity.sources().map((s) => ({ ...s, ok: !s.problems.length })) },
+      announced: announcer && (await announcer.recent(50)),
     };
   };
   let dns: Running['dns'] = [];

@@ -26,6 +26,7 @@ import { octetCounted, rfc5424 } from '../src/events/syslog.js';
 import { signature } from '../src/events/webhook.js';
 import { eventId, type ComplianceEvent } from '../src/events/event.js';
 import { policyHash } from '../src/policy/fingerprint.js';
+import { runCli } from './helpers/cli.js';
 
 const MAC1 = '02:00:00:00:00:01';
 const KEA_HEADER = 'address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id\n';
@@ -219,7 +220,7 @@ t.test('one event after the threshold at real UDP, TCP and TLS syslog receivers 
   t.teardown(() => up.close());
   const [udp, tcp, tlsR, hook] = await Promise.all([udpReceiver(t), streamReceiver(t, 'tcp'), streamReceiver(t, 'tls', pki), webhookReceiver(t, pki)]);
   const h = await startSinkhole(t, up.port, {
-    listen: { dns: ['127.0.0.1:0'] },
+    listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0' },
     blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] },
     clients: { allowFrom: ['127.0.0.0/16'] },
     identity: { leases: [{ format: 'kea-csv', file: 'leases.csv' }], static: { [MAC1]: 'member-phone' } },
@@ -266,6 +267,29 @@ t.test('one event after the threshold at real UDP, TCP and TLS syslog receivers 
   const metrics = await h.running.registry.metrics();
   t.match(metrics, new RegExp(`sinkhole_event_sink_sent_total\\{sink="syslog:tls://127.0.0.1:${tlsR.port}"\\} 1`));
   t.match(metrics, /sinkhole_events_announced_total 1/);
+  // The admin page lists the announcement.
+  const page = await (await fetch(`http://127.0.0.1:${h.running.http!.port}/`)).text();
+  t.match(page, new RegExp(`<tr data-device="${MAC1}" data-list="tiktok">.*member-phone.*<code>${MAC1}</code>`));
+  // One-off exports: report --format json|csv|cef --since.
+  const url = `http://127.0.0.1:${h.running.http!.port}`;
+  const json = await runCli(['report', '--url', url, '--format', 'json', '--since', '1h']);
+  t.equal(json.status, 0, json.stderr);
+  const body = JSON.parse(json.stdout) as { clients: { client: string; mac: string | null }[]; policy: string };
+  t.same(body.clients.map((c) => c.client).sort(), ['127.0.0.31'], 'only devices that were blocked (the excepted one was not)');
+  t.equal(body.policy, policyHash(h.running.policy.current));
+  const csv = await runCli(['report', '--url', url, '--format', 'csv']);
+  t.match(csv.stdout, /^client,mac,hostname,blocked,firstSeen,lastSeen,topLists,rateLimited\r\n127\.0\.0\.31,02:00:00:00:00:01,member-phone,11,\S+,\S+,tiktok:11,0\r\n$/);
+  const cefOut = await runCli(['report', '--url', url, '--format', 'cef']);
+  const lines = cefOut.stdout.trimEnd().split('\n');
+  t.equal(lines.length, 1, 'one CEF line per device and list');
+  t.match(Object.fromEntries(cefOf(lines[0]!)), { smac: MAC1, src: '127.0.0.31', shost: 'member-phone', cs1: 'tiktok', cnt: '11', act: 'blocked', cs2: body.policy });
+  const future = await runCli(['report', '--url', url, '--format', 'csv', '--since', '2999-01-01T00:00:00Z']);
+  t.equal(future.stdout, 'client,mac,hostname,blocked,firstSeen,lastSeen,topLists,rateLimited\r\n', '--since in the future: no device');
+  const bad = await runCli(['report', '--url', url, '--format', 'xml']);
+  t.equal(bad.status, 2);
+  t.match(bad.stderr, /^SH_USAGE --format expects table, json, csv, cef, got "xml"/);
+  const badSince = await runCli(['report', '--url', url, '--since', 'yesterday']);
+  t.match(badSince.stderr, /^SH_USAGE --since expects a duration like 2h or 1d, or an ISO time/);
 });
 
 t.test('receiver down: events wait in the spool, retried with the same idempotency key, drained when it is back; the spool survives a restart', async (t) => {

@@ -66,6 +66,8 @@ export interface ReportSnapshot {
   clients: ReportRow[];
   /** Blocked attempts per hour over the window, oldest first. */
   hourly: { hour: string; count: number }[];
+  /** The policy hash in force where the report was read (policy/fingerprint.ts). */
+  policy?: string;
 }
 
 /** One blocked query, with the device resolved: what a store keeps. */
