@@ -10,7 +10,9 @@ import net from 'node:net';
 import tls from 'node:tls';
 import https from 'node:https';
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { loadConfig } from '../src/config/config.js';
+import { PolicyError } from '../src/errors.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Resolver } from 'node:dns/promises';
@@ -103,6 +105,44 @@ t.test('CEF: header and extension escaping, the fields, RFC 5424 and octet count
   t.equal(framed.toString('utf8'), '4 é x', 'the length counts octets, not characters');
   t.equal(eventId(MAC1, 'tiktok', 1), eventId(MAC1, 'tiktok', 1), 'the id is stable');
   t.match(eventId(MAC1, 'tiktok', 1), /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+});
+
+t.test('config: events is checked at file:line:col like every section', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-events-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'short.key'), 'tooshort\n');
+  writeFileSync(join(dir, 'ok.key'), `${SECRET}\n`);
+  const file = join(dir, 'sinkhole.yaml');
+  writeFileSync(file, [
+    'events:',
+    '  threshold: 0',
+    '  window: soon',
+    '  syslog:',
+    '    - address: syslog.example:514',
+    '    - address: udp://127.0.0.1:514',
+    '      ca: ca.pem',
+    '    - { address: "tcp://127.0.0.1:514", cert: ok.key }',
+    '  webhook:',
+    '    - { url: "http://nac.example/hook", secretFile: ok.key }',
+    '    - { url: "https://nac.example/hook", secretFile: short.key }',
+    '',
+  ].join('\n'));
+  const e = (() => { try { loadConfig(file); return undefined; } catch (err) { return err as PolicyError; } })();
+  t.ok(e instanceof PolicyError);
+  const lines = e!.problems.map((p) => `${p.line}:${p.col} ${p.message}`);
+  t.match(lines, [
+    /^2:14 events\.threshold: expected a whole number from 1 to 10000/,
+    /^3:11 events\.window: expected a duration/,
+    /^5:16 events\.syslog\[0\]\.address: expected udp:\/\/HOST:PORT, tcp:\/\/HOST:PORT or tls:\/\/HOST:PORT, got "syslog\.example:514"/,
+    /^7:11 events\.syslog\[1\]\.ca: cannot read .*ca\.pem: ENOENT/,
+    /^8:7 events\.syslog\[2\]: ca, cert and key are for tls:\/\/ only/,
+    /^8:7 events\.syslog\[2\]: a client certificate needs both cert and key/,
+    /^10:14 events\.webhook\[0\]\.url: expected an https:\/\/ URL/,
+    /^11:54 events\.webhook\[1\]\.secretFile: .*short\.key must hold a secret of at least 16 characters/,
+  ]);
+  writeFileSync(file, 'events: { syslog: [{ address: "tls://siem.example:6514" }], webhook: [{ url: "https://nac.example/h", secretFile: ok.key }] }\n');
+  const c = loadConfig(file).events!;
+  t.match(c, { threshold: 20, windowMs: 600_000, cooldownMs: 3_600_000, syslog: [{ transport: 'tls', host: 'siem.example', port: 6514, format: 'cef' }] }, 'the defaults, and a SIEM by name');
 });
 
 // ---------------------------------------------------------------- real receivers
