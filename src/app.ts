@@ -69,6 +69,10 @@ import { Certificate } from './transport/tlsFiles.js';
 import { RateLimitStage } from './stages/rateLimit.js';
 import { PolicyStateStore, stateDirProblem } from './state/snapshot.js';
 import { startingPolicy } from './state/lastGood.js';
+// Compliance events to the NAC and the SIEM (issue 20 §1).
+import { Announcer } from './events/announcer.js';
+import { LocalArbiter, PostgresArbiter } from './events/arbiter.js';
+import { policyHash } from './policy/fingerprint.js';
 
 export interface StartOptions {
   configFile: string;
@@ -104,6 +108,8 @@ export interface Running {
   reportStore?: PostgresStore;
   /** Writes the report's state file now (tests; also done every few seconds and at close). */
   saveState(): Promise<void>;
+  /** Compliance events (events:), when configured. */
+  events?: Announcer;
   cache: () => ReplyCache;
   forwarder: () => Forwarder;
   /** The worker query threads (workers: N > 1), else undefined. */
@@ -386,6 +392,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   stateFile.load();
   const store0 = config().report.store;
   let reportStore: PostgresStore | undefined;
+  let announcer: Announcer | undefined;
   let httpToken = config().listen.httpToken === undefined ? undefined : readHttpToken(config().listen.httpToken!);
   // One writer of state.dir for the whole process; DNS never waits for it.
   const state = new PolicyStateStore(log, stats);
@@ -427,6 +434,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     version: VERSION,
     identityDevices: () => identity.holder.current.size,
     reportStore: () => reportStore,
+    events: () => announcer?.counts(),
     policyFilesOk: () => reloader.lastProblems.length === 0 && !policy.current.degraded,
   });
   // Query threads first (each answers what it has in flight), then HTTP: /readyz says 503 until the end.
@@ -435,10 +443,11 @@ export async function start(opts: StartOptions): Promise<Running> {
     await Promise.all([workers?.close(), plane.close()]);
     identity.close();
     report.drain();
-    await Promise.all([stateFile.close(), reportStore?.close()]);
+    await Promise.all([stateFile.close(), reportStore?.close(), announcer?.close()]);
     await httpServer?.close();
   };
-  const readReport = async (): Promise<ReportSnapshot> => {
+  const readReport = async (): Promise<ReportSnapshot> => ({ ...(await readReportFrom()), policy: policyHash(policy.current) });
+  const readReportFrom = async (): Promise<ReportSnapshot> => {
     if (!reportStore) return report.snapshot();
     report.drain(); // this instance's latest events go to the spool first
     await reportStore.flush(true);
@@ -503,6 +512,7 @@ export async function start(opts: StartOptions): Promise<Running> {
         lists: g.config.blocking.lists.map((l) => ({ name: l.name, rules: g.ruleCounts.get(l.name) ?? 0, enforced: g.config.blocking.enforce.includes(l.name) })),
       },
       identity: { devices: identity.holder.current.size, sources: identity.sources().map((s) => ({ ...s, ok: !s.problems.length })) },
+      announced: announcer && (await announcer.recent(50)),
     };
   };
   let dns: Running['dns'] = [];
@@ -549,8 +559,18 @@ export async function start(opts: StartOptions): Promise<Running> {
         { url: store0.url, instance: `${hostname()}:${dns[0]?.udp.port ?? 0}`, windowMs: config().report.windowMs, retentionMs: config().report.retentionMs, now: () => clock.now() },
         log,
       );
-      report.sink = reportStore;
+      report.sinks.push(reportStore);
       reportStore.start();
+    }
+    const events = config().events;
+    if (events) {
+      // Announced once per cooldown: by PostgreSQL over every instance sharing it, else by this one alone.
+      announcer = new Announcer({
+        config: events, stateDir: config().state.dir, instance: `${hostname()}:${dns[0]?.udp.port ?? 0}`,
+        policy: () => policyHash(policy.current), now: () => clock.now(), log,
+        arbiter: store0.kind === 'postgres' ? new PostgresArbiter(store0.url, log) : new LocalArbiter(),
+      });
+      report.sinks.push(announcer);
     }
     stateFile.start();
   } catch (e) {
@@ -584,6 +604,10 @@ export async function start(opts: StartOptions): Promise<Running> {
     workers?.policy(data, next.number);
     report.configure(next.config.report);
     reportStore?.configure(next.config.report);
+    // threshold, window, cooldown and maxTracked apply at once; the sinks, the spool bound and turning events on or off at restart.
+    if (announcer && next.config.events) announcer.configure(next.config.events);
+    const sinksOf = (c: Config): unknown => c.events && { syslog: c.events.syslog, webhook: c.events.webhook, spool: c.events.spool };
+    if (!isDeepStrictEqual(sinksOf(next.config), sinksOf(previous.config))) log.warn('SH_RESTART_NEEDED', 'events (on or off, its sinks, spool) take effect on restart', {});
     if (!isDeepStrictEqual(identityConfig(next.config), identityConfig(previous.config))) void identity.configure(identityConfig(next.config));
     const tokenBefore = httpToken;
     if (next.config.listen.httpToken !== undefined) {
@@ -629,6 +653,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     identity,
     reportStore,
     saveState: () => stateFile.save(),
+    events: announcer,
     cache: () => plane.cache,
     forwarder: () => plane.forwarder,
     workers,

@@ -18,6 +18,9 @@ import { normalizeMac, parseSelector } from './identity/mac.js';
 import type { IdentityTable } from './identity/table.js';
 import { readHttpToken } from './metrics/token.js';
 import type { ReportPage } from './querylog/reportPages.js';
+import { toCef } from './events/cef.js';
+import { eventId } from './events/event.js';
+import { parseDuration } from './config/duration.js';
 import { isActive, isDateOnly, stateOf, type Exception } from './policy/exceptions.js';
 import { exceptionWarnings } from './policy/warnings.js';
 import { policyHash } from './policy/fingerprint.js';
@@ -67,7 +70,7 @@ async function main(argv: string[]): Promise<number> {
     case 'exceptions':
       return listExceptions(config, v.json === true);
     case 'report':
-      return report({ config, url: v.url as string | undefined, json: v.json === true }, argv.some((a) => a === '--config' || a === '-c' || a.startsWith('--config=')));
+      return report({ config, url: v.url as string | undefined, json: v.json === true, since: v.since as string | undefined, format: v.format as string | undefined }, argv.some((a) => a === '--config' || a === '-c' || a.startsWith('--config=')));
     default:
       return health(config, v.url as string | undefined);
   }
@@ -359,7 +362,12 @@ function humanDuration(s: number): string {
   return `${Math.floor(s / 60)}m ${s % 60}s`;
 }
 
-async function report(v: { config: string; url?: string; json: boolean }, configGiven: boolean): Promise<number> {
+async function report(v: { config: string; url?: string; json: boolean; since?: string; format?: string }, configGiven: boolean): Promise<number> {
+  // Options are checked before the server is asked: a typo is a usage error, not a round trip.
+  const format = v.format ?? (v.json ? 'json' : 'table');
+  if (!REPORT_FORMATS.includes(format as ReportFormat)) throw new SinkholeError('SH_USAGE', `--format expects ${REPORT_FORMATS.join(', ')}, got "${format}"`);
+  if (v.json && v.format !== undefined && v.format !== 'json') throw new SinkholeError('SH_USAGE', `--json and --format ${v.format} ask for two formats; give one`);
+  const since = v.since === undefined ? undefined : sinceOf(v.since, Date.now());
   // The server's own address and token come from its config, unless --url names one.
   let url = v.url;
   let token: string | undefined;
@@ -403,8 +411,20 @@ async function report(v: { config: string; url?: string; json: boolean }, config
     if (!page.clients.length) break;
     body.clients.push(...page.clients);
   }
-  if (v.json) {
+  if (since !== undefined) {
+    body.clients = body.clients.filter((c) => Date.parse(c.lastSeen) >= since);
+    body.total = body.clients.length;
+  }
+  if (format === 'json') {
     process.stdout.write(`${JSON.stringify(body)}\n`);
+    return 0;
+  }
+  if (format === 'csv') {
+    process.stdout.write(reportCsv(body.clients));
+    return 0;
+  }
+  if (format === 'cef') {
+    process.stdout.write(reportCef(body, target.host));
     return 0;
   }
   const from = body.source === 'postgres' ? ` (PostgreSQL, ${body.instances} instance(s))` : body.source === 'memory' ? '' : ` (${body.source})`;
@@ -421,6 +441,51 @@ async function report(v: { config: string; url?: string; json: boolean }, config
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   for (const r of [header, ...rows]) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
   return 0;
+}
+
+const REPORT_FORMATS = ['table', 'json', 'csv', 'cef'] as const;
+type ReportFormat = (typeof REPORT_FORMATS)[number];
+
+/** --since: a duration back from now (2h, 1d) or an ISO 8601 instant. */
+function sinceOf(text: string, now: number): number {
+  const ms = /^\d/.test(text) && !text.includes('-') ? parseDuration(text) : undefined;
+  if (ms !== undefined) return now - ms;
+  const at = /^\d{4}-\d{2}-\d{2}/.test(text) ? Date.parse(text) : NaN;
+  if (Number.isNaN(at)) throw new SinkholeError('SH_USAGE', `--since expects a duration like 2h or 1d, or an ISO time like 2026-11-28T00:00:00Z, got "${text}"`);
+  return at;
+}
+
+/**
+ * RFC 4180: CRLF line ends, a field with a comma, quote or line break quoted, quotes doubled. Hostnames come
+ * from DHCP, which a device chooses: a field starting with = + - @ is prefixed with ' so a spreadsheet shows
+ * it rather than running it as a formula (OWASP "CSV injection").
+ */
+export function reportCsv(rows: readonly ReportPage['clients'][number][]): string {
+  const field = (s: string): string => {
+    const safe = /^[=+\-@\t\r]/.test(s) ? `'${s}` : s;
+    return /[",\r\n]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe;
+  };
+  const lines = [['client', 'mac', 'hostname', 'blocked', 'firstSeen', 'lastSeen', 'topLists', 'rateLimited'].join(',')];
+  for (const c of rows) {
+    lines.push([c.client, c.mac ?? '', c.hostname ?? '', String(c.blocked), c.firstSeen, c.lastSeen, c.topLists.map((l) => `${l.list}:${l.count}`).join(' '), String(c.rateLimited ?? 0)].map(field).join(','));
+  }
+  return `${lines.join('\r\n')}\r\n`;
+}
+
+/** One CEF line per device and top list, as the syslog sink writes them (without the syslog header). */
+function reportCef(body: ReportPage, instance: string): string {
+  const out: string[] = [];
+  for (const c of body.clients) {
+    const device = c.mac ?? c.client;
+    const end = Date.parse(c.lastSeen);
+    for (const l of c.topLists) {
+      out.push(toCef({
+        id: eventId(device, l.list, end), device, mac: c.mac, client: c.client, hostname: c.hostname, list: l.list, count: l.count,
+        start: Date.parse(c.firstSeen), end, name: '', policy: body.policy ?? '', at: end, instance,
+      }));
+    }
+  }
+  return out.map((l) => `${l}\n`).join('');
 }
 
 /**

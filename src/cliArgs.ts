@@ -68,6 +68,8 @@ export const COMMANDS: Record<string, CommandSpec> = {
       config: CONFIG,
       url: { type: 'string', arg: 'URL', help: "ask this address instead of the config's listen.http (the token, if any, still comes from the config)" },
       json: JSON_OUT,
+      since: { type: 'string', arg: 'DURATION|ISO', help: 'only devices seen since then: 2h, 1d, or 2026-11-28T00:00:00Z (counts still cover report.window)' },
+      format: { type: 'string', arg: 'FORMAT', help: 'table (default), json, csv (RFC 4180), or cef (one CEF line per device and list, for a SIEM import)' },
     },
     exit: '0; 2 when the server cannot be reached',
   },

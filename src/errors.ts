@@ -28,6 +28,8 @@ export const ERROR_CODES = {
   SH_UNHEALTHY: 'a running server answered /healthz with something other than 200 (health)',
   SH_STATE_NONE: 'there is no last good policy for this config file (a new install, or a snapshot saved for another config): serve exits 2 until the files compile',
   SH_DNSTAP: 'warning: the dnstap collector (log.dnstap) cannot be reached or closed the stream; it is retried with backoff (0.5-30 s) and messages past the bounded queue are dropped and counted (DNS is not affected)',
+  SH_EVENT_SINK: 'warning: a compliance-event sink (events.syslog, events.webhook) cannot be reached, refused an event, or its spool in state.dir cannot be written; events wait in the bounded spool and are retried with backoff (0.5-30 s); past the bound the oldest are dropped and counted (DNS is not affected)',
+  SH_EVENT_ARBITER: 'warning: the PostgreSQL announcements table (events with report.store: postgres://) cannot be reached; this instance announces on its own until it answers (a device may then be announced once per instance)',
   SH_RUNTIME: 'the Node runtime is older than the supported LTS line (24)',
 } as const;
 

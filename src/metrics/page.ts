@@ -55,7 +55,11 @@ export interface PageData {
     degraded: string[];
   };
   identity: { devices: number; sources: { format: string; file: string; leases: number; ok: boolean }[] };
+  /** Devices announced to the NAC and SIEM (events:), newest first; undefined when events are off. */
+  announced?: Announced[];
 }
+
+import type { Announced } from '../events/arbiter.js';
 
 const esc = (s: unknown): string =>
   String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
@@ -161,6 +165,22 @@ function percent(part: number, whole: number): string {
   return whole ? `${((100 * part) / whole).toFixed(100 * part < whole ? 2 : 1)}%` : '0%';
 }
 
+/** Issue 20: which devices were announced to the network-access system and the SIEM, and when. */
+function announcedSection(list: readonly Announced[], now: number, zone: string): string {
+  const rows = list
+    .map((a) => `<tr data-device="${esc(a.device)}" data-list="${esc(a.list)}">${td('device', esc(a.hostname ?? '—'))}${td('MAC or address', `<code>${esc(a.device)}</code>`)}` +
+      `${td('list', esc(a.list))}${td('attempts', String(a.count), 'n')}<td data-label="announced" class="nw" title="${esc(new Date(a.at).toISOString())}">${esc(localTime(a.at, zone))}</td>` +
+      `${td('next possible', esc(a.until > now ? `in ${timeLeft(a.until - now)}` : 'now'), 'nw')}${td('times', String(a.times), 'n')}${td('by', `<code>${esc(a.instance)}</code>`)}</tr>`)
+    .join('');
+  return `<h2>Devices announced to the network-access system</h2>
+<p class="muted" id="announced-summary">The latest ${list.length} announcement(s), newest first (one per device and list per cooldown; see README "Compliance events").</p>
+<table id="announced" class="cards"><thead><tr><th>device</th><th>MAC or address</th><th>list</th><th>attempts</th><th>announced</th><th>next possible</th><th>times</th><th>by</th></tr></thead>
+<tbody>
+${rows || '<tr><td colspan="8">none yet</td></tr>'}
+</tbody></table>
+`;
+}
+
 export function renderPage(d: PageData): string {
   const r = d.report;
   const zone = d.timeZone;
@@ -260,7 +280,7 @@ ${chart(r.hourly, zone)}
 ${devices || '<tr><td colspan="7">none</td></tr>'}
 </tbody></table>
 ${r.clients.length > PAGE_DEVICES ? `<p class="muted" id="more">The ${PAGE_DEVICES} most active of ${r.clients.length} are shown; every device: <code>sinkhole report</code> or <code>/api/blocked-clients</code>.</p>` : ''}
-
+${d.announced ? announcedSection(d.announced, d.now, zone) : ''}
 <h2>Exceptions</h2>
 <p class="muted" id="exceptions-summary">${active.length} active, expiring soonest first${ended.length ? `; ${revokedN} revoked and ${expiredN} expired on record, below` : ''}.</p>
 <table id="exceptions" class="cards"><thead><tr><th>id</th><th>time left</th><th>expires</th><th>clients</th><th>allows</th><th>approved by</th><th>reason</th></tr></thead>

@@ -11,6 +11,7 @@ import { policyHash } from '../policy/fingerprint.js';
 import { RPZ_ACTIONS } from '../policy/rpz/actions.js';
 import { TRIGGER_KINDS } from '../policy/rpz/zone.js';
 import type { LogHealth } from '../querylog/lineWriter.js';
+import type { EventCounts } from '../events/announcer.js';
 import { RESULTS, type Result } from '../pipeline/types.js';
 import { Slices } from '../slices.js';
 import { LATENCY_BUCKETS, PROTOS, QTYPE_SLOTS, RCODE_SLOTS, type Histogram, type Stats, type UpstreamStats } from './stats.js';
@@ -118,6 +119,8 @@ export interface MetricSources {
   reportStore?: () => { up: boolean; spooled: number; dropped: number } | undefined;
   /** Whether the files on disk compiled at the last attempt (start-up or reload). */
   policyFilesOk?: () => boolean;
+  /** Compliance events (events:), when configured (issue 20). */
+  events?: () => EventCounts | undefined;
 }
 
 /** The names and types of every sinkhole metric: the README's Metrics table is checked against this. */
@@ -249,6 +252,21 @@ export function createRegistry(src: MetricSources): Registry {
   add('sinkhole_report_events_dropped_total', 'Blocked-query events the report lost: its intake was full within one event-loop turn, or the spool overflowed while the store was down.', 'counter', () => [
     { labels: { where: 'intake' }, value: src.stats().reportDropped },
     { labels: { where: 'spool' }, value: src.reportStore?.()?.dropped ?? 0 },
+  ]);
+  // Compliance events (issue 20): per sink, labelled by its kind and configured address (bounded by the config).
+  const perSink = (pick: (c: EventCounts['sinks'][number]) => number) => (): Sample[] =>
+    (src.events?.()?.sinks ?? []).map((c) => ({ labels: { sink: c.sink }, value: pick(c) }));
+  add('sinkhole_event_sink_sent_total', 'Compliance events a sink took (syslog: handed to the kernel; webhook: answered 2xx).', 'counter', perSink((c) => c.sent));
+  add('sinkhole_event_sink_failed_total', 'Failed attempts to deliver a compliance event to a sink (each is retried).', 'counter', perSink((c) => c.failed));
+  add('sinkhole_event_sink_spooled', 'Compliance events waiting in a sink\'s spool (state.dir/events/).', 'gauge', perSink((c) => c.spooled));
+  add('sinkhole_event_sink_dropped_total', 'Compliance events a sink\'s spool dropped because it was full.', 'counter', perSink((c) => c.dropped));
+  add('sinkhole_events_announced_total', 'Devices announced (one per device and list per cooldown), by this instance.', 'counter', () => [{ labels: {}, value: src.events?.()?.announced ?? 0 }]);
+  add('sinkhole_events_suppressed_total', 'Announcements not sent because another instance had made them (PostgreSQL arbitration).', 'counter', () => [
+    { labels: {}, value: src.events?.()?.suppressed ?? 0 },
+  ]);
+  add('sinkhole_events_tracked', 'Device and list pairs the event tracker holds now (at most events.maxTracked).', 'gauge', () => [{ labels: {}, value: src.events?.()?.tracked ?? 0 }]);
+  add('sinkhole_events_untracked_total', 'Blocked queries not counted towards an event because events.maxTracked pairs were already tracked.', 'counter', () => [
+    { labels: {}, value: src.events?.()?.untracked ?? 0 },
   ]);
   add('sinkhole_tcp_connections', 'Open client TCP connections.', 'gauge', () => [{ labels: {}, value: src.tcpConnections() }]);
   // Hostile clients and failing disks (issue 8).

@@ -66,6 +66,8 @@ export interface ReportSnapshot {
   clients: ReportRow[];
   /** Blocked attempts per hour over the window, oldest first. */
   hourly: { hour: string; count: number }[];
+  /** The policy hash in force where the report was read (policy/fingerprint.ts). */
+  policy?: string;
 }
 
 /** One blocked query, with the device resolved: what a store keeps. */
@@ -75,6 +77,8 @@ export interface BlockedEvent {
   mac: string;
   hostname: string;
   list: string;
+  /** The name asked (compliance events name the last one a device asked); absent where nobody needs it. */
+  name?: string;
 }
 
 /** A blocked or rate-limited query as another query thread hands it over (workers.ts). */
@@ -87,6 +91,8 @@ export interface ReportEvent {
   list: string | undefined;
   limited: boolean;
   at: number;
+  /** The name asked. */
+  name?: string;
 }
 
 /**
@@ -119,6 +125,7 @@ export class ReportBatcher implements Observer {
       list: o.result === 'blocked' ? o.list : undefined,
       limited: o.limited !== undefined,
       at,
+      name: q.qname,
     });
     if (this.events.length >= REPORT_BATCH) this.flush();
     else this.timer ??= setTimeout(() => this.flush(), REPORT_FLUSH_MS).unref();
@@ -160,6 +167,7 @@ export class ComplianceReport implements Observer {
   private readonly inHost: (string | undefined)[] = new Array<string | undefined>(INTAKE).fill(undefined);
   /** '' for a query that was only rate-limited. */
   private readonly inList: string[] = new Array<string>(INTAKE).fill('');
+  private readonly inName: string[] = new Array<string>(INTAKE).fill('');
   private readonly inLimited = new Uint8Array(INTAKE);
   private readonly inAt = new Float64Array(INTAKE);
   private pending = 0;
@@ -167,7 +175,8 @@ export class ComplianceReport implements Observer {
   private readonly drainNow = (): void => this.drain();
   /** Bumped on every change, so the state file is written only when something happened. */
   version = 0;
-  sink: EventSink | undefined;
+  /** Where each blocked event goes besides this report: the PostgreSQL store, the compliance-event tracker. */
+  readonly sinks: EventSink[] = [];
 
   constructor(
     settings: Config['report'],
@@ -196,16 +205,17 @@ export class ComplianceReport implements Observer {
       o.limited !== undefined,
       this.now(),
       undefined,
+      q.qname,
     );
   }
 
   /** Events from the other query threads (workers), batched by their ReportBatcher. */
   ingest(events: readonly ReportEvent[]): void {
-    for (const e of events) this.intake(e.client, e.mac, e.list ?? '', e.limited, e.at, e.hostname);
+    for (const e of events) this.intake(e.client, e.mac, e.list ?? '', e.limited, e.at, e.hostname, e.name ?? '');
   }
 
   /** `hostname` set: the device was resolved by the thread that answered (`mac` is its MAC, '' for none). */
-  private intake(client: string, mac: string | undefined, list: string, limited: boolean, at: number, hostname: string | undefined): void {
+  private intake(client: string, mac: string | undefined, list: string, limited: boolean, at: number, hostname: string | undefined, name: string): void {
     const i = this.pending;
     if (i === INTAKE) {
       if (this.stats) this.stats.reportDropped++;
@@ -215,6 +225,7 @@ export class ComplianceReport implements Observer {
     this.inMac[i] = mac;
     this.inHost[i] = hostname;
     this.inList[i] = list;
+    this.inName[i] = name;
     this.inLimited[i] = limited ? 1 : 0;
     this.inAt[i] = at;
     this.pending = i + 1;
@@ -237,12 +248,12 @@ export class ComplianceReport implements Observer {
       const at = this.inAt[i]!;
       const host = this.inHost[i];
       if (host !== undefined) {
-        this.add({ at, client, mac: mac ?? '', hostname: host, list: this.inList[i]! }, this.inLimited[i] === 1);
+        this.add({ at, client, mac: mac ?? '', hostname: host, list: this.inList[i]!, name: this.inName[i]! }, this.inLimited[i] === 1);
       } else {
         // At most one event-loop turn after the query, so the table it was answered with, unless an identity
         // delta landed in that same turn and moved this very address (then the device that holds it now).
         const d: Device | undefined = table && (mac !== undefined ? table.relayed(mac) : table.lookup(client, at));
-        this.add({ at, client, mac: d?.mac ?? '', hostname: d?.hostname ?? '', list: this.inList[i]! }, this.inLimited[i] === 1);
+        this.add({ at, client, mac: d?.mac ?? '', hostname: d?.hostname ?? '', list: this.inList[i]!, name: this.inName[i]! }, this.inLimited[i] === 1);
       }
       this.inMac[i] = undefined;
       this.inHost[i] = undefined;
@@ -270,7 +281,7 @@ export class ComplianceReport implements Observer {
     r.lists.set(e.list, (r.lists.get(e.list) ?? 0) + 1);
     const h = Math.floor(e.at / HOUR) * HOUR;
     this.hours.set(h, (this.hours.get(h) ?? 0) + 1);
-    this.sink?.push(e);
+    for (const s of this.sinks) s.push(e);
   }
 
   /** Drops devices outside the window, then the least active tenth, so eviction is amortised. */

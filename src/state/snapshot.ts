@@ -89,7 +89,7 @@ export function stateDirProblem(dir: string): string | undefined {
 }
 
 /** Writes a file and waits until it is on the disk. */
-async function writeDurable(path: string, data: Uint8Array | string): Promise<void> {
+export async function writeDurable(path: string, data: Uint8Array | string): Promise<void> {
   const fh = await open(path, 'w');
   try {
     await fh.writeFile(data);
@@ -100,7 +100,7 @@ async function writeDurable(path: string, data: Uint8Array | string): Promise<vo
 }
 
 /** fsync of a folder makes the names in it (a rename) durable, not only the files' contents. */
-async function syncDir(path: string): Promise<void> {
+export async function syncDir(path: string): Promise<void> {
   const fh = await open(path, 'r');
   try {
     await fh.sync();
