@@ -4,8 +4,10 @@
 //           dnsmasq's lease file; a fake upstream on the router's loopback
 //   client  a fixed MAC on its veth; busybox udhcpc gets the lease (its script only records what it got
 //           and sets the address: nothing on this host is touched)
-// The client resolves through the address DHCP gave it (Node's resolver, c-ares), is sinkholed, is let
-// through by an exception granted to its MAC, and keeps it when DHCP moves it to another address.
+// The client resolves through the address DHCP gave it (Node's resolver, c-ares) and is sinkholed. It
+// keeps trying: one compliance event reaches the SIEM (rsyslog over TLS, CEF) and the NAC (a signed
+// webhook), both in the router namespace. Then it is let through by an exception granted to its MAC,
+// and keeps it when DHCP moves it to another address.
 // dnstap goes to fstrm_capture on a unix socket (files are shared across namespaces; packets are not),
 // decoded by dnstap-read and, for the policy field it does not print, by the dnstap.proto schema.
 // Every packet stays inside the two namespaces, which the test deletes.
@@ -17,8 +19,15 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { peersRequired, skipUnless } from './helpers/requires.js';
 import { decodeDnstap, splitFrames, type DecodedMessage } from './helpers/dnstapDecode.js';
+import { makePki } from './helpers/pki.js';
+import { createHmac } from 'node:crypto';
 
-const NEEDS = { dnsmasq: 'dnsmasq-base', busybox: 'busybox', ip: 'iproute2', fstrm_capture: 'fstrm-bin', 'dnstap-read': 'bind9-dnsutils' };
+const NEEDS = {
+  dnsmasq: 'dnsmasq-base', busybox: 'busybox', ip: 'iproute2', fstrm_capture: 'fstrm-bin', 'dnstap-read': 'bind9-dnsutils', rsyslogd: 'rsyslog',
+  '/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so': 'rsyslog-gnutls',
+};
+/** Blocked queries by one device to one list that make an event (events.threshold). */
+const THRESHOLD = 3;
 const CLIENT_MAC = '02:00:5e:10:00:01';
 const ROUTER_IP = '10.99.0.1';
 
@@ -80,6 +89,23 @@ s.on('message', (m, r) => { let i = 12; while (m[i]) i += m[i] + 1; const qend =
   s.send(Buffer.concat([h, m.subarray(12, qend), ans]), r.port, r.address); });
 s.bind(5300, '127.0.0.1', () => console.log('upstream ready'));`;
 
+// The SIEM: rsyslog receiving RFC 5425 (syslog over TLS, octet-counted), writing each message as received.
+const rsyslogConf = (dir: string, ca: string, cert: string, key: string): string => `
+global(workDirectory="${dir}/rsyslog" DefaultNetstreamDriverCAFile="${ca}" DefaultNetstreamDriverCertFile="${cert}" DefaultNetstreamDriverKeyFile="${key}")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
+input(type="imtcp" address="127.0.0.1" port="6514")
+template(name="raw" type="string" string="%rawmsg%\\n")
+action(type="omfile" file="${dir}/siem.log" template="raw")
+`;
+
+// The NAC's webhook: an HTTPS receiver that appends each request's headers and body as a JSON line.
+const WEBHOOK = `const https = require('node:https'); const fs = require('node:fs');
+const [cert, key, out] = process.argv.slice(1);
+https.createServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key) }, (req, res) => {
+  let body = ''; req.on('data', (d) => (body += d)); req.on('end', () => {
+    fs.appendFileSync(out, JSON.stringify({ headers: req.headers, body }) + '\\n'); res.writeHead(204).end(); });
+}).listen(8443, '127.0.0.1', () => console.log('webhook ready'));`;
+
 // udhcpc's script: record the lease's fields, and set the address on the interface.
 const UDHCPC_SCRIPT = `#!/bin/sh
 case "$1" in
@@ -92,7 +118,7 @@ exit 0
 
 const skip = skipUnless(NEEDS) || namespacesMissing();
 
-t.test('the whole loop: DHCP in namespaces, sinkholed by policy, an exception by MAC that follows the device, dnstap', { skip }, async (t) => {
+t.test('the whole loop: DHCP in namespaces, sinkholed by policy, one event to rsyslog and the webhook, an exception by MAC that follows the device, dnstap', { skip }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'sinkhole-loop-'));
   const tag = randomBytes(3).toString('hex');
   const router = `shr${tag}`;
@@ -130,6 +156,20 @@ t.test('the whole loop: DHCP in namespaces, sinkholed by policy, an exception by
   const capture = keep(t, ['fstrm_capture', '-t', 'protobuf:dnstap.Dnstap', '-u', tapSock, '-w', tapFile]);
   await until('fstrm_capture listening', 5000, () => existsSync(tapSock), capture.out);
 
+  // The SIEM (rsyslog over TLS) and the NAC (a webhook), in the router namespace.
+  const pki = makePki();
+  t.teardown(() => pki.close());
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(join(dir, 'rsyslog'));
+  writeFileSync(join(dir, 'rsyslog.conf'), rsyslogConf(dir, pki.ca, pki.server.cert, pki.server.key));
+  const rsyslog = keep(t, inNs(router, ['rsyslogd', '-n', '-f', join(dir, 'rsyslog.conf'), '-i', join(dir, 'rsyslog.pid')]));
+  const webhookLog = join(dir, 'webhook.jsonl');
+  const webhook = keep(t, inNs(router, [process.execPath, '-e', WEBHOOK, pki.server.cert, pki.server.key, webhookLog]));
+  await until('the webhook receiver', 5000, () => webhook.out().includes('webhook ready'), webhook.out);
+  await until('rsyslog listening', 10_000, () => spawnSync('ip', ['netns', 'exec', router, 'ss', '-ltn', 'sport = :6514'], { encoding: 'utf8' }).stdout.includes('6514'), rsyslog.out);
+  const secret = 'loop-test-webhook-secret-0123456789';
+  writeFileSync(join(dir, 'webhook.key'), `${secret}\n`);
+
   // sinkhole in the router namespace: DNS on the router's address, devices from dnsmasq's leases.
   writeFileSync(join(dir, 'tiktok.txt'), 'tiktok.com\n');
   writeFileSync(join(dir, 'exceptions.yaml'), 'exceptions: []\n');
@@ -142,6 +182,12 @@ t.test('the whole loop: DHCP in namespaces, sinkholed by policy, an exception by
     `identity: { leases: [{ format: dnsmasq, file: ${leases} }] }`,
     `log: { dnstap: { socket: ${tapSock}, identity: loop-test } }`,
     `state: { dir: ${join(dir, 'state')} }`,
+    'events:',
+    `  threshold: ${THRESHOLD}`,
+    '  window: 10m',
+    '  cooldown: 1h',
+    `  syslog: [{ address: "tls://127.0.0.1:6514", ca: ${pki.ca}, format: cef }]`,
+    `  webhook: [{ url: "https://127.0.0.1:8443/hooks/sinkhole", secretFile: ${join(dir, 'webhook.key')}, ca: ${pki.ca} }]`,
     '',
   ].join('\n'));
   const sinkhole = keep(t, inNs(router, [process.execPath, join(import.meta.dirname, '..', 'dist', 'cli.js'), 'serve', '--config', join(dir, 'sinkhole.yaml')]));
@@ -169,6 +215,33 @@ t.test('the whole loop: DHCP in namespaces, sinkholed by policy, an exception by
 
   t.equal(ask('www.tiktok.com'), 'ERR ENOTFOUND', 'www.tiktok.com is sinkholed (NXDOMAIN) for the client, through the DNS server DHCP gave it');
   t.equal(ask('example.org'), 'OK 192.0.2.10', 'another name is forwarded');
+
+  // The device keeps trying: at the threshold, one event reaches the SIEM and the NAC; more tries
+  // within the cooldown send nothing more.
+  for (let i = 1; i < THRESHOLD + 3; i++) t.equal(ask(i % 2 ? 'www.tiktok.com' : 'api.tiktok.com'), 'ERR ENOTFOUND', `blocked try ${i + 1}`);
+  const siemLog = join(dir, 'siem.log');
+  const siemText = (): string => (existsSync(siemLog) ? readFileSync(siemLog, 'utf8') : '');
+  await until('the CEF event in rsyslog', 15_000, () => siemText().includes('CEF:'), () => `${siemText()}\nrsyslog: ${rsyslog.out()}\nsinkhole: ${sinkhole.out()}`);
+  await until('the webhook event', 15_000, () => existsSync(webhookLog), () => sinkhole.out());
+  // Give a second (wrong) event the time it would take to arrive, then count.
+  await new Promise((r) => setTimeout(r, 1000));
+  const events = siemText().split('\n').filter((l) => l.includes('CEF:'));
+  t.equal(events.length, 1, 'exactly one CEF event reached rsyslog over TLS');
+  const cef = events[0] ?? '';
+  t.match(cef, /^<\d+>1 \S+ /, 'an RFC 5424 message');
+  t.match(cef, new RegExp(`smac=${CLIENT_MAC}`), "it names the client's MAC");
+  t.match(cef, /shost=member-phone/, 'and its DHCP hostname');
+  t.match(cef, new RegExp(`src=${firstIp!.replace(/\./g, '\\.')}`), 'and its address');
+  t.match(cef, /cs1Label=list cs1=tiktok/, 'and the list');
+  t.match(cef, new RegExp(`cnt=${THRESHOLD}\\b`), 'with the count at the threshold');
+  const hooks = readFileSync(webhookLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { headers: Record<string, string>; body: string });
+  t.equal(hooks.length, 1, 'exactly one webhook call');
+  const hook = hooks[0]!;
+  const expected = `sha256=${createHmac('sha256', secret).update(`${hook.headers['x-sinkhole-timestamp']}.${hook.body}`).digest('hex')}`;
+  t.equal(hook.headers['x-sinkhole-signature'], expected, 'its HMAC-SHA256 signature verifies');
+  const body = JSON.parse(hook.body) as { mac?: string; hostname?: string; list?: string; id?: string };
+  t.same({ mac: body.mac, hostname: body.hostname, list: body.list }, { mac: CLIENT_MAC, hostname: 'member-phone', list: 'tiktok' }, 'the JSON names the device and list');
+  t.equal(hook.headers['idempotency-key'], body.id, 'with the event id as the idempotency key');
 
   // An exception for this device, by MAC, granted by editing exceptions.yaml while sinkhole runs.
   writeFileSync(join(dir, 'exceptions.yaml'), [
