@@ -392,7 +392,7 @@ t.test('receiver down: events wait in the spool, retried with the same idempoten
   t.equal(b.running.events!.counts().sinks[0]!.spooled, 0);
 });
 
-t.test('two instances on one PostgreSQL: a device trying through both is announced once per cooldown; 200 devices, once each', { skip: skipUnless(POSTGRES_NEEDS) }, async (t) => {
+t.test('two instances on one PostgreSQL: a device trying through both is announced once per cooldown; 1,000 devices, once each', { skip: skipUnless(POSTGRES_NEEDS) }, async (t) => {
   const pg = await startPostgres(t);
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());
@@ -408,7 +408,8 @@ t.test('two instances on one PostgreSQL: a device trying through both is announc
   const files = { 'tiktok.txt': TIKTOK_LIST };
   const a = await startSinkhole(t, up.port, config, files);
   const b = await startSinkhole(t, up.port, config, files);
-  const devices = Array.from({ length: 200 }, (_, i) => `127.0.${1 + Math.floor(i / 250)}.${1 + (i % 250)}`);
+  const DEVICES = 1000;
+  const devices = Array.from({ length: DEVICES }, (_, i) => `127.0.${1 + Math.floor(i / 250)}.${1 + (i % 250)}`);
   const q = buildQuery('www.tiktok.com', T.A);
   const started = performance.now();
   // Every device tries 3 times through each instance, interleaved: both cross the threshold.
@@ -421,15 +422,15 @@ t.test('two instances on one PostgreSQL: a device trying through both is announc
   const queryMs = performance.now() - started;
   for (const h of [a, b]) h.running.report.drain();
   await Promise.all([a.running.events!.settled(), b.running.events!.settled()]);
-  await until(t, '200 events', () => got.length >= 200, 15_000);
+  await until(t, `${DEVICES} events`, () => got.length >= DEVICES, 30_000);
   await wait(300);
   const srcs = got.map((m) => cefOf(m).get('src'));
-  t.equal(got.length, 200, 'one event per device, not one per instance');
-  t.equal(new Set(srcs).size, 200, 'every device announced');
+  t.equal(got.length, DEVICES, 'one event per device, not one per instance');
+  t.equal(new Set(srcs).size, DEVICES, 'every device announced');
   const [ca, cb] = [a.running.events!.counts(), b.running.events!.counts()];
-  t.equal(ca.announced + cb.announced, 200);
-  t.equal(ca.suppressed + cb.suppressed, 200, 'the other instance stood down for each');
-  t.comment(`1200 blocked queries from 200 devices through two instances in ${queryMs.toFixed(0)} ms; announced ${ca.announced}+${cb.announced}, suppressed ${ca.suppressed}+${cb.suppressed}`);
-  const recent = await b.running.events!.recent(500);
-  t.equal(recent.length, 200, 'either instance lists every announcement (from the table)');
+  t.equal(ca.announced + cb.announced, DEVICES);
+  t.equal(ca.suppressed + cb.suppressed, DEVICES, 'the other instance stood down for each');
+  t.comment(`${DEVICES * 6} blocked queries from ${DEVICES} devices through two instances in ${queryMs.toFixed(0)} ms; announced ${ca.announced}+${cb.announced}, suppressed ${ca.suppressed}+${cb.suppressed}`);
+  const recent = await b.running.events!.recent(2000);
+  t.equal(recent.length, DEVICES, 'either instance lists every announcement (from the table)');
 });
