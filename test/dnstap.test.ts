@@ -162,6 +162,11 @@ t.test('real readers: fstrm_capture takes the stream, dnstap-read and dnstap dec
   // The sinkholed name never goes upstream; the five others do, once each.
   t.same([count('FORWARDER_QUERY'), count('FORWARDER_RESPONSE')], [5, 5], 'dnstap-read: a FORWARDER_QUERY and _RESPONSE per upstream exchange');
   t.ok(docs.every((d) => /^identity: sinkhole-test$/m.test(d)), 'identity as configured');
+  // The query as it went on the wire: the transport's own ID (RFC 5452 §9.2), the one its reply carries.
+  const fwdIds = docs.filter((d) => /type: FORWARDER_(QUERY|RESPONSE)/.test(d)).map((d) => [/type: (FORWARDER_\w+)/.exec(d)?.[1], /^ {4}id: (\d+)$/m.exec(d)?.[1]]);
+  const pairs = fwdIds.flatMap(([type, id], i) => (type === 'FORWARDER_QUERY' ? [[id, fwdIds[i + 1]?.[1]]] : []));
+  t.ok(pairs.length === 5 && pairs.every(([q, r]) => q !== undefined && q === r), `each FORWARDER_QUERY carries the ID of its FORWARDER_RESPONSE: ${JSON.stringify(pairs)}`);
+
   const excepted7 = docs.find((d) => /type: CLIENT_QUERY/.test(d) && /query_address: "127\.0\.0\.7"/.test(d));
   t.match(excepted7, new RegExp(`response_port: ${h.port}\\b`), 'the client address, and the listener port it asked');
 

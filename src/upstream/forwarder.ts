@@ -238,8 +238,11 @@ export class Forwarder {
     const { host, port, transport } = u.spec;
     const started = performance.now();
     const tap = this.tap;
-    if (tap !== undefined) tap.forwarderQuery(query, u.spec, transport, started);
-    let tapped = false;
+    // dnstap: the query is written once its reply says which ID went on the wire (the transports pick
+    // their own, RFC 5452 §9.2), or as it was when no reply came.
+    let untapped = tap !== undefined;
+    let tapProto = transport;
+    let tapAt = started;
     try {
       let reply: Buffer;
       if (u.transport) {
@@ -254,15 +257,23 @@ export class Forwarder {
           u.stats.outcomes.truncated++;
           const retried = performance.now();
           if (tap !== undefined) {
+            tap.forwarderQuery(withIdOf(query, reply), u.spec, 'udp', started);
             tap.forwarderResponse(reply, u.spec, 'udp', started, retried);
-            tap.forwarderQuery(query, u.spec, 'tcp', retried);
           }
+          [tapProto, tapAt] = ['tcp', retried];
           reply = await this.tcp(u).exchange(query, qend, Math.max(1, deadline - retried));
-          if (tap !== undefined) tap.forwarderResponse(reply, u.spec, 'tcp', retried, performance.now());
-          tapped = true;
+          if (tap !== undefined) {
+            untapped = false;
+            tap.forwarderQuery(withIdOf(query, reply), u.spec, 'tcp', retried);
+            tap.forwarderResponse(reply, u.spec, 'tcp', retried, performance.now());
+          }
         }
       }
-      if (tap !== undefined && !tapped) tap.forwarderResponse(reply, u.spec, transport, started, performance.now());
+      if (tap !== undefined && untapped) {
+        untapped = false;
+        tap.forwarderQuery(withIdOf(query, reply), u.spec, transport, started);
+        tap.forwarderResponse(reply, u.spec, transport, started, performance.now());
+      }
       const rcode = reply[3]! & 0x0f;
       if (rcode === RCODE.SERVFAIL || rcode === RCODE.REFUSED) {
         // This upstream cannot answer; another may. Counted as an error, not a timeout.
@@ -277,6 +288,7 @@ export class Forwarder {
       u.succeeded();
       return { wire: reply, scan };
     } catch (e) {
+      if (tap !== undefined && untapped) tap.forwarderQuery(query, u.spec, tapProto, tapAt);
       if (!(e instanceof UpstreamError)) {
         local.failed = true;
         return undefined;
@@ -319,4 +331,12 @@ function shuffleHealthyPrefix(order: Upstream[], n: number): void {
     const j = Math.floor(Math.random() * (i + 1));
     [order[i], order[j]] = [order[j]!, order[i]!];
   }
+}
+
+/** The query as it went on the wire: its bytes with the ID its reply carries (dnstap only, so a copy). */
+function withIdOf(query: Buffer, reply: Buffer): Buffer {
+  if (reply.length < 2 || reply.readUInt16BE(0) === query.readUInt16BE(0)) return query;
+  const q = Buffer.from(query);
+  q.writeUInt16BE(reply.readUInt16BE(0), 0);
+  return q;
 }
