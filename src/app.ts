@@ -11,7 +11,8 @@ import type { AddressInfo } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import { ReplyCache, type CacheLimits } from './cache/replyCache.js';
 import { systemClock, type Clock } from './clock.js';
-import type { Config, Endpoint } from './config/config.js';
+import { loadConfig, type Config, type Endpoint } from './config/config.js';
+import { RpzFeeds } from './policy/rpz/feed.js';
 import { SinkholeError, formatProblem } from './errors.js';
 import { streamLogger, type Logger } from './log.js';
 import { startHttp } from './metrics/http.js';
@@ -188,6 +189,8 @@ export class DataPlane {
     private readonly clock: Clock,
     /** The compliance report, or a batcher that hands blocked queries to the thread that keeps it. */
     report: Observer,
+    /** A NOTIFY from an RPZ primary (RFC 1996), already checked against the config: the main thread's feeds check the zone. */
+    onNotify: (zone: string, from: string) => void = () => {},
   ) {
     const config = policy.current.config;
     const stats = this.stats;
@@ -210,7 +213,7 @@ export class DataPlane {
       // 2. Sees every outcome, blocked and cached included, for metrics and the logs.
       new MetricsStage(stats, observers),
       // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
-      new ValidateStage(policy),
+      new ValidateStage(policy, onNotify),
       // 3a. Per-client token bucket (clients.rateLimit; a no-op without it). Right after validate: it is
       //     cheap, so a flooding client is turned away before it costs policy, cache or upstream work, and
       //     before local answers a flood could otherwise use; after validate so that a client outside
@@ -369,6 +372,17 @@ export class DataPlane {
 export async function start(opts: StartOptions): Promise<Running> {
   const log = opts.log ?? streamLogger();
   const clock = opts.clock ?? systemClock;
+  // RPZ zones pulled from a primary are kept as zone files under state.dir: one with no copy yet is
+  // transferred first, so the first policy has it (policy/rpz/feed.ts). A config that does not read
+  // has no feeds here; startingPolicy says what is wrong with it.
+  const rpzFeeds = new RpzFeeds(log);
+  let rpzReload: () => void = () => {};
+  rpzFeeds.onChange = () => rpzReload();
+  try {
+    await rpzFeeds.configure(loadConfig(opts.configFile).blocking.rpz);
+  } catch {
+    // reported by startingPolicy
+  }
   // The files on disk, or else the last good snapshot of them (state/lastGood.ts).
   const starting = startingPolicy(opts.configFile, log);
   const initial = starting.data;
@@ -378,7 +392,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   // One for the whole server: identity, the report (fed by every thread), the reloader, /metrics and HTTP.
   const identityHolder = new IdentityHolder();
   const report0: { r?: ComplianceReport } = {};
-  const plane = new DataPlane(policy, identityHolder, log, clock, { observe: (q, o) => report0.r!.observe(q, o) });
+  const plane = new DataPlane(policy, identityHolder, log, clock, { observe: (q, o) => report0.r!.observe(q, o) }, (zone, from) => rpzFeeds.notify(zone, from));
   const stats = plane.stats;
   // Identity: lease files (read in the identity thread) and identity.static; each change arrives as a delta,
   // applied to this thread's table in place and handed to every query thread.
@@ -386,6 +400,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   const report = (report0.r = new ComplianceReport(config().report, () => clock.now(), identity.holder, stats));
   // A (re)started query thread is given the whole table once; after that, only what changes.
   const workers = config().workers > 1 ? new WorkerPool(config().workers - 1, report, log, () => identityHolder.current.snapshot()) : undefined;
+  if (workers) workers.onNotify = (zone, from) => rpzFeeds.notify(zone, from);
   if (workers) identity.on('swap', (delta: IdentityDelta) => workers.identity(delta));
   // The report survives restarts (state.dir/report.json) and, with report.store: postgres://, spans instances.
   const stateFile = new ReportStateFile(config().state.dir, report, log);
@@ -597,6 +612,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   );
   const reloader = new Reloader(opts.configFile, policy, stats, log, (next, previous, data, inputs) => {
     void state.save(next, inputs);
+    if (!isDeepStrictEqual(next.config.blocking.rpz, previous.config.blocking.rpz)) void rpzFeeds.configure(next.config.blocking.rpz);
     logExceptions(log, diffExceptions(previous.exceptions, next.exceptions), next, clock.now());
     logWarnings(log, next, clock.now());
     exceptionAudit.swapped(previous);
@@ -633,6 +649,8 @@ export async function start(opts: StartOptions): Promise<Running> {
     ];
     if (restartOnly.length) log.warn('SH_RESTART_NEEDED', `${restartOnly.join(', ')} changed; they take effect on restart`, {});
   });
+  // A transfer that changed a zone rewrote its copy: compile it now (the watch would too, a moment later).
+  rpzReload = () => void reloader.reload('list');
   if (opts.watch !== false) {
     reloader.watch();
     identity.watch();
@@ -679,6 +697,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   // Idempotent: SIGTERM and a test teardown may both ask.
   async function shutdown(): Promise<void> {
     closing = true;
+    rpzFeeds.close();
     await reloader.close();
     exceptionAudit.close();
     await closeAll();

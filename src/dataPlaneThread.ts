@@ -19,7 +19,7 @@ const policy = new PolicyHolder(hydrate(init.data, init.number));
 const identity = new IdentityHolder(IdentityTable.of(init.identity));
 const report = new ReportBatcher((events) => send({ type: 'report', events }), () => systemClock.now(), identity);
 const log = streamLogger();
-const plane = new DataPlane(policy, identity, log, systemClock, report);
+const plane = new DataPlane(policy, identity, log, systemClock, report, (zone, from) => send({ type: 'notify', zone, from }));
 
 port.on('message', (m: ToThread) => {
   switch (m.type) {

@@ -9,6 +9,8 @@ export const ERROR_CODES = {
   SH_LIST_PUBLIC_SUFFIX: 'a blocklist rule is a public suffix (com, co.uk, github.io) and its line does not say it is meant',
   SH_LIST_EMPTY: 'a blocklist has no rules (take it out of blocking.enforce instead)',
   SH_RPZ_SYNTAX: 'an RPZ zone file line is not a record, or its record is not an RPZ trigger or action (the zone\'s last good version stays in force)',
+  SH_RPZ_TRANSFER: 'warning: an RPZ zone could not be transferred from its primary (refused, unreachable, malformed, or its copy not written); the zone in force stays and is retried at the SOA retry interval',
+  SH_RPZ_EXPIRED: 'warning: an RPZ zone has not reached its primary for longer than its SOA expire; it stays in force (a policy zone is never dropped)',
   SH_RPZ_UNSUPPORTED: 'warning: an RPZ zone holds NSDNAME/NSIP triggers or CNAME *.domain actions, which a forwarder cannot apply: counted, not applied',
   SH_EXCEPTION_INVALID: 'an exception record is incomplete or names an unknown group, list or date',
   // Warnings: validate prints them and serve logs them, but they never stop a policy from loading.

@@ -52,7 +52,9 @@ export type FromThread =
   | { type: 'ready' }
   | { type: 'failed'; message: string }
   | { type: 'stats'; id: number; stats: StatsData; gauges: PlaneGauges }
-  | { type: 'report'; events: ReportEvent[] };
+  | { type: 'report'; events: ReportEvent[] }
+  /** A NOTIFY the thread's validate stage took for an RPZ zone: the main thread's feeds check it. */
+  | { type: 'notify'; zone: string; from: string };
 
 /** How long a scrape waits for a thread's counts before it uses the last ones it had. */
 const STATS_TIMEOUT_MS = 1000;
@@ -84,6 +86,9 @@ export class WorkerPool {
   private seq = 0;
   private readonly waiting = new Map<number, { left: number; done: () => void }>();
   restarts = 0;
+
+  /** A NOTIFY a query thread took (app.ts hands it to the RPZ feeds). */
+  onNotify: (zone: string, from: string) => void = () => {};
 
   constructor(
     threads: number,
@@ -127,6 +132,9 @@ export class WorkerPool {
             break;
           case 'report':
             this.report.ingest(m.events);
+            break;
+          case 'notify':
+            this.onNotify(m.zone, m.from);
             break;
         }
       });

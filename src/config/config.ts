@@ -1,7 +1,7 @@
 // sinkhole.yaml: the schema, its defaults, and the strict reader. Every problem
 // names file:line:col and the key path (DESIGN.md §3 "Config"). The result is
 // frozen: nothing downstream may mutate what was validated.
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { X509Certificate } from 'node:crypto';
@@ -156,9 +156,12 @@ export interface DnstapConfig {
 /** One blocking.rpz entry. */
 export interface RpzSpec {
   name: string;
+  /** The zone file; for a zone pulled from a primary, the copy kept under state.dir/rpz/ (policy/rpz/feed.ts). */
   file: string;
-  /** The zone's name (its SOA owner), when the file does not say it with $ORIGIN or absolute names. */
+  /** The zone's name (its SOA owner), when the file does not say it with $ORIGIN or absolute names; required with primary. */
   zone?: string;
+  /** Pulled by AXFR/IXFR from this primary (RFC 5936, RFC 1995), which may NOTIFY us (RFC 1996). */
+  primary?: { host: string; port: number };
   override: RpzOverride;
   ref: SourceRef;
 }
@@ -467,6 +470,8 @@ function readConfig(r: YamlReader, path: string): Config {
       r.fail(node, q, `unknown list "${value}"; defined lists are ${listNames.join(', ') || '(none)'}`);
     }
   }
+  // A zone pulled from a primary is kept as a zone file under state.dir (known only once the whole file is read).
+  c.blocking.rpz = c.blocking.rpz.map((z) => (z.primary ? { ...z, file: join(c.state.dir, 'rpz', `${z.name}.zone`) } : z));
   // An RPZ's name is a list name (enforce, exceptions, metrics): it may not be another list's.
   for (const z of c.blocking.rpz) {
     if (c.blocking.lists.some((l) => l.name === z.name)) {
@@ -531,6 +536,14 @@ function readRpz(r: YamlReader, node: YNode, path: string, dir: string): RpzSpec
         else spec.name = name;
       },
       file: (v, p) => (spec.file = resolvePath(dir, r.string(v, p))),
+      primary: (v, p) => {
+        const text = r.string(v, p);
+        const ep = text === undefined ? undefined : parseEndpoint(text);
+        if (ep === undefined) return;
+        if (typeof ep === 'string') r.fail(v, p, `expected the primary as IP:PORT (a zone transfer source), got "${text}": ${ep}`);
+        else if (ep.port === 0) r.fail(v, p, "the primary's port must be 1 to 65535, got 0");
+        else spec.primary = { host: ep.host, port: ep.port };
+      },
       zone: (v, p) => {
         const s = r.string(v, p);
         const zone = s === undefined ? '' : normalizeDomain(s);
@@ -539,8 +552,10 @@ function readRpz(r: YamlReader, node: YNode, path: string, dir: string): RpzSpec
       },
       override: (v, p) => (spec.override = r.oneOf(v, p, RPZ_OVERRIDES) ?? spec.override),
     });
-    if (spec.name && spec.file) out.push(spec as RpzSpec);
-    else if (!r.problems.length) r.fail(item, q, 'expected { name: NAME, file: ZONE-FILE } (and optionally zone:, override:)');
+    if (spec.primary && spec.file) r.fail(item, q, 'expected file: or primary:, not both (a zone pulled from a primary is kept under state.dir)');
+    else if (spec.primary && !spec.zone) r.fail(item, q, 'a zone pulled from a primary needs zone: (its name, as the primary serves it)');
+    else if (spec.name && (spec.file || spec.primary)) out.push({ ...spec, file: spec.file ?? '' } as RpzSpec);
+    else if (!r.problems.length) r.fail(item, q, 'expected { name: NAME, file: ZONE-FILE } or { name: NAME, primary: IP:PORT, zone: ZONE } (and optionally override:)');
   });
   return out;
 }

@@ -16,6 +16,9 @@ export interface LocalAddress {
 
 export const NO_LOCAL: LocalAddress = { address: '', port: 0 };
 
+/** RFC 1996 §3: the NOTIFY opcode. */
+export const OPCODE_NOTIFY = 4;
+
 export interface Query {
   /** The bytes as received; never modified. */
   readonly buf: Buffer;
@@ -75,8 +78,10 @@ export function decodeQuery(buf: Buffer, client: string, proto: Proto, arrived: 
   let dnssecOk = false;
   let optRdata = -1;
   let identityOptions = false;
-  if (opcode !== 0) {
-    problem = RCODE.NOTIMP; // RFC 1035 §4.1.1: only standard QUERY is implemented
+  // RFC 1035 §4.1.1: only standard QUERY is implemented; NOTIFY (RFC 1996) is read like one, for the
+  // RPZ zones pulled from a primary (stages/validate.ts), and is NOTIMP to everything else.
+  if (opcode !== 0 && opcode !== OPCODE_NOTIFY) {
+    problem = RCODE.NOTIMP;
   } else if (buf.readUInt16BE(4) !== 1) {
     problem = RCODE.FORMERR; // one question per message in practice (RFC 9619)
   } else {
@@ -126,6 +131,7 @@ export function decodeQuery(buf: Buffer, client: string, proto: Proto, arrived: 
       }
     }
   }
+  if (opcode === OPCODE_NOTIFY && problem === 0) problem = RCODE.NOTIMP;
   return {
     buf, id: buf.readUInt16BE(0), opcode, rd: (buf[2]! & FLAG_RD) !== 0, cd: (buf[3]! & FLAG_CD) !== 0,
     qname, qtype, qclass, qend, problem, edns, udpSize, dnssecOk, client, port, local, optRdata, identityOptions, mac: undefined, proto, arrived,

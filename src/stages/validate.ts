@@ -2,8 +2,9 @@
 // clients.allowFrom, are answered here, before any policy or upstream work.
 import { RCODE, TYPE } from '../dns/constants.js';
 import { bareErrorReply, errorReply } from '../dns/reply.js';
-import type { Query } from '../dns/query.js';
+import { OPCODE_NOTIFY, type Query } from '../dns/query.js';
 import type { PolicyHolder } from '../policy/holder.js';
+import { RpzFeeds } from '../policy/rpz/feed.js';
 import type { Handler, Outcome, Stage } from '../pipeline/types.js';
 
 /**
@@ -27,9 +28,15 @@ QTYPE_VERDICT[TYPE.IXFR] = RCODE.REFUSED;
 export class ValidateStage implements Stage {
   readonly name = 'validate';
 
-  constructor(private readonly policy: PolicyHolder) {}
+  constructor(
+    private readonly policy: PolicyHolder,
+    /** A NOTIFY this stage accepted: the main thread's RPZ feeds check the zone (policy/rpz/feed.ts). */
+    private readonly onNotify: (zone: string, from: string) => void = () => {},
+  ) {}
 
   handle(q: Query, next: Handler): Outcome | Promise<Outcome> {
+    // A well-formed NOTIFY is decoded with NOTIMP (dns/query.ts): only an RPZ primary's is taken.
+    if (q.opcode === OPCODE_NOTIFY && q.problem === RCODE.NOTIMP) return this.notify(q);
     if (q.problem) return problemReply(q);
     // No open resolver: an open one is an amplification weapon (RFC 5358).
     if (!this.policy.current.clients.view(q.client).allowed) return { wire: errorReply(q, RCODE.REFUSED), result: 'refused' };
@@ -39,7 +46,24 @@ export class ValidateStage implements Stage {
     if (verdict === RCODE.FORMERR) return { wire: bareErrorReply(q, RCODE.FORMERR), result: 'formerr' };
     return next(q);
   }
+
+  /**
+   * A NOTIFY (RFC 1996 §3.7) for an RPZ zone pulled from the address it came from: answered NOERROR
+   * with AA, and the zone is checked at once. From anyone else, or for another zone: REFUSED, and
+   * nothing happens (the check it would start is itself a TCP exchange with the configured primary).
+   */
+  private notify(q: Query): Outcome {
+    if (q.qtype !== TYPE.SOA || !RpzFeeds.accepts(this.policy.current.config.blocking.rpz, q.qname, q.client)) {
+      return { wire: bareErrorReply(q, RCODE.REFUSED), result: 'refused' };
+    }
+    this.onNotify(q.qname, q.client);
+    const wire = bareErrorReply(q, RCODE.NOERROR);
+    wire[2] = wire[2]! | FLAG_AA;
+    return { wire, result: 'local' };
+  }
 }
+
+const FLAG_AA = 0x04;
 
 function problemReply(q: Query): Outcome {
   // BADVERS is the one reply here that needs its OPT (the upper rcode bits live there).
