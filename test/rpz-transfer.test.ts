@@ -1,6 +1,7 @@
-// RPZ zones pulled from a primary (issue 21 §1 "Transfers"): real NSD serves the zone; sinkhole takes
-// it by AXFR, then an edit reaches it by NOTIFY and IXFR within 5 s; with the primary stopped, a
-// restart still enforces the zone (its copy under state.dir); a NOTIFY from anyone else is refused.
+// RPZ zones pulled from a primary (issue 21 §1 "Transfers"): real NSD serves the zone, TSIG-signed;
+// sinkhole takes it by AXFR, then an edit reaches it by NOTIFY and IXFR within 5 s; with the primary
+// stopped, a restart still enforces the zone (its copy under state.dir). A wrong key is refused by
+// NSD; a NOTIFY from anyone else, or unsigned, is refused by sinkhole.
 // Also the transfer reader on its own: AXFR, IXFR differences, a current serial, malformed streams.
 import t from 'tap';
 import dgram from 'node:dgram';
@@ -18,6 +19,7 @@ import type { Logger } from '../src/log.js';
 import { TransferAssembler, transferQuery, serialNewer } from '../src/policy/rpz/transfer.js';
 import type { WireRecord } from '../src/policy/rpz/wireRecords.js';
 import { decodeTransferMessage } from '../src/policy/rpz/wireRecords.js';
+import { sign as signTsig, splitTsig, verify as verifyTsig } from '../src/dns/tsig.js';
 
 /** A port the kernel just handed out (NSD and the NOTIFY target need theirs before they start). */
 async function freePort(): Promise<number> {
@@ -83,6 +85,8 @@ t.test('the transfer reader: AXFR, IXFR differences, a current serial, and strea
 });
 
 const NSD_NEEDS = { nsd: 'nsd' };
+/** A TSIG secret as tsig-keygen prints it (32 random bytes, base64). */
+const SECRET = Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 37 + 11) & 0xff)).toString('base64');
 
 t.test('a zone pulled from NSD: AXFR at start, NOTIFY and IXFR after an edit, enforced across a restart with the primary down', { skip: skipUnless(NSD_NEEDS) }, async (t) => {
   const up = await FakeUpstream.start();
@@ -112,8 +116,10 @@ t.test('a zone pulled from NSD: AXFR at start, NOTIFY and IXFR after an edit, en
     `  pidfile: "${dir}/nsd.pid"`, `  xfrdfile: "${dir}/xfrd.state"`, `  zonelistfile: "${dir}/zone.list"`, `  logfile: "${dir}/nsd.log"`,
     '  rrl-ratelimit: 0',
     'remote-control:', '  control-enable: no',
+    'key:', '  name: feed-key', '  algorithm: hmac-sha256', `  secret: "${SECRET}"`,
     'zone:', '  name: "feed.rpz.example"', `  zonefile: "${zoneFile}"`,
-    '  provide-xfr: 127.0.0.0/8 NOKEY', `  notify: 127.0.0.1@${dnsPort} NOKEY`, '  store-ixfr: yes', '  create-ixfr: yes',
+    // Transfers and NOTIFY signed with the feed's key (RFC 8945): an unsigned or wrongly signed request is refused.
+    '  provide-xfr: 127.0.0.0/8 feed-key', `  notify: 127.0.0.1@${dnsPort} feed-key`, '  store-ixfr: yes', '  create-ixfr: yes',
     '',
   ].join('\n'));
   const nsd = spawn('nsd', ['-d', '-c', join(dir, 'nsd.conf')], { stdio: 'ignore' });
@@ -139,12 +145,24 @@ t.test('a zone pulled from NSD: AXFR at start, NOTIFY and IXFR after an edit, en
     }
   });
 
+  // A key that is not the primary's: the transfer is refused, and sinkhole does not start without the zone.
+  const wrong = capture();
+  const wrongDir = mkdtempSync(join(tmpdir(), 'sinkhole-badkey-'));
+  t.teardown(() => rmSync(wrongDir, { recursive: true, force: true }));
+  writeFileSync(join(wrongDir, 'bad.key'), Buffer.alloc(32, 7).toString('base64'));
+  writeFileSync(join(wrongDir, 'sinkhole.yaml'), [
+    `listen: { dns: ["127.0.0.1:0"] }`, `upstreams: { servers: ["127.0.0.1:${up.port}"] }`,
+    `blocking: { rpz: [{ name: feed, primary: "127.0.0.1:${nsdPort}", zone: feed.rpz.example., tsig: { name: feed-key, secretFile: bad.key } }], enforce: [feed] }`, '',
+  ].join('\n'));
+  await t.rejects(start({ configFile: join(wrongDir, 'sinkhole.yaml'), log: wrong.log, watch: false }), 'with the wrong TSIG secret, no zone and no last good policy: it does not start');
+  t.match(wrong.lines.join('\n'), /warn SH_RPZ_TRANSFER .*NOTAUTH/, 'the primary refused the badly signed transfer (NOTAUTH), and the log says so');
+
   const { log, lines } = capture();
   const config = {
     listen: { dns: [`127.0.0.1:${dnsPort}`] },
-    blocking: { rpz: [{ name: 'feed', primary: `127.0.0.1:${nsdPort}`, zone: 'feed.rpz.example.' }], enforce: ['feed'] },
+    blocking: { rpz: [{ name: 'feed', primary: `127.0.0.1:${nsdPort}`, zone: 'feed.rpz.example.', tsig: { name: 'feed-key', algorithm: 'hmac-sha256', secretFile: 'feed.key' } }], enforce: ['feed'] },
   };
-  const h = await startSinkhole(t, up.port, config, {}, { log });
+  const h = await startSinkhole(t, up.port, config, { 'feed.key': `${SECRET}\n` }, { log });
   t.match(lines.join('\n'), /info RPZ zone transferred .*"zone":"feed".*"serial":1,"kind":"axfr"/, 'the zone came by AXFR at start');
   t.equal(rcodeOf(await udpExchange(dnsPort, buildQuery('bad.example', T.A))), 3, 'bad.example: NXDOMAIN from the transferred zone');
   t.equal(rcodeOf(await udpExchange(dnsPort, buildQuery('www.bad.example', T.A))), 3, 'its wildcard too');
@@ -161,15 +179,20 @@ t.test('a zone pulled from NSD: AXFR at start, NOTIFY and IXFR after an edit, en
   t.match(lines.join('\n'), /"serial":2,"kind":"ixfr".*"why":"NOTIFY"/, 'by IXFR, after the primary\'s NOTIFY');
   t.match(readFileSync(join(h.dir, '.sinkhole-state', 'rpz', 'feed.zone'), 'utf8'), /evil\.example\.feed\.rpz\.example\. 60 IN CNAME \./, 'the copy under state.dir has the new record');
 
-  // A NOTIFY from an address that is not the primary is refused and starts nothing.
-  const notify = buildQuery('feed.rpz.example', T.SOA);
+  // A NOTIFY from an address that is not the primary, or unsigned, is refused and starts nothing.
+  const notify = buildQuery('feed.rpz.example', T.SOA, { id: 0x4242 });
   notify[2] = 4 << 3; // opcode NOTIFY, RFC 1996 §3.3
-  const before = lines.length;
-  const refused = await udpExchange(dnsPort, notify, 2000, '127.0.0.9');
-  t.equal(rcodeOf(refused), 5, 'a NOTIFY from 127.0.0.9: REFUSED');
-  const accepted = await udpExchange(dnsPort, notify, 2000, '127.0.0.1');
-  t.same([rcodeOf(accepted), (accepted[2]! >> 3) & 0xf, accepted[2]! & 0x04], [0, 4, 4], "a NOTIFY from the primary's address: NOERROR, opcode NOTIFY, AA");
-  t.notOk(lines.slice(before).some((l) => /127\.0\.0\.9/.test(l)), 'nothing was started for 127.0.0.9');
+  const checks = (): number => lines.filter((l) => /"why":"NOTIFY"/.test(l) || /RPZ zone transferred/.test(l)).length;
+  const before = checks();
+  const key = { name: 'feed-key', algorithm: 'hmac-sha256' as const, secret: Buffer.from(SECRET, 'base64') };
+  t.equal(rcodeOf(await udpExchange(dnsPort, signTsig(notify, key).wire, 2000, '127.0.0.9')), 5, 'a signed NOTIFY from 127.0.0.9: REFUSED');
+  t.equal(rcodeOf(await udpExchange(dnsPort, notify, 2000, '127.0.0.1')), 5, "an unsigned NOTIFY from the primary's address: REFUSED (tsig is configured)");
+  const signed = signTsig(notify, key);
+  const accepted = await udpExchange(dnsPort, signed.wire, 2000, '127.0.0.1');
+  t.same([rcodeOf(accepted), (accepted[2]! >> 3) & 0xf, accepted[2]! & 0x04], [0, 4, 4], "a NOTIFY signed by the feed's key from the primary's address: NOERROR, opcode NOTIFY, AA");
+  const answerSplit = splitTsig(accepted);
+  t.ok(answerSplit && answerSplit !== 'malformed' && verifyTsig(answerSplit, [key], { requestMac: signed.mac }).ok, 'and the answer is signed over the request (RFC 8945 §5.3)');
+  t.equal(checks(), before, 'the refused NOTIFYs started nothing');
 
   // The primary goes away; sinkhole restarts and still enforces the zone from its copy.
   await h.running.close();
@@ -181,4 +204,30 @@ t.test('a zone pulled from NSD: AXFR at start, NOTIFY and IXFR after an edit, en
   t.equal(rcodeOf(await udpExchange(dnsPort, buildQuery('bad.example', T.A))), 3);
   await until('the failed check logged', 5000, () => again.lines.some((l) => l.startsWith('warn SH_RPZ_TRANSFER')));
   t.match(again.lines.find((l) => l.startsWith('warn SH_RPZ_TRANSFER')), /"primary":"127\.0\.0\.1:\d+","serial":2/, 'the failed check names the primary and the serial in force');
+});
+
+t.test('blocking.rpz with a primary: config problems at file:line:col', async (t) => {
+  const { loadConfig } = await import('../src/config/config.js');
+  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-rpzcfg-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'short.key'), 'c2hvcnQ=\n');
+  writeFileSync(join(dir, 'good.key'), `${SECRET}\n`);
+  writeFileSync(join(dir, 'z.zone'), '$ORIGIN z.\n@ SOA ns. h. 1 60 10 600 60\nbad CNAME .\n');
+  const problems = (rpz: string): string => {
+    writeFileSync(join(dir, 'sinkhole.yaml'), `blocking:\n  rpz:\n    - ${rpz}\n  enforce: [feed]\n`);
+    try {
+      loadConfig(join(dir, 'sinkhole.yaml'));
+      return '';
+    } catch (e) {
+      return (e as Error).message;
+    }
+  };
+  t.match(problems('{ name: feed, primary: "192.0.2.53:53" }'), /sinkhole\.yaml:3:7: .*needs zone:/, 'a primary without zone:');
+  t.match(problems('{ name: feed, primary: "192.0.2.53:53", zone: z., file: z.zone }'), /sinkhole\.yaml:3:7: .*file: or primary:, not both/);
+  t.match(problems('{ name: feed, primary: "feed.example:53", zone: z. }'), /sinkhole\.yaml:3:\d+: blocking\.rpz\[0\]\.primary: expected the primary as IP:PORT/);
+  t.match(problems('{ name: feed, file: z.zone, tsig: { name: k, secretFile: good.key } }'), /sinkhole\.yaml:3:7: .*tsig: signs transfers from a primary; this zone has none/);
+  t.match(problems('{ name: feed, primary: "192.0.2.53:53", zone: z., tsig: { name: k, secretFile: short.key } }'), /short\.key: the secret is 5 bytes/, 'a short TSIG secret');
+  const ok = problems('{ name: feed, primary: "192.0.2.53:53", zone: z. }');
+  t.equal(ok, '', 'a primary and a zone: valid');
+  t.equal(loadConfig(join(dir, 'sinkhole.yaml')).blocking.rpz[0]!.file, join(dir, '.sinkhole-state', 'rpz', 'feed.zone'), 'its copy is kept under state.dir/rpz/');
 });

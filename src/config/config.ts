@@ -2,6 +2,7 @@
 // names file:line:col and the key path (DESIGN.md §3 "Config"). The result is
 // frozen: nothing downstream may mutate what was validated.
 import { dirname, join, resolve } from 'node:path';
+import { parseSecret } from '../dns/tsig.js';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { X509Certificate } from 'node:crypto';
@@ -153,6 +154,13 @@ export interface DnstapConfig {
   queue: number;
 }
 
+/** A TSIG key (RFC 8945): its name, algorithm, and the file holding its base64 secret (as tsig-keygen prints it). */
+export interface TsigConfig {
+  name: string;
+  algorithm: 'hmac-sha256';
+  secretFile: string;
+}
+
 /** One blocking.rpz entry. */
 export interface RpzSpec {
   name: string;
@@ -162,6 +170,8 @@ export interface RpzSpec {
   zone?: string;
   /** Pulled by AXFR/IXFR from this primary (RFC 5936, RFC 1995), which may NOTIFY us (RFC 1996). */
   primary?: { host: string; port: number };
+  /** Transfers (and NOTIFY) signed with this key (RFC 8945). */
+  tsig?: TsigConfig;
   override: RpzOverride;
   ref: SourceRef;
 }
@@ -544,6 +554,7 @@ function readRpz(r: YamlReader, node: YNode, path: string, dir: string): RpzSpec
         else if (ep.port === 0) r.fail(v, p, "the primary's port must be 1 to 65535, got 0");
         else spec.primary = { host: ep.host, port: ep.port };
       },
+      tsig: (v, p) => (spec.tsig = readTsig(r, v, p, dir)),
       zone: (v, p) => {
         const s = r.string(v, p);
         const zone = s === undefined ? '' : normalizeDomain(s);
@@ -552,12 +563,37 @@ function readRpz(r: YamlReader, node: YNode, path: string, dir: string): RpzSpec
       },
       override: (v, p) => (spec.override = r.oneOf(v, p, RPZ_OVERRIDES) ?? spec.override),
     });
-    if (spec.primary && spec.file) r.fail(item, q, 'expected file: or primary:, not both (a zone pulled from a primary is kept under state.dir)');
+    if (spec.tsig && !spec.primary) r.fail(item, q, 'tsig: signs transfers from a primary; this zone has none');
+    else if (spec.primary && spec.file) r.fail(item, q, 'expected file: or primary:, not both (a zone pulled from a primary is kept under state.dir)');
     else if (spec.primary && !spec.zone) r.fail(item, q, 'a zone pulled from a primary needs zone: (its name, as the primary serves it)');
     else if (spec.name && (spec.file || spec.primary)) out.push({ ...spec, file: spec.file ?? '' } as RpzSpec);
     else if (!r.problems.length) r.fail(item, q, 'expected { name: NAME, file: ZONE-FILE } or { name: NAME, primary: IP:PORT, zone: ZONE } (and optionally override:)');
   });
   return out;
+}
+
+/** tsig: { name, algorithm: hmac-sha256, secretFile } (RFC 8945 §6: HMAC-SHA256 is the one to implement). */
+export function readTsig(r: YamlReader, node: YNode, path: string, dir: string): TsigConfig | undefined {
+  const k: Partial<TsigConfig> = { algorithm: 'hmac-sha256' };
+  r.map(node, path, {
+    name: (v, q) => {
+      const n = r.string(v, q);
+      const name = n === undefined ? '' : normalizeDomain(n);
+      if (!name) r.fail(v, q, `expected the key's name, like feed-key, got "${n}"`);
+      else k.name = name;
+    },
+    algorithm: (v, q) => (k.algorithm = r.oneOf(v, q, ['hmac-sha256'] as const) ?? k.algorithm),
+    secretFile: (v, q) => {
+      const f = readableFile(r, v, q, dir);
+      if (f === undefined) return;
+      const secret = parseSecret(readFileSync(f, 'utf8'));
+      if (typeof secret === 'string') r.fail(v, q, `${f}: ${secret}`);
+      else k.secretFile = f;
+    },
+  });
+  if (k.name && k.secretFile) return k as TsigConfig;
+  if (!r.problems.length) r.fail(node, path, 'expected { name: KEY, algorithm: hmac-sha256, secretFile: FILE }');
+  return undefined;
 }
 
 /** A file that must exist and be readable now, so `validate` says so at file:line:col rather than the first delivery. */

@@ -48,18 +48,17 @@ export class ValidateStage implements Stage {
   }
 
   /**
-   * A NOTIFY (RFC 1996 §3.7) for an RPZ zone pulled from the address it came from: answered NOERROR
-   * with AA, and the zone is checked at once. From anyone else, or for another zone: REFUSED, and
+   * A NOTIFY (RFC 1996 §3.7) for an RPZ zone pulled from the address it came from (signed by its key,
+   * when tsig: is set): answered NOERROR with AA (signed in turn), and the zone is checked at once. From anyone else, or for another zone: REFUSED, and
    * nothing happens (the check it would start is itself a TCP exchange with the configured primary).
    */
   private notify(q: Query): Outcome {
-    if (q.qtype !== TYPE.SOA || !RpzFeeds.accepts(this.policy.current.config.blocking.rpz, q.qname, q.client)) {
-      return { wire: bareErrorReply(q, RCODE.REFUSED), result: 'refused' };
-    }
+    const taken = q.qtype === TYPE.SOA && RpzFeeds.accepts(this.policy.current.config.blocking.rpz, q.qname, q.client, q.buf);
+    if (!taken) return { wire: bareErrorReply(q, RCODE.REFUSED), result: 'refused' };
     this.onNotify(q.qname, q.client);
     const wire = bareErrorReply(q, RCODE.NOERROR);
     wire[2] = wire[2]! | FLAG_AA;
-    return { wire, result: 'local' };
+    return { wire: taken.sign ? taken.sign(wire) : wire, result: 'local' };
   }
 }
 

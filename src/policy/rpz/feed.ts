@@ -15,7 +15,9 @@ import { dirname } from 'node:path';
 import type { RpzSpec } from '../../config/config.js';
 import type { Logger } from '../../log.js';
 import { syncDir, writeDurable } from '../../state/snapshot.js';
-import { transfer, type TransferOutcome } from './transfer.js';
+import { transfer, type TransferOutcome, type TransferRequest } from './transfer.js';
+import { parseSecret, sign, splitTsig, verify, TSIG_ERROR_NAME, type TsigKey } from '../../dns/tsig.js';
+import type { TsigConfig } from '../../config/config.js';
 
 /** Per-exchange deadline; a 1M-record zone comes in well within it on a LAN. */
 const TRANSFER_TIMEOUT_MS = 60_000;
@@ -33,6 +35,59 @@ export interface FeedStats {
   transfers: { full: number; incremental: number; current: number; failed: number };
   lastSuccess: number | undefined;
   expired: boolean;
+}
+
+/**
+ * Signing for one transfer (RFC 8945 §5.3): the request is signed; the first response message must be
+ * signed over the request's MAC, and each later signed one over the previous MAC and the unsigned
+ * messages since (at most 99 in a row, §5.3.1); the last one must be signed.
+ */
+export function tsigExchange(cfg: TsigConfig): Pick<TransferRequest, 'sign' | 'verify' | 'end'> {
+  const secret = parseSecret(readFileSync(cfg.secretFile, 'utf8'));
+  if (typeof secret === 'string') throw new Error(`${cfg.secretFile}: ${secret}`);
+  const key: TsigKey = { name: cfg.name, algorithm: cfg.algorithm, secret };
+  let requestMac: Buffer | undefined;
+  let priorMac: Buffer | undefined;
+  let pending: Buffer[] = [];
+  return {
+    sign: (query) => {
+      const signed = sign(query, key);
+      requestMac = signed.mac;
+      return signed.wire;
+    },
+    verify: (message, index) => {
+      const split = splitTsig(message);
+      if (split === 'malformed') return 'a malformed TSIG record';
+      if (!split) {
+        if (index === 0) return 'the first message is not signed, and tsig is configured';
+        pending.push(message);
+        return pending.length > 99 ? 'more than 99 unsigned messages in a row (RFC 8945 §5.3.1)' : undefined;
+      }
+      const unsigned = Buffer.concat([...pending, split.unsigned]);
+      pending = [];
+      const v = verify({ unsigned, tsig: split.tsig }, [key], index === 0 ? { requestMac } : { priorMac });
+      if (!v.ok) return `TSIG ${TSIG_ERROR_NAME[v.error] ?? v.error}: ${v.reason}`;
+      priorMac = v.mac;
+      return undefined;
+    },
+    end: () => (pending.length ? 'the transfer did not end with a signed message' : undefined),
+  };
+}
+
+const keys = new Map<string, { read: number; key: TsigKey | undefined }>();
+/** A TSIG key from its secret file, re-read at most once a minute (a query thread checks NOTIFYs with it). */
+function keyOf(cfg: TsigConfig): TsigKey | undefined {
+  const cached = keys.get(cfg.secretFile);
+  if (cached && Date.now() - cached.read < 60_000) return cached.key;
+  let key: TsigKey | undefined;
+  try {
+    const secret = parseSecret(readFileSync(cfg.secretFile, 'utf8'));
+    key = typeof secret === 'string' ? undefined : { name: cfg.name, algorithm: cfg.algorithm, secret };
+  } catch {
+    key = undefined;
+  }
+  keys.set(cfg.secretFile, { read: Date.now(), key });
+  return key;
 }
 
 /** The key of a record for IXFR: owner, class, type and RDATA, without the TTL (RFC 1995 §4 deletes by these). */
@@ -106,7 +161,7 @@ export class RpzFeed {
     const zone = this.spec.zone;
     let outcome: TransferOutcome;
     try {
-      outcome = await transfer({ host, port, zone, serial: this.serial, timeoutMs: this.timeoutMs });
+      outcome = await transfer({ host, port, zone, serial: this.serial, timeoutMs: this.timeoutMs, ...(this.spec.tsig ? tsigExchange(this.spec.tsig) : {}) });
     } catch (e) {
       this.stats.transfers.failed++;
       this.log.warn('SH_RPZ_TRANSFER', 'RPZ zone transfer failed; the zone in force stays', {
@@ -242,10 +297,22 @@ export class RpzFeeds {
     return true;
   }
 
-  /** Whether a NOTIFY for this zone from this address would be taken (the query threads answer it themselves). */
-  static accepts(specs: readonly RpzSpec[], zone: string, from: string): boolean {
+  /**
+   * Whether a NOTIFY for this zone from this address is taken: `false` when not, else how to sign the
+   * answer (RFC 8945 §5.3; `undefined` without TSIG). With `tsig:` configured the NOTIFY must carry a
+   * valid signature by that key (the query threads answer NOTIFY themselves, so this is static).
+   */
+  static accepts(specs: readonly RpzSpec[], zone: string, from: string, message: Buffer): false | { sign?: (reply: Buffer) => Buffer } {
     const name = zone.toLowerCase().replace(/\.$/, '');
-    return specs.some((s) => s.primary !== undefined && s.zone?.replace(/\.$/, '') === name && s.primary.host === from);
+    const spec = specs.find((s) => s.primary !== undefined && s.zone?.replace(/\.$/, '') === name && s.primary.host === from);
+    if (!spec) return false;
+    if (!spec.tsig) return {};
+    const key = keyOf(spec.tsig);
+    const split = splitTsig(message);
+    if (!key || !split || split === 'malformed') return false;
+    const v = verify(split, [key]);
+    if (!v.ok) return false;
+    return { sign: (reply) => sign(reply, key, { requestMac: v.mac }).wire };
   }
 
   stats(): FeedStats[] {

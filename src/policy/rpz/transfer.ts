@@ -31,6 +31,8 @@ export interface TransferRequest {
   sign?: (query: Buffer) => Buffer;
   /** Checks each response message's signature; returns an error text when it does not verify. */
   verify?: (message: Buffer, index: number) => string | undefined;
+  /** After the last message: an error text when the transfer did not end signed. */
+  end?: () => string | undefined;
 }
 
 export class TransferError extends Error {}
@@ -159,15 +161,18 @@ export function transfer(req: TransferRequest): Promise<TransferOutcome> {
         while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
           const msg = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
           buffered = buffered.subarray(2 + msg.length);
-          const problem = req.verify?.(msg, messages);
-          messages++;
-          if (problem) return fail(problem);
           const m = decodeTransferMessage(msg);
           if (!m) return fail('a malformed message');
           if (m.id !== id) return fail(`a message with ID ${m.id}, not ${id}`);
-          if (m.rcode !== 0) return fail(`the primary answered rcode ${m.rcode}${m.rcode === 5 ? ' (REFUSED)' : m.rcode === 9 ? ' (NOTAUTH)' : ''}`);
+          if (m.rcode !== 0) return fail(`the primary answered rcode ${m.rcode}${m.rcode === 5 ? ' (REFUSED)' : m.rcode === 9 ? ' (NOTAUTH: it did not accept our TSIG)' : ''}`);
+          const problem = req.verify?.(msg, messages);
+          messages++;
+          if (problem) return fail(problem);
           const o = asm.add(m.answers, m.skipped) ?? asm.endOfMessage();
-          if (o) return finish(o);
+          if (o) {
+            const unsignedEnd = req.end?.();
+            return unsignedEnd ? fail(unsignedEnd) : finish(o);
+          }
         }
       } catch (e) {
         return fail(e instanceof TransferError ? e.message : String(e));
