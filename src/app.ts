@@ -423,6 +423,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   sampler.unref();
   const gauge = (pick: (g: PlaneGauges) => number): number => pick(plane.gauges()) + (workers?.gauges().reduce((n, g) => n + pick(g), 0) ?? 0);
   const registry = createRegistry({
+    rpzFeeds: () => rpzFeeds.stats(),
     stats: () => workers?.merged(stats) ?? stats,
     generation: () => policy.current,
     cacheEntries: () => gauge((g) => g.cacheEntries),

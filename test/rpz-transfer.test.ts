@@ -177,6 +177,10 @@ t.test('a zone pulled from NSD: AXFR at start, NOTIFY and IXFR after an edit, en
   const ms = await until('evil.example blocked', 5000, async () => rcodeOf(await udpExchange(dnsPort, buildQuery('evil.example', T.A))) === 3);
   t.pass(`the edit was enforced ${Date.now() - edited} ms after the primary reloaded (${ms} ms of polling)`);
   t.match(lines.join('\n'), /"serial":2,"kind":"ixfr".*"why":"NOTIFY"/, 'by IXFR, after the primary\'s NOTIFY');
+  const metrics = await h.running.registry.metrics();
+  t.match(metrics, /sinkhole_rpz_transfers_total\{zone="feed",result="axfr"\} 1\n/, 'metrics: one AXFR');
+  t.match(metrics, /sinkhole_rpz_transfers_total\{zone="feed",result="ixfr"\} [1-9]/, 'and an IXFR');
+  t.match(metrics, /sinkhole_rpz_serial\{zone="feed"\} 2\n/, 'serial 2 in force');
   t.match(readFileSync(join(h.dir, '.sinkhole-state', 'rpz', 'feed.zone'), 'utf8'), /evil\.example\.feed\.rpz\.example\. 60 IN CNAME \./, 'the copy under state.dir has the new record');
 
   // A NOTIFY from an address that is not the primary, or unsigned, is refused and starts nothing.

@@ -10,6 +10,7 @@ import type { Generation } from '../policy/generation.js';
 import { policyHash } from '../policy/fingerprint.js';
 import { RPZ_ACTIONS } from '../policy/rpz/actions.js';
 import { TRIGGER_KINDS } from '../policy/rpz/zone.js';
+import type { FeedStats } from '../policy/rpz/feed.js';
 import type { LogHealth } from '../querylog/lineWriter.js';
 import type { EventCounts } from '../events/announcer.js';
 import { RESULTS, type Result } from '../pipeline/types.js';
@@ -104,6 +105,8 @@ export interface MetricSources {
   logs: () => { name: LogHealth['name']; dropped: number; failing: boolean }[];
   /** dnstap (log.dnstap), summed over the query threads: messages handed to the collector, dropped, streams connected now. */
   dnstap?: () => { sent: number; dropped: number; connected: number };
+  /** RPZ zones pulled from a primary (policy/rpz/feed.ts). */
+  rpzFeeds?: () => readonly FeedStats[];
   sourcePorts: () => number;
   /** Each query thread: its index, queries received, and event-loop delay p50/p99/max (seconds). */
   threads: () => readonly ThreadSample[];
@@ -205,6 +208,20 @@ export function createRegistry(src: MetricSources): Registry {
       return { labels: { zone, action }, value: seen.get(k) ?? 0 };
     });
   });
+  add('sinkhole_rpz_transfers_total', 'Checks of RPZ zones pulled from a primary, by result: axfr (whole zone), ixfr (differences), current (no change), failed.', 'counter', () =>
+    (src.rpzFeeds?.() ?? []).flatMap((f) => [
+      { labels: { zone: f.zone, result: 'axfr' }, value: f.transfers.full },
+      { labels: { zone: f.zone, result: 'ixfr' }, value: f.transfers.incremental },
+      { labels: { zone: f.zone, result: 'current' }, value: f.transfers.current },
+      { labels: { zone: f.zone, result: 'failed' }, value: f.transfers.failed },
+    ]),
+  );
+  add('sinkhole_rpz_last_check_timestamp_seconds', 'When each RPZ zone pulled from a primary last reached it (Unix seconds; 0 before the first time).', 'gauge', () =>
+    (src.rpzFeeds?.() ?? []).map((f) => ({ labels: { zone: f.zone }, value: (f.lastSuccess ?? 0) / 1000 })),
+  );
+  add('sinkhole_rpz_expired', 'RPZ zones past their SOA expire without reaching the primary (1); they stay in force.', 'gauge', () =>
+    (src.rpzFeeds?.() ?? []).map((f) => ({ labels: { zone: f.zone }, value: f.expired ? 1 : 0 })),
+  );
   add('sinkhole_reloads_total', 'Policy reloads, by what triggered them and whether they applied.', 'counter', () => {
     const out: Sample[] = [];
     for (const kind of ['config', 'list', 'exceptions']) {
