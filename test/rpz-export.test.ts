@@ -6,6 +6,8 @@
 // Unbound as a secondary that enforces the zone and follows an edit in seconds.
 import t from 'tap';
 import dgram from 'node:dgram';
+import net from 'node:net';
+import { once } from 'node:events';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -274,6 +276,35 @@ t.test('export interop: real Unbound as a secondary of listen.rpz blocks what si
   t.match(m, /sinkhole_rpz_export_notifies_total\{zone="[^"]+",result="ok"\} [1-9]/, 'Unbound answered the NOTIFY');
   t.match(m, /sinkhole_rpz_export_requests_total\{zone="[^"]+",type="axfr",result="ok"\} 1\n/, 'Unbound\'s first load: AXFR');
   t.match(m, /sinkhole_rpz_export_requests_total\{zone="[^"]+",type="ixfr",result="ok"\} [1-9]/, 'and the edit: IXFR');
+});
+
+t.test('transfers are capped (maxTransfers) and cut at their deadline (transferTimeout): a secondary that stops reading holds a slot only so long', { skip: NEEDS_DIG, timeout: 60_000 }, async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  // Big enough (about 12 MB of transfer) that a reader who never reads fills every socket buffer and stalls.
+  const many = Array.from({ length: 150_000 }, (_, i) => `host-${i}.stall-test.example`).join('\n');
+  const { h, port } = await startExporting(t, up.port, { maxTransfers: 1, transferTimeout: '2s' }, { 'tiktok.txt': `${LIST}${many}\n` });
+  const stalled = net.connect({ port, host: '127.0.0.1' });
+  t.teardown(() => stalled.destroy());
+  await once(stalled, 'connect');
+  stalled.pause(); // reads nothing
+  stalled.on('error', () => {});
+  const q = buildQuery(`${ZONE}.`, 252);
+  const framed = Buffer.alloc(2 + q.length);
+  framed.writeUInt16BE(q.length);
+  q.copy(framed, 2);
+  stalled.write(framed);
+  await new Promise((r) => setTimeout(r, 300));
+  t.match(await dig(port, 'AXFR', `${ZONE}.`), /Transfer failed/, 'a second transfer while the first holds the only slot: REFUSED');
+  // The stalled reader does not read, so it would not notice the close: watch the server's count instead.
+  let m = '';
+  for (const start = Date.now(); Date.now() - start < 6000; await new Promise((r) => setTimeout(r, 200))) {
+    m = await h.running.registry.metrics();
+    if (/type="axfr",result="failed"\} 1\n/.test(m)) break;
+  }
+  t.match(m, /type="axfr",result="busy"\} 1\n/);
+  t.match(m, /type="axfr",result="failed"\} 1\n/, 'the stalled transfer was cut at its deadline');
+  t.match(await dig(port, '+noall', '+answer', 'SOA', `${ZONE}.`), /SOA/, 'the slot is free again');
 });
 
 async function freeUdpPort(): Promise<number> {
