@@ -317,6 +317,41 @@ async function freeUdpPort(): Promise<number> {
 
 // Kept apart from the Unbound test above: a plain file write, for the README-style check that the
 // secret file format documented in docs/rpz.md is what listen.rpz.tsig.secretFile reads.
+t.test('listen.rpz is checked like the rest of the config: each problem at file:line:col', async (t) => {
+  const { loadConfig } = await import('../src/config/config.js');
+  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-rpz-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'short.key'), 'c2hvcnQ=\n');
+  const file = join(dir, 'c.yaml');
+  writeFileSync(file, [
+    'listen:',
+    '  rpz:',
+    '    address: "localhost:5353"',
+    '    zone: "not a zone"',
+    '    allow: ["10.0.0.0/33"]',
+    '    notify: ["127.0.0.1:0"]',
+    '    tsig: { name: k, secretFile: short.key }',
+    '',
+  ].join('\n'));
+  const problems = (() => {
+    try {
+      loadConfig(file);
+      return [];
+    } catch (e) {
+      return (e as { problems: { line: number; col: number; message: string }[] }).problems.map((p) => `${p.line}:${p.col} ${p.message}`);
+    }
+  })();
+  t.match(problems, [
+    /^3:14 listen\.rpz\.address: expected "address:port"/,
+    /^4:11 listen\.rpz\.zone: expected the zone's name/,
+    /^5:13 listen\.rpz\.allow: /,
+    /^6:14 listen\.rpz\.notify: a secondary's port must be 1 to 65535/,
+    /^7:34 listen\.rpz\.tsig\.secretFile: .*the secret is 5 bytes/,
+  ]);
+  writeFileSync(file, 'listen:\n  rpz:\n    address: "127.0.0.1:5353"\n    zone: tiktok.rpz.sinkhole.\n');
+  t.match(loadConfig(file).listen.rpz, { zone: 'tiktok.rpz.sinkhole', allow: ['127.0.0.0/8', '::1/128'], notify: [], maxTransfers: 10, transferTimeoutMs: 60_000 }, 'the defaults');
+});
+
 t.test('a tsig-keygen style secret file is read (base64, with a trailing newline)', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'sinkhole-rpz-key-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
