@@ -74,6 +74,8 @@ import { startingPolicy } from './state/lastGood.js';
 import { Announcer } from './events/announcer.js';
 import { LocalArbiter, PostgresArbiter } from './events/arbiter.js';
 import { policyHash } from './policy/fingerprint.js';
+// Serving the enforced lists as a Response Policy Zone (issue 21 §2).
+import { RpzExport } from './rpz/export/service.js';
 
 export interface StartOptions {
   configFile: string;
@@ -111,6 +113,8 @@ export interface Running {
   saveState(): Promise<void>;
   /** Compliance events (events:), when configured. */
   events?: Announcer;
+  /** The RPZ export (listen.rpz), when configured: its bound address, serial and counts. */
+  rpzExport?: RpzExport;
   cache: () => ReplyCache;
   forwarder: () => Forwarder;
   /** The worker query threads (workers: N > 1), else undefined. */
@@ -408,6 +412,7 @@ export async function start(opts: StartOptions): Promise<Running> {
   const store0 = config().report.store;
   let reportStore: PostgresStore | undefined;
   let announcer: Announcer | undefined;
+  let rpzExport: RpzExport | undefined;
   let httpToken = config().listen.httpToken === undefined ? undefined : readHttpToken(config().listen.httpToken!);
   // One writer of state.dir for the whole process; DNS never waits for it.
   const state = new PolicyStateStore(log, stats);
@@ -451,6 +456,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     identityDevices: () => identity.holder.current.size,
     reportStore: () => reportStore,
     events: () => announcer?.counts(),
+    rpzExport: () => rpzExport?.metrics(),
     policyFilesOk: () => reloader.lastProblems.length === 0 && !policy.current.degraded,
   });
   // Query threads first (each answers what it has in flight), then HTTP: /readyz says 503 until the end.
@@ -459,7 +465,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     await Promise.all([workers?.close(), plane.close()]);
     identity.close();
     report.drain();
-    await Promise.all([stateFile.close(), reportStore?.close(), announcer?.close()]);
+    await Promise.all([stateFile.close(), reportStore?.close(), announcer?.close(), rpzExport?.close()]);
     await httpServer?.close();
   };
   const readReport = async (): Promise<ReportSnapshot> => ({ ...(await readReportFrom()), policy: policyHash(policy.current) });
@@ -588,6 +594,13 @@ export async function start(opts: StartOptions): Promise<Running> {
       });
       report.sinks.push(announcer);
     }
+    const rpzOut = config().listen.rpz;
+    if (rpzOut) {
+      // On the main thread only: one zone, one serial and one listener for the whole process.
+      rpzExport = await RpzExport.start(rpzOut, config().state.dir, policy.current, log, () => clock.now()).catch((e: NodeJS.ErrnoException) => {
+        throw new SinkholeError('SH_LISTEN', `cannot serve listen.rpz on ${rpzOut.address.host}:${rpzOut.address.port}: ${e.code ?? e.message}`);
+      });
+    }
     stateFile.start();
   } catch (e) {
     await closeAll();
@@ -618,6 +631,8 @@ export async function start(opts: StartOptions): Promise<Running> {
     logWarnings(log, next, clock.now());
     exceptionAudit.swapped(previous);
     plane.swap(next, previous);
+    // A new serial and NOTIFY only when the exported names changed (listen.rpz itself applies on restart).
+    rpzExport?.update(next);
     workers?.policy(data, next.number);
     report.configure(next.config.report);
     reportStore?.configure(next.config.report);
@@ -673,6 +688,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     reportStore,
     saveState: () => stateFile.save(),
     events: announcer,
+    rpzExport,
     cache: () => plane.cache,
     forwarder: () => plane.forwarder,
     workers,

@@ -33,6 +33,14 @@ export const ERROR_CODES = {
   SH_EVENT_SINK: 'warning: a compliance-event sink (events.syslog, events.webhook) cannot be reached, refused an event, or its spool in state.dir cannot be written; events wait in the bounded spool and are retried with backoff (0.5-30 s); past the bound the oldest are dropped and counted (DNS is not affected)',
   SH_EVENT_ARBITER: 'warning: the PostgreSQL announcements table (events with report.store: postgres://) cannot be reached; this instance announces on its own until it answers (a device may then be announced once per instance)',
   SH_RUNTIME: 'the Node runtime is older than the supported LTS line (24)',
+  // RPZ export (listen.rpz, docs/rpz.md "Serving sinkhole's lists as RPZ").
+  SH_RPZ_EXPORT: 'info: the RPZ export is listening, its zone changed (new serial), a transfer was served, or a secondary answered a NOTIFY',
+  SH_RPZ_EXPORT_REFUSED: 'warning: a request to listen.rpz was refused: the client is outside listen.rpz.allow, its transfer is unsigned while listen.rpz.tsig is set, or maxTransfers are running',
+  SH_RPZ_EXPORT_TSIG: 'warning: a request to listen.rpz carried a TSIG that does not verify (unknown key, wrong MAC, clock skew): answered NOTAUTH with the TSIG error',
+  SH_RPZ_EXPORT_TRANSFER: 'warning: a transfer from listen.rpz did not complete (the secondary closed the connection, or the transfer deadline passed); the secondary retries',
+  SH_RPZ_EXPORT_NOTIFY: 'warning: a secondary in listen.rpz.notify did not answer a NOTIFY after every resend (it sees the new serial at its next SOA refresh)',
+  SH_RPZ_EXPORT_STATE: 'warning: the RPZ export serial cannot be read or saved in state.dir (the serial is then taken from the clock, so it still increases)',
+  SH_RPZ_EXPORT_NAME: 'warning: rules left out of the RPZ export because, with the zone name appended, they exceed 255 octets',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

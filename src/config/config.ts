@@ -18,6 +18,7 @@ import { LEASE_FORMATS, type LeaseFormat } from '../identity/leaseFormats.js';
 import { normalizeMac, parseSelector } from '../identity/mac.js';
 import { CREDENTIAL_PREFIX, credentialNameProblem } from '../metrics/token.js';
 import { RPZ_OVERRIDES, type RpzOverride } from '../policy/rpz/zone.js';
+import { readRpzExport, type RpzExportConfig } from './rpzExport.js';
 
 export interface Endpoint {
   host: string;
@@ -51,6 +52,8 @@ export interface Config {
     dot: Endpoint[];
     doh: Endpoint[];
     tls?: TlsPaths;
+    /** Serve the enforced lists as a Response Policy Zone to other resolvers (config/rpzExport.ts). */
+    rpz?: RpzExportConfig;
   };
   upstreams: {
     servers: UpstreamSpec[];
@@ -322,6 +325,7 @@ function readConfig(r: YamlReader, path: string): Config {
         dot: (v, q) => (c.listen.dot = endpoints(r, v, q)),
         doh: (v, q) => (c.listen.doh = endpoints(r, v, q)),
         tls: (v, q) => (c.listen.tls = readListenTls(r, v, q, c.dir)),
+        rpz: (v, q) => (c.listen.rpz = readRpzExport(r, v, q, c.dir)),
       }),
     upstreams: (n, p) => {
       // The server lists are read after the whole block, so upstreams.tls.bootstrap may come after them.

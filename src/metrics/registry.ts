@@ -13,6 +13,7 @@ import { TRIGGER_KINDS } from '../policy/rpz/zone.js';
 import type { FeedStats } from '../policy/rpz/feed.js';
 import type { LogHealth } from '../querylog/lineWriter.js';
 import type { EventCounts } from '../events/announcer.js';
+import type { ExportMetrics } from '../rpz/export/service.js';
 import { RESULTS, type Result } from '../pipeline/types.js';
 import { Slices } from '../slices.js';
 import { LATENCY_BUCKETS, PROTOS, QTYPE_SLOTS, RCODE_SLOTS, type Histogram, type Stats, type UpstreamStats } from './stats.js';
@@ -124,6 +125,8 @@ export interface MetricSources {
   policyFilesOk?: () => boolean;
   /** Compliance events (events:), when configured (issue 20). */
   events?: () => EventCounts | undefined;
+  /** The RPZ export (listen.rpz), when configured (issue 21 §2). */
+  rpzExport?: () => ExportMetrics | undefined;
 }
 
 /** The names and types of every sinkhole metric: the README's Metrics table is checked against this. */
@@ -221,6 +224,26 @@ export function createRegistry(src: MetricSources): Registry {
   );
   add('sinkhole_rpz_expired', 'RPZ zones past their SOA expire without reaching the primary (1); they stay in force.', 'gauge', () =>
     (src.rpzFeeds?.() ?? []).map((f) => ({ labels: { zone: f.zone }, value: f.expired ? 1 : 0 })),
+  );
+  // The RPZ export (listen.rpz): what secondaries are served, and how their requests went.
+  const exported = (): ExportMetrics[] => {
+    const m = src.rpzExport?.();
+    return m ? [m] : [];
+  };
+  add('sinkhole_rpz_export_serial', 'SOA serial of the zone served on listen.rpz.', 'gauge', () =>
+    exported().map((m) => ({ labels: { zone: m.zone }, value: m.serial })),
+  );
+  add('sinkhole_rpz_export_records', 'Records in the zone served on listen.rpz (SOA, NS and one CNAME per trigger).', 'gauge', () =>
+    exported().map((m) => ({ labels: { zone: m.zone }, value: m.records })),
+  );
+  add('sinkhole_rpz_export_requests_total', 'Requests to listen.rpz by type (axfr, ixfr, soa, other) and result (ok, refused, notauth, busy, failed).', 'counter', () =>
+    exported().flatMap((m) => m.transfers.map(([type, result, value]) => ({ labels: { zone: m.zone, type, result }, value }))),
+  );
+  add('sinkhole_rpz_export_notifies_total', 'NOTIFYs to listen.rpz.notify secondaries: ok (answered) or failed (no answer after every resend, or an error rcode).', 'counter', () =>
+    exported().flatMap((m) => [
+      { labels: { zone: m.zone, result: 'ok' }, value: m.notifies.ok },
+      { labels: { zone: m.zone, result: 'failed' }, value: m.notifies.failed },
+    ]),
   );
   add('sinkhole_reloads_total', 'Policy reloads, by what triggered them and whether they applied.', 'counter', () => {
     const out: Sample[] = [];

@@ -40,12 +40,16 @@ export interface Peer {
 }
 
 /** Starts `cmd` with ports from `ports()`, until every port in `ready` accepts; retries with new ports when it dies (a port taken meanwhile). */
-async function startWithRetry(name: string, make: (ports: Record<string, number>, dir: string) => { args: string[]; ready: string[] }, portNames: string[]): Promise<Peer> {
+async function startWithRetry(
+  name: string, make: (ports: Record<string, number>, dir: string) => { args: string[]; ready: string[] }, portNames: string[],
+  /** Ports the caller chose already (another server was told of them): used as they are. */
+  fixed: Record<string, number> = {},
+): Promise<Peer> {
   let lastLog = '';
   for (let attempt = 0; attempt < 5; attempt++) {
     const dir = mkdtempSync(join(tmpdir(), `sinkhole-${name}-`));
     const ports: Record<string, number> = {};
-    for (const p of portNames) ports[p] = await freePort();
+    for (const p of portNames) ports[p] = fixed[p] ?? (await freePort());
     const { args, ready } = make(ports, dir);
     const logFile = join(dir, `${name}.log`);
     const out: Buffer[] = [];
@@ -149,7 +153,15 @@ newServer({address="127.0.0.1:${backendPort}", checkName="www.example.test."})
  * forwarded to the fake upstream at 127.0.0.1:`upstreamPort` (never anywhere else), the zones loaded
  * from files with `rpz:` in the given order, as sinkhole's blocking.rpz loads them.
  */
-export function startUnboundRpz(upstreamPort: number, zones: { name: string; file: string }[]): Promise<Peer> {
+export function startUnboundRpz(
+  upstreamPort: number,
+  zones: { name: string; file: string }[],
+  /**
+   * `primaries`: zones transferred from a primary (`rpz: primary:`), NOTIFY allowed from 127.0.0.1 (the RPZ
+   * export test, with sinkhole as the primary). `dnsPort`: a port chosen by the caller, who told the primary of it.
+   */
+  opts: { dnsPort?: number; primaries?: { name: string; primary: string }[] } = {},
+): Promise<Peer> {
   return startWithRetry(
     'unbound-rpz',
     (ports, dir) => {
@@ -176,7 +188,8 @@ export function startUnboundRpz(upstreamPort: number, zones: { name: string; fil
 forward-zone:
     name: "."
     forward-addr: 127.0.0.1@${upstreamPort}
-${zones.map((z) => `rpz:\n    name: "${z.name}."\n    zonefile: "${z.file}"\n    rpz-log: no\n`).join('')}
+${zones.map((z) => `rpz:\n    name: "${z.name}."\n    zonefile: "${z.file}"\n    rpz-log: no\n`).join('')}\
+${(opts.primaries ?? []).map((z) => `rpz:\n    name: "${z.name}."\n    primary: ${z.primary}\n    allow-notify: 127.0.0.1\n    rpz-log: no\n`).join('')}
 remote-control:
     control-enable: no
 `,
@@ -184,5 +197,6 @@ remote-control:
       return { args: ['unbound', '-d', '-c', conf], ready: ['dns'] };
     },
     ['dns'],
+    opts.dnsPort ? { dns: opts.dnsPort } : {},
   );
 }

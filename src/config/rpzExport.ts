@@ -1,0 +1,113 @@
+// listen.rpz: serve the enforced lists as a Response Policy Zone to other
+// resolvers (docs/rpz.md "Serving sinkhole's lists as RPZ"). Read here, in its
+// own module, so that config.ts only names the key.
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseCidr } from '../policy/cidr.js';
+import { parseSecret } from '../dns/tsig.js';
+import type { YamlReader, YNode } from './yamlReader.js';
+import { normalizeDomain, parseEndpoint, type Endpoint } from './config.js';
+
+export interface RpzExportConfig {
+  address: Endpoint;
+  /** The zone's name, lower-case, without the trailing dot. */
+  zone: string;
+  /** Who may query and transfer the zone; default loopback only. */
+  allow: string[];
+  /** When set, transfers must be signed with this key (RFC 8945), and NOTIFYs are. */
+  tsig?: { name: string; algorithm: 'hmac-sha256'; secretFile: string };
+  /** Secondaries told of each new serial (RFC 1996), as IP:port. */
+  notify: Endpoint[];
+  /** Transfers served at once; past it a request is refused (REFUSED) until one ends. */
+  maxTransfers: number;
+  /** A connection is closed this long after it opened, whatever it is doing. */
+  transferTimeoutMs: number;
+}
+
+const HOUR = 3_600_000;
+
+export function readRpzExport(r: YamlReader, node: YNode, path: string, dir: string): RpzExportConfig | undefined {
+  const out: Partial<RpzExportConfig> = { allow: ['127.0.0.0/8', '::1/128'], notify: [], maxTransfers: 10, transferTimeoutMs: 60_000 };
+  const ok = r.map(node, path, {
+    address: (v, q) => {
+      const s = r.string(v, q);
+      const ep = s === undefined ? undefined : parseEndpoint(s);
+      if (typeof ep === 'string') r.fail(v, q, ep);
+      else out.address = ep;
+    },
+    zone: (v, q) => {
+      const s = r.string(v, q);
+      const zone = s === undefined ? '' : normalizeDomain(s);
+      if (!zone) r.fail(v, q, `expected the zone's name, like tiktok.rpz.sinkhole., got "${s}"`);
+      else out.zone = zone;
+    },
+    allow: (v, q) => {
+      out.allow = r.strings(v, q).flatMap(({ value, node: n }) => {
+        const net = parseCidr(value);
+        if (typeof net === 'string') {
+          r.fail(n, q, net);
+          return [];
+        }
+        return [value];
+      });
+    },
+    tsig: (v, q) => {
+      const t: Partial<NonNullable<RpzExportConfig['tsig']>> = { algorithm: 'hmac-sha256' };
+      r.map(v, q, {
+        name: (x, xq) => {
+          const s = r.string(x, xq);
+          const name = s === undefined ? '' : normalizeDomain(s);
+          if (!name) r.fail(x, xq, `expected a key name, like sinkhole-xfr, got "${s}"`);
+          else t.name = name;
+        },
+        algorithm: (x, xq) => (t.algorithm = r.oneOf(x, xq, ['hmac-sha256'] as const) ?? t.algorithm),
+        secretFile: (x, xq) => {
+          const s = r.string(x, xq);
+          if (s === undefined) return;
+          const file = resolve(dir, s);
+          let text: string;
+          try {
+            text = readFileSync(file, 'utf8');
+          } catch (e) {
+            r.fail(x, xq, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+            return;
+          }
+          const secret = parseSecret(text);
+          if (typeof secret === 'string') r.fail(x, xq, `${file}: ${secret}`);
+          else t.secretFile = file;
+        },
+      });
+      if (t.name && t.secretFile) out.tsig = t as RpzExportConfig['tsig'];
+      else if (!r.problems.length) r.fail(v, q, 'expected { name: KEY-NAME, algorithm: hmac-sha256, secretFile: FILE }');
+    },
+    notify: (v, q) => {
+      out.notify = r.strings(v, q).flatMap(({ value, node: n }) => {
+        const ep = parseEndpoint(value);
+        if (typeof ep === 'string') {
+          r.fail(n, q, ep);
+          return [];
+        }
+        if (ep.port === 0) {
+          r.fail(n, q, `a secondary's port must be 1 to 65535, got 0`);
+          return [];
+        }
+        return [ep];
+      });
+    },
+    maxTransfers: (v, q) => (out.maxTransfers = r.integer(v, q, 1, 1000) ?? out.maxTransfers),
+    transferTimeout: (v, q) => (out.transferTimeoutMs = r.duration(v, q, 1000, HOUR) ?? out.transferTimeoutMs),
+  });
+  if (!ok) return undefined;
+  if (!out.address || !out.zone) {
+    if (!r.problems.length) r.fail(node, path, 'expected at least { address: "HOST:PORT", zone: ZONE-NAME }');
+    return undefined;
+  }
+  return out as RpzExportConfig;
+}
+
+/** The key's secret, read when the listener starts (config.ts has checked the file). */
+export function readTsigSecret(file: string): Buffer {
+  const secret = parseSecret(readFileSync(file, 'utf8'));
+  if (typeof secret === 'string') throw new Error(`${file}: ${secret}`);
+  return secret;
+}
