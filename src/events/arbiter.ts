@@ -13,6 +13,7 @@
 // never not at all.
 import pg from 'pg';
 import type { Logger } from '../log.js';
+import { createSchema } from '../querylog/reportPostgres.js';
 import type { ComplianceEvent } from './event.js';
 
 /** One announcement as the admin page lists it. */
@@ -135,20 +136,8 @@ export class PostgresArbiter implements Arbiter {
 
   private async ensureSchema(): Promise<void> {
     if (this.schemaReady) return;
-    const c = await this.pool.connect();
-    try {
-      // The same advisory lock as the report store's schema: instances starting together create it once.
-      await c.query('BEGIN');
-      await c.query('SELECT pg_advisory_xact_lock(715011)');
-      await c.query(SCHEMA);
-      await c.query('COMMIT');
-      this.schemaReady = true;
-    } catch (err) {
-      await c.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      c.release();
-    }
+    await createSchema(this.pool, SCHEMA);
+    this.schemaReady = true;
   }
 
   async close(): Promise<void> {

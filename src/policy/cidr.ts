@@ -21,6 +21,20 @@ export function normalizeAddress(address: string): string {
   return zone === -1 ? address : address.slice(0, zone);
 }
 
+/**
+ * The wire form of an address (4 or 16 bytes, network order), or undefined when it is not one
+ * (RFC 1035 §3.4.1, RFC 3596 §2.2). `v4` fixes the size: an AAAA record of ::ffff:192.0.2.1 (which
+ * parseAddress reads as the IPv4 address) still takes 16 bytes.
+ */
+export function addressBytes(text: string, v4?: boolean): Buffer | undefined {
+  const a = parseAddress(text);
+  if (!a) return undefined;
+  const b = Buffer.alloc((v4 ?? a.v4) ? 4 : 16);
+  let v = a.value;
+  for (let i = b.length - 1; i >= 0; i--, v >>= 8n) b[i] = Number(v & 0xffn);
+  return b;
+}
+
 export function parseAddress(text: string): ParsedAddress | undefined {
   const address = normalizeAddress(text);
   if (isIPv4(address)) {

@@ -6,7 +6,7 @@ import { record } from '../dns/localRecord.js';
 import { buildReply, optRecord } from '../dns/reply.js';
 import type { Query } from '../dns/query.js';
 import type { ResponseMode } from '../config/config.js';
-import { parseAddress } from './cidr.js';
+import { addressBytes } from './cidr.js';
 
 function encodeName(name: string): Buffer {
   const parts = name.split('.').filter(Boolean);
@@ -28,16 +28,6 @@ function soa(ttl: number): Buffer {
   return record(TYPE.SOA, CLASS_IN, ttl, Buffer.concat([encodeName('sinkhole.invalid'), encodeName('blocked.sinkhole.invalid'), fixed]));
 }
 
-function addressBytes(text: string, v4: boolean): Buffer {
-  const a = parseAddress(text)!;
-  const b = Buffer.alloc(v4 ? 4 : 16);
-  let v = a.value;
-  for (let i = b.length - 1; i >= 0; i--) {
-    b[i] = Number(v & 0xffn);
-    v >>= 8n;
-  }
-  return b;
-}
 
 type Body = { bytes: Buffer; an: number; ns: number };
 
@@ -52,7 +42,7 @@ export class SinkholeResponder {
   constructor(mode: ResponseMode, readonly ttl: number) {
     const neg: Body = { bytes: soa(ttl), an: 0, ns: 1 };
     const answer = (type: number, addr: string | undefined, v4: boolean): Body | undefined =>
-      addr === undefined ? undefined : { bytes: record(type, CLASS_IN, ttl, addressBytes(addr, v4)), an: 1, ns: 0 };
+      addr === undefined ? undefined : { bytes: record(type, CLASS_IN, ttl, addressBytes(addr, v4)!), an: 1, ns: 0 };
     // null-ip is the custom answer 0.0.0.0 / :: (named so because a bare `null` is YAML's null).
     const m: ResponseMode = mode.kind === 'null-ip' ? { kind: 'custom', a: '0.0.0.0', aaaa: '::' } : mode;
     switch (m.kind) {

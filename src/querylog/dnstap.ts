@@ -18,7 +18,7 @@ import { performance } from 'node:perf_hooks';
 import type { Config } from '../config/config.js';
 import type { Query } from '../dns/query.js';
 import type { Logger } from '../log.js';
-import { parseAddress } from '../policy/cidr.js';
+import { addressBytes as wireAddress } from '../policy/cidr.js';
 import type { Outcome } from '../pipeline/types.js';
 import type { Observer } from '../stages/metrics.js';
 import type { UpstreamSpec } from '../upstream/spec.js';
@@ -73,12 +73,7 @@ const addresses = new Map<string, Buffer | undefined>();
 function addressBytes(a: string): Buffer | undefined {
   let b = addresses.get(a);
   if (b !== undefined || addresses.has(a)) return b;
-  const p = a ? parseAddress(a) : undefined;
-  if (p) {
-    b = Buffer.alloc(p.v4 ? 4 : 16);
-    let v = p.value;
-    for (let i = b.length - 1; i >= 0; i--, v >>= 8n) b[i] = Number(v & 0xffn);
-  }
+  b = a ? wireAddress(a) : undefined;
   if (addresses.size >= 10_000) addresses.clear();
   addresses.set(a, b);
   return b;

@@ -137,20 +137,8 @@ export class PostgresStore implements EventSink {
 
   private async ensureSchema(): Promise<void> {
     if (this.schemaReady) return;
-    const c = await this.pool.connect();
-    try {
-      // Two instances starting together: the advisory lock makes one create and the other wait.
-      await c.query('BEGIN');
-      await c.query('SELECT pg_advisory_xact_lock(715011)');
-      await c.query(SCHEMA);
-      await c.query('COMMIT');
-      this.schemaReady = true;
-    } catch (e) {
-      await c.query('ROLLBACK').catch(() => {});
-      throw e;
-    } finally {
-      c.release();
-    }
+    await createSchema(this.pool, SCHEMA);
+    this.schemaReady = true;
   }
 
   private async insert(batch: readonly BlockedEvent[]): Promise<void> {
@@ -227,5 +215,24 @@ export class PostgresStore implements EventSink {
     await Promise.race([this.flush(true), new Promise((r) => setTimeout(r, 3000).unref())]);
     if (this.spooled) this.log.warn('SH_REPORT_STORE', 'stopping with events not yet in PostgreSQL', { spooled: this.spooled });
     await this.pool.end().catch(() => {});
+  }
+}
+
+/**
+ * Runs a schema's CREATE … IF NOT EXISTS under one advisory lock, so that instances starting together
+ * (the report store, the events arbiter) create it once and the others wait, rather than race.
+ */
+export async function createSchema(pool: pg.Pool, schema: string): Promise<void> {
+  const c = await pool.connect();
+  try {
+    await c.query('BEGIN');
+    await c.query('SELECT pg_advisory_xact_lock(715011)');
+    await c.query(schema);
+    await c.query('COMMIT');
+  } catch (e) {
+    await c.query('ROLLBACK').catch(() => {});
+    throw e;
+  } finally {
+    c.release();
   }
 }

@@ -9,7 +9,7 @@
 // `CNAME *.garden.example.` (the qname grafted onto another domain, §4.6) is
 // counted as unsupported and not applied, as NSDNAME/NSIP triggers are.
 import { isIPv4, isIPv6 } from 'node:net';
-import { parseAddress } from '../cidr.js';
+import { addressBytes } from '../cidr.js';
 import { TYPE } from '../../dns/constants.js';
 import { absoluteName, type Token, type ZoneRecord } from './zoneFile.js';
 
@@ -37,16 +37,6 @@ export function encodeName(name: string): Buffer {
   return Buffer.concat([...parts.map((p) => Buffer.concat([Buffer.from([p.length]), Buffer.from(p, 'latin1')])), Buffer.from([0])]);
 }
 
-function addressBytes(text: string, v4: boolean): Buffer {
-  const a = parseAddress(text)!;
-  const b = Buffer.alloc(v4 ? 4 : 16);
-  let v = a.value;
-  for (let i = b.length - 1; i >= 0; i--) {
-    b[i] = Number(v & 0xffn);
-    v >>= 8n;
-  }
-  return b;
-}
 
 /**
  * The action of the RRset `rrs` (every record at one owner), with `origin`
@@ -75,7 +65,7 @@ export function actionOf(rrs: readonly ZoneRecord[], origin: string): ActionOf |
       const v4 = r.type === 'A';
       if (d.length !== 1 || !(v4 ? isIPv4(d[0]!.text) : isIPv6(d[0]!.text))) {
         problems.push({ at: d[0] ?? r, message: `expected one ${v4 ? 'IPv4 address like 192.0.2.1' : 'IPv6 address like 2001:db8::1'} after ${r.type}, got "${d.map((x) => x.text).join(' ')}"` });
-      } else records.push({ type: v4 ? TYPE.A : TYPE.AAAA, rdata: addressBytes(d[0]!.text, v4) });
+      } else records.push({ type: v4 ? TYPE.A : TYPE.AAAA, rdata: addressBytes(d[0]!.text, v4)! });
     } else if (r.type === 'TXT') {
       // RFC 1035 §3.3.14: one or more character-strings of at most 255 bytes each.
       const strings = d.map((x) => Buffer.from(x.text, 'utf8'));
