@@ -2,11 +2,10 @@
 // resolvers (docs/rpz.md "Serving sinkhole's lists as RPZ"). Read here, in its
 // own module, so that config.ts only names the key.
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { parseCidr } from '../policy/cidr.js';
 import { parseSecret } from '../dns/tsig.js';
 import type { YamlReader, YNode } from './yamlReader.js';
-import { normalizeDomain, parseEndpoint, type Endpoint } from './config.js';
+import { normalizeDomain, parseEndpoint, readTsig, type Endpoint, type TsigConfig } from './config.js';
 
 export interface RpzExportConfig {
   address: Endpoint;
@@ -15,7 +14,7 @@ export interface RpzExportConfig {
   /** Who may query and transfer the zone; default loopback only. */
   allow: string[];
   /** When set, transfers must be signed with this key (RFC 8945), and NOTIFYs are. */
-  tsig?: { name: string; algorithm: 'hmac-sha256'; secretFile: string };
+  tsig?: TsigConfig;
   /** Secondaries told of each new serial (RFC 1996), as IP:port. */
   notify: Endpoint[];
   /** Transfers served at once; past it a request is refused (REFUSED) until one ends. */
@@ -51,35 +50,7 @@ export function readRpzExport(r: YamlReader, node: YNode, path: string, dir: str
         return [value];
       });
     },
-    tsig: (v, q) => {
-      const t: Partial<NonNullable<RpzExportConfig['tsig']>> = { algorithm: 'hmac-sha256' };
-      r.map(v, q, {
-        name: (x, xq) => {
-          const s = r.string(x, xq);
-          const name = s === undefined ? '' : normalizeDomain(s);
-          if (!name) r.fail(x, xq, `expected a key name, like sinkhole-xfr, got "${s}"`);
-          else t.name = name;
-        },
-        algorithm: (x, xq) => (t.algorithm = r.oneOf(x, xq, ['hmac-sha256'] as const) ?? t.algorithm),
-        secretFile: (x, xq) => {
-          const s = r.string(x, xq);
-          if (s === undefined) return;
-          const file = resolve(dir, s);
-          let text: string;
-          try {
-            text = readFileSync(file, 'utf8');
-          } catch (e) {
-            r.fail(x, xq, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-            return;
-          }
-          const secret = parseSecret(text);
-          if (typeof secret === 'string') r.fail(x, xq, `${file}: ${secret}`);
-          else t.secretFile = file;
-        },
-      });
-      if (t.name && t.secretFile) out.tsig = t as RpzExportConfig['tsig'];
-      else if (!r.problems.length) r.fail(v, q, 'expected { name: KEY-NAME, algorithm: hmac-sha256, secretFile: FILE }');
-    },
+    tsig: (v, q) => (out.tsig = readTsig(r, v, q, dir)),
     notify: (v, q) => {
       out.notify = r.strings(v, q).flatMap(({ value, node: n }) => {
         const ep = parseEndpoint(value);
