@@ -35,6 +35,9 @@
 #                       (the benchmark client 127.0.0.1 among them), watched as identity.leases, and an
 #                       exception by MAC for another device, so every blocked query looks its device up
 #                       and the report resolves it; compare with the plain sinkhole rows (default 0 = off)
+#   RPZ_RECORDS=N       also run "sinkhole-listN" and "sinkhole-rpzN": the same rules (the kit's 200 domains and
+#                       synthetic ones, N/2 domains) as a plain list and as an RPZ zone of N records (D and *.D,
+#                       CNAME .), both NXDOMAIN; prints the time to the first answer and the RSS (issue 21)
 #   PEERS="dnsmasq unbound1"   which peers to start and measure (default both; PEERS=none: sinkhole only)
 #   WORKLOADS="blocked cached uncached"   the suite's workloads (sinkhole-querylog: blocked only)
 #   SH_ADDR=127.0.0.1 SH_PORT=5320 SH_HTTP_PORT=9320   sinkhole's listen addresses (loopback only)
@@ -170,12 +173,13 @@ start_sinkhole() { # log-name [env...]
   SH_PID=$!
   echo "started $name pid $SH_PID (taskset -c $PIN_SERVER, workers $WORKERS${*:+, $*})"
   local i
-  for i in $(seq 1 100); do
+  local tries=${START_TRIES:-100}
+  for i in $(seq 1 "$tries"); do
     kill -0 "$SH_PID" 2>/dev/null || { echo "sinkhole exited during start-up:" >&2; cat "$WORK/$name.log" >&2; SH_PID=""; exit 1; }
     dig +time=1 +tries=1 -p "$SH_PORT" @"$SH_ADDR" c0.example.test A 2>/dev/null | grep -q 'status: NOERROR' && break
     sleep 0.2
   done
-  [ "$i" -lt 100 ] || { echo "sinkhole did not answer on $SH_ADDR:$SH_PORT within 20 s:" >&2; cat "$WORK/$name.log" >&2; exit 1; }
+  [ "$i" -lt "$tries" ] || { echo "sinkhole did not answer on $SH_ADDR:$SH_PORT within $((tries / 5)) s:" >&2; cat "$WORK/$name.log" >&2; exit 1; }
   sanity_check
 }
 
@@ -285,6 +289,38 @@ EOF
   idw=$(for w in $WORKLOADS; do case $w in blocked|cached) echo "$w";; esac; done | xargs)
   if [ -n "$idw" ]; then suite "$SH_PORT" sinkhole-identity "$SH_PID" "$idw"
   else echo "note: IDENTITY_LEASES needs workload blocked or cached; skipped"; fi
+  SH_CONFIG=$WORK/sinkhole.yaml
+fi
+if [ "${RPZ_RECORDS:-0}" -gt 0 ] 2>/dev/null; then
+  stop_sinkhole
+  # Issue 21: the same rules as a plain list and as an RPZ zone of RPZ_RECORDS records ("D CNAME ." and
+  # "*.D CNAME ." per domain: the kit's 200 and synthetic ones), both answered NXDOMAIN; load time,
+  # memory, and the workloads for each, in one sitting.
+  python3 - "$RPZ_RECORDS" "$WORK" <<'PY'
+import sys, subprocess
+n, work = int(sys.argv[1]), sys.argv[2]
+domains = open(f"{work}/blocklist.txt").read().split()
+domains += [f"r{i}.bench-rpz.test" for i in range(max(0, n // 2 - len(domains)))]
+with open(f"{work}/big-list.txt", "w") as f:
+    f.write("\n".join(domains) + "\n")
+with open(f"{work}/big.zone", "w") as f:
+    f.write("$ORIGIN bench.rpz.\n$TTL 60\n@ SOA ns.bench.rpz. hostmaster.bench.rpz. 1 3600 600 86400 60\n@ NS localhost.\n")
+    for d in domains:
+        f.write(f"{d} CNAME .\n*.{d} CNAME .\n")
+PY
+  for variant in list rpz; do
+    SH_CONFIG=$WORK/sinkhole-$variant$RPZ_RECORDS.yaml
+    if [ "$variant" = list ]; then rules="lists: { bench: [$WORK/big-list.txt] }"; else rules="rpz: [{ name: bench, file: $WORK/big.zone }]"; fi
+    sed -e "s|^  lists: { bench: \[.*\] }|  $rules|" -e 's|^  response: null-ip|  response: nxdomain|' "$WORK/sinkhole.yaml" > "$SH_CONFIG"
+    t0=$(date +%s.%N)
+    START_TRIES=1500 start_sinkhole "sinkhole-$variant$RPZ_RECORDS"
+    t1=$(date +%s.%N)
+    rss=$(awk '/^VmRSS/{print int($2/1024)}' "/proc/$SH_PID/status")
+    echo "$variant with $RPZ_RECORDS records: answering after $(echo "$t1 - $t0" | bc) s, RSS ${rss} MB" | tee -a "$OUTDIR/rpz.txt"
+    suite "$SH_PORT" "sinkhole-$variant$RPZ_RECORDS" "$SH_PID"
+    echo "$variant after the workloads: RSS $(awk '/^VmRSS/{print int($2/1024)}' "/proc/$SH_PID/status") MB" | tee -a "$OUTDIR/rpz.txt"
+    stop_sinkhole
+  done
   SH_CONFIG=$WORK/sinkhole.yaml
 fi
 stop_sinkhole

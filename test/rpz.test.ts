@@ -336,4 +336,10 @@ t.test('a broken zone keeps the last good one in force, with file:line:col; a fi
   const bad = cli('validate');
   t.equal(bad.status, 1);
   t.match(bad.stdout, /SH_RPZ_SYNTAX feed\.zone:1:\d+: /);
+  // 300,000 bad lines: the problems were appended with push(...), past the stack's limit (SH_INTERNAL).
+  h.write('feed.zone', `$ORIGIN feed.rpz.example.\n@ SOA ns. h. 1 60 10 600 60\n${Array.from({ length: 300_000 }, (_, i) => `x${i}.rpz-bad CNAME .\n`).join('')}`);
+  const many = cli('validate');
+  t.equal(many.status, 1, `a zone of 300,000 bad lines is a problem report, not a crash ${many.stderr}`);
+  t.notMatch(many.stdout + many.stderr, /SH_INTERNAL/);
+  t.match(many.stdout, /feed\.zone:\d+:1: … and 299,900 more problems in this file \(the first 100 are listed\)/);
 });

@@ -74,7 +74,7 @@ export class LeaseFile {
         this.ino = -1; // read whole again next time
         return { ok: false, problems: p.problems };
       }
-      older.push(...p.leases);
+      for (const l of p.leases) older.push(l); // not push(...): a spread of 200,000 arguments overflows the stack
     }
     this.priorKey = key;
     return older.length ? { ok: true, whole: true, leases: older.concat(r.leases) } : r;

@@ -100,7 +100,7 @@ export function loadIdentity(config: IdentityConfig, now: number): { table: Iden
   const problems: Problem[] = [];
   const sources = config.leases.map((s) => {
     const r = readSource(s);
-    problems.push(...r.problems);
+    for (const p of r.problems) problems.push(p);
     return r.problems.length ? [] : r.leases;
   });
   return { ...buildIdentity(sources, config.static, now), problems };

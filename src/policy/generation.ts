@@ -147,7 +147,8 @@ export function compileData(config: Config, source: FileSource = diskSource): Po
       continue;
     }
     const zone = compileZone(spec, text);
-    problems.push(...zone.problems);
+    // Not push(...): a zone of a million bad lines would overflow the stack (boundPerFile shows the first 100).
+    for (const p of zone.problems) problems.push(p);
     rpz.push(zone.data);
     const count = appliedRules(zone.data);
     ruleCounts.set(spec.name, count);
@@ -158,7 +159,7 @@ export function compileData(config: Config, source: FileSource = diskSource): Po
   }
   const listNames = [...config.blocking.lists.map((l) => l.name), ...config.blocking.rpz.map((z) => z.name)];
   const ex = loadExceptions(config.exceptions, { lists: new Set(listNames), groups: new Set(config.clients.groups.map((g) => g.name)) }, source);
-  problems.push(...ex.problems);
+  for (const p of ex.problems) problems.push(p);
   if (config.exceptions && 'file' in config.exceptions) files.push(config.exceptions.file);
   if (problems.length) throw new PolicyError(problems);
 
