@@ -88,19 +88,22 @@ interface Entry {
  * Splits the text into entries: one per record, its tokens with their
  * positions, joined across lines inside parentheses (RFC 1035 §5.1).
  */
-function entries(file: string, text: string, problems: Problem[]): Entry[] {
-  const out: Entry[] = [];
+function* entries(file: string, text: string, problems: Problem[]): Generator<Entry> {
+  // One entry at a time, one line at a time: a million-record feed held whole as lines, then as
+  // tokens, took over 1 GB at its peak (bench/run.sh RPZ_RECORDS).
   let current: Entry | undefined;
   let depth = 0;
   let depthAt = { line: 0, col: 0 };
-  const lines = text.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    let raw = lines[i]!;
+  for (let i = 0, from = 0; from <= text.length; i++) {
+    const nl = text.indexOf('\n', from);
+    const end = nl === -1 ? text.length : nl;
+    let raw = text.slice(from, end);
+    from = end + 1;
     if (raw.endsWith('\r')) raw = raw.slice(0, -1);
     if (i === 0) raw = raw.replace(/^\uFEFF/, '');
     const lineNo = i + 1;
     if (depth === 0) {
-      if (current && current.tokens.length) out.push(current);
+      if (current && current.tokens.length) yield current;
       current = { tokens: [], ownerGiven: raw.length > 0 && !/^[ \t]/.test(raw), line: lineNo, comment: '' };
     }
     const entry = current!;
@@ -143,9 +146,8 @@ function entries(file: string, text: string, problems: Problem[]): Entry[] {
       }
     }
   }
-  if (current && current.tokens.length) out.push(current);
+  if (current && current.tokens.length) yield current;
   if (depth > 0) problems.push({ code: 'SH_RPZ_SYNTAX', file, line: depthAt.line, col: depthAt.col, message: 'expected ")" to close this "(" before the end of the file' });
-  return out;
 }
 
 /** Reads a master file. `origin` is the name relative owners start from until a $ORIGIN (none: they need one). */
