@@ -2,11 +2,10 @@
 // names file:line:col and the key path (DESIGN.md §3 "Config"). The result is
 // frozen: nothing downstream may mutate what was validated.
 import { dirname, join, resolve } from 'node:path';
-import { parseSecret } from '../dns/tsig.js';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { X509Certificate } from 'node:crypto';
-import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { isScalar } from 'yaml';
 import { YamlReader, describe, type YNode } from './yamlReader.js';
 import { parseCidr } from '../policy/cidr.js';
@@ -19,11 +18,10 @@ import { normalizeMac, parseSelector } from '../identity/mac.js';
 import { CREDENTIAL_PREFIX, credentialNameProblem } from '../metrics/token.js';
 import { RPZ_OVERRIDES, type RpzOverride } from '../policy/rpz/zone.js';
 import { readRpzExport, type RpzExportConfig } from './rpzExport.js';
+import { normalizeDomain, parseEndpoint, readableFile, readTsig, type Endpoint, type TsigConfig } from './values.js';
 
-export interface Endpoint {
-  host: string;
-  port: number;
-}
+export { normalizeDomain, parseEndpoint, readTsig, type Endpoint, type TsigConfig };
+
 
 export type ResponseMode =
   | { kind: 'nxdomain' | 'nodata' | 'null-ip' | 'refused' }
@@ -157,12 +155,6 @@ export interface DnstapConfig {
   queue: number;
 }
 
-/** A TSIG key (RFC 8945): its name, algorithm, and the file holding its base64 secret (as tsig-keygen prints it). */
-export interface TsigConfig {
-  name: string;
-  algorithm: 'hmac-sha256';
-  secretFile: string;
-}
 
 /** One blocking.rpz entry. */
 export interface RpzSpec {
@@ -205,13 +197,6 @@ export interface UpstreamTls {
 }
 
 /** Parses "host:port" or "[v6]:port". */
-export function parseEndpoint(text: string): Endpoint | string {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:[\]]+):(\d+)$/.exec(text);
-  if (!m || !isIP(m[1]!)) return `expected "address:port" like 127.0.0.1:1053 or [::1]:1053, got "${text}"`;
-  const port = Number(m[2]);
-  if (port > 65535) return `port must be 0 to 65535, got ${port}`;
-  return { host: m[1]!, port };
-}
 
 const sec = (ms: number): number => Math.floor(ms / 1000);
 // Every duration has a documented range (README "Configuration"). One that arms a timer stays far
@@ -576,41 +561,7 @@ function readRpz(r: YamlReader, node: YNode, path: string, dir: string): RpzSpec
   return out;
 }
 
-/** tsig: { name, algorithm: hmac-sha256, secretFile } (RFC 8945 §6: HMAC-SHA256 is the one to implement). */
-export function readTsig(r: YamlReader, node: YNode, path: string, dir: string): TsigConfig | undefined {
-  const k: Partial<TsigConfig> = { algorithm: 'hmac-sha256' };
-  r.map(node, path, {
-    name: (v, q) => {
-      const n = r.string(v, q);
-      const name = n === undefined ? '' : normalizeDomain(n);
-      if (!name) r.fail(v, q, `expected the key's name, like feed-key, got "${n}"`);
-      else k.name = name;
-    },
-    algorithm: (v, q) => (k.algorithm = r.oneOf(v, q, ['hmac-sha256'] as const) ?? k.algorithm),
-    secretFile: (v, q) => {
-      const f = readableFile(r, v, q, dir);
-      if (f === undefined) return;
-      const secret = parseSecret(readFileSync(f, 'utf8'));
-      if (typeof secret === 'string') r.fail(v, q, `${f}: ${secret}`);
-      else k.secretFile = f;
-    },
-  });
-  if (k.name && k.secretFile) return k as TsigConfig;
-  if (!r.problems.length) r.fail(node, path, 'expected { name: KEY, algorithm: hmac-sha256, secretFile: FILE }');
-  return undefined;
-}
 
-/** A file that must exist and be readable now, so `validate` says so at file:line:col rather than the first delivery. */
-function readableFile(r: YamlReader, v: YNode, q: string, dir: string): string | undefined {
-  const f = resolvePath(dir, r.string(v, q));
-  if (f === undefined) return undefined;
-  try {
-    accessSync(f, fsConstants.R_OK);
-    return f;
-  } catch (e) {
-    return r.fail(v, q, `cannot read ${f}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
-}
 
 function readEvents(r: YamlReader, node: YNode, path: string, dir: string): EventsConfig | undefined {
   const e: EventsConfig = { threshold: 20, windowMs: 10 * MINUTE, cooldownMs: HOUR, maxTracked: 100_000, spool: 10_000, syslog: [], webhook: [] };
@@ -852,9 +803,3 @@ function readResponse(r: YamlReader, node: YNode, path: string): ResponseMode | 
 }
 
 /** Lower-cased, without the trailing dot; '' when it is not a plausible domain name. */
-export function normalizeDomain(name: string): string {
-  const d = name.trim().toLowerCase().replace(/\.$/, '');
-  if (d.length === 0 || d.length > 253) return '';
-  for (const label of d.split('.')) if (!/^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$/.test(label)) return '';
-  return d;
-}

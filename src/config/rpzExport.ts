@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { parseCidr } from '../policy/cidr.js';
 import { parseSecret } from '../dns/tsig.js';
 import type { YamlReader, YNode } from './yamlReader.js';
-import { normalizeDomain, parseEndpoint, readTsig, type Endpoint, type TsigConfig } from './config.js';
+import { normalizeDomain, parseEndpoint, readTsig, type Endpoint, type TsigConfig } from './values.js';
 
 export interface RpzExportConfig {
   address: Endpoint;
