@@ -1,22 +1,15 @@
-// The composition root. Two parts, one per kind of thread:
-// - DataPlane: one query path (listeners, the stage chain, cache, upstreams,
-//   query and audit logs). The main thread runs one; with `workers: N`, N−1
-//   worker threads run one each (dataPlaneThread.ts), all bound to the same
-//   addresses with SO_REUSEPORT so the kernel spreads the queries.
-// - start(): what must be ONE across the threads: the policy and its reload,
-//   the compliance report, /metrics (summing every thread's counts), HTTP.
-// The stage chain is assembled in ONE list, in DataPlane, with the reason each
-// stage sits where it does (as Blocky and CoreDNS's plugin.cfg do). Order matters.
+// The composition root: start() builds what must be ONE across the threads (the policy and its
+// reload, identity, the compliance report and its events, RPZ feeds and export, /metrics, HTTP),
+// and the main thread's query path (dataPlane.ts; with `workers: N`, N−1 more in worker threads).
 import type { AddressInfo } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
-import { ReplyCache, type CacheLimits } from './cache/replyCache.js';
+import { ReplyCache } from './cache/replyCache.js';
 import { systemClock, type Clock } from './clock.js';
 import { loadConfig, type Config, type Endpoint } from './config/config.js';
 import { RpzFeeds } from './policy/rpz/feed.js';
 import { SinkholeError, formatProblem } from './errors.js';
 import { streamLogger, type Logger } from './log.js';
 import { startHttp } from './metrics/http.js';
-import { LoopDelay } from './metrics/loopDelay.js';
 import { createRegistry } from './metrics/registry.js';
 import { Stats } from './metrics/stats.js';
 import { hydrate, type Generation } from './policy/generation.js';
@@ -26,29 +19,15 @@ import { stateOf } from './policy/exceptions.js';
 import { diffExceptions, loadedEvents, type ExceptionEvent, type ExceptionEventKind } from './policy/exceptionEvents.js';
 import { exceptionWarnings } from './policy/warnings.js';
 import { ExceptionAudit } from './querylog/exceptionAudit.js';
-import { compose, type Handler, type Stage } from './pipeline/types.js';
-import { BlocklistStage } from './stages/blocklist.js';
-import { RpzStage } from './stages/rpz.js';
-import { CacheStage } from './stages/cache.js';
-import { forwardHandler } from './stages/forward.js';
-import { MetricsStage, type Observer } from './stages/metrics.js';
-import { RecoverStage } from './stages/recover.js';
-import { ValidateStage } from './stages/validate.js';
-import { TcpListener, type TcpLimits } from './transport/tcp.js';
-import { UdpListener } from './transport/udp.js';
-import { Forwarder, mergeHealth, type UpstreamHealth } from './upstream/forwarder.js';
+import { type Handler } from './pipeline/types.js';
+import { Forwarder, mergeHealth } from './upstream/forwarder.js';
 import { VERSION } from './version.js';
 import type { Registry } from 'prom-client';
-import { QueryLog } from './querylog/queryLog.js';
-import { Dnstap, dnstapSettings } from './querylog/dnstap.js';
-import type { FstrmHealth } from './querylog/fstrm.js';
-import { AuditLog } from './querylog/auditLog.js';
 import { ComplianceReport, type ReportSnapshot } from './querylog/report.js';
 // Identity and the shared report (issue 11).
 import { hostname } from 'node:os';
 import { IdentityHolder, IdentitySources } from './identity/sources.js';
 import type { IdentityDelta } from './identity/table.js';
-import { RelayStage } from './stages/relay.js';
 import { ReportStateFile } from './querylog/reportState.js';
 import { PostgresStore } from './querylog/reportPostgres.js';
 import { renderPage, type PageData } from './metrics/page.js';
@@ -56,18 +35,11 @@ import { RecentTotals, SAMPLE_EVERY_MS, totalsOf, type Totals } from './metrics/
 import { isZoneName, serverZone } from './policy/zonedDate.js';
 import { readHttpToken } from './metrics/token.js';
 import { WorkerPool } from './workers.js';
-import { assertAddressFree } from './transport/exclusive.js';
-import { DdrAnswerer, type DdrEndpoint } from './stages/ddr.js';
-import { LocalAnswersStage } from './stages/localAnswers.js';
-// Hostile input (issue 8): ANY and CHAOS answered locally, the report served a page at a time.
-import { anyAnswerer } from './stages/anyAnswer.js';
-import { chaosAnswerer } from './stages/chaos.js';
+import { claimReusedAddresses } from './transport/bind.js';
+import { DataPlane, type PlaneGauges } from './dataPlane.js';
+// The report served a page at a time (issue 8).
 import { ReportPages } from './querylog/reportPages.js';
 import type { LogHealth } from './querylog/lineWriter.js';
-import { dotServer } from './transport/dot.js';
-import { DOH_PATH, DohListener } from './transport/doh.js';
-import { Certificate } from './transport/tlsFiles.js';
-import { RateLimitStage } from './stages/rateLimit.js';
 import { PolicyStateStore, stateDirProblem } from './state/snapshot.js';
 import { startingPolicy } from './state/lastGood.js';
 // Compliance events to the NAC and the SIEM (issue 20 §1).
@@ -131,247 +103,6 @@ export interface Running {
   close(): Promise<void>;
 }
 
-/** What one query thread serves, and the counts a scrape needs from it. */
-export interface PlaneGauges {
-  cacheEntries: number;
-  cacheBytes: number;
-  tcpConnections: number;
-  dotConnections: number;
-  dohConnections: number;
-  sourcePorts: number;
-  rateLimitBuckets: number;
-  queries: number;
-  loopDelay: number[];
-  /** Idle connections closed to make room, and connections refused, per DNS listener kind (issues 8, 23). */
-  tcpEvictions: number;
-  tcpRefused: number;
-  dotEvictions: number;
-  dotRefused: number;
-  dohEvictions: number;
-  dohRefused: number;
-  /** DoH sessions closed for too many stream resets (CVE-2023-44487). */
-  dohCalmed: number;
-  /** The query log's and the audit trail's lost lines and failure, as this thread writes them. */
-  logs: LogHealth[];
-  /** This thread's forwarder's view of each upstream (the admin page merges the threads'). */
-  upstreams: UpstreamHealth[];
-  /** This thread's dnstap stream (log.dnstap): each query thread has its own connection. */
-  dnstap: FstrmHealth;
-}
-
-/**
- * One query path. The policy holder is the thread's own: the main thread's reloader swaps it, and
- * a worker thread's when the main thread hands it a new generation.
- */
-export class DataPlane {
-  readonly stats = new Stats();
-  readonly handler: Handler;
-  // Upstreams and the cache outlive list and exception reloads (health and
-  // cached answers are kept); they are rebuilt only when their settings change.
-  forwarder: Forwarder;
-  cache: ReplyCache;
-  private readonly queryLog: QueryLog;
-  private readonly dnstap: Dnstap;
-  /** The exceptions audit trail: each use here, and on the main thread the records' history (ExceptionAudit). */
-  readonly auditLog: AuditLog;
-  private readonly udp: UdpListener[] = [];
-  private readonly tcp: TcpListener[] = [];
-  private readonly dotListeners: TcpListener[] = [];
-  private readonly dohListeners: DohListener[] = [];
-  /** DDR learns its endpoints once the DoT/DoH listeners are bound. */
-  private readonly ddr = new DdrAnswerer();
-  private certificate: Certificate | undefined;
-  private encrypted: { dot: AddressInfo[]; doh: AddressInfo[] } = { dot: [], doh: [] };
-  private readonly loopDelay = new LoopDelay();
-  private readonly rateLimit: RateLimitStage;
-
-  constructor(
-    readonly policy: PolicyHolder,
-    /** Address → device, from the lease files (built on the main thread, handed to the others). */
-    readonly identity: IdentityHolder,
-    private readonly log: Logger,
-    private readonly clock: Clock,
-    /** The compliance report, or a batcher that hands blocked queries to the thread that keeps it. */
-    report: Observer,
-    /** A NOTIFY from an RPZ primary (RFC 1996), already checked against the config: the main thread's feeds check the zone. */
-    onNotify: (zone: string, from: string) => void = () => {},
-  ) {
-    const config = policy.current.config;
-    const stats = this.stats;
-    this.forwarder = new Forwarder(config.upstreams, stats, log);
-    this.cache = new ReplyCache(cacheLimits(config), () => clock.now());
-    this.queryLog = new QueryLog(config.log, log);
-    this.auditLog = new AuditLog(config.log.audit, log);
-    this.dnstap = new Dnstap(dnstapSettings(config.log), log);
-    this.forwarder.tap = this.dnstap.forwarderTap;
-    const observers: Observer[] = [this.queryLog, this.auditLog, report, this.dnstap];
-
-    // Buckets are per query thread: with N threads and SO_REUSEPORT, one client's queries can spread over
-    // several, so its effective limit can reach N × qps (README "Every core").
-    this.rateLimit = new RateLimitStage(policy, stats, clock, log);
-    const config_ = (): Generation['config'] => policy.current.config;
-    const blocklist = new BlocklistStage(policy, clock, identity);
-    const stages: Stage[] = [
-      // 1. Anything below may throw: SERVFAIL and a counter, never a dead socket loop.
-      new RecoverStage(stats, log),
-      // 2. Sees every outcome, blocked and cached included, for metrics and the logs.
-      new MetricsStage(stats, observers),
-      // 3. FORMERR/NOTIMP/REFUSED before any policy or upstream work is spent.
-      new ValidateStage(policy, onNotify),
-      // 3a. Per-client token bucket (clients.rateLimit; a no-op without it). Right after validate: it is
-      //     cheap, so a flooding client is turned away before it costs policy, cache or upstream work, and
-      //     before local answers a flood could otherwise use; after validate so that a client outside
-      //     allowFrom never gets a bucket. It never changes a blocked or excepted decision: it only
-      //     decides whether a query is answered at all.
-      this.rateLimit,
-      // 3b. Answered by sinkhole itself, never forwarded or cached: after the limiter, so a flood of them is limited too.
-      new LocalAnswersStage([
-        // DDR's _dns.resolver.arpa (RFC 9462).
-        this.ddr,
-        // CHAOS version.bind & co. are about this server, in any qtype, ANY included (issue 8).
-        chaosAnswerer(policy),
-        // RFC 8482 ANY: HINFO, after the blocklist's own check of the name, so a blocked name still gets the sinkhole.
-        anyAnswerer((q) => blocklist.blockedOutcome(q)),
-      ]),
-      // 4a. ECS/MAC EDNS options: believed from clients.trustedRelays, stripped from every query
-      //     before it can reach the cache or an upstream. Before policy, which needs the real client.
-      new RelayStage(policy, stats),
-      // 4+5. Client policy (with the device identity) and blocklist. Above the cache, so policy
-      //      applies to cached answers and the cache stays client-independent.
-      blocklist,
-      // 5b. Response Policy Zones (README "RPZ"): below the lists, which judge whatever RPZ lets through, and
-      //     above the cache, so client-IP rules see the client and response-IP rules see cached answers too.
-      new RpzStage(policy, stats, clock, identity),
-      // 6. Upstream answers only; identical queries in flight are coalesced. Serve-stale and prefetch
-      //    live here, below the blocklist, so a stale answer is judged by the policy like any other.
-      new CacheStage(() => this.cache, stats, config_, clock),
-    ];
-    // 7. Terminal: the upstream exchange.
-    // TTLs are capped on the way out (cache.maxTtl), fresh answers as well as cached ones.
-    this.handler = compose(stages, forwardHandler(() => this.forwarder, () => cacheLimits(config_())));
-  }
-
-  /**
-   * Binds UDP and TCP on every address. `reusePort` when several threads share them; a worker
-   * thread is given the ports the main thread bound (which may have been chosen by the kernel).
-   */
-  async listen(endpoints: readonly Endpoint[], reusePort: boolean): Promise<{ udp: AddressInfo; tcp: AddressInfo }[]> {
-    const listen = this.policy.current.config.listen;
-    const allowed = (client: string): boolean => this.policy.current.clients.view(client).allowed;
-    const out: { udp: AddressInfo; tcp: AddressInfo }[] = [];
-    for (const ep of endpoints) {
-      const t = new TcpListener(ep, this.handler, tcpLimits(listen), this.log, allowed);
-      this.tcp.push(t);
-      const bound = await bindPair(ep, () => new UdpListener(ep, this.handler, this.log), t, reusePort);
-      this.udp.push(bound.udp);
-      out.push(bound.addresses);
-    }
-    return out;
-  }
-
-  /**
-   * DNS over TLS and HTTPS for clients (listen.dot, listen.doh): the same handler and the same limits
-   * as TCP. A worker thread is given the ports the main thread bound.
-   */
-  async listenEncrypted(dot: readonly Endpoint[], doh: readonly Endpoint[], reusePort: boolean): Promise<{ dot: AddressInfo[]; doh: AddressInfo[] }> {
-    const { tls: tlsPaths, tcpIdleTimeoutMs: idle, tcpMaxConnections: maxConns } = this.policy.current.config.listen;
-    if (!tlsPaths || (!dot.length && !doh.length)) return this.encrypted;
-    try {
-      this.certificate = Certificate.load(tlsPaths);
-    } catch (e) {
-      throw new SinkholeError('SH_LISTEN', `cannot load listen.tls: ${(e as Error).message}`);
-    }
-    const allowed = (client: string): boolean => this.policy.current.clients.view(client).allowed;
-    for (const ep of dot) {
-      const l = new TcpListener(ep, this.handler, tcpLimits(this.policy.current.config.listen), this.log, allowed, dotServer(this.certificate, idle));
-      this.dotListeners.push(l);
-      this.encrypted.dot.push(await l.start(ep.port, reusePort).catch((e: unknown) => Promise.reject(listenError('TLS', ep, e))));
-    }
-    for (const ep of doh) {
-      const l = new DohListener(ep, this.handler, this.certificate, { idleTimeoutMs: idle, maxConnections: maxConns, maxConnectionsPerClient: this.policy.current.config.listen.tcpMaxConnectionsPerClient }, this.log, allowed);
-      this.dohListeners.push(l);
-      this.encrypted.doh.push(await l.start(ep.port, reusePort).catch((e: unknown) => Promise.reject(listenError('HTTPS', ep, e))));
-    }
-    this.configureDdr();
-    return this.encrypted;
-  }
-
-  /** Re-reads listen.tls (SIGHUP); undefined when applied or there is none, else why it was refused. */
-  reloadTls(): string | undefined {
-    if (!this.certificate) return undefined;
-    const problem = this.certificate.reload();
-    if (problem) this.log.warn('SH_TLS_CERT', 'listen.tls not reloaded; the certificate in use stays', { error: problem });
-    else this.configureDdr();
-    return problem;
-  }
-
-  /** DDR's SVCB records (RFC 9462): the bound DoT/DoH endpoints, under the certificate's first DNS name. */
-  private configureDdr(): void {
-    const endpoints: DdrEndpoint[] = [
-      ...this.encrypted.dot.map((a) => ({ alpn: 'dot' as const, host: a.address, port: a.port })),
-      ...this.encrypted.doh.map((a) => ({ alpn: 'h2' as const, host: a.address, port: a.port })),
-    ];
-    this.ddr.configure(this.certificate?.current.names[0], endpoints, DOH_PATH);
-  }
-
-  /** The certificate's names (for the log), when listen.tls is loaded. */
-  get certificateNames(): readonly string[] {
-    return this.certificate?.current.names ?? [];
-  }
-
-  /** A new generation is in force: rebuild what its settings changed. */
-  swap(next: Generation, previous: Generation): void {
-    if (!isDeepStrictEqual(next.config.upstreams, previous.config.upstreams)) {
-      const old = this.forwarder;
-      this.forwarder = new Forwarder(next.config.upstreams, this.stats, this.log);
-      old.close(); // its sockets and TLS connections close once the queries still on them are answered
-    }
-    if (!isDeepStrictEqual(cacheLimits(next.config), cacheLimits(previous.config))) this.cache = new ReplyCache(cacheLimits(next.config), () => this.clock.now());
-    this.queryLog.configure(next.config.log);
-    this.auditLog.configure(next.config.log.audit);
-    this.dnstap.configure(dnstapSettings(next.config.log));
-    this.forwarder.tap = this.dnstap.forwarderTap;
-  }
-
-  gauges(): PlaneGauges {
-    return {
-      cacheEntries: this.cache.size,
-      cacheBytes: this.cache.slabBytes,
-      tcpConnections: this.tcp.reduce((n, l) => n + l.connections, 0),
-      dotConnections: this.dotListeners.reduce((n, l) => n + l.connections, 0),
-      dohConnections: this.dohListeners.reduce((n, l) => n + l.connections, 0),
-      sourcePorts: this.forwarder.sourcePortsOpen,
-      rateLimitBuckets: this.rateLimit.buckets,
-      queries: this.stats.queries.reduce((a, b) => a + b, 0),
-      loopDelay: this.loopDelay.seconds(),
-      tcpEvictions: this.tcp.reduce((n, l) => n + l.evictions, 0),
-      tcpRefused: this.tcp.reduce((n, l) => n + l.refused, 0),
-      dotEvictions: this.dotListeners.reduce((n, l) => n + l.evictions, 0),
-      dotRefused: this.dotListeners.reduce((n, l) => n + l.refused, 0),
-      dohEvictions: this.dohListeners.reduce((n, l) => n + l.evictions, 0),
-      dohRefused: this.dohListeners.reduce((n, l) => n + l.refused, 0),
-      dohCalmed: this.dohListeners.reduce((n, l) => n + l.calmed, 0),
-      logs: [this.queryLog.health, this.auditLog.health],
-      upstreams: this.forwarder.health(),
-      dnstap: this.dnstap.health(),
-    };
-  }
-
-  async reopenLogs(): Promise<void> {
-    await Promise.all([this.queryLog.reopen(), this.auditLog.reopen()]);
-  }
-
-  /** Listeners first (each answers what it has in flight), then the upstream sockets and the logs. */
-  async close(): Promise<void> {
-    await Promise.all([
-      ...this.udp.map((l) => l.close()), ...this.tcp.map((l) => l.close()),
-      ...this.dotListeners.map((l) => l.close()), ...this.dohListeners.map((l) => l.close()),
-    ]);
-    this.forwarder.close();
-    this.loopDelay.close();
-    await Promise.all([this.queryLog.close(), this.auditLog.close(), this.dnstap.close()]);
-  }
-}
 
 export async function start(opts: StartOptions): Promise<Running> {
   const log = opts.log ?? streamLogger();
@@ -726,23 +457,7 @@ function identityConfig(c: Generation['config']): { leases: Generation['config']
   return { leases: c.identity.leases, static: c.identity.static };
 }
 
-/**
- * What the reply cache itself needs. Serve-stale keeps expired entries for
- * maxStale; the other serve-stale and prefetch settings are read per query by
- * the cache stage, so changing them on reload keeps the cached answers.
- */
-function cacheLimits(c: Generation['config']): CacheLimits {
-  const { maxEntries, minTtl, maxTtl, maxNegativeTtl, serveStale } = c.cache;
-  return { maxEntries, minTtl, maxTtl, maxNegativeTtl, keepExpiredMs: serveStale.enabled ? serveStale.maxStaleMs : 0 };
-}
 
-/** The TCP (and DoT) listener's limits, from listen.* (issue 8: per-client cap, lifetime). */
-function tcpLimits(l: Generation['config']['listen']): TcpLimits {
-  return {
-    idleTimeoutMs: l.tcpIdleTimeoutMs, maxConnections: l.tcpMaxConnections,
-    maxConnectionsPerClient: l.tcpMaxConnectionsPerClient, lifetimeMs: l.tcpConnectionLifetimeMs,
-  };
-}
 
 /** /readyz's note while the policy in force came from the last good snapshot. */
 /** A reload whose files did not compile: the generation in force stays, and /readyz says why (issue 18). */
@@ -782,48 +497,4 @@ function logExceptions(log: Logger, events: readonly ExceptionEvent[], g: Genera
 /** Valid but probably unmeant (validate prints the same): logged, never refused. */
 function logWarnings(log: Logger, g: Generation, now: number): void {
   for (const w of exceptionWarnings(g, now)) log.warn(w.code, formatProblem(w));
-}
-
-/**
- * Binds UDP and TCP to the same port. With port 0 (tests) the kernel picks the
- * UDP port, and TCP takes the same one; if another process has it on TCP, try again.
- */
-export async function bindPair(
-  ep: { host: string; port: number },
-  makeUdp: () => UdpListener,
-  t: TcpListener,
-  reusePort = false,
-): Promise<{ udp: UdpListener; addresses: { udp: AddressInfo; tcp: AddressInfo } }> {
-  for (let attempt = 0; ; attempt++) {
-    // A new UDP listener per attempt: a closed one stays closed (it drops every query it receives).
-    const u = makeUdp();
-    let udp: AddressInfo;
-    try {
-      udp = await u.start(ep.port, reusePort);
-    } catch (e) {
-      throw listenError('UDP', ep, e);
-    }
-    try {
-      return { udp: u, addresses: { udp, tcp: await t.start(udp.port, reusePort) } };
-    } catch (e) {
-      await u.close();
-      if (ep.port !== 0 || attempt >= 20) throw listenError('TCP', ep, e);
-    }
-  }
-}
-
-/** With several query threads every address is bound with SO_REUSEPORT: first make sure no other process holds one (transport/exclusive.ts). */
-async function claimReusedAddresses(listen: Config['listen']): Promise<void> {
-  const claims: [string, 'udp' | 'tcp', Endpoint][] = [
-    ...listen.dns.flatMap((ep): [string, 'udp' | 'tcp', Endpoint][] => [['UDP', 'udp', ep], ['TCP', 'tcp', ep]]),
-    ...listen.dot.map((ep): [string, 'udp' | 'tcp', Endpoint] => ['TLS', 'tcp', ep]),
-    ...listen.doh.map((ep): [string, 'udp' | 'tcp', Endpoint] => ['HTTPS', 'tcp', ep]),
-  ];
-  for (const [label, proto, ep] of claims) await assertAddressFree(proto, ep.host, ep.port).catch((e: unknown) => Promise.reject(listenError(label, ep, e)));
-}
-
-function listenError(proto: string, ep: { host: string; port: number }, e: unknown): SinkholeError {
-  const code = (e as NodeJS.ErrnoException).code ?? String(e);
-  const hint = code === 'EADDRINUSE' ? ' (another process has this port)' : code === 'EACCES' ? ' (ports below 1024 need CAP_NET_BIND_SERVICE)' : '';
-  return new SinkholeError('SH_LISTEN', `cannot listen for DNS over ${proto} on ${ep.host}:${ep.port}: ${code}${hint}`);
 }

@@ -2,7 +2,7 @@
 // thread (app.ts DataPlane), bound to the same addresses with SO_REUSEPORT. It holds no policy
 // of its own making: the main thread compiles each generation once and hands it over.
 import { parentPort, workerData } from 'node:worker_threads';
-import { DataPlane } from './app.js';
+import { DataPlane } from './dataPlane.js';
 import { systemClock } from './clock.js';
 import { streamLogger } from './log.js';
 import { hydrate } from './policy/generation.js';

@@ -19,7 +19,7 @@ import { Stats, type StatsData } from './metrics/stats.js';
 import type { PolicyData } from './policy/generation.js';
 import { shareMatcherData } from './policy/matcher.js';
 import type { ComplianceReport, ReportEvent } from './querylog/report.js';
-import type { PlaneGauges } from './app.js';
+import type { PlaneGauges } from './dataPlane.js';
 import { workerUrl } from './workerUrl.js';
 import type { IdentityDelta } from './identity/table.js';
 

@@ -14,7 +14,7 @@ import { errorReply } from '../src/dns/reply.js';
 import { silentLogger } from '../src/log.js';
 import type { Query } from '../src/dns/query.js';
 import type { Outcome } from '../src/pipeline/types.js';
-import { bindPair } from '../src/app.js';
+import { bindPair } from '../src/transport/bind.js';
 import { cacheKey, ReplyCache } from '../src/cache/replyCache.js';
 import { decodeQuery } from '../src/dns/query.js';
 import { scanReply } from '../src/dns/message.js';

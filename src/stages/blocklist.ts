@@ -1,4 +1,4 @@
-// Stage 5 (with stage 4, client policy, folded in: the client's groups and
+// The blocklist stage (pipeline/chain.ts), with client policy folded in (the client's groups and
 // exceptions are looked up only when a name matches an enforced list, so the
 // ~all queries that match nothing never pay for it).
 //

@@ -1,4 +1,4 @@
-// Stage 6. Sits below the blocklist, so the cache holds upstream answers only
+// The cache stage (pipeline/chain.ts). Sits below the blocklist and the rpz stage, so the cache holds upstream answers only
 // and stays client-independent: policy is applied to every hit on its way
 // out, per client (DESIGN.md §2). That includes the stale answers served
 // here, so serve-stale never bypasses policy.

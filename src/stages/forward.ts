@@ -1,4 +1,4 @@
-// Stage 7, the terminal one: sends the query upstream and checks what comes
+// The forward handler, the end of the chain (pipeline/chain.ts): sends the query upstream and checks what comes
 // back. Raw bytes go up and come back; the reply is only scanned, never
 // re-encoded (DESIGN.md "Forward raw bytes").
 import { RCODE } from '../dns/constants.js';

@@ -1,4 +1,4 @@
-// Stage 3b, right after validate: queries sinkhole answers itself. They are
+// The localAnswers stage, right after the rate limit (pipeline/chain.ts): queries sinkhole answers itself. They are
 // never forwarded or cached, and no blocklist applies to them (DESIGN.md §2
 // "local answers"). One small table of answerers, asked in order; each owns
 // a few names or types and says no to everything else with a comparison or

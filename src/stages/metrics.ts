@@ -1,4 +1,4 @@
-// Stage 2. Sees every outcome — blocked, cached and refused included — and
+// The metrics stage, second in the chain (pipeline/chain.ts). Sees every outcome — blocked, cached and refused included — and
 // counts it in plain numbers (metrics/stats.ts), then hands it to the
 // observers: query log, audit log, compliance report.
 import { performance } from 'node:perf_hooks';

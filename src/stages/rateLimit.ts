@@ -1,4 +1,4 @@
-// Stage 3b, right after validate: a token bucket per client (clients.rateLimit).
+// The rateLimit stage, right after validate (pipeline/chain.ts): a token bucket per client (clients.rateLimit).
 // Off when the key is absent. Over the limit, a client gets what `action` says:
 //   truncate: over UDP an empty reply with TC set (header + question), so a
 //             real client retries over TCP and a spoofed source gets nothing

@@ -1,4 +1,4 @@
-// Stage 1. Anything below may throw; a throw becomes SERVFAIL and a counter,
+// The recover stage, first in the chain (pipeline/chain.ts). Anything below may throw; a throw becomes SERVFAIL and a counter,
 // and never reaches the socket loop (a rejected promise would even kill the
 // process on Node 20, PACKAGES.md §1.5).
 import { RCODE } from '../dns/constants.js';

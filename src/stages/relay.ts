@@ -1,4 +1,4 @@
-// Stage 4a. EDNS identity options: Client Subnet (RFC 7871) and dnsmasq's
+// The relay stage (pipeline/chain.ts), before policy. EDNS identity options: Client Subnet (RFC 7871) and dnsmasq's
 // MAC option 65001. A DHCP server's resolver relay (dnsmasq with add-mac,
 // add-subnet) puts the real client's address and MAC there; from a relay in
 // clients.trustedRelays they name the client for policy and the report.

@@ -1,4 +1,4 @@
-// Stage 3. Malformed or unsupported queries, and clients outside
+// The validate stage (pipeline/chain.ts). Malformed or unsupported queries, and clients outside
 // clients.allowFrom, are answered here, before any policy or upstream work.
 import { RCODE, TYPE } from '../dns/constants.js';
 import { bareErrorReply, errorReply } from '../dns/reply.js';
