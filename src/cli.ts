@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// sinkhole serve | validate | check | exceptions | report | health (DESIGN.md §3 "CLI").
+// sinkhole serve | validate | check | exceptions | report | health (README "Commands").
 // A startup error is one clear line per problem and a non-zero exit, never a stack trace.
 import { relative, resolve } from 'node:path';
 import { existsSync } from 'node:fs';

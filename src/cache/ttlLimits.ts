@@ -1,6 +1,6 @@
 // The TTL limits of cache.minTtl / maxTtl / maxNegativeTtl, applied to every
 // record that leaves sinkhole: a fresh answer gets the same TTLs as its cached
-// copy would (DESIGN.md "Cache bytes, patch on the way out"). Without this,
+// copy would (docs/design.md §2 "Cache bytes, patch on the way out"). Without this,
 // a TTL of 2147483647 reached the client on the first answer and only the
 // cached copies were capped.
 import { RCODE } from '../dns/constants.js';

@@ -1,5 +1,5 @@
 // sinkhole.yaml: the schema, its defaults, and the strict reader. Every problem
-// names file:line:col and the key path (DESIGN.md §3 "Config"). The result is
+// names file:line:col and the key path (docs/design.md §4 and README "Configuration"). The result is
 // frozen: nothing downstream may mutate what was validated.
 import { dirname, join, resolve } from 'node:path';
 import { isIP } from 'node:net';

@@ -1,7 +1,7 @@
 // Reads a query's header, its one question and its OPT record straight from
 // the Buffer. A generic decoder (dns2's Packet.parse) costs ~10× more per
 // query on this hot path (../shared/bench/BASELINE.md), and the relayed bytes
-// must stay untouched anyway (DESIGN.md "Forward raw bytes").
+// must stay untouched anyway (docs/design.md §2 "Forward raw bytes").
 import { FLAG_CD, FLAG_QR, FLAG_RD, MIN_UDP_PAYLOAD, RCODE, TYPE } from './constants.js';
 import { optionsFit } from './message.js';
 

@@ -47,7 +47,7 @@ export function replyOpt(q: Query, rcode: number, ede?: Ede): Buffer | undefined
 /**
  * Header + question of the query with QR and RA set, RD and CD copied, and the
  * given rcode; `body` (already encoded records) and `opt` follow, with their
- * counts. RA is set on every reply: this is a recursive service (DESIGN.md §3).
+ * counts. RA is set on every reply: this is a recursive service (docs/design.md §4).
  */
 export function buildReply(
   q: Query,

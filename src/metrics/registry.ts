@@ -1,4 +1,4 @@
-// Every metric sinkhole exports, defined in this one file (DESIGN.md §3
+// Every metric sinkhole exports, defined in this one file (docs/design.md §4
 // "Metrics"). Values are read from the plain counters in stats.ts when
 // Prometheus scrapes, so the query path never calls prom-client. Labels are
 // bounded: fixed sets, or names from the config (lists, exception ids,

@@ -1,6 +1,6 @@
 // Plain-number counters for the hot path. A labelled prom-client inc() costs
 // ~300-450 ns (PACKAGES.md §3) and cost the calibration prototype 10-20% of
-// its throughput (DESIGN.md §2), so queries bump numbers here and
+// its throughput (docs/design.md §2), so queries bump numbers here and
 // metrics/registry.ts publishes them when Prometheus scrapes.
 import { RESULTS, type Result } from '../pipeline/types.js';
 import type { Proto } from '../dns/query.js';

@@ -1,7 +1,7 @@
 // The request path: stages run outermost first; each returns an Outcome or
 // calls next(). A stage never writes to a socket: the transport writes the
 // one reply. Blocked and cached answers are decided synchronously (a plain
-// Outcome); only forwarding returns a Promise (DESIGN.md §2).
+// Outcome); only forwarding returns a Promise (docs/design.md §2).
 import type { ScannedReply } from '../dns/message.js';
 import type { Query } from '../dns/query.js';
 

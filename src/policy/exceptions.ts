@@ -1,4 +1,4 @@
-// Approved exceptions: records, not config tweaks (DESIGN.md §2). Each names
+// Approved exceptions: records, not config tweaks (docs/design.md §2). Each names
 // who may pass, what, why, who approved it and until when; a revoked one also
 // says when and by whom. Expiry is checked on every query against the clock,
 // so an exception lapses in the same second without a reload or a timer.

@@ -1,6 +1,6 @@
 // A policy generation: config, lists and exceptions compiled into one
 // immutable value. A reload builds a whole new one and swaps one reference;
-// a generation that fails to build is never half-applied (DESIGN.md §2).
+// a generation that fails to build is never half-applied (docs/design.md §2).
 import { loadConfig, type Config } from '../config/config.js';
 import { PolicyError, type Problem } from '../errors.js';
 import { CidrSet } from './cidr.js';

@@ -1,4 +1,4 @@
-// The sinkhole answer for a blocked name, per blocking.response (DESIGN.md §3
+// The sinkhole answer for a blocked name, per blocking.response (docs/design.md §4
 // "Answers"). Record bytes are prepared once per policy generation; a blocked
 // query costs one copy of its header and question plus these bytes.
 import { CLASS_IN, EDE_BLOCKED, RCODE, TYPE } from '../dns/constants.js';

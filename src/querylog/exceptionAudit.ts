@@ -1,7 +1,7 @@
 // Writes the exception records' own history to the audit trail (log.audit):
 // a "loaded" line per record at start, grant/change/renew/revoke/remove from
 // each reload's diff, and "lapse" when an expiry passes. Enforcement never
-// waits on this: expiry is checked per query (DESIGN.md §2); the timer here
+// waits on this: expiry is checked per query (docs/design.md §2); the timer here
 // only decides when the lapse line is written.
 import type { Clock } from '../clock.js';
 import { diffExceptions, lapsedBetween, loadedEvents, nextLapse, type ExceptionEvent } from '../policy/exceptionEvents.js';

@@ -1,6 +1,6 @@
 // The cache stage (pipeline/chain.ts). Sits below the blocklist and the rpz stage, so the cache holds upstream answers only
 // and stays client-independent: policy is applied to every hit on its way
-// out, per client (DESIGN.md §2). That includes the stale answers served
+// out, per client (docs/design.md §2). That includes the stale answers served
 // here, so serve-stale never bypasses policy.
 //
 // What this stage does for availability (issue 9), in the order a query meets it:

@@ -1,6 +1,6 @@
 // The forward handler, the end of the chain (pipeline/chain.ts): sends the query upstream and checks what comes
 // back. Raw bytes go up and come back; the reply is only scanned, never
-// re-encoded (DESIGN.md "Forward raw bytes").
+// re-encoded (docs/design.md §2 "Forward raw bytes").
 import { RCODE } from '../dns/constants.js';
 import { errorReply } from '../dns/reply.js';
 import type { Query } from '../dns/query.js';

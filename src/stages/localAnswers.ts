@@ -1,5 +1,5 @@
 // The localAnswers stage, right after the rate limit (pipeline/chain.ts): queries sinkhole answers itself. They are
-// never forwarded or cached, and no blocklist applies to them (DESIGN.md §2
+// never forwarded or cached, and no blocklist applies to them (docs/design.md §2
 // "local answers"). One small table of answerers, asked in order; each owns
 // a few names or types and says no to everything else with a comparison or
 // two, so the stage costs next to nothing on the hot path.
