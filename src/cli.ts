@@ -17,6 +17,7 @@ import { loadIdentity } from './identity/sources.js';
 import { normalizeMac, parseSelector } from './identity/mac.js';
 import type { IdentityTable } from './identity/table.js';
 import { readHttpToken } from './metrics/token.js';
+import { serverUrl } from './metrics/http.js';
 import type { ReportPage } from './querylog/reportPages.js';
 import { toCef } from './events/cef.js';
 import { eventId } from './events/event.js';
@@ -376,7 +377,7 @@ async function report(v: { config: string; url?: string; json: boolean; since?: 
     if (url === undefined) {
       const ep = config.listen.http;
       if (!ep) throw new SinkholeError('SH_USAGE', `${shortPath(config.file)}: listen.http is not set, so there is no report to read; set it or pass --url`);
-      url = `http://${ep.host.includes(':') ? `[${ep.host}]` : ep.host === '0.0.0.0' ? '127.0.0.1' : ep.host === '::' ? '[::1]' : ep.host}:${ep.port}`;
+      url = serverUrl(ep);
     }
     if (config.listen.httpToken) token = readHttpToken(config.listen.httpToken);
   }
@@ -499,8 +500,7 @@ async function health(configFile: string, url: string | undefined): Promise<numb
     if (url === undefined) {
       const ep = loadConfig(configFile).listen.http;
       if (!ep) throw new SinkholeError('SH_USAGE', `${shortPath(configFile)} has no listen.http: there is no /healthz to ask (give --url, or set listen.http)`);
-      const host = ep.host === '0.0.0.0' ? '127.0.0.1' : ep.host === '::' ? '::1' : ep.host;
-      target = new URL(`http://${host.includes(':') ? `[${host}]` : host}:${ep.port}/healthz`);
+      target = new URL('/healthz', serverUrl(ep));
     } else {
       target = new URL('/healthz', url);
     }

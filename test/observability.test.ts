@@ -568,3 +568,11 @@ t.test('HTTP renders on the query thread run in slices: /metrics and the report 
   t.equal(rep.value.clients[1]!.client, '10.0.117.47', 'then the most recently seen');
   t.ok(rep.turns >= 5, `the loop got ${rep.turns} turns during a ${rep.totalMs.toFixed(0)} ms snapshot (longest without: ${rep.stallMs.toFixed(1)} ms)`);
 });
+
+t.test('report and health reach listen.http through one URL helper: wildcards on loopback, IPv6 in brackets', async (t) => {
+  const { serverUrl } = await import('../src/metrics/http.js');
+  t.equal(serverUrl({ host: '0.0.0.0', port: 9153 }), 'http://127.0.0.1:9153');
+  t.equal(serverUrl({ host: '::', port: 9153 }), 'http://[::1]:9153', 'the :: branch report never reached');
+  t.equal(serverUrl({ host: '192.0.2.7', port: 80 }), 'http://192.0.2.7:80');
+  t.equal(serverUrl({ host: 'fd00::53', port: 9153 }), 'http://[fd00::53]:9153');
+});

@@ -247,3 +247,13 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
       }),
   };
 }
+
+/**
+ * The URL a command on this machine reaches a server's listen.http at: a wildcard address is asked on
+ * its loopback (0.0.0.0 → 127.0.0.1, :: → ::1), and an IPv6 literal goes in brackets (RFC 3986 §3.2.2).
+ * One helper for report and health, whose two copies had drifted (one could never reach its :: branch).
+ */
+export function serverUrl(ep: { host: string; port: number }): string {
+  const host = ep.host === '0.0.0.0' ? '127.0.0.1' : ep.host === '::' ? '::1' : ep.host;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${ep.port}`;
+}
