@@ -41,8 +41,25 @@ export const ERROR_CODES = {
   SH_RPZ_EXPORT_NOTIFY: 'warning: a secondary in listen.rpz.notify did not answer a NOTIFY after every resend (it sees the new serial at its next SOA refresh)',
   SH_RPZ_EXPORT_STATE: 'warning: the RPZ export serial cannot be read or saved in state.dir (the serial is then taken from the clock, so it still increases)',
   SH_RPZ_EXPORT_NAME: 'warning: rules left out of the RPZ export because, with the zone name appended, they exceed 255 octets',
+  SH_INTERNAL: 'a query failed inside sinkhole (SERVFAIL and a counter), or a command hit an unexpected error',
+  SH_WATCH: 'warning: a file cannot be watched (SIGHUP still reloads it)',
+  SH_WORKER: 'a query thread or the identity thread died; it is restarted, and the others go on',
+  SH_LOG_WRITE: 'warning: a log target (query log, audit trail) cannot be written; lines are counted as dropped until it can',
+  SH_LOG_BACKLOG: 'warning: a log target is too slow; lines past its bounded backlog are dropped and counted',
+  SH_RESTART_NEEDED: 'warning: a setting changed on reload takes effect only on restart (listen addresses, workers, report.store, state.dir, events sinks)',
+  SH_DRAIN_TIMEOUT: 'warning: the drain at shutdown ran out of time; queries still in flight were dropped',
+  SH_POLICY_DEGRADED: 'warning: the files on disk do not compile at start-up, and the last good policy is served',
+  SH_STATE_WRITE: 'warning: the last good policy cannot be saved in state.dir, or state.dir cannot be written at all (DNS is not affected)',
+  SH_STATE_INVALID: 'warning: the last good policy in state.dir is damaged or no longer compiles, so it is not used',
+  SH_RATELIMIT: 'warning: a client is over clients.rateLimit (logged once a minute per client)',
+  SH_TLS_CERT: 'warning: the listen.tls certificate or key could not be re-read on SIGHUP (the one in use stays)',
+  SH_UPSTREAM_TLS: 'warning: a TLS handshake with an encrypted upstream failed (at most every 30 s per upstream)',
+  SH_UDP: 'warning: a UDP listener socket reported an error, or a reply could not be sent (the socket goes on serving)',
+  SH_TCP: 'warning: a TCP, DoT or DoH server reported an error (the listener goes on serving)',
+  SH_METRICS: 'a /metrics scrape failed while it was rendered (the next scrape starts afresh)',
 } as const;
 
+/** Every code a log line or an error can carry: the one catalogue above, which the README documents. */
 export type ErrorCode = keyof typeof ERROR_CODES;
 
 /** Where in a file a problem is; line and col are 1-based, as editors show them. */

@@ -1,12 +1,15 @@
 // Operational log lines on stderr: one line per event, `level code message
 // key=value...`, so they read well in journald and grep alike. Query and
 // audit logs are separate JSON-line streams (querylog/).
+import type { ErrorCode } from './errors.js';
+
+/** Every warning and error names a code of the catalogue (errors.ts), which the README documents: a new code cannot be logged before it is documented. */
 export type Fields = Record<string, unknown>;
 
 export interface Logger {
   info(message: string, fields?: Fields): void;
-  warn(code: string, message: string, fields?: Fields): void;
-  error(code: string, message: string, fields?: Fields): void;
+  warn(code: ErrorCode, message: string, fields?: Fields): void;
+  error(code: ErrorCode, message: string, fields?: Fields): void;
 }
 
 function format(fields: Fields | undefined): string {

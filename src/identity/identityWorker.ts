@@ -2,6 +2,7 @@
 // It owns the lease files (watching, reading, parsing) and the lease model, and posts each change
 // as a small delta (reader.ts). The main thread applies it and passes the same delta to every
 // query thread (workers.ts); none of them ever reads or parses a lease file.
+import type { ErrorCode } from '../errors.js';
 import { parentPort } from 'node:worker_threads';
 import { LeaseReader, type IdentityUpdate } from './reader.js';
 import type { LeaseSourceConfig } from './leaseFile.js';
@@ -12,7 +13,7 @@ export type ToIdentity =
   | { type: 'reload'; id: number }
   | { type: 'watch' };
 
-export type FromIdentity = ({ type: 'update' } & IdentityUpdate) | { type: 'warn'; code: string; message: string; fields: Record<string, unknown> };
+export type FromIdentity = ({ type: 'update' } & IdentityUpdate) | { type: 'warn'; code: ErrorCode; message: string; fields: Record<string, unknown> };
 
 const port = parentPort!;
 const reader = new LeaseReader(

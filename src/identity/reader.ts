@@ -7,6 +7,7 @@
 //
 // Sources are read synchronously: this thread does nothing else, and one read
 // at a time keeps the model's changes in order.
+import type { ErrorCode } from '../errors.js';
 import { realpathSync, watch, type FSWatcher } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -39,7 +40,7 @@ export interface IdentityUpdate {
 }
 
 export type Send = (u: IdentityUpdate) => void;
-export type Warn = (code: string, message: string, fields: Record<string, unknown>) => void;
+export type Warn = (code: ErrorCode, message: string, fields: Record<string, unknown>) => void;
 
 /**
  * Lease writers rewrite in bursts (dnsmasq truncates then writes; Kea appends row by row). A source

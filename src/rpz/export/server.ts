@@ -10,6 +10,7 @@
 // `maxTransfers` transfers run at once; each connection is closed at its
 // deadline whatever it is doing, so a secondary that stops reading cannot
 // hold a transfer slot.
+import type { ErrorCode } from '../../errors.js';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { once } from 'node:events';
@@ -135,7 +136,7 @@ export class RpzExportServer {
     this.counts.set(k, (this.counts.get(k) ?? 0) + 1);
   }
 
-  private refusalLine(code: string, message: string, fields: Record<string, unknown>): void {
+  private refusalLine(code: ErrorCode, message: string, fields: Record<string, unknown>): void {
     const minute = Math.floor(Date.now() / 60_000);
     if (minute !== this.refusalWindow) {
       this.refusalWindow = minute;
