@@ -11,27 +11,26 @@ import { YamlReader, describe, type YNode } from './yamlReader.js';
 import { parseCidr } from '../policy/cidr.js';
 import { parseUpstream, systemResolvers, type UpstreamSpec } from '../upstream/spec.js';
 import { loadTlsFiles, type TlsPaths } from '../transport/tlsFiles.js';
-import { PolicyError, type Problem } from '../errors.js';
+import { PolicyError } from '../errors.js';
 import { diskSource, type FileSource } from '../policy/sources.js';
 import { LEASE_FORMATS, type LeaseFormat } from '../identity/leaseFormats.js';
 import { normalizeMac, parseSelector } from '../identity/mac.js';
 import { CREDENTIAL_PREFIX, credentialNameProblem } from '../metrics/token.js';
-import { RPZ_OVERRIDES, type RpzOverride } from '../policy/rpz/zone.js';
 import { readRpzExport, type RpzExportConfig } from './rpzExport.js';
-import { normalizeDomain, parseEndpoint, readableFile, readTsig, type Endpoint, type TsigConfig } from './values.js';
+import { DAY, HOUR, MINUTE, normalizeDomain, parseEndpoint, resolveOptional, resolvePath, type Endpoint, type SourceRef, type TsigConfig } from './values.js';
+import { readEvents, type EventsConfig, type SyslogSinkConfig, type WebhookSinkConfig } from './events.js';
+import { readDnstap, type DnstapConfig } from './dnstap.js';
+import { readRpz, type RpzSpec } from './rpz.js';
 
-export { normalizeDomain, parseEndpoint, readTsig, type Endpoint, type TsigConfig };
+export { normalizeDomain, parseEndpoint, type Endpoint, type SourceRef, type TsigConfig };
+export { readTsig } from './values.js';
+export type { EventsConfig, SyslogSinkConfig, WebhookSinkConfig, DnstapConfig, RpzSpec };
 
 
 export type ResponseMode =
   | { kind: 'nxdomain' | 'nodata' | 'null-ip' | 'refused' }
   | { kind: 'custom'; a?: string; aaaa?: string };
 
-export interface SourceRef {
-  file: string;
-  line: number;
-  col: number;
-}
 
 export interface Config {
   file: string;
@@ -112,64 +111,11 @@ export interface Config {
   events?: EventsConfig;
 }
 
-/** events: when a device is announced, and where the announcement goes (src/events/). */
-export interface EventsConfig {
-  threshold: number;
-  windowMs: number;
-  cooldownMs: number;
-  /** (device, list) pairs tracked at once; past this a new pair is dropped and counted. */
-  maxTracked: number;
-  /** Undelivered events kept per sink (in state.dir/events/); past this the oldest are dropped and counted. */
-  spool: number;
-  syslog: SyslogSinkConfig[];
-  webhook: WebhookSinkConfig[];
-}
-
-export interface SyslogSinkConfig {
-  transport: 'udp' | 'tcp' | 'tls';
-  host: string;
-  port: number;
-  /** As written, for labels and logs. */
-  address: string;
-  ca?: string;
-  cert?: string;
-  key?: string;
-  format: 'cef';
-}
-
-export interface WebhookSinkConfig {
-  url: string;
-  secretFile: string;
-  /** PEM file of trusted CAs; default: the system's trust store. */
-  ca?: string;
-}
-
-/** log.dnstap: where the Frame Streams collector listens (exactly one of socket, tcp), and what is sent. */
-export interface DnstapConfig {
-  socket?: string;
-  tcp?: Endpoint;
-  /** Dnstap.identity; unset = the host name. */
-  identity?: string;
-  messages: ('client' | 'forwarder')[];
-  /** Messages that may wait for a slow or absent collector before new ones are dropped. */
-  queue: number;
-}
 
 
-/** One blocking.rpz entry. */
-export interface RpzSpec {
-  name: string;
-  /** The zone file; for a zone pulled from a primary, the copy kept under state.dir/rpz/ (policy/rpz/feed.ts). */
-  file: string;
-  /** The zone's name (its SOA owner), when the file does not say it with $ORIGIN or absolute names; required with primary. */
-  zone?: string;
-  /** Pulled by AXFR/IXFR from this primary (RFC 5936, RFC 1995), which may NOTIFY us (RFC 1996). */
-  primary?: { host: string; port: number };
-  /** Transfers (and NOTIFY) signed with this key (RFC 8945). */
-  tsig?: TsigConfig;
-  override: RpzOverride;
-  ref: SourceRef;
-}
+
+
+
 
 /** clients.rateLimit: a token bucket per client key (an IPv4 /ipv4Prefix or IPv6 /ipv6Prefix). */
 export interface RateLimitConfig {
@@ -202,9 +148,6 @@ const sec = (ms: number): number => Math.floor(ms / 1000);
 // Every duration has a documented range (README "Configuration"). One that arms a timer stays far
 // below 2^31-1 ms (about 24.8 days), where Node's timers overflow and fire after 1 ms:
 // upstreams.timeout: 30d used to make every forwarded query SERVFAIL.
-const MINUTE = 60_000;
-const HOUR = 60 * MINUTE;
-const DAY = 24 * HOUR;
 
 export function defaultConfig(file: string): Config {
   return {
@@ -494,151 +437,11 @@ function readConfig(r: YamlReader, path: string): Config {
   return Object.freeze(c);
 }
 
-function readDnstap(r: YamlReader, node: YNode, path: string, dir: string): DnstapConfig | undefined {
-  const d: DnstapConfig = { messages: ['client', 'forwarder'], queue: 10_000 };
-  const ok = r.map(node, path, {
-    socket: (v, q) => (d.socket = resolveOptional(dir, r.string(v, q))),
-    tcp: (v, q) => {
-      const s = r.string(v, q);
-      const ep = s === undefined ? undefined : parseEndpoint(s);
-      if (typeof ep === 'string') r.fail(v, q, ep);
-      else if (ep && ep.port === 0) r.fail(v, q, 'the collector\'s port must be 1 to 65535, got 0');
-      else d.tcp = ep;
-    },
-    identity: (v, q) => (d.identity = r.string(v, q)),
-    messages: (v, q) => {
-      const seen = r.seq(v, q).map((item, i) => r.oneOf(item, `${q}[${i}]`, ['client', 'forwarder'] as const));
-      if (!seen.length) r.fail(v, q, 'expected client, forwarder or both');
-      d.messages = [...new Set(seen.filter((m) => m !== undefined))];
-    },
-    queue: (v, q) => (d.queue = r.integer(v, q, 1, 1_000_000) ?? d.queue),
-  });
-  if (!ok) return undefined;
-  if ((d.socket === undefined) === (d.tcp === undefined)) {
-    r.fail(node, path, 'expected exactly one of socket: PATH (a unix socket) or tcp: "HOST:PORT"');
-    return undefined;
-  }
-  return d;
-}
-
-/** blocking.rpz: [{ name, file, zone?, override? }] (README "RPZ"). */
-function readRpz(r: YamlReader, node: YNode, path: string, dir: string): RpzSpec[] {
-  const out: RpzSpec[] = [];
-  r.seq(node, path).forEach((item, i) => {
-    const q = `${path}[${i}]`;
-    const spec: Partial<RpzSpec> = { override: 'none', ref: { file: r.file, ...r.pos(item) } };
-    r.map(item, q, {
-      name: (v, p) => {
-        const name = r.string(v, p);
-        if (name !== undefined && !/^[A-Za-z0-9_-]+$/.test(name)) r.fail(v, p, 'a list name may use letters, digits, - and _ (it is a metric label)');
-        else if (name !== undefined && out.some((z) => z.name === name)) r.fail(v, p, `"${name}" is already the name of another zone in blocking.rpz`);
-        else spec.name = name;
-      },
-      file: (v, p) => (spec.file = resolvePath(dir, r.string(v, p))),
-      primary: (v, p) => {
-        const text = r.string(v, p);
-        const ep = text === undefined ? undefined : parseEndpoint(text);
-        if (ep === undefined) return;
-        if (typeof ep === 'string') r.fail(v, p, `expected the primary as IP:PORT (a zone transfer source), got "${text}": ${ep}`);
-        else if (ep.port === 0) r.fail(v, p, "the primary's port must be 1 to 65535, got 0");
-        else spec.primary = { host: ep.host, port: ep.port };
-      },
-      tsig: (v, p) => (spec.tsig = readTsig(r, v, p, dir)),
-      zone: (v, p) => {
-        const s = r.string(v, p);
-        const zone = s === undefined ? '' : normalizeDomain(s);
-        if (!zone) r.fail(v, p, `expected the zone's name, like threat-feed.rpz.example., got "${s}"`);
-        else spec.zone = zone;
-      },
-      override: (v, p) => (spec.override = r.oneOf(v, p, RPZ_OVERRIDES) ?? spec.override),
-    });
-    if (spec.tsig && !spec.primary) r.fail(item, q, 'tsig: signs transfers from a primary; this zone has none');
-    else if (spec.primary && spec.file) r.fail(item, q, 'expected file: or primary:, not both (a zone pulled from a primary is kept under state.dir)');
-    else if (spec.primary && !spec.zone) r.fail(item, q, 'a zone pulled from a primary needs zone: (its name, as the primary serves it)');
-    else if (spec.name && (spec.file || spec.primary)) out.push({ ...spec, file: spec.file ?? '' } as RpzSpec);
-    else if (!r.problems.length) r.fail(item, q, 'expected { name: NAME, file: ZONE-FILE } or { name: NAME, primary: IP:PORT, zone: ZONE } (and optionally override:)');
-  });
-  return out;
-}
 
 
 
-function readEvents(r: YamlReader, node: YNode, path: string, dir: string): EventsConfig | undefined {
-  const e: EventsConfig = { threshold: 20, windowMs: 10 * MINUTE, cooldownMs: HOUR, maxTracked: 100_000, spool: 10_000, syslog: [], webhook: [] };
-  const ok = r.map(node, path, {
-    // The threshold sizes a ring of timestamps per tracked pair (8 bytes each), hence its bound.
-    threshold: (v, q) => (e.threshold = r.integer(v, q, 1, 10_000) ?? e.threshold),
-    window: (v, q) => (e.windowMs = r.duration(v, q, 1000, DAY) ?? e.windowMs),
-    cooldown: (v, q) => (e.cooldownMs = r.duration(v, q, 1000, 7 * DAY) ?? e.cooldownMs),
-    maxTracked: (v, q) => (e.maxTracked = r.integer(v, q, 1, 10_000_000) ?? e.maxTracked),
-    spool: (v, q) => (e.spool = r.integer(v, q, 1, 1_000_000) ?? e.spool),
-    syslog: (v, q) => {
-      e.syslog = r.seq(v, q).flatMap((item, i) => {
-        const iq = `${q}[${i}]`;
-        const s: Partial<SyslogSinkConfig> & { format: 'cef' } = { format: 'cef' };
-        let addressNode: YNode | undefined;
-        r.map(item, iq, {
-          address: (x, xq) => {
-            addressNode = x;
-            const text = r.string(x, xq);
-            if (text === undefined) return;
-            const m = /^(udp|tcp|tls):\/\/(.+)$/.exec(text);
-            const ep = m ? parseHostPort(m[2]!) : undefined;
-            if (!m || !ep) r.fail(x, xq, `expected udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT, got "${text}"`);
-            else Object.assign(s, { transport: m[1] as SyslogSinkConfig['transport'], host: ep.host, port: ep.port, address: text });
-          },
-          ca: (x, xq) => (s.ca = readableFile(r, x, xq, dir)),
-          cert: (x, xq) => (s.cert = readableFile(r, x, xq, dir)),
-          key: (x, xq) => (s.key = readableFile(r, x, xq, dir)),
-          format: (x, xq) => (s.format = r.oneOf(x, xq, ['cef'] as const) ?? 'cef'),
-        });
-        if (!s.transport) {
-          if (!addressNode) r.fail(item, iq, 'expected address: udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT');
-          return [];
-        }
-        if (s.transport !== 'tls' && (s.ca || s.cert || s.key)) r.fail(item, iq, 'ca, cert and key are for tls:// only');
-        if ((s.cert === undefined) !== (s.key === undefined)) r.fail(item, iq, 'a client certificate needs both cert and key');
-        return [s as SyslogSinkConfig];
-      });
-    },
-    webhook: (v, q) => {
-      e.webhook = r.seq(v, q).flatMap((item, i) => {
-        const iq = `${q}[${i}]`;
-        const w: Partial<WebhookSinkConfig> = {};
-        r.map(item, iq, {
-          url: (x, xq) => {
-            const text = r.string(x, xq);
-            if (text === undefined) return;
-            // HTTPS only: the body names devices, and the signature authenticates it but does not hide it.
-            if (!/^https:\/\//.test(text) || !URL.canParse(text)) r.fail(x, xq, `expected an https:// URL, got "${text}"`);
-            else w.url = text;
-          },
-          secretFile: (x, xq) => {
-            const f = readableFile(r, x, xq, dir);
-            if (f === undefined) return;
-            if (readFileSync(f, 'utf8').trim().length < 16) r.fail(x, xq, `${f} must hold a secret of at least 16 characters`);
-            else w.secretFile = f;
-          },
-          ca: (x, xq) => (w.ca = readableFile(r, x, xq, dir)),
-        });
-        if (!w.url || !w.secretFile) {
-          if (!r.problems.length) r.fail(item, iq, 'expected { url: https://..., secretFile: FILE }');
-          return [];
-        }
-        return [w as WebhookSinkConfig];
-      });
-    },
-  });
-  return ok ? e : undefined;
-}
 
-/** "host:port" or "[v6]:port" where host may be a name (a SIEM is often named, unlike an upstream). */
-function parseHostPort(text: string): { host: string; port: number } | undefined {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:[\]/]+):(\d+)$/.exec(text);
-  if (!m) return undefined;
-  const port = Number(m[2]);
-  return port >= 1 && port <= 65535 ? { host: m[1]!, port } : undefined;
-}
+
 
 function readServeStale(r: YamlReader, node: YNode, path: string, out: Config['cache']['serveStale']): void {
   r.map(node, path, {
@@ -754,14 +557,7 @@ function readUpstreamTls(
   return names;
 }
 
-function resolvePath(dir: string, file: string | undefined): string | undefined {
-  return file === undefined ? undefined : resolve(dir, file);
-}
 
-function resolveOptional(dir: string, file: string | undefined): string | undefined {
-  if (file === undefined || file === '-' || file === 'stdout') return file === undefined ? undefined : '-';
-  return resolve(dir, file);
-}
 
 /** Group members: IPs/CIDRs, mac:... or host:... */
 function selectors(r: YamlReader, node: YNode, path: string): string[] {

@@ -70,3 +70,24 @@ export function readTsig(r: YamlReader, node: YNode, path: string, dir: string):
   if (!r.problems.length) r.fail(node, path, 'expected { name: KEY, algorithm: hmac-sha256, secretFile: FILE }');
   return undefined;
 }
+
+export interface SourceRef {
+  file: string;
+  line: number;
+  col: number;
+}
+
+/** A path from the config, relative to the config's folder. */
+export function resolvePath(dir: string, file: string | undefined): string | undefined {
+  return file === undefined ? undefined : resolve(dir, file);
+}
+
+/** A log target: a path relative to the config's folder, or - (stdout). */
+export function resolveOptional(dir: string, file: string | undefined): string | undefined {
+  if (file === undefined || file === '-' || file === 'stdout') return file === undefined ? undefined : '-';
+  return resolve(dir, file);
+}
+
+export const MINUTE = 60_000;
+export const HOUR = 60 * MINUTE;
+export const DAY = 24 * HOUR;
