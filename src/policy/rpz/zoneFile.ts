@@ -152,8 +152,19 @@ function* entries(file: string, text: string, problems: Problem[]): Generator<En
 
 /** Reads a master file. `origin` is the name relative owners start from until a $ORIGIN (none: they need one). */
 export function parseZoneFile(file: string, text: string, origin?: string): ZoneFile {
-  const problems: Problem[] = [];
   const records: ZoneRecord[] = [];
+  const problems = readZoneFile(file, text, origin, (r) => records.push(r));
+  return { records, problems };
+}
+
+/**
+ * Reads a master file a record at a time, handing each to `onRecord` in file
+ * order; returns the problems. A caller that keeps only what it needs of each
+ * record never holds the whole zone as objects (a 1M-record zone's records
+ * were most of its 882 MB compile peak, bench/RESULTS.md issue 21).
+ */
+export function readZoneFile(file: string, text: string, origin: string | undefined, onRecord: (r: ZoneRecord) => void): Problem[] {
+  const problems: Problem[] = [];
   const fail = (at: { line: number; col: number }, message: string): void => {
     problems.push({ code: 'SH_RPZ_SYNTAX', file, line: at.line, col: at.col, message });
   };
@@ -241,7 +252,7 @@ export function parseZoneFile(file: string, text: string, origin?: string): Zone
     let recordTtl = useTtl ?? 0;
     if (type === 'SOA' && useTtl === undefined) recordTtl = parseTtl(rdata[6]?.text ?? '') ?? 0;
     lastTtl = recordTtl;
-    records.push({ owner: owner.owner, ownerText: owner.text, ttl: recordTtl, type, rdata, line: e.ownerGiven ? first.line : typeTok.line, col: e.ownerGiven ? first.col : typeTok.col, comment: e.comment });
+    onRecord({ owner: owner.owner, ownerText: owner.text, ttl: recordTtl, type, rdata, line: e.ownerGiven ? first.line : typeTok.line, col: e.ownerGiven ? first.col : typeTok.col, comment: e.comment });
   }
   // The tokenizer's problems and the records' were found in two passes: report them in file order.
   problems.sort((a, b) => a.line - b.line || a.col - b.col);
@@ -250,5 +261,5 @@ export function parseZoneFile(file: string, text: string, origin?: string): Zone
     problems.length = MAX_PROBLEMS;
     problems.push({ ...problems[MAX_PROBLEMS - 1]!, message: `...and more problems in this file (${rest} after these were found before reading stopped)` });
   }
-  return { records, problems };
+  return problems;
 }
