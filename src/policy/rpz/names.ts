@@ -48,26 +48,40 @@ export class RpzNamesBuilder {
   private n = 0;
   private used = 0;
   private bytes = new Uint8Array(1 << 16);
-  private start = new Uint32Array(1024);
-  private len = new Uint8Array(1024);
-  private wild = new Uint8Array(1024);
-  private line = new Uint32Array(1024);
-  private actions = new Uint8Array(1024);
-  private table = new Int32Array(2048);
+  private start: Uint32Array;
+  private len: Uint8Array;
+  private wild: Uint8Array;
+  private line: Uint32Array;
+  private actions: Uint8Array;
+  private table: Int32Array;
   /** A flag per trigger for the compiler's own use (zone.ts), not part of the data. */
-  private marks = new Uint8Array(1024);
+  private marks: Uint8Array;
+
+  /** `expected`: how many triggers there may be (a zone's line count bounds them), so a big zone is not grown and rehashed step by step. */
+  constructor(expected = 1024) {
+    const n = Math.max(16, expected);
+    this.start = new Uint32Array(n);
+    this.len = new Uint8Array(n);
+    this.wild = new Uint8Array(n);
+    this.line = new Uint32Array(n);
+    this.actions = new Uint8Array(n);
+    this.marks = new Uint8Array(n);
+    let size = 32;
+    while (size < n * 2) size *= 2;
+    this.table = new Int32Array(size);
+  }
 
   get size(): number {
     return this.n;
   }
 
-  /** The trigger for `name` (lower-case, no trailing dot) and `wild`, or -1. */
-  find(name: string, wild: boolean): number {
-    return probe(this.bytes, this.start, this.len, this.wild, this.table, name, 0, hashName(name), wild ? 1 : 0);
+  /** The trigger for `name` (lower-case, no trailing dot) and `wild`, or -1. `hash` is hashName(name), if the caller has it. */
+  find(name: string, wild: boolean, hash = hashName(name)): number {
+    return probe(this.bytes, this.start, this.len, this.wild, this.table, name, 0, hash, wild ? 1 : 0);
   }
 
   /** Adds a trigger not yet present, not applied; returns its index. */
-  add(name: string, wild: boolean, line: number): number {
+  add(name: string, wild: boolean, line: number, hash = hashName(name)): number {
     if (this.n === this.line.length) this.growTriggers();
     if (this.used + name.length > this.bytes.length) this.bytes = grown(this.bytes, Math.max(this.bytes.length * 2, this.used + name.length), (k) => new Uint8Array(k));
     const i = this.n++;
@@ -79,7 +93,7 @@ export class RpzNamesBuilder {
     this.line[i] = line;
     // Load factor ≤ 0.5 keeps probe runs short (as the matcher's table).
     if (this.n * 2 > this.table.length) this.rehash(this.table.length * 2);
-    else this.insert(i);
+    else this.insert(i, hash);
     return i;
   }
 
@@ -112,16 +126,16 @@ export class RpzNamesBuilder {
     };
   }
 
-  private insert(i: number): void {
+  private insert(i: number, hash: number): void {
     const mask = this.table.length - 1;
-    let slot = hashBytes(this.bytes, this.start[i]!, this.start[i]! + this.len[i]!) & mask;
+    let slot = hash & mask;
     while (this.table[slot] !== 0) slot = (slot + 1) & mask;
     this.table[slot] = i + 1;
   }
 
   private rehash(size: number): void {
     this.table = new Int32Array(size);
-    for (let i = 0; i < this.n; i++) this.insert(i);
+    for (let i = 0; i < this.n; i++) this.insert(i, hashBytes(this.bytes, this.start[i]!, this.start[i]! + this.len[i]!));
   }
 
   private growTriggers(): void {

@@ -10,6 +10,7 @@
 // several records or local data, those written again after other owners (one
 // RRset wherever written, RFC 2181 §5), and the IP and NSDNAME/NSIP triggers.
 import type { Problem } from '../../errors.js';
+import { hashName } from '../matcher.js';
 import { isPublicSuffix } from '../publicSuffix.js';
 import { actionOf, type LocalRecord, type RpzAction } from './actions.js';
 import { actionCode, actionOfCode, NOT_APPLIED, ownerOf, RpzNamesBuilder, type RpzNameData } from './names.js';
@@ -92,6 +93,13 @@ export interface ZoneSpec {
 const WRITTEN_RELATIVE = 1;
 const WRITTEN_ABSOLUTE = 2;
 
+/** Lines in `text`: at least as many as its records. */
+function lineCount(text: string): number {
+  let n = 1;
+  for (let at = text.indexOf('\n'); at !== -1; at = text.indexOf('\n', at + 1)) n++;
+  return n;
+}
+
 /** Compiles a zone file's text; the problems are empty when it is good. */
 export function compileZone(spec: ZoneSpec, text: string): { data: RpzZoneData; problems: Problem[] } {
   const { file } = spec;
@@ -104,7 +112,7 @@ export function compileZone(spec: ZoneSpec, text: string): { data: RpzZoneData; 
     clientIp: { v4: emptyIndex(), v6: emptyIndex() }, responseIp: { v4: emptyIndex(), v6: emptyIndex() },
     counts: { qname: 0, wildcard: 0, 'client-ip': 0, 'response-ip': 0, nsdname: 0, nsip: 0 }, applied: 0, unsupported: 0,
   };
-  const names = new RpzNamesBuilder();
+  const names = new RpzNamesBuilder(lineCount(text));
   /** QNAME triggers judged at the end, with every record at their owner. */
   const held = new Map<number, ZoneRecord[]>();
   /** Every other owner (IP, NSDNAME/NSIP, not a trigger), by its relative name, judged at the end. */
@@ -157,9 +165,10 @@ export function compileZone(spec: ZoneSpec, text: string): { data: RpzZoneData; 
       return;
     }
     const wild = trigger.kind === 'wildcard';
-    let i = names.find(trigger.name, wild);
+    const hash = hashName(trigger.name);
+    let i = names.find(trigger.name, wild, hash);
     if (i === -1) {
-      i = names.add(trigger.name, wild, rrs[0]!.line);
+      i = names.add(trigger.name, wild, rrs[0]!.line, hash);
       data.counts[trigger.kind]++;
       if (rrs.length === 1 && compact(i, trigger, rel, rrs[0]!)) return;
       held.set(i, rrs);

@@ -74,6 +74,13 @@ export function absoluteName(text: string, origin: string | undefined): string |
   return name.length <= 253 ? name : undefined;
 }
 
+const SPACE = 0x20;
+const TAB = 0x09;
+const BACKSLASH = 0x5c;
+/** Characters that end an unquoted token (RFC 1035 §5.1): blanks, comment, parentheses, quote. A table, as this runs per character of a big feed. */
+const ENDS_TOKEN = new Uint8Array(128);
+for (const c of ' \t;()"') ENDS_TOKEN[c.charCodeAt(0)] = 1;
+
 interface Entry {
   tokens: Token[];
   /** Whether the first token began in column 1 (an owner name) rather than after blanks. */
@@ -104,15 +111,18 @@ function* entries(file: string, text: string, problems: Problem[]): Generator<En
     const lineNo = i + 1;
     if (depth === 0) {
       if (current && current.tokens.length) yield current;
-      current = { tokens: [], ownerGiven: raw.length > 0 && !/^[ \t]/.test(raw), line: lineNo, comment: '' };
+      current = { tokens: [], ownerGiven: raw.length > 0 && raw.charCodeAt(0) !== SPACE && raw.charCodeAt(0) !== TAB, line: lineNo, comment: '' };
     }
     const entry = current!;
     let j = 0;
     while (j < raw.length) {
-      const c = raw[j]!;
-      if (c === ' ' || c === '\t') {
+      const code = raw.charCodeAt(j);
+      if (code === SPACE || code === TAB) {
         j++;
-      } else if (c === ';') {
+        continue;
+      }
+      const c = raw[j]!;
+      if (c === ';') {
         entry.comment += raw.slice(j + 1);
         break;
       } else if (c === '(') {
@@ -140,7 +150,7 @@ function* entries(file: string, text: string, problems: Problem[]): Generator<En
         j = k + 1;
       } else {
         let k = j;
-        while (k < raw.length && !' \t;()"'.includes(raw[k]!)) k += raw[k] === '\\' ? 2 : 1;
+        for (let ch = raw.charCodeAt(k); k < raw.length && !ENDS_TOKEN[ch]; ch = raw.charCodeAt(k)) k += ch === BACKSLASH ? 2 : 1;
         entry.tokens.push({ text: raw.slice(j, k), line: lineNo, col: j + 1, quoted: false });
         j = k;
       }
@@ -215,14 +225,15 @@ export function readZoneFile(file: string, text: string, origin: string | undefi
     // RFC 1035 §5.1: [TTL] [class] or [class] [TTL], both optional, before the type.
     for (let k = 0; k < 2 && i < t.length; k++) {
       const tok = t[i]!.text;
-      if (ttl === undefined && /^\d/.test(tok)) {
+      const c0 = tok.charCodeAt(0);
+      if (ttl === undefined && c0 >= 0x30 && c0 <= 0x39) {
         ttl = parseTtl(tok);
         if (ttl === undefined) {
           fail(t[i]!, `expected a TTL (seconds, or with units like 1h), got "${tok}"`);
           ttl = -1;
         }
         i++;
-      } else if (CLASSES.has(tok.toUpperCase())) {
+      } else if (tok.length === 2 && CLASSES.has(tok.toUpperCase())) {
         if (tok.toUpperCase() !== 'IN') fail(t[i]!, `expected class IN, got ${tok}: an RPZ zone is class IN`);
         i++;
       }
