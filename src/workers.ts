@@ -16,8 +16,7 @@ import type { Endpoint } from './config/config.js';
 import type { Logger } from './log.js';
 import type { ThreadSample } from './metrics/registry.js';
 import { Stats, type StatsData } from './metrics/stats.js';
-import type { PolicyData } from './policy/generation.js';
-import { shareMatcherData } from './policy/matcher.js';
+import { sharePolicyData, type PolicyData } from './policy/generation.js';
 import type { ComplianceReport, ReportEvent } from './querylog/report.js';
 import type { PlaneGauges } from './dataPlane.js';
 import { workerUrl } from './workerUrl.js';
@@ -103,7 +102,7 @@ export class WorkerPool {
   /** Starts every thread on the ports the main thread bound; rejects if one cannot bind. */
   async start(endpoints: ThreadEndpoints, data: PolicyData, number: number): Promise<void> {
     this.endpoints = endpoints;
-    this.data = { ...data, matcher: shareMatcherData(data.matcher) };
+    this.data = sharePolicyData(data);
     this.number = number;
     await Promise.all(this.slots.map((s) => this.spawn(s)));
   }

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { parseZoneFile, parseTtl } from '../src/policy/rpz/zoneFile.js';
 import { formatPrefix, parseReversedPrefix, triggerOf } from '../src/policy/rpz/triggers.js';
-import { compileZone, type ZoneSpec } from '../src/policy/rpz/zone.js';
+import { compileZone, nameRule, type ZoneSpec } from '../src/policy/rpz/zone.js';
 import { qnameRule } from '../src/policy/rpz/evaluate.js';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -134,7 +134,7 @@ t.test('a zone compiles into rules: actions, counts by trigger, serial, most spe
   t.equal(data.unsupported, 2, 'NSDNAME and NSIP are counted, not applied');
   const action = (name: string): string | undefined => {
     const r = qnameRule(data, name);
-    return r === undefined ? undefined : `${data.rules[r]!.owner} ${data.rules[r]!.action}`;
+    return r === undefined ? undefined : `${nameRule(data, r).owner} ${nameRule(data, r).action}`;
   };
   t.equal(action('bad.example'), 'bad.example nxdomain');
   t.equal(action('www.bad.example'), '*.bad.example nxdomain');
@@ -179,7 +179,34 @@ t.test('zone problems: no SOA, CNAME with other data, bad local data, outside th
   t.match(problems[5]!.message, /16\.0\.0\.0\/4 is wider than any one network's allocation/);
   t.equal(data.serial, 7);
   t.equal(data.unsupported, 1, 'CNAME *.garden.example is counted as unsupported');
-  t.ok(data.wildcard.has('co.uk'), 'a marked public suffix is taken');
+  t.equal(qnameRule(data, 'www.co.uk') === undefined ? undefined : nameRule(data, qnameRule(data, 'www.co.uk')!).owner, '*.co.uk', 'a marked public suffix is taken');
+});
+
+t.test('records at one owner are one RRset wherever they are written (RFC 2181 §5), the compact ones too', async (t) => {
+  const text = [
+    '$TTL 60',
+    '$ORIGIN z.test.',
+    '@ SOA ns. host. 7 1 1 1 1',
+    'a.example CNAME .', // 4: kept as its action only, until line 8
+    'local.example A 192.0.2.1', // 5
+    'b.example.z.test. CNAME .', // 6: the same, written absolute
+    'local.example AAAA 2001:db8::1', // 7: joins line 5
+    'a.example A 192.0.2.2', // 8
+    'b.example.z.test. CNAME rpz-passthru.', // 9
+    'c.example CNAME rpz-passthru.', // 10
+    '*.c.example CNAME .', // 11
+  ].join('\n');
+  const { data, problems } = compileZone(SPEC, text);
+  t.same(problems.map((p) => `${p.line}:${p.col} ${p.message.split(':')[0]}`), [
+    '8:1 expected one CNAME alone at a.example',
+    '9:1 expected one CNAME alone at b.example.z.test.',
+  ], 'a CNAME written alone, then joined by a later record, is refused naming the owner as written');
+  t.same(data.counts, { qname: 4, wildcard: 1, 'client-ip': 0, 'response-ip': 0, nsdname: 0, nsip: 0 }, 'one trigger per owner, however often written');
+  const local = nameRule(data, qnameRule(data, 'local.example')!);
+  t.same([local.action, local.line, local.records?.map((r) => r.type)], ['local', 5, [1, 28]], 'local data from two places is one answer');
+  t.equal(qnameRule(data, 'a.example'), undefined, 'a refused RRset applies nothing');
+  t.equal(nameRule(data, qnameRule(data, 'www.c.example')!).owner, '*.c.example');
+  t.equal(nameRule(data, qnameRule(data, 'c.example')!).action, 'passthru');
 });
 
 // --- End to end: real sockets on 127.0.0.1, a fake upstream, raw clients and c-ares. ---

@@ -4,8 +4,7 @@
 // thread gets the same memory without a copy (policy/compiler.ts).
 import { parentPort } from 'node:worker_threads';
 import { PolicyError, type Problem } from '../errors.js';
-import { compileFile } from './generation.js';
-import { shareMatcherData } from './matcher.js';
+import { compileFile, sharePolicyData } from './generation.js';
 import { RecordingSource } from './sources.js';
 
 export interface CompileRequest {
@@ -22,7 +21,7 @@ parentPort!.on('message', (req: CompileRequest) => {
   try {
     const recording = new RecordingSource();
     const data = compileFile(req.configFile, recording);
-    reply = { id: req.id, ok: true, data: { ...data, matcher: shareMatcherData(data.matcher) }, inputs: recording.files };
+    reply = { id: req.id, ok: true, data: sharePolicyData(data), inputs: recording.files };
   } catch (e) {
     reply = e instanceof PolicyError ? { id: req.id, ok: false, problems: [...e.problems] } : { id: req.id, ok: false, problems: [], internal: String(e) };
   }

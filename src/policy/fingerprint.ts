@@ -8,6 +8,8 @@
 // reason and approver texts of exceptions.
 import { createHash } from 'node:crypto';
 import type { Generation } from './generation.js';
+import type { LocalRecord } from './rpz/actions.js';
+import { digestNames } from './rpz/names.js';
 
 const memo = new WeakMap<Generation, string>();
 
@@ -32,7 +34,10 @@ export function policyHash(g: Generation): string {
     // RPZ rules in zone order (README "RPZ"): what they trigger on and do, and each zone's override; not its file or lines.
     for (const z of g.rpzZones) {
       h.update(JSON.stringify({ rpz: z.name, override: z.override, origin: z.origin }));
-      for (const r of z.rules) h.update(`${r.owner}\t${r.action}\t${(r.records ?? []).map((x) => `${x.type}:${Buffer.from(x.rdata).toString('hex')}`).join(',')}\n`);
+      digestNames(z.names, (chunk) => h.update(chunk));
+      const records = (rs: readonly LocalRecord[] | undefined): string => (rs ?? []).map((x) => `${x.type}:${Buffer.from(x.rdata).toString('hex')}`).join(',');
+      for (const [i, rs] of z.local) h.update(`${i}\t${records(rs)}\n`);
+      for (const r of z.ipRules) h.update(`${r.owner}\t${r.action}\t${records(r.records)}\n`);
     }
     hash = h.digest('hex').slice(0, 16);
     memo.set(g, hash);

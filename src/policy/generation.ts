@@ -7,10 +7,11 @@ import { CidrSet } from './cidr.js';
 import { ClientDirectory, compileCidrs, type ClientView } from './clients.js';
 import { isActive, loadExceptions, type Exception } from './exceptions.js';
 import { scanList } from './listParser.js';
-import { Matcher, MatcherBuilder, type MatcherData, type RuleMatch } from './matcher.js';
+import { Matcher, MatcherBuilder, shareMatcherData, type MatcherData, type RuleMatch } from './matcher.js';
 import { SinkholeResponder } from './sinkhole.js';
 import { diskSource, type FileSource } from './sources.js';
 import { RpzSet } from './rpz/evaluate.js';
+import { shareNames } from './rpz/names.js';
 import { appliedRules, compileZone, type RpzZoneData } from './rpz/zone.js';
 
 export interface Generation {
@@ -59,6 +60,14 @@ export interface PolicyData {
   files: string[];
   /** Set when compiled from the last good snapshot at start-up (state/lastGood.ts). */
   degraded?: { snapshotTakenAt: string; problems: readonly string[] };
+}
+
+/**
+ * The same data with its big arrays (the list matcher's, every zone's QNAME triggers) in
+ * SharedArrayBuffers: what crosses to the query threads, one copy for all of them.
+ */
+export function sharePolicyData(data: PolicyData): PolicyData {
+  return { ...data, matcher: shareMatcherData(data.matcher), rpz: data.rpz.map((z) => ({ ...z, names: shareNames(z.names) })) };
 }
 
 /**

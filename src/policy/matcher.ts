@@ -148,12 +148,7 @@ function buildTable(bytes: Uint8Array, start: Uint32Array, len: Uint8Array): { t
   const table = new Int32Array(size);
   const mask = size - 1;
   const next = new Int32Array(n).fill(-1);
-  const hash = (i: number): number => {
-    let h = FNV_OFFSET;
-    const s = start[i]!;
-    for (let j = s + len[i]! - 1; j >= s; j--) h = Math.imul(h ^ bytes[j]!, FNV_PRIME);
-    return h;
-  };
+  const hash = (i: number): number => hashBytes(bytes, start[i]!, start[i]! + len[i]!);
   const same = (a: number, b: number): boolean => {
     const k = len[a]!;
     if (k !== len[b]) return false;
@@ -184,24 +179,69 @@ function buildTable(bytes: Uint8Array, start: Uint32Array, len: Uint8Array): { t
 
 /** A copy of the data whose arrays live in SharedArrayBuffers (for several query threads). */
 export function shareMatcherData(d: MatcherData): MatcherData {
-  const share = <T extends Uint8Array | Uint16Array | Uint32Array | Int32Array>(a: T, make: (b: SharedArrayBuffer) => T): T => {
-    const out = make(new SharedArrayBuffer(Math.max(1, a.byteLength)));
-    out.set(a as never);
-    return out;
-  };
   return {
     lists: d.lists,
     files: d.files,
-    bytes: share(d.bytes, (b) => new Uint8Array(b, 0, d.bytes.length)),
-    start: share(d.start, (b) => new Uint32Array(b, 0, d.start.length)),
-    len: share(d.len, (b) => new Uint8Array(b, 0, d.len.length)),
-    listOf: share(d.listOf, (b) => new Uint16Array(b, 0, d.listOf.length)),
-    fileOf: share(d.fileOf, (b) => new Uint16Array(b, 0, d.fileOf.length)),
-    lineOf: share(d.lineOf, (b) => new Uint32Array(b, 0, d.lineOf.length)),
-    subOnly: share(d.subOnly, (b) => new Uint8Array(b, 0, d.subOnly.length)),
-    table: share(d.table, (b) => new Int32Array(b, 0, d.table.length)),
-    next: share(d.next, (b) => new Int32Array(b, 0, d.next.length)),
+    bytes: shared(d.bytes),
+    start: shared(d.start),
+    len: shared(d.len),
+    listOf: shared(d.listOf),
+    fileOf: shared(d.fileOf),
+    lineOf: shared(d.lineOf),
+    subOnly: shared(d.subOnly),
+    table: shared(d.table),
+    next: shared(d.next),
   };
+}
+
+type Typed = Uint8Array | Uint16Array | Uint32Array | Int32Array;
+
+/**
+ * `a` in a SharedArrayBuffer of its own (a copy), or `a` itself when it already is in one: data the
+ * compile worker shared is handed on to the query threads without a second copy.
+ */
+export function shared<T extends Typed>(a: T): T {
+  if (a.buffer instanceof SharedArrayBuffer) return a;
+  const make = a.constructor as new (b: SharedArrayBuffer, offset: number, length: number) => T;
+  const out = new make(new SharedArrayBuffer(Math.max(1, a.byteLength)), 0, a.length);
+  out.set(a as never);
+  return out;
+}
+
+/** The hash of bytes[from..to), fed right to left as suffixHashes feeds a name. */
+export function hashBytes(bytes: Uint8Array, from: number, to: number): number {
+  let h = FNV_OFFSET;
+  for (let j = to - 1; j >= from; j--) h = Math.imul(h ^ bytes[j]!, FNV_PRIME);
+  return h;
+}
+
+/** The hash of name[from..] (latin1), the same as hashBytes gives for its bytes. */
+export function hashName(name: string, from = 0): number {
+  let h = FNV_OFFSET;
+  for (let j = name.length - 1; j >= from; j--) h = Math.imul(h ^ name.charCodeAt(j), FNV_PRIME);
+  return h;
+}
+
+/**
+ * Hashes every label-boundary suffix of `name` in one right-to-left pass into
+ * `starts`/`hashes` (where it starts, its hash); returns how many, the whole name last.
+ */
+export function suffixHashes(name: string, starts: Int32Array, hashes: Int32Array): number {
+  let h = FNV_OFFSET;
+  let k = 0;
+  for (let j = name.length - 1; j >= 0; j--) {
+    const c = name.charCodeAt(j);
+    if (c === DOT && k < starts.length) {
+      starts[k] = j + 1;
+      hashes[k++] = h;
+    }
+    h = Math.imul(h ^ c, FNV_PRIME);
+  }
+  if (name.length && k < starts.length) {
+    starts[k] = 0;
+    hashes[k++] = h;
+  }
+  return k;
 }
 
 /** Rule texts kept at most (describe). */
@@ -250,21 +290,7 @@ export class Matcher {
 
   /** Hashes every label-boundary suffix of `name`; returns how many, longest last. */
   private suffixes(name: string): number {
-    let h = FNV_OFFSET;
-    let k = 0;
-    for (let j = name.length - 1; j >= 0; j--) {
-      const c = name.charCodeAt(j);
-      if (c === DOT && k < suffixStart.length) {
-        suffixStart[k] = j + 1;
-        suffixHash[k++] = h;
-      }
-      h = Math.imul(h ^ c, FNV_PRIME);
-    }
-    if (name.length && k < suffixStart.length) {
-      suffixStart[k] = 0;
-      suffixHash[k++] = h;
-    }
-    return k;
+    return suffixHashes(name, suffixStart, suffixHash);
   }
 
   /**

@@ -5,8 +5,9 @@
 // out); within a trigger the most specific match: an exact name before a
 // wildcard, the longest wildcard, the longest IP prefix (§5.3).
 import type { ParsedAddress } from '../cidr.js';
+import { findQname } from './names.js';
 import type { TriggerKind } from './triggers.js';
-import { ipKey, type IpIndex, type RpzRule, type RpzZoneData } from './zone.js';
+import { ipKey, nameRule, type IpIndex, type RpzRule, type RpzZoneData } from './zone.js';
 
 export interface RpzHit {
   zone: RpzZoneData;
@@ -28,25 +29,20 @@ function lookupIp(index: IpIndex, a: ParsedAddress): { rule: number; prefix: num
 }
 
 /**
- * The most specific QNAME rule of `z` for `name` (lower-case, no trailing dot).
- * *.example.com covers names strictly below example.com, the nearest parent
+ * The most specific QNAME trigger of `z` for `name` (lower-case, no trailing dot),
+ * an index for nameRule. *.example.com covers names strictly below example.com, the nearest parent
  * being the longest wildcard; but, as a wildcard does in any zone (RFC 4592
  * §2.2, the closest encloser), not below a name the zone has a rule for:
  * with `*.bad.example CNAME .` and `pass.bad.example CNAME rpz-passthru.`,
  * www.pass.bad.example matches neither (Unbound and BIND read it so too).
  */
 export function qnameRule(z: RpzZoneData, name: string): number | undefined {
-  const exact = z.qname.get(name);
-  if (exact !== undefined) return exact;
-  if (!z.wildcard.size) return undefined;
-  for (let dot = name.indexOf('.'); dot !== -1; dot = name.indexOf('.', dot + 1)) {
-    const parent = name.slice(dot + 1);
-    const w = z.wildcard.get(parent);
-    if (w !== undefined) return w;
-    if (z.qname.has(parent)) return undefined;
-  }
-  return undefined;
+  const i = findQname(z.names, name);
+  return i === -1 ? undefined : i;
 }
+
+/** Rules made per zone at most (nameRule): a scan of a million names cannot grow the cache for ever. */
+const MAX_CACHED = 65_536;
 
 export class RpzSet {
   /** The zones that blocking.enforce names, in blocking.rpz order. */
@@ -54,10 +50,28 @@ export class RpzSet {
   /** Per zone: whether any zone up to and including it has response-IP triggers (so a later hit must wait for the answer). */
   private readonly ipBefore: boolean[];
 
+  /**
+   * Per zone: the rules of the QNAME triggers that have matched, made once and kept, as the
+   * matcher keeps its rule texts: every rewrite names its rule, and a few rules match most queries.
+   */
+  private readonly made: Map<number, RpzRule>[];
+
   constructor(all: readonly RpzZoneData[], enforce: readonly string[]) {
     this.zones = all.filter((z) => enforce.includes(z.name));
     let seen = false;
     this.ipBefore = this.zones.map((z) => (seen ||= z.responseIp.v4.byKey.size + z.responseIp.v6.byKey.size > 0));
+    this.made = this.zones.map(() => new Map());
+  }
+
+  private ruleOf(zone: number, i: number): RpzRule {
+    const made = this.made[zone]!;
+    let rule = made.get(i);
+    if (!rule) {
+      rule = nameRule(this.zones[zone]!, i);
+      if (made.size >= MAX_CACHED) made.clear();
+      made.set(i, rule);
+    }
+    return rule;
   }
 
   get active(): boolean {
@@ -83,10 +97,10 @@ export class RpzSet {
       const z = this.zones[i]!;
       if (client) {
         const ip = lookupIp(client.v4 ? z.clientIp.v4 : z.clientIp.v6, client);
-        if (ip) return { zone: z, index: i, rule: z.rules[ip.rule]! };
+        if (ip) return { zone: z, index: i, rule: z.ipRules[ip.rule]! };
       }
-      const q = qnameRule(z, qname);
-      if (q !== undefined) return { zone: z, index: i, rule: z.rules[q]! };
+      const q = findQname(z.names, qname);
+      if (q !== -1) return { zone: z, index: i, rule: this.ruleOf(i, q) };
     }
     return undefined;
   }
@@ -105,7 +119,7 @@ export class RpzSet {
         const hit = lookupIp(a.address.v4 ? z.responseIp.v4 : z.responseIp.v6, a.address);
         if (hit && (!best || hit.prefix > best.prefix)) best = { ...hit, text: a.text };
       }
-      if (best) return { zone: z, index: i, rule: z.rules[best.rule]!, address: best.text };
+      if (best) return { zone: z, index: i, rule: z.ipRules[best.rule]!, address: best.text };
     }
     return undefined;
   }

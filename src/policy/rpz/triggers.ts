@@ -86,6 +86,12 @@ export function formatPrefix(net: IpPrefix): string {
 
 /** The trigger of a record whose owner is `relative` (the owner without the zone's origin), or what was expected. */
 export function triggerOf(relative: string): Trigger | string {
+  // Nearly every owner of a big feed is a plain name or its wildcard: no label to split for those.
+  if (!relative.includes('rpz-')) {
+    const star = relative.lastIndexOf('*');
+    if (star === -1) return { kind: 'qname', name: relative };
+    if (star === 0 && relative.length > 2 && relative.charCodeAt(1) === 0x2e) return { kind: 'wildcard', name: relative.slice(2) };
+  }
   const labels = relative.split('.');
   const last = labels[labels.length - 1]!;
   const kind = SUFFIX[last];

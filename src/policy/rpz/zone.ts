@@ -1,24 +1,30 @@
 // One RPZ zone file compiled into plain data (it crosses to the query threads
 // with the rest of the generation, policy/generation.ts): its SOA serial, and
-// its rules indexed by trigger. The guard rails are the lists' own
-// (README "Blocklists"): a wildcard over a public suffix and a response-IP
-// prefix wider than a provider's are refused unless the record's line says
-// they are meant, and a zone with no triggers is taken for a truncated feed.
+// its rules indexed by trigger. A zone with no triggers is taken for a
+// truncated feed (generation.ts).
+//
+// Sized for feeds of a million records (bench/RESULTS.md issue 21): the file
+// is read a record at a time, and the common record, `name CNAME .` alone at
+// its owner, leaves nothing behind but a few bytes in names.ts's arrays. Only
+// the rare owners keep their records until the end of the file: those with
+// several records or local data, those written again after other owners (one
+// RRset wherever written, RFC 2181 §5), and the IP and NSDNAME/NSIP triggers.
 import type { Problem } from '../../errors.js';
-import { ALLOW_SUFFIX_MARKER, isPublicSuffix, publicSuffixMessage } from '../publicSuffix.js';
+import { hashName } from '../matcher.js';
+import { isPublicSuffix } from '../publicSuffix.js';
 import { actionOf, type LocalRecord, type RpzAction } from './actions.js';
-import { formatPrefix, triggerOf, type IpPrefix, type TriggerKind } from './triggers.js';
-import { parseZoneFile, type ZoneRecord } from './zoneFile.js';
+import { actionCode, actionOfCode, NOT_APPLIED, ownerOf, RpzNamesBuilder, type RpzNameData } from './names.js';
+import { judgeRrset, type Fail } from './rrset.js';
+import { formatPrefix, triggerOf, type IpPrefix, type Trigger, type TriggerKind } from './triggers.js';
+import { parseZoneFile, readZoneFile, type ZoneRecord } from './zoneFile.js';
+
+export { ALLOW_WIDE_MARKER, WIDE_PREFIX } from './rrset.js';
 
 export type RpzOverride = 'none' | 'nxdomain' | 'nodata' | 'passthru' | 'drop' | 'disabled';
 export const RPZ_OVERRIDES: readonly RpzOverride[] = ['none', 'nxdomain', 'nodata', 'passthru', 'drop', 'disabled'];
 export const TRIGGER_KINDS: readonly TriggerKind[] = ['qname', 'wildcard', 'client-ip', 'response-ip', 'nsdname', 'nsip'];
 
-/** Marker for a response-IP prefix wider than WIDE_PREFIX, on the record's line. */
-export const ALLOW_WIDE_MARKER = 'sinkhole:allow-wide-prefix';
-/** IPv4 shorter than /8 or IPv6 shorter than /32 is more than any one network's allocation. */
-export const WIDE_PREFIX = { v4: 8, v6: 32 };
-
+/** One rule as `check`, the logs and the stage see it; made on demand for a QNAME trigger (nameRule). */
 export interface RpzRule {
   /** The owner relative to the zone's origin, as `check` and the logs name it: `*.bad.example`, `32.1.2.0.192.rpz-ip`. */
   owner: string;
@@ -31,7 +37,7 @@ export interface RpzRule {
   prefix?: string;
 }
 
-/** Longest-prefix lookup: prefix lengths present (longest first), and `${prefix}/${network in hex}` → rule index. */
+/** Longest-prefix lookup: prefix lengths present (longest first), and `${prefix}/${network in hex}` → index in ipRules. */
 export interface IpIndex {
   lengths: number[];
   byKey: Map<string, number>;
@@ -43,13 +49,18 @@ export interface RpzZoneData {
   origin: string;
   serial: number;
   override: RpzOverride;
-  rules: RpzRule[];
-  qname: Map<string, number>;
-  wildcard: Map<string, number>;
+  /** QNAME and wildcard triggers, in typed arrays shared by the query threads (names.ts). */
+  names: RpzNameData;
+  /** The local data of QNAME triggers whose action is `local`, by trigger index: few have any. */
+  local: Map<number, LocalRecord[]>;
+  /** Client-IP and response-IP triggers, an object each: few, and each has its prefix. */
+  ipRules: RpzRule[];
   clientIp: { v4: IpIndex; v6: IpIndex };
   responseIp: { v4: IpIndex; v6: IpIndex };
   /** Triggers per kind (one per owner name), NSDNAME/NSIP included. */
   counts: Record<TriggerKind, number>;
+  /** Triggers applied (NSDNAME/NSIP and unsupported actions left out): what `sinkhole_list_rules` counts. */
+  applied: number;
   /** Records accepted but not applied: NSDNAME and NSIP triggers, `CNAME *.domain` actions. */
   unsupported: number;
   /** Where the first unsupported record is, for validate's warning. */
@@ -78,101 +89,196 @@ export interface ZoneSpec {
   zone?: string;
 }
 
+/** How a compact trigger's owner was written (names.ts marks), so it can be given back exactly (recall). */
+const WRITTEN_RELATIVE = 1;
+const WRITTEN_ABSOLUTE = 2;
+
+/** Lines in `text`: at least as many as its records. */
+function lineCount(text: string): number {
+  let n = 1;
+  for (let at = text.indexOf('\n'); at !== -1; at = text.indexOf('\n', at + 1)) n++;
+  return n;
+}
+
 /** Compiles a zone file's text; the problems are empty when it is good. */
 export function compileZone(spec: ZoneSpec, text: string): { data: RpzZoneData; problems: Problem[] } {
   const { file } = spec;
-  const parsed = parseZoneFile(file, text, spec.zone);
-  const problems: Problem[] = [...parsed.problems];
-  const fail = (at: { line: number; col: number }, message: string, code: Problem['code'] = 'SH_RPZ_SYNTAX'): void => {
+  const problems: Problem[] = [];
+  const fail: Fail = (at, message, code = 'SH_RPZ_SYNTAX') => {
     problems.push({ code, file, line: at.line, col: at.col, message });
   };
   const data: RpzZoneData = {
-    name: spec.name, file, origin: '', serial: 0, override: spec.override, rules: [], qname: new Map(), wildcard: new Map(),
+    name: spec.name, file, origin: '', serial: 0, override: spec.override, names: new RpzNamesBuilder().build(), local: new Map(), ipRules: [],
     clientIp: { v4: emptyIndex(), v6: emptyIndex() }, responseIp: { v4: emptyIndex(), v6: emptyIndex() },
-    counts: { qname: 0, wildcard: 0, 'client-ip': 0, 'response-ip': 0, nsdname: 0, nsip: 0 }, unsupported: 0,
+    counts: { qname: 0, wildcard: 0, 'client-ip': 0, 'response-ip': 0, nsdname: 0, nsip: 0 }, applied: 0, unsupported: 0,
   };
-  const soa = parsed.records[0];
-  if (!soa || soa.type !== 'SOA') {
-    // RFC 1035 §5.2: a zone file starts with its SOA; its owner is the zone's origin and its serial is the version `check` and the metrics report.
-    if (!parsed.problems.length) fail(soa ?? { line: 1, col: 1 }, 'expected the zone\'s SOA record first (its owner is the zone\'s origin, its serial the version in force)');
-    return { data, problems };
-  }
-  data.origin = soa.owner;
-  if (spec.zone !== undefined && soa.owner !== spec.zone) fail(soa, `expected the SOA to be owned by ${spec.zone}. (blocking.rpz zone), got ${soa.owner}.`);
-  const serial = soa.rdata[2]?.text;
-  if (soa.rdata.length !== 7 || !serial || !/^\d+$/.test(serial) || Number(serial) > 0xffffffff) {
-    fail(soa.rdata[2] ?? soa, 'expected SOA data: primary name, contact, serial (a number up to 4294967295), refresh, retry, expire, minimum');
-  } else data.serial = Number(serial);
-  // Records at one owner form one RRset, wherever they are written (RFC 2181 §5).
-  const byOwner = new Map<string, ZoneRecord[]>();
-  const suffix = `.${data.origin}`;
-  for (const r of parsed.records.slice(1)) {
+  const names = new RpzNamesBuilder(lineCount(text));
+  /** QNAME triggers judged at the end, with every record at their owner. */
+  const held = new Map<number, ZoneRecord[]>();
+  /** Every other owner (IP, NSDNAME/NSIP, not a trigger), by its relative name, judged at the end. */
+  const others = new Map<string, ZoneRecord[]>();
+  let first: ZoneRecord | undefined;
+  let suffix = '';
+  // The records of one owner written one after another: nearly always one record.
+  let group: ZoneRecord[] = [];
+  let groupRel = '';
+
+  const unsupported = (at: ZoneRecord, what: string): void => {
+    data.unsupported++;
+    const f = data.firstUnsupported;
+    if (!f || at.line < f.line || (at.line === f.line && at.col < f.col)) data.firstUnsupported = { line: at.line, col: at.col, what };
+  };
+
+  /** Keeps only the action of `r`, alone at its owner, when nothing else about it can matter. */
+  const compact = (i: number, trigger: Trigger & { kind: 'qname' | 'wildcard' }, rel: string, r: ZoneRecord): boolean => {
+    if (r.type !== 'CNAME' || r.rdata.length !== 1 || r.col !== 1) return false;
+    // Lower-case, relative or absolute: as the owner is written in every feed sinkhole has seen, and
+    // what recall() must be able to give back for a message about this owner.
+    const written = r.ownerText === rel ? WRITTEN_RELATIVE : r.ownerText === `${r.owner}.` ? WRITTEN_ABSOLUTE : 0;
+    if (!written) return false;
+    const a = actionOf([r], data.origin);
+    if (Array.isArray(a) || !('action' in a) || a.action === 'local') return false;
+    // The public-suffix guard rail reads the comment; judged whole at the end.
+    if (trigger.kind === 'wildcard' && isPublicSuffix(trigger.name)) return false;
+    names.setAction(i, actionCode(a.action));
+    names.setMark(i, written);
+    return true;
+  };
+
+  /**
+   * The record compact() kept the action of, as far as the judgment of a bigger RRset reads it: a
+   * CNAME with other records is refused whatever its target (RFC 1034 §3.6.2), naming where the
+   * owner is written and how.
+   */
+  const recall = (i: number, rel: string): ZoneRecord => {
+    const owner = data.origin === '' ? rel : `${rel}.${data.origin}`;
+    const ownerText = names.markAt(i) === WRITTEN_RELATIVE ? rel : `${owner}.`;
+    return { owner, ownerText, ttl: 0, type: 'CNAME', rdata: [], line: names.lineAt(i), col: 1, comment: '' };
+  };
+
+  const place = (rel: string, rrs: ZoneRecord[]): void => {
+    const trigger = triggerOf(rel);
+    if (typeof trigger === 'string' || (trigger.kind !== 'qname' && trigger.kind !== 'wildcard')) {
+      const list = others.get(rel);
+      if (list) for (const r of rrs) list.push(r);
+      else others.set(rel, rrs);
+      return;
+    }
+    const wild = trigger.kind === 'wildcard';
+    const hash = hashName(trigger.name);
+    let i = names.find(trigger.name, wild, hash);
+    if (i === -1) {
+      i = names.add(trigger.name, wild, rrs[0]!.line, hash);
+      data.counts[trigger.kind]++;
+      if (rrs.length === 1 && compact(i, trigger, rel, rrs[0]!)) return;
+      held.set(i, rrs);
+      return;
+    }
+    // The owner again, after other owners: still one RRset (RFC 2181 §5), judged whole at the end.
+    let all = held.get(i);
+    if (!all) {
+      all = [recall(i, rel)];
+      names.setAction(i, NOT_APPLIED);
+      held.set(i, all);
+    }
+    for (const r of rrs) all.push(r);
+  };
+
+  /** RFC 1035 §5.2: the first record; its owner is the zone's origin, its serial the version in force. */
+  const soaOf = (soa: ZoneRecord): void => {
+    data.origin = soa.owner;
+    suffix = `.${data.origin}`;
+    if (spec.zone !== undefined && soa.owner !== spec.zone) fail(soa, `expected the SOA to be owned by ${spec.zone}. (blocking.rpz zone), got ${soa.owner}.`);
+    const serial = soa.rdata[2]?.text;
+    if (soa.rdata.length !== 7 || !serial || !/^\d+$/.test(serial) || Number(serial) > 0xffffffff) {
+      fail(soa.rdata[2] ?? soa, 'expected SOA data: primary name, contact, serial (a number up to 4294967295), refresh, retry, expire, minimum');
+    } else data.serial = Number(serial);
+  };
+
+  const readProblems = readZoneFile(file, text, spec.zone, (r) => {
+    if (!first) {
+      first = r;
+      if (r.type === 'SOA') soaOf(r);
+      return;
+    }
+    if (first.type !== 'SOA') return;
     if (r.owner === data.origin) {
       if (r.type === 'SOA') fail(r, 'expected one SOA record; this zone already has one');
       else if (r.type !== 'NS') fail(r, `expected only SOA and NS records at the zone's origin (${data.origin}.); a ${r.type} there triggers nothing`);
-      continue;
+      return;
     }
     if (data.origin !== '' && !r.owner.endsWith(suffix)) {
       fail(r, `expected a name under the zone's origin ${data.origin}., got ${r.owner}. (a relative name, without the trailing dot, is taken under $ORIGIN)`);
-      continue;
+      return;
     }
     const rel = data.origin === '' ? r.owner : r.owner.slice(0, -suffix.length);
-    const list = byOwner.get(rel);
-    if (list) list.push(r);
-    else byOwner.set(rel, [r]);
+    if (group.length && rel !== groupRel) {
+      place(groupRel, group);
+      group = [];
+    }
+    groupRel = rel;
+    group.push(r);
+  });
+  if (group.length) place(groupRel, group);
+  for (const p of readProblems) problems.push(p);
+
+
+  if (!first || first.type !== 'SOA') {
+    // RFC 1035 §5.2: a zone file starts with its SOA; its owner is the zone's origin and its serial is the version `check` and the metrics report.
+    if (!readProblems.length) fail(first ?? { line: 1, col: 1 }, 'expected the zone\'s SOA record first (its owner is the zone\'s origin, its serial the version in force)');
+    return { data, problems };
   }
-  for (const [rel, rrs] of byOwner) {
-    const first = rrs[0]!;
+
+  for (const [i, rrs] of held) {
+    const rel = data.origin === '' ? rrs[0]!.owner : rrs[0]!.owner.slice(0, -suffix.length);
+    const trigger = triggerOf(rel) as Trigger;
+    const judged = judgeRrset(trigger, rrs, data.origin, fail);
+    if (!judged) continue;
+    if ('unsupported' in judged) unsupported(rrs[0]!, judged.unsupported);
+    else {
+      names.setAction(i, actionCode(judged.action));
+      if (judged.records) data.local.set(i, judged.records);
+    }
+  }
+  for (const [rel, rrs] of others) {
     const trigger = triggerOf(rel);
     if (typeof trigger === 'string') {
-      fail(first, trigger);
+      fail(rrs[0]!, trigger);
       continue;
     }
     data.counts[trigger.kind]++;
-    const action = actionOf(rrs, data.origin);
-    if (Array.isArray(action)) {
-      for (const p of action) fail(p.at, p.message);
-      continue;
-    }
-    // A forwarder never sees the NS records of the answer's delegation (README "RPZ"): accepted, counted, not applied.
-    const unsupported = trigger.kind === 'nsdname' || trigger.kind === 'nsip' ? `${trigger.kind.toUpperCase()} trigger` : 'unsupported' in action ? action.unsupported : undefined;
-    if (unsupported !== undefined) {
-      data.unsupported++;
-      data.firstUnsupported ??= { line: first.line, col: first.col, what: unsupported };
-      continue;
-    }
-    if (!('action' in action)) continue;
-    const marked = (marker: string): boolean => rrs.some((r) => r.comment.includes(marker));
-    const rule: RpzRule = { owner: rel, line: first.line, trigger: trigger.kind, action: action.action, ...(action.action === 'local' ? { records: action.records } : {}) };
-    const index = data.rules.length;
-    if (trigger.kind === 'qname') data.qname.set(trigger.name, index);
-    else if (trigger.kind === 'wildcard') {
-      // The lists' guard rail (README "Blocklists"): *.com would rewrite every name under com.
-      if (isPublicSuffix(trigger.name) && !marked(ALLOW_SUFFIX_MARKER)) {
-        fail(first, `${publicSuffixMessage(trigger.name).replace('"# sinkhole:allow-public-suffix"', '"; sinkhole:allow-public-suffix"')}`, 'SH_LIST_PUBLIC_SUFFIX');
-        continue;
-      }
-      data.wildcard.set(trigger.name, index);
-    } else if (trigger.kind === 'client-ip' || trigger.kind === 'response-ip') {
+    const judged = judgeRrset(trigger, rrs, data.origin, fail);
+    if (!judged) continue;
+    if ('unsupported' in judged) unsupported(rrs[0]!, judged.unsupported);
+    else if (trigger.kind === 'client-ip' || trigger.kind === 'response-ip') {
       const net = trigger.net;
-      rule.prefix = formatPrefix(net);
-      if (trigger.kind === 'response-ip' && net.prefix < (net.v4 ? WIDE_PREFIX.v4 : WIDE_PREFIX.v6) && !marked(ALLOW_WIDE_MARKER)) {
-        fail(first, `${rule.prefix} is wider than any one network's allocation (IPv4 /${WIDE_PREFIX.v4}, IPv6 /${WIDE_PREFIX.v6}): it would rewrite answers from much of the internet. If that is really meant, end the line with "; ${ALLOW_WIDE_MARKER}"`);
-        continue;
-      }
       const target = trigger.kind === 'client-ip' ? data.clientIp : data.responseIp;
-      addIp(net.v4 ? target.v4 : target.v6, net, index);
+      addIp(net.v4 ? target.v4 : target.v6, net, data.ipRules.length);
+      data.ipRules.push({ owner: rel, line: rrs[0]!.line, trigger: trigger.kind, action: judged.action, prefix: formatPrefix(net), ...(judged.records ? { records: judged.records } : {}) });
     }
-    data.rules.push(rule);
   }
+  data.names = names.build();
+  let applied = data.ipRules.length;
+  for (let i = 0; i < data.names.action.length; i++) if (data.names.action[i] !== NOT_APPLIED) applied++;
+  data.applied = applied;
   // Found per record and then per RRset: reported in file order.
   problems.sort((a, b) => a.line - b.line || a.col - b.col);
   return { data, problems };
 }
 
+/** The rule of QNAME trigger `i` (names.ts), as `check`, the logs and the stage read it. */
+export function nameRule(z: RpzZoneData, i: number): RpzRule {
+  const records = z.local.get(i);
+  return {
+    owner: ownerOf(z.names, i), line: z.names.line[i]!, trigger: z.names.wild[i] ? 'wildcard' : 'qname',
+    // Only applied triggers are ever looked up (findQname), and they have an action.
+    action: actionOfCode(z.names.action[i]!)!, ...(records ? { records } : {}),
+  };
+}
+
 /** The triggers a zone applies (NSDNAME/NSIP and unsupported actions left out): what `sinkhole_list_rules` counts. */
 export function appliedRules(z: RpzZoneData): number {
-  return z.rules.length;
+  return z.applied;
 }
 
 export { parseZoneFile };

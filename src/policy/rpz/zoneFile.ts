@@ -74,6 +74,13 @@ export function absoluteName(text: string, origin: string | undefined): string |
   return name.length <= 253 ? name : undefined;
 }
 
+const SPACE = 0x20;
+const TAB = 0x09;
+const BACKSLASH = 0x5c;
+/** Characters that end an unquoted token (RFC 1035 §5.1): blanks, comment, parentheses, quote. A table, as this runs per character of a big feed. */
+const ENDS_TOKEN = new Uint8Array(128);
+for (const c of ' \t;()"') ENDS_TOKEN[c.charCodeAt(0)] = 1;
+
 interface Entry {
   tokens: Token[];
   /** Whether the first token began in column 1 (an owner name) rather than after blanks. */
@@ -104,15 +111,18 @@ function* entries(file: string, text: string, problems: Problem[]): Generator<En
     const lineNo = i + 1;
     if (depth === 0) {
       if (current && current.tokens.length) yield current;
-      current = { tokens: [], ownerGiven: raw.length > 0 && !/^[ \t]/.test(raw), line: lineNo, comment: '' };
+      current = { tokens: [], ownerGiven: raw.length > 0 && raw.charCodeAt(0) !== SPACE && raw.charCodeAt(0) !== TAB, line: lineNo, comment: '' };
     }
     const entry = current!;
     let j = 0;
     while (j < raw.length) {
-      const c = raw[j]!;
-      if (c === ' ' || c === '\t') {
+      const code = raw.charCodeAt(j);
+      if (code === SPACE || code === TAB) {
         j++;
-      } else if (c === ';') {
+        continue;
+      }
+      const c = raw[j]!;
+      if (c === ';') {
         entry.comment += raw.slice(j + 1);
         break;
       } else if (c === '(') {
@@ -140,7 +150,7 @@ function* entries(file: string, text: string, problems: Problem[]): Generator<En
         j = k + 1;
       } else {
         let k = j;
-        while (k < raw.length && !' \t;()"'.includes(raw[k]!)) k += raw[k] === '\\' ? 2 : 1;
+        for (let ch = raw.charCodeAt(k); k < raw.length && !ENDS_TOKEN[ch]; ch = raw.charCodeAt(k)) k += ch === BACKSLASH ? 2 : 1;
         entry.tokens.push({ text: raw.slice(j, k), line: lineNo, col: j + 1, quoted: false });
         j = k;
       }
@@ -152,8 +162,19 @@ function* entries(file: string, text: string, problems: Problem[]): Generator<En
 
 /** Reads a master file. `origin` is the name relative owners start from until a $ORIGIN (none: they need one). */
 export function parseZoneFile(file: string, text: string, origin?: string): ZoneFile {
-  const problems: Problem[] = [];
   const records: ZoneRecord[] = [];
+  const problems = readZoneFile(file, text, origin, (r) => records.push(r));
+  return { records, problems };
+}
+
+/**
+ * Reads a master file a record at a time, handing each to `onRecord` in file
+ * order; returns the problems. A caller that keeps only what it needs of each
+ * record never holds the whole zone as objects (a 1M-record zone's records
+ * were most of its 882 MB compile peak, bench/RESULTS.md issue 21).
+ */
+export function readZoneFile(file: string, text: string, origin: string | undefined, onRecord: (r: ZoneRecord) => void): Problem[] {
+  const problems: Problem[] = [];
   const fail = (at: { line: number; col: number }, message: string): void => {
     problems.push({ code: 'SH_RPZ_SYNTAX', file, line: at.line, col: at.col, message });
   };
@@ -204,14 +225,15 @@ export function parseZoneFile(file: string, text: string, origin?: string): Zone
     // RFC 1035 §5.1: [TTL] [class] or [class] [TTL], both optional, before the type.
     for (let k = 0; k < 2 && i < t.length; k++) {
       const tok = t[i]!.text;
-      if (ttl === undefined && /^\d/.test(tok)) {
+      const c0 = tok.charCodeAt(0);
+      if (ttl === undefined && c0 >= 0x30 && c0 <= 0x39) {
         ttl = parseTtl(tok);
         if (ttl === undefined) {
           fail(t[i]!, `expected a TTL (seconds, or with units like 1h), got "${tok}"`);
           ttl = -1;
         }
         i++;
-      } else if (CLASSES.has(tok.toUpperCase())) {
+      } else if (tok.length === 2 && CLASSES.has(tok.toUpperCase())) {
         if (tok.toUpperCase() !== 'IN') fail(t[i]!, `expected class IN, got ${tok}: an RPZ zone is class IN`);
         i++;
       }
@@ -241,7 +263,7 @@ export function parseZoneFile(file: string, text: string, origin?: string): Zone
     let recordTtl = useTtl ?? 0;
     if (type === 'SOA' && useTtl === undefined) recordTtl = parseTtl(rdata[6]?.text ?? '') ?? 0;
     lastTtl = recordTtl;
-    records.push({ owner: owner.owner, ownerText: owner.text, ttl: recordTtl, type, rdata, line: e.ownerGiven ? first.line : typeTok.line, col: e.ownerGiven ? first.col : typeTok.col, comment: e.comment });
+    onRecord({ owner: owner.owner, ownerText: owner.text, ttl: recordTtl, type, rdata, line: e.ownerGiven ? first.line : typeTok.line, col: e.ownerGiven ? first.col : typeTok.col, comment: e.comment });
   }
   // The tokenizer's problems and the records' were found in two passes: report them in file order.
   problems.sort((a, b) => a.line - b.line || a.col - b.col);
@@ -250,5 +272,5 @@ export function parseZoneFile(file: string, text: string, origin?: string): Zone
     problems.length = MAX_PROBLEMS;
     problems.push({ ...problems[MAX_PROBLEMS - 1]!, message: `...and more problems in this file (${rest} after these were found before reading stopped)` });
   }
-  return { records, problems };
+  return problems;
 }
