@@ -269,7 +269,8 @@ t.test('listener fairness: DoT handshake flood, DoT full of idle sessions, DoH r
           if (s.destroyed || !s.remoteAddress) return;
           const c = TcpClient.over(s);
           c.send(buildQuery(`idle${a}-${i}.example.test`, T.A));
-          await c.waitFor(1, 2000);
+          // 224 sessions for 200 slots: a later one may evict this one before its answer, which is the point.
+          await c.waitFor(1, 2000).catch(() => {});
         }));
       }
     },

@@ -16,6 +16,17 @@ import type { RpzRule } from './zone.js';
  * negative answer for `ttl`; `.invalid` (RFC 6761 §6.4) marks it as nobody's zone.
  */
 function negativeSoa(ttl: number): Buffer {
+  // Built once per TTL (blocking.ttl: one value in practice): every blocked answer used to encode it afresh.
+  let soa = negativeSoas.get(ttl);
+  if (!soa) {
+    if (negativeSoas.size >= 16) negativeSoas.clear();
+    negativeSoas.set(ttl, (soa = buildNegativeSoa(ttl)));
+  }
+  return soa;
+}
+const negativeSoas = new Map<number, Buffer>();
+
+function buildNegativeSoa(ttl: number): Buffer {
   const fixed = Buffer.alloc(20);
   fixed.writeUInt32BE(1, 0);
   fixed.writeUInt32BE(3600, 4);
