@@ -21,6 +21,8 @@ import type { TsigConfig } from '../../config/config.js';
 
 /** Per-exchange deadline; a 1M-record zone comes in well within it on a LAN. */
 const TRANSFER_TIMEOUT_MS = 60_000;
+/** The first transfer of a zone with no copy, which the start waits for. */
+const FIRST_TRANSFER_MS = 10_000;
 /** Bounds on the SOA's timers, so a zone cannot ask for a check every millisecond, or never. */
 const MIN_CHECK_S = 1;
 const MAX_CHECK_S = 86_400;
@@ -139,14 +141,14 @@ export class RpzFeed {
   }
 
   /** Checks the primary now (coalesced with a check in flight); resolves when that check is done. */
-  check(why: string): Promise<void> {
+  check(why: string, timeoutMs = this.timeoutMs): Promise<void> {
     if (this.closed) return Promise.resolve();
     if (this.running) {
       this.again = true;
       return this.running;
     }
     clearTimeout(this.timer);
-    this.running = this.exchange(why).finally(() => {
+    this.running = this.exchange(why, timeoutMs).finally(() => {
       this.running = undefined;
       if (this.again && !this.closed) {
         this.again = false;
@@ -156,12 +158,12 @@ export class RpzFeed {
     return this.running;
   }
 
-  private async exchange(why: string): Promise<void> {
+  private async exchange(why: string, timeoutMs: number): Promise<void> {
     const { host, port } = this.spec.primary;
     const zone = this.spec.zone;
     let outcome: TransferOutcome;
     try {
-      outcome = await transfer({ host, port, zone, serial: this.serial, timeoutMs: this.timeoutMs, ...(this.spec.tsig ? tsigExchange(this.spec.tsig) : {}) });
+      outcome = await transfer({ host, port, zone, serial: this.serial, timeoutMs, ...(this.spec.tsig ? tsigExchange(this.spec.tsig) : {}) });
     } catch (e) {
       this.stats.transfers.failed++;
       this.log.warn('SH_RPZ_TRANSFER', 'RPZ zone transfer failed; the zone in force stays', {
@@ -277,7 +279,9 @@ export class RpzFeeds {
       const feed = new RpzFeed(spec, this.log, undefined, () => this.onChange());
       next.push(feed);
       if (feed.load()) void feed.check('start');
-      else first.push(feed.check('start, no copy yet'));
+      // DNS does not answer until this is done: a primary that drops packets may hold the start up
+      // for FIRST_TRANSFER_MS at most, not the whole transfer deadline.
+      else first.push(feed.check('start, no copy yet', FIRST_TRANSFER_MS));
     }
     for (const gone of keep.values()) gone.close();
     this.feeds = next;
