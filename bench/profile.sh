@@ -6,6 +6,7 @@
 #   bash bench/profile.sh blocked            # or cached, uncached
 #   DUR=10 QPS=10000 bash bench/profile.sh cached   # fixed rate instead of saturating (GC at a steady load)
 #   QUERY_LOG=blocked bash bench/profile.sh blocked # with the query log written to a file (what it costs)
+#   RPZ=1 bash bench/profile.sh blocked     # the same domains as an RPZ zone instead of a list
 #
 # Uses the kit's NSD upstream (127.0.0.2:5300) and query files (../shared/bench), the same config as
 # bench/run.sh, and bin/sinkhole (the project's runtime and flags). Output: bench/results/profile-<wl>-<time>/
@@ -35,6 +36,12 @@ cache: { maxEntries: 100000 }
 blocking: { lists: { bench: [$WORK/blocklist.txt] }, enforce: [bench], response: null-ip }
 log: { queries: ${QUERY_LOG:-none}, file: $WORK/queries.jsonl }
 EOF
+if [ "${RPZ:-0}" = 1 ]; then
+  # The same domains as an RPZ zone (D and *.D, CNAME . = NXDOMAIN): where an RPZ block's time goes (issue 21).
+  { printf '$ORIGIN bench.rpz.\n$TTL 60\n@ SOA ns.bench.rpz. hostmaster.bench.rpz. 1 3600 600 86400 60\n@ NS localhost.\n'
+    while read -r d; do printf '%s CNAME .\n*.%s CNAME .\n' "$d" "$d"; done < "$WORK/blocklist.txt"; } > "$WORK/bench.zone"
+  sed -i "s|^blocking: .*|blocking: { rpz: [{ name: bench, file: $WORK/bench.zone }], enforce: [bench] }|" "$WORK/sinkhole.yaml"
+fi
 cd "$OUT"
 SINKHOLE_NODE_FLAGS="${SINKHOLE_NODE_FLAGS---max-semi-space-size=16} --cpu-prof --cpu-prof-dir=$OUT --trace-gc" \
   taskset -c 1 "$ROOT/bin/sinkhole" serve --config "$WORK/sinkhole.yaml" > "$OUT/sinkhole.log" 2>&1 &

@@ -61,7 +61,11 @@ export class RpzSet {
     let seen = false;
     this.ipBefore = this.zones.map((z) => (seen ||= z.responseIp.v4.byKey.size + z.responseIp.v6.byKey.size > 0));
     this.made = this.zones.map(() => new Map());
+    this.hasClientIp = this.zones.some((z) => z.clientIp.v4.byKey.size + z.clientIp.v6.byKey.size > 0);
   }
+
+  /** Whether any zone has client-IP triggers: without them the client's address need not be parsed per query. */
+  readonly hasClientIp: boolean;
 
   private ruleOf(zone: number, i: number): RpzRule {
     const made = this.made[zone]!;
