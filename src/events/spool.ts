@@ -7,10 +7,9 @@
 // (one per device and list per cooldown), so a whole rewrite is cheap; the
 // writes are coalesced, one in flight at a time.
 import { mkdirSync, readFileSync } from 'node:fs';
-import { mkdir, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
-import { syncDir, writeDurable } from '../state/snapshot.js';
+import { replaceDurably } from '../state/snapshot.js';
 import { isEvent, type ComplianceEvent } from './event.js';
 
 export class Spool {
@@ -94,11 +93,7 @@ export class Spool {
         this.dirty = false;
         const text = this.lines.join('');
         try {
-          await mkdir(dirname(this.file), { recursive: true });
-          const tmp = `${this.file}.${process.pid}.tmp`;
-          await writeDurable(tmp, text);
-          await rename(tmp, this.file);
-          await syncDir(dirname(this.file));
+          await replaceDurably(this.file, text);
           if (this.failing) this.log.info('event spool written again', { sink: this.sink, file: this.file });
           this.failing = false;
         } catch (e) {

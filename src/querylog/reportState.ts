@@ -4,7 +4,7 @@
 // crash mid-write leaves the previous file whole. A file that does not parse
 // is moved aside (report.json.bad) and logged, never silently overwritten.
 import { mkdirSync, readFileSync, renameSync } from 'node:fs';
-import { mkdir, open, rename } from 'node:fs/promises';
+import { replaceDurably } from '../state/snapshot.js';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import type { ComplianceReport } from './report.js';
@@ -83,16 +83,8 @@ export class ReportStateFile {
   }
 
   private async write(text: string): Promise<void> {
-    await mkdir(join(this.file, '..'), { recursive: true });
-    const tmp = `${this.file}.${process.pid}.tmp`;
-    const fh = await open(tmp, 'w', 0o600);
-    try {
-      await fh.writeFile(text);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, this.file);
+    // 0600: the report names devices.
+    await replaceDurably(this.file, text, 0o600);
   }
 
   /** A clean stop: the last changes are written before the process exits. */

@@ -5,9 +5,8 @@
 // Written as the snapshot is: a temporary file, fsynced, renamed, and the
 // folder fsynced (state/snapshot.ts), so a crash leaves the old or the new.
 import { readFileSync } from 'node:fs';
-import { mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { syncDir, writeDurable } from '../../state/snapshot.js';
+import { replaceDurably } from '../../state/snapshot.js';
 
 export interface SavedSerial {
   zone: string;
@@ -37,10 +36,5 @@ export function loadSerial(dir: string, zone: string): SavedSerial | undefined {
 }
 
 export async function saveSerial(dir: string, saved: SavedSerial): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  const file = serialFile(dir, saved.zone);
-  const tmp = `${file}.tmp-${process.pid}`;
-  await writeDurable(tmp, `${JSON.stringify(saved)}\n`);
-  await rename(tmp, file);
-  await syncDir(dir);
+  await replaceDurably(serialFile(dir, saved.zone), `${JSON.stringify(saved)}\n`);
 }
