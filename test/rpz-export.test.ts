@@ -356,6 +356,6 @@ t.test('a tsig-keygen style secret file is read (base64, with a trailing newline
   const dir = mkdtempSync(join(tmpdir(), 'sinkhole-rpz-key-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'k'), `${SECRET}\n`);
-  const { readTsigSecret } = await import('../src/config/rpzExport.js');
+  const { readTsigSecret } = await import('../src/config/values.js');
   t.equal(readTsigSecret(join(dir, 'k')).length, 32);
 });

@@ -1,9 +1,7 @@
 // listen.rpz: serve the enforced lists as a Response Policy Zone to other
 // resolvers (docs/rpz.md "Serving sinkhole's lists as RPZ"). Read here, in its
 // own module, so that config.ts only names the key.
-import { readFileSync } from 'node:fs';
 import { parseCidr } from '../policy/cidr.js';
-import { parseSecret } from '../dns/tsig.js';
 import type { YamlReader, YNode } from './yamlReader.js';
 import { normalizeDomain, parseEndpoint, readTsig, type Endpoint, type TsigConfig } from './values.js';
 
@@ -74,11 +72,4 @@ export function readRpzExport(r: YamlReader, node: YNode, path: string, dir: str
     return undefined;
   }
   return out as RpzExportConfig;
-}
-
-/** The key's secret, read when the listener starts (config.ts has checked the file). */
-export function readTsigSecret(file: string): Buffer {
-  const secret = parseSecret(readFileSync(file, 'utf8'));
-  if (typeof secret === 'string') throw new Error(`${file}: ${secret}`);
-  return secret;
 }

@@ -4,7 +4,7 @@
 import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
-import { parseSecret } from '../dns/tsig.js';
+import { parseSecret, type TsigKey } from '../dns/tsig.js';
 import type { YamlReader, YNode } from './yamlReader.js';
 
 export interface Endpoint {
@@ -91,3 +91,15 @@ export function resolveOptional(dir: string, file: string | undefined): string |
 export const MINUTE = 60_000;
 export const HOUR = 60 * MINUTE;
 export const DAY = 24 * HOUR;
+
+/** A TSIG secret from its file (base64, as tsig-keygen prints it); throws naming the file when it is not one. */
+export function readTsigSecret(file: string): Buffer {
+  const secret = parseSecret(readFileSync(file, 'utf8'));
+  if (typeof secret === 'string') throw new Error(`${file}: ${secret}`);
+  return secret;
+}
+
+/** The key a TsigConfig names, its secret read from its file now. */
+export function tsigKeyOf(cfg: TsigConfig): TsigKey {
+  return { name: cfg.name, algorithm: cfg.algorithm, secret: readTsigSecret(cfg.secretFile) };
+}

@@ -10,13 +10,13 @@
 // check, a secondary name server stops serving the zone; a policy zone is not dropped (that would
 // fail open): it stays in force, and SH_RPZ_EXPIRED says so until the primary answers.
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, rename } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { rename } from 'node:fs/promises';
 import type { RpzSpec } from '../../config/config.js';
 import type { Logger } from '../../log.js';
-import { syncDir, writeDurable } from '../../state/snapshot.js';
+import { replaceDurably } from '../../state/snapshot.js';
 import { transfer, type TransferOutcome, type TransferRequest } from './transfer.js';
-import { parseSecret, sign, splitTsig, verify, TSIG_ERROR_NAME, type TsigKey } from '../../dns/tsig.js';
+import { sign, splitTsig, verify, TSIG_ERROR_NAME, type TsigKey } from '../../dns/tsig.js';
+import { tsigKeyOf } from '../../config/values.js';
 import type { TsigConfig } from '../../config/config.js';
 
 /** Per-exchange deadline; a 1M-record zone comes in well within it on a LAN. */
@@ -45,9 +45,7 @@ export interface FeedStats {
  * messages since (at most 99 in a row, §5.3.1); the last one must be signed.
  */
 export function tsigExchange(cfg: TsigConfig): Pick<TransferRequest, 'sign' | 'verify' | 'end'> {
-  const secret = parseSecret(readFileSync(cfg.secretFile, 'utf8'));
-  if (typeof secret === 'string') throw new Error(`${cfg.secretFile}: ${secret}`);
-  const key: TsigKey = { name: cfg.name, algorithm: cfg.algorithm, secret };
+  const key = tsigKeyOf(cfg);
   let requestMac: Buffer | undefined;
   let priorMac: Buffer | undefined;
   let pending: Buffer[] = [];
@@ -83,8 +81,7 @@ function keyOf(cfg: TsigConfig): TsigKey | undefined {
   if (cached && Date.now() - cached.read < 60_000) return cached.key;
   let key: TsigKey | undefined;
   try {
-    const secret = parseSecret(readFileSync(cfg.secretFile, 'utf8'));
-    key = typeof secret === 'string' ? undefined : { name: cfg.name, algorithm: cfg.algorithm, secret };
+    key = tsigKeyOf(cfg);
   } catch {
     key = undefined;
   }
@@ -221,11 +218,7 @@ export class RpzFeed {
       ...this.records.values(),
       '',
     ].join('\n');
-    await mkdir(dirname(this.spec.file), { recursive: true });
-    const tmp = `${this.spec.file}.${process.pid}.tmp`;
-    await writeDurable(tmp, text);
-    await rename(tmp, this.spec.file);
-    await syncDir(dirname(this.spec.file));
+    await replaceDurably(this.spec.file, text);
   }
 
   private checkExpiry(): void {
@@ -248,6 +241,14 @@ export class RpzFeed {
     this.closed = true;
     clearTimeout(this.timer);
   }
+}
+
+/**
+ * Whether this entry pulls `zone` from the address `from`. Both names are in one form: the config's
+ * zone: is normalized (lower case, no trailing dot), and so is a decoded query name.
+ */
+function pulls(spec: RpzSpec, zone: string, from: string): boolean {
+  return spec.primary !== undefined && spec.zone === zone && spec.primary.host === from;
 }
 
 /** The feeds of a config, by zone name (for NOTIFY). */
@@ -294,8 +295,7 @@ export class RpzFeeds {
    */
   notify(zone: string, from: string): boolean {
     // From a query thread: the stage has checked it against its own copy of the config.
-    const name = zone.toLowerCase().replace(/\.$/, '');
-    const feed = this.feeds.find((f) => f.spec.zone.replace(/\.$/, '') === name && f.spec.primary.host === from);
+    const feed = this.feeds.find((f) => pulls(f.spec, zone, from));
     if (!feed) return false;
     void feed.check('NOTIFY');
     return true;
@@ -307,8 +307,7 @@ export class RpzFeeds {
    * valid signature by that key (the query threads answer NOTIFY themselves, so this is static).
    */
   static accepts(specs: readonly RpzSpec[], zone: string, from: string, message: Buffer): false | { sign?: (reply: Buffer) => Buffer } {
-    const name = zone.toLowerCase().replace(/\.$/, '');
-    const spec = specs.find((s) => s.primary !== undefined && s.zone?.replace(/\.$/, '') === name && s.primary.host === from);
+    const spec = specs.find((s) => pulls(s, zone, from));
     if (!spec) return false;
     if (!spec.tsig) return {};
     const key = keyOf(spec.tsig);

@@ -2,7 +2,8 @@
 // serial (persisted), the listener and the NOTIFYs. app.ts makes one at start
 // and hands it every generation the reloader swaps in.
 import type { AddressInfo } from 'node:net';
-import { readTsigSecret, type RpzExportConfig } from '../../config/rpzExport.js';
+import type { RpzExportConfig } from '../../config/rpzExport.js';
+import { tsigKeyOf } from '../../config/values.js';
 import type { TsigKey } from '../../dns/tsig.js';
 import type { Logger } from '../../log.js';
 import { compileCidrs } from '../../policy/clients.js';
@@ -61,7 +62,7 @@ export class RpzExport {
     this.journal = new ZoneJournal({ serial, names: owners });
     if (!same) this.persist(serial);
     let key: TsigKey | undefined;
-    if (config.tsig) key = { name: config.tsig.name, algorithm: config.tsig.algorithm, secret: readTsigSecret(config.tsig.secretFile) };
+    if (config.tsig) key = tsigKeyOf(config.tsig);
     this.server = new RpzExportServer(
       { host: config.address.host, port: config.address.port, allow: compileCidrs(config.allow), key, maxTransfers: config.maxTransfers, deadlineMs: config.transferTimeoutMs },
       () => ({ shape: this.shapeNow, journal: this.journal }),
