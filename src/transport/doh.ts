@@ -262,7 +262,6 @@ export class DohListener {
     const slot = this.slotOf(req.socket);
     if (!slot) return void res.stream?.close(http2.constants.NGHTTP2_REFUSED_STREAM);
     this.begin(slot, req, res);
-    const route = (): void => this.route(req, res);
     this.armTurn();
     if (slot.turn !== this.turn) {
       slot.turn = this.turn;
@@ -271,9 +270,10 @@ export class DohListener {
     if (slot.deferred.length === 0 && slot.handledThisTurn < MAX_REQUESTS_PER_TURN && this.handledThisTurn < MAX_REQUESTS_PER_TURN_ALL) {
       slot.handledThisTurn++;
       this.handledThisTurn++;
-      return route();
+      return this.route(req, res);
     }
-    if (slot.deferred.push(route) === 1) this.ready.push(slot);
+    // Only a request that waits for a later turn needs a closure.
+    if (slot.deferred.push(() => this.route(req, res)) === 1) this.ready.push(slot);
   }
 
   /** A turn boundary after this one: the counters start again, and waiting requests get their share. */
