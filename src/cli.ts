@@ -14,7 +14,7 @@ import { buildGeneration, covers, decide, hydrate, type Generation } from './pol
 import type { RpzHit } from './policy/rpz/evaluate.js';
 import { lastGood } from './state/lastGood.js';
 import { loadIdentity } from './identity/sources.js';
-import { normalizeMac, parseSelector } from './identity/mac.js';
+import { normalizeMac, parseSelector } from './net/mac.js';
 import type { IdentityTable } from './identity/table.js';
 import { readHttpToken } from './metrics/token.js';
 import { serverUrl } from './metrics/http.js';
@@ -25,7 +25,7 @@ import { parseDuration } from './config/duration.js';
 import { isActive, isDateOnly, stateOf, type Exception } from './policy/exceptions.js';
 import { exceptionWarnings } from './policy/warnings.js';
 import { policyHash } from './policy/fingerprint.js';
-import { normalizeAddress, parseAddress } from './policy/cidr.js';
+import { normalizeAddress, parseAddress } from './net/cidr.js';
 import { VERSION } from './version.js';
 import { DOH_PATH } from './transport/doh.js';
 

@@ -20,7 +20,7 @@ import { Slices } from '../src/slices.js';
 import { formatProblem } from '../src/errors.js';
 import { LeaseModel } from '../src/identity/model.js';
 import { buildIdentity, IdentityHolder } from '../src/identity/sources.js';
-import { normalizeMac, parseSelector } from '../src/identity/mac.js';
+import { normalizeMac, parseSelector } from '../src/net/mac.js';
 import { decodeQuery } from '../src/dns/query.js';
 import { runCli as run } from './helpers/cli.js';
 

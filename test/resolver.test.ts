@@ -4,7 +4,7 @@ import t from 'tap';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
-import { normalizeAddress } from '../src/policy/cidr.js';
+import { normalizeAddress } from '../src/net/cidr.js';
 import { FakeClock, startSinkhole } from './helpers/sinkhole.js';
 import { buildQuery, decode, exchange, optOf, rcodeOf, TcpClient, udpExchange } from './helpers/dns.js';
 import { TcpListener } from '../src/transport/tcp.js';

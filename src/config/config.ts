@@ -8,16 +8,14 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isScalar } from 'yaml';
 import { YamlReader, describe, type YNode } from './yamlReader.js';
-import { parseCidr } from '../policy/cidr.js';
-import { parseUpstream, systemResolvers, type UpstreamSpec } from '../upstream/spec.js';
-import { loadTlsFiles, type TlsPaths } from '../transport/tlsFiles.js';
+import { parseCidr } from '../net/cidr.js';
+import { parseUpstream, systemResolvers, type UpstreamSpec } from './upstreamSpec.js';
+import { loadTlsFiles, type TlsPaths } from './tlsPair.js';
 import { PolicyError } from '../errors.js';
-import { diskSource, type FileSource } from '../policy/sources.js';
-import { LEASE_FORMATS, type LeaseFormat } from '../identity/leaseFormats.js';
-import { normalizeMac, parseSelector } from '../identity/mac.js';
-import { CREDENTIAL_PREFIX, credentialNameProblem } from '../metrics/token.js';
+import { diskSource, type FileSource } from './sources.js';
+import { normalizeMac, parseSelector } from '../net/mac.js';
 import { readRpzExport, type RpzExportConfig } from './rpzExport.js';
-import { DAY, HOUR, MINUTE, normalizeDomain, parseEndpoint, resolveOptional, resolvePath, type Endpoint, type SourceRef, type TsigConfig } from './values.js';
+import { CREDENTIAL_PREFIX, credentialNameProblem, LEASE_FORMATS, type LeaseFormat, DAY, HOUR, MINUTE, normalizeDomain, parseEndpoint, resolveOptional, resolvePath, type Endpoint, type SourceRef, type TsigConfig } from './values.js';
 import { readEvents, type EventsConfig, type SyslogSinkConfig, type WebhookSinkConfig } from './events.js';
 import { readDnstap, type DnstapConfig } from './dnstap.js';
 import { readRpz, type RpzSpec } from './rpz.js';
@@ -84,7 +82,7 @@ export interface Config {
     ttl: number;
     inspectCnames: boolean;
   };
-  /** Members are IPs/CIDRs, `mac:...` or `host:...` (identity/mac.ts parseSelector). */
+  /** Members are IPs/CIDRs, `mac:...` or `host:...` (net/mac.ts parseSelector). */
   clients: { allowFrom: string[]; groups: { name: string; members: string[] }[]; trustedRelays: string[]; rateLimit?: RateLimitConfig };
   /** A file path, or the YAML node of an inline list (read with this config's reader). */
   exceptions: { file: string } | { inline: YNode; reader?: YamlReader } | undefined;

@@ -1,8 +1,11 @@
 // blocking.rpz (docs/rpz.md): Response Policy Zones from files, or pulled from a primary. One section of
 // the config (config.ts maps the keys and checks the names against the lists').
-import { RPZ_OVERRIDES, type RpzOverride } from '../policy/rpz/zone.js';
 import type { YamlReader, YNode } from './yamlReader.js';
 import { normalizeDomain, parseEndpoint, readTsig, resolvePath, type SourceRef, type TsigConfig } from './values.js';
+
+/** An rpz zone's `override:` (RFC draft-vixie-dnsop-dns-rpz §5 "policy override"), what policy/rpz/zone.ts applies. */
+export type RpzOverride = 'none' | 'nxdomain' | 'nodata' | 'passthru' | 'drop' | 'disabled';
+export const RPZ_OVERRIDES: readonly RpzOverride[] = ['none', 'nxdomain', 'nodata', 'passthru', 'drop', 'disabled'];
 
 /** One blocking.rpz entry. */
 export interface RpzSpec {

@@ -1,7 +1,7 @@
 // listen.rpz: serve the enforced lists as a Response Policy Zone to other
 // resolvers (docs/rpz.md "Serving sinkhole's lists as RPZ"). Read here, in its
 // own module, so that config.ts only names the key.
-import { parseCidr } from '../policy/cidr.js';
+import { parseCidr } from '../net/cidr.js';
 import type { YamlReader, YNode } from './yamlReader.js';
 import { normalizeDomain, parseEndpoint, readTsig, type Endpoint, type TsigConfig } from './values.js';
 

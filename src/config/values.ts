@@ -103,3 +103,19 @@ export function readTsigSecret(file: string): Buffer {
 export function tsigKeyOf(cfg: TsigConfig): TsigKey {
   return { name: cfg.name, algorithm: cfg.algorithm, secret: readTsigSecret(cfg.secretFile) };
 }
+
+/** `credential:NAME` names $CREDENTIALS_DIRECTORY/NAME, which systemd fills from the unit's LoadCredential=NAME:PATH. */
+export const CREDENTIAL_PREFIX = 'credential:';
+
+/** Why NAME cannot be a credential name (systemd's rule: a file name), or undefined. */
+export function credentialNameProblem(name: string): string | undefined {
+  if (!name) return 'expected credential:NAME, the NAME of the unit\'s LoadCredential=NAME:PATH';
+  if (name.includes('/') || name.includes('\0') || name === '.' || name === '..' || name.length > 255) {
+    return `credential name "${name}" must be a file name (no "/"), as in LoadCredential=NAME:PATH`;
+  }
+  return undefined;
+}
+
+/** The lease file formats identity.leases[].format accepts (identity/leaseFormats.ts reads each). */
+export const LEASE_FORMATS = ['kea-csv', 'dnsmasq', 'dhcpd', 'csv'] as const;
+export type LeaseFormat = (typeof LEASE_FORMATS)[number];

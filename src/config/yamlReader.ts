@@ -4,7 +4,7 @@
 import { Composer, LineCounter, Parser, isAlias, isMap, isScalar, isSeq, type CST, type Node, type Pair, type Document } from 'yaml';
 import { parseDuration } from './duration.js';
 import type { ErrorCode, Problem } from '../errors.js';
-import { diskSource, type FileSource } from '../policy/sources.js';
+import { diskSource, type FileSource } from './sources.js';
 
 export type YNode = Node | null | undefined;
 

@@ -1,7 +1,7 @@
 // Builds the replies sinkhole writes itself: errors, sinkhole answers and
 // truncated replies. Each is a copy of the query's header and question plus
 // prepared record bytes; building one costs a single allocation.
-import { EDNS_OPTION_EDE, EDNS_UDP_PAYLOAD, FLAG_CD, FLAG_QR, FLAG_RA, FLAG_RD, FLAG_TC } from './constants.js';
+import { EDNS_OPTION_EDE, EDNS_UDP_PAYLOAD, MIN_UDP_PAYLOAD, FLAG_CD, FLAG_QR, FLAG_RA, FLAG_RD, FLAG_TC } from './constants.js';
 import type { Query } from './query.js';
 
 export interface Ede {
@@ -101,3 +101,11 @@ export function truncatedReply(q: Query, full: Buffer): Buffer {
   return out;
 }
 
+/**
+ * The largest reply we send over UDP: the client's advertised size (512
+ * without EDNS, RFC 1035 §4.2.1), capped at our own EDNS_UDP_PAYLOAD
+ * (RFC 6891 §6.2.5 — a responder uses the smaller of the two sizes).
+ */
+export function udpLimit(q: Query): number {
+  return q.edns ? Math.min(q.udpSize, EDNS_UDP_PAYLOAD) : MIN_UDP_PAYLOAD;
+}

@@ -2,14 +2,14 @@
 // survive a restart (at-least-once delivery, issue 20 §1). Bounded: past
 // `max` the oldest is dropped and counted (the newest are what an operator
 // acts on). The file is rewritten whole on each change, durably (a temporary
-// file fsynced, renamed, and the folder fsynced: state/snapshot.ts's
+// file fsynced, renamed, and the folder fsynced: durable.ts's
 // helpers), so a crash leaves the old list or the new one. Events are rare
 // (one per device and list per cooldown), so a whole rewrite is cheap; the
 // writes are coalesced, one in flight at a time.
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
-import { replaceDurably } from '../state/snapshot.js';
+import { replaceDurably } from '../durable.js';
 import { isEvent, type ComplianceEvent } from './event.js';
 
 export class Spool {

@@ -10,11 +10,11 @@
 //   csv      a plain export "ip,mac,hostname" (Windows Server DHCP, Infoblox)
 import { isIP } from 'node:net';
 import type { Problem } from '../errors.js';
-import { normalizeAddress } from '../policy/cidr.js';
-import { normalizeHost, normalizeMac } from './mac.js';
+import { normalizeAddress } from '../net/cidr.js';
+import { normalizeHost, normalizeMac } from '../net/mac.js';
 
-export const LEASE_FORMATS = ['kea-csv', 'dnsmasq', 'dhcpd', 'csv'] as const;
-export type LeaseFormat = (typeof LEASE_FORMATS)[number];
+import type { LeaseFormat } from '../config/values.js';
+export { LEASE_FORMATS, type LeaseFormat } from '../config/values.js';
 
 export interface Lease {
   /** Normalised address (IPv4 dotted quad, or IPv6). */

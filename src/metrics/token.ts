@@ -5,18 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SinkholeError } from '../errors.js';
-
-/** `credential:NAME` names $CREDENTIALS_DIRECTORY/NAME, which systemd fills from the unit's LoadCredential=NAME:PATH. */
-export const CREDENTIAL_PREFIX = 'credential:';
-
-/** Why NAME cannot be a credential name (systemd's rule: a file name), or undefined. */
-export function credentialNameProblem(name: string): string | undefined {
-  if (!name) return 'expected credential:NAME, the NAME of the unit\'s LoadCredential=NAME:PATH';
-  if (name.includes('/') || name.includes('\0') || name === '.' || name === '..' || name.length > 255) {
-    return `credential name "${name}" must be a file name (no "/"), as in LoadCredential=NAME:PATH`;
-  }
-  return undefined;
-}
+import { CREDENTIAL_PREFIX } from '../config/values.js';
 
 /** The file a listen.httpToken value names: itself, or for credential:NAME the credential's file. */
 export function httpTokenFile(value: string, env: NodeJS.ProcessEnv = process.env): string {

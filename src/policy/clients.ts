@@ -4,9 +4,9 @@
 // policy generation; each address is resolved once, then served from a
 // bounded map. Device selectors (mac:, host:) add to what the address gets,
 // and are looked at only when a device is known and the policy names one.
-import { CidrSet, parseAddress, parseCidr, type ParsedAddress } from './cidr.js';
+import { CidrSet, parseAddress, parseCidr, type ParsedAddress } from '../net/cidr.js';
 import type { Exception } from './exceptions.js';
-import { parseSelector } from '../identity/mac.js';
+import { parseSelector } from '../net/mac.js';
 import type { Device } from '../identity/table.js';
 
 export interface ClientView {

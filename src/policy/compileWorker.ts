@@ -5,7 +5,7 @@
 import { parentPort } from 'node:worker_threads';
 import { PolicyError, type Problem } from '../errors.js';
 import { compileFile, sharePolicyData } from './generation.js';
-import { RecordingSource } from './sources.js';
+import { RecordingSource } from '../config/sources.js';
 
 export interface CompileRequest {
   id: number;

@@ -4,8 +4,8 @@
 // so an exception lapses in the same second without a reload or a timer.
 import { isScalar } from 'yaml';
 import { YamlReader, type YNode } from '../config/yamlReader.js';
-import { parseSelector } from '../identity/mac.js';
-import { diskSource, type FileSource } from './sources.js';
+import { parseSelector } from '../net/mac.js';
+import { diskSource, type FileSource } from '../config/sources.js';
 import { toRuleDomain } from './listParser.js';
 import { isZoneName, serverZone, startOfDay } from './zonedDate.js';
 import type { Problem } from '../errors.js';

@@ -3,13 +3,13 @@
 // a generation that fails to build is never half-applied (docs/design.md §2).
 import { loadConfig, type Config } from '../config/config.js';
 import { PolicyError, type Problem } from '../errors.js';
-import { CidrSet } from './cidr.js';
+import { CidrSet } from '../net/cidr.js';
 import { ClientDirectory, compileCidrs, type ClientView } from './clients.js';
 import { isActive, loadExceptions, type Exception } from './exceptions.js';
 import { scanList } from './listParser.js';
 import { Matcher, MatcherBuilder, shareMatcherData, type MatcherData, type RuleMatch } from './matcher.js';
 import { SinkholeResponder } from './sinkhole.js';
-import { diskSource, type FileSource } from './sources.js';
+import { diskSource, type FileSource } from '../config/sources.js';
 import { RpzSet } from './rpz/evaluate.js';
 import { shareNames } from './rpz/names.js';
 import { appliedRules, compileZone, type RpzZoneData } from './rpz/zone.js';
@@ -72,7 +72,7 @@ export function sharePolicyData(data: PolicyData): PolicyData {
 
 /**
  * Builds a generation from a config file; throws PolicyError with every problem found.
- * `files` is where every file is read from: the disk, or a snapshot (policy/sources.ts).
+ * `files` is where every file is read from: the disk, or a snapshot (config/sources.ts).
  */
 export function buildGeneration(configFile: string, number: number, files: FileSource = diskSource): Generation {
   return hydrate(compileFile(configFile, files), number);

@@ -6,7 +6,7 @@ import { record } from '../dns/localRecord.js';
 import { buildReply, optRecord } from '../dns/reply.js';
 import type { Query } from '../dns/query.js';
 import type { ResponseMode } from '../config/config.js';
-import { addressBytes } from './cidr.js';
+import { addressBytes } from '../net/cidr.js';
 
 function encodeName(name: string): Buffer {
   const parts = name.split('.').filter(Boolean);

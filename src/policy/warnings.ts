@@ -3,7 +3,7 @@
 // as written); `validate` prints them, and `serve` logs them when a policy is
 // loaded. Computed apart from the generation because they depend on the clock.
 import type { Problem } from '../errors.js';
-import { parseCidr, type CidrSet, type Net } from './cidr.js';
+import { parseCidr, type CidrSet, type Net } from '../net/cidr.js';
 import { compileCidrs } from './clients.js';
 import type { Exception, Ref } from './exceptions.js';
 import type { Generation } from './generation.js';

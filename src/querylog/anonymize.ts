@@ -1,5 +1,5 @@
 import { isIPv4 } from 'node:net';
-import { parseAddress } from '../policy/cidr.js';
+import { parseAddress } from '../net/cidr.js';
 
 /**
  * Truncates a client address for logs: IPv4 to its /24, IPv6 to its /56.

@@ -18,12 +18,12 @@ import { performance } from 'node:perf_hooks';
 import type { Config } from '../config/config.js';
 import type { Query } from '../dns/query.js';
 import type { Logger } from '../log.js';
-import { addressBytes as wireAddress } from '../policy/cidr.js';
+import { addressBytes as wireAddress } from '../net/cidr.js';
 import type { Outcome } from '../pipeline/types.js';
 import type { Observer } from '../stages/metrics.js';
-import type { UpstreamSpec } from '../upstream/spec.js';
-import { truncatedReply } from '../dns/reply.js';
-import { udpLimit } from '../transport/udp.js';
+import type { UpstreamSpec } from '../config/upstreamSpec.js';
+import type { ForwarderTap } from '../upstream/forwarder.js';
+import { truncatedReply, udpLimit } from '../dns/reply.js';
 import { VERSION } from '../version.js';
 import { FrameStreamWriter, type FstrmHealth, type FstrmTarget } from './fstrm.js';
 
@@ -58,15 +58,6 @@ export interface DnstapSettings {
 
 export const DNSTAP_QUEUE = 10_000;
 
-/**
- * The forwarder's hook: one call when a query goes upstream, one when its reply comes back (a
- * truncated UDP reply retried over TCP is two exchanges). `transport` is the one used (udp, tcp, tls,
- * https); times are performance.now() values.
- */
-export interface ForwarderTap {
-  forwarderQuery(query: Buffer, u: UpstreamSpec, transport: string, at: number): void;
-  forwarderResponse(reply: Buffer, u: UpstreamSpec, transport: string, sent: number, at: number): void;
-}
 
 /** Address bytes (4 or 16) of an address string; a bounded cache, since clients repeat. */
 const addresses = new Map<string, Buffer | undefined>();

@@ -4,7 +4,7 @@
 // crash mid-write leaves the previous file whole. A file that does not parse
 // is moved aside (report.json.bad) and logged, never silently overwritten.
 import { mkdirSync, readFileSync, renameSync } from 'node:fs';
-import { replaceDurably } from '../state/snapshot.js';
+import { replaceDurably } from '../durable.js';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import type { ComplianceReport } from './report.js';

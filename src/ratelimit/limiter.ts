@@ -5,7 +5,7 @@
 // seen client's bucket is dropped (it comes back full, which is harmless).
 import { LRUCache } from 'lru-cache';
 import type { RateLimitConfig } from '../config/config.js';
-import { parseAddress } from '../policy/cidr.js';
+import { parseAddress } from '../net/cidr.js';
 
 /** Buckets kept at most: a /16 of IPv4 clients fits, at ~100 bytes each. */
 export const MAX_BUCKETS = 100_000;

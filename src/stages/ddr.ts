@@ -12,7 +12,7 @@ import { buildReply } from '../dns/reply.js';
 import type { Query } from '../dns/query.js';
 import type { Outcome } from '../pipeline/types.js';
 import type { LocalAnswerer } from './localAnswers.js';
-import { parseAddress } from '../policy/cidr.js';
+import { parseAddress } from '../net/cidr.js';
 
 export const DDR_NAME = '_dns.resolver.arpa';
 const ZONE = 'resolver.arpa';

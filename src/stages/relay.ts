@@ -9,10 +9,10 @@
 // ECS-tailored answer must not be shared; RFC 7871 §7.3).
 // Only queries that carry one of these options pay anything here: the rest
 // pass on one boolean test.
-import { parseAddress } from '../policy/cidr.js';
+import { parseAddress } from '../net/cidr.js';
 import type { PolicyHolder } from '../policy/holder.js';
 import { OPTION_ECS, OPTION_MAC, type Query } from '../dns/query.js';
-import { macFromBytes, normalizeMac } from '../identity/mac.js';
+import { macFromBytes, normalizeMac } from '../net/mac.js';
 import { isPromise, type Handler, type Outcome, type Stage } from '../pipeline/types.js';
 import type { Stats } from '../metrics/stats.js';
 

@@ -20,7 +20,7 @@ import { withTtlsAtMost } from '../dns/ttl.js';
 import { scanReply } from '../dns/message.js';
 import type { IdentityHolder } from '../identity/sources.js';
 import { bump, type Stats } from '../metrics/stats.js';
-import { parseAddress } from '../policy/cidr.js';
+import { parseAddress } from '../net/cidr.js';
 import { covers, type Generation } from '../policy/generation.js';
 import { isActive, type Exception } from '../policy/exceptions.js';
 import type { PolicyHolder } from '../policy/holder.js';

@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import { PolicyError, formatProblem, type Problem } from '../errors.js';
 import type { Logger } from '../log.js';
 import { compileFile, type PolicyData } from '../policy/generation.js';
-import { RecordingSource } from '../policy/sources.js';
+import { RecordingSource } from '../config/sources.js';
 import { readSnapshot, SnapshotSource, stateDirOf, type Manifest } from './snapshot.js';
 
 export interface Starting {

@@ -12,15 +12,18 @@
 // point leaves either the old snapshot or the new one, never half of one.
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { MAX_YAML_BYTES } from '../config/yamlReader.js';
 import type { Logger } from '../log.js';
 import type { Stats } from '../metrics/stats.js';
 import type { Generation } from '../policy/generation.js';
-import type { FileSource } from '../policy/sources.js';
+import type { FileSource } from '../config/sources.js';
 import { VERSION } from '../version.js';
+import { syncDir, writeDurable } from '../durable.js';
+
+export { replaceDurably } from '../durable.js';
 
 const FORMAT = 1;
 const POINTER = 'current';
@@ -85,41 +88,6 @@ export function stateDirProblem(dir: string): string | undefined {
     return undefined;
   } catch (e) {
     return errorText(e);
-  }
-}
-
-/** Writes a file and waits until it is on the disk. */
-export async function writeDurable(path: string, data: Uint8Array | string, mode?: number): Promise<void> {
-  const fh = await open(path, 'w', mode);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/**
- * Replaces `file` so that a crash leaves the old content or the new, never a mix: a temporary file
- * beside it, fsynced, renamed over it, and the folder fsynced (the one durable-write path of the
- * report state, the event spools, RPZ copies and the export serial).
- */
-export async function replaceDurably(file: string, data: Uint8Array | string, mode?: number): Promise<void> {
-  const dir = dirname(file);
-  await mkdir(dir, { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeDurable(tmp, data, mode);
-  await rename(tmp, file);
-  await syncDir(dir);
-}
-
-/** fsync of a folder makes the names in it (a rename) durable, not only the files' contents. */
-export async function syncDir(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }
 

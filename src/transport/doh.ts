@@ -26,7 +26,7 @@ import { RCODE } from '../dns/constants.js';
 import { scanReply } from '../dns/message.js';
 import { padReply, queryPadded } from '../dns/padding.js';
 import { decodeQuery } from '../dns/query.js';
-import { normalizeAddress } from '../policy/cidr.js';
+import { normalizeAddress } from '../net/cidr.js';
 import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';

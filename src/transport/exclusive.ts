@@ -7,7 +7,7 @@
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import net, { isIPv6 } from 'node:net';
-import { literalLookup } from './lookup.js';
+import { literalLookup } from '../net/lookup.js';
 
 /** Resolves when nobody holds host:port for `proto`; rejects with the bind's error (EADDRINUSE) otherwise. */
 export async function assertAddressFree(proto: 'udp' | 'tcp', host: string, port: number): Promise<void> {

@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { FrameReader, frame } from '../dns/framing.js';
 import { padReply, queryPadded } from '../dns/padding.js';
 import { decodeQuery, type LocalAddress, type Proto } from '../dns/query.js';
-import { normalizeAddress } from '../policy/cidr.js';
+import { normalizeAddress } from '../net/cidr.js';
 import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';

@@ -8,7 +8,7 @@
 
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { normalizeAddress } from '../policy/cidr.js';
+import { normalizeAddress } from '../net/cidr.js';
 
 export interface Holder {
   readonly client: string;

@@ -1,61 +1,11 @@
 // The certificate and key of the DoT/DoH listeners (listen.tls). Read at
 // start-up and again on SIGHUP, so a renewed certificate (certbot, an
 // internal CA) is served without a restart; a bad pair is refused and the
-// one in use stays.
-import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import tls from 'node:tls';
+// one in use stays. The pair is read and checked by config/tlsPair.ts.
+import type tls from 'node:tls';
+import { loadTlsFiles, type TlsMaterial, type TlsPaths } from '../config/tlsPair.js';
 
-export interface TlsPaths {
-  cert: string;
-  key: string;
-}
-
-export interface TlsMaterial {
-  cert: Buffer;
-  key: Buffer;
-  context: tls.SecureContext;
-  /** DNS names of the certificate (subjectAltName), for DDR's TargetName. */
-  names: string[];
-}
-
-/** Reads and checks the pair; an error message saying what is wrong otherwise. */
-export function loadTlsFiles(paths: TlsPaths): TlsMaterial | string {
-  let cert: Buffer;
-  let key: Buffer;
-  try {
-    cert = readFileSync(paths.cert);
-  } catch (e) {
-    return `cannot read certificate ${paths.cert}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`;
-  }
-  try {
-    key = readFileSync(paths.key);
-  } catch (e) {
-    return `cannot read key ${paths.key}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`;
-  }
-  let x509: X509Certificate;
-  try {
-    x509 = new X509Certificate(cert);
-  } catch (e) {
-    return `${paths.cert} holds no PEM certificate: ${(e as Error).message}`;
-  }
-  let context: tls.SecureContext;
-  try {
-    // Fails when the key does not belong to the certificate, or is not a key at all.
-    context = tls.createSecureContext({ cert, key });
-  } catch (e) {
-    return `${paths.cert} and ${paths.key} are not a certificate and its key: ${(e as Error).message}`;
-  }
-  return { cert, key, context, names: dnsNames(x509) };
-}
-
-function dnsNames(x509: X509Certificate): string[] {
-  return (x509.subjectAltName ?? '')
-    .split(', ')
-    .filter((n) => n.startsWith('DNS:'))
-    .map((n) => n.slice(4).toLowerCase())
-    .filter((n) => !n.startsWith('*.'));
-}
+export { loadTlsFiles, type TlsMaterial, type TlsPaths } from '../config/tlsPair.js';
 
 /**
  * The pair in force, shared by every DoT and DoH server. `reload()` reads the

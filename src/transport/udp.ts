@@ -4,23 +4,13 @@ import dgram from 'node:dgram';
 import type { AddressInfo } from 'node:net';
 import { isIPv6 } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { EDNS_UDP_PAYLOAD, MIN_UDP_PAYLOAD } from '../dns/constants.js';
 import { NO_LOCAL, decodeQuery, type LocalAddress, type Query } from '../dns/query.js';
-import { truncatedReply } from '../dns/reply.js';
-import { normalizeAddress } from '../policy/cidr.js';
-import { literalLookup } from './lookup.js';
+import { truncatedReply, udpLimit } from '../dns/reply.js';
+import { normalizeAddress } from '../net/cidr.js';
+import { literalLookup } from '../net/lookup.js';
 import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';
-
-/**
- * The largest reply we send over UDP: the client's advertised size (512
- * without EDNS, RFC 1035 §4.2.1), capped at our own EDNS_UDP_PAYLOAD
- * (RFC 6891 §6.2.5 — a responder uses the smaller of the two sizes).
- */
-export function udpLimit(q: Query): number {
-  return q.edns ? Math.min(q.udpSize, EDNS_UDP_PAYLOAD) : MIN_UDP_PAYLOAD;
-}
 
 export class UdpListener {
   private sock: dgram.Socket | undefined;

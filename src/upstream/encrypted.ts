@@ -3,7 +3,7 @@
 // `exchange`.
 import type { UpstreamTls } from '../config/config.js';
 import { DohUpstream } from './https.js';
-import type { UpstreamSpec } from './spec.js';
+import type { UpstreamSpec } from '../config/upstreamSpec.js';
 import { DotUpstream } from './tls.js';
 import { systemTrust, type TlsTrust } from './tlsDial.js';
 import type { TransportContext, UpstreamTransport } from './transport.js';

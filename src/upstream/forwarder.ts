@@ -7,7 +7,7 @@ import { upstreamQuery } from '../dns/ownQuery.js';
 import { scanReply, type ScannedReply } from '../dns/message.js';
 import type { Query } from '../dns/query.js';
 import type { Stats, UpstreamStats } from '../metrics/stats.js';
-import type { UpstreamSpec } from './spec.js';
+import type { UpstreamSpec } from '../config/upstreamSpec.js';
 import type { UpstreamTls } from '../config/config.js';
 import type { Logger } from '../log.js';
 import { encryptedTransport } from './encrypted.js';
@@ -15,7 +15,6 @@ import type { TransportContext, UpstreamTransport } from './transport.js';
 import { TcpUpstream } from './tcp.js';
 import { UpstreamError } from './exchange.js';
 import { UdpUpstream } from './udp.js';
-import type { ForwarderTap } from '../querylog/dnstap.js';
 
 /** After this many failures in a row an upstream is tried last ... */
 const UNHEALTHY_AFTER = 3;
@@ -23,6 +22,17 @@ const UNHEALTHY_AFTER = 3;
 const UNHEALTHY_FOR_MS = 30_000;
 
 /** One upstream's health as this thread's forwarder sees it: a read-only copy for the admin page. */
+
+/**
+ * The forwarder's hook: one call when a query goes upstream, one when its reply comes back (a
+ * truncated UDP reply retried over TCP is two exchanges). `transport` is the one used (udp, tcp, tls,
+ * https); times are performance.now() values.
+ */
+export interface ForwarderTap {
+  forwarderQuery(query: Buffer, u: UpstreamSpec, transport: string, at: number): void;
+  forwarderResponse(reply: Buffer, u: UpstreamSpec, transport: string, sent: number, at: number): void;
+}
+
 export interface UpstreamHealth {
   label: string;
   /** up: last exchange ok; failing: failures in a row, still tried in order; down: tried last (UNHEALTHY_AFTER). */

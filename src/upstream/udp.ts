@@ -16,7 +16,7 @@
 import dgram from 'node:dgram';
 import { boundedExchange, isOurReply, sendError, UpstreamError, withFreshId, type Settle } from './exchange.js';
 import { randomIndex } from './random.js';
-import { literalLookup } from '../transport/lookup.js';
+import { literalLookup } from '../net/lookup.js';
 
 interface Pending {
   host: string;

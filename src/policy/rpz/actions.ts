@@ -9,7 +9,7 @@
 // `CNAME *.garden.example.` (the qname grafted onto another domain, §4.6) is
 // counted as unsupported and not applied, as NSDNAME/NSIP triggers are.
 import { isIPv4, isIPv6 } from 'node:net';
-import { addressBytes } from '../cidr.js';
+import { addressBytes } from '../../net/cidr.js';
 import { TYPE } from '../../dns/constants.js';
 import { absoluteName, type Token, type ZoneRecord } from './zoneFile.js';
 

@@ -7,7 +7,7 @@ import { record } from '../../dns/localRecord.js';
 import { nameEnd } from '../../dns/message.js';
 import type { Query } from '../../dns/query.js';
 import { buildReply, replyOpt, type Ede } from '../../dns/reply.js';
-import type { ParsedAddress } from '../cidr.js';
+import type { ParsedAddress } from '../../net/cidr.js';
 import { encodeName, type RpzAction } from './actions.js';
 import type { RpzRule } from './zone.js';
 

@@ -4,7 +4,7 @@
 // the answer (§5.2, with NSDNAME/NSIP, which a forwarder never sees, left
 // out); within a trigger the most specific match: an exact name before a
 // wildcard, the longest wildcard, the longest IP prefix (§5.3).
-import type { ParsedAddress } from '../cidr.js';
+import type { ParsedAddress } from '../../net/cidr.js';
 import { findQname } from './names.js';
 import type { TriggerKind } from './triggers.js';
 import { ipKey, nameRule, type IpIndex, type RpzRule, type RpzZoneData } from './zone.js';

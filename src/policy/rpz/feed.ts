@@ -10,10 +10,9 @@
 // check, a secondary name server stops serving the zone; a policy zone is not dropped (that would
 // fail open): it stays in force, and SH_RPZ_EXPIRED says so until the primary answers.
 import { existsSync, readFileSync } from 'node:fs';
-import { rename } from 'node:fs/promises';
 import type { RpzSpec } from '../../config/config.js';
 import type { Logger } from '../../log.js';
-import { replaceDurably } from '../../state/snapshot.js';
+import { replaceDurably } from '../../durable.js';
 import { transfer, type TransferOutcome, type TransferRequest } from './transfer.js';
 import { sign, splitTsig, verify, TSIG_ERROR_NAME, type TsigKey } from '../../dns/tsig.js';
 import { tsigKeyOf } from '../../config/values.js';

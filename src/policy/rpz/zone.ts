@@ -10,6 +10,7 @@
 // several records or local data, those written again after other owners (one
 // RRset wherever written, RFC 2181 §5), and the IP and NSDNAME/NSIP triggers.
 import type { Problem } from '../../errors.js';
+import type { RpzOverride } from '../../config/rpz.js';
 import { hashName } from '../matcher.js';
 import { isPublicSuffix } from '../publicSuffix.js';
 import { actionOf, type LocalRecord, type RpzAction } from './actions.js';
@@ -19,9 +20,8 @@ import { formatPrefix, triggerOf, type IpPrefix, type Trigger, type TriggerKind 
 import { parseZoneFile, readZoneFile, type ZoneRecord } from './zoneFile.js';
 
 export { ALLOW_WIDE_MARKER, WIDE_PREFIX } from './rrset.js';
+export { RPZ_OVERRIDES, type RpzOverride } from '../../config/rpz.js';
 
-export type RpzOverride = 'none' | 'nxdomain' | 'nodata' | 'passthru' | 'drop' | 'disabled';
-export const RPZ_OVERRIDES: readonly RpzOverride[] = ['none', 'nxdomain', 'nodata', 'passthru', 'drop', 'disabled'];
 export const TRIGGER_KINDS: readonly TriggerKind[] = ['qname', 'wildcard', 'client-ip', 'response-ip', 'nsdname', 'nsip'];
 
 /** One rule as `check`, the logs and the stage see it; made on demand for a QNAME trigger (nameRule). */

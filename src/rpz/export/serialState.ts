@@ -3,10 +3,10 @@
 // start-up the same names keep the same serial (a secondary that is up to date
 // stays so, and transfers nothing), and different names get a new one.
 // Written as the snapshot is: a temporary file, fsynced, renamed, and the
-// folder fsynced (state/snapshot.ts), so a crash leaves the old or the new.
+// folder fsynced (durable.ts), so a crash leaves the old or the new.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { replaceDurably } from '../../state/snapshot.js';
+import { replaceDurably } from '../../durable.js';
 
 export interface SavedSerial {
   zone: string;

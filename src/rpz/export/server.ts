@@ -15,11 +15,11 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { once } from 'node:events';
 import { FrameReader, frame } from '../../dns/framing.js';
-import { normalizeAddress, parseAddress, type CidrSet } from '../../policy/cidr.js';
+import { normalizeAddress, parseAddress, type CidrSet } from '../../net/cidr.js';
 import { RCODE_NOTAUTH, sign, splitTsig, TSIG_ERROR, TSIG_ERROR_NAME, unsignedError, verify, type TsigKey } from '../../dns/tsig.js';
 import type { Logger } from '../../log.js';
 import type { ZoneJournal } from './journal.js';
-import { OPCODE_QUERY, readRequest, type Request } from './request.js';
+import { OPCODE_QUERY, readRequest } from './request.js';
 import { axfrRecords, ixfrRecords, planIxfr } from './transfer.js';
 import { message, nsRecord, pack, soaRecord, TYPE_AXFR, TYPE_IXFR, TYPE_NS, TYPE_SOA, type ZoneShape } from './wire.js';
 

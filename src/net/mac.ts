@@ -1,7 +1,7 @@
 // MAC addresses and client selectors. A MAC is kept in one canonical form,
 // lower-case hex pairs joined by ':', so "AA-BB-CC-DD-EE-FF" from a Windows
 // export and "aa:bb:cc:dd:ee:ff" from Kea name the same device.
-import { parseCidr } from '../policy/cidr.js';
+import { parseCidr } from './cidr.js';
 
 const CANONICAL_RE = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/;
 const MAC_RE = /^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}$/i;
