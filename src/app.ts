@@ -9,7 +9,7 @@ import { loadConfig, type Config, type Endpoint } from './config/config.js';
 import { RpzFeeds } from './policy/rpz/feed.js';
 import { SinkholeError, formatProblem } from './errors.js';
 import { streamLogger, type Logger } from './log.js';
-import { startHttp } from './metrics/http.js';
+import { startHttp } from './http/server.js';
 import { createRegistry } from './metrics/registry.js';
 import { Stats } from './metrics/stats.js';
 import { hydrate, type Generation } from './policy/generation.js';
@@ -20,25 +20,25 @@ import { diffExceptions, loadedEvents, type ExceptionEvent, type ExceptionEventK
 import { exceptionWarnings } from './policy/warnings.js';
 import { ExceptionAudit } from './querylog/exceptionAudit.js';
 import { type Handler } from './pipeline/types.js';
-import { Forwarder, mergeHealth } from './upstream/forwarder.js';
+import { Forwarder } from './upstream/forwarder.js';
 import { VERSION } from './version.js';
 import type { Registry } from 'prom-client';
-import { ComplianceReport, type ReportSnapshot } from './querylog/report.js';
+import { ComplianceReport, type ReportSnapshot } from './report/report.js';
 // Identity and the shared report (issue 11).
 import { hostname } from 'node:os';
 import { IdentityHolder, IdentitySources } from './identity/sources.js';
 import type { IdentityDelta } from './identity/table.js';
-import { ReportStateFile } from './querylog/reportState.js';
-import { PostgresStore } from './querylog/reportPostgres.js';
-import { renderPage, type PageData } from './metrics/page.js';
-import { RecentTotals, SAMPLE_EVERY_MS, totalsOf, type Totals } from './metrics/recent.js';
-import { isZoneName, serverZone } from './policy/zonedDate.js';
-import { readHttpToken } from './metrics/token.js';
+import { ReportStateFile } from './report/state.js';
+import { PostgresStore } from './report/postgres.js';
+import { renderPage } from './http/page.js';
+import { adminPageData } from './http/pageData.js';
+import { RecentTotals, SAMPLE_EVERY_MS, totalsOf, type Totals } from './http/recent.js';
+import { readHttpToken } from './http/token.js';
 import { WorkerPool } from './workers.js';
 import { claimReusedAddresses } from './transport/bind.js';
 import { DataPlane, type PlaneGauges } from './dataPlane.js';
 // The report served a page at a time (issue 8).
-import { ReportPages } from './querylog/reportPages.js';
+import { ReportPages } from './report/pages.js';
 import type { LogHealth } from './querylog/lineWriter.js';
 import { PolicyStateStore, stateDirProblem } from './state/snapshot.js';
 import { startingPolicy } from './state/lastGood.js';
@@ -234,40 +234,15 @@ export async function start(opts: StartOptions): Promise<Running> {
     ].filter((n): n is string => !!n);
     return notes.length ? notes.join('\n') : undefined;
   };
-  const page = async (): Promise<string> => renderPage(await pageData());
-  const pageData = async (): Promise<PageData> => {
-    const g = policy.current;
-    const now = clock.now();
-    const degraded = [
-      ...(g.degraded ? [`serving the last good policy saved ${g.degraded.snapshotTakenAt}: the files on disk do not compile`] : []),
-      ...reloader.lastProblems.slice(0, 3).map((p) => `last reload rejected, generation ${g.number} stays in force: ${p}`),
-      ...identity.sources().filter((s) => s.problems.length).map((s) => `lease file ${s.file}: ${s.problems[0]}`),
-    ];
-    const r = await reportPages.snapshot();
-    if (r.source !== 'memory' && r.source !== 'postgres') degraded.push(`report store unreachable: ${reportStore?.spooled ?? 0} events spooled`);
-    // With workers, the counts are as of the last minute's sample (or /metrics scrape): a page view asks no thread.
-    const last = recent.since(now, totalsNow());
-    const upstreams = mergeHealth([plane.forwarder.health(), ...(workers?.gauges().map((g) => g.upstreams) ?? [])]).map((u) => ({
-      ...u, ...(last?.upstreams[u.label] ?? { ok: 0, failed: 0 }),
-    }));
-    // The zone as the admin set it (TZ=Asia/Kolkata), not ICU's canonical alias for it (Asia/Calcutta).
-    const tz = process.env.TZ;
-    return {
-      now, version: VERSION, report: r, timeZone: tz && isZoneName(tz) ? tz : serverZone(), upstreams,
-      recent: last && { ms: last.ms, queries: last.queries, blocked: last.blocked },
-      // The same stateOf as DNS, the CLI and /metrics: a revoked record is never shown as active.
-      exceptions: g.exceptions.map((e) => ({
-        id: e.id, state: stateOf(e, now), clients: e.clients, allow: [...e.allowLists, ...e.allowDomains], expires: e.expires,
-        endsAt: e.endsAt, approvedBy: e.approvedBy, reason: e.reason, revoked: e.revoked, revokedBy: e.revokedBy,
-      })),
-      policy: {
-        generation: g.number, degraded,
-        lists: g.config.blocking.lists.map((l) => ({ name: l.name, rules: g.ruleCounts.get(l.name) ?? 0, enforced: g.config.blocking.enforce.includes(l.name) })),
-      },
-      identity: { devices: identity.holder.current.size, sources: identity.sources().map((s) => ({ ...s, ok: !s.problems.length })) },
-      announced: announcer && (await announcer.recent(50)),
-    };
-  };
+  // The admin page's data is gathered by http/pageData.ts from the parts start() owns.
+  const page = async (): Promise<string> =>
+    renderPage(
+      await adminPageData({
+        generation: policy.current, now: clock.now(), lastProblems: reloader.lastProblems, identity, reportPages,
+        spooled: () => reportStore?.spooled ?? 0, recent, totals: totalsNow,
+        upstreams: () => [plane.forwarder.health(), ...(workers?.gauges().map((g) => g.upstreams) ?? [])], announcer,
+      }),
+    );
   let dns: Running['dns'] = [];
   let encrypted: { dot: AddressInfo[]; doh: AddressInfo[] } = { dot: [], doh: [] };
   try {

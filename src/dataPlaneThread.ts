@@ -7,7 +7,7 @@ import { systemClock } from './clock.js';
 import { streamLogger } from './log.js';
 import { hydrate } from './policy/generation.js';
 import { PolicyHolder } from './policy/holder.js';
-import { ReportBatcher } from './querylog/report.js';
+import { ReportBatcher } from './report/report.js';
 import { IdentityHolder } from './identity/sources.js';
 import { IdentityTable } from './identity/table.js';
 import type { FromThread, ThreadInit, ToThread } from './workers.js';

@@ -17,7 +17,7 @@ import type { Logger } from './log.js';
 import type { ThreadSample } from './metrics/registry.js';
 import { Stats, type StatsData } from './metrics/stats.js';
 import { sharePolicyData, type PolicyData } from './policy/generation.js';
-import type { ComplianceReport, ReportEvent } from './querylog/report.js';
+import type { ComplianceReport, ReportEvent } from './report/report.js';
 import type { PlaneGauges } from './dataPlane.js';
 import { workerUrl } from './workerUrl.js';
 import type { IdentityDelta } from './identity/table.js';

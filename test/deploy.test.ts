@@ -16,7 +16,7 @@ import { start } from '../src/app.js';
 import { loadConfig } from '../src/config/config.js';
 import { PolicyError } from '../src/errors.js';
 import { silentLogger } from '../src/log.js';
-import { readHttpToken } from '../src/metrics/token.js';
+import { readHttpToken } from '../src/http/token.js';
 import { buildGeneration } from '../src/policy/generation.js';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { buildQuery, rcodeOf, udpExchange } from './helpers/dns.js';

@@ -8,7 +8,7 @@ import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
 import { buildQuery, exchange, rcodeOf, udpExchange } from './helpers/dns.js';
 import { streamLogger } from '../src/log.js';
-import { ComplianceReport } from '../src/querylog/report.js';
+import { ComplianceReport } from '../src/report/report.js';
 import { anonymize } from '../src/querylog/anonymize.js';
 import { policyHash } from '../src/policy/fingerprint.js';
 import { runNode as run } from './helpers/cli.js';
@@ -570,7 +570,7 @@ t.test('HTTP renders on the query thread run in slices: /metrics and the report 
 });
 
 t.test('report and health reach listen.http through one URL helper: wildcards on loopback, IPv6 in brackets', async (t) => {
-  const { serverUrl } = await import('../src/metrics/http.js');
+  const { serverUrl } = await import('../src/http/server.js');
   t.equal(serverUrl({ host: '0.0.0.0', port: 9153 }), 'http://127.0.0.1:9153');
   t.equal(serverUrl({ host: '::', port: 9153 }), 'http://[::1]:9153', 'the :: branch report never reached');
   t.equal(serverUrl({ host: '192.0.2.7', port: 80 }), 'http://192.0.2.7:80');

@@ -10,9 +10,9 @@ import { launchBrowser } from './helpers/browser.js';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { startSinkhole, TIKTOK_LIST } from './helpers/sinkhole.js';
 import { buildQuery, exchange } from './helpers/dns.js';
-import { countTicks, PAGE_DEVICES, renderPage, type PageData } from '../src/metrics/page.js';
-import { RecentTotals } from '../src/metrics/recent.js';
-import { hourly, reportRow } from '../src/querylog/report.js';
+import { countTicks, PAGE_DEVICES, renderPage, type PageData } from '../src/http/page.js';
+import { RecentTotals } from '../src/http/recent.js';
+import { hourly, reportRow } from '../src/report/report.js';
 import { mergeHealth, type UpstreamHealth } from '../src/upstream/forwarder.js';
 
 // A fixed zone, so the hour labels are predictable: UTC+05:30 all year (no summer time), and a half-hour

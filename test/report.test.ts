@@ -12,8 +12,8 @@ import { POSTGRES_NEEDS, startPostgres } from './helpers/postgres.js';
 import { skipUnless } from './helpers/requires.js';
 import { start } from '../src/app.js';
 import { silentLogger } from '../src/log.js';
-import { ComplianceReport, type ReportSnapshot } from '../src/querylog/report.js';
-import { PostgresStore } from '../src/querylog/reportPostgres.js';
+import { ComplianceReport, type ReportSnapshot } from '../src/report/report.js';
+import { PostgresStore } from '../src/report/postgres.js';
 import pgClient from 'pg';
 import { runCli as run } from './helpers/cli.js';
 

@@ -15,7 +15,7 @@ import { PolicyError } from '../src/errors.js';
 import { parseLeases } from '../src/identity/leaseFormats.js';
 import { buildIdentity } from '../src/identity/sources.js';
 import type { IdentityDelta } from '../src/identity/table.js';
-import type { ReportRow } from '../src/querylog/report.js';
+import type { ReportRow } from '../src/report/report.js';
 
 const KEA_HEADER = 'address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id\n';
 

@@ -241,7 +241,7 @@ function readConfig(r: YamlReader, path: string): Config {
         tcpConnectionLifetime: (v, q) => (c.listen.tcpConnectionLifetimeMs = r.duration(v, q, 1000, DAY) ?? c.listen.tcpConnectionLifetimeMs),
         httpToken: (v, q) => {
           const s = r.string(v, q);
-          // credential:NAME is read from $CREDENTIALS_DIRECTORY when used (metrics/token.ts), not resolved as a path.
+          // credential:NAME is read from $CREDENTIALS_DIRECTORY when used (http/token.ts), not resolved as a path.
           if (s?.startsWith(CREDENTIAL_PREFIX)) {
             const problem = credentialNameProblem(s.slice(CREDENTIAL_PREFIX.length));
             if (problem) r.fail(v, q, problem);

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { EventsConfig } from '../config/config.js';
 import type { Logger } from '../log.js';
-import type { BlockedEvent, EventSink } from '../querylog/report.js';
+import type { BlockedEvent, EventSink } from '../report/report.js';
 import type { Announced, Arbiter } from './arbiter.js';
 import { Delivery, type Sink, type SinkCounts } from './delivery.js';
 import { eventId, type ComplianceEvent } from './event.js';

@@ -13,7 +13,7 @@
 // never not at all.
 import pg from 'pg';
 import type { Logger } from '../log.js';
-import { createSchema } from '../querylog/reportPostgres.js';
+import { createSchema } from '../report/postgres.js';
 import type { ComplianceEvent } from './event.js';
 
 /** One announcement as the admin page lists it. */

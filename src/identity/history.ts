@@ -5,7 +5,7 @@
 //
 // The server does not need this: the compliance report resolves each blocked
 // query's device from the table as it was when the query was answered (or one
-// event-loop turn later), never from a history (querylog/report.ts).
+// event-loop turn later), never from a history (report/report.ts).
 import type { Lease } from './leaseFormats.js';
 import type { Device, IdentityTable } from './table.js';
 

@@ -20,7 +20,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
-import { metricsInSlices } from './registry.js';
+import { metricsInSlices } from '../metrics/registry.js';
 import { CHALLENGE, presentedToken } from './authorization.js';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';

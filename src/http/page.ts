@@ -6,7 +6,7 @@
 // hour's traffic, the upstreams' health, and the policy in force. Narrow
 // screens get the tables as cards (CSS only). The browser refreshes it every
 // 30 s by itself.
-import type { ReportSnapshot } from '../querylog/report.js';
+import type { ReportSnapshot } from '../report/report.js';
 import type { ExceptionState } from '../policy/exceptions.js';
 import type { UpstreamHealth } from '../upstream/forwarder.js';
 

@@ -2,7 +2,7 @@
 // Stats only ever grow, so one sample of them a minute (a timer, off the query path) and a
 // difference give the last 60 minutes: no work per query, and ~61 small samples kept.
 import { RESULTS } from '../pipeline/types.js';
-import { RCODE_SLOTS, type Stats } from './stats.js';
+import { RCODE_SLOTS, type Stats } from '../metrics/stats.js';
 
 export const HOUR_MS = 3_600_000;
 export const SAMPLE_EVERY_MS = 60_000;
