@@ -3,6 +3,7 @@
 // "use"), the record that shows an exception was used as approved; and the
 // lines about the records themselves (grant, renew, revoke...), written
 // through record().
+import { whoAsked } from '../identity/whoAsked.js';
 import type { Query } from '../dns/query.js';
 import type { Logger } from '../log.js';
 import type { Outcome } from '../pipeline/types.js';
@@ -31,7 +32,7 @@ export class AuditLog implements Observer {
     this.writer!.write({
       time: new Date().toISOString(),
       event: 'use',
-      client: o.relayed?.client ?? q.client,
+      client: whoAsked(q, o),
       name: q.qname,
       type: typeName(q.qtype),
       exception: o.exception,

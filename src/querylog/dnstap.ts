@@ -13,6 +13,7 @@
 //             response_message=14, policy=15 Policy }
 //   Policy  { type=1 string, rule=2 bytes, action=3 enum, match=4 enum, value=5 bytes }
 // Each query thread writes its own stream, as Unbound does (one connection per thread).
+import { whoAsked } from '../identity/whoAsked.js';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config/config.js';
@@ -124,7 +125,7 @@ export function policyFor(q: Query, o: Outcome): Buffer | undefined {
     // The answer passed because an exception names this client.
     action = PASS;
     match = MATCH_CLIENT_IP;
-    value = addressBytes(o.relayed?.client ?? q.client);
+    value = addressBytes(whoAsked(q, o));
   } else {
     return undefined;
   }

@@ -1,6 +1,7 @@
 // The query log (log.queries: none | blocked | all), as JSON lines.
 // Default `blocked`: admins need to see who still reaches for TikTok; logging
 // every query of every member would record far more browsing than that needs.
+import { whoAsked } from '../identity/whoAsked.js';
 import type { Config } from '../config/config.js';
 import type { Query } from '../dns/query.js';
 import { RCODE_NAME } from '../dns/constants.js';
@@ -37,7 +38,7 @@ export class QueryLog implements Observer {
 
   observe(q: Query, o: Outcome): void {
     if (!this.writer || (this.settings.queries === 'blocked' && o.result !== 'blocked')) return;
-    const who = o.relayed?.client ?? q.client;
+    const who = whoAsked(q, o);
     const client = this.settings.anonymizeClients ? anonymize(who) : who;
     // BADVERS (16) does not fit the header's four bits: the outcome carries it.
     // A query dropped by the rate limit (NO_REPLY) had no reply, so no rcode: logged as "none".

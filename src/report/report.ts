@@ -17,6 +17,7 @@
 // threads hand their events to this one report in batches (ReportBatcher),
 // each with its device resolved by the thread that answered it: a batch
 // arrives up to REPORT_FLUSH_MS later, when the address may have moved on.
+import { deviceFor, macAsked, whoAsked } from '../identity/whoAsked.js';
 import type { Config } from '../config/config.js';
 import type { Query } from '../dns/query.js';
 import type { IdentityHolder } from '../identity/sources.js';
@@ -111,13 +112,10 @@ export class ReportBatcher implements Observer {
 
   observe(q: Query, o: Outcome): void {
     if (o.result !== 'blocked' && !o.limited) return;
-    const relayed = o.relayed;
-    const client = relayed === undefined ? q.client : relayed.client;
-    const mac = relayed === undefined ? q.mac : relayed.mac;
+    const client = whoAsked(q, o);
     const at = this.now();
     // Resolved now, with the table this thread answered from (one Map probe).
-    const table = this.identity.current;
-    const d = mac !== undefined ? table.relayed(mac) : table.lookup(client, at);
+    const d = deviceFor(this.identity.current, client, macAsked(q, o), at);
     this.events.push({
       client,
       mac: d?.mac ?? '',
@@ -197,10 +195,9 @@ export class ComplianceReport implements Observer {
 
   observe(q: Query, o: Outcome): void {
     if (o.result !== 'blocked' && !o.limited) return;
-    const relayed = o.relayed;
     this.intake(
-      relayed === undefined ? q.client : relayed.client,
-      relayed === undefined ? q.mac : relayed.mac,
+      whoAsked(q, o),
+      macAsked(q, o),
       o.result === 'blocked' ? o.list! : '',
       o.limited !== undefined,
       this.now(),
@@ -252,7 +249,7 @@ export class ComplianceReport implements Observer {
       } else {
         // At most one event-loop turn after the query, so the table it was answered with, unless an identity
         // delta landed in that same turn and moved this very address (then the device that holds it now).
-        const d: Device | undefined = table && (mac !== undefined ? table.relayed(mac) : table.lookup(client, at));
+        const d: Device | undefined = table && deviceFor(table, client, mac, at);
         this.add({ at, client, mac: d?.mac ?? '', hostname: d?.hostname ?? '', list: this.inList[i]!, name: this.inName[i]! }, this.inLimited[i] === 1);
       }
       this.inMac[i] = undefined;

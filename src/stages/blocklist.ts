@@ -6,6 +6,7 @@
 // names the answer points at (CNAME chain, HTTPS/SVCB targets) are checked the
 // same way, so a CNAME into a blocked domain is sinkholed too. Cached answers
 // pass here as well: the cache below is client-independent.
+import { deviceFor } from '../identity/whoAsked.js';
 import type { Query } from '../dns/query.js';
 import { withTtlsAtMost } from '../dns/ttl.js';
 import { scanReply } from '../dns/message.js';
@@ -55,8 +56,8 @@ export class BlocklistStage implements Stage {
 
   /** The device behind the query: the MAC a trusted relay sent, else whoever holds the address now. */
   private device(q: Query): Device | undefined {
-    const table = this.identity.current;
-    return q.mac !== undefined ? table.relayed(q.mac) : table.lookup(q.client, this.clock.now());
+    // Below the relay stage, the query already carries the relayed client and MAC.
+    return deviceFor(this.identity.current, q.client, q.mac, this.clock.now());
   }
 
   private after(g: Generation, q: Query, o: Outcome, d: Decision | undefined): Outcome {

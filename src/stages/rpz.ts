@@ -14,6 +14,7 @@
 // A match that an active exception covers (by the zone's name or by domain) is
 // skipped for that client, and the search goes on in the next zone.
 // `override: disabled` only counts and logs a match, and goes on too.
+import { deviceFor } from '../identity/whoAsked.js';
 import type { Clock } from '../clock.js';
 import type { Query } from '../dns/query.js';
 import { withTtlsAtMost } from '../dns/ttl.js';
@@ -94,7 +95,7 @@ export class RpzStage implements Stage {
 
   private device(q: Query): ReturnType<IdentityHolder['current']['lookup']> {
     const table = this.identity.current;
-    return q.mac !== undefined ? table.relayed(q.mac) : table.lookup(q.client, this.clock.now());
+    return deviceFor(table, q.client, q.mac, this.clock.now());
   }
 
   /**
