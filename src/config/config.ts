@@ -30,6 +30,22 @@ export type ResponseMode =
   | { kind: 'custom'; a?: string; aaaa?: string };
 
 
+/** upstreams: where a cache miss goes (upstream/forwarder.ts takes this as its options). */
+export interface UpstreamsConfig {
+  servers: UpstreamSpec[];
+  conditional: { domain: string; servers: UpstreamSpec[] }[];
+  strategy: 'failover' | 'random' | 'race';
+  timeoutMs: number;
+  /** UDP sockets (random source ports, RFC 5452) in rotation per address family. */
+  sourcePorts: number;
+  /** Queries one UDP source port may carry (1 = a fresh port per query). */
+  sourcePortReuse: number;
+  /** Upstream exchanges in flight at once; past this, new misses get SERVFAIL at once. */
+  maxInflight: number;
+  /** CA and pins for tls:// and https:// upstreams. */
+  tls: UpstreamTls;
+}
+
 export interface Config {
   file: string;
   dir: string;
@@ -50,17 +66,7 @@ export interface Config {
     /** Serve the enforced lists as a Response Policy Zone to other resolvers (config/rpzExport.ts). */
     rpz?: RpzExportConfig;
   };
-  upstreams: {
-    servers: UpstreamSpec[];
-    conditional: { domain: string; servers: UpstreamSpec[] }[];
-    strategy: 'failover' | 'random' | 'race';
-    timeoutMs: number;
-    sourcePorts: number;
-    sourcePortReuse: number;
-    maxInflight: number;
-    /** For tls:// and https:// upstreams. */
-    tls: UpstreamTls;
-  };
+  upstreams: UpstreamsConfig;
   cache: {
     maxEntries: number;
     minTtl: number;

@@ -8,7 +8,7 @@ import { scanReply, type ScannedReply } from '../dns/message.js';
 import type { Query } from '../dns/query.js';
 import type { Stats, UpstreamStats } from '../metrics/stats.js';
 import type { UpstreamSpec } from '../config/upstreamSpec.js';
-import type { UpstreamTls } from '../config/config.js';
+import type { UpstreamTls, UpstreamsConfig } from '../config/config.js';
 import type { Logger } from '../log.js';
 import { encryptedTransport } from './encrypted.js';
 import type { TransportContext, UpstreamTransport } from './transport.js';
@@ -98,20 +98,8 @@ export class Upstream {
   }
 }
 
-export interface ForwarderOptions {
-  servers: UpstreamSpec[];
-  conditional: { domain: string; servers: UpstreamSpec[] }[];
-  strategy: 'failover' | 'random' | 'race';
-  timeoutMs: number;
-  /** UDP sockets (random source ports) in rotation per address family. */
-  sourcePorts: number;
-  /** Queries one UDP source port may carry (1 = a fresh port per query). */
-  sourcePortReuse: number;
-  /** Upstream exchanges in flight at once; past this, new misses get SERVFAIL at once. */
-  maxInflight: number;
-  /** CA and pins for tls:// and https:// upstreams. */
-  tls?: UpstreamTls;
-}
+/** The config's upstreams section; tls may be left out where no tls:// or https:// upstream is used (tests, benches). */
+export type ForwarderOptions = Omit<UpstreamsConfig, 'tls'> & { tls?: UpstreamTls };
 
 /** A reply checked from end to end (scanReply), with what the scan found. */
 export interface Accepted {
