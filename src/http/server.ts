@@ -15,6 +15,7 @@
 // - idle and slow clients: short keep-alive, header and request timeouts;
 // - /metrics renders at most once per metricsMaxAgeMs, whoever asks, and in slices (src/slices.ts);
 // - JSON routes may answer with text they rendered once (the report's pages).
+import { listenOnce } from '../net/listen.js';
 import http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
@@ -223,17 +224,11 @@ export async function startHttp(endpoint: Endpoint, routes: HttpRoutes, log: Log
   server.keepAliveTimeout = KEEP_ALIVE_MS;
   server.headersTimeout = HEADERS_TIMEOUT_MS;
   server.requestTimeout = REQUEST_TIMEOUT_MS;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    // A short accept queue: connections past it wait in the client's SYN retry, at no cost to us, instead
-    // of being accepted in one long burst (hundreds at once) only to be closed for being over the cap.
-    server.listen({ port: endpoint.port, host: endpoint.host, backlog: ACCEPT_BACKLOG }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  // A short accept queue: connections past it wait in the client's SYN retry, at no cost to us, instead
+  // of being accepted in one long burst (hundreds at once) only to be closed for being over the cap.
+  const address = await listenOnce(server, { port: endpoint.port, host: endpoint.host, backlog: ACCEPT_BACKLOG });
   return {
-    address: server.address() as AddressInfo,
+    address,
     get evictions() {
       return slots.evictions;
     },

@@ -18,6 +18,7 @@
 //   the first request must be in (headers and body) within a deadline of
 //   the accept, each request's body within one of its headers, and on
 //   HTTP/1.1 the next request's headers within the idle timeout.
+import { listenOnce } from '../net/listen.js';
 import http2, { type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -154,16 +155,10 @@ export class DohListener {
     server.on('session', (s: ServerHttp2Session) => this.onSession(s));
     server.on('request', (req: Req, res: Res) => this.onRequest(req, res));
     server.on('sessionError', () => {}); // the session is destroyed; nothing else to do
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ port, host: this.endpoint.host, reusePort }, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    const bound = await listenOnce(server, { port, host: this.endpoint.host, reusePort });
     server.on('error', (e) => this.log.warn('SH_TCP', 'DoH server error', { error: e.message }));
     this.server = server;
-    return server.address() as AddressInfo;
+    return bound;
   }
 
   /** A client outside allowFrom still gets its REFUSED answer, but cannot hold a connection (as in tcp.ts). */

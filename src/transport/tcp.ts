@@ -9,6 +9,7 @@
 // lives at most tcpConnectionLifetime; and a pipelined burst is taken a few
 // frames per connection per event-loop turn, so 200 connections × 500 frames
 // cannot hold the loop while UDP clients wait.
+import { listenOnce } from '../net/listen.js';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { FrameReader, frame } from '../dns/framing.js';
@@ -82,16 +83,10 @@ export class TcpListener {
     if (this.stream.handshake) {
       this.handshaking = admitAtAccept(server, this.slots, (client, sock) => new Accepted(client, sock), () => this.refused++);
     }
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ port, host: this.endpoint.host, reusePort }, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    const bound = await listenOnce(server, { port, host: this.endpoint.host, reusePort });
     server.on('error', (e) => this.log.warn('SH_TCP', 'TCP server error', { error: e.message }));
     this.server = server;
-    return server.address() as net.AddressInfo;
+    return bound;
   }
 
   get connections(): number {

@@ -1,5 +1,6 @@
 // The UDP listener: one socket per address, node:dgram directly (a bare
 // dgram server answers ~113k QPS here, dns2's server ~47k; BASELINE.md).
+import { bindOnce } from '../net/listen.js';
 import dgram from 'node:dgram';
 import type { AddressInfo } from 'node:net';
 import { isIPv6 } from 'node:net';
@@ -32,13 +33,7 @@ export class UdpListener {
     const sock = dgram.createSocket({
       type: isIPv6(this.endpoint.host) ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: literalLookup, reusePort,
     });
-    await new Promise<void>((resolve, reject) => {
-      sock.once('error', reject);
-      sock.bind(port, this.endpoint.host, () => {
-        sock.off('error', reject);
-        resolve();
-      });
-    });
+    await bindOnce(sock, port, this.endpoint.host);
     sock.on('error', (e) => this.log.warn('SH_UDP', 'UDP socket error', { error: e.message }));
     sock.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     this.sock = sock;

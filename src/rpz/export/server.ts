@@ -10,6 +10,7 @@
 // `maxTransfers` transfers run at once; each connection is closed at its
 // deadline whatever it is doing, so a secondary that stops reading cannot
 // hold a transfer slot.
+import { bindOnce, listenOnce } from '../../net/listen.js';
 import type { ErrorCode } from '../../errors.js';
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -95,23 +96,10 @@ export class RpzExportServer {
   async start(): Promise<net.AddressInfo> {
     for (let attempt = 0; ; attempt++) {
       const tcp = net.createServer((sock) => this.onConnection(sock));
-      await new Promise<void>((resolve, reject) => {
-        tcp.once('error', reject);
-        tcp.listen({ port: this.settings.port, host: this.settings.host }, () => {
-          tcp.off('error', reject);
-          resolve();
-        });
-      });
-      const port = (tcp.address() as net.AddressInfo).port;
+      const { port } = await listenOnce(tcp, { port: this.settings.port, host: this.settings.host });
       const udp = dgram.createSocket({ type: net.isIPv6(this.settings.host) ? 'udp6' : 'udp4' });
       try {
-        await new Promise<void>((resolve, reject) => {
-          udp.once('error', reject);
-          udp.bind(port, this.settings.host, () => {
-            udp.off('error', reject);
-            resolve();
-          });
-        });
+        await bindOnce(udp, port, this.settings.host);
       } catch (e) {
         await new Promise<void>((r) => tcp.close(() => r()));
         if (this.settings.port !== 0 || attempt >= 20) throw e;
