@@ -2,9 +2,9 @@
 // `check` example prints what it shows, and every bundled config validates
 // (CoreDNS and hickory-dns test their documented examples the same way).
 import t from 'tap';
-import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { buildGeneration } from '../src/policy/generation.js';
 
@@ -92,4 +92,65 @@ t.test('installing it as a command, as the README says: the package carries the 
   const r = spawnSync(join(bin, 'sinkhole'), ['--version'], { cwd: tmpdir(), encoding: 'utf8', env: { ...process.env, PATH: `${bin}:/usr/bin:/bin` } });
   t.equal(r.status, 0, `runs through the link: ${r.stderr}`);
   t.match(r.stdout, /^sinkhole \d+\.\d+\.\d+/);
+});
+
+/** The Markdown files that make up the documentation: the README and every docs/*.md. */
+const MARKDOWN = ['README.md', ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`)];
+
+/** Each line outside fenced code blocks, for headings and links (a `# comment` in a code block is neither). */
+function prose(text: string): string[] {
+  let fenced = false;
+  return text.split('\n').filter((line) => {
+    if (/^\s*```/.test(line)) return (fenced = !fenced), false;
+    return !fenced;
+  });
+}
+
+/** The anchors GitHub gives a file's headings: lower case, punctuation dropped, spaces to '-', repeats numbered. */
+function anchors(text: string): Set<string> {
+  const seen = new Map<string, number>();
+  const out = new Set<string>();
+  for (const line of prose(text)) {
+    const h = /^#{1,6}\s+(.*?)\s*#*\s*$/.exec(line);
+    if (!h) continue;
+    const base = h[1]!.replace(/\[([^\]]*)\]\([^)]*\)/g, '$1').toLowerCase().replace(/[^\p{L}\p{M}\p{N}\p{Pc}\- ]/gu, '').replace(/ /g, '-');
+    const n = seen.get(base) ?? 0;
+    seen.set(base, n + 1);
+    out.add(n === 0 ? base : `${base}-${n}`);
+  }
+  return out;
+}
+
+/** The relative link targets of a file (inline code dropped first, so `a](b)` in code is not a link). */
+function relativeLinks(text: string): string[] {
+  return prose(text)
+    .map((line) => line.replace(/`[^`]*`/g, '``'))
+    .flatMap((line) => [...line.matchAll(/\]\(([^)\s]+)(?:\s+"[^"]*")?\)/g)].map((m) => m[1]!))
+    .filter((target) => !/^[a-z][a-z0-9+.-]*:/i.test(target));
+}
+
+t.test('every relative link in the README and docs/*.md reaches a file, and an anchor reaches a heading', async (t) => {
+  for (const file of MARKDOWN) {
+    const text = readFileSync(join(ROOT, file), 'utf8');
+    for (const target of relativeLinks(text)) {
+      const [path, anchor] = target.split('#') as [string, string | undefined];
+      const resolved = path === '' ? join(ROOT, file) : join(ROOT, dirname(file), decodeURIComponent(path));
+      const shown = relative(ROOT, resolved) || '.';
+      t.ok(resolved.startsWith(ROOT) && existsSync(resolved), `${file}: ${target} → ${shown} exists`);
+      if (anchor === undefined || !existsSync(resolved) || !statSync(resolved).isFile()) continue;
+      t.ok(resolved.endsWith('.md'), `${file}: ${target}: an anchor only into Markdown`);
+      t.ok(anchors(readFileSync(resolved, 'utf8')).has(anchor), `${file}: ${target}: ${shown} has a heading #${anchor}`);
+    }
+  }
+});
+
+t.test('the link check itself: GitHub anchors, code is not a link, a missing file or heading is seen', async (t) => {
+  const a = anchors('# Every core: `workers`\n```\n# not a heading\n```\n## HTTP (`listen.http`, loopback by default)\n## Serving sinkhole\'s lists as RPZ\n## Notes\n## Notes\n');
+  t.same([...a], ['every-core-workers', 'http-listenhttp-loopback-by-default', 'serving-sinkholes-lists-as-rpz', 'notes', 'notes-1']);
+  t.same(relativeLinks('[a](docs/x.md#y) `[b](c.md)` [d](https://e.example/) [`f`](g/)\n```\n[h](i.md)\n```\n'), ['docs/x.md#y', 'g/']);
+});
+
+t.test('every docs/*.md is linked from the README', async (t) => {
+  const linked = new Set(relativeLinks(readFileSync(join(ROOT, 'README.md'), 'utf8')).map((target) => target.split('#')[0]));
+  for (const file of MARKDOWN.filter((f) => f.startsWith('docs/'))) t.ok(linked.has(file), `README.md links ${file}`);
 });
