@@ -34,7 +34,7 @@ function shortPath(file: string): string {
   return rel.startsWith('..') ? file : rel;
 }
 
-/** One error line: its code first, then where and what (README "Error codes"). */
+/** One error line: its code first, then where and what (docs/errors.md). */
 function problemLine(p: Problem): string {
   return `${p.code} ${formatProblem({ ...p, file: shortPath(p.file) })}`;
 }
@@ -233,7 +233,7 @@ function printNote(note: string[] | undefined, json: boolean): void {
 }
 
 /**
- * The RPZ rule that would apply (README "RPZ"), after the lists: zones in order, the client's address,
+ * The RPZ rule that would apply (docs/rpz.md), after the lists: zones in order, the client's address,
  * the name, then `answer` as an address in the upstream's answer. Exceptions skip a zone, as in serve.
  */
 function rpzVerdict(g: Generation, qname: string, client: string | undefined, answer: string | undefined, exceptions: readonly Exception[], at: number): RpzHit | undefined {
@@ -524,7 +524,7 @@ async function health(configFile: string, url: string | undefined): Promise<numb
   return 0;
 }
 
-/** Every error line starts with its SH_* code (README "Error codes"); no stack traces. */
+/** Every error line starts with its SH_* code (docs/errors.md); no stack traces. */
 function reportError(e: unknown): number {
   if (e instanceof PolicyError) {
     for (const p of e.problems) process.stderr.write(`${problemLine(p)}\n`);

@@ -1,5 +1,5 @@
 // sinkhole.yaml: the schema, its defaults, and the strict reader. Every problem
-// names file:line:col and the key path (docs/design.md §4 and README "Configuration"). The result is
+// names file:line:col and the key path (docs/design.md §4 and docs/configuration.md). The result is
 // frozen: nothing downstream may mutate what was validated.
 import { dirname, join, resolve } from 'node:path';
 import { isIP } from 'node:net';
@@ -77,7 +77,7 @@ export interface Config {
   };
   blocking: {
     lists: { name: string; files: string[]; ref: SourceRef }[];
-    /** Response Policy Zones read from zone files (README "RPZ"); each name is a list name like any other. */
+    /** Response Policy Zones read from zone files (docs/rpz.md); each name is a list name like any other. */
     rpz: RpzSpec[];
     enforce: string[];
     response: ResponseMode;
@@ -145,7 +145,7 @@ export interface UpstreamTls {
 /** Parses "host:port" or "[v6]:port". */
 
 const sec = (ms: number): number => Math.floor(ms / 1000);
-// Every duration has a documented range (README "Configuration"). One that arms a timer stays far
+// Every duration has a documented range (docs/configuration.md). One that arms a timer stays far
 // below 2^31-1 ms (about 24.8 days), where Node's timers overflow and fire after 1 ms:
 // upstreams.timeout: 30d used to make every forwarded query SERVFAIL.
 
@@ -455,7 +455,7 @@ function readServeStale(r: YamlReader, node: YNode, path: string, out: Config['c
 }
 
 function readRateLimit(r: YamlReader, node: YNode, path: string, pendingExempt: { value: string; node: YNode; q: string }[]): RateLimitConfig {
-  // Generous for a LAN (README "Rate limiting" says why); present means on.
+  // Generous for a LAN (docs/configuration.md "Rate limiting" says why); present means on.
   const out: RateLimitConfig = { qps: 500, burst: 2000, action: 'truncate', exempt: [], dryRun: false, ipv4Prefix: 32, ipv6Prefix: 56, slip: 2 };
   r.map(node, path, {
     qps: (v, q) => (out.qps = r.integer(v, q, 1, 1_000_000) ?? out.qps),
