@@ -40,7 +40,7 @@ VOLUME ["/app/state"]
 # image holds an empty record set, so it starts without a mount; mount a folder over it
 # (-v /srv/sinkhole/exceptions:/app/exceptions) to manage the real ones.
 RUN mkdir -p /app/exceptions \
- && printf '# Mount a folder over /app/exceptions with your exceptions.yaml (README "Operations").\nexceptions: []\n' > /app/exceptions/exceptions.yaml \
+ && printf '# Mount a folder over /app/exceptions with your exceptions.yaml (docs/operations.md "Docker").\nexceptions: []\n' > /app/exceptions/exceptions.yaml \
  && chown -R node:node /app/exceptions
 VOLUME ["/app/exceptions"]
 USER node

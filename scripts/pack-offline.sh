@@ -15,7 +15,7 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 npm ci --no-audit --no-fund
 npm run build
-cp -r bin dist blocklists deploy dashboards sinkhole.yaml exceptions.yaml README.md package.json package-lock.json "$stage/"
+cp -r bin dist blocklists deploy dashboards sinkhole.yaml exceptions.yaml README.md docs package.json package-lock.json "$stage/"
 cp -r node_modules "$stage/"
 (cd "$stage" && npm prune --omit=dev --no-audit --no-fund >/dev/null)
 "$stage/bin/sinkhole" validate --config "$stage/sinkhole.yaml" >/dev/null

@@ -109,7 +109,7 @@ export class DataPlane {
     const observers: Observer[] = [this.queryLog, this.auditLog, report, this.dnstap];
 
     // Buckets are per query thread: with N threads and SO_REUSEPORT, one client's queries can spread over
-    // several, so its effective limit can reach N × qps (README "Every core").
+    // several, so its effective limit can reach N × qps (docs/operations.md "Every core").
     this.rateLimit = new RateLimitStage(policy, stats, clock, log);
     this.handler = buildChain({
       policy, identity, stats, log, clock, observers, rateLimit: this.rateLimit, ddr: this.ddr, onNotify,

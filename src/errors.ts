@@ -1,5 +1,5 @@
 // One catalogue of stable error codes (as Fastify does). Logs, the CLI and
-// tests match on `code`, never on message text; README "Error codes" documents
+// tests match on `code`, never on message text; docs/errors.md documents
 // every entry and a test keeps the two in step.
 export const ERROR_CODES = {
   SH_CONFIG_SYNTAX: 'the YAML of a config or exceptions file does not parse',
@@ -59,7 +59,7 @@ export const ERROR_CODES = {
   SH_METRICS: 'a /metrics scrape failed while it was rendered (the next scrape starts afresh)',
 } as const;
 
-/** Every code a log line or an error can carry: the one catalogue above, which the README documents. */
+/** Every code a log line or an error can carry: the one catalogue above, which docs/errors.md documents. */
 export type ErrorCode = keyof typeof ERROR_CODES;
 
 /** Where in a file a problem is; line and col are 1-based, as editors show them. */

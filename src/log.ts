@@ -3,7 +3,7 @@
 // audit logs are separate JSON-line streams (querylog/).
 import type { ErrorCode } from './errors.js';
 
-/** Every warning and error names a code of the catalogue (errors.ts), which the README documents: a new code cannot be logged before it is documented. */
+/** Every warning and error names a code of the catalogue (errors.ts), which docs/errors.md documents: a new code cannot be logged before it is documented. */
 export type Fields = Record<string, unknown>;
 
 export interface Logger {

@@ -26,7 +26,7 @@ const ROOT = join(import.meta.dirname, '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
 const K8S = join(ROOT, 'deploy', 'kubernetes');
 const SYSTEMD = join(ROOT, 'deploy', 'systemd');
-const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
+const OPERATIONS = readFileSync(join(ROOT, 'docs', 'operations.md'), 'utf8');
 
 type SchemaError = { instancePath: string; keyword: string; params: Record<string, unknown> };
 type Validator = ((data: unknown) => boolean) & { errors?: SchemaError[] | null };
@@ -220,7 +220,7 @@ t.test('a ConfigMap update (the kubelet swaps ..data) is picked up by the file w
   t.equal(running.stats.reloads.get('exceptions|success'), 1, 'and an exceptions update as an exceptions reload');
 });
 
-t.test('the systemd unit and the logrotate file carry what the README promises', async (t) => {
+t.test('the systemd unit and the logrotate file carry what docs/operations.md promises', async (t) => {
   const unit = readFileSync(join(ROOT, 'deploy', 'systemd', 'sinkhole.service'), 'utf8');
   for (const line of [
     'DynamicUser=yes', 'AmbientCapabilities=CAP_NET_BIND_SERVICE', 'CapabilityBoundingSet=CAP_NET_BIND_SERVICE', 'NoNewPrivileges=yes',
@@ -252,7 +252,7 @@ function setting(unit: Map<string, string[]>, key: string): string {
 
 const unit = (): Map<string, string[]> => unitSettings(readFileSync(join(SYSTEMD, 'sinkhole.service'), 'utf8'));
 
-/** The systemd config laid out as the README installs it: the config, lists and exceptions in ExecStart's --config folder. */
+/** The systemd config laid out as docs/operations.md installs it: the config, lists and exceptions in ExecStart's --config folder. */
 function systemdLayout(t: { teardown(fn: () => void): void }): { root: string; config: string } {
   const root = mkdtempSync(join(tmpdir(), 'sinkhole-systemd-'));
   t.teardown(() => rmSync(root, { recursive: true, force: true }));
@@ -267,8 +267,8 @@ function systemdLayout(t: { teardown(fn: () => void): void }): { root: string; c
 
 t.test('the systemd config validates as installed in /etc/sinkhole, and writes only where the unit lets it', async (t) => {
   const u = unit();
-  t.match(README, /sudo cp deploy\/systemd\/sinkhole\.yaml \/etc\/sinkhole\/sinkhole\.yaml/, 'the README installs this config');
-  t.notMatch(README, /cp -r sinkhole\.yaml [^\n]*\/etc\/sinkhole/, 'and not the bundled one, whose state.dir would be read-only');
+  t.match(OPERATIONS, /sudo cp deploy\/systemd\/sinkhole\.yaml \/etc\/sinkhole\/sinkhole\.yaml/, 'docs/operations.md installs this config');
+  t.notMatch(OPERATIONS, /cp -r sinkhole\.yaml [^\n]*\/etc\/sinkhole/, 'and not the bundled one, whose state.dir would be read-only');
   const { root, config } = systemdLayout(t);
   // systemd hands the token over as a credential (LoadCredential=NAME:PATH); the config names it.
   const [name, source] = setting(u, 'LoadCredential').split(':') as [string, string];
@@ -280,7 +280,7 @@ t.test('the systemd config validates as installed in /etc/sinkhole, and writes o
   t.match(v.stdout, /^\S+sinkhole\.yaml: ok/, 'with no warning');
   const c = loadConfig(config);
   t.equal(c.listen.httpToken, `credential:${name}`, 'listen.httpToken is the unit\'s LoadCredential name');
-  t.equal(source, join(dirname(/--config (\S+)/.exec(setting(u, 'ExecStart'))![1]!), 'http-token'), 'read from beside the config, where the README writes it');
+  t.equal(source, join(dirname(/--config (\S+)/.exec(setting(u, 'ExecStart'))![1]!), 'http-token'), 'read from beside the config, where docs/operations.md writes it');
   t.equal(c.state.dir, `/var/lib/${setting(u, 'StateDirectory')}`, 'state.dir is the unit\'s StateDirectory');
   t.equal(setting(u, 'ProtectSystem'), 'strict', 'everything else is read-only');
   const logs = `/var/log/${setting(u, 'LogsDirectory')}`;
@@ -367,11 +367,11 @@ t.test('kubectl apply -k applies the Namespace before what lives in it, and ever
     if (d.kind === 'Namespace') created.add(d.metadata.name);
     else t.ok(d.metadata.namespace && created.has(d.metadata.namespace), `${d.kind} ${d.metadata.name}: its namespace ${d.metadata.namespace} is created before it`);
   }
-  t.match(README, /kubectl apply -k deploy\/kubernetes\//, 'the README applies it with -k');
-  t.notMatch(README, /kubectl apply -f deploy\/kubernetes\/\s*$/m, 'not with -f on the folder');
+  t.match(OPERATIONS, /kubectl apply -k deploy\/kubernetes\//, 'docs/operations.md applies it with -k');
+  t.notMatch(OPERATIONS, /kubectl apply -f deploy\/kubernetes\/\s*$/m, 'not with -f on the folder');
 });
 
-t.test('the Docker image: the Dockerfile, its config and the README agree on the config folder, the volumes and the health check', async (t) => {
+t.test('the Docker image: the Dockerfile, its config and docs/operations.md agree on the config folder, the volumes and the health check', async (t) => {
   const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
   const runtime = dockerfile.split(/^FROM /m).at(-1)!; // the final stage is the image
   const workdir = [...runtime.matchAll(/^WORKDIR (\S+)$/gm)].at(-1)![1]!;
@@ -397,14 +397,14 @@ t.test('the Docker image: the Dockerfile, its config and the README agree on the
   const user = /^USER (\S+)$/m.exec(runtime)![1]!;
   t.match(runtime, new RegExp(`mkdir -p ${stateDir} && chown ${user}:${user} ${stateDir}`), `the state volume belongs to ${user}`);
 
-  // The README's docker run mounts every volume, and the config as a folder (a file mount misses saves by rename).
-  const run = /^docker run [\s\S]*?[^\\]\n/m.exec(README)![0];
+  // docs/operations.md's docker run mounts every volume, and the config as a folder (a file mount misses saves by rename).
+  const run = /^docker run [\s\S]*?[^\\]\n/m.exec(OPERATIONS)![0];
   const mounts = [...run.matchAll(/-v (\S+?):(\/[^\s:]+)(:ro)?/g)].map((m) => m[2]!);
   for (const v of volumes) t.ok(mounts.includes(v), `docker run mounts the volume ${v}`);
   t.ok(mounts.includes(posix.dirname(configFile)), `docker run mounts the config folder ${posix.dirname(configFile)}`);
   t.notOk(mounts.includes(configFile), 'and not the config file alone');
-  t.match(README, `sudo cp sinkhole.docker.yaml /srv/sinkhole/config/${posix.basename(configFile)}`, 'the README puts a config in the mounted folder');
-  t.ok(README.includes(`sinkhole health --config ${cmd[2]}`), 'the README names the health check\'s config');
+  t.match(OPERATIONS, `sudo cp sinkhole.docker.yaml /srv/sinkhole/config/${posix.basename(configFile)}`, 'docs/operations.md puts a config in the mounted folder');
+  t.ok(OPERATIONS.includes(`sinkhole health --config ${cmd[2]}`), 'docs/operations.md names the health check\'s config');
 
   // Laid out as the image has it, the config validates.
   const app = mkdtempSync(join(tmpdir(), 'sinkhole-image-'));

@@ -1,30 +1,39 @@
-// The README stays true: its config and exceptions examples validate, its
-// `check` example prints what it shows, and every bundled config validates
-// (CoreDNS and hickory-dns test their documented examples the same way).
+// The documentation stays true: the README's minimal config and the full config and
+// exceptions examples of docs/ validate, the `check` examples print what they show, every
+// bundled config validates, and every relative link reaches its file and heading (CoreDNS
+// and hickory-dns test their documented examples the same way).
 import t from 'tap';
-import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { buildGeneration } from '../src/policy/generation.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
-const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+const read = (file: string): string => readFileSync(join(ROOT, file), 'utf8');
+const readme = read('README.md');
 
-function blocks(lang: string): string[] {
-  return [...readme.matchAll(new RegExp('```' + lang + '\\n([\\s\\S]*?)```', 'g'))].map((m) => m[1]!);
+/** The Markdown files that make up the documentation: the README and every docs/*.md. */
+const MARKDOWN = ['README.md', ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`)];
+
+function blocks(text: string, lang: string): string[] {
+  return [...text.matchAll(new RegExp('```' + lang + '\\n([\\s\\S]*?)```', 'g'))].map((m) => m[1]!);
 }
 
-t.test('the README config and exceptions examples validate together', async (t) => {
-  const yaml = blocks('yaml');
-  const config = yaml.find((b) => b.startsWith('listen:'));
-  const exceptions = yaml.find((b) => b.startsWith('exceptions:'));
-  t.ok(config && exceptions, 'both examples found');
-  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-readme-'));
+/** A folder holding the bundled lists, with these files written into it. */
+function folder(files: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-docs-'));
   symlinkSync(join(ROOT, 'blocklists'), join(dir, 'blocklists'));
-  writeFileSync(join(dir, 'sinkhole.yaml'), config!);
-  writeFileSync(join(dir, 'exceptions.yaml'), exceptions!);
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+  return dir;
+}
+
+t.test('the config example of docs/configuration.md and the exceptions example of docs/exceptions.md validate together', async (t) => {
+  const config = blocks(read('docs/configuration.md'), 'yaml').find((b) => b.startsWith('listen:'));
+  const exceptions = blocks(read('docs/exceptions.md'), 'yaml').find((b) => b.startsWith('exceptions:'));
+  t.ok(config && exceptions, 'both examples found');
+  const dir = folder({ 'sinkhole.yaml': config!, 'exceptions.yaml': exceptions! });
   const g = buildGeneration(join(dir, 'sinkhole.yaml'), 1);
   t.same(g.config.blocking.enforce, ['tiktok', 'tiktok-ads', 'bypass']);
   t.equal(g.exceptions[0]?.id, 'PS-2026-0142');
@@ -35,15 +44,28 @@ t.test('the README config and exceptions examples validate together', async (t) 
   t.equal(g.config.report.maxClients, 100_000);
 });
 
-t.test('the README check examples print what the README shows, with the bundled config', async (t) => {
-  const examples = [...readme.matchAll(/```\n\$ npx sinkhole check (.*)\n([\s\S]*?)```/g)];
-  t.ok(examples.length >= 2, `${examples.length} examples found`);
-  for (const [, line, output] of examples) {
-    const args = line!.split(' ');
+t.test("the README's minimal config validates with the bundled lists and exceptions, without warnings", async (t) => {
+  const config = blocks(readme, 'yaml').find((b) => b.startsWith('listen:'));
+  t.ok(config, 'found');
+  const dir = folder({ 'sinkhole.yaml': config!, 'exceptions.yaml': read('exceptions.yaml') });
+  const r = spawnSync(process.execPath, [CLI, 'validate', '--config', 'sinkhole.yaml'], { cwd: dir, encoding: 'utf8' });
+  t.equal(r.status, 0, r.stdout + r.stderr);
+  t.match(r.stdout, /^sinkhole\.yaml: ok/, 'no warning line before ok');
+  const g = buildGeneration(join(dir, 'sinkhole.yaml'), 1);
+  t.same(g.config.blocking.enforce, ['tiktok', 'tiktok-ads', 'bypass'], 'the lists the full example enforces');
+  t.same(g.clients.view('192.0.2.1').groups, [], 'an address outside allowFrom is in no group');
+});
+
+t.test('the check examples of the README and docs/ print what they show, with the bundled config', async (t) => {
+  const examples = MARKDOWN.flatMap((file) => [...read(file).matchAll(/```\n\$ npx sinkhole check (.*)\n([\s\S]*?)```/g)].map((m) => ({ file, line: m[1]!, output: m[2]! })));
+  t.ok(examples.some((e) => e.file === 'README.md'), 'the README shows one');
+  t.ok(examples.some((e) => e.file === 'docs/exceptions.md' && e.line.includes('--client')), 'docs/exceptions.md shows one with --client');
+  for (const { line, output } of examples) {
+    const args = line.split(' ');
     // Whatever zone the machine is in: the bundled exceptions name theirs.
     const r = spawnSync(process.execPath, [CLI, 'check', ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, TZ: 'America/Los_Angeles' } });
     t.equal(r.stdout, output, `check ${line}: same output`);
-    t.equal(r.status, output!.startsWith('blocked') ? 1 : 0, `check ${line}: exit code`);
+    t.equal(r.status, output.startsWith('blocked') ? 1 : 0, `check ${line}: exit code`);
   }
 });
 
@@ -81,7 +103,7 @@ t.test('installing it as a command, as the README says: the package carries the 
   const pack = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
   t.equal(pack.status, 0, 'npm pack --dry-run');
   const files = new Set((JSON.parse(pack.stdout) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path));
-  for (const f of ['bin/sinkhole', 'dist/cli.js', 'blocklists/tiktok.txt', 'blocklists/src/tiktok-domains.tsv', 'sinkhole.yaml', 'deploy/systemd/sinkhole.service', 'deploy/kubernetes/daemonset.yaml', 'dashboards/alerts.yml', 'README.md']) {
+  for (const f of ['bin/sinkhole', 'dist/cli.js', 'blocklists/tiktok.txt', 'blocklists/src/tiktok-domains.tsv', 'sinkhole.yaml', 'deploy/systemd/sinkhole.service', 'deploy/kubernetes/daemonset.yaml', 'dashboards/alerts.yml', ...MARKDOWN]) {
     t.ok(files.has(f), `the package has ${f}`);
   }
   t.notOk([...files].some((f) => f.startsWith('test/') || f.startsWith('src/')), 'and no tests or TypeScript sources');
@@ -92,4 +114,75 @@ t.test('installing it as a command, as the README says: the package carries the 
   const r = spawnSync(join(bin, 'sinkhole'), ['--version'], { cwd: tmpdir(), encoding: 'utf8', env: { ...process.env, PATH: `${bin}:/usr/bin:/bin` } });
   t.equal(r.status, 0, `runs through the link: ${r.stderr}`);
   t.match(r.stdout, /^sinkhole \d+\.\d+\.\d+/);
+});
+
+/** Each line outside fenced code blocks, for headings and links (a `# comment` in a code block is neither). */
+function prose(text: string): string[] {
+  let fenced = false;
+  return text.split('\n').filter((line) => {
+    if (/^\s*```/.test(line)) return (fenced = !fenced), false;
+    return !fenced;
+  });
+}
+
+/** The anchors GitHub gives a file's headings: lower case, punctuation dropped, spaces to '-', repeats numbered. */
+function anchors(text: string): Set<string> {
+  const seen = new Map<string, number>();
+  const out = new Set<string>();
+  for (const line of prose(text)) {
+    const h = /^#{1,6}\s+(.*?)\s*#*\s*$/.exec(line);
+    if (!h) continue;
+    const base = h[1]!.replace(/\[([^\]]*)\]\([^)]*\)/g, '$1').toLowerCase().replace(/[^\p{L}\p{M}\p{N}\p{Pc}\- ]/gu, '').replace(/ /g, '-');
+    const n = seen.get(base) ?? 0;
+    seen.set(base, n + 1);
+    out.add(n === 0 ? base : `${base}-${n}`);
+  }
+  return out;
+}
+
+/** The relative link targets of a file (inline code dropped first, so `a](b)` in code is not a link). */
+function relativeLinks(text: string): string[] {
+  return prose(text)
+    .map((line) => line.replace(/`[^`]*`/g, '``'))
+    .flatMap((line) => [...line.matchAll(/\]\(([^)\s]+)(?:\s+"[^"]*")?\)/g)].map((m) => m[1]!))
+    .filter((target) => !/^[a-z][a-z0-9+.-]*:/i.test(target));
+}
+
+t.test('every relative link in the README and docs/*.md reaches a file, and an anchor reaches a heading', async (t) => {
+  for (const file of MARKDOWN) {
+    const text = readFileSync(join(ROOT, file), 'utf8');
+    for (const target of relativeLinks(text)) {
+      const [path, anchor] = target.split('#') as [string, string | undefined];
+      const resolved = path === '' ? join(ROOT, file) : join(ROOT, dirname(file), decodeURIComponent(path));
+      const shown = relative(ROOT, resolved) || '.';
+      t.ok(resolved.startsWith(ROOT) && existsSync(resolved), `${file}: ${target} → ${shown} exists`);
+      if (anchor === undefined || !existsSync(resolved) || !statSync(resolved).isFile()) continue;
+      t.ok(resolved.endsWith('.md'), `${file}: ${target}: an anchor only into Markdown`);
+      t.ok(anchors(readFileSync(resolved, 'utf8')).has(anchor), `${file}: ${target}: ${shown} has a heading #${anchor}`);
+    }
+  }
+});
+
+t.test('the link check itself: GitHub anchors, code is not a link, a missing file or heading is seen', async (t) => {
+  const a = anchors('# Every core: `workers`\n```\n# not a heading\n```\n## HTTP (`listen.http`, loopback by default)\n## Serving sinkhole\'s lists as RPZ\n## Notes\n## Notes\n');
+  t.same([...a], ['every-core-workers', 'http-listenhttp-loopback-by-default', 'serving-sinkholes-lists-as-rpz', 'notes', 'notes-1']);
+  t.same(relativeLinks('[a](docs/x.md#y) `[b](c.md)` [d](https://e.example/) [`f`](g/)\n```\n[h](i.md)\n```\n'), ['docs/x.md#y', 'g/']);
+});
+
+t.test('every docs/*.md is linked from the README', async (t) => {
+  const linked = new Set(relativeLinks(readFileSync(join(ROOT, 'README.md'), 'utf8')).map((target) => target.split('#')[0]));
+  for (const file of MARKDOWN.filter((f) => f.startsWith('docs/'))) t.ok(linked.has(file), `README.md links ${file}`);
+});
+
+t.test("a page whose sections the README lists has every section listed", async (t) => {
+  const linked = relativeLinks(readme);
+  const pages = new Set(linked.filter((target) => target.includes('#')).map((target) => target.split('#')[0]!));
+  t.ok(pages.size >= 4, `${pages.size} pages listed by section`);
+  for (const page of pages) {
+    const sections = prose(read(page)).filter((line) => /^## /.test(line));
+    for (const section of sections) {
+      const anchor = [...anchors(section)][0]!;
+      t.ok(linked.includes(`${page}#${anchor}`), `README.md links ${page}#${anchor} (${section})`);
+    }
+  }
 });

@@ -108,12 +108,12 @@ t.test('metrics: names, labels and values that move with the queries', async (t)
   for (const k of names.filter((n) => n.includes('_total'))) t.match(k, /^sinkhole_[a-z_]+_total(\{|$)/, `counter ${k.split('{')[0]} ends in _total`);
 });
 
-t.test('every metric is in the README Metrics section, and the README names no metric that does not exist', async (t) => {
+t.test('every metric is in the docs/observability.md Metrics section, and it names no metric that does not exist', async (t) => {
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());
   const h = await startSinkhole(t, up.port, CONFIG, { 'tiktok.txt': TIKTOK_LIST });
   const registered = new Set(h.running.registry.getMetricsAsArray().map((m) => m.name).filter((n) => n.startsWith('sinkhole_')));
-  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const readme = readFileSync(join(ROOT, 'docs', 'observability.md'), 'utf8');
   const section = readme.slice(readme.indexOf('## Metrics'), readme.indexOf('\n## ', readme.indexOf('## Metrics') + 5));
   const documented = new Set([...section.matchAll(/`(sinkhole_[a-z_]+)`/g)].map((x) => x[1]!));
   t.same([...registered].filter((n) => !documented.has(n)), [], 'registered but undocumented');

@@ -26,7 +26,7 @@ export type { EventsConfig, SyslogSinkConfig, WebhookSinkConfig, DnstapConfig, R
 export { defaultConfig, type Config, type RateLimitConfig, type ResponseMode, type UpstreamTls, type UpstreamsConfig } from './schema.js';
 
 const sec = (ms: number): number => Math.floor(ms / 1000);
-// Every duration has a documented range (README "Configuration"). One that arms a timer stays far
+// Every duration has a documented range (docs/configuration.md). One that arms a timer stays far
 // below 2^31-1 ms (about 24.8 days), where Node's timers overflow and fire after 1 ms:
 // upstreams.timeout: 30d used to make every forwarded query SERVFAIL.
 

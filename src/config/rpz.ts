@@ -22,7 +22,7 @@ export interface RpzSpec {
   ref: SourceRef;
 }
 
-/** blocking.rpz: [{ name, file, zone?, override? }] (README "RPZ"). */
+/** blocking.rpz: [{ name, file, zone?, override? }] (docs/rpz.md). */
 export function readRpz(r: YamlReader, node: YNode, path: string, dir: string): RpzSpec[] {
   const out: RpzSpec[] = [];
   r.seq(node, path).forEach((item, i) => {

@@ -6,7 +6,7 @@
 //   Idempotency-Key:      the event id, the same on every retry and after a restart
 // The receiver recomputes the HMAC over the raw body, compares in constant
 // time, rejects a timestamp more than 5 minutes away, and keeps the keys it
-// has seen (README "Compliance events"). A 2xx is delivery; anything else,
+// has seen (docs/events.md). A 2xx is delivery; anything else,
 // or no answer within 10 s, is a failure retried with backoff.
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';

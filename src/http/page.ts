@@ -173,7 +173,7 @@ function announcedSection(list: readonly Announced[], now: number, zone: string)
       `${td('next possible', esc(a.until > now ? `in ${timeLeft(a.until - now)}` : 'now'), 'nw')}${td('times', String(a.times), 'n')}${td('by', `<code>${esc(a.instance)}</code>`)}</tr>`)
     .join('');
   return `<h2>Devices announced to the network-access system</h2>
-<p class="muted" id="announced-summary">The latest ${list.length} announcement(s), newest first (one per device and list per cooldown; see README "Compliance events").</p>
+<p class="muted" id="announced-summary">The latest ${list.length} announcement(s), newest first (one per device and list per cooldown; see docs/events.md).</p>
 <table id="announced" class="cards"><thead><tr><th>device</th><th>MAC or address</th><th>list</th><th>attempts</th><th>announced</th><th>next possible</th><th>times</th><th>by</th></tr></thead>
 <tbody>
 ${rows || '<tr><td colspan="8">none yet</td></tr>'}

@@ -129,7 +129,7 @@ export interface MetricSources {
   rpzExport?: () => ExportMetrics | undefined;
 }
 
-/** The names and types of every sinkhole metric: the README's Metrics table is checked against this. */
+/** The names and types of every sinkhole metric: the Metrics table of docs/observability.md is checked against this. */
 export function createRegistry(src: MetricSources): Registry {
   const register = new Registry();
   collectDefaultMetrics({ register });

@@ -95,7 +95,7 @@ export class Stats {
   readonly responses = new Float64Array(RESULTS.length * RCODE_SLOTS);
   readonly blockedByList = new Map<string, number>();
   readonly exceptionQueries = new Map<string, number>();
-  /** RPZ matches by `${zone}|${action}` (passthru and disabled included: README "RPZ"). */
+  /** RPZ matches by `${zone}|${action}` (passthru and disabled included: docs/rpz.md). */
   readonly rpzRewrites = new Map<string, number>();
   readonly latency = new Map<Result, Histogram>();
   cacheHits = 0;

@@ -31,7 +31,7 @@ export function policyHash(g: Generation): string {
       })),
     }));
     g.matcher.digest((chunk) => h.update(chunk));
-    // RPZ rules in zone order (README "RPZ"): what they trigger on and do, and each zone's override; not its file or lines.
+    // RPZ rules in zone order (docs/rpz.md): what they trigger on and do, and each zone's override; not its file or lines.
     for (const z of g.rpzZones) {
       h.update(JSON.stringify({ rpz: z.name, override: z.override, origin: z.origin }));
       digestNames(z.names, (chunk) => h.update(chunk));

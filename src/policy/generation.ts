@@ -22,7 +22,7 @@ export interface Generation {
   /** accept-mask for Matcher.find: 1 for each list in blocking.enforce. */
   readonly enforced: Uint8Array;
   readonly ruleCounts: ReadonlyMap<string, number>;
-  /** Response Policy Zones (README "RPZ"): every zone, and the enforced ones for the query path. */
+  /** Response Policy Zones (docs/rpz.md): every zone, and the enforced ones for the query path. */
   readonly rpzZones: readonly RpzZoneData[];
   readonly rpz: RpzSet;
   readonly exceptions: readonly Exception[];

@@ -1,5 +1,5 @@
 // Blocklist files: one rule per line, in the forms admins paste from other
-// tools (README "Blocklists"):
+// tools (docs/blocklists.md):
 //   tiktok.com          the domain and every name below it
 //   ||tiktok.com^       the same, adblock syntax
 //   0.0.0.0 tiktok.com  hosts syntax; the address is ignored

@@ -1,5 +1,5 @@
 // The rpz stage, right below the blocklist and above the cache (pipeline/chain.ts): Response Policy
-// Zones (README "RPZ", draft-vixie-dnsop-dns-rpz). Above the cache, so a
+// Zones (docs/rpz.md, draft-vixie-dnsop-dns-rpz). Above the cache, so a
 // client-IP rule sees every client and a response-IP rule inspects cached
 // answers as well as fresh ones; the cache itself stays client-independent
 // and is never bypassed. Below the blocklist, so sinkhole's own lists (and

@@ -254,7 +254,7 @@ class Connection implements Holder {
   private write(o: Outcome, padded: boolean): void {
     const sock = this.sock;
     if (sock.destroyed || !sock.writable) return;
-    // NO_REPLY (an RPZ rpz-drop, README "RPZ"): nothing is sent, and the connection stays open.
+    // NO_REPLY (an RPZ rpz-drop, docs/rpz.md): nothing is sent, and the connection stays open.
     if (o.wire.length === 0) return;
     sock.write(frame(padded ? padReply(o.wire) : o.wire));
     // A client that pipelines queries but does not read its answers would grow this buffer without end.

@@ -1,7 +1,7 @@
 // What the RRset at one owner of an RPZ zone does, given the trigger its owner
 // name makes (triggers.ts): its action (actions.ts), or "counted but not
 // applied", or nothing because of a problem. The guard rails are the lists'
-// own (README "Blocklists"): a wildcard over a public suffix and a response-IP
+// own (docs/blocklists.md): a wildcard over a public suffix and a response-IP
 // prefix wider than a provider's are refused unless a record's line says they
 // are meant.
 import { ALLOW_SUFFIX_MARKER, isPublicSuffix, publicSuffixMessage } from '../publicSuffix.js';
@@ -26,11 +26,11 @@ export function judgeRrset(trigger: Trigger, rrs: readonly ZoneRecord[], origin:
     for (const p of action) fail(p.at, p.message);
     return undefined;
   }
-  // A forwarder never sees the NS records of the answer's delegation (README "RPZ"): accepted, counted, not applied.
+  // A forwarder never sees the NS records of the answer's delegation (docs/rpz.md): accepted, counted, not applied.
   if (trigger.kind === 'nsdname' || trigger.kind === 'nsip') return { unsupported: `${trigger.kind.toUpperCase()} trigger` };
   if ('unsupported' in action) return action;
   const marked = (marker: string): boolean => rrs.some((r) => r.comment.includes(marker));
-  // The lists' guard rail (README "Blocklists"): *.com would rewrite every name under com.
+  // The lists' guard rail (docs/blocklists.md): *.com would rewrite every name under com.
   if (trigger.kind === 'wildcard' && isPublicSuffix(trigger.name) && !marked(ALLOW_SUFFIX_MARKER)) {
     fail(first, `${publicSuffixMessage(trigger.name).replace('"# sinkhole:allow-public-suffix"', '"; sinkhole:allow-public-suffix"')}`, 'SH_LIST_PUBLIC_SUFFIX');
     return undefined;
