@@ -23,7 +23,7 @@ function qtypeNumber(text: string): number {
 }
 
 /**
- * The RPZ rule that would apply (README "RPZ"), after the lists: zones in order, the client's address,
+ * The RPZ rule that would apply (docs/rpz.md), after the lists: zones in order, the client's address,
  * the name, then `answer` as an address in the upstream's answer. Exceptions skip a zone, as in serve.
  */
 function rpzVerdict(g: Generation, qname: string, client: string | undefined, answer: string | undefined, exceptions: readonly Exception[], at: number): RpzHit | undefined {

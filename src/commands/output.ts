@@ -8,12 +8,12 @@ export function shortPath(file: string): string {
   return rel.startsWith('..') ? file : rel;
 }
 
-/** One error line: its code first, then where and what (README "Error codes"). */
+/** One error line: its code first, then where and what (docs/errors.md). */
 export function problemLine(p: Problem): string {
   return `${p.code} ${formatProblem({ ...p, file: shortPath(p.file) })}`;
 }
 
-/** Every error line starts with its SH_* code (README "Error codes"); no stack traces. */
+/** Every error line starts with its SH_* code (docs/errors.md); no stack traces. */
 export function reportError(e: unknown): number {
   if (e instanceof PolicyError) {
     for (const p of e.problems) process.stderr.write(`${problemLine(p)}\n`);

@@ -24,7 +24,7 @@ export function readClients(r: YamlReader, n: YNode, p: string, c: Config): void
 }
 
 function readRateLimit(r: YamlReader, node: YNode, path: string, pendingExempt: { value: string; node: YNode; q: string }[]): RateLimitConfig {
-  // Generous for a LAN (README "Rate limiting" says why); present means on.
+  // Generous for a LAN (docs/configuration.md "Rate limiting" says why); present means on.
   const out: RateLimitConfig = { qps: 500, burst: 2000, action: 'truncate', exempt: [], dryRun: false, ipv4Prefix: 32, ipv6Prefix: 56, slip: 2 };
   r.map(node, path, {
     qps: (v, q) => (out.qps = r.integer(v, q, 1, 1_000_000) ?? out.qps),

@@ -65,7 +65,7 @@ export interface Config {
   };
   blocking: {
     lists: { name: string; files: string[]; ref: SourceRef }[];
-    /** Response Policy Zones read from zone files (README "RPZ"); each name is a list name like any other. */
+    /** Response Policy Zones read from zone files (docs/rpz.md); each name is a list name like any other. */
     rpz: RpzSpec[];
     enforce: string[];
     response: ResponseMode;
