@@ -1,13 +1,17 @@
 // The composition root: start() builds what must be ONE across the threads (the policy and its
 // reload, identity, the compliance report and its events, RPZ feeds and export, /metrics, HTTP),
 // and the main thread's query path (dataPlane.ts; with `workers: N`, N−1 more in worker threads).
+//
+// Over 400 lines on purpose (docs/design.md §5): start() is the composition root, the one place where the
+// parts that must be one per process (policy and reload, identity, report, events, RPZ, HTTP, threads)
+// are made and wired to each other. Each part's work is in its own module; what is here is the wiring.
 import type { AddressInfo } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import { ReplyCache } from './cache/replyCache.js';
 import { systemClock, type Clock } from './clock.js';
-import { loadConfig, type Config, type Endpoint } from './config/config.js';
+import { loadConfig, type Endpoint } from './config/config.js';
 import { RpzFeeds } from './policy/rpz/feed.js';
-import { SinkholeError, formatProblem } from './errors.js';
+import { SinkholeError } from './errors.js';
 import { streamLogger, type Logger } from './log.js';
 import { startHttp } from './http/server.js';
 import { createRegistry } from './metrics/registry.js';
@@ -15,9 +19,7 @@ import { Stats } from './metrics/stats.js';
 import { hydrate, type Generation } from './policy/generation.js';
 import { PolicyHolder } from './policy/holder.js';
 import { Reloader } from './policy/reloader.js';
-import { stateOf } from './policy/exceptions.js';
-import { diffExceptions, loadedEvents, type ExceptionEvent, type ExceptionEventKind } from './policy/exceptionEvents.js';
-import { exceptionWarnings } from './policy/warnings.js';
+import { diffExceptions, loadedEvents } from './policy/exceptionEvents.js';
 import { ExceptionAudit } from './querylog/exceptionAudit.js';
 import { type Handler } from './pipeline/types.js';
 import { Forwarder } from './upstream/forwarder.js';
@@ -41,6 +43,9 @@ import { DataPlane, type PlaneGauges } from './dataPlane.js';
 import { ReportPages } from './report/pages.js';
 import type { LogHealth } from './querylog/lineWriter.js';
 import { PolicyStateStore, stateDirProblem } from './state/snapshot.js';
+import { restartNotes } from './config/restartNotes.js';
+import { degradedNote, rejectedNote } from './http/readiness.js';
+import { logExceptions, logWarnings } from './querylog/exceptionLog.js';
 import { startingPolicy } from './state/lastGood.js';
 // Compliance events to the NAC and the SIEM (issue 20 §1).
 import { Announcer } from './events/announcer.js';
@@ -103,7 +108,6 @@ export interface Running {
   close(): Promise<void>;
 }
 
-
 export async function start(opts: StartOptions): Promise<Running> {
   const log = opts.log ?? streamLogger();
   const clock = opts.clock ?? systemClock;
@@ -126,13 +130,12 @@ export async function start(opts: StartOptions): Promise<Running> {
 
   // One for the whole server: identity, the report (fed by every thread), the reloader, /metrics and HTTP.
   const identityHolder = new IdentityHolder();
-  const report0: { r?: ComplianceReport } = {};
-  const plane = new DataPlane(policy, identityHolder, log, clock, { observe: (q, o) => report0.r!.observe(q, o) }, (zone, from) => rpzFeeds.notify(zone, from));
-  const stats = plane.stats;
+  const stats = new Stats();
   // Identity: lease files (read in the identity thread) and identity.static; each change arrives as a delta,
   // applied to this thread's table in place and handed to every query thread.
   const identity = new IdentitySources(identityConfig(config()), identityHolder, stats, log, () => clock.now());
-  const report = (report0.r = new ComplianceReport(config().report, () => clock.now(), identity.holder, stats));
+  const report = new ComplianceReport(config().report, () => clock.now(), identity.holder, stats);
+  const plane = new DataPlane(policy, identityHolder, stats, log, clock, report, (zone, from) => rpzFeeds.notify(zone, from));
   // A (re)started query thread is given the whole table once; after that, only what changes.
   const workers = config().workers > 1 ? new WorkerPool(config().workers - 1, report, log, () => identityHolder.current.snapshot()) : undefined;
   if (workers) workers.onNotify = (zone, from) => rpzFeeds.notify(zone, from);
@@ -344,8 +347,6 @@ export async function start(opts: StartOptions): Promise<Running> {
     reportStore?.configure(next.config.report);
     // threshold, window, cooldown and maxTracked apply at once; the sinks, the spool bound and turning events on or off at restart.
     if (announcer && next.config.events) announcer.configure(next.config.events);
-    const sinksOf = (c: Config): unknown => c.events && { syslog: c.events.syslog, webhook: c.events.webhook, spool: c.events.spool };
-    if (!isDeepStrictEqual(sinksOf(next.config), sinksOf(previous.config))) log.warn('SH_RESTART_NEEDED', 'events (on or off, its sinks, spool) take effect on restart', {});
     if (!isDeepStrictEqual(identityConfig(next.config), identityConfig(previous.config))) void identity.configure(identityConfig(next.config));
     const tokenBefore = httpToken;
     if (next.config.listen.httpToken !== undefined) {
@@ -359,17 +360,7 @@ export async function start(opts: StartOptions): Promise<Running> {
     if (httpToken !== tokenBefore) {
       log.info(httpToken === undefined ? 'listen.httpToken removed: HTTP asks for no token from the next request' : `listen.httpToken ${tokenBefore === undefined ? 'set' : 'changed'}: it applies from the next request`);
     }
-    if (!isDeepStrictEqual(next.config.report.store, previous.config.report.store) || next.config.state.dir !== previous.config.state.dir) {
-      log.warn('SH_RESTART_NEEDED', 'report.store and state.dir take effect on restart', {});
-    }
-    // Everything under listen but the token binds sockets or sizes their tables at start-up.
-    const restartOnly = [
-      ...([...new Set([...Object.keys(next.config.listen), ...Object.keys(previous.config.listen)])] as (keyof Config['listen'])[])
-        .filter((k) => k !== 'httpToken' && !isDeepStrictEqual(next.config.listen[k], previous.config.listen[k]))
-        .map((k) => `listen.${k}`),
-      ...(next.config.workers !== previous.config.workers ? ['workers'] : []),
-    ];
-    if (restartOnly.length) log.warn('SH_RESTART_NEEDED', `${restartOnly.join(', ')} changed; they take effect on restart`, {});
+    for (const note of restartNotes(next.config, previous.config)) log.warn('SH_RESTART_NEEDED', note, {});
   });
   // A transfer that changed a zone rewrote its copy: compile it now (the watch would too, a moment later).
   rpzReload = () => void reloader.reload('list');
@@ -432,44 +423,3 @@ function identityConfig(c: Generation['config']): { leases: Generation['config']
   return { leases: c.identity.leases, static: c.identity.static };
 }
 
-
-
-/** /readyz's note while the policy in force came from the last good snapshot. */
-/** A reload whose files did not compile: the generation in force stays, and /readyz says why (issue 18). */
-function rejectedNote(problems: readonly string[], generation: number): string | undefined {
-  if (!problems.length) return undefined;
-  const shown = problems.slice(0, 10).map((p) => `  ${p}`);
-  const more = problems.length > 10 ? [`  … and ${problems.length - 10} more`] : [];
-  return `last reload rejected, generation ${generation} stays in force until the files on disk compile:\n${[...shown, ...more].join('\n')}`;
-}
-
-function degradedNote(g: Generation): string | undefined {
-  if (!g.degraded) return undefined;
-  return `serving the last good policy saved ${g.degraded.snapshotTakenAt} because the files on disk do not compile:\n${g.degraded.problems.map((p) => `  ${p}`).join('\n')}`;
-}
-
-const PAST: Record<ExceptionEventKind, string> = {
-  loaded: 'loaded', grant: 'granted', change: 'changed', renew: 'renewed', revoke: 'revoked', remove: 'removed', lapse: 'lapsed',
-};
-
-/** One operational log line per exception event, with the record as it now stands (the audit trail has old and new). */
-function logExceptions(log: Logger, events: readonly ExceptionEvent[], g: Generation, now: number): void {
-  const byId = new Map(g.exceptions.map((e) => [e.id, e]));
-  for (const ev of events) {
-    const e = byId.get(ev.exception);
-    if (!e || ev.event === 'remove') {
-      log.info(`exception ${PAST[ev.event]}`, { id: ev.exception });
-      continue;
-    }
-    log.info(`exception ${PAST[ev.event]}`, {
-      id: e.id, state: stateOf(e, now), expires: e.expires, timezone: e.timezone, clients: e.clients.join(','),
-      allow: [...e.allowLists, ...e.allowDomains].join(','), approvedBy: e.approvedBy, reason: e.reason,
-      ...(e.revoked !== undefined ? { revoked: e.revoked, revokedBy: e.revokedBy } : {}),
-    });
-  }
-}
-
-/** Valid but probably unmeant (validate prints the same): logged, never refused. */
-function logWarnings(log: Logger, g: Generation, now: number): void {
-  for (const w of exceptionWarnings(g, now)) log.warn(w.code, formatProblem(w));
-}

@@ -66,7 +66,6 @@ export interface PlaneGauges {
  * a worker thread's when the main thread hands it a new generation.
  */
 export class DataPlane {
-  readonly stats = new Stats();
   readonly handler: Handler;
   // Upstreams and the cache outlive list and exception reloads (health and
   // cached answers are kept); they are rebuilt only when their settings change.
@@ -91,6 +90,8 @@ export class DataPlane {
     readonly policy: PolicyHolder,
     /** Address → device, from the lease files (built on the main thread, handed to the others). */
     readonly identity: IdentityHolder,
+    /** This thread's counters (metrics/stats.ts), made by the caller so that the report can count into them too. */
+    readonly stats: Stats,
     private readonly log: Logger,
     private readonly clock: Clock,
     /** The compliance report, or a batcher that hands blocked queries to the thread that keeps it. */
@@ -99,7 +100,6 @@ export class DataPlane {
     onNotify: (zone: string, from: string) => void = () => {},
   ) {
     const config = policy.current.config;
-    const stats = this.stats;
     this.forwarder = new Forwarder(config.upstreams, stats, log);
     this.cache = new ReplyCache(cacheLimits(config), () => clock.now());
     this.queryLog = new QueryLog(config.log, log);

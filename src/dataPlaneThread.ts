@@ -1,6 +1,7 @@
 // A worker query thread (workers: N > 1, see workers.ts): the same query path as the main
 // thread (app.ts DataPlane), bound to the same addresses with SO_REUSEPORT. It holds no policy
 // of its own making: the main thread compiles each generation once and hands it over.
+import { Stats } from './metrics/stats.js';
 import { parentPort, workerData } from 'node:worker_threads';
 import { DataPlane } from './dataPlane.js';
 import { systemClock } from './clock.js';
@@ -17,9 +18,10 @@ const init = workerData as ThreadInit;
 const send = (m: FromThread): void => port.postMessage(m);
 const policy = new PolicyHolder(hydrate(init.data, init.number));
 const identity = new IdentityHolder(IdentityTable.of(init.identity));
+const stats = new Stats();
 const report = new ReportBatcher((events) => send({ type: 'report', events }), () => systemClock.now(), identity);
 const log = streamLogger();
-const plane = new DataPlane(policy, identity, log, systemClock, report, (zone, from) => send({ type: 'notify', zone, from }));
+const plane = new DataPlane(policy, identity, stats, log, systemClock, report, (zone, from) => send({ type: 'notify', zone, from }));
 
 port.on('message', (m: ToThread) => {
   switch (m.type) {

@@ -8,6 +8,10 @@
 //   dnsmasq  dnsmasq's leases file: "expiry mac ip hostname clientid"
 //   dhcpd    ISC dhcpd's dhcpd.leases: "lease IP { ... }" blocks
 //   csv      a plain export "ip,mac,hostname" (Windows Server DHCP, Infoblox)
+//
+// Over 400 lines on purpose (docs/design.md §5): four readers and the kit they share (field splitting,
+// address and MAC checks, file:line:col problems), kept in one file so that each format's rules are read
+// beside the others' and fixed the same way.
 import { isIP } from 'node:net';
 import type { Problem } from '../errors.js';
 import { normalizeAddress } from '../net/cidr.js';

@@ -18,6 +18,9 @@
 //   the first request must be in (headers and body) within a deadline of
 //   the accept, each request's body within one of its headers, and on
 //   HTTP/1.1 the next request's headers within the idle timeout.
+//
+// Over 400 lines on purpose (docs/design.md §5): one listener whose limits (slots, streams, rapid-reset
+// budget, HTTP/1.1 deadlines, the per-turn round robin) only make sense read together.
 import { listenOnce } from '../net/listen.js';
 import http2, { type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
