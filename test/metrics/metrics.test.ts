@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
 import { startSinkhole, TIKTOK_LIST, type Harness } from '../helpers/sinkhole.js';
-import { buildQuery, exchange } from '../helpers/dns.js';
+import { buildQuery, exchange, udpExchange } from '../helpers/dns.js';
 import { policyHash } from '../../src/policy/fingerprint.js';
 import { runNode as run } from '../helpers/cli.js';
 import { LoopDelay } from '../../src/metrics/loopDelay.js';
@@ -178,4 +178,29 @@ t.test('event-loop delay: the sampling interval is not counted as delay, a block
   await restarted();
   await samples(3);
   t.ok(d.seconds()[2]! < 0.1, `two windows later it is gone (${(d.seconds()[2]! * 1000).toFixed(1)} ms)`);
+});
+
+async function metricsText(port: number): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+}
+
+t.test('metrics: BADVERS is labelled BADVERS, and only (result, rcode) pairs that can happen are exported', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const h = await startSinkhole(t, up.port, { listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0' } });
+  const v1 = buildQuery('v1.example.test', T.A, { edns: 1232 });
+  v1[v1.length - 5] = 1; // EDNS version 1
+  await udpExchange(h.port, v1);
+  const text = await metricsText(h.running.http!.port);
+  t.match(text, /sinkhole_responses_total\{result="badvers",rcode="BADVERS"\} 1\n/, 'a BADVERS series with the query in it');
+  t.notMatch(text, /result="formerr",rcode="NOERROR"/, 'not mislabelled as formerr/NOERROR');
+  const pairs = [...text.matchAll(/sinkhole_responses_total\{result="([a-z]+)",rcode="([A-Z]+)"\}/g)].map((m) => `${m[1]}/${m[2]}`);
+  const possible = new Set([
+    'blocked/NXDOMAIN', 'excepted/NOERROR', 'excepted/NXDOMAIN', 'cached/NOERROR', 'cached/NXDOMAIN', 'forwarded/NOERROR',
+    'forwarded/NXDOMAIN', 'local/NOERROR', 'refused/REFUSED', 'formerr/FORMERR', 'notimp/NOTIMP', 'badvers/BADVERS', 'servfail/SERVFAIL',
+    'stale/NOERROR', 'stale/NXDOMAIN',
+  ]);
+  t.same(pairs.filter((p) => !possible.has(p)), [], 'no impossible pair such as servfail/NOERROR');
+  t.ok(pairs.includes('servfail/SERVFAIL') && pairs.includes('blocked/NXDOMAIN'), 'the possible ones are there before they happen');
+  t.notOk(pairs.some((p) => p.startsWith('ratelimited/')), 'no rate-limit series without clients.rateLimit');
 });
