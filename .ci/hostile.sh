@@ -12,7 +12,7 @@
 #   logs        a full disk (tmpfs, or /dev/full), then room, then a deleted
 #               folder, under log.queries: all
 #   leases      a 200,000-row lease file written and shrunk back; UDP p99 < 50 ms
-# (The upstream faults are fast, and run in npm test: test/hardening.test.ts.)
+# (The upstream faults are fast, and run in npm test: test/upstream/upstream.test.ts.)
 #
 # Seeded: every run prints SINKHOLE_SEED; run it again with that value to
 # replay the same mutations and edits. Bounded: the suites run one at a time

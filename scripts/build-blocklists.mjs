@@ -4,7 +4,7 @@
 // domain, tier, sources) and tiktok-domains.md (where each source comes from
 // and how rules were chosen). The output depends on those bytes only (no
 // date, no locale), so a rebuild gives the committed files back byte for byte;
-// test/blocking.test.ts checks that it does.
+// test/policy/blocking.test.ts checks that it does.
 //
 //   node scripts/build-blocklists.mjs [--out DIR] [path/to/tiktok-domains.tsv]
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';

@@ -160,6 +160,11 @@ export function questionEnd(msg: Buffer): number {
   return off + 5;
 }
 
+/** Bytes of an A record's RDATA. */
+export function ipv4(addr: string): Buffer {
+  return Buffer.from(addr.split('.').map(Number));
+}
+
 /** One resource record, class IN: `owner` is wire bytes (a name, or a pointer such as c00c). */
 export function rr(owner: Buffer, type: number, ttl: number, rdata: Buffer, klass = 1): Buffer {
   const fixed = Buffer.alloc(10);

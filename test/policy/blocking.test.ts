@@ -1,3 +1,5 @@
+// src/policy/ (listParser.ts, matcher.ts, publicSuffix.ts, generation.ts, compiler.ts, reloader.ts),
+// src/stages/blocklist.ts and src/checkTarget.ts.
 // Sinkholing: list syntax, suffix matching, every response mode and qtype,
 // EDE, CNAME/HTTPS inspection, the bundled lists, hot reload, `check`.
 import t from 'tap';
@@ -6,15 +8,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { parseList, scanList } from '../src/policy/listParser.js';
-import { checkTarget } from '../src/checkTarget.js';
-import { isPublicSuffix, suffixIndexLoaded } from '../src/policy/publicSuffix.js';
-import { buildGeneration, decide } from '../src/policy/generation.js';
-import { FakeUpstream, T } from './helpers/fakeUpstream.js';
-import { startSinkhole, TIKTOK_LIST } from './helpers/sinkhole.js';
-import { buildQuery, decode, exchange, optOf, rcodeOf, udpExchange } from './helpers/dns.js';
+import { parseList, scanList } from '../../src/policy/listParser.js';
+import { checkTarget } from '../../src/checkTarget.js';
+import { isPublicSuffix, suffixIndexLoaded } from '../../src/policy/publicSuffix.js';
+import { buildGeneration, decide } from '../../src/policy/generation.js';
+import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
+import { startSinkhole, TIKTOK_LIST } from '../helpers/sinkhole.js';
+import { buildQuery, decode, exchange, optOf, rcodeOf, udpExchange } from '../helpers/dns.js';
 
-const ROOT = join(import.meta.dirname, '..');
+const ROOT = join(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
 const PROTOS = ['udp', 'tcp'] as const;
 const LISTS = { blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] } };

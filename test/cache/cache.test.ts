@@ -1,18 +1,122 @@
-// Availability (issue 9): serve-stale (RFC 8767), remembered SERVFAILs
-// (RFC 2308 §7.1), prefetch, and per-client rate limits. Cache time runs on a
-// FakeClock; only the client response timer and upstream timeouts are real,
+// src/cache/ (the reply cache, its slots and TTL limits) and src/stages/cache.ts (the cache stage:
+// coalescing, serve-stale (RFC 8767), remembered SERVFAILs (RFC 2308 §7.1), prefetch).
+// Cache time runs on a FakeClock; only the client response timer and upstream timeouts are real,
 // and kept short.
 import t from 'tap';
-import dgram from 'node:dgram';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { FakeUpstream, T } from './helpers/fakeUpstream.js';
-import { FakeClock, startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
-import { buildQuery, decode, exchange, optOf, rcodeOf, udpExchange, type Decoded } from './helpers/dns.js';
-import { RateLimiter } from '../src/ratelimit/limiter.js';
-import { withEde } from '../src/dns/ede.js';
-import { decodeQuery } from '../src/dns/query.js';
+import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
+import { FakeClock, startSinkhole, TIKTOK_LIST, type Harness } from '../helpers/sinkhole.js';
+import { buildQuery, decode, exchange, optOf, rcodeOf, udpExchange, type Decoded, handReply, ptr, rr, ipv4 } from '../helpers/dns.js';
+import { decodeQuery } from '../../src/dns/query.js';
+import { cacheKey, ReplyCache } from '../../src/cache/replyCache.js';
+import { scanReply } from '../../src/dns/message.js';
+
+t.test('cache: answers live off the V8 heap in reused slots, and keys never collide', async (t) => {
+  const clock = new FakeClock();
+  const cache = new ReplyCache({ maxEntries: 100, minTtl: 0, maxTtl: 86400, maxNegativeTtl: 3600 }, () => clock.now());
+  const reply = (q: Buffer, extra = 0): Buffer => {
+    const r = Buffer.concat([q, Buffer.alloc(16 + extra)]);
+    r[2] = 0x81;
+    r.writeUInt16BE(1, 6);
+    const rr = q.length;
+    r.writeUInt16BE(0xc00c, rr);
+    r.writeUInt16BE(extra ? 16 : 1, rr + 2);
+    r.writeUInt16BE(1, rr + 4);
+    r.writeUInt32BE(300, rr + 6);
+    r.writeUInt16BE(4 + extra, rr + 10);
+    return r;
+  };
+  let stored = 0;
+  const put = (name: string, extra = 0): void => {
+    const qb = buildQuery(name, T.A);
+    const q = decodeQuery(qb, '127.0.0.1', 'udp', 0)!;
+    const r = reply(qb, extra);
+    if (cache.set(cacheKey(q), r, scanReply(r)!) > 0) stored++;
+  };
+  for (let i = 0; i < 200; i++) put(`warm${i}.example.test`);
+  const bytes = cache.slabBytes;
+  for (let i = 0; i < 3000; i++) put(`churn${i}.example.test`);
+  t.equal(stored, 3200, 'every answer stored');
+  t.equal(cache.size, 100, 'bounded by maxEntries');
+  t.equal(cache.slabBytes, bytes, 'evicted entries give their slots back: 3000 more inserts took no more memory');
+  // A big answer (a 60 KiB TXT over TCP) goes to a slot of its own size class and reads back whole.
+  put('big.example.test', 60_000);
+  const qb = buildQuery('Big.Example.TEST', T.A, { id: 99 });
+  const hit = cache.get(cacheKey(decodeQuery(qb, '127.0.0.1', 'udp', 0)!), decodeQuery(qb, '127.0.0.1', 'udp', 0)!);
+  t.equal(hit?.wire.length, reply(buildQuery('big.example.test', T.A), 60_000).length, 'the big answer comes back whole');
+  t.equal(hit?.wire.readUInt16BE(0), 99, 'with this client\'s ID');
+  t.equal(hit?.wire.toString('latin1', 13, 16), 'Big', 'and its question case');
+  // Keys are the name's bytes and a fixed 5-byte tail: "a" type 1 and a name that ends like the tail differ.
+  const k1 = cacheKey(decodeQuery(buildQuery('a.example', T.A), '', 'udp', 0)!);
+  const k2 = cacheKey(decodeQuery(buildQuery('a.example', T.AAAA), '', 'udp', 0)!);
+  const k3 = cacheKey(decodeQuery(buildQuery('a.example', T.A, { edns: 1232 }), '', 'udp', 0)!);
+  t.equal(new Set([k1, k2, k3]).size, 3, 'type and EDNS are in the key');
+});
+
+t.test('cache: hits, TTL decay, expiry, negative caching and what is never cached', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const clock = new FakeClock();
+  up.on('ttl.example.test', { answers: [{ name: 'ttl.example.test', type: T.A, address: '192.0.2.1', ttl: 100 }] });
+  up.on('nx.example.test', { rcode: 3, soa: { ttl: 600, minimum: 20 } });
+  up.on('nosoa.example.test', { rcode: 3 });
+  up.on('zero.example.test', { answers: [{ name: 'zero.example.test', type: T.A, address: '192.0.2.2', ttl: 0 }] });
+  up.on('fail.example.test', { rcode: 2 });
+  up.on('capped.example.test', { rcode: 3, soa: { ttl: 7200, minimum: 7200 } });
+  // Prefetch off: this test is about plain expiry (prefetch and serve-stale: further down this file).
+  const h = await startSinkhole(t, up.port, { cache: { maxEntries: 1000, maxNegativeTtl: '30s', prefetch: false } }, {}, { clock });
+  const ask = async (name: string): Promise<ReturnType<typeof decode>> => decode(await udpExchange(h.port, buildQuery(name, T.A)));
+
+  t.equal((await ask('ttl.example.test')).answers[0]?.ttl, 100, 'first answer has the upstream TTL');
+  clock.advance(40_000);
+  const hit = await ask('TTL.example.test');
+  t.equal(hit.answers[0]?.ttl, 60, 'a hit 40 s later shows TTL 60');
+  t.equal(hit.questions[0]?.name, 'TTL.example.test', 'a hit echoes the question as this client wrote it');
+  t.equal(up.count('ttl.example.test'), 1, 'the hit did not go upstream');
+  clock.advance(61_000);
+  await ask('ttl.example.test');
+  t.equal(up.count('ttl.example.test'), 2, 'after the TTL ran out it went upstream again');
+
+  await ask('nx.example.test');
+  clock.advance(19_000);
+  const neg = await ask('nx.example.test');
+  t.equal(neg.header.rcode, 3, 'NXDOMAIN from cache');
+  t.equal(up.count('nx.example.test'), 1, 'negative answer cached (RFC 2308: min(SOA TTL, MINIMUM) = 20 s)');
+  t.equal(neg.authorities[0]?.ttl, 1, 'the SOA TTL is capped at the negative TTL, and decays');
+  clock.advance(2_000);
+  await ask('nx.example.test');
+  t.equal(up.count('nx.example.test'), 2, 'negative answer expired after 20 s');
+
+  await ask('capped.example.test');
+  clock.advance(31_000);
+  await ask('capped.example.test');
+  t.equal(up.count('capped.example.test'), 2, 'maxNegativeTtl (30 s) caps a 2 h negative TTL');
+
+  for (const name of ['nosoa.example.test', 'zero.example.test']) {
+    await ask(name);
+    await ask(name);
+    t.equal(up.count(name), 2, `${name} is not cached`);
+  }
+  // A SERVFAIL is not cached as an answer; it is only remembered for cache.servfailTtl (5 s, RFC 2308 §7.1).
+  await ask('fail.example.test');
+  await ask('fail.example.test');
+  t.equal(up.count('fail.example.test'), 1, 'a SERVFAIL is remembered for a moment');
+  clock.advance(5_000);
+  await ask('fail.example.test');
+  t.equal(up.count('fail.example.test'), 2, 'and asked again 5 s later');
+  t.equal(h.running.stats.cacheHits, 2, 'hits counted');
+});
+
+t.test('coalescing: identical queries in flight share one upstream exchange', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  up.on('slow.example.test', { delayMs: 150 });
+  const h = await startSinkhole(t, up.port);
+  const ids = [11, 22, 33, 44, 55];
+  const replies = await Promise.all(ids.map((id) => udpExchange(h.port, buildQuery('slow.example.test', T.A, { id }))));
+  t.equal(up.count('slow.example.test'), 1, 'five clients, one upstream query');
+  t.same(replies.map((r) => decode(r).header.id), ids, 'each client gets its own ID back');
+  t.ok(replies.every((r) => decode(r).answers[0]?.address === '192.0.2.10'), 'each gets the answer');
+});
 
 /** Resolves once `cond` holds, checking as events land; fails the wait after `ms`. */
 async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
@@ -288,159 +392,19 @@ t.test('prefetch: background work is capped at a tenth of upstreams.maxInflight;
   await until(() => outcomes(h, up).ok >= 9, 'the last two refreshes');
 });
 
-t.test('EDE on an upstream reply: appended to its OPT only where that is safe', async (t) => {
-  const q = decodeQuery(buildQuery('x.example.test', T.A, { edns: 1232 }), '127.0.0.1', 'udp', 0)!;
-  const plain = decodeQuery(buildQuery('x.example.test', T.A), '127.0.0.1', 'udp', 0)!;
-  const reply = Buffer.from(buildQuery('x.example.test', T.A, { edns: 1232 }));
-  reply[2] = 0x81;
-  const out = withEde(q, reply, { infoCode: 3, text: 'stale' });
-  const opt = optOf(decode(out)) as { rdata?: { infoCode?: number; extraText?: string }[] };
-  t.equal(opt.rdata?.[0]?.infoCode, 3, 'the option is in the existing OPT');
-  t.equal(opt.rdata?.[0]?.extraText, 'stale');
-  t.equal(out.readUInt16BE(10), 1, 'still one additional record');
-  t.equal(withEde(plain, reply, { infoCode: 3, text: '' }), reply, 'no EDNS from the client: unchanged');
-  t.equal(withEde(q, reply.subarray(0, 20), { infoCode: 3, text: '' }).length, 20, 'a reply that cannot be walked: unchanged');
-  // An OPT that is not the last record: left alone rather than move the records after it.
-  const twoAdditional = Buffer.concat([reply, Buffer.from([0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 192, 0, 2, 1])]);
-  twoAdditional.writeUInt16BE(2, 10);
-  t.equal(withEde(q, twoAdditional, { infoCode: 3, text: '' }), twoAdditional, 'OPT not last: unchanged');
-});
-
-const LIMITED = { clients: { allowFrom: ['127.0.0.0/8'], groups: { servers: ['127.0.0.9'] }, rateLimit: { qps: 5, burst: 10, action: 'truncate', exempt: ['servers'], slip: 1 } } };
-
-t.test('rate limit: over its bucket a client gets TC over UDP and REFUSED over TCP; others are served; tokens come back', async (t) => {
+t.test('the TTL cap applies on the way out, fresh or cached; a TTL with the top bit set is 0 (RFC 2181 §8)', async (t) => {
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());
-  const clock = new FakeClock();
-  const h = await startSinkhole(t, up.port, { ...LIMITED, listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0' } }, {}, { clock });
-  const from = (client: string, proto: 'udp' | 'tcp' = 'udp'): Promise<Decoded> => exchange(proto, h.port, buildQuery('www.example.test', T.A, { id: 77 }), client).then(decode);
-  for (let i = 0; i < 10; i++) t.equal(addr(await from('127.0.0.2')), '192.0.2.10', `query ${i + 1} of the burst answered`);
-  const over = await from('127.0.0.2');
-  t.equal(over.header.tc, 1, 'the 11th: TC set, so a real client retries over TCP');
-  t.equal(over.header.rcode, 0, 'NOERROR');
-  t.equal(over.answers.length, 0, 'empty: a spoofed source gets nothing bigger than its query');
-  t.equal(over.header.id, 77, 'its own ID');
-  t.equal((await from('127.0.0.2', 'tcp')).header.rcode, 5, 'over TCP there is nothing to truncate: REFUSED');
-  t.equal(addr(await from('127.0.0.3')), '192.0.2.10', 'another client is unaffected');
-  for (let i = 0; i < 15; i++) t.equal(addr(await from('127.0.0.9')), '192.0.2.10', `exempt group, query ${i + 1}`);
-  clock.advance(1_000);
-  for (let i = 0; i < 5; i++) t.equal(addr(await from('127.0.0.2')), '192.0.2.10', `1 s later, query ${i + 1} of 5 qps answered`);
-  t.equal((await from('127.0.0.2')).header.tc, 1, 'and the 6th is over again');
-  t.same(await h.running.reloader.reload('config'), [], 'a reload that leaves the limit as it was');
-  t.equal((await from('127.0.0.2')).header.tc, 1, 'keeps the buckets: still over');
-  t.same(h.running.stats.rateLimited, { truncate: 3, refuse: 1, drop: 0, dryrun: 0 });
-  t.equal(up.count('www.example.test'), 1, 'limited queries cost no upstream work');
-  const metrics = await (await fetch(`http://127.0.0.1:${h.running.http!.port}/metrics`)).text();
-  t.match(metrics, /sinkhole_ratelimited_total\{action="truncate"\} 3/);
-  t.match(metrics, /sinkhole_ratelimit_buckets 3\n/, 'one bucket per client seen: .2, .3, .9');
-  t.match(metrics, /sinkhole_responses_total\{result="ratelimited",rcode="REFUSED"\} 1/);
-  const report = (await (await fetch(`http://127.0.0.1:${h.running.http!.port}/api/blocked-clients`)).json()) as { clients: { client: string; rateLimited: number }[] };
-  t.same(report.clients.map((c) => [c.client, c.rateLimited]), [['127.0.0.2', 4]], 'the compliance report lists the limited client');
-});
-
-t.test('rate limit: refuse, dry run, off when absent, and the CLI report column', async (t) => {
-  const up = await FakeUpstream.start();
-  t.teardown(() => up.close());
-  const clock = new FakeClock();
-  const refuse = await startSinkhole(t, up.port, { clients: { ...LIMITED.clients, rateLimit: { qps: 1, burst: 2, action: 'refuse', slip: 1 } } }, {}, { clock });
-  const codes: number[] = [];
-  for (let i = 0; i < 3; i++) codes.push(rcodeOf(await udpExchange(refuse.port, buildQuery('www.example.test', T.A), 4000, '127.0.0.2')));
-  t.same(codes, [0, 0, 5], 'action refuse: REFUSED past the burst');
-
-  const dry = await startSinkhole(
-    t, up.port,
-    { listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0' }, clients: { ...LIMITED.clients, rateLimit: { qps: 1, burst: 2, dryRun: true } } },
-    {}, { clock },
-  );
-  for (let i = 0; i < 5; i++) t.equal(rcodeOf(await udpExchange(dry.port, buildQuery('www.example.test', T.A), 4000, '127.0.0.4')), 0, `dry run: query ${i + 1} answered`);
-  t.same(dry.running.stats.rateLimited, { truncate: 0, refuse: 0, drop: 0, dryrun: 3 }, 'dry run: counted, not acted on');
-  const { execFile } = await import('node:child_process');
-  const cli = await new Promise<string>((resolve) =>
-    execFile(process.execPath, [new URL('../dist/cli.js', import.meta.url).pathname, 'report', '--url', `http://127.0.0.1:${dry.running.http!.port}`], (_e, out) => resolve(out)),
-  );
-  t.match(cli, /CLIENT\s+MAC\s+HOSTNAME\s+BLOCKED\s+RATE LIMITED\s+FIRST SEEN/, 'sinkhole report shows the column');
-  t.match(cli, /\n127\.0\.0\.4\s+-\s+-\s+0\s+3\s/, 'with the client and its count');
-
-  const none = await startSinkhole(t, up.port, {}, {}, { clock });
-  for (let i = 0; i < 30; i++) await udpExchange(none.port, buildQuery('www.example.test', T.A));
-  t.same(none.running.stats.rateLimited, { truncate: 0, refuse: 0, drop: 0, dryrun: 0 }, 'no clients.rateLimit: no limit');
-});
-
-t.test('rate limit: slip — over UDP one over-limit query in `slip` gets its reply, the others none; TCP is always answered', async (t) => {
-  const up = await FakeUpstream.start();
-  t.teardown(() => up.close());
-  const clock = new FakeClock();
-  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-slip-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const logFile = join(dir, 'queries.jsonl');
-  const h = await startSinkhole(
-    t, up.port,
-    {
-      listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0' },
-      clients: { ...LIMITED.clients, rateLimit: { qps: 1, burst: 2 } }, // slip absent: 2, as BIND's RRL
-      log: { queries: 'all', file: logFile },
-    },
-    {}, { clock },
-  );
-  const sock = dgram.createSocket('udp4');
-  t.teardown(() => sock.close());
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.2', r));
-  const replies: Decoded[] = [];
-  sock.on('message', (m) => replies.push(decode(m)));
-  const replyTo = (id: number): Promise<Decoded> =>
-    until(() => replies.some((d) => d.header.id === id), `the reply to ${id}`).then(() => replies.find((d) => d.header.id === id)!);
-  const send = (id: number): void => sock.send(buildQuery('www.example.test', T.A, { id }), h.port, '127.0.0.1');
-  const limited = (): number => h.running.stats.rateLimited.drop + h.running.stats.rateLimited.truncate;
-
-  send(1);
-  send(2);
-  await replyTo(2);
-  for (let id = 11; id <= 16; id++) send(id);
-  await until(() => limited() === 6, 'six over-limit queries');
-  // Replies from one socket to one socket arrive in order on loopback: once the reply to 99 (a
-  // query within the refilled bucket) is here, every reply to 11..16 that was sent is here too.
-  clock.advance(10_000);
-  send(99);
-  t.equal(addr(await replyTo(99)), '192.0.2.10', 'within the bucket again: answered');
-  const over = replies.filter((d) => d.header.id >= 11 && d.header.id <= 16);
-  t.same(over.map((d) => d.header.id), [12, 14, 16], 'slip 2: every second over-limit query gets a reply');
-  t.ok(over.every((d) => d.header.tc === 1 && d.answers.length === 0), 'and that reply is the empty TC one');
-  t.same(h.running.stats.rateLimited, { truncate: 3, refuse: 0, drop: 3, dryrun: 0 });
-  const metrics = await (await fetch(`http://127.0.0.1:${h.running.http!.port}/metrics`)).text();
-  t.match(metrics, /sinkhole_ratelimited_total\{action="drop"\} 3/, 'drops are counted');
-  t.match(metrics, /sinkhole_responses_total\{result="ratelimited",rcode="NOERROR"\} 3\n/, 'only the replies sent count as responses');
-  await until(() => existsSync(logFile) && readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('"ratelimited"')).length === 6, 'six log lines');
-  const logged = readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('"ratelimited"')).map((l) => (JSON.parse(l) as { rcode: string }).rcode);
-  t.same(logged, ['none', 'NOERROR', 'none', 'NOERROR', 'none', 'NOERROR'], 'the query log says which got no reply');
-
-  for (let id = 21; id <= 24; id++) send(id); // 21 takes the token left after 99; 22-24 are over
-  await until(() => limited() === 9, 'three more over the limit');
-  const tcp = await exchange('tcp', h.port, buildQuery('www.example.test', T.A, { id: 30 }), '127.0.0.2').then(decode);
-  t.equal(tcp.header.rcode, 5, 'over TCP, never dropped: REFUSED');
-
-  const none = await startSinkhole(t, up.port, { clients: { ...LIMITED.clients, rateLimit: { qps: 1, burst: 1, slip: 0 } } }, {}, { clock });
-  for (let id = 40; id <= 43; id++) sock.send(buildQuery('www.example.test', T.A, { id }), none.port, '127.0.0.1');
-  t.equal(addr(await replyTo(40)), '192.0.2.10', 'slip 0: the bucket is still answered');
-  await until(() => none.running.stats.rateLimited.drop + none.running.stats.rateLimited.truncate === 3, 'three over-limit queries');
-  t.same(none.running.stats.rateLimited, { truncate: 0, refuse: 0, drop: 3, dryrun: 0 }, 'slip 0: no over-limit query gets a reply (as Unbound drops)');
-});
-
-t.test('rate limit: client keys by prefix, and memory bounded by evicting the least recently seen', async (t) => {
-  const settings = { qps: 1, burst: 1, action: 'truncate' as const, exempt: [], dryRun: false, ipv4Prefix: 24, ipv6Prefix: 56, slip: 2 };
-  const l = new RateLimiter(settings, 100);
-  t.equal(l.keyOf('10.1.2.3'), l.keyOf('10.1.2.200'), 'IPv4 /24: one key');
-  t.not(l.keyOf('10.1.2.3'), l.keyOf('10.1.3.3'), 'another /24: another key');
-  t.equal(l.keyOf('2001:db8:0:1200::1'), l.keyOf('2001:db8:0:12ff:ffff::2'), 'IPv6 /56: one key');
-  t.not(l.keyOf('2001:db8:0:1200::1'), l.keyOf('2001:db8:0:1300::1'), 'another /56: another key');
-  t.equal(new RateLimiter({ ...settings, ipv4Prefix: 32 }).keyOf('10.1.2.3'), '10.1.2.3', 'IPv4 /32: the address itself, no allocation');
-  t.equal(l.take('10.9.9.9', 0), undefined, 'first query: allowed');
-  t.ok(l.take('10.9.9.9', 0), 'second in the same instant: over');
-  for (let i = 0; i < 1000; i++) {
-    l.take(`10.${(i >> 8) & 255}.${i & 255}.1`, 1);
-    if (i % 50 === 0) l.take('10.9.9.9', 1); // the flooder stays recently seen
+  up.on('huge.example.test', { answers: [{ name: 'huge.example.test', type: T.A, address: '192.0.2.1', ttl: 2147483647 }] });
+  up.on('topbit.example.test', {
+    raw: (q) => handReply(q, Buffer.concat([rr(ptr(12), T.A, 0x80000001, ipv4('192.0.2.2')), rr(ptr(12), T.A, 600, ipv4('192.0.2.3'))]), { an: 2 }),
+  });
+  const h = await startSinkhole(t, up.port, { cache: { maxTtl: '1h' } });
+  for (const round of ['fresh', 'cached']) {
+    const huge = decode(await udpExchange(h.port, buildQuery('huge.example.test', T.A)));
+    t.equal(huge.answers[0]?.ttl, 3600, `${round}: TTL 2147483647 is capped at cache.maxTtl`);
+    const top = decode(await udpExchange(h.port, buildQuery('topbit.example.test', T.A)));
+    t.same(top.answers.map((a: { ttl: number }) => a.ttl), [0, 600], `${round}: TTL 0x80000001 is 0, the other record keeps its 600`);
   }
-  t.ok(l.size <= 100, `at most 100 buckets kept (${l.size})`);
-  t.ok(l.take('10.9.9.9', 1), 'a recently seen flooder keeps its empty bucket: eviction is no way out');
-  t.equal(l.take('10.9.9.9', 1_001), undefined, 'a second later it has a token again');
-  t.ok(l.take('10.9.9.9', 500), 'a clock that steps back refills nothing');
+  t.equal(up.count('huge.example.test'), 1, 'the capped answer was cached');
 });

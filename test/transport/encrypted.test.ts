@@ -1,8 +1,8 @@
-// Encrypted DNS for devices (issue 12): DoT and DoH listeners running the
-// same pipeline and policy as UDP/TCP, their limits, the certificate reload,
-// DDR (RFC 9462), and the config keys of the whole feature. Clients are
-// Node's own TLS, HTTP/2 and HTTPS clients (kdig is the outside client in
-// .ci/interop.sh); everything is on 127.0.0.1.
+// src/transport/dot.ts, doh.ts and tlsFiles.ts: encrypted DNS for devices (issue 12). DoT and DoH
+// listeners running the same pipeline and policy as UDP/TCP, their limits, the certificate reload,
+// shutdown, padded EDNS queries, and the config keys of the whole feature. Clients are Node's own
+// TLS, HTTP/2 and HTTPS clients (kdig is the outside client in .ci/interop.sh); everything is on
+// 127.0.0.1. (DDR: test/stages/stages.test.ts.)
 import t from 'tap';
 import { once } from 'node:events';
 import { X509Certificate } from 'node:crypto';
@@ -14,17 +14,18 @@ import http2 from 'node:http2';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
-import { FakeUpstream, T } from './helpers/fakeUpstream.js';
-import { makePki, type Pair } from './helpers/pki.js';
-import { startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
-import { buildQuery, decode, rcodeOf, TcpClient, udpExchange } from './helpers/dns.js';
-import { QTYPE_SLOTS } from '../src/metrics/stats.js';
-import { loadConfig } from '../src/config/config.js';
-import { PolicyError } from '../src/errors.js';
+import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
+import { makePki, type Pair } from '../helpers/pki.js';
+import { startSinkhole, TIKTOK_LIST, type Harness } from '../helpers/sinkhole.js';
+import { buildQuery, decode, rcodeOf, TcpClient, udpExchange } from '../helpers/dns.js';
+import { QTYPE_SLOTS } from '../../src/metrics/stats.js';
+import { loadConfig } from '../../src/config/config.js';
+import { PolicyError } from '../../src/errors.js';
+import { h2request, type HttpReply } from '../helpers/doh.js';
 
 const pki = makePki();
 t.teardown(() => pki.close());
-const ROOT = join(import.meta.dirname, '..');
+const ROOT = join(import.meta.dirname, '..', '..');
 
 const FILES = { 'tiktok.txt': TIKTOK_LIST, 'tls.crt': pki.server.certPem, 'tls.key': pki.server.keyPem };
 function config(listen: Record<string, unknown> = {}): Record<string, unknown> {
@@ -40,25 +41,6 @@ async function dotClient(h: Harness, opts: { from?: string; ca?: string | false 
   const sock = tls.connect({ socket: raw, servername: 'dns.test', ...(opts.ca === false ? { rejectUnauthorized: false } : { ca: opts.ca ?? pki.caPem }) });
   await once(sock, 'secureConnect');
   return Object.assign(TcpClient.over(sock), { tls: sock });
-}
-
-interface HttpReply {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Buffer;
-}
-
-function h2request(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: Buffer): Promise<HttpReply> {
-  return new Promise((resolve, reject) => {
-    const req = session.request(headers, { endStream: !body });
-    const chunks: Buffer[] = [];
-    let head: http2.IncomingHttpHeaders = {};
-    req.on('response', (h) => (head = h));
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => resolve({ status: Number(head[':status']), headers: head, body: Buffer.concat(chunks) }));
-    req.on('error', reject);
-    if (body) req.end(body);
-  });
 }
 
 function h2connect(h: Harness, from?: string): Promise<http2.ClientHttp2Session> {
@@ -335,73 +317,6 @@ t.test('shutdown: DoT and DoH answer the queries in flight, then close', async (
   await c.closed;
   t.pass('and the DoT connection is closed');
   t.ok(s.closed || s.destroyed || (await once(s, 'close').then(() => true)), 'the HTTP/2 session got GOAWAY and closed');
-});
-
-/** SVCB records of a reply, decoded here by hand (RFC 9460 §2.2) as an independent check. */
-function svcb(reply: Buffer): { priority: number; target: string; params: Map<number, Buffer> }[] {
-  const d = decode(reply);
-  const name = (buf: Buffer, off: number): [string, number] => {
-    const labels: string[] = [];
-    while (buf[off] !== 0) {
-      labels.push(buf.toString('ascii', off + 1, off + 1 + buf[off]!));
-      off += buf[off]! + 1;
-    }
-    return [labels.join('.'), off + 1];
-  };
-  let off = 12;
-  off = name(reply, off)[1] + 4;
-  const out: { priority: number; target: string; params: Map<number, Buffer> }[] = [];
-  for (let i = 0; i < d.header.ancount; i++) {
-    off += reply[off]! >= 0xc0 ? 2 : name(reply, off)[1] - off;
-    const type = reply.readUInt16BE(off);
-    const rdlen = reply.readUInt16BE(off + 8);
-    const rdata = off + 10;
-    if (type === 64) {
-      const [target, p0] = name(reply, rdata + 2);
-      const params = new Map<number, Buffer>();
-      for (let p = p0; p < rdata + rdlen; p += 4 + reply.readUInt16BE(p + 2)) params.set(reply.readUInt16BE(p), reply.subarray(p + 4, p + 4 + reply.readUInt16BE(p + 2)));
-      out.push({ priority: reply.readUInt16BE(rdata), target, params });
-    }
-    off = rdata + rdlen;
-  }
-  return out;
-}
-
-t.test('DDR: _dns.resolver.arpa SVCB names the DoT and DoH endpoints, and resolver.arpa is never forwarded', async (t) => {
-  const up = await FakeUpstream.start();
-  t.teardown(() => up.close());
-  const h = await startSinkhole(t, up.port, config(), FILES);
-  const reply = await udpExchange(h.port, buildQuery('_DNS.Resolver.ARPA', T.SVCB));
-  t.equal(rcodeOf(reply), 0);
-  const recs = svcb(reply);
-  t.equal(recs.length, 2, 'one record per protocol');
-  const [dot, doh] = recs;
-  t.same([dot!.priority, dot!.target, dot!.params.get(1)?.toString('latin1')], [1, 'dns.test', '\x03dot'], 'DoT first: alpn=dot, TargetName = the certificate name');
-  t.equal(dot!.params.get(3)?.readUInt16BE(0), h.running.dot[0]!.port, 'port of the DoT listener');
-  t.same([...(dot!.params.get(4) ?? [])], [127, 0, 0, 1], 'ipv4hint: its address');
-  t.same([doh!.priority, doh!.params.get(1)?.toString('latin1')], [2, '\x02h2'], 'then DoH: alpn=h2');
-  t.equal(doh!.params.get(3)?.readUInt16BE(0), h.running.doh[0]!.port, 'port of the DoH listener');
-  t.equal(doh!.params.get(7)?.toString(), '/dns-query{?dns}', 'dohpath (RFC 9461)');
-  t.equal(decode(reply).answers[0]?.ttl, 300);
-
-  const s = await h2connect(h);
-  t.teardown(() => s.close());
-  const viaDoh = await h2request(s, get(buildQuery('_dns.resolver.arpa', T.SVCB, { id: 0 })));
-  t.equal(svcb(viaDoh.body).length, 2, 'the same over DoH');
-
-  const cases: [string, number, number][] = [['_dns.resolver.arpa', T.A, 0], ['resolver.arpa', T.SOA, 0], ['other.resolver.arpa', T.A, 3]];
-  for (const [name, type, rcode] of cases) {
-    const r = await udpExchange(h.port, buildQuery(name, type));
-    t.same([rcodeOf(r), decode(r).header.ancount], [rcode, 0], `${name} ${type}: ${rcode ? 'NXDOMAIN' : 'NODATA'}`);
-  }
-  t.equal(up.count(), 0, 'nothing under resolver.arpa went upstream');
-  await udpExchange(h.port, buildQuery('notresolver.arpa', T.A));
-  t.equal(up.count('notresolver.arpa'), 1, 'a name that only ends in the same letters is forwarded');
-  t.equal(h.running.stats.responseCount('local', 0) + h.running.stats.responseCount('local', 3), 5, 'counted as result="local"');
-
-  const plain = await startSinkhole(t, up.port, {});
-  const none = await udpExchange(plain.port, buildQuery('_dns.resolver.arpa', T.SVCB));
-  t.same([rcodeOf(none), decode(none).header.ancount], [0, 0], 'without DoT/DoH: NODATA, no designation');
 });
 
 t.test('config: the encrypted forms and keys, checked at file:line:col', async (t) => {

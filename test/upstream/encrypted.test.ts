@@ -1,21 +1,22 @@
+// src/upstream/ tls.ts, https.ts, tlsDial.ts, stream.ts and encrypted.ts.
 // Encrypted upstreams (issue 12): tls:// (RFC 7858) and https:// (RFC 8484),
 // against scripted fakes that misbehave on cue and against real servers
 // nobody here wrote (unbound, dnsdist), all on 127.0.0.1.
 import t from 'tap';
 import { performance } from 'node:perf_hooks';
 import tls from 'node:tls';
-import { FakeUpstream, T } from './helpers/fakeUpstream.js';
-import { FakeDoh, FakeDot, silentServer } from './helpers/fakeEncrypted.js';
-import { makePki } from './helpers/pki.js';
-import { startDnsdist, startUnbound } from './helpers/peers.js';
-import { skipUnless } from './helpers/requires.js';
-import { startSinkhole, type Harness } from './helpers/sinkhole.js';
-import { buildQuery, decode, exchange, rcodeOf, udpExchange } from './helpers/dns.js';
-import { UpstreamStats } from '../src/metrics/stats.js';
-import { decodeQuery } from '../src/dns/query.js';
-import { DohUpstream } from '../src/upstream/https.js';
-import { DotUpstream } from '../src/upstream/tls.js';
-import { dialTls, type SessionStore } from '../src/upstream/tlsDial.js';
+import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
+import { FakeDoh, FakeDot, silentServer } from '../helpers/fakeEncrypted.js';
+import { makePki } from '../helpers/pki.js';
+import { startDnsdist, startUnbound } from '../helpers/peers.js';
+import { skipUnless } from '../helpers/requires.js';
+import { startSinkhole, type Harness } from '../helpers/sinkhole.js';
+import { buildQuery, decode, exchange, rcodeOf, udpExchange } from '../helpers/dns.js';
+import { UpstreamStats } from '../../src/metrics/stats.js';
+import { decodeQuery } from '../../src/dns/query.js';
+import { DohUpstream } from '../../src/upstream/https.js';
+import { DotUpstream } from '../../src/upstream/tls.js';
+import { dialTls, type SessionStore } from '../../src/upstream/tlsDial.js';
 
 const pki = makePki();
 t.teardown(() => pki.close());

@@ -1,6 +1,6 @@
-// Identity (issue 11): lease files → devices, policy by MAC and hostname,
-// EDNS Client Subnet and the MAC option from trusted relays only, and the
-// CLI's view of it (check --client MAC, validate's warnings).
+// src/identity/ (issue 11): lease files → devices (leaseFormats.ts, leaseFile.ts, model.ts, table.ts),
+// the identity thread, policy by MAC and hostname, and the CLI's view of it (check --client MAC,
+// validate's warnings), and the config keys. (The ECS/MAC relay stage: test/stages/stages.test.ts.)
 import t from 'tap';
 import { once } from 'node:events';
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -8,24 +8,21 @@ import { parse, stringify } from 'yaml';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import { FakeUpstream, T } from './helpers/fakeUpstream.js';
-import { FakeClock, startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
-import { buildQuery, exchange, rcodeOf } from './helpers/dns.js';
-import { parseLeases, type Lease } from '../src/identity/leaseFormats.js';
-import { LeaseFile, type LeaseRead } from '../src/identity/leaseFile.js';
-import { ClientDirectory, compileCidrs } from '../src/policy/clients.js';
-import type { Exception } from '../src/policy/exceptions.js';
-import { IdentityTable, packDelta, type Device, type IdentityDelta } from '../src/identity/table.js';
-import { Slices } from '../src/slices.js';
-import { formatProblem } from '../src/errors.js';
-import { LeaseModel } from '../src/identity/model.js';
-import { buildIdentity, IdentityHolder } from '../src/identity/sources.js';
-import { normalizeMac, parseSelector } from '../src/net/mac.js';
-import { decodeQuery } from '../src/dns/query.js';
-import { runCli as run } from './helpers/cli.js';
+import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
+import { FakeClock, startSinkhole, TIKTOK_LIST, type Harness } from '../helpers/sinkhole.js';
+import { buildQuery, exchange, rcodeOf } from '../helpers/dns.js';
+import { parseLeases, type Lease } from '../../src/identity/leaseFormats.js';
+import { LeaseFile, type LeaseRead } from '../../src/identity/leaseFile.js';
+import { ClientDirectory, compileCidrs } from '../../src/policy/clients.js';
+import type { Exception } from '../../src/policy/exceptions.js';
+import { IdentityTable, packDelta, type Device, type IdentityDelta } from '../../src/identity/table.js';
+import { Slices } from '../../src/slices.js';
+import { formatProblem } from '../../src/errors.js';
+import { LeaseModel } from '../../src/identity/model.js';
+import { buildIdentity, IdentityHolder } from '../../src/identity/sources.js';
+import { normalizeMac, parseSelector } from '../../src/net/mac.js';
+import { runCli as run } from '../helpers/cli.js';
 
-const ROOT = join(import.meta.dirname, '..');
-const CLI = join(ROOT, 'dist', 'cli.js');
 const NOW = Date.UTC(2026, 10, 28, 12, 0, 0);
 const S = NOW / 1000;
 const MAC1 = '02:00:00:00:00:01';
@@ -620,75 +617,6 @@ t.test('the identity thread: a config reload brings new static names, and a thre
   await moved;
   t.equal(await ask(h, '127.0.0.22'), 0, 'the new thread watches the file: the exception follows the device');
   t.equal(await ask(h, '127.0.0.21'), 3);
-});
-
-/** A query with an OPT carrying these options (code, data). */
-function withOptions(name: string, options: [number, Buffer][]): Buffer {
-  const base = buildQuery(name, T.A);
-  base.writeUInt16BE(1, 10);
-  const body = Buffer.concat(options.map(([code, data]) => {
-    const o = Buffer.alloc(4 + data.length);
-    o.writeUInt16BE(code, 0);
-    o.writeUInt16BE(data.length, 2);
-    data.copy(o, 4);
-    return o;
-  }));
-  const opt = Buffer.alloc(11);
-  opt.writeUInt16BE(41, 1);
-  opt.writeUInt16BE(1232, 3);
-  opt.writeUInt16BE(body.length, 9);
-  return Buffer.concat([base, opt, body]);
-}
-const ecs = (ip: string, prefix = 32): [number, Buffer] => [8, Buffer.from([0, 1, prefix, 0, ...ip.split('.').map(Number).slice(0, Math.ceil(prefix / 8))])];
-const macOpt = (mac: string): [number, Buffer] => [65001, Buffer.from(mac.split(':').map((x) => parseInt(x, 16)))];
-const cookie: [number, Buffer] = [10, Buffer.from('0123456789abcdef', 'hex')];
-
-/** The EDNS option codes in a query's OPT, as the upstream received it. */
-function optionCodes(raw: Buffer): number[] {
-  const q = decodeQuery(raw, '127.0.0.1', 'udp', 0)!;
-  if (q.optRdata < 0) return [];
-  const out: number[] = [];
-  const end = q.optRdata + raw.readUInt16BE(q.optRdata - 2);
-  for (let off = q.optRdata; off + 4 <= end; off += 4 + raw.readUInt16BE(off + 2)) out.push(raw.readUInt16BE(off));
-  return out;
-}
-
-t.test('EDNS Client Subnet and the MAC option: believed from trusted relays, ignored and stripped from anyone else', async (t) => {
-  const up = await FakeUpstream.start();
-  t.teardown(() => up.close());
-  const clock = new FakeClock(NOW);
-  const config = CONFIG({
-    clients: { allowFrom: ['127.0.0.0/16'], trustedRelays: ['127.0.0.2/32'] },
-    exceptions: [
-      { id: 'EX-MAC', clients: [`mac:${MAC1}`], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' },
-      { id: 'EX-IP', clients: ['127.0.0.21'], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' },
-    ],
-  });
-  const h = await startSinkhole(t, up.port, config, { 'tiktok.txt': TIKTOK_LIST, 'leases.csv': KEA_HEADER }, { clock });
-  for (const proto of ['udp', 'tcp'] as const) {
-    t.equal(await ask(h, '127.0.0.2', proto, withOptions('www.tiktok.com', [macOpt(MAC1)])), 0, `${proto}: a trusted relay's MAC option names the device`);
-    t.equal(await ask(h, '127.0.0.3', proto, withOptions('www.tiktok.com', [macOpt(MAC1)])), 3, `${proto}: anyone else claiming that MAC is blocked`);
-    t.equal(await ask(h, '127.0.0.2', proto, withOptions('www.tiktok.com', [ecs('127.0.0.21')])), 0, `${proto}: a trusted relay's ECS /32 is the client`);
-    t.equal(await ask(h, '127.0.0.3', proto, withOptions('www.tiktok.com', [ecs('127.0.0.21')])), 3, `${proto}: an untrusted ECS is ignored`);
-    t.equal(await ask(h, '127.0.0.2', proto, withOptions('www.tiktok.com', [ecs('127.0.0.0', 24)])), 3, `${proto}: a subnet names no device`);
-  }
-  // What reaches the upstream: sinkhole's own OPT, none of the client's options (issue 23 item 1).
-  for (const [from, name] of [['127.0.0.2', 'trusted.example.test'], ['127.0.0.3', 'untrusted.example.test']] as const) {
-    t.equal(await ask(h, from, 'udp', withOptions(name, [cookie, ecs('127.0.0.21'), macOpt(MAC1)])), 0);
-    const seen = up.seen.find((s) => s.name === name)!;
-    t.same(optionCodes(seen.raw), [], `${from}: ECS and MAC never forwarded, nor the client's cookie`);
-  }
-  // The report and the logs record the device the relay named, not the relay.
-  t.equal(await ask(h, '127.0.0.2', 'udp', withOptions('www.tiktok.com', [ecs('127.0.0.55'), macOpt('02:00:00:00:00:09')])), 3);
-  const rows = (await h.running.report.snapshot()).clients;
-  t.match(rows.find((r) => r.mac === '02:00:00:00:00:09'), { client: '127.0.0.55', blocked: 1 }, 'a relayed device has its own row');
-  t.notOk(rows.some((r) => r.client === '127.0.0.3' && r.mac !== null), 'an untrusted MAC claim is not recorded as that device');
-  const m = await h.running.registry.metrics();
-  t.match(m, /sinkhole_identity_options_total\{source="trusted"\} 8/);
-  t.match(m, /sinkhole_identity_options_total\{source="untrusted"\} 5/);
-  const q = withOptions('x.example.test', [cookie, macOpt(MAC1)]);
-  t.equal(decodeQuery(q, '127.0.0.1', 'udp', 0)!.identityOptions, true);
-  t.equal(decodeQuery(buildQuery('x.example.test', T.A, { edns: 1232 }), '127.0.0.1', 'udp', 0)!.identityOptions, false, 'plain EDNS: nothing to do');
 });
 
 t.test('check --client MAC, and validate warns about a device no source knows', async (t) => {

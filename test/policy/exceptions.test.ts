@@ -1,3 +1,5 @@
+// src/policy/ (clients.ts, exceptions.ts, exceptionEvents.ts, zonedDate.ts, warnings.ts) and the
+// exception audit (src/querylog/auditLog.ts, exceptionAudit.ts).
 // Per-client access control and approved exceptions: the matrix from the
 // issue, expiry by the clock without a reload, cache independence, the audit
 // trail, validation, and the `check` / `exceptions` commands.
@@ -6,15 +8,15 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { stringify } from 'yaml';
-import { FakeUpstream, T } from './helpers/fakeUpstream.js';
-import { FakeClock, startSinkhole, TIKTOK_LIST } from './helpers/sinkhole.js';
-import { buildQuery, decode, exchange, rcodeOf } from './helpers/dns.js';
-import { parseExpiry, parseRevoked } from '../src/policy/exceptions.js';
-import { cacheKey } from '../src/cache/replyCache.js';
-import { decodeQuery } from '../src/dns/query.js';
-import { streamLogger } from '../src/log.js';
+import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
+import { FakeClock, startSinkhole, TIKTOK_LIST } from '../helpers/sinkhole.js';
+import { buildQuery, decode, exchange, rcodeOf } from '../helpers/dns.js';
+import { parseExpiry, parseRevoked } from '../../src/policy/exceptions.js';
+import { cacheKey } from '../../src/cache/replyCache.js';
+import { decodeQuery } from '../../src/dns/query.js';
+import { streamLogger } from '../../src/log.js';
 
-const CLI = join(import.meta.dirname, '..', 'dist', 'cli.js');
+const CLI = join(import.meta.dirname, '..', '..', 'dist', 'cli.js');
 const PROTOS = ['udp', 'tcp'] as const;
 const EXPIRES = '2026-11-28T12:00:00Z';
 const EXPIRES_MS = Date.parse(EXPIRES);

@@ -1,3 +1,4 @@
+// src/state/ (lastGood.ts, snapshot.ts).
 // Start from the last good policy (issue 9): every compiled policy's inputs
 // are snapshotted under state.dir; a start-up whose files do not compile
 // serves the snapshot (degraded) instead of exiting; a state dir that cannot
@@ -9,13 +10,13 @@ import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { start, type Running } from '../src/app.js';
-import { streamLogger } from '../src/log.js';
-import { FakeUpstream, T } from './helpers/fakeUpstream.js';
-import { startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
-import { buildQuery, rcodeOf, udpExchange } from './helpers/dns.js';
+import { start, type Running } from '../../src/app.js';
+import { streamLogger } from '../../src/log.js';
+import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
+import { startSinkhole, TIKTOK_LIST, type Harness } from '../helpers/sinkhole.js';
+import { buildQuery, rcodeOf, udpExchange } from '../helpers/dns.js';
 
-const CLI = join(import.meta.dirname, '..', 'dist', 'cli.js');
+const CLI = join(import.meta.dirname, '..', '..', 'dist', 'cli.js');
 const EXCEPTIONS = 'exceptions:\n  - id: EX-1\n    clients: [127.0.0.7]\n    allow: [tiktok]\n    reason: r\n    approvedBy: a\n    expires: 2999-01-01\n';
 const CONFIG = {
   listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0' },

@@ -1,3 +1,4 @@
+// src/policy/rpz/ transfer.ts, wireRecords.ts and feed.ts: zones pulled from a primary.
 // RPZ zones pulled from a primary (issue 21 §1 "Transfers"): real NSD serves the zone, TSIG-signed;
 // sinkhole takes it by AXFR, then an edit reaches it by NOTIFY and IXFR within 5 s; with the primary
 // stopped, a restart still enforces the zone (its copy under state.dir). A wrong key is refused by
@@ -10,16 +11,16 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FakeUpstream, T } from './helpers/fakeUpstream.js';
-import { startSinkhole } from './helpers/sinkhole.js';
-import { buildQuery, rcodeOf, udpExchange } from './helpers/dns.js';
-import { skipUnless } from './helpers/requires.js';
-import { start } from '../src/app.js';
-import type { Logger } from '../src/log.js';
-import { TransferAssembler, transferQuery, serialNewer } from '../src/policy/rpz/transfer.js';
-import type { WireRecord } from '../src/policy/rpz/wireRecords.js';
-import { decodeTransferMessage } from '../src/policy/rpz/wireRecords.js';
-import { sign as signTsig, splitTsig, verify as verifyTsig } from '../src/dns/tsig.js';
+import { FakeUpstream, T } from '../../helpers/fakeUpstream.js';
+import { startSinkhole } from '../../helpers/sinkhole.js';
+import { buildQuery, rcodeOf, udpExchange } from '../../helpers/dns.js';
+import { skipUnless } from '../../helpers/requires.js';
+import { start } from '../../../src/app.js';
+import type { Logger } from '../../../src/log.js';
+import { TransferAssembler, transferQuery, serialNewer } from '../../../src/policy/rpz/transfer.js';
+import type { WireRecord } from '../../../src/policy/rpz/wireRecords.js';
+import { decodeTransferMessage } from '../../../src/policy/rpz/wireRecords.js';
+import { sign as signTsig, splitTsig, verify as verifyTsig } from '../../../src/dns/tsig.js';
 
 /** A port the kernel just handed out (NSD and the NOTIFY target need theirs before they start). */
 async function freePort(): Promise<number> {
@@ -211,7 +212,7 @@ t.test('a zone pulled from NSD: AXFR at start, NOTIFY and IXFR after an edit, en
 });
 
 t.test('blocking.rpz with a primary: config problems at file:line:col', async (t) => {
-  const { loadConfig } = await import('../src/config/config.js');
+  const { loadConfig } = await import('../../../src/config/config.js');
   const dir = mkdtempSync(join(tmpdir(), 'sinkhole-rpzcfg-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'short.key'), 'c2hvcnQ=\n');

@@ -1,3 +1,4 @@
+// src/events/ (tracker.ts, cef.ts, syslog.ts, webhook.ts, delivery.ts, spool.ts, arbiter.ts).
 // Compliance events (issue 20 §1): when a device is announced (threshold,
 // window, cooldown), the CEF body and its escaping, RFC 5424 over real UDP,
 // TCP and TLS receivers, the signed webhook, at-least-once delivery through
@@ -11,24 +12,24 @@ import tls from 'node:tls';
 import https from 'node:https';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { loadConfig } from '../src/config/config.js';
-import { PolicyError } from '../src/errors.js';
+import { loadConfig } from '../../src/config/config.js';
+import { PolicyError } from '../../src/errors.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Resolver } from 'node:dns/promises';
-import { FakeUpstream, T } from './helpers/fakeUpstream.js';
-import { startSinkhole, TIKTOK_LIST } from './helpers/sinkhole.js';
-import { buildQuery, exchange } from './helpers/dns.js';
-import { makePki } from './helpers/pki.js';
-import { POSTGRES_NEEDS, startPostgres } from './helpers/postgres.js';
-import { skipUnless } from './helpers/requires.js';
-import { EventTracker, type Attempt } from '../src/events/tracker.js';
-import { cefHeader, cefValue, toCef } from '../src/events/cef.js';
-import { octetCounted, rfc5424 } from '../src/events/syslog.js';
-import { signature } from '../src/events/webhook.js';
-import { eventId, type ComplianceEvent } from '../src/events/event.js';
-import { policyHash } from '../src/policy/fingerprint.js';
-import { runCli } from './helpers/cli.js';
+import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
+import { startSinkhole, TIKTOK_LIST } from '../helpers/sinkhole.js';
+import { buildQuery, exchange } from '../helpers/dns.js';
+import { makePki } from '../helpers/pki.js';
+import { POSTGRES_NEEDS, startPostgres } from '../helpers/postgres.js';
+import { skipUnless } from '../helpers/requires.js';
+import { EventTracker, type Attempt } from '../../src/events/tracker.js';
+import { cefHeader, cefValue, toCef } from '../../src/events/cef.js';
+import { octetCounted, rfc5424 } from '../../src/events/syslog.js';
+import { signature } from '../../src/events/webhook.js';
+import { eventId, type ComplianceEvent } from '../../src/events/event.js';
+import { policyHash } from '../../src/policy/fingerprint.js';
+import { runCli } from '../helpers/cli.js';
 
 const MAC1 = '02:00:00:00:00:01';
 const KEA_HEADER = 'address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id\n';

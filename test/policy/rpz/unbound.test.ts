@@ -1,3 +1,4 @@
+// src/policy/rpz/ and src/stages/rpz.ts, compared with another implementation.
 // Issue 21, import equivalence: Unbound (Debian's 1.17) loads the same RPZ
 // zone files with `rpz:` and forwards to the same fake upstream as sinkhole.
 // A fixed set of queries covering every trigger and action goes to both, from
@@ -9,11 +10,11 @@ import t from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FakeUpstream, T, type Behaviour } from './helpers/fakeUpstream.js';
-import { startSinkhole } from './helpers/sinkhole.js';
-import { buildQuery, decode, exchange } from './helpers/dns.js';
-import { skipUnless } from './helpers/requires.js';
-import { startUnboundRpz } from './helpers/peers.js';
+import { FakeUpstream, T, type Behaviour } from '../../helpers/fakeUpstream.js';
+import { startSinkhole } from '../../helpers/sinkhole.js';
+import { buildQuery, decode, exchange } from '../../helpers/dns.js';
+import { skipUnless } from '../../helpers/requires.js';
+import { startUnboundRpz } from '../../helpers/peers.js';
 
 const MAIN = `$TTL 30
 $ORIGIN main.rpz.test.

@@ -1,19 +1,21 @@
+// src/policy/rpz/ (zoneFile.ts, triggers.ts, zone.ts, evaluate.ts, actions.ts, answer.ts) and
+// src/stages/rpz.ts.
 // Response Policy Zones (issue 21): the master-file reader, triggers and
 // actions with file:line:col for what is wrong, then every trigger and action
 // end to end through real sockets (c-ares and raw clients), reload, the
 // last good zone, validate and check.
 import t from 'tap';
-import { parseZoneFile, parseTtl } from '../src/policy/rpz/zoneFile.js';
-import { formatPrefix, parseReversedPrefix, triggerOf } from '../src/policy/rpz/triggers.js';
-import { compileZone, nameRule, type ZoneSpec } from '../src/policy/rpz/zone.js';
-import { qnameRule } from '../src/policy/rpz/evaluate.js';
+import { parseZoneFile, parseTtl } from '../../../src/policy/rpz/zoneFile.js';
+import { formatPrefix, parseReversedPrefix, triggerOf } from '../../../src/policy/rpz/triggers.js';
+import { compileZone, nameRule, type ZoneSpec } from '../../../src/policy/rpz/zone.js';
+import { qnameRule } from '../../../src/policy/rpz/evaluate.js';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { FakeUpstream, T } from './helpers/fakeUpstream.js';
-import { startSinkhole } from './helpers/sinkhole.js';
-import { buildQuery, decode, exchange, optOf, type Decoded } from './helpers/dns.js';
+import { FakeUpstream, T } from '../../helpers/fakeUpstream.js';
+import { startSinkhole } from '../../helpers/sinkhole.js';
+import { buildQuery, decode, exchange, optOf, type Decoded } from '../../helpers/dns.js';
 
-const CLI = join(import.meta.dirname, '..', 'dist', 'cli.js');
+const CLI = join(import.meta.dirname, '..', '..', '..', 'dist', 'cli.js');
 
 const SPEC: ZoneSpec = { name: 'feed', file: 'feed.zone', override: 'none' };
 

@@ -1,3 +1,4 @@
+// src/querylog/dnstap.ts and fstrm.ts.
 // dnstap (log.dnstap, issue 20 §2): sinkhole's Frame Streams output read by
 // real readers. fstrm_capture (Debian fstrm-bin) takes the stream on a unix
 // socket in a temporary folder, and dnstap-read (bind9-dnsutils) and the
@@ -17,16 +18,16 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { Resolver } from 'node:dns/promises';
 import { stringify } from 'yaml';
-import { FakeUpstream } from './helpers/fakeUpstream.js';
-import { makePki } from './helpers/pki.js';
-import { skipUnless } from './helpers/requires.js';
-import { startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
-import { buildQuery, exchange, rcodeOf, TcpClient, udpExchange } from './helpers/dns.js';
-import { addressText, decodeDnstap, splitFrames, type DecodedMessage } from './helpers/dnstapDecode.js';
-import { streamLogger } from '../src/log.js';
-import { loadConfig } from '../src/config/config.js';
-import { PolicyError } from '../src/errors.js';
-import { CONTROL_ACCEPT, CONTROL_FINISH, CONTROL_READY, CONTROL_START, CONTROL_STOP, controlFrame } from '../src/querylog/fstrm.js';
+import { FakeUpstream } from '../helpers/fakeUpstream.js';
+import { makePki } from '../helpers/pki.js';
+import { skipUnless } from '../helpers/requires.js';
+import { startSinkhole, TIKTOK_LIST, type Harness } from '../helpers/sinkhole.js';
+import { buildQuery, exchange, rcodeOf, TcpClient, udpExchange } from '../helpers/dns.js';
+import { addressText, decodeDnstap, splitFrames, type DecodedMessage } from '../helpers/dnstapDecode.js';
+import { streamLogger } from '../../src/log.js';
+import { loadConfig } from '../../src/config/config.js';
+import { PolicyError } from '../../src/errors.js';
+import { CONTROL_ACCEPT, CONTROL_FINISH, CONTROL_READY, CONTROL_START, CONTROL_STOP, controlFrame } from '../../src/querylog/fstrm.js';
 
 interface TapLike {
   teardown(fn: () => unknown): void;

@@ -1,3 +1,4 @@
+// The admin page: src/metrics/page.ts and recent.ts (moving to src/http/).
 // The admin page (GET /) in a real browser: Chromium (Debian's, or the one
 // @sparticuz/chromium ships) driven by playwright-core (helpers/browser.ts). Checks what an admin sees:
 // the devices, the per-hour chart, exceptions by time left, the policy in
@@ -6,14 +7,14 @@ import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { once } from 'node:events';
-import { launchBrowser } from './helpers/browser.js';
-import { FakeUpstream, T } from './helpers/fakeUpstream.js';
-import { startSinkhole, TIKTOK_LIST } from './helpers/sinkhole.js';
-import { buildQuery, exchange } from './helpers/dns.js';
-import { countTicks, PAGE_DEVICES, renderPage, type PageData } from '../src/http/page.js';
-import { RecentTotals } from '../src/http/recent.js';
-import { hourly, reportRow } from '../src/report/report.js';
-import { mergeHealth, type UpstreamHealth } from '../src/upstream/forwarder.js';
+import { launchBrowser } from '../helpers/browser.js';
+import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
+import { startSinkhole, TIKTOK_LIST } from '../helpers/sinkhole.js';
+import { buildQuery, exchange } from '../helpers/dns.js';
+import { countTicks, PAGE_DEVICES, renderPage, type PageData } from '../../src/http/page.js';
+import { RecentTotals } from '../../src/http/recent.js';
+import { hourly, reportRow } from '../../src/report/report.js';
+import { mergeHealth, type UpstreamHealth } from '../../src/upstream/forwarder.js';
 
 // A fixed zone, so the hour labels are predictable: UTC+05:30 all year (no summer time), and a half-hour
 // offset, so the labels fall on :30. Set before any page is rendered (Node re-reads TZ when it is assigned).
