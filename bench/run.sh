@@ -38,7 +38,8 @@
 #   RPZ_RECORDS=N       also run "sinkhole-listN" and "sinkhole-rpzN": the same rules (the kit's 200 domains and
 #                       synthetic ones, N/2 domains) as a plain list and as an RPZ zone of N records (D and *.D,
 #                       CNAME .), both NXDOMAIN; prints the time to the first answer and the RSS (issue 21)
-#   PEERS="dnsmasq unbound1"   which peers to start and measure (default both; PEERS=none: sinkhole only)
+#   PEERS="dnsmasq unbound1"   which peers to start and measure (default both; PEERS=none: sinkhole only;
+#                       also dnsdist, node-raw (bare Node echo: blocked only), node-fwd (bare Node relay: uncached only))
 #   WORKLOADS="blocked cached uncached"   the suite's workloads (sinkhole-querylog: blocked only)
 #   SH_ADDR=127.0.0.1 SH_PORT=5320 SH_HTTP_PORT=9320   sinkhole's listen addresses (loopback only)
 #   PORT_REUSE=N                                     upstreams.sourcePortReuse (unset = sinkhole's default, 100; 1 = a fresh
@@ -80,12 +81,16 @@ for t in dnsperf dig taskset bc python3 ss node; do
   command -v "$t" >/dev/null || { echo "missing tool: $t (CI: apt-get install -y dnsperf nsd dnsmasq-base unbound bind9-dnsutils)" >&2; exit 1; }
 done
 command -v nsd >/dev/null || { echo "nsd is not installed: it is the upstream every workload needs (apt-get install -y nsd)" >&2; exit 1; }
-declare -A PEER_BIN=([dnsmasq]=dnsmasq [unbound1]=unbound)
-declare -A PEER_PORT=([dnsmasq]=5301 [unbound1]=5302)
-declare -A PEER_LABEL=([dnsmasq]=dnsmasq [unbound1]=unbound-t1)
+# dnsdist: the forwarding ceiling; node-raw and node-fwd: the kit's bare Node servers on the project's own
+# runtime (a dgram echo with a fixed answer, and a relay with ID rewrite through one socket), the measuring
+# sticks of issue 22. Each peer runs the workloads it can answer: the echo answers everything the same.
+declare -A PEER_BIN=([dnsmasq]=dnsmasq [unbound1]=unbound [dnsdist]=dnsdist [node-raw]=node [node-fwd]=node)
+declare -A PEER_PORT=([dnsmasq]=5301 [unbound1]=5302 [dnsdist]=5304 [node-raw]=5310 [node-fwd]=5312)
+declare -A PEER_LABEL=([dnsmasq]=dnsmasq [unbound1]=unbound-t1 [dnsdist]=dnsdist [node-raw]=node-echo [node-fwd]=node-relay)
+declare -A PEER_WORKLOADS=([node-raw]=blocked [node-fwd]=uncached)
 want_peers=()
 for p in $PEERS; do
-  [ -n "${PEER_BIN[$p]:-}" ] || { echo "unknown peer '$p' (known: dnsmasq unbound1)" >&2; exit 2; }
+  [ -n "${PEER_BIN[$p]:-}" ] || { echo "unknown peer '$p' (known: dnsmasq unbound1 dnsdist node-raw node-fwd)" >&2; exit 2; }
   if command -v "${PEER_BIN[$p]}" >/dev/null; then want_peers+=("$p")
   else echo "note: ${PEER_BIN[$p]} is not installed: skipping peer ${PEER_LABEL[$p]}"; fi
 done
@@ -139,6 +144,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- peers --------------------------------------------------------------------------------------
+# The bare Node peers run on the project's own runtime (issue 22 compares sinkhole with them on it).
+[ -x "$ROOT/node_modules/.bin/node" ] && export PATH="$ROOT/node_modules/.bin:$PATH"
 PEERS_STARTED=1
 "$KIT/peers.sh" start upstream
 UPSTREAM_PID=$(cat "$RUN/pids/upstream")
@@ -326,7 +333,7 @@ fi
 stop_sinkhole
 
 for p in ${ran_peers[@]+"${ran_peers[@]}"}; do
-  suite "${PEER_PORT[$p]}" "${PEER_LABEL[$p]}" "$(cat "$RUN/pids/$p")"
+  suite "${PEER_PORT[$p]}" "${PEER_LABEL[$p]}" "$(cat "$RUN/pids/$p")" "${PEER_WORKLOADS[$p]:-$WORKLOADS}"
 done
 
 # --- report -------------------------------------------------------------------------------------
