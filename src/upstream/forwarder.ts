@@ -93,7 +93,7 @@ export interface ForwarderOptions {
   conditional: { domain: string; servers: UpstreamSpec[] }[];
   strategy: 'failover' | 'random' | 'race';
   timeoutMs: number;
-  /** UDP sockets (random source ports) in rotation per address family. */
+  /** UDP sockets (random source ports) in rotation per upstream address (upstream/udp.ts: they are connected to it). */
   sourcePorts: number;
   /** Queries one UDP source port may carry (1 = a fresh port per query). */
   sourcePortReuse: number;
