@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CPU time per query of a cache miss: builds of sinkhole (A/B) and the peers, interleaved, under the
+# CPU time per query of a cache miss (or, with WL=cached|blocked, of a hit or a blocked answer): builds of sinkhole (A/B) and the peers, interleaved, under the
 # same uncached load. On this shared 2-core machine QPS moves 15-20 % with other people's load, while
 # the server's own CPU seconds per answered query hardly do: this is the figure to compare builds by
 # (issue 22). Loopback only; stops everything it starts.
@@ -8,6 +8,7 @@
 #   BUILDS="base=/tmp/sh-base new=." bash bench/cpu.sh  # A/B: each NAME=DIR is a checkout with dist/ built
 #   QPS=10000 bash bench/cpu.sh                         # a fixed rate instead of saturating (-c 20 -q 200)
 #   PEERS=none REPS=5 DUR=8 bash bench/cpu.sh
+#   WL=cached TOGETHER=1 BUILDS="base=/tmp/sh-base new=." PEERS=none bash bench/cpu.sh   # the hit path (or WL=blocked)
 #   TOGETHER=1 BUILDS="base=/tmp/sh-base new=." PEERS=none bash bench/cpu.sh
 #       # A/B at the same time: both builds on core 1, each under its own fixed-rate dnsperf (the fairest
 #       # comparison on a machine others are loading: the noise and the batching fall on both alike)
@@ -19,7 +20,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KIT=${KIT:-$ROOT/../shared/bench}; KIT=$(cd "$KIT" && pwd)
-DUR=${DUR:-10}; REPS=${REPS:-3}; QPS=${QPS:-}; PEERS=${PEERS:-node-fwd unbound1}
+DUR=${DUR:-10}; REPS=${REPS:-3}; QPS=${QPS:-}; PEERS=${PEERS:-node-fwd unbound1}; WL=${WL:-uncached}
+case $WL in uncached|cached|blocked) ;; *) echo "WL must be uncached, cached or blocked" >&2; exit 2 ;; esac
 
 BUILDS=${BUILDS:-sinkhole=$ROOT}
 OUT=${OUT:-$ROOT/bench/results/cpu-$(date -u +%Y%m%dT%H%M%SZ).tsv}
@@ -83,13 +85,15 @@ measure() { # target qfile → one TSV line; run in the background for TOGETHER=
   awk -v t="$t" -v r="$rep" -v c=$((c1 - c0)) -v hz="$HZ" '/Queries completed/ { q = $3 } /Queries per second/ { qps = $4 }
     /Average Latency/ { avg = $4 * 1000 } END { printf "%s\t%d\t%d\t%.0f\t%.2f\t%.1f\t%.3f\n", t, r, q, qps, c / hz, q ? c / hz * 1e6 / q : 0, avg }' "$WORK/dp-$t.txt"
 }
+drop_q() { if [ "$WL" = uncached ]; then rm -f "$1"; fi; }  # fresh names are made per run; the kit's looped files are kept
 for rep in $(seq 1 "$REPS"); do
   for k in $(seq 0 $((n - 1))); do
     t=${TARGETS[$(((k + rep - 1) % n))]}
-    QF[$t]=$("$KIT/gen-queries.sh" "$WORK/q" $((DUR * 60000)) "c$rep$k$RANDOM-")
+    if [ "$WL" = uncached ]; then QF[$t]=$("$KIT/gen-queries.sh" "$WORK/q" $((DUR * 60000)) "c$rep$k$RANDOM-")
+    else "$KIT/gen-queries.sh" "$WORK/q" 0 > /dev/null; QF[$t]=$WORK/q/$WL.txt; fi  # the kit's looped files: the warm-up fills the cache
     # A 1 s warm-up at the same load, so the JIT and the source-port pool are in their steady state.
     [ "${TOGETHER:-0}" = 1 ] || { taskset -c 0 dnsperf -s 127.0.0.1 -p "${PORT[$t]}" -d "${QF[$t]}" -l 1 -c 20 -q 200 ${QPS:+-Q $QPS} > /dev/null 2>&1 || true; sleep 0.5
-                                  measure "$t" "${QF[$t]}" | tee -a "$OUT"; rm -f "${QF[$t]}"; }
+                                  measure "$t" "${QF[$t]}" | tee -a "$OUT"; drop_q "${QF[$t]}"; }
   done
   if [ "${TOGETHER:-0}" = 1 ]; then
     # Every target under the same fixed load at the same time: whatever else runs on the machine
@@ -100,7 +104,7 @@ for rep in $(seq 1 "$REPS"); do
     sleep 0.5
     ws=(); for t in "${TARGETS[@]}"; do measure "$t" "${QF[$t]}" > "$WORK/m-$t.tsv" & ws+=("$!"); done
     wait "${ws[@]}" || true
-    for t in "${TARGETS[@]}"; do tee -a "$OUT" < "$WORK/m-$t.tsv"; rm -f "${QF[$t]}"; done
+    for t in "${TARGETS[@]}"; do tee -a "$OUT" < "$WORK/m-$t.tsv"; drop_q "${QF[$t]}"; done
   fi
 done
 med() { sort -n | awk '{ v[NR] = $1 } END { printf "%.1f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

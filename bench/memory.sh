@@ -5,6 +5,7 @@
 #
 #   bash bench/memory.sh                  # N=1000000 at QPS=20000: ~50 s of load, then 20 s idle
 #   N=300000 QPS=15000 bash bench/memory.sh
+#   PORT_REUSE=100000 bash bench/memory.sh # upstreams.sourcePortReuse (default 100): what the source-port turnover costs
 #
 # The target (issue 10): RSS <= 150 MB steady with a full 100k-entry cache after 1M distinct names,
 # and flat, not growing: compare the RSS at the end of the load with the RSS after the idle tail.
@@ -27,7 +28,7 @@ trap cleanup EXIT
 "$KIT/peers.sh" start upstream >/dev/null
 cat > "$WORK/sinkhole.yaml" <<EOF
 listen: { dns: ["127.0.0.1:$SH_PORT"], http: "127.0.0.1:$SH_HTTP_PORT" }
-upstreams: { servers: ["127.0.0.2:5300"], timeout: 2s }
+upstreams: { servers: ["127.0.0.2:5300"], timeout: 2s${PORT_REUSE:+, sourcePortReuse: $PORT_REUSE} }
 cache: { maxEntries: 100000 }
 blocking: { lists: { bench: [$WORK/blocklist.txt] }, enforce: [bench], response: null-ip }
 log: { queries: none }
