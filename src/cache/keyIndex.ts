@@ -15,7 +15,7 @@
 
 const NONE = -1;
 
-/** FNV-1a over a string's char codes: a hash for callers with no bytes at hand (the cache hashes its key bytes itself). */
+/** FNV-1a over the key's char codes (latin1: one byte each, cache.ts cacheKey). */
 export function hashKey(key: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
@@ -58,7 +58,7 @@ export class KeyIndex {
     return this.count;
   }
 
-  /** The entry for `key`, or -1. `h` is the key's hash, the same function of the key at every call. */
+  /** The entry for `key`, or -1; `h` is hashKey(key). */
   private find(key: string, h: number): number {
     const table = this.table;
     for (let i = h & this.mask; ; i = (i + 1) & this.mask) {
@@ -70,14 +70,14 @@ export class KeyIndex {
   }
 
   /** The value for `key` without changing its place in the LRU order; -1 when absent. */
-  peek(key: string, h: number): number {
-    const e = this.find(key, h);
+  peek(key: string): number {
+    const e = this.find(key, hashKey(key));
     return e === NONE ? NONE : this.value[e]!;
   }
 
   /** Moves `key` to the front of the LRU order (a hit). */
-  touch(key: string, h: number): void {
-    const e = this.find(key, h);
+  touch(key: string): void {
+    const e = this.find(key, hashKey(key));
     if (e !== NONE && e !== this.head) {
       this.unlink(e);
       this.linkFront(e);
@@ -85,7 +85,8 @@ export class KeyIndex {
   }
 
   /** Stores `value` for `key`, in front; the value it replaces, or the least recent entry past `max`, is disposed of. */
-  set(key: string, h: number, value: number): void {
+  set(key: string, value: number): void {
+    const h = hashKey(key);
     let e = this.find(key, h);
     if (e !== NONE) {
       const old = this.value[e]!;
@@ -109,8 +110,8 @@ export class KeyIndex {
     this.count++;
   }
 
-  delete(key: string, h: number): void {
-    const e = this.find(key, h);
+  delete(key: string): void {
+    const e = this.find(key, hashKey(key));
     if (e !== NONE) this.removeEntry(e);
   }
 

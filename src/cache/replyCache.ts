@@ -50,56 +50,11 @@ export function cacheKey(q: Query): string {
   keyScratch.writeUInt16BE(q.qtype, n);
   keyScratch.writeUInt16BE(q.qclass, n + 2);
   keyScratch[n + 4] = (q.edns ? 1 : 0) | (q.dnssecOk ? 2 : 0) | (q.cd ? 4 : 0) | (q.rd ? 8 : 0);
-  const key = keyScratch.toString('latin1', 0, n + 5);
-  // Its bytes stay in the scratch for the index (prepareKey): the lookup that follows neither writes nor hashes it again.
-  probeKey = key;
-  probeLength = n + 5;
-  probeHash = -1;
-  return key;
+  return keyScratch.toString('latin1', 0, n + 5);
 }
 
-/**
- * A name is at most 255 octets as text with escapes (query.ts readQuestionName: 2 characters per escaped byte).
- * Its own ArrayBuffer (allocUnsafeSlow), for the DataView.
- */
-const keyScratch = Buffer.allocUnsafeSlow(1024);
-
-/**
- * The key being looked up, as bytes in keyScratch: hashed and compared 32 bits at a time, the last
- * one's hash kept (a miss probes get, getStale and set with one key). Hashing and comparing the
- * string a char at a time, and writing it out per lookup, cost the cached workload 1.5-2.5 %
- * against lru-cache's native Map (bench/RESULTS.md "Issue 22").
- */
-const probeView = new DataView(keyScratch.buffer, keyScratch.byteOffset, keyScratch.length);
-let probeKey = '';
-let probeLength = 0;
-/** -1: not hashed yet. */
-let probeHash = -1;
-
-/** Puts `key` in the probe, unless it is there already, and returns its hash (MurmurHash3's mixing, 32 bits a step). */
-function prepareKey(key: string): number {
-  if (key !== probeKey) {
-    probeLength = keyScratch.write(key, 0, 'latin1');
-    probeKey = key;
-    probeHash = -1;
-  }
-  if (probeHash >= 0) return probeHash;
-  const n = probeLength;
-  let h = n;
-  let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    let k = Math.imul(probeView.getInt32(i, true), 0xcc9e2d51);
-    k = Math.imul((k << 15) | (k >>> 17), 0x1b873593);
-    h ^= k;
-    h = (Math.imul((h << 13) | (h >>> 19), 5) + 0xe6546b64) | 0;
-  }
-  for (; i < n; i++) h = Math.imul(h ^ keyScratch[i]!, 0x01000193);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  return (probeHash = (h ^ (h >>> 16)) >>> 0);
-}
+/** A name is at most 255 octets as text with escapes (query.ts readQuestionName: 2 characters per escaped byte). */
+const keyScratch = Buffer.allocUnsafe(1024);
 
 /**
  * A copy of a reply shared by several clients (a coalesced answer), with this
@@ -135,7 +90,7 @@ export class ReplyCache {
       limits.maxEntries > 0
         ? new KeyIndex(
             limits.maxEntries,
-            (id) => this.sameKey(id),
+            (id, key) => this.sameKey(id, key),
             (id) => {
               this.slab.free(id);
               if (this.targets.size) this.targets.delete(id);
@@ -162,9 +117,7 @@ export class ReplyCache {
   get(key: string, q: Query): CacheHit | undefined {
     const lru = this.lru;
     // peek: no LRU bookkeeping on most hits; the entry is moved to the front at most once a second.
-    if (!lru) return undefined;
-    const h = prepareKey(key);
-    const id = lru.peek(key, h);
+    const id = lru ? lru.peek(key) : -1;
     if (id === -1) return undefined;
     const c = this.slab.classOf(id);
     const i = Slab.index(id);
@@ -172,12 +125,12 @@ export class ReplyCache {
     const expiresAt = c.expiresAt[i]!;
     if (now >= expiresAt) {
       // Kept for serve-stale until maxStale has passed (getStale below).
-      if (now >= expiresAt + this.keepExpired) lru.delete(key, h);
+      if (now >= expiresAt + this.keepExpired) lru!.delete(key);
       return undefined;
     }
     if (now - c.touchedAt[i]! >= TOUCH_EVERY) {
       c.touchedAt[i] = now;
-      lru.touch(key, h);
+      lru!.touch(key);
     }
     const storedAt = c.storedAt[i]!;
     const age = Math.floor((now - storedAt) / (1000 / TICK_MS));
@@ -200,7 +153,7 @@ export class ReplyCache {
    * answers are ever stored, so this can never return a SERVFAIL.
    */
   getStale(key: string, q: Query, ttl: number): CacheHit | undefined {
-    const id = this.lru ? this.lru.peek(key, prepareKey(key)) : -1;
+    const id = this.lru ? this.lru.peek(key) : -1;
     if (id === -1) return undefined;
     const c = this.slab.classOf(id);
     const i = Slab.index(id);
@@ -259,17 +212,16 @@ export class ReplyCache {
       page.writeUInt32BE(Math.min(Math.max(scan.ttls[k]!, minTtl), cap), at + off);
       page.writeUInt16BE(off, at + reply.length + 2 * k);
     }
-    const h = prepareKey(key);
-    keyScratch.copy(page, at + reply.length + 2 * count, 0, probeLength);
+    page.write(key, at + reply.length + 2 * count, 'latin1');
     const now = this.tick();
     c.length[i] = reply.length;
     c.ttlCount[i] = count;
-    c.keyLength[i] = probeLength;
+    c.keyLength[i] = key.length;
     c.storedAt[i] = now;
     c.expiresAt[i] = now + ttl * (1000 / TICK_MS);
     c.touchedAt[i] = now;
     // set() of a key already there disposes of its old slot (KeyIndex's dispose).
-    this.lru.set(key, h, id);
+    this.lru.set(key, id);
     if (scan.targets.length) this.targets.set(id, scan.targets);
     return ttl;
   }
@@ -278,17 +230,14 @@ export class ReplyCache {
     this.lru?.clear();
   }
 
-  /** Whether slot `id` holds the key in the probe (prepareKey; its latin1 bytes follow the TTL offsets). */
-  private sameKey(id: number): boolean {
+  /** Whether slot `id` holds the entry for `key` (the key's latin1 bytes follow the TTL offsets). */
+  private sameKey(id: number, key: string): boolean {
     const c = this.slab.classOf(id);
     const i = Slab.index(id);
-    const n = probeLength;
-    if (c.keyLength[i] !== n) return false;
-    const view = this.slab.view(id);
+    if (c.keyLength[i] !== key.length) return false;
+    const page = this.slab.page(id);
     const at = this.slab.offset(id) + c.length[i]! + 2 * c.ttlCount[i]!;
-    let k = 0;
-    for (; k + 4 <= n; k += 4) if (view.getInt32(at + k, true) !== probeView.getInt32(k, true)) return false;
-    for (; k < n; k++) if (view.getUint8(at + k) !== keyScratch[k]) return false;
+    for (let k = 0; k < key.length; k++) if (page[at + k] !== key.charCodeAt(k)) return false;
     return true;
   }
 }

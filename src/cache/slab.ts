@@ -27,8 +27,6 @@ export class SizeClass {
   readonly slotBytes: number;
   readonly perPage: number;
   readonly pages: Buffer[] = [];
-  /** A DataView of each page, for the key compare's 32-bit reads (replyCache.ts sameKey). */
-  readonly views: DataView[] = [];
   private readonly free: number[] = [];
   private used = 0;
   // Per slot: the entry's metadata (see Slab's accessors).
@@ -58,9 +56,7 @@ export class SizeClass {
 
   private grow(): void {
     // allocUnsafeSlow: a buffer of its own, never a slice of Node's shared pool.
-    const page = Buffer.allocUnsafeSlow(this.perPage * this.slotBytes);
-    this.pages.push(page);
-    this.views.push(new DataView(page.buffer, page.byteOffset, page.length));
+    this.pages.push(Buffer.allocUnsafeSlow(this.perPage * this.slotBytes));
     const n = this.pages.length * this.perPage;
     const grow = <T extends Uint32Array | Int32Array | Uint16Array>(a: T, make: (n: number) => T): T => {
       const b = make(n);
@@ -102,11 +98,6 @@ export class Slab {
   page(id: number): Buffer {
     const c = this.classes[id >>> INDEX_BITS]!;
     return c.pages[Math.floor((id & ((1 << INDEX_BITS) - 1)) / c.perPage)]!;
-  }
-
-  view(id: number): DataView {
-    const c = this.classes[id >>> INDEX_BITS]!;
-    return c.views[Math.floor((id & ((1 << INDEX_BITS) - 1)) / c.perPage)]!;
   }
 
   offset(id: number): number {
