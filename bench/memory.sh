@@ -5,6 +5,7 @@
 #
 #   bash bench/memory.sh                  # N=1000000 at QPS=20000: ~50 s of load, then 20 s idle
 #   N=300000 QPS=15000 bash bench/memory.sh
+#   PORT_REUSE=100000 bash bench/memory.sh # upstreams.sourcePortReuse (default 100): what the source-port turnover costs
 #
 # The target (issue 10): RSS <= 150 MB steady with a full 100k-entry cache after 1M distinct names,
 # and flat, not growing: compare the RSS at the end of the load with the RSS after the idle tail.
@@ -27,7 +28,7 @@ trap cleanup EXIT
 "$KIT/peers.sh" start upstream >/dev/null
 cat > "$WORK/sinkhole.yaml" <<EOF
 listen: { dns: ["127.0.0.1:$SH_PORT"], http: "127.0.0.1:$SH_HTTP_PORT" }
-upstreams: { servers: ["127.0.0.2:5300"], timeout: 2s }
+upstreams: { servers: ["127.0.0.2:5300"], timeout: 2s${PORT_REUSE:+, sourcePortReuse: $PORT_REUSE} }
 cache: { maxEntries: 100000 }
 blocking: { lists: { bench: [$WORK/blocklist.txt] }, enforce: [bench], response: null-ip }
 log: { queries: none }
@@ -53,6 +54,13 @@ t0=$(date +%s)
 SAMPLER=$!
 taskset -c 0 dnsperf -s 127.0.0.1 -p "$SH_PORT" -d "$QF" -n 1 -c 20 -q 2000 -Q "$QPS" > "$WORK/dnsperf.txt" 2>&1 || true
 load_end=$(( $(date +%s) - t0 ))
+# Where the RSS is at the end of the load (issue 22): the V8 heap by space, the memory V8 counts as
+# external (Buffers' backing stores), the cache's slab, and the kernel's anonymous vs file-backed pages.
+{ echo "# at the end of the load (t=${load_end} s)"
+  grep -E '^(Rss|Pss_Anon|Pss_File|Anonymous)' "/proc/$SH_PID/smaps_rollup" 2>/dev/null || true
+  curl -s --max-time 2 "http://127.0.0.1:$SH_HTTP_PORT/metrics" \
+    | grep -E '^(nodejs_heap_space_size_(total|used)_bytes|nodejs_heap_size_(total|used)_bytes|nodejs_external_memory_bytes|sinkhole_cache_bytes|sinkhole_cache_entries|sinkhole_upstream_source_ports)' || true
+} > "${OUT%.csv}-breakdown.txt"
 sleep "$IDLE"
 kill "$SAMPLER" 2>/dev/null || true; SAMPLER=""
 grep -E 'Queries (sent|completed|lost)' "$WORK/dnsperf.txt" | sed 's/^ */  /'
@@ -71,4 +79,6 @@ print(f"RSS MB: peak {num(peak,'rss_mb'):.0f} (t={peak['t_s']} s), end of load {
       f"slope over the last third of the load {slope:+.2f} MB/s; heap used / total at end {num(at_end,'heap_used_mb'):.0f} / {num(at_end,'heap_total_mb'):.0f} MB; "
       f"external {num(at_end,'external_mb'):.0f} MB; cache entries {at_end['cache_entries']}")
 PY
+awk '/^# /{print; next} /^(Rss|Pss_Anon|Pss_File|Anonymous)/{printf "  %s %.0f MB\n", $1, $2/1024; next}
+     {v=$NF; $NF=""; if (v+0 > 1048576) printf "  %s %.1f MB\n", $0, v/1048576; else printf "  %s %s\n", $0, v}' "${OUT%.csv}-breakdown.txt"
 echo "curve: $OUT"

@@ -3,11 +3,12 @@
 // question case written in, every TTL lowered by the entry's age.
 //
 // An entry is no JS object: its bytes (the reply, then its TTL offsets as
-// big-endian 16-bit numbers) sit in a slot of the off-heap slab (slab.ts), its
-// times and lengths in the slab's typed arrays, and the LRU maps the key to the
-// slot's number. Under cache churn the GC then has almost nothing to copy or
-// mark (bench/RESULTS.md "Memory").
-import { LRUCache } from 'lru-cache';
+// big-endian 16-bit numbers, then its key) sit in a slot of the off-heap slab
+// (slab.ts), its times and lengths in the slab's typed arrays, and the index
+// (keyIndex.ts, typed arrays too) maps the key to the slot's number. Under
+// cache churn the GC then has almost nothing to copy, mark or promote
+// (bench/RESULTS.md "Memory", "Issue 22").
+import { KeyIndex } from './keyIndex.js';
 import { Slab } from './slab.js';
 import { RCODE } from '../dns/constants.js';
 import type { ScannedReply } from '../dns/message.js';
@@ -69,8 +70,8 @@ export function copyForClient(q: Query, shared: Buffer): Buffer {
 }
 
 export class ReplyCache {
-  /** Key → slot id (slab.ts). */
-  private readonly lru: LRUCache<string, number> | undefined;
+  /** Key → slot id (slab.ts), least recently used first out. */
+  private readonly lru: KeyIndex | undefined;
   private readonly slab = new Slab();
   /** CNAME/DNAME/HTTPS targets (RFC 1034 §3.6.2) of the few entries that have any, by slot id. */
   private readonly targets = new Map<number, readonly string[]>();
@@ -83,17 +84,18 @@ export class ReplyCache {
     private readonly now: () => number = Date.now,
   ) {
     // Expiry is checked against our own clock on each get (testable with a fake one);
-    // lru-cache only bounds the entry count (its ttl: 0 would mean "forever", PACKAGES.md §2).
+    // the index only bounds the entry count.
     // An entry that leaves (evicted, deleted, replaced, cleared) gives its slot back.
     this.lru =
       limits.maxEntries > 0
-        ? new LRUCache<string, number>({
-            max: limits.maxEntries,
-            dispose: (id) => {
+        ? new KeyIndex(
+            limits.maxEntries,
+            (id, key) => this.sameKey(id, key),
+            (id) => {
               this.slab.free(id);
               if (this.targets.size) this.targets.delete(id);
             },
-          })
+          )
         : undefined;
     this.epoch = now();
     this.keepExpired = Math.ceil((limits.keepExpiredMs ?? 0) / TICK_MS);
@@ -115,8 +117,8 @@ export class ReplyCache {
   get(key: string, q: Query): CacheHit | undefined {
     const lru = this.lru;
     // peek: no LRU bookkeeping on most hits; the entry is moved to the front at most once a second.
-    const id = lru?.peek(key);
-    if (id === undefined) return undefined;
+    const id = lru ? lru.peek(key) : -1;
+    if (id === -1) return undefined;
     const c = this.slab.classOf(id);
     const i = Slab.index(id);
     const now = this.tick();
@@ -128,7 +130,7 @@ export class ReplyCache {
     }
     if (now - c.touchedAt[i]! >= TOUCH_EVERY) {
       c.touchedAt[i] = now;
-      lru!.get(key);
+      lru!.touch(key);
     }
     const storedAt = c.storedAt[i]!;
     const age = Math.floor((now - storedAt) / (1000 / TICK_MS));
@@ -151,8 +153,8 @@ export class ReplyCache {
    * answers are ever stored, so this can never return a SERVFAIL.
    */
   getStale(key: string, q: Query, ttl: number): CacheHit | undefined {
-    const id = this.lru?.peek(key);
-    if (id === undefined) return undefined;
+    const id = this.lru ? this.lru.peek(key) : -1;
+    if (id === -1) return undefined;
     const c = this.slab.classOf(id);
     const i = Slab.index(id);
     const now = this.tick();
@@ -195,7 +197,8 @@ export class ReplyCache {
       return 0; // SERVFAIL, REFUSED, FORMERR...: never cached
     }
     const count = scan.ttlOffsets.length;
-    const id = this.slab.alloc(reply.length + 2 * count);
+    // The key is kept after the TTL offsets, for the index's comparisons (sameKey).
+    const id = this.slab.alloc(reply.length + 2 * count + key.length);
     if (id === -1) return 0; // bigger than any slot (a 64 KiB answer with thousands of records): not cached
     const c = this.slab.classOf(id);
     const i = Slab.index(id);
@@ -209,13 +212,15 @@ export class ReplyCache {
       page.writeUInt32BE(Math.min(Math.max(scan.ttls[k]!, minTtl), cap), at + off);
       page.writeUInt16BE(off, at + reply.length + 2 * k);
     }
+    page.write(key, at + reply.length + 2 * count, 'latin1');
     const now = this.tick();
     c.length[i] = reply.length;
     c.ttlCount[i] = count;
+    c.keyLength[i] = key.length;
     c.storedAt[i] = now;
     c.expiresAt[i] = now + ttl * (1000 / TICK_MS);
     c.touchedAt[i] = now;
-    // set() of a key already there disposes of its old slot first (lru-cache's dispose, reason "set").
+    // set() of a key already there disposes of its old slot (KeyIndex's dispose).
     this.lru.set(key, id);
     if (scan.targets.length) this.targets.set(id, scan.targets);
     return ttl;
@@ -223,5 +228,16 @@ export class ReplyCache {
 
   clear(): void {
     this.lru?.clear();
+  }
+
+  /** Whether slot `id` holds the entry for `key` (the key's latin1 bytes follow the TTL offsets). */
+  private sameKey(id: number, key: string): boolean {
+    const c = this.slab.classOf(id);
+    const i = Slab.index(id);
+    if (c.keyLength[i] !== key.length) return false;
+    const page = this.slab.page(id);
+    const at = this.slab.offset(id) + c.length[i]! + 2 * c.ttlCount[i]!;
+    for (let k = 0; k < key.length; k++) if (page[at + k] !== key.charCodeAt(k)) return false;
+    return true;
   }
 }

@@ -1,5 +1,5 @@
 // Where the answer cache keeps its bytes: fixed-size slots in size classes
-// (128 B, 256 B, ... 128 KiB), carved out of ArrayBuffers the garbage
+// (128 B, 192 B, 256 B, 384 B, ... 128 KiB), carved out of ArrayBuffers the garbage
 // collector never traces. A cached reply is then no JS object at all: the
 // cache's map holds a small integer (the slot), and the slot's times and
 // lengths live in typed arrays. 100k entries cost ~25 MB of slots and next to
@@ -10,9 +10,14 @@
 // A slot is reused as soon as its entry leaves the cache; pages are kept, so
 // the slab's size is bounded by what the cache ever held at once.
 
-/** Slot sizes: powers of two from 128 B; the largest fits a 64 KiB TCP answer and its TTL offsets. */
-const MIN_SLOT_BITS = 7;
-const CLASSES = 11; // 128 B … 128 KiB
+/**
+ * Slot sizes: 128 B to 128 KiB, two classes per power of two (×1.5, then ×4/3), so a slot wastes at
+ * most a third of itself: with the key stored in the slot (issue 22) a typical answer (NSD's 97 B
+ * reply, 6 B of TTL offsets, a 35 B key) needs 138 B, and would otherwise take a 256 B slot.
+ * The largest fits a 64 KiB TCP answer, its TTL offsets and its key.
+ */
+const SLOT_SIZES: readonly number[] = Array.from({ length: 21 }, (_, i) => (i % 2 === 0 ? 128 << (i / 2) : 192 << ((i - 1) / 2)));
+const CLASSES = SLOT_SIZES.length;
 /** Bytes of slots a page holds (large classes: at least 8 slots a page). */
 const PAGE_BYTES = 1 << 20;
 /** A slot id: class in the top bits, slot index below (a small integer, so the LRU stores no object). */
@@ -30,10 +35,12 @@ export class SizeClass {
   expiresAt = new Int32Array(0);
   touchedAt = new Int32Array(0);
   ttlCount = new Uint16Array(0);
+  /** Bytes of the entry's key, kept after its TTL offsets (replyCache.ts sameKey). */
+  keyLength = new Uint16Array(0);
 
   constructor(readonly index: number) {
-    this.slotBytes = 1 << (MIN_SLOT_BITS + index);
-    this.perPage = Math.max(8, PAGE_BYTES / this.slotBytes);
+    this.slotBytes = SLOT_SIZES[index]!;
+    this.perPage = Math.max(8, Math.floor(PAGE_BYTES / this.slotBytes));
   }
 
   alloc(): number {
@@ -61,6 +68,7 @@ export class SizeClass {
     this.expiresAt = grow(this.expiresAt, (k) => new Int32Array(k));
     this.touchedAt = grow(this.touchedAt, (k) => new Int32Array(k));
     this.ttlCount = grow(this.ttlCount, (k) => new Uint16Array(k));
+    this.keyLength = grow(this.keyLength, (k) => new Uint16Array(k));
   }
 
   get bytes(): number {
@@ -72,12 +80,12 @@ export class Slab {
   private readonly classes = Array.from({ length: CLASSES }, (_, i) => new SizeClass(i));
 
   /** The largest entry a slot can hold. */
-  static readonly MAX_BYTES = 1 << (MIN_SLOT_BITS + CLASSES - 1);
+  static readonly MAX_BYTES = SLOT_SIZES[CLASSES - 1]!;
 
   /** A slot for `bytes` bytes, or -1 when it is bigger than the largest class. */
   alloc(bytes: number): number {
     let c = 0;
-    while (c < CLASSES && 1 << (MIN_SLOT_BITS + c) < bytes) c++;
+    while (c < CLASSES && SLOT_SIZES[c]! < bytes) c++;
     if (c === CLASSES) return -1;
     return (c << INDEX_BITS) | this.classes[c]!.alloc();
   }

@@ -20,7 +20,7 @@ export interface UpstreamsConfig {
   conditional: { domain: string; servers: UpstreamSpec[] }[];
   strategy: 'failover' | 'random' | 'race';
   timeoutMs: number;
-  /** UDP sockets (random source ports, RFC 5452) in rotation per address family. */
+  /** UDP sockets (random source ports, RFC 5452) in rotation per upstream address (upstream/udp.ts connects each to it). */
   sourcePorts: number;
   /** Queries one UDP source port may carry (1 = a fresh port per query). */
   sourcePortReuse: number;

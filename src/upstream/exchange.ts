@@ -1,7 +1,6 @@
-// What the UDP and TCP exchanges share: a fresh query ID, the RFC 5452
-// acceptance checks, and settling exactly once within the deadline.
+// What the UDP, TCP and encrypted exchanges share: the RFC 5452 acceptance
+// checks, the send errors, and settling exactly once within the deadline.
 import { sameQuestion } from '../dns/message.js';
-import { randomId } from './random.js';
 
 export class UpstreamError extends Error {
   override name = 'UpstreamError';
@@ -29,14 +28,6 @@ export function sendError(e: Error & { code?: string }, upstream: string): Error
 }
 
 export type Settle = (err: Error | undefined, reply?: Buffer) => void;
-
-/** A copy of the query with a fresh, unpredictable ID (RFC 5452 §9.2). */
-export function withFreshId(query: Buffer): { out: Buffer; id: number } {
-  const out = Buffer.from(query);
-  const id = randomId();
-  out.writeUInt16BE(id, 0);
-  return { out, id };
-}
 
 /** RFC 5452 §9.1: a response (QR=1) with our ID and our question; anything else is ignored. */
 export function isOurReply(msg: Buffer, id: number, sent: Buffer, qend: number): boolean {

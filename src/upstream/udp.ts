@@ -4,50 +4,100 @@
 // question. Anything else is dropped and the real reply (or the timeout) is
 // awaited.
 //
-// Source ports come from a pool (upstreams.sourcePorts, default 1024 sockets
-// per address family, each bound by the kernel to a random ephemeral port).
-// Each query picks a socket at random with the CSPRNG, and a socket carries at
+// Source ports come from a pool per upstream (upstreams.sourcePorts, default
+// 1024 sockets, each bound by the kernel to a random ephemeral port). Each
+// query picks a socket at random with the CSPRNG, and a socket carries at
 // most upstreams.sourcePortReuse queries before it is closed and its slot is
 // refilled with a socket on a new random port. An off-path spoofer must then
 // guess the 16-bit ID and which of the 1024 ports is in use: 26 bits, against
 // ~31 for a fresh port per query (RFC 5452 §9.2, §10). `sourcePortReuse: 1`
 // keeps that strict form: a new socket for every query. Opening a socket per
 // query cost ~17 µs, most of a cache miss (bench/RESULTS.md).
+//
+// Each socket is connected to its upstream (connect(2)), so the kernel itself
+// drops a datagram from any other address or port (RFC 5452 §9.1's source
+// check, done before a spoofed packet costs us a wakeup), and a send skips
+// the per-datagram address parse and route lookup. The pool is therefore one
+// per upstream address: a spoofer aiming at one upstream's answers still has
+// the same 1024 ports to guess. The JS check of the source stays, for a
+// runtime without connectSync (then the sockets stay unconnected).
+//
+// Per exchange there is one promise and no closure or timer (issue 22): the
+// exchange is a pooled record whose send callback was made once, and one
+// timer (deadlines.ts) serves every deadline in flight.
 import dgram from 'node:dgram';
-import { boundedExchange, isOurReply, sendError, UpstreamError, withFreshId, type Settle } from './exchange.js';
-import { randomIndex } from './random.js';
+import { performance } from 'node:perf_hooks';
+import { isOurReply, sendError, UpstreamError } from './exchange.js';
+import { Deadlines, type Expiring } from './deadlines.js';
+import { randomId, randomIndex } from './random.js';
 import { literalLookup } from '../net/lookup.js';
-
-interface Pending {
-  host: string;
-  port: number;
-  sent: Buffer;
-  qend: number;
-  settle: Settle;
-}
 
 type Family = 'udp4' | 'udp6';
 
-/** One socket on a kernel-chosen random ephemeral port, carrying at most `maxUses` queries. */
+const NO_BYTES = Buffer.alloc(0);
+/** Records kept for reuse; past this (a burst of timeouts) the extra ones are left to the GC. */
+const MAX_SPARE_RECORDS = 4096;
+
+/** One query in flight. Pooled: reused once it has settled and its send callback has come. */
+class Exchange implements Expiring {
+  deadline = 0;
+  slot = -1;
+  id = 0;
+  source: SourcePort | undefined;
+  sent: Buffer = NO_BYTES;
+  qend = 0;
+  timeoutMs = 0;
+  settled = true;
+  /** Its send callback has not come yet: until it has, the record is not reused (the callback names it). */
+  sending = false;
+  resolve: ((reply: Buffer) => void) | undefined;
+  reject: ((e: Error) => void) | undefined;
+  /** Made once per record, not once per query. */
+  readonly onSent = (e: Error | null): void => this.owner.sent(this, e);
+
+  constructor(private readonly owner: UdpUpstream) {}
+
+  expire(): void {
+    const s = this.source!;
+    this.owner.settle(this, new UpstreamError('timeout', `no reply from ${s.host}:${s.port} in ${this.timeoutMs}ms`));
+  }
+}
+
+/** One socket on a kernel-chosen random ephemeral port, connected to one upstream, carrying at most `maxUses` queries. */
 class SourcePort {
   readonly sock: dgram.Socket;
-  readonly pending = new Map<number, Pending>();
+  readonly pending = new Map<number, Exchange>();
   uses = 0;
   /** No more queries: close once those in flight have settled. */
   retired = false;
+  /** connect(2)ed to host:port: the kernel drops datagrams from anyone else. */
+  readonly connected: boolean;
   private closed = false;
 
-  constructor(family: Family) {
+  constructor(
+    owner: UdpUpstream,
+    family: Family,
+    readonly host: string,
+    readonly port: number,
+  ) {
     this.sock = dgram.createSocket({ type: family, lookup: literalLookup });
-    this.sock.on('error', (e) => {
+    this.connected = connect(this.sock, host, port);
+    this.sock.on('error', (e: Error & { code?: string }) => {
+      // An ICMP port unreachable for one of our datagrams (RFC 1122 §4.1.3.3), reported on a
+      // connected socket's next receive: it names no query, so each one still waits for its
+      // reply or its timeout, as on an unconnected socket, which never hears of it.
+      if (this.connected && e.code === 'ECONNREFUSED') return;
       this.retired = true;
-      for (const p of this.pending.values()) p.settle(new UpstreamError('error', e.message));
+      for (const x of [...this.pending.values()]) owner.settle(x, new UpstreamError('error', e.message));
       this.closeIfIdle();
     });
     this.sock.on('message', (msg, rinfo) => {
-      const p = msg.length >= 2 ? this.pending.get(msg.readUInt16BE(0)) : undefined;
-      // Spoofed or stray packets are ignored, not treated as failures.
-      if (p && rinfo.port === p.port && rinfo.address === p.host && isOurReply(msg, msg.readUInt16BE(0), p.sent, p.qend)) p.settle(undefined, msg);
+      if (msg.length < 12) return;
+      const id = msg.readUInt16BE(0);
+      const x = this.pending.get(id);
+      // Spoofed or stray packets are ignored, not treated as failures. The source is checked here
+      // too: the kernel's check holds only on a connected socket.
+      if (x && rinfo.port === port && rinfo.address === host && isOurReply(msg, id, x.sent, x.qend)) owner.settle(x, undefined, msg);
     });
   }
 
@@ -64,33 +114,81 @@ class SourcePort {
   }
 }
 
+/** Connects a new socket to the upstream (binding it to a random ephemeral port); false when it stays unconnected. */
+function connect(sock: dgram.Socket, host: string, port: number): boolean {
+  // connectSync (Node 24.21+): connect(2) on a UDP socket only records the peer, so it can run
+  // inline; the async connect() would hold every send until its callback.
+  if (typeof sock.connectSync !== 'function') return false;
+  try {
+    sock.connectSync(port, host);
+    return true;
+  } catch {
+    // No route now (ENETUNREACH...): unconnected, each send then fails as it did before.
+    return false;
+  }
+}
+
+/** The source ports of one upstream address. */
+class Pool {
+  readonly slots: (SourcePort | undefined)[];
+  readonly family: Family;
+
+  constructor(
+    readonly host: string,
+    readonly port: number,
+    size: number,
+  ) {
+    // Upstream hosts are IP literals (spec.ts): a colon means IPv6.
+    this.family = host.includes(':') ? 'udp6' : 'udp4';
+    this.slots = new Array<SourcePort | undefined>(size).fill(undefined);
+  }
+}
+
 export interface SourcePortOptions {
-  /** Sockets in rotation per address family. */
+  /** Sockets in rotation per upstream address. */
   ports: number;
   /** Queries one socket carries before it is replaced (1 = a fresh socket per query). */
   maxUses: number;
 }
 
 export class UdpUpstream {
-  private readonly slots: Record<Family, (SourcePort | undefined)[]>;
+  /** host → port → its pool. */
+  private readonly pools = new Map<string, Map<number, Pool>>();
+  /** The pool used last: with one upstream, every query's (the lookup is skipped). */
+  private last: Pool | undefined;
+  private readonly deadlines = new Deadlines<Exchange>();
+  private readonly spare: Exchange[] = [];
 
-  constructor(private readonly opts: SourcePortOptions = { ports: 1, maxUses: 1 }) {
-    this.slots = { udp4: new Array(opts.ports).fill(undefined), udp6: new Array(opts.ports).fill(undefined) };
-  }
+  constructor(private readonly opts: SourcePortOptions = { ports: 1, maxUses: 1 }) {}
 
-  /** Sockets open now, both families (the sinkhole_upstream_source_ports gauge). */
+  /** Sockets open now, every upstream (the sinkhole_upstream_source_ports gauge). */
   get openSockets(): number {
     let n = 0;
-    for (const family of ['udp4', 'udp6'] as const) for (const s of this.slots[family]) if (s) n++;
+    for (const byPort of this.pools.values()) for (const pool of byPort.values()) for (const s of pool.slots) if (s) n++;
     return n;
   }
 
+  /** Exchanges in flight (for tests: every one settles, none is left behind). */
+  get inflight(): number {
+    return this.deadlines.size;
+  }
+
+  private pool(host: string, port: number): Pool {
+    const last = this.last;
+    if (last !== undefined && last.host === host && last.port === port) return last;
+    let byPort = this.pools.get(host);
+    if (!byPort) this.pools.set(host, (byPort = new Map()));
+    let pool = byPort.get(port);
+    if (!pool) byPort.set(port, (pool = new Pool(host, port, this.opts.ports)));
+    return (this.last = pool);
+  }
+
   /** A socket picked at random; an empty or used-up slot gets a new one (on a new random port). */
-  private pick(family: Family): SourcePort {
-    const slots = this.slots[family];
+  private pick(pool: Pool): SourcePort {
+    const slots = pool.slots;
     const i = slots.length === 1 ? 0 : randomIndex(slots.length);
     let s = slots[i];
-    if (!s) slots[i] = s = new SourcePort(family);
+    if (!s) slots[i] = s = new SourcePort(this, pool.family, pool.host, pool.port);
     if (++s.uses >= this.opts.maxUses) {
       // Retired: it answers what it has in flight, then closes; the slot is refilled on its next pick.
       s.retired = true;
@@ -100,30 +198,73 @@ export class UdpUpstream {
   }
 
   exchange(host: string, port: number, query: Buffer, qend: number, timeoutMs: number): Promise<Buffer> {
-    // Upstream hosts are IP literals (spec.ts): a colon means IPv6, without a regex per query.
-    const source = this.pick(host.includes(':') ? 'udp6' : 'udp4');
-    let fresh = withFreshId(query);
-    while (source.pending.has(fresh.id)) fresh = withFreshId(query); // IDs in flight on one socket stay distinct
-    const { out, id } = fresh;
-    return boundedExchange(timeoutMs, `no reply from ${host}:${port} in ${timeoutMs}ms`, (settle) => {
-      source.pending.set(id, { host, port, sent: out, qend, settle });
-      source.sock.send(out, port, host, (e) => {
-        if (e) settle(sendError(e, `${host}:${port}`));
-      });
-      return () => source.release(id);
+    const source = this.pick(this.pool(host, port));
+    // A fresh, unpredictable ID (RFC 5452 §9.2), distinct from the others in flight on this socket.
+    let id = randomId();
+    while (source.pending.has(id)) id = randomId();
+    const out = Buffer.from(query);
+    out.writeUInt16BE(id, 0);
+    const x = this.spare.pop() ?? new Exchange(this);
+    x.id = id;
+    x.source = source;
+    x.sent = out;
+    x.qend = qend;
+    x.timeoutMs = timeoutMs;
+    x.deadline = performance.now() + timeoutMs;
+    x.settled = false;
+    x.sending = true;
+    const reply = new Promise<Buffer>((resolve, reject) => {
+      x.resolve = resolve;
+      x.reject = reject;
     });
+    source.pending.set(id, x);
+    this.deadlines.add(x);
+    if (source.connected) source.sock.send(out, x.onSent);
+    else source.sock.send(out, port, host, x.onSent);
+    return reply;
+  }
+
+  /** An exchange's send callback. */
+  sent(x: Exchange, e: Error | null): void {
+    x.sending = false;
+    const s = x.source;
+    // Settling now recycles it (the callback has come); if it settled before, it was left for here.
+    if (s !== undefined && e) this.settle(x, sendError(e, `${s.host}:${s.port}`));
+    else if (x.settled) this.recycle(x);
+  }
+
+  /** Settles an exchange once: with its reply, or an error (timeout, send or socket error). */
+  settle(x: Exchange, err: Error | undefined, reply?: Buffer): void {
+    if (x.settled) return;
+    x.settled = true;
+    this.deadlines.remove(x);
+    x.source!.release(x.id);
+    const { resolve, reject } = x;
+    x.resolve = x.reject = undefined;
+    x.source = undefined;
+    x.sent = NO_BYTES;
+    if (!x.sending) this.recycle(x);
+    if (err) reject!(err);
+    else resolve!(reply!);
+  }
+
+  private recycle(x: Exchange): void {
+    if (this.spare.length < MAX_SPARE_RECORDS) this.spare.push(x);
   }
 
   /** Closes every socket (their queries in flight settle as errors through their timeouts). */
   close(): void {
-    for (const family of ['udp4', 'udp6'] as const) {
-      const slots = this.slots[family];
-      for (let i = 0; i < slots.length; i++) {
-        const s = slots[i];
-        slots[i] = undefined;
-        if (s) {
-          s.retired = true;
-          s.closeIfIdle();
+    this.last = undefined;
+    for (const byPort of this.pools.values()) {
+      for (const pool of byPort.values()) {
+        const slots = pool.slots;
+        for (let i = 0; i < slots.length; i++) {
+          const s = slots[i];
+          slots[i] = undefined;
+          if (s) {
+            s.retired = true;
+            s.closeIfIdle();
+          }
         }
       }
     }

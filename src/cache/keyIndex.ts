@@ -1,0 +1,172 @@
+// The answer cache's index: key → slot, least recently used first out, on
+// typed arrays. It replaced lru-cache (issue 22), whose Map held one JS string
+// and one map entry per cached answer: under the uncached workload every miss
+// made a key that lived ~5 s (100k entries at 20k QPS), long enough to be
+// promoted to V8's old space and die there, so the old space grew to ~80 MB
+// for ~30 MB live between full GCs, and hashing each new key string in the
+// Map was a third of the cache's CPU (bench/RESULTS.md "Issue 22").
+//
+// Here an entry is a number: the table is open addressing with linear probing
+// (load ≤ 1/2, deletion by backward shift, so no tombstones), the LRU order a
+// doubly linked list in two Int32Arrays. The key's bytes are not kept here but
+// where the value points (the cache keeps them in the answer's slab slot), and
+// `sameKey` compares them, so an entry costs ~20 bytes here and nothing on the
+// V8 heap.
+
+const NONE = -1;
+
+/** FNV-1a over the key's char codes (latin1: one byte each, cache.ts cacheKey). */
+export function hashKey(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+export class KeyIndex {
+  /** table[i] = entry + 1, 0 = empty. */
+  private readonly table: Int32Array;
+  private readonly mask: number;
+  private readonly value: Int32Array;
+  private readonly hash: Uint32Array;
+  /** LRU list: prev is towards the most recent, next towards the least recent. */
+  private readonly prev: Int32Array;
+  private readonly next: Int32Array;
+  private head = NONE;
+  private tail = NONE;
+  private readonly free: number[] = [];
+  private used = 0;
+  private count = 0;
+
+  constructor(
+    readonly max: number,
+    /** Whether the key stored with `value` is `key`. */
+    private readonly sameKey: (value: number, key: string) => boolean,
+    /** A value leaves the index (evicted, replaced, deleted, cleared): its storage can be reused. */
+    private readonly dispose: (value: number) => void,
+  ) {
+    let cap = 1;
+    while (cap < max * 2) cap <<= 1;
+    this.table = new Int32Array(cap);
+    this.mask = cap - 1;
+    this.value = new Int32Array(max);
+    this.hash = new Uint32Array(max);
+    this.prev = new Int32Array(max);
+    this.next = new Int32Array(max);
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  /** The entry for `key`, or -1; `h` is hashKey(key). */
+  private find(key: string, h: number): number {
+    const table = this.table;
+    for (let i = h & this.mask; ; i = (i + 1) & this.mask) {
+      const v = table[i]!;
+      if (v === 0) return NONE;
+      const e = v - 1;
+      if (this.hash[e] === h && this.sameKey(this.value[e]!, key)) return e;
+    }
+  }
+
+  /** The value for `key` without changing its place in the LRU order; -1 when absent. */
+  peek(key: string): number {
+    const e = this.find(key, hashKey(key));
+    return e === NONE ? NONE : this.value[e]!;
+  }
+
+  /** Moves `key` to the front of the LRU order (a hit). */
+  touch(key: string): void {
+    const e = this.find(key, hashKey(key));
+    if (e !== NONE && e !== this.head) {
+      this.unlink(e);
+      this.linkFront(e);
+    }
+  }
+
+  /** Stores `value` for `key`, in front; the value it replaces, or the least recent entry past `max`, is disposed of. */
+  set(key: string, value: number): void {
+    const h = hashKey(key);
+    let e = this.find(key, h);
+    if (e !== NONE) {
+      const old = this.value[e]!;
+      this.value[e] = value;
+      if (e !== this.head) {
+        this.unlink(e);
+        this.linkFront(e);
+      }
+      if (old !== value) this.dispose(old);
+      return;
+    }
+    if (this.count === this.max) this.removeEntry(this.tail);
+    e = this.free.pop() ?? this.used++;
+    this.value[e] = value;
+    this.hash[e] = h;
+    const table = this.table;
+    let i = h & this.mask;
+    while (table[i] !== 0) i = (i + 1) & this.mask;
+    table[i] = e + 1;
+    this.linkFront(e);
+    this.count++;
+  }
+
+  delete(key: string): void {
+    const e = this.find(key, hashKey(key));
+    if (e !== NONE) this.removeEntry(e);
+  }
+
+  clear(): void {
+    for (let e = this.head; e !== NONE; e = this.next[e]!) this.dispose(this.value[e]!);
+    this.table.fill(0);
+    this.head = this.tail = NONE;
+    this.free.length = 0;
+    this.used = 0;
+    this.count = 0;
+  }
+
+  private removeEntry(e: number): void {
+    const table = this.table;
+    const mask = this.mask;
+    let i = this.hash[e]! & mask;
+    while (table[i] !== e + 1) i = (i + 1) & mask;
+    // Backward-shift deletion: pull later members of the probe run into the hole, so a lookup never
+    // stops early at it and no tombstone is left.
+    for (let j = i; ; ) {
+      table[i] = 0;
+      for (;;) {
+        j = (j + 1) & mask;
+        const v = table[j]!;
+        if (v === 0) {
+          this.unlink(e);
+          this.free.push(e);
+          this.count--;
+          this.dispose(this.value[e]!);
+          return;
+        }
+        const k = this.hash[v - 1]! & mask;
+        // The entry at j may move to i only if its home slot k is not cyclically within (i, j].
+        if (i <= j ? i < k && k <= j : i < k || k <= j) continue;
+        table[i] = v;
+        i = j;
+        break;
+      }
+    }
+  }
+
+  private linkFront(e: number): void {
+    this.prev[e] = NONE;
+    this.next[e] = this.head;
+    if (this.head !== NONE) this.prev[this.head] = e;
+    this.head = e;
+    if (this.tail === NONE) this.tail = e;
+  }
+
+  private unlink(e: number): void {
+    const p = this.prev[e]!;
+    const n = this.next[e]!;
+    if (p !== NONE) this.next[p] = n;
+    else this.head = n;
+    if (n !== NONE) this.prev[n] = p;
+    else this.tail = p;
+  }
+}

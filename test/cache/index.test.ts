@@ -1,0 +1,112 @@
+// The cache's off-heap index (src/cache/keyIndex.ts, issue 22) against a plain Map used as an LRU:
+// the same values, the same size and the same evictions, over random operations with colliding
+// probe runs; then through ReplyCache, entries evicted least recently used first.
+import t from 'tap';
+import { KeyIndex } from '../../src/cache/keyIndex.js';
+import { cacheKey, ReplyCache } from '../../src/cache/replyCache.js';
+import { decodeQuery } from '../../src/dns/query.js';
+import { scanReply } from '../../src/dns/message.js';
+import { buildQuery } from '../helpers/dns.js';
+import { T } from '../helpers/fakeUpstream.js';
+
+t.test('KeyIndex behaves as an LRU map', (t) => {
+  // A small deterministic generator, so a failure replays.
+  let seed = 12345;
+  const rand = (n: number): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return (seed >>> 8) % n;
+  };
+  const max = 37;
+  const keys = Array.from({ length: 150 }, (_, i) => `k${i}.example.test\u0000\u0001\u0000\u0001${String.fromCharCode(i % 16)}`);
+  // Values are unique numbers; the index keeps only a value, the key lives with it (as in the slab).
+  const keyOf = new Map<number, string>();
+  const disposed: number[] = [];
+  const index = new KeyIndex(max, (v, k) => keyOf.get(v) === k, (v) => disposed.push(v));
+  const ref = new Map<string, number>();
+  const refDisposed: number[] = [];
+  let nextValue = 1;
+  for (let step = 0; step < 30_000; step++) {
+    const key = keys[rand(keys.length)]!;
+    const op = rand(10);
+    if (op < 5) {
+      const v = nextValue++;
+      keyOf.set(v, key);
+      index.set(key, v);
+      const old = ref.get(key);
+      if (old !== undefined) {
+        ref.delete(key);
+        refDisposed.push(old);
+      } else if (ref.size === max) {
+        const [lk, lv] = ref.entries().next().value as [string, number];
+        ref.delete(lk);
+        refDisposed.push(lv);
+      }
+      ref.set(key, v);
+    } else if (op < 8) {
+      if (index.peek(key) !== (ref.get(key) ?? -1)) {
+        t.fail(`step ${step}: peek ${key}`);
+        return t.end();
+      }
+      if (op === 7 && ref.has(key)) {
+        index.touch(key);
+        const v = ref.get(key)!;
+        ref.delete(key);
+        ref.set(key, v);
+      }
+    } else if (op === 8) {
+      index.delete(key);
+      const v = ref.get(key);
+      if (v !== undefined) {
+        ref.delete(key);
+        refDisposed.push(v);
+      }
+    } else if (rand(200) === 0) {
+      index.clear();
+      refDisposed.push(...ref.values());
+      ref.clear();
+    }
+    if (index.size !== ref.size) {
+      t.fail(`step ${step}: size ${index.size} against ${ref.size}`);
+      return t.end();
+    }
+  }
+  for (const k of keys) if (index.peek(k) !== (ref.get(k) ?? -1)) t.fail(`end: ${k}`);
+  t.same(disposed.sort((a, b) => a - b), refDisposed.sort((a, b) => a - b), 'the same values disposed of');
+  t.pass('30,000 random operations agree');
+  t.end();
+});
+
+t.test('ReplyCache: the least recently used entry leaves first, and a hit keeps an entry', (t) => {
+  let now = 0;
+  const cache = new ReplyCache({ maxEntries: 3, minTtl: 0, maxTtl: 86400, maxNegativeTtl: 3600 }, () => now);
+  const answer = (name: string): Buffer => {
+    const q = buildQuery(name, T.A);
+    const r = Buffer.concat([q, Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 1, 0x2c, 0, 4, 192, 0, 2, 1])]);
+    r[2] = r[2]! | 0x80;
+    r.writeUInt16BE(1, 6);
+    return r;
+  };
+  const put = (name: string): void => {
+    const q = decodeQuery(buildQuery(name, T.A), '127.0.0.1', 'udp', 0)!;
+    const wire = answer(name);
+    t.ok(cache.set(cacheKey(q), wire, scanReply(wire)!) > 0, `${name} stored`);
+  };
+  const has = (name: string): boolean => {
+    const q = decodeQuery(buildQuery(name, T.A), '127.0.0.1', 'udp', 0)!;
+    return cache.get(cacheKey(q), q) !== undefined;
+  };
+  put('a.example.test');
+  put('b.example.test');
+  put('c.example.test');
+  now += 2000; // past the touch interval: the hit on a moves it to the front
+  t.ok(has('a.example.test'));
+  put('d.example.test');
+  t.same(['a', 'b', 'c', 'd'].map((n) => has(`${n}.example.test`)), [true, false, true, true], 'b, the least recently used, left');
+  t.equal(cache.size, 3);
+  put('c.example.test'); // replacing an entry keeps the count and frees the old slot
+  t.equal(cache.size, 3);
+  cache.clear();
+  t.equal(cache.size, 0);
+  t.notOk(has('a.example.test'));
+  t.end();
+});

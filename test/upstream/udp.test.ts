@@ -1,0 +1,139 @@
+// The UDP upstream exchange after issue 22 (connected source ports, one timer for every deadline,
+// pooled exchange records): what must not change, over real sockets on 127.0.0.1.
+import t from 'tap';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
+import { startSinkhole } from '../helpers/sinkhole.js';
+import { buildQuery, decode, rcodeOf, udpExchange } from '../helpers/dns.js';
+import { UdpUpstream } from '../../src/upstream/udp.js';
+import { UpstreamError } from '../../src/upstream/exchange.js';
+
+/** A hand-driven upstream: it hands each query to the test, which answers (or not) itself. */
+async function manualUpstream(t: { teardown: (fn: () => void) => void }): Promise<{ sock: dgram.Socket; port: number; next: () => Promise<[Buffer, dgram.RemoteInfo]> }> {
+  const sock = dgram.createSocket('udp4');
+  sock.bind(0, '127.0.0.1');
+  await once(sock, 'listening');
+  t.teardown(() => sock.close());
+  return { sock, port: sock.address().port, next: () => once(sock, 'message') as Promise<[Buffer, dgram.RemoteInfo]> };
+}
+
+/** The query with the reply bit set and one A record: an answer of our own making, to send from wherever the test likes. */
+function answerTo(query: Buffer, address: [number, number, number, number]): Buffer {
+  const head = Buffer.from(query.subarray(0, query.length));
+  head[2] = head[2]! | 0x80;
+  head.writeUInt16BE(1, 6);
+  const rr = Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 1, 0x2c, 0, 4, ...address]);
+  return Buffer.concat([head, rr]);
+}
+
+t.test('RFC 5452 §9.1: a reply with the right ID and question from another port is dropped by the connected socket', async (t) => {
+  const up = await manualUpstream(t);
+  const spoofer = dgram.createSocket('udp4');
+  spoofer.bind(0, '127.0.0.1');
+  await once(spoofer, 'listening');
+  t.teardown(() => spoofer.close());
+  const udp = new UdpUpstream({ ports: 4, maxUses: 100 });
+  t.teardown(() => udp.close());
+  const q = buildQuery('spoof.example.test', T.A);
+  const reply = udp.exchange('127.0.0.1', up.port, q, q.length, 2000);
+  const [sent, from] = await up.next();
+  // The spoofer knows everything an on-path observer would: the ID, the question, the source port.
+  spoofer.send(answerTo(sent, [203, 0, 113, 66]), from.port, '127.0.0.1');
+  // The real answer only after the forged one was delivered (or dropped), so the forgery comes first.
+  await new Promise<void>((r) => setImmediate(r));
+  up.sock.send(answerTo(sent, [192, 0, 2, 1]), from.port, from.address);
+  const got = await reply;
+  t.same([...got.subarray(-4)], [192, 0, 2, 1], 'the real answer, not the forged one');
+  t.equal(udp.inflight, 0, 'nothing left in flight');
+});
+
+t.test('a spoofed reply alone never settles the exchange: it times out', async (t) => {
+  const up = await manualUpstream(t);
+  const spoofer = dgram.createSocket('udp4');
+  spoofer.bind(0, '127.0.0.1');
+  await once(spoofer, 'listening');
+  t.teardown(() => spoofer.close());
+  const udp = new UdpUpstream({ ports: 1, maxUses: 100 });
+  t.teardown(() => udp.close());
+  const q = buildQuery('alone.example.test', T.A);
+  const reply = udp.exchange('127.0.0.1', up.port, q, q.length, 300);
+  const [sent, from] = await up.next();
+  spoofer.send(answerTo(sent, [203, 0, 113, 66]), from.port, '127.0.0.1');
+  await t.rejects(reply, { name: 'UpstreamError', outcome: 'timeout' });
+  t.equal(udp.inflight, 0);
+});
+
+t.test('one timer for every deadline: exchanges time out in deadline order, whatever order they were sent in', async (t) => {
+  const up = await manualUpstream(t);
+  const udp = new UdpUpstream({ ports: 8, maxUses: 100 });
+  t.teardown(() => udp.close());
+  const order: number[] = [];
+  const started = Date.now();
+  // Sent with the longest timeout first: each shorter one must re-arm the one timer earlier.
+  const timeouts = [400, 250, 100, 300];
+  const all = timeouts.map((ms, i) => {
+    const q = buildQuery(`t${i}.example.test`, T.A);
+    return udp.exchange('127.0.0.1', up.port, q, q.length, ms).then(
+      () => t.fail('answered'),
+      (e: unknown) => {
+        t.ok(e instanceof UpstreamError && e.outcome === 'timeout', `t${i}: a timeout`);
+        t.ok(Date.now() - started >= ms - 5, `t${i}: not before its ${ms} ms`);
+        order.push(ms);
+      },
+    );
+  });
+  t.equal(udp.inflight, 4);
+  await Promise.all(all);
+  t.same(order, [100, 250, 300, 400], 'in deadline order');
+  t.equal(udp.inflight, 0, 'none left behind');
+  // Answered exchanges leave nothing armed either: one answered after the others timed out.
+  const q = buildQuery('late.example.test', T.A);
+  const reply = udp.exchange('127.0.0.1', up.port, q, q.length, 1000);
+  const [sent, from] = await up.next();
+  up.sock.send(answerTo(sent, [192, 0, 2, 2]), from.port, from.address);
+  t.same([...(await reply).subarray(-4)], [192, 0, 2, 2]);
+  t.equal(udp.inflight, 0);
+});
+
+t.test('records are reused: many exchanges in a row each get their own reply', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const udp = new UdpUpstream({ ports: 2, maxUses: 3 });
+  t.teardown(() => udp.close());
+  for (let round = 0; round < 3; round++) {
+    const names = Array.from({ length: 20 }, (_, i) => `r${round}-${i}.example.test`);
+    const replies = await Promise.all(
+      names.map((n) => {
+        const q = buildQuery(n, T.A);
+        return udp.exchange('127.0.0.1', up.port, q, q.length, 2000);
+      }),
+    );
+    t.same(
+      replies.map((r) => decode(r).questions[0]?.name),
+      names,
+      `round ${round}: each exchange got the reply to its own question`,
+    );
+  }
+  t.equal(udp.inflight, 0);
+  t.ok(udp.openSockets <= 2, 'sockets retired after 3 queries each are not left open');
+});
+
+t.test('a timed-out upstream still fails over to the next one (failover)', async (t) => {
+  const dead = await FakeUpstream.start();
+  t.teardown(() => dead.close());
+  dead.on('*', { silent: true });
+  const live = await FakeUpstream.start();
+  t.teardown(() => live.close());
+  const h = await startSinkhole(t, dead.port, {
+    upstreams: { servers: [`127.0.0.1:${dead.port}`, `127.0.0.1:${live.port}`], strategy: 'failover', timeout: '600ms' },
+  });
+  const started = Date.now();
+  const r = await udpExchange(h.port, buildQuery('failover.example.test', T.A));
+  t.equal(rcodeOf(r), 0, 'answered by the second upstream');
+  t.ok(Date.now() - started >= 250, 'after the first one timed out');
+  t.equal(dead.count('failover.example.test'), 1);
+  t.equal(live.count('failover.example.test'), 1);
+  const stats = h.running.stats.upstreams.get(`127.0.0.1:${dead.port}`)!;
+  t.equal(stats.outcomes.timeout, 1, 'counted as a timeout of the first');
+});
