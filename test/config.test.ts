@@ -79,6 +79,13 @@ t.test('config errors name line:col, the key path and what was expected', async 
     t.match(got[0] ?? '(no error)', expected, what);
   }
   t.equal(problems('upstreams:\n  servers: ["127.0.0.1", "tcp://[::1]:5353"]\n').length, 0, 'valid upstream forms');
+  // The exempt names are checked once the whole file is read, after every section: an unknown group in an early
+  // clients: section must not hide a later section's own checks (several are made only while no problem is known).
+  t.same(
+    problems('clients:\n  rateLimit: { exempt: [servers] }\nupstreams:\n  servers: []\n').map((p) => p.replace(/^\d+:\d+: /, '')),
+    ['upstreams.servers: expected at least one upstream server', 'clients.rateLimit.exempt: unknown group "servers"; defined groups are (none)'],
+    'an unknown exempt group is reported after the sections that follow it, which are still checked',
+  );
   const avail = loadConfig(file('avail.yaml', 'clients:\n  groups:\n    servers: ["10.0.0.0/24"]\n  rateLimit: { exempt: [servers] }\nstate:\n  dir: var/state\n'));
   t.same(avail.clients.rateLimit, { qps: 500, burst: 2000, action: 'truncate', exempt: ['servers'], dryRun: false, ipv4Prefix: 32, ipv6Prefix: 56, slip: 2 }, 'rateLimit defaults; groups may come later in the file');
   t.equal(avail.state.dir, join(dir, 'var/state'), 'state.dir is relative to the config');

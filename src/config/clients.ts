@@ -5,8 +5,14 @@ import { parseSelector } from '../net/mac.js';
 import type { Config, RateLimitConfig } from './schema.js';
 import type { YamlReader, YNode } from './yamlReader.js';
 
-export function readClients(r: YamlReader, n: YNode, p: string, c: Config): void {
-  const pendingExempt: { value: string; node: YNode; q: string }[] = [];
+/** A name in clients.rateLimit.exempt, checked against clients.groups once the whole file is read (config.ts). */
+export interface PendingName {
+  value: string;
+  node: YNode;
+  q: string;
+}
+
+export function readClients(r: YamlReader, n: YNode, p: string, c: Config, pendingExempt: PendingName[]): void {
   r.map(n, p, {
     allowFrom: (v, q) => (c.clients.allowFrom = cidrs(r, v, q)),
     groups: (v, q) => {
@@ -15,15 +21,9 @@ export function readClients(r: YamlReader, n: YNode, p: string, c: Config): void
     rateLimit: (v, q) => (c.clients.rateLimit = readRateLimit(r, v, q, pendingExempt)),
     trustedRelays: (v, q) => (c.clients.trustedRelays = cidrs(r, v, q)),
   });
-  // Groups may be defined after rateLimit in the file, so exempt names are checked once both are read.
-  for (const { value, node, q } of pendingExempt) {
-    if (!c.clients.groups.some((g) => g.name === value)) {
-      r.fail(node, q, `unknown group "${value}"; defined groups are ${c.clients.groups.map((g) => g.name).join(', ') || '(none)'}`);
-    }
-  }
 }
 
-function readRateLimit(r: YamlReader, node: YNode, path: string, pendingExempt: { value: string; node: YNode; q: string }[]): RateLimitConfig {
+function readRateLimit(r: YamlReader, node: YNode, path: string, pendingExempt: PendingName[]): RateLimitConfig {
   // Generous for a LAN (docs/configuration.md "Rate limiting" says why); present means on.
   const out: RateLimitConfig = { qps: 500, burst: 2000, action: 'truncate', exempt: [], dryRun: false, ipv4Prefix: 32, ipv6Prefix: 56, slip: 2 };
   r.map(node, path, {

@@ -17,7 +17,7 @@ import { readRpz, type RpzSpec } from './rpz.js';
 import { defaultConfig, type Config, type ResponseMode } from './schema.js';
 import { readListen } from './listen.js';
 import { readUpstreams } from './upstreams.js';
-import { readClients } from './clients.js';
+import { readClients, type PendingName } from './clients.js';
 import { readIdentity } from './identity.js';
 
 export { normalizeDomain, parseEndpoint, type Endpoint, type SourceRef, type TsigConfig };
@@ -48,6 +48,7 @@ function readConfig(r: YamlReader, path: string): Config {
     return c;
   }
   const pendingEnforce: { value: string; node: YNode; q: string }[] = [];
+  const pendingExempt: PendingName[] = [];
 
   r.map(root, '', {
     listen: (n, p) => readListen(r, n, p, c),
@@ -83,7 +84,7 @@ function readConfig(r: YamlReader, path: string): Config {
         ttl: (v, q) => (c.blocking.ttl = sec(r.duration(v, q, 0, DAY) ?? c.blocking.ttl * 1000)),
         inspectCnames: (v, q) => (c.blocking.inspectCnames = r.boolean(v, q) ?? c.blocking.inspectCnames),
       }),
-    clients: (n, p) => readClients(r, n, p, c),
+    clients: (n, p) => readClients(r, n, p, c, pendingExempt),
     exceptions: (n, p) => {
       if (isScalar(n) && typeof n.value === 'string') c.exceptions = { file: resolve(c.dir, n.value) };
       else if (n && !isScalar(n)) c.exceptions = { inline: n, reader: r };
@@ -145,6 +146,12 @@ function readConfig(r: YamlReader, path: string): Config {
   for (const z of c.blocking.rpz) {
     if (c.blocking.lists.some((l) => l.name === z.name)) {
       r.problems.push({ code: 'SH_CONFIG_INVALID', ...z.ref, message: `blocking.rpz: "${z.name}" is also the name of a list in blocking.lists; every list and zone needs its own name` });
+    }
+  }
+  // Groups may be defined after rateLimit in the file, so exempt names are checked once both are read.
+  for (const { value, node, q } of pendingExempt) {
+    if (!c.clients.groups.some((g) => g.name === value)) {
+      r.fail(node, q, `unknown group "${value}"; defined groups are ${c.clients.groups.map((g) => g.name).join(', ') || '(none)'}`);
     }
   }
   if (c.report.retentionMs < c.report.windowMs) {

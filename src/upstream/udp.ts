@@ -35,6 +35,8 @@ import { literalLookup } from '../net/lookup.js';
 type Family = 'udp4' | 'udp6';
 
 const NO_BYTES = Buffer.alloc(0);
+/** Sends of one query after stale ICMP errors failed them (sent()). */
+const MAX_RESENDS = 3;
 /** Records kept for reuse; past this (a burst of timeouts) the extra ones are left to the GC. */
 const MAX_SPARE_RECORDS = 4096;
 
@@ -50,6 +52,8 @@ class Exchange implements Expiring {
   settled = true;
   /** Its send callback has not come yet: until it has, the record is not reused (the callback names it). */
   sending = false;
+  /** Sends again after a stale ICMP error failed a send (see sent()). */
+  resends = 0;
   resolve: ((reply: Buffer) => void) | undefined;
   reject: ((e: Error) => void) | undefined;
   /** Made once per record, not once per query. */
@@ -62,6 +66,9 @@ class Exchange implements Expiring {
     this.owner.settle(this, new UpstreamError('timeout', `no reply from ${s.host}:${s.port} in ${this.timeoutMs}ms`));
   }
 }
+
+/** The errors a connected UDP socket reports for an ICMP message about an earlier datagram (Linux). */
+const ICMP_ERRORS: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'EACCES', 'EPERM', 'ENOPROTOOPT', 'EPROTO']);
 
 /** One socket on a kernel-chosen random ephemeral port, connected to one upstream, carrying at most `maxUses` queries. */
 class SourcePort {
@@ -83,10 +90,12 @@ class SourcePort {
     this.sock = dgram.createSocket({ type: family, lookup: literalLookup });
     this.connected = connect(this.sock, host, port);
     this.sock.on('error', (e: Error & { code?: string }) => {
-      // An ICMP port unreachable for one of our datagrams (RFC 1122 §4.1.3.3), reported on a
-      // connected socket's next receive: it names no query, so each one still waits for its
-      // reply or its timeout, as on an unconnected socket, which never hears of it.
-      if (this.connected && e.code === 'ECONNREFUSED') return;
+      // An ICMP error for one of our datagrams (port, host or network unreachable, administratively
+      // prohibited: RFC 1122 §4.1.3.3, RFC 4443 §3.1), reported on a connected socket's next receive:
+      // it names no query, and anyone who can guess the port can forge one, so each query still waits
+      // for its reply or its timeout, as on an unconnected socket, which never hears of it.
+      if (this.connected && ICMP_ERRORS.has(e.code ?? '')) return;
+      // Any other error ends the socket: its queries fail now, and pick() gives its slot a new one.
       this.retired = true;
       for (const x of [...this.pending.values()]) owner.settle(x, new UpstreamError('error', e.message));
       this.closeIfIdle();
@@ -188,7 +197,8 @@ export class UdpUpstream {
     const slots = pool.slots;
     const i = slots.length === 1 ? 0 : randomIndex(slots.length);
     let s = slots[i];
-    if (!s) slots[i] = s = new SourcePort(this, pool.family, pool.host, pool.port);
+    // A socket still in its slot but retired was ended by a socket error: it takes no more queries.
+    if (!s || s.retired) slots[i] = s = new SourcePort(this, pool.family, pool.host, pool.port);
     if (++s.uses >= this.opts.maxUses) {
       // Retired: it answers what it has in flight, then closes; the slot is refilled on its next pick.
       s.retired = true;
@@ -213,14 +223,20 @@ export class UdpUpstream {
     x.deadline = performance.now() + timeoutMs;
     x.settled = false;
     x.sending = true;
+    x.resends = 0;
     const reply = new Promise<Buffer>((resolve, reject) => {
       x.resolve = resolve;
       x.reject = reject;
     });
     source.pending.set(id, x);
     this.deadlines.add(x);
-    if (source.connected) source.sock.send(out, x.onSent);
-    else source.sock.send(out, port, host, x.onSent);
+    try {
+      if (source.connected) source.sock.send(out, x.onSent);
+      else source.sock.send(out, port, host, x.onSent);
+    } catch (e) {
+      // dgram throws at once for a socket that is no longer running: the exchange fails as a send error.
+      this.sent(x, e as Error);
+    }
     return reply;
   }
 
@@ -228,6 +244,22 @@ export class UdpUpstream {
   sent(x: Exchange, e: Error | null): void {
     x.sending = false;
     const s = x.source;
+    // A connected socket hands a pending ICMP error about an earlier datagram to the next send, which
+    // then fails without sending. That error is not this query's: it is sent again (an unconnected
+    // socket would have sent it the first time), and after MAX_RESENDS it is left to its reply or its
+    // timeout, as the receive side leaves such errors (a forged ICMP message must not fail queries).
+    const code = (e as (Error & { code?: string }) | null)?.code;
+    if (e && s !== undefined && !x.settled && s.connected && !s.retired && ICMP_ERRORS.has(code ?? '')) {
+      if (x.resends >= MAX_RESENDS) return;
+      x.resends++;
+      x.sending = true;
+      try {
+        s.sock.send(x.sent, x.onSent);
+        return;
+      } catch {
+        x.sending = false; // not running any more: fails below, as a send error
+      }
+    }
     // Settling now recycles it (the callback has come); if it settled before, it was left for here.
     if (s !== undefined && e) this.settle(x, sendError(e, `${s.host}:${s.port}`));
     else if (x.settled) this.recycle(x);

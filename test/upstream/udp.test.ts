@@ -137,3 +137,75 @@ t.test('a timed-out upstream still fails over to the next one (failover)', async
   const stats = h.running.stats.upstreams.get(`127.0.0.1:${dead.port}`)!;
   t.equal(stats.outcomes.timeout, 1, 'counted as a timeout of the first');
 });
+
+t.test('a socket error ends that socket only: its slot gets a new socket, and its queries fail as errors, never as an unhandled rejection', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  // The sockets UdpUpstream makes, to reach one from outside.
+  const made: dgram.Socket[] = [];
+  const create = dgram.createSocket;
+  dgram.createSocket = ((...args: Parameters<typeof dgram.createSocket>) => {
+    const s = create(...args);
+    made.push(s);
+    return s;
+  }) as typeof dgram.createSocket;
+  t.teardown(() => void (dgram.createSocket = create));
+  const udp = new UdpUpstream({ ports: 1, maxUses: 1000 });
+  t.teardown(() => udp.close());
+  const ask = (name: string): Promise<Buffer> => {
+    const q = buildQuery(name, T.A);
+    return udp.exchange('127.0.0.1', up.port, q, q.length, 1000);
+  };
+  t.equal(decode(await ask('first.example.test')).questions[0]?.name, 'first.example.test');
+  t.equal(made.length, 1, 'one socket so far');
+  made[0]!.emit('error', Object.assign(new Error('EIO: the socket broke'), { code: 'EIO' }));
+  // The one slot still held the broken socket: the next query must get a new one, not a send on a closed socket.
+  t.equal(decode(await ask('second.example.test')).questions[0]?.name, 'second.example.test', 'the next query is answered');
+  t.equal(made.length, 2, 'through a new socket');
+});
+
+t.test('an ICMP error reported on a connected socket names no query: the query in flight still gets its reply', async (t) => {
+  const up = await manualUpstream(t);
+  const made: dgram.Socket[] = [];
+  const create = dgram.createSocket;
+  dgram.createSocket = ((...args: Parameters<typeof dgram.createSocket>) => {
+    const s = create(...args);
+    made.push(s);
+    return s;
+  }) as typeof dgram.createSocket;
+  t.teardown(() => void (dgram.createSocket = create));
+  const udp = new UdpUpstream({ ports: 1, maxUses: 1000 });
+  t.teardown(() => udp.close());
+  const q = buildQuery('icmp.example.test', T.A);
+  const asked = up.next();
+  const reply = udp.exchange('127.0.0.1', up.port, q, q.length, 2000);
+  const [sent, from] = await asked;
+  // What a forged (or stale) ICMP host-unreachable for this 4-tuple looks like to a connected socket.
+  made[0]!.emit('error', Object.assign(new Error('connect EHOSTUNREACH'), { code: 'EHOSTUNREACH' }));
+  up.sock.send(answerTo(sent, [192, 0, 2, 7]), from.port, from.address);
+  t.equal(decode(await reply).questions[0]?.name, 'icmp.example.test', 'answered, not failed by the ICMP error');
+});
+
+t.test('a stale ICMP error handed to the next send does not fail that query: it is sent again', async (t) => {
+  // A port nobody listens on: each datagram draws an ICMP port unreachable, which a connected socket
+  // reports to its next receive or its next send.
+  const probe = dgram.createSocket('udp4');
+  probe.bind(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const closedPort = probe.address().port;
+  probe.close();
+  const udp = new UdpUpstream({ ports: 1, maxUses: 1000 });
+  t.teardown(() => udp.close());
+  const outcomes = await Promise.all(
+    ['a', 'b', 'c', 'd'].map((n) => {
+      const q = buildQuery(`${n}.closed.example.test`, T.A);
+      return udp.exchange('127.0.0.1', closedPort, q, q.length, 300).then(
+        () => 'answered',
+        (e: UpstreamError) => e.outcome ?? String(e),
+      );
+    }),
+  );
+  // Each query is judged by its own reply or its own timeout, as on an unconnected socket; none fails at
+  // once because of the ICMP error an earlier query drew.
+  t.same(outcomes, ['timeout', 'timeout', 'timeout', 'timeout']);
+});
