@@ -9,6 +9,7 @@ import { buildQuery, decode, exchange, optOf, rcodeOf, udpExchange, type Decoded
 import { decodeQuery } from '../../src/dns/query.js';
 import { cacheKey, ReplyCache } from '../../src/cache/replyCache.js';
 import { scanReply } from '../../src/dns/message.js';
+import { until } from '../helpers/wait.js';
 
 t.test('cache: answers live off the V8 heap in reused slots, and keys never collide', async (t) => {
   const clock = new FakeClock();
@@ -118,15 +119,6 @@ t.test('coalescing: identical queries in flight share one upstream exchange', as
   t.ok(replies.every((r) => decode(r).answers[0]?.address === '192.0.2.10'), 'each gets the answer');
 });
 
-/** Resolves once `cond` holds, checking as events land; fails the wait after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
 
 function edeCodes(d: Decoded): number[] {
   const opt = optOf(d) as { rdata?: { infoCode?: number }[] } | undefined;

@@ -17,3 +17,11 @@ export function samples(text: string): Map<string, number> {
   }
   return out;
 }
+
+/** A server with HTTP on, one list and one exception: the config of the HTTP and metrics tests. */
+export const HTTP_CONFIG = {
+  listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0' },
+  blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] },
+  clients: { allowFrom: ['127.0.0.0/16'] },
+  exceptions: [{ id: 'EX-1', clients: ['127.0.0.7'], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' }],
+};

@@ -16,17 +16,12 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { metricsInSlices } from '../../src/metrics/registry.js';
 import { performance } from 'node:perf_hooks';
 import { start } from '../../src/app.js';
-import { samples, get } from '../helpers/http.js';
+import { samples, get, HTTP_CONFIG as CONFIG } from '../helpers/http.js';
+import { KEA_HEADER, MAC1 } from '../helpers/identity.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
 
-const CONFIG = {
-  listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0' },
-  blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] },
-  clients: { allowFrom: ['127.0.0.0/16'] },
-  exceptions: [{ id: 'EX-1', clients: ['127.0.0.7'], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' }],
-};
 
 t.test('sinkhole health asks /healthz at listen.http', async (t) => {
   const up = await FakeUpstream.start();
@@ -274,8 +269,6 @@ t.test('report and health reach listen.http through one URL helper: wildcards on
   t.equal(serverUrl({ host: 'fd00::53', port: 9153 }), 'http://[fd00::53]:9153');
 });
 
-const MAC1 = '02:00:00:00:00:01';
-const KEA_HEADER = 'address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id\n';
 const leases = (): string => {
   const s = Math.floor(Date.now() / 1000);
   return `${KEA_HEADER}127.0.0.31,${MAC1},,86400,${s + 86000},1,0,0,phone,0,,0\n`;

@@ -8,9 +8,8 @@ import { parse, stringify } from 'yaml';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
-import { FakeClock, startSinkhole, TIKTOK_LIST, type Harness } from '../helpers/sinkhole.js';
-import { buildQuery, exchange, rcodeOf } from '../helpers/dns.js';
+import { FakeUpstream } from '../helpers/fakeUpstream.js';
+import { FakeClock, startSinkhole, TIKTOK_LIST } from '../helpers/sinkhole.js';
 import { parseLeases, type Lease } from '../../src/identity/leaseFormats.js';
 import { LeaseFile, type LeaseRead } from '../../src/identity/leaseFile.js';
 import { ClientDirectory, compileCidrs } from '../../src/policy/clients.js';
@@ -22,13 +21,10 @@ import { LeaseModel } from '../../src/identity/model.js';
 import { buildIdentity, IdentityHolder } from '../../src/identity/sources.js';
 import { normalizeMac, parseSelector } from '../../src/net/mac.js';
 import { runCli as run } from '../helpers/cli.js';
+import { IDENTITY_CONFIG as CONFIG, KEA_HEADER, MAC1, MAC2, MAC3, askTiktok as ask } from '../helpers/identity.js';
 
 const NOW = Date.UTC(2026, 10, 28, 12, 0, 0);
 const S = NOW / 1000;
-const MAC1 = '02:00:00:00:00:01';
-const MAC2 = '02:00:00:00:00:02';
-const MAC3 = '02:00:00:00:00:03';
-const KEA_HEADER = 'address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id\n';
 const kea = (ip: string, mac: string, host: string, opts: { start?: number; life?: number; state?: number } = {}): string => {
   const life = opts.life ?? 3600;
   const start = opts.start ?? S - 60;
@@ -472,21 +468,6 @@ t.test('a big delta crosses packed and is applied in slices: nothing a query see
   t.same(small, ['now'], 'an idle holder applies a small delta in the same turn');
 });
 
-const CONFIG = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
-  blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] },
-  clients: { allowFrom: ['127.0.0.0/16'], groups: { 'press-devices': [`mac:${MAC2}`] } },
-  identity: { leases: [{ format: 'kea-csv', file: 'leases.csv' }], static: { [MAC3]: 'Speaker-iPad' } },
-  exceptions: [
-    { id: 'EX-MAC', clients: [`mac:${MAC1}`], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' },
-    { id: 'EX-HOST', clients: ['host:speaker-ipad'], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' },
-    { id: 'EX-GROUP', clients: ['press-devices'], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' },
-  ],
-  ...extra,
-});
-
-async function ask(h: Harness, from: string, proto: 'udp' | 'tcp' = 'udp', q = buildQuery('www.tiktok.com', T.A)): Promise<number> {
-  return rcodeOf(await exchange(proto, h.port, q, from));
-}
 
 t.test('an exception by MAC follows the device across addresses and stops at the one it left; a broken lease file changes nothing', async (t) => {
   const up = await FakeUpstream.start();

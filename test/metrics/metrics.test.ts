@@ -10,17 +10,11 @@ import { buildQuery, exchange, udpExchange } from '../helpers/dns.js';
 import { policyHash } from '../../src/policy/fingerprint.js';
 import { runNode as run } from '../helpers/cli.js';
 import { LoopDelay } from '../../src/metrics/loopDelay.js';
-import { samples, get } from '../helpers/http.js';
+import { samples, get, HTTP_CONFIG as CONFIG } from '../helpers/http.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
 
-const CONFIG = {
-  listen: { dns: ['127.0.0.1:0'], http: '127.0.0.1:0' },
-  blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] },
-  clients: { allowFrom: ['127.0.0.0/16'] },
-  exceptions: [{ id: 'EX-1', clients: ['127.0.0.7'], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' }],
-};
 
 t.test('metrics: names, labels and values that move with the queries', async (t) => {
   const up = await FakeUpstream.start();

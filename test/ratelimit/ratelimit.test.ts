@@ -9,16 +9,8 @@ import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
 import { FakeClock, startSinkhole } from '../helpers/sinkhole.js';
 import { buildQuery, decode, exchange, rcodeOf, udpExchange, type Decoded } from '../helpers/dns.js';
 import { RateLimiter } from '../../src/ratelimit/limiter.js';
+import { until } from '../helpers/wait.js';
 
-/** Resolves once `cond` holds, checking as events land; fails the wait after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
 
 const addr = (d: Decoded): string | undefined => (d.answers as { address?: string }[]).find((a) => a.address)?.address;
 

@@ -16,6 +16,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { makePki } from '../helpers/pki.js';
 import { h2request } from '../helpers/doh.js';
+import { IDENTITY_CONFIG as CONFIG, KEA_HEADER, MAC1, askTiktok as ask } from '../helpers/identity.js';
 
 const PROTOS = ['udp', 'tcp'] as const;
 
@@ -323,26 +324,7 @@ t.test('DDR: _dns.resolver.arpa SVCB names the DoT and DoH endpoints, and resolv
 });
 
 const NOW = Date.UTC(2026, 10, 28, 12, 0, 0);
-const MAC1 = '02:00:00:00:00:01';
-const MAC2 = '02:00:00:00:00:02';
-const MAC3 = '02:00:00:00:00:03';
-const KEA_HEADER = 'address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id\n';
 
-const CONFIG = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
-  blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] },
-  clients: { allowFrom: ['127.0.0.0/16'], groups: { 'press-devices': [`mac:${MAC2}`] } },
-  identity: { leases: [{ format: 'kea-csv', file: 'leases.csv' }], static: { [MAC3]: 'Speaker-iPad' } },
-  exceptions: [
-    { id: 'EX-MAC', clients: [`mac:${MAC1}`], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' },
-    { id: 'EX-HOST', clients: ['host:speaker-ipad'], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' },
-    { id: 'EX-GROUP', clients: ['press-devices'], allow: ['tiktok'], reason: 'r', approvedBy: 'a', expires: '2999-01-01' },
-  ],
-  ...extra,
-});
-
-async function ask(h: Harness, from: string, proto: 'udp' | 'tcp' = 'udp', q = buildQuery('www.tiktok.com', T.A)): Promise<number> {
-  return rcodeOf(await exchange(proto, h.port, q, from));
-}
 
 /** A query with an OPT carrying these options (code, data). */
 function withOptions(name: string, options: [number, Buffer][]): Buffer {
