@@ -67,8 +67,9 @@ class Exchange implements Expiring {
   }
 }
 
-/** The errors a connected UDP socket reports for an ICMP message about an earlier datagram (Linux). */
-const ICMP_ERRORS: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'EACCES', 'EPERM', 'ENOPROTOOPT', 'EPROTO']);
+/** The errors a connected UDP socket reports for an ICMP message about an earlier datagram (Linux). Not EPERM:
+ * that is the local firewall refusing the send, a failure of our own that must fail the query at once. */
+const ICMP_ERRORS: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'EACCES', 'ENOPROTOOPT', 'EPROTO']);
 
 /** One socket on a kernel-chosen random ephemeral port, connected to one upstream, carrying at most `maxUses` queries. */
 class SourcePort {
