@@ -1,5 +1,10 @@
-// A DNS-over-HTTPS request on an HTTP/2 session, shared by the DoH listener tests and DDR's.
-import type http2 from 'node:http2';
+// A DNS-over-HTTPS client: an HTTP/2 session to the harness's DoH listener and a request on it, shared by
+// the DoH listener tests and DDR's.
+import { once } from 'node:events';
+import http2 from 'node:http2';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Harness } from './sinkhole.js';
 
 export interface HttpReply {
   status: number;
@@ -19,3 +24,16 @@ export function h2request(session: http2.ClientHttp2Session, headers: http2.Outg
     if (body) req.end(body);
   });
 }
+
+/** An HTTP/2 session to the harness's first DoH listener, trusting `ca`, optionally from a given loopback address. */
+export function h2connect(h: Harness, ca: string, from?: string): Promise<http2.ClientHttp2Session> {
+  const port = h.running.doh[0]!.port;
+  const s = http2.connect(`https://dns.test:${port}`, {
+    ca,
+    createConnection: () => tls.connect({ socket: net.connect({ host: '127.0.0.1', port, localAddress: from }), servername: 'dns.test', ca, ALPNProtocols: ['h2'] }),
+  });
+  return once(s, 'connect').then(() => s);
+}
+
+/** The headers of an RFC 8484 GET for `q` (base64url in ?dns=). */
+export const dohGet = (q: Buffer, path = '/dns-query'): http2.OutgoingHttpHeaders => ({ ':method': 'GET', ':path': `${path}?dns=${q.toString('base64url')}` });

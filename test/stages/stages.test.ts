@@ -8,14 +8,11 @@ import t from 'tap';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
-import { FakeClock, startSinkhole, TIKTOK_LIST, type Harness } from '../helpers/sinkhole.js';
+import { FakeClock, startSinkhole, TIKTOK_LIST } from '../helpers/sinkhole.js';
 import { buildQuery, decode, exchange, optOf, rcodeOf, udpExchange, encodeName, questionEnd } from '../helpers/dns.js';
 import { decodeQuery } from '../../src/dns/query.js';
-import http2 from 'node:http2';
-import net from 'node:net';
-import tls from 'node:tls';
 import { makePki } from '../helpers/pki.js';
-import { h2request } from '../helpers/doh.js';
+import { dohGet as get, h2connect, h2request } from '../helpers/doh.js';
 import { IDENTITY_CONFIG as CONFIG, KEA_HEADER, MAC1, askTiktok as ask } from '../helpers/identity.js';
 
 const PROTOS = ['udp', 'tcp'] as const;
@@ -246,15 +243,6 @@ function config(listen: Record<string, unknown> = {}): Record<string, unknown> {
   };
 }
 
-function h2connect(h: Harness, from?: string): Promise<http2.ClientHttp2Session> {
-  const s = http2.connect(`https://dns.test:${h.running.doh[0]!.port}`, {
-    ca: pki.caPem,
-    createConnection: () =>
-      tls.connect({ socket: net.connect({ host: '127.0.0.1', port: h.running.doh[0]!.port, localAddress: from }), servername: 'dns.test', ca: pki.caPem, ALPNProtocols: ['h2'] }),
-  });
-  return once(s, 'connect').then(() => s);
-}
-const get = (q: Buffer, path = '/dns-query'): http2.OutgoingHttpHeaders => ({ ':method': 'GET', ':path': `${path}?dns=${q.toString('base64url')}` });
 
 /** SVCB records of a reply, decoded here by hand (RFC 9460 §2.2) as an independent check. */
 function svcb(reply: Buffer): { priority: number; target: string; params: Map<number, Buffer> }[] {
@@ -303,7 +291,7 @@ t.test('DDR: _dns.resolver.arpa SVCB names the DoT and DoH endpoints, and resolv
   t.equal(doh!.params.get(7)?.toString(), '/dns-query{?dns}', 'dohpath (RFC 9461)');
   t.equal(decode(reply).answers[0]?.ttl, 300);
 
-  const s = await h2connect(h);
+  const s = await h2connect(h, pki.caPem);
   t.teardown(() => s.close());
   const viaDoh = await h2request(s, get(buildQuery('_dns.resolver.arpa', T.SVCB, { id: 0 })));
   t.equal(svcb(viaDoh.body).length, 2, 'the same over DoH');

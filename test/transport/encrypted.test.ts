@@ -21,7 +21,7 @@ import { buildQuery, decode, rcodeOf, TcpClient, udpExchange } from '../helpers/
 import { QTYPE_SLOTS } from '../../src/metrics/stats.js';
 import { loadConfig } from '../../src/config/config.js';
 import { PolicyError } from '../../src/errors.js';
-import { h2request, type HttpReply } from '../helpers/doh.js';
+import { dohGet as get, h2connect, h2request, type HttpReply } from '../helpers/doh.js';
 
 const pki = makePki();
 t.teardown(() => pki.close());
@@ -43,17 +43,8 @@ async function dotClient(h: Harness, opts: { from?: string; ca?: string | false 
   return Object.assign(TcpClient.over(sock), { tls: sock });
 }
 
-function h2connect(h: Harness, from?: string): Promise<http2.ClientHttp2Session> {
-  const s = http2.connect(`https://dns.test:${h.running.doh[0]!.port}`, {
-    ca: pki.caPem,
-    createConnection: () =>
-      tls.connect({ socket: net.connect({ host: '127.0.0.1', port: h.running.doh[0]!.port, localAddress: from }), servername: 'dns.test', ca: pki.caPem, ALPNProtocols: ['h2'] }),
-  });
-  return once(s, 'connect').then(() => s);
-}
 
 const post = (q: Buffer, type = 'application/dns-message'): http2.OutgoingHttpHeaders => ({ ':method': 'POST', ':path': '/dns-query', 'content-type': type, accept: 'application/dns-message' });
-const get = (q: Buffer, path = '/dns-query'): http2.OutgoingHttpHeaders => ({ ':method': 'GET', ':path': `${path}?dns=${q.toString('base64url')}` });
 
 async function metricsText(h: Harness): Promise<string> {
   return (await fetch(`http://127.0.0.1:${h.running.http!.port}/metrics`)).text();
@@ -140,7 +131,7 @@ t.test('DoH listener: GET and POST, HTTP/2 and HTTP/1.1, status codes, policy, c
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());
   const h = await startSinkhole(t, up.port, config(), FILES);
-  const s = await h2connect(h);
+  const s = await h2connect(h, pki.caPem);
   t.teardown(() => s.close());
   t.equal(s.remoteSettings.maxConcurrentStreams, 100, 'at most 100 streams per connection');
 
@@ -195,7 +186,7 @@ t.test('DoH listener: GET and POST, HTTP/2 and HTTP/1.1, status codes, policy, c
   t.equal(h1.status, 200, 'HTTP/1.1 GET: 200');
   t.equal((decode(h1.body).answers[0] as { address: string }).address, '192.0.2.10');
 
-  const outsider = await h2connect(h, '127.1.0.1');
+  const outsider = await h2connect(h, pki.caPem, '127.1.0.1');
   t.teardown(() => outsider.destroy());
   t.equal(rcodeOf((await h2request(outsider, post(q), q)).body), 5, 'a client outside allowFrom gets REFUSED over DoH');
   const m = await metricsText(h);
@@ -217,7 +208,7 @@ t.test('DoH listener: per-client cap and eviction from accept, a stream-reset bu
   raw.push(await silent(port, '127.0.5.2'));
   const q = buildQuery('www.example.test', T.A, { id: 0 });
   const started = Date.now();
-  const s = await h2connect(h, '127.0.5.3');
+  const s = await h2connect(h, pki.caPem, '127.0.5.3');
   t.teardown(() => s.destroy());
   t.equal((await h2request(s, post(q), q)).status, 200, 'a newcomer is served while stalled handshakes fill the table');
   t.ok(Date.now() - started < 1000, `at once, not after the handshake timeout (${Date.now() - started} ms)`);
@@ -245,7 +236,7 @@ t.test('DoH listener: per-client cap and eviction from accept, a stream-reset bu
   t.ok(lived.every((ms) => ms < 2000), `dripped headers and a dripped body are cut at the deadline (${lived.join(', ')} ms)`);
 
   // Rapid reset (CVE-2023-44487): requests opened and cancelled at once, until the server closes the connection.
-  const abuser = await h2connect(h, '127.0.5.5');
+  const abuser = await h2connect(h, pki.caPem, '127.0.5.5');
   let pairs = 0;
   const closed = new Promise((r) => abuser.once('close', r));
   abuser.on('error', () => {});
@@ -264,12 +255,12 @@ t.test('DoH listener: per-client cap and eviction from accept, a stream-reset bu
   await closed;
   t.ok(pairs <= 300, `the connection was closed after ${pairs} resets (budget 100 in 10 s)`);
   t.match(await metricsText(h), /sinkhole_doh_resets_closed_total 1\b/, 'counted');
-  const again = await h2connect(h, '127.0.5.5').then(
+  const again = await h2connect(h, pki.caPem, '127.0.5.5').then(
     (x) => (x.destroy(), 'served'),
     () => 'refused',
   );
   t.equal(again, 'refused', 'the address is refused at accept for a while');
-  const other = await h2connect(h, '127.0.5.6');
+  const other = await h2connect(h, pki.caPem, '127.0.5.6');
   t.teardown(() => other.destroy());
   t.equal((await h2request(other, post(q), q)).status, 200, 'others are still served');
 });
@@ -304,7 +295,7 @@ t.test('shutdown: DoT and DoH answer the queries in flight, then close', async (
   up.on('slow.example.test', { delayMs: 300 });
   const h = await startSinkhole(t, up.port, config(), FILES);
   const c = await dotClient(h);
-  const s = await h2connect(h);
+  const s = await h2connect(h, pki.caPem);
   c.send(buildQuery('slow.example.test', T.A, { id: 9 }));
   const q = buildQuery('slow.example.test', T.AAAA, { id: 0 });
   const viaDoh = h2request(s, post(q), q);
@@ -473,7 +464,7 @@ t.test('EDNS: a client\'s padded 65,535-octet query cannot make a name fail for 
   t.equal(rcodeOf(await udpExchange(h.port, buildQuery('victim.example.test', T.A, { edns: 1232 }), 4000, '127.0.0.9')), 0, 'also without DO');
 
   // Over DoH (POST), a fresh name.
-  const s = await h2connect(h);
+  const s = await h2connect(h, pki.caPem);
   t.teardown(() => s.close());
   const viaDoh = paddedQuery('victim2.example.test', 65_535);
   const p = await h2request(s, post(viaDoh), viaDoh);

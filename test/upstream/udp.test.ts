@@ -18,6 +18,15 @@ async function manualUpstream(t: { teardown: (fn: () => void) => void }): Promis
   return { sock, port: sock.address().port, next: () => once(sock, 'message') as Promise<[Buffer, dgram.RemoteInfo]> };
 }
 
+/** A socket on another loopback port, to send forged replies from. */
+async function spoofingSocket(t: { teardown: (fn: () => void) => void }): Promise<dgram.Socket> {
+  const sock = dgram.createSocket('udp4');
+  sock.bind(0, '127.0.0.1');
+  await once(sock, 'listening');
+  t.teardown(() => sock.close());
+  return sock;
+}
+
 /** The query with the reply bit set and one A record: an answer of our own making, to send from wherever the test likes. */
 function answerTo(query: Buffer, address: [number, number, number, number]): Buffer {
   const head = Buffer.from(query.subarray(0, query.length));
@@ -29,10 +38,7 @@ function answerTo(query: Buffer, address: [number, number, number, number]): Buf
 
 t.test('RFC 5452 §9.1: a reply with the right ID and question from another port is dropped by the connected socket', async (t) => {
   const up = await manualUpstream(t);
-  const spoofer = dgram.createSocket('udp4');
-  spoofer.bind(0, '127.0.0.1');
-  await once(spoofer, 'listening');
-  t.teardown(() => spoofer.close());
+  const spoofer = await spoofingSocket(t);
   const udp = new UdpUpstream({ ports: 4, maxUses: 100 });
   t.teardown(() => udp.close());
   const q = buildQuery('spoof.example.test', T.A);
@@ -50,10 +56,7 @@ t.test('RFC 5452 §9.1: a reply with the right ID and question from another port
 
 t.test('a spoofed reply alone never settles the exchange: it times out', async (t) => {
   const up = await manualUpstream(t);
-  const spoofer = dgram.createSocket('udp4');
-  spoofer.bind(0, '127.0.0.1');
-  await once(spoofer, 'listening');
-  t.teardown(() => spoofer.close());
+  const spoofer = await spoofingSocket(t);
   const udp = new UdpUpstream({ ports: 1, maxUses: 100 });
   t.teardown(() => udp.close());
   const q = buildQuery('alone.example.test', T.A);
