@@ -18,7 +18,7 @@ import { normalizeAddress } from '../net/cidr.js';
 import { normalizeHost, normalizeMac } from '../net/mac.js';
 
 import type { LeaseFormat } from '../config/values.js';
-export { LEASE_FORMATS, type LeaseFormat } from '../config/values.js';
+export type { LeaseFormat } from '../config/values.js';
 
 export interface Lease {
   /** Normalised address (IPv4 dotted quad, or IPv6). */

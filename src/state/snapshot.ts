@@ -23,8 +23,6 @@ import type { FileSource } from '../config/sources.js';
 import { VERSION } from '../version.js';
 import { syncDir, writeDurable } from '../durable.js';
 
-export { replaceDurably } from '../durable.js';
-
 const FORMAT = 1;
 const POINTER = 'current';
 const MANIFEST = 'manifest.json';

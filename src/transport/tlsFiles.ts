@@ -5,8 +5,6 @@
 import type tls from 'node:tls';
 import { loadTlsFiles, type TlsMaterial, type TlsPaths } from '../config/tlsPair.js';
 
-export { loadTlsFiles, type TlsMaterial, type TlsPaths } from '../config/tlsPair.js';
-
 /**
  * The pair in force, shared by every DoT and DoH server. `reload()` reads the
  * files again (SIGHUP) and gives every server the new pair; a broken pair is

@@ -20,7 +20,6 @@ import { formatPrefix, triggerOf, type IpPrefix, type Trigger, type TriggerKind 
 import { parseZoneFile, readZoneFile, type ZoneRecord } from './zoneFile.js';
 
 export { ALLOW_WIDE_MARKER, WIDE_PREFIX } from './rrset.js';
-export { RPZ_OVERRIDES, type RpzOverride } from '../../config/rpz.js';
 
 export const TRIGGER_KINDS: readonly TriggerKind[] = ['qname', 'wildcard', 'client-ip', 'response-ip', 'nsdname', 'nsip'];
 
