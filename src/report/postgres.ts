@@ -91,9 +91,13 @@ export class PostgresStore implements EventSink {
     void this.flush();
   }
 
-  /** One round: insert what is spooled (in batches) and prune old events; never throws. */
+  /**
+   * One round: insert what is spooled (in batches) and prune old events; never throws. A forced
+   * flush (a read, a stop) covers what is spooled when it is called: a round in flight may be past
+   * its inserts (pruning, say), so it gets a round of its own after that one.
+   */
   flush(force = false): Promise<void> {
-    if (this.flushing) return this.flushing;
+    if (this.flushing) return force ? this.flushing.then(() => this.flush(true)) : this.flushing;
     if (!force && this.opts.now() < this.nextAttempt) return Promise.resolve();
     this.flushing = this.round().finally(() => (this.flushing = undefined));
     return this.flushing;
