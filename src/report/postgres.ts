@@ -94,10 +94,14 @@ export class PostgresStore implements EventSink {
   /**
    * One round: insert what is spooled (in batches) and prune old events; never throws. A forced
    * flush (a read, a stop) covers what is spooled when it is called: a round in flight may be past
-   * its inserts (pruning, say), so it gets a round of its own after that one.
+   * its inserts (pruning, say), so it gets a round of its own after that one, unless that one found
+   * the database down (a read during an outage must not wait for a second failed connect).
    */
   flush(force = false): Promise<void> {
-    if (this.flushing) return force ? this.flushing.then(() => this.flush(true)) : this.flushing;
+    if (this.flushing) {
+      if (!force || this.spooled === 0) return this.flushing;
+      return this.flushing.then(() => (this.up ? this.flush(true) : undefined));
+    }
     if (!force && this.opts.now() < this.nextAttempt) return Promise.resolve();
     this.flushing = this.round().finally(() => (this.flushing = undefined));
     return this.flushing;
