@@ -12,6 +12,7 @@ import { FakeClock, startSinkhole, TIKTOK_LIST } from '../helpers/sinkhole.js';
 import { buildQuery, decode, exchange, optOf, rcodeOf, udpExchange, encodeName, questionEnd } from '../helpers/dns.js';
 import { decodeQuery } from '../../src/dns/query.js';
 import { makePki } from '../helpers/pki.js';
+import { encryptedConfig, encryptedFiles } from '../helpers/encrypted.js';
 import { dohGet as get, h2connect, h2request } from '../helpers/doh.js';
 import { IDENTITY_CONFIG as CONFIG, KEA_HEADER, MAC1, askTiktok as ask } from '../helpers/identity.js';
 
@@ -234,14 +235,8 @@ t.test('malformed EDNS is FORMERR (RFC 6891 §6.1.2), never forwarded', async (t
 const pki = makePki();
 t.teardown(() => pki.close());
 
-const FILES = { 'tiktok.txt': TIKTOK_LIST, 'tls.crt': pki.server.certPem, 'tls.key': pki.server.keyPem };
-function config(listen: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    listen: { dns: ['127.0.0.1:0'], dot: ['127.0.0.1:0'], doh: ['127.0.0.1:0'], http: '127.0.0.1:0', tls: { cert: 'tls.crt', key: 'tls.key' }, ...listen },
-    blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] },
-    clients: { allowFrom: ['127.0.0.0/16'] },
-  };
-}
+const FILES = encryptedFiles(pki);
+const config = encryptedConfig;
 
 
 /** SVCB records of a reply, decoded here by hand (RFC 9460 §2.2) as an independent check. */

@@ -16,7 +16,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
 import { makePki, type Pair } from '../helpers/pki.js';
-import { startSinkhole, TIKTOK_LIST, type Harness } from '../helpers/sinkhole.js';
+import { encryptedConfig, encryptedFiles } from '../helpers/encrypted.js';
+import { startSinkhole, type Harness } from '../helpers/sinkhole.js';
 import { buildQuery, decode, rcodeOf, TcpClient, udpExchange } from '../helpers/dns.js';
 import { QTYPE_SLOTS } from '../../src/metrics/stats.js';
 import { loadConfig } from '../../src/config/config.js';
@@ -27,14 +28,8 @@ const pki = makePki();
 t.teardown(() => pki.close());
 const ROOT = join(import.meta.dirname, '..', '..');
 
-const FILES = { 'tiktok.txt': TIKTOK_LIST, 'tls.crt': pki.server.certPem, 'tls.key': pki.server.keyPem };
-function config(listen: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    listen: { dns: ['127.0.0.1:0'], dot: ['127.0.0.1:0'], doh: ['127.0.0.1:0'], http: '127.0.0.1:0', tls: { cert: 'tls.crt', key: 'tls.key' }, ...listen },
-    blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] },
-    clients: { allowFrom: ['127.0.0.0/16'] },
-  };
-}
+const FILES = encryptedFiles(pki);
+const config = encryptedConfig;
 
 async function dotClient(h: Harness, opts: { from?: string; ca?: string | false } = {}): Promise<TcpClient & { tls: tls.TLSSocket }> {
   const raw = net.connect({ host: '127.0.0.1', port: h.running.dot[0]!.port, localAddress: opts.from });
