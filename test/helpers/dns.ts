@@ -161,6 +161,17 @@ export function questionEnd(msg: Buffer): number {
 }
 
 /** Bytes of an A record's RDATA. */
+/** EDNS options (RFC 6891 §6.1.2) as OPT RDATA: each its code, its length and its data. */
+export function ednsOptions(options: [number, Buffer][]): Buffer {
+  return Buffer.concat(options.map(([code, data]) => {
+    const o = Buffer.alloc(4 + data.length);
+    o.writeUInt16BE(code, 0);
+    o.writeUInt16BE(data.length, 2);
+    data.copy(o, 4);
+    return o;
+  }));
+}
+
 export function ipv4(addr: string): Buffer {
   return Buffer.from(addr.split('.').map(Number));
 }

@@ -9,7 +9,7 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
 import { FakeClock, startSinkhole, TIKTOK_LIST } from '../helpers/sinkhole.js';
-import { buildQuery, decode, exchange, optOf, rcodeOf, udpExchange, encodeName, questionEnd } from '../helpers/dns.js';
+import { buildQuery, decode, ednsOptions, exchange, optOf, rcodeOf, udpExchange, encodeName, questionEnd } from '../helpers/dns.js';
 import { decodeQuery } from '../../src/dns/query.js';
 import { makePki } from '../helpers/pki.js';
 import { encryptedConfig, encryptedFiles } from '../helpers/encrypted.js';
@@ -313,13 +313,7 @@ const NOW = Date.UTC(2026, 10, 28, 12, 0, 0);
 function withOptions(name: string, options: [number, Buffer][]): Buffer {
   const base = buildQuery(name, T.A);
   base.writeUInt16BE(1, 10);
-  const body = Buffer.concat(options.map(([code, data]) => {
-    const o = Buffer.alloc(4 + data.length);
-    o.writeUInt16BE(code, 0);
-    o.writeUInt16BE(data.length, 2);
-    data.copy(o, 4);
-    return o;
-  }));
+  const body = ednsOptions(options);
   const opt = Buffer.alloc(11);
   opt.writeUInt16BE(41, 1);
   opt.writeUInt16BE(1232, 3);

@@ -18,7 +18,7 @@ import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
 import { makePki, type Pair } from '../helpers/pki.js';
 import { encryptedConfig, encryptedFiles } from '../helpers/encrypted.js';
 import { startSinkhole, type Harness } from '../helpers/sinkhole.js';
-import { buildQuery, decode, rcodeOf, TcpClient, udpExchange } from '../helpers/dns.js';
+import { buildQuery, decode, ednsOptions, rcodeOf, TcpClient, udpExchange } from '../helpers/dns.js';
 import { QTYPE_SLOTS } from '../../src/metrics/stats.js';
 import { loadConfig } from '../../src/config/config.js';
 import { PolicyError } from '../../src/errors.js';
@@ -382,13 +382,7 @@ listen:
 /** A query with an OPT (UDP size 4096, DO) carrying `options`, then a Padding option (RFC 7830) filling it to `total` octets. */
 function paddedQuery(name: string, total: number, options: [number, Buffer][] = []): Buffer {
   const base = buildQuery(name, T.A, { id: 0, edns: 4096, dnssecOk: true });
-  const opts = Buffer.concat(options.map(([code, data]) => {
-    const o = Buffer.alloc(4 + data.length);
-    o.writeUInt16BE(code, 0);
-    o.writeUInt16BE(data.length, 2);
-    data.copy(o, 4);
-    return o;
-  }));
+  const opts = ednsOptions(options);
   const pad = total - base.length - opts.length - 4;
   const tail = Buffer.alloc(4 + pad);
   tail.writeUInt16BE(12, 0);
