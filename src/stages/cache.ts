@@ -16,6 +16,7 @@
 //   (RFC 8767 §5 "client response timer", the "verify" behaviour).
 import { LRUCache } from 'lru-cache';
 import { cacheKey, copyForClient, type CacheHit, type ReplyCache } from '../cache/replyCache.js';
+import { FlightTable } from '../cache/flightTable.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config/config.js';
 import { RCODE } from '../dns/constants.js';
@@ -36,8 +37,8 @@ const STALE_EDE: Ede = { infoCode: EDE_STALE_ANSWER, text: '' };
 
 export class CacheStage implements Stage {
   readonly name = 'cache';
-  /** Identical queries in flight share one upstream exchange (coalescing). */
-  private readonly inflight = new Map<string, Promise<Outcome>>();
+  /** Identical queries in flight share one upstream exchange (coalescing). Not a Map: see cache/flightTable.ts. */
+  private readonly inflight = new FlightTable<Promise<Outcome>>();
   /** Cache key → when its upstreams last all failed (clock ms). */
   private readonly failures = new LRUCache<string, number>({ max: MAX_FAILURES });
   private prefetching = 0;
@@ -79,8 +80,9 @@ export class CacheStage implements Stage {
 
   /** One upstream exchange for `key`, shared by every query for it until it settles; it updates the cache and the failure memory. */
   private fetch(key: string, q: Query, next: Handler, cache: ReplyCache): Promise<Outcome> {
-    const p = Promise.resolve(next(q))
-      .then((o) => {
+    const p = Promise.resolve(next(q)).then(
+      (o) => {
+        this.inflight.delete(key);
         if (o.scan) {
           cache.set(key, o.wire, o.scan);
           if (this.failures.size) this.failures.delete(key);
@@ -89,8 +91,12 @@ export class CacheStage implements Stage {
           this.failures.set(key, this.clock.now());
         }
         return o;
-      })
-      .finally(() => this.inflight.delete(key));
+      },
+      (e: unknown) => {
+        this.inflight.delete(key);
+        throw e;
+      },
+    );
     this.inflight.set(key, p);
     return p;
   }

@@ -2,6 +2,7 @@
 // the same values, the same size and the same evictions, over random operations with colliding
 // probe runs; then through ReplyCache, entries evicted least recently used first.
 import t from 'tap';
+import { FlightTable } from '../../src/cache/flightTable.js';
 import { KeyIndex } from '../../src/cache/keyIndex.js';
 import { cacheKey, ReplyCache } from '../../src/cache/replyCache.js';
 import { decodeQuery } from '../../src/dns/query.js';
@@ -73,6 +74,42 @@ t.test('KeyIndex behaves as an LRU map', (t) => {
   for (const k of keys) if (index.peek(k) !== (ref.get(k) ?? -1)) t.fail(`end: ${k}`);
   t.same(disposed.sort((a, b) => a - b), refDisposed.sort((a, b) => a - b), 'the same values disposed of');
   t.pass('30,000 random operations agree');
+  t.end();
+});
+
+t.test('FlightTable behaves as a Map while it grows, wraps around and shifts entries back on delete', (t) => {
+  let seed = 777;
+  const rand = (n: number): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return (seed >>> 8) % n;
+  };
+  // Few slots to start with, so the table grows twice and its runs of colliding keys wrap past the end.
+  const table = new FlightTable<number>(4);
+  const ref = new Map<string, number>();
+  const keys = Array.from({ length: 300 }, (_, i) => `n${i}.example.test\u0000\u0001\u0000\u0001\u0008`);
+  let mismatches = 0;
+  let maxSize = 0;
+  for (let step = 0; step < 40_000; step++) {
+    const key = keys[rand(keys.length)]!;
+    const op = rand(3);
+    if (op === 0) {
+      table.set(key, step);
+      ref.set(key, step);
+    } else if (op === 1) {
+      if (table.delete(key) !== ref.delete(key)) mismatches++;
+    } else if (table.get(key) !== ref.get(key) || table.has(key) !== ref.has(key)) {
+      mismatches++;
+    }
+    if (table.size !== ref.size) mismatches++;
+    maxSize = Math.max(maxSize, table.size);
+    // Every key, now and then: a delete that shifted an entry to the wrong slot loses it for good.
+    if (step % 1000 === 0) for (const k of keys) if (table.get(k) !== ref.get(k)) mismatches++;
+  }
+  t.equal(mismatches, 0, 'every get, has, delete and size agreed with a Map');
+  t.ok(maxSize > 64, `the table held up to ${maxSize} keys, past its first two sizes`);
+  for (const k of keys) table.delete(k);
+  t.equal(table.size, 0, 'emptied');
+  t.equal(table.get(keys[0]!), undefined);
   t.end();
 });
 
