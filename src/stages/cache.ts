@@ -16,7 +16,7 @@
 //   (RFC 8767 §5 "client response timer", the "verify" behaviour).
 import { LRUCache } from 'lru-cache';
 import { cacheKey, copyForClient, type CacheHit, type ReplyCache } from '../cache/replyCache.js';
-import { FlightTable } from '../cache/flightTable.js';
+import { hashKey } from '../cache/keyIndex.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config/config.js';
 import { RCODE } from '../dns/constants.js';
@@ -24,6 +24,7 @@ import { EDE_STALE_ANSWER, withEde } from '../dns/ede.js';
 import type { Query } from '../dns/query.js';
 import { errorReply, type Ede } from '../dns/reply.js';
 import type { Stats } from '../metrics/stats.js';
+import { StableTable } from '../stableTable.js';
 import type { Handler, Outcome, Stage } from '../pipeline/types.js';
 
 /** RFC 8767 §5 failure recheck timer: a name whose upstreams failed is asked again at most this often. */
@@ -37,8 +38,8 @@ const STALE_EDE: Ede = { infoCode: EDE_STALE_ANSWER, text: '' };
 
 export class CacheStage implements Stage {
   readonly name = 'cache';
-  /** Identical queries in flight share one upstream exchange (coalescing). Not a Map: see cache/flightTable.ts. */
-  private readonly inflight = new FlightTable<Promise<Outcome>>();
+  /** Identical queries in flight share one upstream exchange (coalescing). Not a Map: see stableTable.ts. */
+  private readonly inflight = new StableTable<string, Promise<Outcome>>(hashKey, 1024);
   /** Cache key → when its upstreams last all failed (clock ms). */
   private readonly failures = new LRUCache<string, number>({ max: MAX_FAILURES });
   private prefetching = 0;

@@ -31,6 +31,7 @@ import { isOurReply, sendError, UpstreamError } from './exchange.js';
 import { Deadlines, type Expiring } from './deadlines.js';
 import { randomId, randomIndex } from './random.js';
 import { literalLookup } from '../net/lookup.js';
+import { StableTable } from '../stableTable.js';
 
 type Family = 'udp4' | 'udp6';
 
@@ -39,6 +40,8 @@ const NO_BYTES = Buffer.alloc(0);
 const MAX_RESENDS = 3;
 /** Records kept for reuse; past this (a burst of timeouts) the extra ones are left to the GC. */
 const MAX_SPARE_RECORDS = 4096;
+
+const idHash = (id: number): number => id;
 
 /** One query in flight. Pooled: reused once it has settled and its send callback has come. */
 class Exchange implements Expiring {
@@ -74,7 +77,8 @@ const ICMP_ERRORS: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH'
 /** One socket on a kernel-chosen random ephemeral port, connected to one upstream, carrying at most `maxUses` queries. */
 class SourcePort {
   readonly sock: dgram.Socket;
-  readonly pending = new Map<number, Exchange>();
+  /** Query ID → its exchange. Not a Map: see stableTable.ts. IDs are random (RFC 5452 §9.2), so the ID is its own hash. */
+  readonly pending = new StableTable<number, Exchange>(idHash, 8);
   uses = 0;
   /** No more queries: close once those in flight have settled. */
   retired = false;
@@ -98,7 +102,7 @@ class SourcePort {
       if (this.connected && ICMP_ERRORS.has(e.code ?? '')) return;
       // Any other error ends the socket: its queries fail now, and pick() gives its slot a new one.
       this.retired = true;
-      for (const x of [...this.pending.values()]) owner.settle(x, new UpstreamError('error', e.message));
+      for (const x of this.pending.values()) owner.settle(x, new UpstreamError('error', e.message));
       this.closeIfIdle();
     });
     this.sock.on('message', (msg, rinfo) => {

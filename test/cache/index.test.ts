@@ -2,8 +2,8 @@
 // the same values, the same size and the same evictions, over random operations with colliding
 // probe runs; then through ReplyCache, entries evicted least recently used first.
 import t from 'tap';
-import { FlightTable } from '../../src/cache/flightTable.js';
-import { KeyIndex } from '../../src/cache/keyIndex.js';
+import { hashKey, KeyIndex } from '../../src/cache/keyIndex.js';
+import { StableTable } from '../../src/stableTable.js';
 import { cacheKey, ReplyCache } from '../../src/cache/replyCache.js';
 import { decodeQuery } from '../../src/dns/query.js';
 import { scanReply } from '../../src/dns/message.js';
@@ -77,41 +77,49 @@ t.test('KeyIndex behaves as an LRU map', (t) => {
   t.end();
 });
 
-t.test('FlightTable behaves as a Map while it grows, wraps around and shifts entries back on delete', (t) => {
-  let seed = 777;
-  const rand = (n: number): number => {
-    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-    return (seed >>> 8) % n;
-  };
-  // Few slots to start with, so the table grows twice and its runs of colliding keys wrap past the end.
-  const table = new FlightTable<number>(4);
-  const ref = new Map<string, number>();
-  const keys = Array.from({ length: 300 }, (_, i) => `n${i}.example.test\u0000\u0001\u0000\u0001\u0008`);
-  let mismatches = 0;
-  let maxSize = 0;
-  for (let step = 0; step < 40_000; step++) {
-    const key = keys[rand(keys.length)]!;
-    const op = rand(3);
-    if (op === 0) {
-      table.set(key, step);
-      ref.set(key, step);
-    } else if (op === 1) {
-      if (table.delete(key) !== ref.delete(key)) mismatches++;
-    } else if (table.get(key) !== ref.get(key) || table.has(key) !== ref.has(key)) {
-      mismatches++;
+// Both of its uses: cache keys with their FNV hash (the cache stage), and 16-bit IDs as their own hash (upstream/udp.ts).
+for (const [what, keys, hash] of [
+  ['cache keys', Array.from({ length: 300 }, (_, i) => `n${i}.example.test\u0000\u0001\u0000\u0001\u0008`), hashKey],
+  ['query IDs', Array.from({ length: 300 }, (_, i) => (i * 7919) & 0xffff), (id: number) => id],
+] as const) {
+  t.test(`StableTable (${what}) behaves as a Map while it grows, wraps around and shifts entries back on delete`, (t) => {
+    let seed = 777;
+    const rand = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    // Few slots to start with, so the table grows several times and its runs of colliding keys wrap past the end.
+    const table = new StableTable<string | number, number>(hash as (k: string | number) => number, 4);
+    const ref = new Map<string | number, number>();
+    let mismatches = 0;
+    let maxSize = 0;
+    for (let step = 0; step < 40_000; step++) {
+      const key = keys[rand(keys.length)]!;
+      const op = rand(3);
+      if (op === 0) {
+        table.set(key, step);
+        ref.set(key, step);
+      } else if (op === 1) {
+        if (table.delete(key) !== ref.delete(key)) mismatches++;
+      } else if (table.get(key) !== ref.get(key) || table.has(key) !== ref.has(key)) {
+        mismatches++;
+      }
+      if (table.size !== ref.size) mismatches++;
+      maxSize = Math.max(maxSize, table.size);
+      // Every key, now and then: a delete that shifted an entry to the wrong slot loses it for good.
+      if (step % 1000 === 0) {
+        for (const k of keys) if (table.get(k) !== ref.get(k)) mismatches++;
+        if (table.values().sort().join() !== [...ref.values()].sort().join()) mismatches++;
+      }
     }
-    if (table.size !== ref.size) mismatches++;
-    maxSize = Math.max(maxSize, table.size);
-    // Every key, now and then: a delete that shifted an entry to the wrong slot loses it for good.
-    if (step % 1000 === 0) for (const k of keys) if (table.get(k) !== ref.get(k)) mismatches++;
-  }
-  t.equal(mismatches, 0, 'every get, has, delete and size agreed with a Map');
-  t.ok(maxSize > 64, `the table held up to ${maxSize} keys, past its first two sizes`);
-  for (const k of keys) table.delete(k);
-  t.equal(table.size, 0, 'emptied');
-  t.equal(table.get(keys[0]!), undefined);
-  t.end();
-});
+    t.equal(mismatches, 0, 'every get, has, delete, size and values() agreed with a Map');
+    t.ok(maxSize > 64, `the table held up to ${maxSize} keys, past its first sizes`);
+    for (const k of keys) table.delete(k);
+    t.equal(table.size, 0, 'emptied');
+    t.same(table.values(), []);
+    t.end();
+  });
+}
 
 t.test('ReplyCache: the least recently used entry leaves first, and a hit keeps an entry', (t) => {
   let now = 0;
