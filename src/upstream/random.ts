@@ -20,3 +20,6 @@ export function randomIndex(n: number): number {
   while (r >= limit) r = randomId();
   return r % n;
 }
+
+/** A query ID as its own hash in a StableTable: it is drawn from the CSPRNG (randomId), so its low bits are already well mixed. */
+export const idHash = (id: number): number => id;

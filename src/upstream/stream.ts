@@ -26,7 +26,8 @@ import type { Socket } from 'node:net';
 import { FrameReader, frame } from '../dns/framing.js';
 import { padQuery, unpadReply } from '../dns/padding.js';
 import { boundedExchange, isOurReply, UpstreamError, type Settle } from './exchange.js';
-import { randomId } from './random.js';
+import { idHash, randomId } from './random.js';
+import { StableTable } from '../stableTable.js';
 import type { TransportContext, UpstreamTransport } from './transport.js';
 
 /** Queries in flight on one connection before another is opened. */
@@ -55,7 +56,8 @@ class Conn {
   draining = false;
   closed = false;
   /** Written and awaiting a reply, by the ID we gave them. */
-  readonly inflight = new Map<number, Pending>();
+  /** Query ID → its query. Not a Map: see stableTable.ts. */
+  readonly inflight = new StableTable<number, Pending>(idHash, 16);
   /** Waiting for the handshake: nothing is written before the server is verified. */
   readonly queued: Pending[] = [];
   idle: NodeJS.Timeout | undefined;

@@ -29,7 +29,7 @@ import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { isOurReply, sendError, UpstreamError } from './exchange.js';
 import { Deadlines, type Expiring } from './deadlines.js';
-import { randomId, randomIndex } from './random.js';
+import { idHash, randomId, randomIndex } from './random.js';
 import { literalLookup } from '../net/lookup.js';
 import { StableTable } from '../stableTable.js';
 
@@ -40,8 +40,6 @@ const NO_BYTES = Buffer.alloc(0);
 const MAX_RESENDS = 3;
 /** Records kept for reuse; past this (a burst of timeouts) the extra ones are left to the GC. */
 const MAX_SPARE_RECORDS = 4096;
-
-const idHash = (id: number): number => id;
 
 /** One query in flight. Pooled: reused once it has settled and its send callback has come. */
 class Exchange implements Expiring {
@@ -77,7 +75,7 @@ const ICMP_ERRORS: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH'
 /** One socket on a kernel-chosen random ephemeral port, connected to one upstream, carrying at most `maxUses` queries. */
 class SourcePort {
   readonly sock: dgram.Socket;
-  /** Query ID → its exchange. Not a Map: see stableTable.ts. IDs are random (RFC 5452 §9.2), so the ID is its own hash. */
+  /** Query ID → its exchange. Not a Map: see stableTable.ts. */
   readonly pending = new StableTable<number, Exchange>(idHash, 8);
   uses = 0;
   /** No more queries: close once those in flight have settled. */
