@@ -55,8 +55,7 @@ class Conn {
   /** No new queries: it closes once those in flight are answered. */
   draining = false;
   closed = false;
-  /** Written and awaiting a reply, by the ID we gave them. */
-  /** Query ID → its query. Not a Map: see stableTable.ts. */
+  /** Written and awaiting a reply, by the ID we gave them. Not a Map: see stableTable.ts. */
   readonly inflight = new StableTable<number, Pending>(idHash, 16);
   /** Waiting for the handshake: nothing is written before the server is verified. */
   readonly queued: Pending[] = [];
