@@ -19,6 +19,8 @@
 // Here the slots are plain arrays that stay put: a slot written with a young key and value is emptied
 // when its entry leaves, so nothing old is left pointing at a finished query. Open addressing with
 // linear probing, load at most 1/2, deletion by backward shift (no tombstones), as cache/keyIndex.ts.
+// Keys a client chooses must come with a seeded hash (cache/keyIndex.ts hashKey), so that no one can
+// line them up into one long probe run; the tables here hold at most the exchanges in flight.
 
 export class StableTable<K extends string | number, V> {
   private keys: (K | undefined)[];

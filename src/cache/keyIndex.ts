@@ -12,12 +12,21 @@
 // where the value points (the cache keeps them in the answer's slab slot), and
 // `sameKey` compares them, so an entry costs ~20 bytes here and nothing on the
 // V8 heap.
+import { randomBytes } from 'node:crypto';
 
 const NONE = -1;
 
-/** FNV-1a over the key's char codes (latin1: one byte each, cache.ts cacheKey). */
+/**
+ * The hash's starting value, drawn once per process. The keys are names that clients choose, and
+ * with FNV-1a's published offset basis anyone could work out offline names whose hashes collide in
+ * the low bits, and line them up into one long probe run in this index or the coalescing table
+ * (stableTable.ts): every lookup would then walk it. V8 seeds its own string hashes the same way.
+ */
+const HASH_SEED = randomBytes(4).readUInt32LE(0);
+
+/** FNV-1a over the key's char codes (latin1: one byte each, cache.ts cacheKey), from a per-process seed. */
 export function hashKey(key: string): number {
-  let h = 0x811c9dc5;
+  let h = (0x811c9dc5 ^ HASH_SEED) >>> 0;
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
   return h >>> 0;
 }

@@ -77,6 +77,20 @@ t.test('KeyIndex behaves as an LRU map', (t) => {
   t.end();
 });
 
+t.test('hashKey is seeded per process, so names that collide cannot be worked out in advance', (t) => {
+  // FNV-1a from its published offset basis: what an attacker could compute offline.
+  const unseeded = (key: string): number => {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+    return h >>> 0;
+  };
+  const keys = ['a.example.test', 'b.example.test', 'tiktok.com\u0000\u0001\u0000\u0001\u0008'];
+  // Each differs by chance with probability 1 - 2^-32 under a random seed; all three agreeing means no seed.
+  t.ok(keys.some((k) => hashKey(k) !== unseeded(k)), 'not the published FNV-1a');
+  t.equal(hashKey(keys[0]!), hashKey(keys[0]!), 'but the same within the process');
+  t.end();
+});
+
 // Both of its uses: cache keys with their FNV hash (the cache stage), and 16-bit IDs as their own hash (upstream/udp.ts).
 for (const [what, keys, hash] of [
   ['cache keys', Array.from({ length: 300 }, (_, i) => `n${i}.example.test\u0000\u0001\u0000\u0001\u0008`), hashKey],
