@@ -141,10 +141,8 @@ t.test('a timed-out upstream still fails over to the next one (failover)', async
   t.equal(stats.outcomes.timeout, 1, 'counted as a timeout of the first');
 });
 
-t.test('a socket error ends that socket only: its slot gets a new socket, and its queries fail as errors, never as an unhandled rejection', async (t) => {
-  const up = await FakeUpstream.start();
-  t.teardown(() => up.close());
-  // The sockets UdpUpstream makes, to reach one from outside.
+/** The sockets UdpUpstream makes from now until the test ends, to reach one from outside. */
+function socketsMade(t: { teardown: (fn: () => void) => void }): dgram.Socket[] {
   const made: dgram.Socket[] = [];
   const create = dgram.createSocket;
   dgram.createSocket = ((...args: Parameters<typeof dgram.createSocket>) => {
@@ -153,6 +151,13 @@ t.test('a socket error ends that socket only: its slot gets a new socket, and it
     return s;
   }) as typeof dgram.createSocket;
   t.teardown(() => void (dgram.createSocket = create));
+  return made;
+}
+
+t.test('a socket error ends that socket only: its slot gets a new socket, and its queries fail as errors, never as an unhandled rejection', async (t) => {
+  const up = await FakeUpstream.start();
+  t.teardown(() => up.close());
+  const made = socketsMade(t);
   const udp = new UdpUpstream({ ports: 1, maxUses: 1000 });
   t.teardown(() => udp.close());
   const ask = (name: string): Promise<Buffer> => {
@@ -169,14 +174,7 @@ t.test('a socket error ends that socket only: its slot gets a new socket, and it
 
 t.test('an ICMP error reported on a connected socket names no query: the query in flight still gets its reply', async (t) => {
   const up = await manualUpstream(t);
-  const made: dgram.Socket[] = [];
-  const create = dgram.createSocket;
-  dgram.createSocket = ((...args: Parameters<typeof dgram.createSocket>) => {
-    const s = create(...args);
-    made.push(s);
-    return s;
-  }) as typeof dgram.createSocket;
-  t.teardown(() => void (dgram.createSocket = create));
+  const made = socketsMade(t);
   const udp = new UdpUpstream({ ports: 1, maxUses: 1000 });
   t.teardown(() => udp.close());
   const q = buildQuery('icmp.example.test', T.A);
