@@ -8,6 +8,8 @@
 #   BUILDS="base=/tmp/sh-base new=." bash bench/cpu.sh  # A/B: each NAME=DIR is a checkout with dist/ built
 #   QPS=10000 bash bench/cpu.sh                         # a fixed rate instead of saturating (-c 20 -q 200)
 #   PEERS=none REPS=5 DUR=8 bash bench/cpu.sh
+#   SOURCE_PORTS=1 PORT_REUSE=10000 bash bench/cpu.sh   # upstreams.sourcePorts (1024) and sourcePortReuse (100): what RFC 5452 costs
+#   BUILDS="p1=.:1 p64=.:64 p1024=.:1024" bash bench/cpu.sh   # NAME=DIR:PORTS: pool sizes side by side, in one sitting
 #   WL=cached TOGETHER=1 BUILDS="base=/tmp/sh-base new=." PEERS=none bash bench/cpu.sh   # the hit path (or WL=blocked)
 #   TOGETHER=1 BUILDS="base=/tmp/sh-base new=." PEERS=none bash bench/cpu.sh
 #       # A/B at the same time: both builds on core 1, each under its own fixed-rate dnsperf (the fairest
@@ -43,11 +45,13 @@ trap cleanup EXIT
 declare -A PORT PID QF
 port=5340
 for b in $BUILDS; do
-  name=${b%%=*}; dir=$(cd "${b#*=}" && pwd)
+  name=${b%%=*}; spec=${b#*=}; dir=$(cd "${spec%%:*}" && pwd)
+  # NAME=DIR:PORTS runs that build with upstreams.sourcePorts: PORTS (several sizes in one sitting).
+  ports=${SOURCE_PORTS:-}; [ "$spec" != "${spec%%:*}" ] && ports=${spec#*:}
   [ -f "$dir/dist/cli.js" ] || { echo "$dir/dist/cli.js missing: build it first" >&2; exit 2; }
   cat > "$WORK/$name.yaml" <<EOF
 listen: { dns: ["127.0.0.1:$port"] }
-upstreams: { servers: ["127.0.0.2:5300"], timeout: 2s }
+upstreams: { servers: ["127.0.0.2:5300"], timeout: 2s${ports:+, sourcePorts: $ports}${PORT_REUSE:+, sourcePortReuse: $PORT_REUSE} }
 cache: { maxEntries: 100000 }
 blocking: { lists: { bench: [$WORK/blocklist.txt] }, enforce: [bench], response: null-ip }
 log: { queries: none }
@@ -63,6 +67,7 @@ for p in $PEERS; do
   case $p in
     node-fwd) PORT[$p]=5312; PID[$p]=$(cat "$RUN/pids/node-fwd") ;;
     unbound1) PORT[$p]=5302; PID[$p]=$(cat "$RUN/pids/unbound1") ;;
+    node-raw) PORT[$p]=5310; PID[$p]=$(cat "$RUN/pids/node-raw") ;;  # the bare echo: the ceiling for WL=blocked|cached
     *) echo "unknown peer $p" >&2; exit 2 ;;
   esac
 done
