@@ -8,6 +8,11 @@ latency in those reps, p99 of the fixed-rate run (LATENCY=1), server RSS after t
 and response codes, and on sinkhole's rows the QPS ratios sinkhole/dnsmasq and sinkhole/unbound-t1
 (same workload, same sitting) and the query log cost (QPS lost when every blocked query is logged,
 from the sinkhole-querylog runs when LOG_COST=1 was given).
+
+CPU per answer (the server's CPU seconds in the saturating reps ÷ the queries it answered) does not depend on
+whether dnsperf could load the server fully, so issue 22's targets against the bare Node servers are also
+given that way: on sinkhole's rows, the echo's CPU per answer ÷ sinkhole's (blocked and cached; the echo runs
+the blocked workload) and the relay's ÷ sinkhole's (uncached).
 """
 import collections
 import csv
@@ -56,6 +61,9 @@ def main(path):
             avg=mean(num(r['avg_ms']) for r in s),
             dcpu=mean(num(r['dnsperf_cpu_pct']) for r in s),
             scpu=mean(num(r['server_cpu_pct']) for r in s),
+            # µs of server CPU per answer, from each saturating rep's CPU share and rate
+            us=mean(num(r['server_cpu_pct']) * 1e4 / num(r['qps']) for r in s
+                    if num(r['server_cpu_pct']) is not None and num(r['qps'])),
             lost=mean(num(r['lost_pct']) for r in s + fx),
             p99=num(fr['p99_ms']) if fr else None,
             p99_at=int(fr['mode'][3:]) if fr and fr['mode'].startswith('fix') else None,
@@ -69,6 +77,14 @@ def main(path):
         cb = ' ᶜ' if (b['dcpu'] or 0) >= CLIENT_BOUND_PCT or (a['dcpu'] or 0) >= CLIENT_BOUND_PCT else ''
         return f"{a['qps'] / b['qps']:.2f}{cb}"
 
+    def bare(k):
+        """The bare Node server's CPU per answer ÷ sinkhole's: the echo for local answers, the relay for misses."""
+        peer = ('node-relay', 'uncached') if k[1] == 'uncached' else ('node-echo', 'blocked')
+        a, b = cell.get(k), cell.get(peer)
+        if not a or not b or not a['us'] or not b['us']:
+            return '-'
+        return f"{b['us'] / a['us']:.2f}"
+
     def overhead(k):
         off, on = cell.get(('sinkhole', k[1])), cell.get(('sinkhole-querylog', k[1]))
         if k[0] != 'sinkhole-querylog' or not on or not off or not on['qps'] or not off['qps']:
@@ -78,7 +94,8 @@ def main(path):
         return f"{pct:+.1f}%{cb}"
 
     hdr = ['server', 'workload', 'QPS mean (reps)', 'avg ms', 'p99 ms @fixed rate', 'RSS MB (peak)',
-           'srv CPU %', 'lost %', 'rcodes', 'sinkhole/dnsmasq', 'sinkhole/unbound-t1', 'query log cost']
+           'srv CPU %', 'CPU µs/answer', 'lost %', 'rcodes', 'sinkhole/dnsmasq', 'sinkhole/unbound-t1',
+           'bare Node/sinkhole, CPU per answer', 'query log cost']
     print('| ' + ' | '.join(hdr) + ' |')
     print('|' + '---|' * len(hdr))
     for k in keys:
@@ -90,9 +107,9 @@ def main(path):
         is_sh = k[0].startswith('sinkhole')
         print('| ' + ' | '.join([
             k[0], k[1], qps, fmt(c['avg'], 3), p99, f"{fmt(c['rss'], 1)} ({fmt(c['hwm'], 1)})",
-            fmt(c['scpu']), fmt(c['lost'], 2), rc,
+            fmt(c['scpu']), fmt(c['us'], 1), fmt(c['lost'], 2), rc,
             ratio(k, 'dnsmasq') if is_sh else '', ratio(k, 'unbound-t1') if is_sh else '',
-            overhead(k) if is_sh else '']) + ' |')
+            bare(k) if is_sh else '', overhead(k) if is_sh else '']) + ' |')
     print()
     print("ᶜ = client-bound: dnsperf used >= 95% of its core, so the QPS (and a ratio built on it) is the "
           "client's ceiling (~150k on one core), not the server's.")
