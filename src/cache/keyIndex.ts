@@ -11,7 +11,8 @@
 // doubly linked list in two Int32Arrays. The key's bytes are not kept here but
 // where the value points (the cache keeps them in the answer's slab slot), and
 // `sameKey` compares them, so an entry costs ~20 bytes here and nothing on the
-// V8 heap.
+// V8 heap. The key a lookup brings is whatever its owner hashes and compares:
+// the reply cache brings the query itself, so a hit makes no key string.
 import { randomBytes } from 'node:crypto';
 
 const NONE = -1;
@@ -24,14 +25,30 @@ const NONE = -1;
  */
 const HASH_SEED = randomBytes(4).readUInt32LE(0);
 
+const FNV_PRIME = 0x01000193;
+
 /** FNV-1a over the key's char codes (latin1: one byte each, cache.ts cacheKey), from a per-process seed. */
 export function hashKey(key: string): number {
   let h = (0x811c9dc5 ^ HASH_SEED) >>> 0;
-  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), FNV_PRIME);
   return h >>> 0;
 }
 
-export class KeyIndex {
+/**
+ * The same hash over a name's latin1 bytes, then a 32-bit word and one byte, high bytes first: the
+ * reply cache's key (replyCache.ts), hashed where it stands in the query instead of made a string.
+ */
+export function hashNameKey(name: string, word: number, byte: number): number {
+  let h = (0x811c9dc5 ^ HASH_SEED) >>> 0;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ (name.charCodeAt(i) & 0xff), FNV_PRIME);
+  h = Math.imul(h ^ (word >>> 24), FNV_PRIME);
+  h = Math.imul(h ^ ((word >>> 16) & 0xff), FNV_PRIME);
+  h = Math.imul(h ^ ((word >>> 8) & 0xff), FNV_PRIME);
+  h = Math.imul(h ^ (word & 0xff), FNV_PRIME);
+  return Math.imul(h ^ (byte & 0xff), FNV_PRIME) >>> 0;
+}
+
+export class KeyIndex<K = string> {
   /** table[i] = entry + 1, 0 = empty. */
   private readonly table: Int32Array;
   private readonly mask: number;
@@ -48,8 +65,10 @@ export class KeyIndex {
 
   constructor(
     readonly max: number,
+    /** The key's hash (seeded: hashKey, hashNameAnd). */
+    private readonly hashOf: (key: K) => number,
     /** Whether the key stored with `value` is `key`. */
-    private readonly sameKey: (value: number, key: string) => boolean,
+    private readonly sameKey: (value: number, key: K) => boolean,
     /** A value leaves the index (evicted, replaced, deleted, cleared): its storage can be reused. */
     private readonly dispose: (value: number) => void,
   ) {
@@ -67,8 +86,8 @@ export class KeyIndex {
     return this.count;
   }
 
-  /** The entry for `key`, or -1; `h` is hashKey(key). */
-  private find(key: string, h: number): number {
+  /** The entry for `key`, or -1; `h` is its hash. */
+  private find(key: K, h: number): number {
     const table = this.table;
     for (let i = h & this.mask; ; i = (i + 1) & this.mask) {
       const v = table[i]!;
@@ -79,14 +98,14 @@ export class KeyIndex {
   }
 
   /** The value for `key` without changing its place in the LRU order; -1 when absent. */
-  peek(key: string): number {
-    const e = this.find(key, hashKey(key));
+  peek(key: K): number {
+    const e = this.find(key, this.hashOf(key));
     return e === NONE ? NONE : this.value[e]!;
   }
 
   /** Moves `key` to the front of the LRU order (a hit). */
-  touch(key: string): void {
-    const e = this.find(key, hashKey(key));
+  touch(key: K): void {
+    const e = this.find(key, this.hashOf(key));
     if (e !== NONE && e !== this.head) {
       this.unlink(e);
       this.linkFront(e);
@@ -94,8 +113,8 @@ export class KeyIndex {
   }
 
   /** Stores `value` for `key`, in front; the value it replaces, or the least recent entry past `max`, is disposed of. */
-  set(key: string, value: number): void {
-    const h = hashKey(key);
+  set(key: K, value: number): void {
+    const h = this.hashOf(key);
     let e = this.find(key, h);
     if (e !== NONE) {
       const old = this.value[e]!;
@@ -119,8 +138,8 @@ export class KeyIndex {
     this.count++;
   }
 
-  delete(key: string): void {
-    const e = this.find(key, hashKey(key));
+  delete(key: K): void {
+    const e = this.find(key, this.hashOf(key));
     if (e !== NONE) this.removeEntry(e);
   }
 

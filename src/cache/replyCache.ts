@@ -1,6 +1,9 @@
 // The answer cache: upstream replies kept as wire bytes with the offsets of
 // their TTL fields. A hit is one map lookup and one copy: the client's ID and
-// question case written in, every TTL lowered by the entry's age.
+// question case written in, every TTL lowered by the entry's age. The lookup
+// hashes and compares the key where it stands in the query (name, type, class,
+// flags): a hit makes no key string (issue 22; cacheKey below is the same key
+// as a string, for the cache stage's tables of misses).
 //
 // An entry is no JS object: its bytes (the reply, then its TTL offsets as
 // big-endian 16-bit numbers, then its key) sit in a slot of the off-heap slab
@@ -8,7 +11,7 @@
 // (keyIndex.ts, typed arrays too) maps the key to the slot's number. Under
 // cache churn the GC then has almost nothing to copy, mark or promote
 // (bench/RESULTS.md "Memory", "Issue 22").
-import { KeyIndex } from './keyIndex.js';
+import { hashNameKey, KeyIndex } from './keyIndex.js';
 import { Slab } from './slab.js';
 import { RCODE } from '../dns/constants.js';
 import type { ScannedReply } from '../dns/message.js';
@@ -47,10 +50,22 @@ export function cacheKey(q: Query): string {
   // key, ~300 bytes of heap for each of 100k entries (bench/RESULTS.md "Memory"). The name is
   // followed by a fixed 5-byte tail (type, class, flags), so no two questions share a key.
   const n = keyScratch.write(q.qname, 0, 'latin1');
-  keyScratch.writeUInt16BE(q.qtype, n);
-  keyScratch.writeUInt16BE(q.qclass, n + 2);
-  keyScratch[n + 4] = (q.edns ? 1 : 0) | (q.dnssecOk ? 2 : 0) | (q.cd ? 4 : 0) | (q.rd ? 8 : 0);
+  keyScratch.writeUInt32BE(keyWord(q), n);
+  keyScratch[n + 4] = keyFlags(q);
   return keyScratch.toString('latin1', 0, n + 5);
+}
+
+/** The key's tail after the name: its type and class as one 32-bit word, then one byte of flags. */
+const KEY_TAIL = 5;
+function keyWord(q: Query): number {
+  return ((q.qtype << 16) | q.qclass) >>> 0;
+}
+function keyFlags(q: Query): number {
+  return (q.edns ? 1 : 0) | (q.dnssecOk ? 2 : 0) | (q.cd ? 4 : 0) | (q.rd ? 8 : 0);
+}
+/** hashKey(cacheKey(q))'s kind of hash, over the same bytes, without the string. */
+function hashQuestion(q: Query): number {
+  return hashNameKey(q.qname, keyWord(q), keyFlags(q));
 }
 
 /** A name is at most 255 octets as text with escapes (query.ts readQuestionName: 2 characters per escaped byte). */
@@ -71,7 +86,7 @@ export function copyForClient(q: Query, shared: Buffer): Buffer {
 
 export class ReplyCache {
   /** Key → slot id (slab.ts), least recently used first out. */
-  private readonly lru: KeyIndex | undefined;
+  private readonly lru: KeyIndex<Query> | undefined;
   private readonly slab = new Slab();
   /** CNAME/DNAME/HTTPS targets (RFC 1034 §3.6.2) of the few entries that have any, by slot id. */
   private readonly targets = new Map<number, readonly string[]>();
@@ -88,9 +103,10 @@ export class ReplyCache {
     // An entry that leaves (evicted, deleted, replaced, cleared) gives its slot back.
     this.lru =
       limits.maxEntries > 0
-        ? new KeyIndex(
+        ? new KeyIndex<Query>(
             limits.maxEntries,
-            (id, key) => this.sameKey(id, key),
+            hashQuestion,
+            (id, q) => this.holds(id, q),
             (id) => {
               this.slab.free(id);
               if (this.targets.size) this.targets.delete(id);
@@ -114,10 +130,11 @@ export class ReplyCache {
     return this.slab.bytes;
   }
 
-  get(key: string, q: Query): CacheHit | undefined {
+  /** The answer to `q` (its key: cacheKey), fresh, for this client. */
+  get(q: Query): CacheHit | undefined {
     const lru = this.lru;
     // peek: no LRU bookkeeping on most hits; the entry is moved to the front at most once a second.
-    const id = lru ? lru.peek(key) : -1;
+    const id = lru ? lru.peek(q) : -1;
     if (id === -1) return undefined;
     const c = this.slab.classOf(id);
     const i = Slab.index(id);
@@ -125,12 +142,12 @@ export class ReplyCache {
     const expiresAt = c.expiresAt[i]!;
     if (now >= expiresAt) {
       // Kept for serve-stale until maxStale has passed (getStale below).
-      if (now >= expiresAt + this.keepExpired) lru!.delete(key);
+      if (now >= expiresAt + this.keepExpired) lru!.delete(q);
       return undefined;
     }
     if (now - c.touchedAt[i]! >= TOUCH_EVERY) {
       c.touchedAt[i] = now;
-      lru!.touch(key);
+      lru!.touch(q);
     }
     const storedAt = c.storedAt[i]!;
     const age = Math.floor((now - storedAt) / (1000 / TICK_MS));
@@ -152,8 +169,8 @@ export class ReplyCache {
    * ago, for this client, with every TTL set to `ttl` seconds. Only upstream
    * answers are ever stored, so this can never return a SERVFAIL.
    */
-  getStale(key: string, q: Query, ttl: number): CacheHit | undefined {
-    const id = this.lru ? this.lru.peek(key) : -1;
+  getStale(q: Query, ttl: number): CacheHit | undefined {
+    const id = this.lru ? this.lru.peek(q) : -1;
     if (id === -1) return undefined;
     const c = this.slab.classOf(id);
     const i = Slab.index(id);
@@ -177,8 +194,8 @@ export class ReplyCache {
     return wire;
   }
 
-  /** Stores a reply if it may be cached; returns the TTL used, or 0 when it was not stored. */
-  set(key: string, reply: Buffer, scan: ScannedReply): number {
+  /** Stores a reply to `q` if it may be cached; returns the TTL used, or 0 when it was not stored. */
+  set(q: Query, reply: Buffer, scan: ScannedReply): number {
     if (!this.lru || scan.truncated) return 0;
     const { minTtl, maxTtl, maxNegativeTtl } = this.limits;
     let ttl: number;
@@ -197,8 +214,9 @@ export class ReplyCache {
       return 0; // SERVFAIL, REFUSED, FORMERR...: never cached
     }
     const count = scan.ttlOffsets.length;
-    // The key is kept after the TTL offsets, for the index's comparisons (sameKey).
-    const id = this.slab.alloc(reply.length + 2 * count + key.length);
+    // The key is kept after the TTL offsets, for the index's comparisons (holds).
+    const keyLength = q.qname.length + KEY_TAIL;
+    const id = this.slab.alloc(reply.length + 2 * count + keyLength);
     if (id === -1) return 0; // bigger than any slot (a 64 KiB answer with thousands of records): not cached
     const c = this.slab.classOf(id);
     const i = Slab.index(id);
@@ -212,16 +230,19 @@ export class ReplyCache {
       page.writeUInt32BE(Math.min(Math.max(scan.ttls[k]!, minTtl), cap), at + off);
       page.writeUInt16BE(off, at + reply.length + 2 * k);
     }
-    page.write(key, at + reply.length + 2 * count, 'latin1');
+    const keyAt = at + reply.length + 2 * count;
+    page.write(q.qname, keyAt, 'latin1');
+    page.writeUInt32BE(keyWord(q), keyAt + q.qname.length);
+    page[keyAt + q.qname.length + 4] = keyFlags(q);
     const now = this.tick();
     c.length[i] = reply.length;
     c.ttlCount[i] = count;
-    c.keyLength[i] = key.length;
+    c.keyLength[i] = keyLength;
     c.storedAt[i] = now;
     c.expiresAt[i] = now + ttl * (1000 / TICK_MS);
     c.touchedAt[i] = now;
     // set() of a key already there disposes of its old slot (KeyIndex's dispose).
-    this.lru.set(key, id);
+    this.lru.set(q, id);
     if (scan.targets.length) this.targets.set(id, scan.targets);
     return ttl;
   }
@@ -230,14 +251,16 @@ export class ReplyCache {
     this.lru?.clear();
   }
 
-  /** Whether slot `id` holds the entry for `key` (the key's latin1 bytes follow the TTL offsets). */
-  private sameKey(id: number, key: string): boolean {
+  /** Whether slot `id` holds the entry for `q`: its key's bytes (cacheKey's, as latin1) follow the TTL offsets. */
+  private holds(id: number, q: Query): boolean {
     const c = this.slab.classOf(id);
     const i = Slab.index(id);
-    if (c.keyLength[i] !== key.length) return false;
+    const name = q.qname;
+    const n = name.length;
+    if (c.keyLength[i] !== n + KEY_TAIL) return false;
     const page = this.slab.page(id);
     const at = this.slab.offset(id) + c.length[i]! + 2 * c.ttlCount[i]!;
-    for (let k = 0; k < key.length; k++) if (page[at + k] !== key.charCodeAt(k)) return false;
-    return true;
+    for (let k = 0; k < n; k++) if (page[at + k] !== (name.charCodeAt(k) & 0xff)) return false;
+    return page.readUInt32BE(at + n) === keyWord(q) && page[at + n + 4] === keyFlags(q);
   }
 }

@@ -52,17 +52,18 @@ export class CacheStage implements Stage {
   ) {}
 
   handle(q: Query, next: Handler): Outcome | Promise<Outcome> {
-    const key = cacheKey(q);
     const cache = this.cache();
-    const hit = cache.get(key, q);
+    // A hit needs no key string (the reply cache hashes the query itself); the tables of misses below do.
+    const hit = cache.get(q);
     if (hit) {
       this.stats.cacheHits++;
-      if (hit.refreshDue) this.prefetch(key, q, next, cache);
+      if (hit.refreshDue) this.prefetch(cacheKey(q), q, next, cache);
       return { wire: hit.wire, result: 'cached', targets: hit.targets };
     }
     this.stats.cacheMisses++;
+    const key = cacheKey(q);
     const settings = this.config().cache;
-    const stale = settings.serveStale.enabled ? cache.getStale(key, q, settings.serveStale.answerTtl) : undefined;
+    const stale = settings.serveStale.enabled ? cache.getStale(q, settings.serveStale.answerTtl) : undefined;
     if (this.failures.size) {
       const failedAt = this.failures.get(key);
       if (failedAt !== undefined) {
@@ -85,7 +86,7 @@ export class CacheStage implements Stage {
       (o) => {
         this.inflight.delete(key);
         if (o.scan) {
-          cache.set(key, o.wire, o.scan);
+          cache.set(q, o.wire, o.scan);
           if (this.failures.size) this.failures.delete(key);
         } else if (o.result === 'servfail' && !o.local) {
           // Only the upstreams' failure is remembered: one the query caused itself is its own.

@@ -31,7 +31,7 @@ t.test('cache: answers live off the V8 heap in reused slots, and keys never coll
     const qb = buildQuery(name, T.A);
     const q = decodeQuery(qb, '127.0.0.1', 'udp', 0)!;
     const r = reply(qb, extra);
-    if (cache.set(cacheKey(q), r, scanReply(r)!) > 0) stored++;
+    if (cache.set(q, r, scanReply(r)!) > 0) stored++;
   };
   for (let i = 0; i < 200; i++) put(`warm${i}.example.test`);
   const bytes = cache.slabBytes;
@@ -42,7 +42,7 @@ t.test('cache: answers live off the V8 heap in reused slots, and keys never coll
   // A big answer (a 60 KiB TXT over TCP) goes to a slot of its own size class and reads back whole.
   put('big.example.test', 60_000);
   const qb = buildQuery('Big.Example.TEST', T.A, { id: 99 });
-  const hit = cache.get(cacheKey(decodeQuery(qb, '127.0.0.1', 'udp', 0)!), decodeQuery(qb, '127.0.0.1', 'udp', 0)!);
+  const hit = cache.get(decodeQuery(qb, '127.0.0.1', 'udp', 0)!);
   t.equal(hit?.wire.length, reply(buildQuery('big.example.test', T.A), 60_000).length, 'the big answer comes back whole');
   t.equal(hit?.wire.readUInt16BE(0), 99, 'with this client\'s ID');
   t.equal(hit?.wire.toString('latin1', 13, 16), 'Big', 'and its question case');
@@ -51,6 +51,26 @@ t.test('cache: answers live off the V8 heap in reused slots, and keys never coll
   const k2 = cacheKey(decodeQuery(buildQuery('a.example', T.AAAA), '', 'udp', 0)!);
   const k3 = cacheKey(decodeQuery(buildQuery('a.example', T.A, { edns: 1232 }), '', 'udp', 0)!);
   t.equal(new Set([k1, k2, k3]).size, 3, 'type and EDNS are in the key');
+  // A lookup hashes and compares the query itself, not a key string: every part of the key must still count.
+  const stored1 = buildQuery('a.example', T.A);
+  cache.set(decodeQuery(stored1, '', 'udp', 0)!, reply(stored1), scanReply(reply(stored1))!);
+  const lookup = (qb: Buffer): boolean => cache.get(decodeQuery(qb, '', 'udp', 0)!) !== undefined;
+  t.ok(lookup(buildQuery('A.Example', T.A)), 'the same question in another case is a hit');
+  const chaos = buildQuery('a.example', T.A);
+  chaos.writeUInt16BE(3, chaos.length - 2);
+  t.same(
+    [
+      lookup(buildQuery('a.example', T.AAAA)),
+      lookup(chaos),
+      lookup(buildQuery('a.example', T.A, { edns: 1232 })),
+      lookup(buildQuery('a.example', T.A, { edns: 1232, dnssecOk: true })),
+      lookup(buildQuery('a.example', T.A, { rd: false })),
+      lookup(buildQuery('a.exampl', T.A)),
+      lookup(buildQuery('b.example', T.A)),
+    ],
+    [false, false, false, false, false, false, false],
+    'type, class, EDNS, DO, RD and the name each keep another question from the entry',
+  );
 });
 
 t.test('cache: hits, TTL decay, expiry, negative caching and what is never cached', async (t) => {

@@ -4,7 +4,7 @@
 import t from 'tap';
 import { hashKey, KeyIndex } from '../../src/cache/keyIndex.js';
 import { StableTable } from '../../src/stableTable.js';
-import { cacheKey, ReplyCache } from '../../src/cache/replyCache.js';
+import { ReplyCache } from '../../src/cache/replyCache.js';
 import { decodeQuery } from '../../src/dns/query.js';
 import { scanReply } from '../../src/dns/message.js';
 import { buildQuery } from '../helpers/dns.js';
@@ -22,7 +22,7 @@ t.test('KeyIndex behaves as an LRU map', (t) => {
   // Values are unique numbers; the index keeps only a value, the key lives with it (as in the slab).
   const keyOf = new Map<number, string>();
   const disposed: number[] = [];
-  const index = new KeyIndex(max, (v, k) => keyOf.get(v) === k, (v) => disposed.push(v));
+  const index = new KeyIndex(max, hashKey, (v, k) => keyOf.get(v) === k, (v) => disposed.push(v));
   const ref = new Map<string, number>();
   const refDisposed: number[] = [];
   let nextValue = 1;
@@ -148,11 +148,11 @@ t.test('ReplyCache: the least recently used entry leaves first, and a hit keeps 
   const put = (name: string): void => {
     const q = decodeQuery(buildQuery(name, T.A), '127.0.0.1', 'udp', 0)!;
     const wire = answer(name);
-    t.ok(cache.set(cacheKey(q), wire, scanReply(wire)!) > 0, `${name} stored`);
+    t.ok(cache.set(q, wire, scanReply(wire)!) > 0, `${name} stored`);
   };
   const has = (name: string): boolean => {
     const q = decodeQuery(buildQuery(name, T.A), '127.0.0.1', 'udp', 0)!;
-    return cache.get(cacheKey(q), q) !== undefined;
+    return cache.get(q) !== undefined;
   };
   put('a.example.test');
   put('b.example.test');
