@@ -65,7 +65,7 @@ export class KeyIndex<K = string> {
 
   constructor(
     readonly max: number,
-    /** The key's hash (seeded: hashKey, hashNameAnd). */
+    /** The key's hash (seeded: hashKey, hashNameKey). */
     private readonly hashOf: (key: K) => number,
     /** Whether the key stored with `value` is `key`. */
     private readonly sameKey: (value: number, key: K) => boolean,

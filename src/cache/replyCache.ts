@@ -63,7 +63,7 @@ function keyWord(q: Query): number {
 function keyFlags(q: Query): number {
   return (q.edns ? 1 : 0) | (q.dnssecOk ? 2 : 0) | (q.cd ? 4 : 0) | (q.rd ? 8 : 0);
 }
-/** hashKey(cacheKey(q))'s kind of hash, over the same bytes, without the string. */
+/** FNV-1a over cacheKey(q)'s bytes (the value of hashKey(cacheKey(q))), without making the string. */
 function hashQuestion(q: Query): number {
   return hashNameKey(q.qname, keyWord(q), keyFlags(q));
 }

@@ -2,9 +2,9 @@
 // the same values, the same size and the same evictions, over random operations with colliding
 // probe runs; then through ReplyCache, entries evicted least recently used first.
 import t from 'tap';
-import { hashKey, KeyIndex } from '../../src/cache/keyIndex.js';
+import { hashKey, hashNameKey, KeyIndex } from '../../src/cache/keyIndex.js';
 import { StableTable } from '../../src/stableTable.js';
-import { ReplyCache } from '../../src/cache/replyCache.js';
+import { cacheKey, ReplyCache } from '../../src/cache/replyCache.js';
 import { decodeQuery } from '../../src/dns/query.js';
 import { scanReply } from '../../src/dns/message.js';
 import { buildQuery } from '../helpers/dns.js';
@@ -88,6 +88,9 @@ t.test('hashKey is seeded per process, so names that collide cannot be worked ou
   // Each differs by chance with probability 1 - 2^-32 under a random seed; all three agreeing means no seed.
   t.ok(keys.some((k) => hashKey(k) !== unseeded(k)), 'not the published FNV-1a');
   t.equal(hashKey(keys[0]!), hashKey(keys[0]!), 'but the same within the process');
+  // The reply cache hashes a query's key where it stands (hashNameKey), the cache stage the key string: one hash.
+  const q = decodeQuery(buildQuery('Tik\\.Tök.example', T.AAAA, { edns: 1232, dnssecOk: true }), '127.0.0.1', 'udp', 0)!;
+  t.equal(hashNameKey(q.qname, (T.AAAA << 16) | 1, 1 | 2 | 8), hashKey(cacheKey(q)), 'hashNameKey over a name and tail is hashKey of the key string');
   t.end();
 });
 
