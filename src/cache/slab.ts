@@ -1,5 +1,5 @@
 // Where the answer cache keeps its bytes: fixed-size slots in size classes
-// (128 B, 192 B, 256 B, 384 B, ... 128 KiB), carved out of ArrayBuffers the garbage
+// (128 B, 160 B, 192 B, 224 B, 256 B, 320 B, ... 128 KiB), carved out of ArrayBuffers the garbage
 // collector never traces. A cached reply is then no JS object at all: the
 // cache's map holds a small integer (the slot), and the slot's times and
 // lengths live in typed arrays. 100k entries cost ~25 MB of slots and next to
@@ -11,12 +11,17 @@
 // the slab's size is bounded by what the cache ever held at once.
 
 /**
- * Slot sizes: 128 B to 128 KiB, two classes per power of two (×1.5, then ×4/3), so a slot wastes at
- * most a third of itself: with the key stored in the slot (issue 22) a typical answer (NSD's 97 B
- * reply, 6 B of TTL offsets, a 35 B key) needs 138 B, and would otherwise take a 256 B slot.
- * The largest fits a 64 KiB TCP answer, its TTL offsets and its key.
+ * Slot sizes: 128 B to 128 KiB, four classes per power of two (×1.25, ×1.2, ×1.17, ×1.14), so a slot
+ * wastes at most a fifth of itself. With the key stored in the slot (issue 22) a typical answer (NSD's
+ * 93 B reply, 6 B of TTL offsets, a 35 B key) needs ~134 B: a 160 B slot, where two classes per power
+ * of two gave it 192 B, and one gave it 256 B. 100k such entries: 16 MB of slots instead of 19.2
+ * (bench/RESULTS.md "Two malloc arenas and finer slots"). The largest fits a 64 KiB TCP answer, its TTL
+ * offsets and its key.
  */
-const SLOT_SIZES: readonly number[] = Array.from({ length: 21 }, (_, i) => (i % 2 === 0 ? 128 << (i / 2) : 192 << ((i - 1) / 2)));
+const SLOT_SIZES: readonly number[] = [
+  ...Array.from({ length: 40 }, (_, i) => (128 << Math.floor(i / 4)) + (32 << Math.floor(i / 4)) * (i % 4)),
+  128 << 10,
+];
 const CLASSES = SLOT_SIZES.length;
 /** Bytes of slots a page holds (large classes: at least 8 slots a page). */
 const PAGE_BYTES = 1 << 20;
