@@ -57,9 +57,9 @@ blocking: { lists: { bench: [$WORK/blocklist.txt] }, enforce: [bench], response:
 log: { queries: none }
 state: { dir: $WORK/state-$name }
 EOF
-  # bin/sinkhole's runtime, default V8 flags and malloc arenas, but each build's own dist/cli.js, so builds differ only there.
+  # bin/sinkhole's runtime and default V8 flags, but each build's own dist/cli.js, so builds differ only there.
   node=$ROOT/node_modules/node/bin/node; [ -x "$node" ] || node=node
-  MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2} taskset -c 1 "$node" ${SINKHOLE_NODE_FLAGS---max-semi-space-size=8} "$dir/dist/cli.js" serve --config "$WORK/$name.yaml" > "$WORK/$name.log" 2>&1 &
+  taskset -c 1 "$node" ${SINKHOLE_NODE_FLAGS---max-semi-space-size=8} "$dir/dist/cli.js" serve --config "$WORK/$name.yaml" > "$WORK/$name.log" 2>&1 &
   PID[$name]=$!; PIDS+=("$!"); PORT[$name]=$port
   port=$((port + 1))
 done
