@@ -14,8 +14,8 @@
  * Slot sizes: 128 B to 128 KiB, four classes per power of two (×1.25, ×1.2, ×1.17, ×1.14), so a slot
  * wastes at most a fifth of itself. With the key stored in the slot (issue 22) a typical answer (NSD's
  * 93 B reply, 6 B of TTL offsets, a 35 B key) needs ~134 B: a 160 B slot, where two classes per power
- * of two gave it 192 B, and one gave it 256 B. 100k such entries: 16 MB of slots instead of 19.2
- * (bench/RESULTS.md "Two malloc arenas and finer slots"). The largest fits a 64 KiB TCP answer, its TTL
+ * of two gave it 192 B, and one gave it 256 B. 100k such entries: 17 MB of slot pages instead of 20
+ * (bench/RESULTS.md "Finer slots, and two malloc arenas tried"). The largest fits a 64 KiB TCP answer, its TTL
  * offsets and its key.
  */
 const SLOT_SIZES: readonly number[] = [
