@@ -49,10 +49,15 @@ export function cacheKey(q: Query): string {
   // One flat string, written byte by byte: a template literal made a chain of six cons strings per
   // key, ~300 bytes of heap for each of 100k entries (bench/RESULTS.md "Memory"). The name is
   // followed by a fixed 5-byte tail (type, class, flags), so no two questions share a key.
-  const n = keyScratch.write(q.qname, 0, 'latin1');
-  keyScratch.writeUInt32BE(keyWord(q), n);
-  keyScratch[n + 4] = keyFlags(q);
-  return keyScratch.toString('latin1', 0, n + 5);
+  return keyScratch.toString('latin1', 0, writeKey(q, keyScratch, 0));
+}
+
+/** Writes cacheKey(q)'s bytes into `buf` at `at` (keyScratch, or an entry's slot); returns how many. */
+function writeKey(q: Query, buf: Buffer, at: number): number {
+  const n = buf.write(q.qname, at, 'latin1');
+  buf.writeUInt32BE(keyWord(q), at + n);
+  buf[at + n + 4] = keyFlags(q);
+  return n + KEY_TAIL;
 }
 
 /** The key's tail after the name: its type and class as one 32-bit word, then one byte of flags. */
@@ -230,10 +235,7 @@ export class ReplyCache {
       page.writeUInt32BE(Math.min(Math.max(scan.ttls[k]!, minTtl), cap), at + off);
       page.writeUInt16BE(off, at + reply.length + 2 * k);
     }
-    const keyAt = at + reply.length + 2 * count;
-    page.write(q.qname, keyAt, 'latin1');
-    page.writeUInt32BE(keyWord(q), keyAt + q.qname.length);
-    page[keyAt + q.qname.length + 4] = keyFlags(q);
+    writeKey(q, page, at + reply.length + 2 * count);
     const now = this.tick();
     c.length[i] = reply.length;
     c.ttlCount[i] = count;
