@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os';
 import { FakeUpstream, T } from './helpers/fakeUpstream.js';
 import { startSinkhole, TIKTOK_LIST, type Harness } from './helpers/sinkhole.js';
 import { buildQuery, rcodeOf, udpExchange } from './helpers/dns.js';
+import { freeDnsPort } from './helpers/ports.js';
 import { loadConfig } from '../src/config/config.js';
 import { PolicyError } from '../src/errors.js';
 import { parseLeases } from '../src/identity/leaseFormats.js';
@@ -331,12 +332,8 @@ t.test('a second instance cannot join the first one\'s SO_REUSEPORT group: it fa
 
 t.test('workers: 2 on a fixed port: the exclusive check passes when the port is free, and the server answers', async (t) => {
   const { assertAddressFree } = await import('../src/transport/exclusive.js');
-  const dgram = await import('node:dgram');
-  // A port the kernel just handed out and took back: free, unless something grabs it in between.
-  const probe = dgram.createSocket('udp4');
-  await new Promise<void>((r) => probe.bind(0, '127.0.0.1', r));
-  const port = probe.address().port;
-  await new Promise<void>((r) => probe.close(r));
+  // Free for UDP and TCP a moment ago, unless something grabs it in between.
+  const port = await freeDnsPort();
   // It used to wait for 'listening' after bind() had already emitted it (literalLookup answers at
   // once), and so never returned: every `workers: N` server on a fixed port hung at start.
   let settled = false;

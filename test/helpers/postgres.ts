@@ -4,10 +4,10 @@
 // as root, so as root (CI) the server runs as the `postgres` user.
 import { execFile } from 'node:child_process';
 import { chownSync, mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from './ports.js';
 
 const BIN = '/usr/lib/postgresql/15/bin';
 const exec = promisify(execFile);
@@ -26,14 +26,6 @@ interface TapLike {
 /** What the PostgreSQL tests need (for helpers/requires.ts skipUnless): the server's binaries. */
 export const POSTGRES_NEEDS = { [join(BIN, 'initdb')]: 'postgresql-15', [join(BIN, 'pg_ctl')]: 'postgresql-15' };
 
-/** A port the kernel just handed out on 127.0.0.1 (postgres cannot be told "port 0"). */
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 export async function startPostgres(t: TapLike): Promise<Postgres> {
   const dir = mkdtempSync(join(tmpdir(), 'sinkhole-pg-'));
