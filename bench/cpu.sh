@@ -8,6 +8,7 @@
 #   BUILDS="base=/tmp/sh-base new=." bash bench/cpu.sh  # A/B: each NAME=DIR is a checkout with dist/ built
 #   QPS=10000 bash bench/cpu.sh                         # a fixed rate instead of saturating (-c 20 -q 200)
 #   PEERS=none REPS=5 DUR=8 bash bench/cpu.sh
+#   PEERS="node-pool:1 node-pool:1024" bash bench/cpu.sh   # bench/pool-relay.mjs: a bare relay with an N-socket pool
 #   SOURCE_PORTS=1 PORT_REUSE=10000 bash bench/cpu.sh   # upstreams.sourcePorts (1024) and sourcePortReuse (100): what RFC 5452 costs
 #   BUILDS="p1=.:1 p64=.:64 p1024=.:1024" bash bench/cpu.sh   # NAME=DIR:PORTS: pool sizes side by side, in one sitting
 #   WL=cached TOGETHER=1 BUILDS="base=/tmp/sh-base new=." PEERS=none bash bench/cpu.sh   # the hit path (or WL=blocked)
@@ -39,7 +40,8 @@ cleanup() {
 }
 trap cleanup EXIT
 [ "$PEERS" = none ] && PEERS=""
-"$KIT/peers.sh" start upstream $PEERS >/dev/null
+KIT_PEERS=""; for p in $PEERS; do case $p in node-pool:*) ;; *) KIT_PEERS="$KIT_PEERS $p" ;; esac; done  # the kit starts its own
+"$KIT/peers.sh" start upstream $KIT_PEERS >/dev/null
 "$KIT/gen-blocklist.sh" > "$WORK/blocklist.txt"
 
 declare -A PORT PID QF
@@ -47,11 +49,13 @@ port=5340
 for b in $BUILDS; do
   name=${b%%=*}; spec=${b#*=}; dir=$(cd "${spec%%:*}" && pwd)
   # NAME=DIR:PORTS runs that build with upstreams.sourcePorts: PORTS (several sizes in one sitting).
-  ports=${SOURCE_PORTS:-}; [ "$spec" != "${spec%%:*}" ] && ports=${spec#*:}
+  # NAME=DIR:PORTS:REUSE also sets upstreams.sourcePortReuse.
+  ports=${SOURCE_PORTS:-}; reuse=${PORT_REUSE:-}; [ "$spec" != "${spec%%:*}" ] && ports=${spec#*:}
+  [ "$ports" != "${ports%%:*}" ] && { reuse=${ports#*:}; ports=${ports%%:*}; }
   [ -f "$dir/dist/cli.js" ] || { echo "$dir/dist/cli.js missing: build it first" >&2; exit 2; }
   cat > "$WORK/$name.yaml" <<EOF
 listen: { dns: ["127.0.0.1:$port"] }
-upstreams: { servers: ["127.0.0.2:5300"], timeout: 2s${ports:+, sourcePorts: $ports}${PORT_REUSE:+, sourcePortReuse: $PORT_REUSE} }
+upstreams: { servers: ["127.0.0.2:5300"], timeout: 2s${ports:+, sourcePorts: $ports}${reuse:+, sourcePortReuse: $reuse} }
 cache: { maxEntries: 100000 }
 blocking: { lists: { bench: [$WORK/blocklist.txt] }, enforce: [bench], response: null-ip }
 log: { queries: none }
@@ -63,8 +67,13 @@ EOF
   PID[$name]=$!; PIDS+=("$!"); PORT[$name]=$port
   port=$((port + 1))
 done
+pool_port=5313
 for p in $PEERS; do
   case $p in
+    node-pool:*) # bench/pool-relay.mjs: a bare relay with sinkhole's RFC 5452 pool of N connected sockets
+      node=$ROOT/node_modules/node/bin/node; [ -x "$node" ] || node=node
+      taskset -c 1 "$node" "$ROOT/bench/pool-relay.mjs" "$pool_port" "${p#node-pool:}" 127.0.0.2:5300 > "$WORK/$p.log" 2>&1 &
+      PID[$p]=$!; PIDS+=("$!"); PORT[$p]=$pool_port; pool_port=$((pool_port + 1)) ;;
     node-fwd) PORT[$p]=5312; PID[$p]=$(cat "$RUN/pids/node-fwd") ;;
     unbound1) PORT[$p]=5302; PID[$p]=$(cat "$RUN/pids/unbound1") ;;
     node-raw) PORT[$p]=5310; PID[$p]=$(cat "$RUN/pids/node-raw") ;;  # the bare echo: the ceiling for WL=blocked|cached
