@@ -12,7 +12,7 @@
 // - the cache stage's coalescing map (stages/cache.ts), keyed by cache key: under a saturating
 //   uncached load, 1.2 MB promoted a scavenge (~600 bytes a miss), a mean scavenge pause of 3.7 ms,
 //   and the old space swinging by ~60 MB between full GCs; with this table, ~20 KB and 1.1 ms;
-// - each upstream UDP socket's map of query IDs in flight (upstream/udp.ts): at a steady 10k QPS,
+// - each upstream UDP socket's map of query IDs in flight (upstream/udp.ts; now one table a pool): at a steady 10k QPS,
 //   ~140 bytes a miss, a mark-compact every ~1.3 s, each a ~50 ms hiccup on one core (bench/RESULTS.md
 //   "Issue 22: the maps of things in flight"). The TCP and DoT connections keep theirs in one too.
 //

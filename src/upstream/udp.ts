@@ -75,8 +75,8 @@ const ICMP_ERRORS: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH'
 /** One socket on a kernel-chosen random ephemeral port, connected to one upstream, carrying at most `maxUses` queries. */
 class SourcePort {
   readonly sock: dgram.Socket;
-  /** Query ID → its exchange. Not a Map: see stableTable.ts. */
-  readonly pending = new StableTable<number, Exchange>(idHash, 8);
+  /** Its exchanges in flight (they are in the pool's table of IDs). */
+  inflight = 0;
   uses = 0;
   /** No more queries: close once those in flight have settled. */
   retired = false;
@@ -84,13 +84,17 @@ class SourcePort {
   readonly connected: boolean;
   private closed = false;
 
+  readonly host: string;
+  readonly port: number;
+
   constructor(
     owner: UdpUpstream,
-    family: Family,
-    readonly host: string,
-    readonly port: number,
+    private readonly pool: Pool,
   ) {
-    this.sock = dgram.createSocket({ type: family, lookup: literalLookup });
+    const { host, port, pending } = pool;
+    this.host = host;
+    this.port = port;
+    this.sock = dgram.createSocket({ type: pool.family, lookup: literalLookup });
     this.connected = connect(this.sock, host, port);
     this.sock.on('error', (e: Error & { code?: string }) => {
       // An ICMP error for one of our datagrams (port, host or network unreachable, administratively
@@ -100,26 +104,29 @@ class SourcePort {
       if (this.connected && ICMP_ERRORS.has(e.code ?? '')) return;
       // Any other error ends the socket: its queries fail now, and pick() gives its slot a new one.
       this.retired = true;
-      for (const x of this.pending.values()) owner.settle(x, new UpstreamError('error', e.message));
+      for (const x of pending.values()) if (x.source === this) owner.settle(x, new UpstreamError('error', e.message));
       this.closeIfIdle();
     });
     this.sock.on('message', (msg, rinfo) => {
       if (msg.length < 12) return;
       const id = msg.readUInt16BE(0);
-      const x = this.pending.get(id);
-      // Spoofed or stray packets are ignored, not treated as failures. The source is checked here
-      // too: the kernel's check holds only on a connected socket.
-      if (x && rinfo.port === port && rinfo.address === host && isOurReply(msg, id, x.sent, x.qend)) owner.settle(x, undefined, msg);
+      const x = pending.get(id);
+      // Spoofed or stray packets are ignored, not treated as failures: the ID must be in flight on
+      // this very socket. The source is checked here too: the kernel's check holds only on a
+      // connected socket.
+      if (x !== undefined && x.source === this && rinfo.port === port && rinfo.address === host && isOurReply(msg, id, x.sent, x.qend)) owner.settle(x, undefined, msg);
     });
   }
 
+  /** One of its exchanges has settled: its ID leaves the pool's table. */
   release(id: number): void {
-    this.pending.delete(id);
+    this.pool.pending.delete(id);
+    this.inflight--;
     this.closeIfIdle();
   }
 
   closeIfIdle(): void {
-    if (this.retired && !this.closed && this.pending.size === 0) {
+    if (this.retired && !this.closed && this.inflight === 0) {
       this.closed = true;
       this.sock.close();
     }
@@ -144,6 +151,13 @@ function connect(sock: dgram.Socket, host: string, port: number): boolean {
 class Pool {
   readonly slots: (SourcePort | undefined)[];
   readonly family: Family;
+  /**
+   * Query ID → its exchange, for every socket of the pool: an ID is in flight on one socket at a time,
+   * and a reply must come on that socket. One table instead of one per socket: with 1,024 sockets a
+   * table per socket was cold in the CPU's caches at every send and reply (issue 22, bench/RESULTS.md
+   * "A bare relay with the same pool"). Not a Map: see stableTable.ts.
+   */
+  readonly pending = new StableTable<number, Exchange>(idHash, 256);
 
   constructor(
     readonly host: string,
@@ -201,7 +215,7 @@ export class UdpUpstream {
     const i = slots.length === 1 ? 0 : randomIndex(slots.length);
     let s = slots[i];
     // A socket still in its slot but retired was ended by a socket error: it takes no more queries.
-    if (!s || s.retired) slots[i] = s = new SourcePort(this, pool.family, pool.host, pool.port);
+    if (!s || s.retired) slots[i] = s = new SourcePort(this, pool);
     if (++s.uses >= this.opts.maxUses) {
       // Retired: it answers what it has in flight, then closes; the slot is refilled on its next pick.
       s.retired = true;
@@ -211,10 +225,12 @@ export class UdpUpstream {
   }
 
   exchange(host: string, port: number, query: Buffer, qend: number, timeoutMs: number): Promise<Buffer> {
-    const source = this.pick(this.pool(host, port));
-    // A fresh, unpredictable ID (RFC 5452 §9.2), distinct from the others in flight on this socket.
+    const pool = this.pool(host, port);
+    const source = this.pick(pool);
+    // A fresh, unpredictable ID (RFC 5452 §9.2), distinct from the others in flight to this upstream.
+    const pending = pool.pending;
     let id = randomId();
-    while (source.pending.has(id)) id = randomId();
+    while (pending.has(id)) id = randomId();
     const out = Buffer.from(query);
     out.writeUInt16BE(id, 0);
     const x = this.spare.pop() ?? new Exchange(this);
@@ -231,7 +247,8 @@ export class UdpUpstream {
       x.resolve = resolve;
       x.reject = reject;
     });
-    source.pending.set(id, x);
+    pending.set(id, x);
+    source.inflight++;
     this.deadlines.add(x);
     try {
       if (source.connected) source.sock.send(out, x.onSent);

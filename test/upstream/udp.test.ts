@@ -54,6 +54,33 @@ t.test('RFC 5452 §9.1: a reply with the right ID and question from another port
   t.equal(udp.inflight, 0, 'nothing left in flight');
 });
 
+t.test('the pool shares one table of IDs, but a reply counts only on the socket its query left from', async (t) => {
+  const up = await manualUpstream(t);
+  const udp = new UdpUpstream({ ports: 64, maxUses: 100 });
+  t.teardown(() => udp.close());
+  // Queries until two leave from different source ports (64 sockets: the second almost always does).
+  const queries: { reply: Promise<Buffer>; sent: Buffer; port: number }[] = [];
+  while (queries.length < 2 || queries.every((q) => q.port === queries[0]!.port)) {
+    const q = buildQuery(`pair${queries.length}.example.test`, T.A);
+    const reply = udp.exchange('127.0.0.1', up.port, q, q.length, 2000);
+    const [sent, from] = await up.next();
+    queries.push({ reply, sent, port: from.port });
+  }
+  const a = queries[0]!;
+  const b = queries.find((q) => q.port !== a.port)!;
+  t.not(a.sent.readUInt16BE(0), b.sent.readUInt16BE(0), 'IDs in flight to one upstream are distinct across its sockets');
+  // From the upstream's own address and port, with a's ID and question, but to b's socket: the
+  // kernel lets it in (the socket is connected to this very address), and the table knows the ID.
+  up.sock.send(answerTo(a.sent, [203, 0, 113, 66]), b.port, '127.0.0.1');
+  // Then b's own answer on the same socket: once b has it, the one before it was read and judged.
+  up.sock.send(answerTo(b.sent, [192, 0, 2, 2]), b.port, '127.0.0.1');
+  t.same([...(await b.reply).subarray(-4)], [192, 0, 2, 2], 'b gets the answer to its own ID');
+  for (const q of queries) if (q !== b) up.sock.send(answerTo(q.sent, [192, 0, 2, 1]), q.port, '127.0.0.1');
+  t.same([...(await a.reply).subarray(-4)], [192, 0, 2, 1], "a's ID on b's socket was dropped: a gets the answer sent to its own socket");
+  await Promise.all(queries.map((q) => q.reply));
+  t.equal(udp.inflight, 0, 'nothing left in flight');
+});
+
 t.test('a spoofed reply alone never settles the exchange: it times out', async (t) => {
   const up = await manualUpstream(t);
   const spoofer = await spoofingSocket(t);
@@ -170,6 +197,32 @@ t.test('a socket error ends that socket only: its slot gets a new socket, and it
   // The one slot still held the broken socket: the next query must get a new one, not a send on a closed socket.
   t.equal(decode(await ask('second.example.test')).questions[0]?.name, 'second.example.test', 'the next query is answered');
   t.equal(made.length, 2, 'through a new socket');
+});
+
+t.test("a socket error fails that socket's queries only: a query in flight on another socket of the pool still gets its reply", async (t) => {
+  const up = await manualUpstream(t);
+  const made = socketsMade(t);
+  const udp = new UdpUpstream({ ports: 64, maxUses: 100 });
+  t.teardown(() => udp.close());
+  const queries: { reply: Promise<Buffer>; sent: Buffer; port: number }[] = [];
+  while (queries.length < 2 || queries.every((q) => q.port === queries[0]!.port)) {
+    const q = buildQuery(`err${queries.length}.example.test`, T.A);
+    const reply = udp.exchange('127.0.0.1', up.port, q, q.length, 2000);
+    reply.catch(() => undefined); // judged below; never an unhandled rejection meanwhile
+    const [sent, from] = await up.next();
+    queries.push({ reply, sent, port: from.port });
+  }
+  const broken = queries[0]!;
+  const brokenSocket = made.find((s) => s.address().port === broken.port)!;
+  brokenSocket.emit('error', Object.assign(new Error('EIO: the socket broke'), { code: 'EIO' }));
+  for (const q of queries) {
+    if (q.port === broken.port) await t.rejects(q.reply, { outcome: 'error' }, 'a query on the broken socket fails as an error');
+    else {
+      up.sock.send(answerTo(q.sent, [192, 0, 2, 1]), q.port, '127.0.0.1');
+      t.same([...(await q.reply).subarray(-4)], [192, 0, 2, 1], 'a query on another socket is answered');
+    }
+  }
+  t.equal(udp.inflight, 0, 'nothing left in flight');
 });
 
 t.test('an ICMP error reported on a connected socket names no query: the query in flight still gets its reply', async (t) => {
