@@ -216,7 +216,10 @@ t.test("a socket error fails that socket's queries only: a query in flight on an
   const brokenSocket = made.find((s) => s.address().port === broken.port)!;
   brokenSocket.emit('error', Object.assign(new Error('EIO: the socket broke'), { code: 'EIO' }));
   for (const q of queries) {
-    if (q.port === broken.port) await t.rejects(q.reply, { outcome: 'error' }, 'a query on the broken socket fails as an error');
+    if (q.port === broken.port) {
+      const e = await q.reply.then(() => undefined, (err: unknown) => err);
+      t.ok(e instanceof UpstreamError && e.outcome === 'error', 'a query on the broken socket fails as an error');
+    }
     else {
       up.sock.send(answerTo(q.sent, [192, 0, 2, 1]), q.port, '127.0.0.1');
       t.same([...(await q.reply).subarray(-4)], [192, 0, 2, 1], 'a query on another socket is answered');
