@@ -204,6 +204,22 @@ t.test('a query that cannot leave this host (EMSGSIZE) is not the upstream faili
   t.equal(h.running.stats.localSendErrors, 1, 'counted as a local error');
 });
 
+t.test('a truncated UDP answer is retried over TCP, with one upstream (the short path) and with several (failover)', async (t) => {
+  const up = await FakeUpstream.start();
+  const second = await FakeUpstream.start();
+  t.teardown(() => Promise.all([up.close(), second.close()]));
+  up.on('big.example.test', { truncate: true, answers: [{ name: 'big.example.test', type: T.A, address: '192.0.2.99' }] });
+  const one = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`], timeout: '1s' } });
+  const two = await startSinkhole(t, up.port, { upstreams: { servers: [`127.0.0.1:${up.port}`, `127.0.0.1:${second.port}`], timeout: '1s' } });
+  for (const [what, h] of [['one upstream', one], ['two upstreams', two]] as const) {
+    const d = decode(await udpExchange(h.port, buildQuery('big.example.test', T.A)));
+    t.same(d.answers.map((a: { address?: string }) => a.address), ['192.0.2.99'], `${what}: the answer that came over TCP`);
+    t.equal(d.header.tc, 0, `${what}: not truncated for the client`);
+    const u = h.running.stats.upstreams.get(`127.0.0.1:${up.port}`)!;
+    t.same({ truncated: u.outcomes.truncated, ok: u.outcomes.ok }, { truncated: 1, ok: 1 }, `${what}: counted once as truncated, once as ok`);
+  }
+});
+
 const BLOCKING = { blocking: { lists: { tiktok: ['tiktok.txt'] }, enforce: ['tiktok'] } };
 
 const NULL_TYPE = 10;
