@@ -25,6 +25,7 @@ import type { Query } from '../dns/query.js';
 import { errorReply, type Ede } from '../dns/reply.js';
 import type { Stats } from '../metrics/stats.js';
 import { StableTable } from '../stableTable.js';
+import { Later } from '../later.js';
 import type { Handler, Outcome, Stage } from '../pipeline/types.js';
 
 /** RFC 8767 §5 failure recheck timer: a name whose upstreams failed is asked again at most this often. */
@@ -80,9 +81,13 @@ export class CacheStage implements Stage {
     return stale ? this.raceStale(q, upstream, stale, settings.serveStale.clientTimeoutMs) : upstream;
   }
 
-  /** One upstream exchange for `key`, shared by every query for it until it settles; it updates the cache and the failure memory. */
-  private fetch(key: string, q: Query, next: Handler, cache: ReplyCache): Promise<Outcome> {
-    const p = Promise.resolve(next(q)).then(
+  /**
+   * One upstream exchange for `key`, shared by every query for it until it settles; it updates the
+   * cache and the failure memory. A Later (later.ts): the stages above react to it in the call that
+   * settles it, not one microtask each.
+   */
+  private fetch(key: string, q: Query, next: Handler, cache: ReplyCache): Later<Outcome> {
+    const p = Later.of(next(q)).then(
       (o) => {
         this.inflight.delete(key);
         if (o.scan) {

@@ -15,6 +15,7 @@ import type { TransportContext, UpstreamTransport } from './transport.js';
 import { TcpUpstream } from './tcp.js';
 import { UpstreamError } from './exchange.js';
 import { UdpUpstream } from './udp.js';
+import { Later } from '../later.js';
 
 /** After this many failures in a row an upstream is tried last ... */
 const UNHEALTHY_AFTER = 3;
@@ -219,6 +220,7 @@ export class Forwarder {
    * forward(); both judge a reply with the same judge() and finish it with the same forClients().
    */
   forwardThen<R>(q: Query, to: (reply: Accepted | Failed) => R): Promise<R> {
+    // The short path's steps are Laters (later.ts), from the UDP exchange on: no microtask between them.
     const all = this.candidates(q.qname);
     const u = all[0]!;
     if (all.length !== 1 || u.transport !== undefined || u.spec.transport !== 'udp' || this.tap !== undefined || this.inflight >= this.opts.maxInflight) {
@@ -234,7 +236,7 @@ export class Forwarder {
     } catch {
       // No socket to send from (EMFILE...): our failure, as in attempt().
       this.inflight--;
-      return Promise.resolve(this.failure(true)).then(to);
+      return Later.of(this.failure(true)).then(to);
     }
     const failed = (e: unknown): R => {
       this.inflight--;

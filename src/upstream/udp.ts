@@ -22,9 +22,10 @@
 // the same 1024 ports to guess. The JS check of the source stays, for a
 // runtime without connectSync (then the sockets stay unconnected).
 //
-// Per exchange there is one promise and no closure or timer (issue 22): the
-// exchange is a pooled record whose send callback was made once, and one
-// timer (deadlines.ts) serves every deadline in flight.
+// Per exchange there is one Later (later.ts: a promise that settles at once)
+// and no closure or timer (issue 22): the exchange is a pooled record whose
+// send callback was made once, and one timer (deadlines.ts) serves every
+// deadline in flight.
 import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { isOurReply, sendError, UpstreamError } from './exchange.js';
@@ -32,6 +33,7 @@ import { Deadlines, type Expiring } from './deadlines.js';
 import { idHash, randomId, randomIndex } from './random.js';
 import { literalLookup } from '../net/lookup.js';
 import { StableTable } from '../stableTable.js';
+import { Later } from '../later.js';
 
 type Family = 'udp4' | 'udp6';
 
@@ -55,8 +57,8 @@ class Exchange implements Expiring {
   sending = false;
   /** Sends again after a stale ICMP error failed a send (see sent()). */
   resends = 0;
-  resolve: ((reply: Buffer) => void) | undefined;
-  reject: ((e: Error) => void) | undefined;
+  /** What the query's caller waits on: settled in settle(), which then runs the caller's reactions (later.ts). */
+  reply: Later<Buffer> | undefined;
   /** Made once per record, not once per query. */
   readonly onSent = (e: Error | null): void => this.owner.sent(this, e);
 
@@ -224,6 +226,7 @@ export class UdpUpstream {
     return s;
   }
 
+  /** The upstream's reply, or why there is none: a Later (later.ts), so the miss's reactions run in the call that reads the reply. */
   exchange(host: string, port: number, query: Buffer, qend: number, timeoutMs: number): Promise<Buffer> {
     const pool = this.pool(host, port);
     const source = this.pick(pool);
@@ -243,10 +246,8 @@ export class UdpUpstream {
     x.settled = false;
     x.sending = true;
     x.resends = 0;
-    const reply = new Promise<Buffer>((resolve, reject) => {
-      x.resolve = resolve;
-      x.reject = reject;
-    });
+    const reply = new Later<Buffer>();
+    x.reply = reply;
     pending.set(id, x);
     source.inflight++;
     this.deadlines.add(x);
@@ -291,13 +292,14 @@ export class UdpUpstream {
     x.settled = true;
     this.deadlines.remove(x);
     x.source!.release(x.id);
-    const { resolve, reject } = x;
-    x.resolve = x.reject = undefined;
+    const later = x.reply!;
+    x.reply = undefined;
     x.source = undefined;
     x.sent = NO_BYTES;
     if (!x.sending) this.recycle(x);
-    if (err) reject!(err);
-    else resolve!(reply!);
+    // Last: the caller's reactions run inside these calls, and may start other exchanges.
+    if (err) later.reject(err);
+    else later.resolve(reply!);
   }
 
   private recycle(x: Exchange): void {

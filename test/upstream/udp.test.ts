@@ -8,6 +8,7 @@ import { startSinkhole } from '../helpers/sinkhole.js';
 import { buildQuery, decode, rcodeOf, udpExchange } from '../helpers/dns.js';
 import { UdpUpstream } from '../../src/upstream/udp.js';
 import { UpstreamError } from '../../src/upstream/exchange.js';
+import { Later } from '../../src/later.js';
 
 /** A hand-driven upstream: it hands each query to the test, which answers (or not) itself. */
 async function manualUpstream(t: { teardown: (fn: () => void) => void }): Promise<{ sock: dgram.Socket; port: number; next: () => Promise<[Buffer, dgram.RemoteInfo]> }> {
@@ -265,4 +266,125 @@ t.test('a stale ICMP error handed to the next send does not fail that query: it 
   // Each query is judged by its own reply or its own timeout, as on an unconnected socket; none fails at
   // once because of the ICMP error an earlier query drew.
   t.same(outcomes, ['timeout', 'timeout', 'timeout', 'timeout']);
+});
+
+// src/later.ts: the promise that settles synchronously, which carries a miss from the upstream's reply
+// to the client's (issue 22). Every chain below runs twice, once on Promises and once on Laters, and
+// must end the same way; then what differs on purpose (it runs reactions at once) is checked too.
+t.test('Later settles every chain as a Promise would, but at once', async (t) => {
+  interface Kit {
+    name: string;
+    /** A value and the functions that settle it. */
+    make<T>(): { p: Promise<T>; resolve: (v: T | PromiseLike<T>) => void; reject: (e: unknown) => void };
+  }
+  const kits: Kit[] = [
+    {
+      name: 'Promise',
+      make<T>() {
+        let resolve!: (v: T | PromiseLike<T>) => void;
+        let reject!: (e: unknown) => void;
+        const p = new Promise<T>((a, b) => ((resolve = a), (reject = b)));
+        return { p, resolve, reject };
+      },
+    },
+    {
+      name: 'Later',
+      make<T>() {
+        const p = new Later<T>();
+        return { p, resolve: (v: T | PromiseLike<T>) => p.resolve(v), reject: (e: unknown) => p.reject(e) };
+      },
+    },
+  ];
+  /** Each chain settles its value one way and reads it another; it returns what it saw, in order. */
+  const chains: Record<string, (k: Kit) => Promise<unknown[]>> = {
+    'three reactions in a row': async (k) => {
+      const { p, resolve } = k.make<number>();
+      const out = p.then((v) => v + 1).then((v) => v * 10).then((v) => [v]);
+      resolve(1);
+      return await out;
+    },
+    'a reaction that throws skips the fulfilments to the next onRejected, then goes on': async (k) => {
+      const { p, resolve } = k.make<number>();
+      const seen: unknown[] = [];
+      const out = p
+        .then((): number => {
+          throw new Error('boom');
+        })
+        .then((v) => seen.push(['skipped', v]))
+        .catch((e: unknown) => (seen.push((e as Error).message), 7))
+        .then((v) => seen.push(v));
+      resolve(1);
+      await out;
+      return seen;
+    },
+    'a rejection passes a then without onRejected': async (k) => {
+      const { p, reject } = k.make<number>();
+      const out = p.then((v) => v + 1).then(undefined, (e: unknown) => `caught ${String(e)}`);
+      reject('no');
+      return [await out];
+    },
+    'a reaction returning a Promise or a Later is waited for': async (k) => {
+      const { p, resolve } = k.make<number>();
+      const inner = k.make<string>();
+      const laterInner = new Later<string>();
+      const out = p.then(() => inner.p).then((v) => laterInner.then(() => `${v}+later`));
+      resolve(0);
+      inner.resolve('inner');
+      laterInner.resolve('x');
+      return [await out];
+    },
+    'resolving with a Promise adopts it, rejected too': async (k) => {
+      const a = k.make<number>();
+      const b = k.make<number>();
+      a.resolve(Promise.resolve(5));
+      b.resolve(Promise.reject(new Error('adopted')) as Promise<number>);
+      return [await a.p, await b.p.then(undefined, (e: unknown) => (e as Error).message)];
+    },
+    'two readers of one value each get it, and one reader failing leaves the other alone': async (k) => {
+      const { p, resolve } = k.make<number>();
+      const one = p.then((v): number => {
+        throw new Error(`one ${v}`);
+      });
+      const two = p.then((v) => `two ${v}`);
+      resolve(3);
+      return [await one.then(undefined, (e: unknown) => (e as Error).message), await two];
+    },
+    'finally runs on either side and passes the value or the failure through': async (k) => {
+      const ok = k.make<number>();
+      const bad = k.make<number>();
+      const seen: string[] = [];
+      const a = ok.p.finally(() => seen.push('ok'));
+      const b = bad.p.finally(() => seen.push('bad')).then(undefined, (e: unknown) => `still ${String(e)}`);
+      ok.resolve(1);
+      bad.reject('failed');
+      return [await a, await b, seen.sort()];
+    },
+    'settling twice keeps the first': async (k) => {
+      const { p, resolve, reject } = k.make<number>();
+      resolve(1);
+      resolve(2);
+      reject('late');
+      return [await p];
+    },
+    'a reader added after it settled still gets the value': async (k) => {
+      const { p, resolve } = k.make<number>();
+      resolve(9);
+      await p;
+      return [await p.then((v) => v * 2), await Promise.all([p, p])];
+    },
+  };
+  for (const [what, chain] of Object.entries(chains)) {
+    const [viaPromise, viaLater] = await Promise.all(kits.map((k) => chain(k)));
+    t.same(viaLater, viaPromise, `${what}: ${JSON.stringify(viaPromise)}`);
+  }
+
+  // What differs, on purpose: a reaction runs in the call that settles the Later, not in a later microtask.
+  const l = new Later<number>();
+  const seen: number[] = [];
+  l.then((v) => seen.push(v)).then(() => seen.push(2));
+  l.resolve(1);
+  t.same(seen, [1, 2], 'the whole chain ran inside resolve()');
+  const from = Later.from(Promise.resolve('from a promise'));
+  t.equal(await from, 'from a promise', 'Later.from settles as its promise does');
+  t.equal(Object.prototype.toString.call(l), '[object Later]');
 });
