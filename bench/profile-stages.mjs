@@ -2,7 +2,7 @@
 // sample goes to the deepest frame of sinkhole's own code on its stack, so the time spent in Node
 // (dgram's send, Buffer, lru-cache...) is charged to the stage that called it. Samples with no
 // sinkhole frame at all are Node and V8 on their own: the receive dispatch of both datagrams (libuv to
-// the 'message' listener), the promise and nextTick machinery, GC, "(program)".
+// the 'message' listener), the promise and nextTick machinery (and later.js's own frames), GC, "(program)".
 //   node bench/profile-stages.mjs DIR/*.cpuprofile [QUERIES]   → share of busy time and, given the
 //   queries answered in the profile (dnsperf's "Queries completed"), busy µs per query of each stage.
 //   The profile spans the whole process, start-up included (a few % of "other" and "(program)").
@@ -15,6 +15,8 @@ const p = JSON.parse(readFileSync(file, 'utf8'));
 
 /** [stage, file under dist/, function name]: the first rule matching the deepest sinkhole frame wins. */
 const RULES = [
+  // later.js runs a miss's reactions; its own frames are the promise machinery it replaces.
+  ['promise, Later and nextTick machinery', /^later\.js$/, /./],
   ['1 decode (listener receive, header and question)', /^transport\/udp\.js$/, /^onMessage$/],
   ['1 decode (listener receive, header and question)', /^(dns\/query|policy\/cidr)\.js$/, /./],
   ['2 policy (stages above the cache)', /^stages\/blocklist\.js$/, /^after$|^handle\/<|^\(anonymous\)$/, 'cname'],
@@ -24,7 +26,8 @@ const RULES = [
   ['4 cache lookup', /^cache\/replyCache\.js$/, /^(cacheKey|get|getStale|copy|tick)$/],
   ['9 cache insert (and coalescing)', /^stages\/cache\.js$/, /./],
   ['9 cache insert (and coalescing)', /^cache\/(replyCache|slab)\.js$/, /./],
-  ['5 upstream selection (and the reply ID/flags)', /^upstream\/forwarder\.js$/, /^(forward|candidates)$/],
+  ['5 upstream selection (and the reply ID/flags)', /^upstream\/forwarder\.js$/, /^(forward|forwardThen|candidates|forClients|accepted)$/],
+  ['8 reply match and validation', /^upstream\/forwarder\.js$/, /^judge$/],
   ['5 upstream selection (and the reply ID/flags)', /^dns\/ownQuery\.js$/, /./],
   ['6 socket pick (pool, new sockets, retiring)', /^upstream\/(udp|random)\.js$/, /^(pick|pool|SourcePort|Pool|connect|closeIfIdle|randomIndex|randomId)$/],
   ['8 reply match and validation', /^upstream\/udp\.js$/, /^\(anonymous\)$/],
@@ -42,7 +45,8 @@ for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
 const own = (f) => {
   const i = f.url.indexOf('/dist/');
   // transport/lookup.js is dgram's address lookup, called back by Node inside every unconnected send: skipped.
-  return i < 0 || f.url.includes('/node_modules/') || f.url.endsWith('/net/lookup.js') ? undefined : f.url.slice(i + 6);
+  // The hash tables (stableTable.js, cache/keyIndex.js) serve several stages: their caller's stage is charged.
+  return i < 0 || f.url.includes('/node_modules/') || /\/(net\/lookup|stableTable|cache\/keyIndex)\.js$/.test(f.url) ? undefined : f.url.slice(i + 6);
 };
 /** Node's send path (sendmsg included): charged to the send of the query upstream or of the reply to the client. */
 const SEND = /^(doSend|afterDns|Socket\.send|SendWrap|defaultTriggerAsyncIdScope|sliceBuffer|healthCheck)$/;
@@ -77,7 +81,7 @@ function classify(id) {
     if (n === '(garbage collector)') s = 'GC';
     else if (n === '(program)') s = '(program): V8 and libuv outside JS';
     else if (n === '(idle)') s = 'idle';
-    else if (/^(runMicrotasks|processTicksAndRejections|nextTick)$/.test(n) || /task_queues|promise/.test(leaf.url)) s = 'promise and nextTick machinery';
+    else if (/^(runMicrotasks|processTicksAndRejections|nextTick)$/.test(n) || /task_queues|promise/.test(leaf.url)) s = 'promise, Later and nextTick machinery';
     else if (/timers/.test(leaf.url) || /^(listOnTimeout|processTimers|getLibuvNow)$/.test(n)) s = 'Node timers';
     else if (/dgram|events/.test(leaf.url)) s = 'receive dispatch (node:dgram to the listeners, both datagrams)';
     else s = `other: ${n || '(anonymous)'} ${leaf.url.split('/').pop()}`;
