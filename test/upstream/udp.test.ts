@@ -55,18 +55,28 @@ t.test('RFC 5452 §9.1: a reply with the right ID and question from another port
   t.equal(udp.inflight, 0, 'nothing left in flight');
 });
 
+/** Queries in flight until two have left from different source ports (with 64 sockets the second almost always does). */
+async function onTwoSockets(
+  udp: UdpUpstream,
+  up: { port: number; next: () => Promise<[Buffer, dgram.RemoteInfo]> },
+  label: string,
+): Promise<{ reply: Promise<Buffer>; sent: Buffer; port: number }[]> {
+  const queries: { reply: Promise<Buffer>; sent: Buffer; port: number }[] = [];
+  while (queries.length < 2 || queries.every((q) => q.port === queries[0]!.port)) {
+    const q = buildQuery(`${label}${queries.length}.example.test`, T.A);
+    const reply = udp.exchange('127.0.0.1', up.port, q, q.length, 2000);
+    reply.catch(() => undefined); // each test judges its replies; never an unhandled rejection meanwhile
+    const [sent, from] = await up.next();
+    queries.push({ reply, sent, port: from.port });
+  }
+  return queries;
+}
+
 t.test('the pool shares one table of IDs, but a reply counts only on the socket its query left from', async (t) => {
   const up = await manualUpstream(t);
   const udp = new UdpUpstream({ ports: 64, maxUses: 100 });
   t.teardown(() => udp.close());
-  // Queries until two leave from different source ports (64 sockets: the second almost always does).
-  const queries: { reply: Promise<Buffer>; sent: Buffer; port: number }[] = [];
-  while (queries.length < 2 || queries.every((q) => q.port === queries[0]!.port)) {
-    const q = buildQuery(`pair${queries.length}.example.test`, T.A);
-    const reply = udp.exchange('127.0.0.1', up.port, q, q.length, 2000);
-    const [sent, from] = await up.next();
-    queries.push({ reply, sent, port: from.port });
-  }
+  const queries = await onTwoSockets(udp, up, 'pair');
   const a = queries[0]!;
   const b = queries.find((q) => q.port !== a.port)!;
   t.not(a.sent.readUInt16BE(0), b.sent.readUInt16BE(0), 'IDs in flight to one upstream are distinct across its sockets');
@@ -205,14 +215,7 @@ t.test("a socket error fails that socket's queries only: a query in flight on an
   const made = socketsMade(t);
   const udp = new UdpUpstream({ ports: 64, maxUses: 100 });
   t.teardown(() => udp.close());
-  const queries: { reply: Promise<Buffer>; sent: Buffer; port: number }[] = [];
-  while (queries.length < 2 || queries.every((q) => q.port === queries[0]!.port)) {
-    const q = buildQuery(`err${queries.length}.example.test`, T.A);
-    const reply = udp.exchange('127.0.0.1', up.port, q, q.length, 2000);
-    reply.catch(() => undefined); // judged below; never an unhandled rejection meanwhile
-    const [sent, from] = await up.next();
-    queries.push({ reply, sent, port: from.port });
-  }
+  const queries = await onTwoSockets(udp, up, 'err');
   const broken = queries[0]!;
   const brokenSocket = made.find((s) => s.address().port === broken.port)!;
   brokenSocket.emit('error', Object.assign(new Error('EIO: the socket broke'), { code: 'EIO' }));
