@@ -74,11 +74,21 @@ class Exchange implements Expiring {
  * that is the local firewall refusing the send, a failure of our own that must fail the query at once. */
 const ICMP_ERRORS: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'EACCES', 'ENOPROTOOPT', 'EPROTO']);
 
+/**
+ * Each open socket's IDs have a range of their own in its pool's table of exchanges: `base + id`.
+ * A closed socket's range is given to the next new one (all its exchanges have left the table), so
+ * the keys stay small integers that V8 keeps unboxed while fewer than 32,768 sockets are open.
+ */
+const freeBases: number[] = [];
+let basesMade = 0;
+
 /** One socket on a kernel-chosen random ephemeral port, connected to one upstream, carrying at most `maxUses` queries. */
 class SourcePort {
   readonly sock: dgram.Socket;
   /** Its exchanges in flight (they are in the pool's table of IDs). */
   inflight = 0;
+  /** This socket's IDs in the pool's table: `base + id`. Its own, so its IDs are never used up by others'. */
+  readonly base = freeBases.pop() ?? basesMade++ * 65536;
   uses = 0;
   /** No more queries: close once those in flight have settled. */
   retired = false;
@@ -112,17 +122,17 @@ class SourcePort {
     this.sock.on('message', (msg, rinfo) => {
       if (msg.length < 12) return;
       const id = msg.readUInt16BE(0);
-      const x = pending.get(id);
+      const x = pending.get(this.base + id);
       // Spoofed or stray packets are ignored, not treated as failures: the ID must be in flight on
       // this very socket. The source is checked here too: the kernel's check holds only on a
       // connected socket.
-      if (x !== undefined && x.source === this && rinfo.port === port && rinfo.address === host && isOurReply(msg, id, x.sent, x.qend)) owner.settle(x, undefined, msg);
+      if (x !== undefined && rinfo.port === port && rinfo.address === host && isOurReply(msg, id, x.sent, x.qend)) owner.settle(x, undefined, msg);
     });
   }
 
   /** One of its exchanges has settled: its ID leaves the pool's table. */
   release(id: number): void {
-    this.pool.pending.delete(id);
+    this.pool.pending.delete(this.base + id);
     this.inflight--;
     this.closeIfIdle();
   }
@@ -131,6 +141,7 @@ class SourcePort {
     if (this.retired && !this.closed && this.inflight === 0) {
       this.closed = true;
       this.sock.close();
+      freeBases.push(this.base);
     }
   }
 }
@@ -154,10 +165,13 @@ class Pool {
   readonly slots: (SourcePort | undefined)[];
   readonly family: Family;
   /**
-   * Query ID → its exchange, for every socket of the pool: an ID is in flight on one socket at a time,
-   * and a reply must come on that socket. One table instead of one per socket: with 1,024 sockets a
-   * table per socket was cold in the CPU's caches at every send and reply (issue 22, bench/RESULTS.md
-   * "A bare relay with the same pool"). Not a Map: see stableTable.ts.
+   * The exchanges in flight on every socket of the pool, by socket and query ID (`SourcePort.base +
+   * id`): a reply counts only on the socket its query left from. One table instead of one per socket:
+   * with 1,024 sockets a table per socket was cold in the CPU's caches at every send and reply (issue
+   * 22, bench/RESULTS.md "A bare relay with the same pool"). IDs are distinct per socket, as before, so
+   * no number of queries in flight (upstreams.maxInflight goes to 100,000) can use them all up: a
+   * socket carries at most sourcePortReuse (≤ 10,000) queries, far fewer than its 65,536 IDs. Not a Map:
+   * see stableTable.ts; the low 16 bits of a key are the random ID, so idHash still spreads them.
    */
   readonly pending = new StableTable<number, Exchange>(idHash, 256);
 
@@ -230,10 +244,10 @@ export class UdpUpstream {
   exchange(host: string, port: number, query: Buffer, qend: number, timeoutMs: number): Promise<Buffer> {
     const pool = this.pool(host, port);
     const source = this.pick(pool);
-    // A fresh, unpredictable ID (RFC 5452 §9.2), distinct from the others in flight to this upstream.
+    // A fresh, unpredictable ID (RFC 5452 §9.2), distinct from the others in flight on this socket.
     const pending = pool.pending;
     let id = randomId();
-    while (pending.has(id)) id = randomId();
+    while (pending.has(source.base + id)) id = randomId();
     const out = Buffer.from(query);
     out.writeUInt16BE(id, 0);
     const x = this.spare.pop() ?? new Exchange(this);
@@ -248,7 +262,7 @@ export class UdpUpstream {
     x.resends = 0;
     const reply = new Later<Buffer>();
     x.reply = reply;
-    pending.set(id, x);
+    pending.set(source.base + id, x);
     source.inflight++;
     this.deadlines.add(x);
     try {
