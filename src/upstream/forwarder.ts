@@ -246,9 +246,13 @@ export class Forwarder {
       if ((reply[2]! & 0x02) !== 0) {
         // RFC 7766 §5: a truncated UDP answer is retried over TCP, as in attempt().
         u.stats.outcomes.truncated++;
-        return this.tcp(u)
-          .exchange(wire, q.qend, Math.max(1, deadline - performance.now()))
-          .then((tcpReply) => this.accepted(q, u, tcpReply, started, to), failed);
+        let retried: Promise<Buffer>;
+        try {
+          retried = this.tcp(u).exchange(wire, q.qend, Math.max(1, deadline - performance.now()));
+        } catch (e) {
+          return failed(e); // never leave the exchange counted in flight
+        }
+        return retried.then((tcpReply) => this.accepted(q, u, tcpReply, started, to), failed);
       }
       return this.accepted(q, u, reply, started, to);
     }, failed);
