@@ -63,7 +63,7 @@ state: { dir: $WORK/state-$name }
 EOF
   # bin/sinkhole's runtime and default V8 flags, but each build's own dist/cli.js, so builds differ only there.
   node=$ROOT/node_modules/node/bin/node; [ -x "$node" ] || node=node
-  taskset -c 1 "$node" ${SINKHOLE_NODE_FLAGS---max-semi-space-size=8 --no-parallel-scavenge} "$dir/dist/cli.js" serve --config "$WORK/$name.yaml" > "$WORK/$name.log" 2>&1 &
+  taskset -c 1 "$node" ${SINKHOLE_NODE_FLAGS---max-semi-space-size=8} "$dir/dist/cli.js" serve --config "$WORK/$name.yaml" > "$WORK/$name.log" 2>&1 &
   PID[$name]=$!; PIDS+=("$!"); PORT[$name]=$port
   port=$((port + 1))
 done

@@ -43,7 +43,7 @@ if [ "${RPZ:-0}" = 1 ]; then
   sed -i "s|^blocking: .*|blocking: { rpz: [{ name: bench, file: $WORK/bench.zone }], enforce: [bench] }|" "$WORK/sinkhole.yaml"
 fi
 cd "$OUT"
-SINKHOLE_NODE_FLAGS="${SINKHOLE_NODE_FLAGS---max-semi-space-size=8 --no-parallel-scavenge} --cpu-prof --cpu-prof-dir=$OUT --trace-gc" \
+SINKHOLE_NODE_FLAGS="${SINKHOLE_NODE_FLAGS---max-semi-space-size=8} --cpu-prof --cpu-prof-dir=$OUT --trace-gc" \
   taskset -c 1 "$ROOT/bin/sinkhole" serve --config "$WORK/sinkhole.yaml" > "$OUT/sinkhole.log" 2>&1 &
 SH_PID=$!
 for _ in $(seq 1 100); do dig +time=1 +tries=1 -p "$SH_PORT" @127.0.0.1 c0.example.test A 2>/dev/null | grep -q NOERROR && break; sleep 0.2; done
