@@ -36,17 +36,7 @@ export class Later<T> implements Promise<T> {
   private onFulfilled: Reaction | undefined = undefined;
   private onRejected: Reaction | undefined = undefined;
 
-  /** A Later that settles as a Promise does (one reaction on it, however many readers the Later gets). */
-  static from<T>(promise: PromiseLike<T>): Later<T> {
-    const later = new Later<T>();
-    promise.then(
-      (v) => later.resolve(v),
-      (e: unknown) => later.reject(e),
-    );
-    return later;
-  }
-
-  /** `value` as a Later: itself if it is one, else one that settles as it does. */
+  /** `value` as a Later: itself if it is one, else one that settles as it does (a Promise is waited for). */
   static of<T>(value: T | PromiseLike<T>): Later<T> {
     if (value instanceof Later) return value as Later<T>;
     const later = new Later<T>();

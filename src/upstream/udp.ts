@@ -66,7 +66,7 @@ class Exchange implements Expiring {
 
   expire(): void {
     const s = this.source!;
-    this.owner.settle(this, new UpstreamError('timeout', `no reply from ${s.host}:${s.port} in ${this.timeoutMs}ms`));
+    this.owner.settle(this, new UpstreamError('timeout', `no reply from ${s.pool.host}:${s.pool.port} in ${this.timeoutMs}ms`));
   }
 }
 
@@ -96,16 +96,12 @@ class SourcePort {
   readonly connected: boolean;
   private closed = false;
 
-  readonly host: string;
-  readonly port: number;
-
   constructor(
     owner: UdpUpstream,
-    private readonly pool: Pool,
+    /** The upstream address it is connected to, and the table its exchanges are in. */
+    readonly pool: Pool,
   ) {
     const { host, port, pending } = pool;
-    this.host = host;
-    this.port = port;
     this.sock = dgram.createSocket({ type: pool.family, lookup: literalLookup });
     this.connected = connect(this.sock, host, port);
     this.sock.on('error', (e: Error & { code?: string }) => {
@@ -296,7 +292,7 @@ export class UdpUpstream {
       }
     }
     // Settling now recycles it (the callback has come); if it settled before, it was left for here.
-    if (s !== undefined && e) this.settle(x, sendError(e, `${s.host}:${s.port}`));
+    if (s !== undefined && e) this.settle(x, sendError(e, `${s.pool.host}:${s.pool.port}`));
     else if (x.settled) this.recycle(x);
   }
 

@@ -387,7 +387,7 @@ t.test('Later settles every chain as a Promise would, but at once', async (t) =>
   l.then((v) => seen.push(v)).then(() => seen.push(2));
   l.resolve(1);
   t.same(seen, [1, 2], 'the whole chain ran inside resolve()');
-  const from = Later.from(Promise.resolve('from a promise'));
-  t.equal(await from, 'from a promise', 'Later.from settles as its promise does');
+  const from = Later.of(Promise.resolve('from a promise'));
+  t.equal(await from, 'from a promise', 'Later.of a promise settles as it does');
   t.equal(Object.prototype.toString.call(l), '[object Later]');
 });
