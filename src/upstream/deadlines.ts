@@ -8,6 +8,15 @@
 // so under load the timer fires about once per timeout period, finds the
 // earliest live deadline in one pass over the few hundred exchanges in
 // flight, and is armed again: no timer work per query at all.
+//
+// When the list empties the timer is not cleared, only unref'd: at a moderate
+// rate (10k QPS with a fast upstream) one or two exchanges are in flight and
+// the list empties between most queries. Clearing it there, and arming a new
+// one on the next add, brought back a setTimeout and a clearTimeout per query,
+// with Node's timer lists and priority queue built and torn down each time,
+// and their code re-optimised whenever the load changed, on the query thread's
+// core (issue 22's p99 at 10k, bench/RESULTS.md). A timer left armed fires
+// once for nothing after the last exchange, and is not armed again.
 import { performance } from 'node:perf_hooks';
 
 /** Something with a deadline (performance.now() ms) that the list expires once. */
@@ -24,6 +33,8 @@ export class Deadlines<T extends Expiring> {
   private timer: NodeJS.Timeout | undefined;
   /** The deadline the timer is armed for; Infinity when it is not armed. */
   private armedFor = Infinity;
+  /** Whether the armed timer holds the process open: only while something is in the list. */
+  private held = false;
   private readonly onTimer = (): void => this.check();
 
   get size(): number {
@@ -34,6 +45,7 @@ export class Deadlines<T extends Expiring> {
     x.slot = this.items.length;
     this.items.push(x);
     if (x.deadline < this.armedFor) this.arm(x.deadline);
+    else if (!this.held) this.hold(true);
   }
 
   /** Takes `x` out of the list, if it is in it (settled before its deadline). */
@@ -46,23 +58,27 @@ export class Deadlines<T extends Expiring> {
       last.slot = i;
     }
     x.slot = -1;
-    // Idle: no timer left behind to keep the process alive or to fire for nothing.
-    if (this.items.length === 0 && this.timer !== undefined) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-      this.armedFor = Infinity;
-    }
+    // Idle: the timer stays armed (see the top of this file) but no longer keeps the process alive.
+    if (this.items.length === 0 && this.held) this.hold(false);
   }
 
   private arm(at: number): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.armedFor = at;
     this.timer = setTimeout(this.onTimer, Math.max(1, Math.ceil(at - performance.now())));
+    this.held = true;
+  }
+
+  private hold(on: boolean): void {
+    this.held = on;
+    if (on) this.timer!.ref();
+    else this.timer!.unref();
   }
 
   private check(): void {
     this.timer = undefined;
     this.armedFor = Infinity;
+    this.held = false;
     const now = performance.now();
     let expired: T[] | undefined;
     let next = Infinity;

@@ -137,6 +137,52 @@ t.test('one timer for every deadline: exchanges time out in deadline order, what
   t.equal(udp.inflight, 0);
 });
 
+t.test('an idle list leaves its timer armed but unref\'d: it holds the process open only while something is in flight, and a later exchange still times out on time', async (t) => {
+  const up = await manualUpstream(t);
+  const udp = new UdpUpstream({ ports: 1, maxUses: 100 });
+  t.teardown(() => udp.close());
+  // Ref'd timers are what keep the event loop (and so the process) alive.
+  const refdTimers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const before = refdTimers();
+  const q1 = buildQuery('first.example.test', T.A);
+  const first = udp.exchange('127.0.0.1', up.port, q1, q1.length, 100);
+  t.equal(refdTimers(), before + 1, 'in flight: the deadline timer holds the process open');
+  const [sent, from] = await up.next();
+  up.sock.send(answerTo(sent, [192, 0, 2, 1]), from.port, from.address);
+  await first;
+  t.equal(udp.inflight, 0);
+  t.equal(refdTimers(), before, 'idle: the timer left armed no longer holds the process open');
+  // Its timer is still armed for the first deadline, earlier than this one's: it must fire, then re-arm.
+  const started = performance.now();
+  const q2 = buildQuery('second.example.test', T.A);
+  const second = udp.exchange('127.0.0.1', up.port, q2, q2.length, 300);
+  t.equal(refdTimers(), before + 1, 'in flight again: held again');
+  await t.rejects(second, { name: 'UpstreamError', outcome: 'timeout' });
+  t.ok(performance.now() - started >= 295, 'not before its own 300 ms');
+  t.equal(udp.inflight, 0);
+  t.equal(refdTimers(), before, 'nothing armed holds the process open after the timeout');
+
+  // One at a time, as at a moderate rate: the list empties between queries, and no query arms a timer of its own.
+  const realSetTimeout = globalThis.setTimeout;
+  let armed = 0;
+  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+    armed++;
+    return realSetTimeout(...args);
+  }) as typeof setTimeout;
+  try {
+    for (let i = 0; i < 20; i++) {
+      const q = buildQuery(`one${i}.example.test`, T.A);
+      const reply = udp.exchange('127.0.0.1', up.port, q, q.length, 2000);
+      const [sent, from] = await up.next();
+      up.sock.send(answerTo(sent, [192, 0, 2, 3]), from.port, from.address);
+      await reply;
+    }
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+  t.equal(armed, 1, '20 exchanges one after another armed the deadline timer once');
+});
+
 t.test('records are reused: many exchanges in a row each get their own reply', async (t) => {
   const up = await FakeUpstream.start();
   t.teardown(() => up.close());
