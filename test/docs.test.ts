@@ -4,10 +4,11 @@
 // and hickory-dns test their documented examples the same way).
 import t from 'tap';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { buildGeneration } from '../src/policy/generation.js';
+import { skipUnless } from './helpers/requires.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
@@ -115,6 +116,35 @@ t.test('installing it as a command, as the README says: the package carries the 
   t.equal(r.status, 0, `runs through the link: ${r.stderr}`);
   t.match(r.stdout, /^sinkhole \d+\.\d+\.\d+/);
 });
+
+t.test('the launcher passes its V8 flags, and --no-parallel-scavenge only when confined to one CPU; SINKHOLE_NODE_FLAGS replaces them all', async (t) => {
+  // A stand-in runtime that prints what it was given instead of running it.
+  const dir = mkdtempSync(join(tmpdir(), 'sinkhole-launcher-'));
+  const echo = join(dir, 'node');
+  writeFileSync(echo, '#!/bin/sh\necho "$@"\n', { mode: 0o755 });
+  const launch = (t: { equal: (a: unknown, b: unknown, m: string) => unknown }, env: Record<string, string>, pin?: string): string => {
+    const argv = pin === undefined ? [join(ROOT, 'bin', 'sinkhole'), 'serve'] : ['taskset', '-c', pin, join(ROOT, 'bin', 'sinkhole'), 'serve'];
+    const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', env: { ...process.env, SINKHOLE_NODE: echo, ...env } });
+    t.equal(r.status, 0, `${argv.join(' ')}: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  const cli = join(ROOT, 'dist', 'cli.js');
+  const allCpus = availableParallelism() > 1 ? '--max-semi-space-size=8' : '--max-semi-space-size=8 --no-parallel-scavenge';
+  t.equal(launch(t, {}), `${allCpus} ${cli} serve`, 'on every CPU it may use: V8\'s parallel scavenge stays, unless there is only one');
+  t.equal(launch(t, { SINKHOLE_NODE_FLAGS: '--max-old-space-size=160' }), `--max-old-space-size=160 ${cli} serve`, 'flags of its own replace the defaults');
+  t.test('pinned to one CPU with taskset', { skip: skipUnless({ taskset: 'util-linux' }) }, async (t) => {
+    const cpu = String(sched(process.pid));
+    t.equal(launch(t, {}, cpu), `--max-semi-space-size=8 --no-parallel-scavenge ${cli} serve`, 'one CPU: one scavenger');
+    t.equal(launch(t, { OMP_NUM_THREADS: '4' }, cpu), `--max-semi-space-size=8 --no-parallel-scavenge ${cli} serve`, 'OMP_NUM_THREADS does not change what the affinity says');
+    t.equal(launch(t, { SINKHOLE_NODE_FLAGS: '' }, cpu), `${cli} serve`, 'SINKHOLE_NODE_FLAGS="" means none, whatever the CPUs');
+  });
+});
+
+/** A CPU this process may run on (the first of its affinity mask), for taskset. */
+function sched(pid: number): number {
+  const allowed = /Cpus_allowed_list:\s*(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(allowed?.[1] ?? 0);
+}
 
 /** Each line outside fenced code blocks, for headings and links (a `# comment` in a code block is neither). */
 function prose(text: string): string[] {
