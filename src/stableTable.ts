@@ -21,8 +21,13 @@
 // linear probing, load at most 1/2, deletion by backward shift (no tombstones), as cache/keyIndex.ts.
 // Keys a client chooses must come with a seeded hash (cache/keyIndex.ts hashKey), so that no one can
 // line them up into one long probe run; the tables here hold at most the exchanges in flight.
+// A key is compared with ===, or also with `equal` when two keys are equal without being the same value
+// (the cache stage keys its table by the query, whose question is what must match).
 
-export class StableTable<K extends string | number, V> {
+/** No two distinct values are equal: === alone decides. */
+const onlyIdentical = (): boolean => false;
+
+export class StableTable<K, V> {
   private keys: (K | undefined)[];
   private vals: (V | undefined)[];
   private hashes: Uint32Array;
@@ -34,6 +39,8 @@ export class StableTable<K extends string | number, V> {
     private readonly hash: (key: K) => number,
     /** Slots to start with (twice the entries expected at once); doubled whenever the table is half full. */
     slots = 16,
+    /** Whether two keys that are not === are the same key; only asked when their hashes match. */
+    private readonly equal: (a: K, b: K) => boolean = onlyIdentical,
   ) {
     let cap = 2;
     while (cap < slots) cap <<= 1;
@@ -47,18 +54,20 @@ export class StableTable<K extends string | number, V> {
     return this.count;
   }
 
-  get(key: K): V | undefined {
-    const i = this.slotOf(key, this.hash(key) >>> 0);
+  // `h` in each of these: the key's hash, when the caller has it already (it must be this.hash(key)).
+
+  get(key: K, h = this.hash(key)): V | undefined {
+    const i = this.slotOf(key, h >>> 0);
     return i < 0 ? undefined : this.vals[i];
   }
 
-  has(key: K): boolean {
-    return this.slotOf(key, this.hash(key) >>> 0) >= 0;
+  has(key: K, h = this.hash(key)): boolean {
+    return this.slotOf(key, h >>> 0) >= 0;
   }
 
   /** Adds `key`, or replaces its value. */
-  set(key: K, value: V): void {
-    const h = this.hash(key) >>> 0;
+  set(key: K, value: V, hash = this.hash(key)): void {
+    const h = hash >>> 0;
     const found = this.slotOf(key, h);
     if (found >= 0) {
       this.vals[found] = value;
@@ -73,8 +82,8 @@ export class StableTable<K extends string | number, V> {
     this.count++;
   }
 
-  delete(key: K): boolean {
-    let hole = this.slotOf(key, this.hash(key) >>> 0);
+  delete(key: K, h = this.hash(key)): boolean {
+    let hole = this.slotOf(key, h >>> 0);
     if (hole < 0) return false;
     this.count--;
     // Backward shift: each later entry of the run that may sit in the hole moves into it, so a
@@ -113,7 +122,7 @@ export class StableTable<K extends string | number, V> {
     for (let i = h & mask; ; i = (i + 1) & mask) {
       const k = keys[i];
       if (k === undefined) return -1;
-      if (hashes[i] === h && k === key) return i;
+      if (hashes[i] === h && (k === key || this.equal(k, key))) return i;
     }
   }
 

@@ -97,9 +97,9 @@ export class KeyIndex<K = string> {
     }
   }
 
-  /** The value for `key` without changing its place in the LRU order; -1 when absent. */
-  peek(key: K): number {
-    const e = this.find(key, this.hashOf(key));
+  /** The value for `key` without changing its place in the LRU order; -1 when absent. `h`: its hash, when the caller has it already. */
+  peek(key: K, h = this.hashOf(key)): number {
+    const e = this.find(key, h);
     return e === NONE ? NONE : this.value[e]!;
   }
 
@@ -113,8 +113,7 @@ export class KeyIndex<K = string> {
   }
 
   /** Stores `value` for `key`, in front; the value it replaces, or the least recent entry past `max`, is disposed of. */
-  set(key: K, value: number): void {
-    const h = this.hashOf(key);
+  set(key: K, value: number, h = this.hashOf(key)): void {
     let e = this.find(key, h);
     if (e !== NONE) {
       const old = this.value[e]!;

@@ -68,9 +68,17 @@ function keyWord(q: Query): number {
 function keyFlags(q: Query): number {
   return (q.edns ? 1 : 0) | (q.dnssecOk ? 2 : 0) | (q.cd ? 4 : 0) | (q.rd ? 8 : 0);
 }
-/** FNV-1a over cacheKey(q)'s bytes (the value of hashKey(cacheKey(q))), without making the string. */
-function hashQuestion(q: Query): number {
+/**
+ * FNV-1a over cacheKey(q)'s bytes (the value of hashKey(cacheKey(q))), without making the string. The
+ * cache stage takes it once per query, for this cache's lookup, its insert and the table of misses in flight.
+ */
+export function hashQuestion(q: Query): number {
   return hashNameKey(q.qname, keyWord(q), keyFlags(q));
+}
+
+/** Whether two queries have the same cache key (cacheKey(a) === cacheKey(b)), without making either string. */
+export function sameQuestion(a: Query, b: Query): boolean {
+  return a.qname === b.qname && keyWord(a) === keyWord(b) && keyFlags(a) === keyFlags(b);
 }
 
 /** A name is at most 255 octets as text with escapes (query.ts readQuestionName: 2 characters per escaped byte). */
@@ -135,11 +143,11 @@ export class ReplyCache {
     return this.slab.bytes;
   }
 
-  /** The answer to `q` (its key: cacheKey), fresh, for this client. */
-  get(q: Query): CacheHit | undefined {
+  /** The answer to `q` (its key: cacheKey; `h`: hashQuestion(q)), fresh, for this client. */
+  get(q: Query, h = hashQuestion(q)): CacheHit | undefined {
     const lru = this.lru;
     // peek: no LRU bookkeeping on most hits; the entry is moved to the front at most once a second.
-    const id = lru ? lru.peek(q) : -1;
+    const id = lru ? lru.peek(q, h) : -1;
     if (id === -1) return undefined;
     const c = this.slab.classOf(id);
     const i = Slab.index(id);
@@ -199,8 +207,8 @@ export class ReplyCache {
     return wire;
   }
 
-  /** Stores a reply to `q` if it may be cached; returns the TTL used, or 0 when it was not stored. */
-  set(q: Query, reply: Buffer, scan: ScannedReply): number {
+  /** Stores a reply to `q` (`h`: hashQuestion(q)) if it may be cached; returns the TTL used, or 0 when it was not stored. */
+  set(q: Query, reply: Buffer, scan: ScannedReply, h = hashQuestion(q)): number {
     if (!this.lru || scan.truncated) return 0;
     const { minTtl, maxTtl, maxNegativeTtl } = this.limits;
     let ttl: number;
@@ -244,7 +252,7 @@ export class ReplyCache {
     c.expiresAt[i] = now + ttl * (1000 / TICK_MS);
     c.touchedAt[i] = now;
     // set() of a key already there disposes of its old slot (KeyIndex's dispose).
-    this.lru.set(q, id);
+    this.lru.set(q, id, h);
     if (scan.targets.length) this.targets.set(id, scan.targets);
     return ttl;
   }

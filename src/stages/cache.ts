@@ -15,8 +15,7 @@
 //   stale answer; the exchange goes on and refreshes the cache if it succeeds
 //   (RFC 8767 §5 "client response timer", the "verify" behaviour).
 import { LRUCache } from 'lru-cache';
-import { cacheKey, copyForClient, type CacheHit, type ReplyCache } from '../cache/replyCache.js';
-import { hashKey } from '../cache/keyIndex.js';
+import { cacheKey, copyForClient, hashQuestion, sameQuestion, type CacheHit, type ReplyCache } from '../cache/replyCache.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config/config.js';
 import { RCODE } from '../dns/constants.js';
@@ -39,9 +38,13 @@ const STALE_EDE: Ede = { infoCode: EDE_STALE_ANSWER, text: '' };
 
 export class CacheStage implements Stage {
   readonly name = 'cache';
-  /** Identical queries in flight share one upstream exchange (coalescing). Not a Map: see stableTable.ts. */
-  private readonly inflight = new StableTable<string, Promise<Outcome>>(hashKey, 1024);
-  /** Cache key → when its upstreams last all failed (clock ms). */
+  /**
+   * Identical queries in flight share one upstream exchange (coalescing). Not a Map: see stableTable.ts.
+   * Keyed by the query that started the exchange, compared by question (sameQuestion): a miss makes no
+   * key string, and its question is hashed once, for the cache's lookup and insert and this table.
+   */
+  private readonly inflight = new StableTable<Query, Promise<Outcome>>(hashQuestion, 1024, sameQuestion);
+  /** Cache key → when its upstreams last all failed (clock ms). Rarely non-empty: only then is a key string made. */
   private readonly failures = new LRUCache<string, number>({ max: MAX_FAILURES });
   private prefetching = 0;
 
@@ -54,19 +57,19 @@ export class CacheStage implements Stage {
 
   handle(q: Query, next: Handler): Outcome | Promise<Outcome> {
     const cache = this.cache();
-    // A hit needs no key string (the reply cache hashes the query itself); the tables of misses below do.
-    const hit = cache.get(q);
+    // No key string: the reply cache and the table of misses in flight take the query and this hash.
+    const h = hashQuestion(q);
+    const hit = cache.get(q, h);
     if (hit) {
       this.stats.cacheHits++;
-      if (hit.refreshDue) this.prefetch(cacheKey(q), q, next, cache);
+      if (hit.refreshDue) this.prefetch(q, h, next, cache);
       return { wire: hit.wire, result: 'cached', targets: hit.targets };
     }
     this.stats.cacheMisses++;
-    const key = cacheKey(q);
     const settings = this.config().cache;
     const stale = settings.serveStale.enabled ? cache.getStale(q, settings.serveStale.answerTtl) : undefined;
     if (this.failures.size) {
-      const failedAt = this.failures.get(key);
+      const failedAt = this.failures.get(cacheKey(q));
       if (failedAt !== undefined) {
         const age = this.clock.now() - failedAt;
         if (stale && age < FAILURE_RECHECK_MS) return this.serveStale(q, stale);
@@ -76,35 +79,35 @@ export class CacheStage implements Stage {
         }
       }
     }
-    const pending = this.inflight.get(key);
-    const upstream = pending ? pending.then((o) => forClient(q, o)) : this.fetch(key, q, next, cache);
+    const pending = this.inflight.get(q, h);
+    const upstream = pending ? pending.then((o) => forClient(q, o)) : this.fetch(q, h, next, cache);
     return stale ? this.raceStale(q, upstream, stale, settings.serveStale.clientTimeoutMs) : upstream;
   }
 
   /**
-   * One upstream exchange for `key`, shared by every query for it until it settles; it updates the
+   * One upstream exchange for `q`'s question (`h`: its hash), shared by every query for it until it settles; it updates the
    * cache and the failure memory. A Later (later.ts): the stages above react to it in the call that
    * settles it, not one microtask each.
    */
-  private fetch(key: string, q: Query, next: Handler, cache: ReplyCache): Later<Outcome> {
+  private fetch(q: Query, h: number, next: Handler, cache: ReplyCache): Later<Outcome> {
     const p = Later.of(next(q)).then(
       (o) => {
-        this.inflight.delete(key);
+        this.inflight.delete(q, h);
         if (o.scan) {
-          cache.set(q, o.wire, o.scan);
-          if (this.failures.size) this.failures.delete(key);
+          cache.set(q, o.wire, o.scan, h);
+          if (this.failures.size) this.failures.delete(cacheKey(q));
         } else if (o.result === 'servfail' && !o.local) {
           // Only the upstreams' failure is remembered: one the query caused itself is its own.
-          this.failures.set(key, this.clock.now());
+          this.failures.set(cacheKey(q), this.clock.now());
         }
         return o;
       },
       (e: unknown) => {
-        this.inflight.delete(key);
+        this.inflight.delete(q, h);
         throw e;
       },
     );
-    this.inflight.set(key, p);
+    this.inflight.set(q, p, h);
     return p;
   }
 
@@ -141,11 +144,11 @@ export class CacheStage implements Stage {
    * recheck interval, or when a tenth of upstreams.maxInflight is already
    * prefetching: background work never crowds out clients' own misses.
    */
-  private prefetch(key: string, q: Query, next: Handler, cache: ReplyCache): void {
+  private prefetch(q: Query, h: number, next: Handler, cache: ReplyCache): void {
     const config = this.config();
-    if (!config.cache.prefetch || this.inflight.has(key)) return;
+    if (!config.cache.prefetch || this.inflight.has(q, h)) return;
     if (this.failures.size) {
-      const failedAt = this.failures.get(key);
+      const failedAt = this.failures.get(cacheKey(q));
       if (failedAt !== undefined && this.clock.now() - failedAt < FAILURE_RECHECK_MS) return;
     }
     if (this.prefetching >= Math.max(1, Math.floor(config.upstreams.maxInflight / PREFETCH_SHARE))) {
@@ -154,7 +157,7 @@ export class CacheStage implements Stage {
     }
     this.prefetching++;
     this.stats.prefetches.started++;
-    this.fetch(key, q, next, cache).then(
+    this.fetch(q, h, next, cache).then(
       () => this.prefetching--,
       () => this.prefetching--,
     );

@@ -137,6 +137,22 @@ t.test('coalescing: identical queries in flight share one upstream exchange', as
   t.equal(up.count('slow.example.test'), 1, 'five clients, one upstream query');
   t.same(replies.map((r) => decode(r).header.id), ids, 'each client gets its own ID back');
   t.ok(replies.every((r) => decode(r).answers[0]?.address === '192.0.2.10'), 'each gets the answer');
+
+  // Shared by question (name, type, class and the flags in the cache key), not by the bytes a client sent.
+  up.on('slower.example.test', { delayMs: 150 });
+  const asked = [
+    buildQuery('slower.example.test', T.A, { id: 1 }),
+    buildQuery('SLOWER.Example.test', T.A, { id: 2 }), // 0x20 case (RFC 4343): the same question
+    buildQuery('slower.example.test', T.AAAA, { id: 3 }), // another type
+    buildQuery('slower.example.test', T.A, { id: 4, rd: false }), // another RD flag (part of the key)
+    buildQuery('slower.example.test', T.A, { id: 5 }),
+  ];
+  const got = (await Promise.all(asked.map((q) => udpExchange(h.port, q)))).map(decode);
+  const sent = up.seen.filter((s) => s.name === 'slower.example.test');
+  t.equal(sent.length, 3, 'three questions, three upstream queries: ids 1, 2 and 5 shared one');
+  t.same(sent.map((s) => s.type).sort(), [T.A, T.A, T.AAAA].sort());
+  t.same(got.map((d) => d.header.id), [1, 2, 3, 4, 5], 'each client gets its own ID back');
+  t.equal(got[1]!.questions[0]!.name, 'SLOWER.Example.test', 'and its question as it wrote it');
 });
 
 

@@ -172,3 +172,20 @@ t.test('ReplyCache: the least recently used entry leaves first, and a hit keeps 
   t.notOk(has('a.example.test'));
   t.end();
 });
+
+t.test('StableTable with an equality: distinct keys that are equal find one entry, and a shared hash alone never matches', (t) => {
+  type Key = { name: string };
+  // One hash for every key: every lookup walks one run, and only `equal` tells the keys apart.
+  const table = new StableTable<Key, number>(() => 7, 4, (a, b) => a.name === b.name);
+  const names = Array.from({ length: 20 }, (_, i) => `k${i}`);
+  names.forEach((name, i) => table.set({ name }, i));
+  t.equal(table.size, 20);
+  t.same(names.map((name) => table.get({ name })), names.map((_, i) => i), 'found by a fresh, equal key');
+  t.equal(table.get({ name: 'k20' }), undefined, 'same hash, not equal: absent');
+  table.set({ name: 'k3' }, 99);
+  t.equal(table.size, 20, 'an equal key replaces, it does not add');
+  t.ok(table.delete({ name: 'k0' }), 'deleted by an equal key');
+  t.same(names.slice(1).map((name) => table.get({ name })), [1, 2, 99, ...names.slice(4).map((_, i) => i + 4)], 'the rest shifted back and found');
+  t.end();
+});
+
