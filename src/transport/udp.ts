@@ -13,6 +13,9 @@ import { isPromise, type Handler, type Outcome } from '../pipeline/types.js';
 import type { Endpoint } from '../config/config.js';
 import type { Logger } from '../log.js';
 
+/** How long close() waits for replies still queued in libuv (a full send buffer) before it closes anyway. */
+const SEND_QUEUE_WAIT_MS = 2000;
+
 export class UdpListener {
   private sock: dgram.Socket | undefined;
   private closing = false;
@@ -54,10 +57,7 @@ export class UdpListener {
       if (isPromise(r)) {
         this.inflight++;
         const query = q;
-        const settled = (): void => {
-          if (--this.inflight === 0) this.drained?.();
-        };
-        r.then((o) => this.send(query, o, rinfo, settled), settled);
+        r.then((o) => this.answered(query, o, rinfo), this.lost);
       } else {
         this.send(q, r, rinfo);
       }
@@ -67,17 +67,33 @@ export class UdpListener {
     }
   }
 
-  private send(q: Query, o: Outcome, rinfo: dgram.RemoteInfo, sent?: () => void): void {
-    if (o.wire.length === 0) return sent?.(); // NO_REPLY: a rate-limited query dropped (clients.rateLimit.slip)
+  /** An answer that was not ready at once (a cache miss): sent, and no longer in flight. */
+  private answered(q: Query, o: Outcome, rinfo: dgram.RemoteInfo): void {
+    this.send(q, o, rinfo);
+    if (--this.inflight === 0) this.drained?.();
+  }
+
+  /** The pipeline failed without an outcome (its recover stage answers its own errors, so this is a guard): no reply. */
+  private readonly lost = (): void => {
+    if (--this.inflight === 0) this.drained?.();
+  };
+
+  /**
+   * No send callback: node:dgram answers each one with a process.nextTick even when the datagram left
+   * at once, a tick per cache miss for nothing (issue 22). What a callback would tell is not used (a
+   * reply that fails to leave is lost, as a dropped datagram is), and close() waits for libuv's send
+   * queue instead.
+   */
+  private send(q: Query, o: Outcome, rinfo: dgram.RemoteInfo): void {
+    if (o.wire.length === 0) return; // NO_REPLY: a rate-limited query dropped (clients.rateLimit.slip)
     const wire = o.wire.length > udpLimit(q) ? truncatedReply(q, o.wire) : o.wire;
     try {
-      if (this.sock) return this.sock.send(wire, rinfo.port, rinfo.address, sent);
+      this.sock?.send(wire, rinfo.port, rinfo.address);
     } catch (e) {
       // send() throws synchronously on a bad destination; on the async path that would be an
       // unhandled rejection, which ends a Node 20 process.
       this.log.warn('SH_UDP', 'reply not sent', { error: String(e) });
     }
-    sent?.();
   }
 
   /** Stops taking queries, sends the replies still in flight, then closes the socket. */
@@ -86,6 +102,12 @@ export class UdpListener {
     if (this.inflight > 0) await new Promise<void>((r) => (this.drained = r));
     const sock = this.sock;
     this.sock = undefined;
-    return new Promise((resolve) => (sock ? sock.close(() => resolve()) : resolve()));
+    if (!sock) return;
+    // A reply the kernel could not take at once (a full send buffer) waits in libuv's queue, and closing
+    // the socket would cancel it: wait until the queue is empty, for at most SEND_QUEUE_WAIT_MS.
+    for (const until = performance.now() + SEND_QUEUE_WAIT_MS; sock.getSendQueueCount() > 0 && performance.now() < until; ) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    return new Promise((resolve) => sock.close(() => resolve()));
   }
 }
