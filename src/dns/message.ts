@@ -16,7 +16,7 @@ export interface ScannedReply {
   /** RFC 2308 §5: min(SOA TTL, SOA MINIMUM) from the authority section; undefined without an SOA. */
   negativeTtl: number | undefined;
   /** CNAME/DNAME targets and HTTPS/SVCB TargetNames in the answer (lower-cased, no trailing dot). */
-  targets: string[];
+  targets: readonly string[];
   /** Offset of the OPT record (its root owner name), -1 without one. */
   opt: number;
 }
@@ -133,6 +133,11 @@ export function optionsFit(buf: Buffer, off: number, len: number): boolean {
   return off === end;
 }
 
+/** The targets of an answer that names none, shared (never written). */
+const NO_TARGETS: readonly string[] = Object.freeze([]);
+/** The least a resource record takes on the wire: the root name (1), type, class, TTL and RDLENGTH (10). */
+const MIN_RECORD_OCTETS = 11;
+
 /**
  * Checks a whole reply and reads what the cache and the blocklist need;
  * undefined when any part of it is malformed (the forwarder then treats it as
@@ -153,11 +158,21 @@ export function scanReply(buf: Buffer): ScannedReply | undefined {
     if (off < 0 || off + 4 > buf.length) return undefined;
     off += 4;
   }
+  const total = an + ns + ar;
+  // Sized for every record at once (OPT's slot is trimmed off at the end): an empty array grows its
+  // backing store to 17 slots on its first push, ~300 bytes of young garbage per cache miss (issue 22).
+  // Never for more records than the bytes left can hold (11 each, at least): the counts are the
+  // sender's word, and 3 x 65,535 of them in a short reply must not cost megabytes.
+  // Most answers name no target: they share one empty list.
+  const records = Math.min(total, Math.floor((buf.length - off) / MIN_RECORD_OCTETS));
+  const ttlOffsets = new Array<number>(records);
+  const ttls = new Array<number>(records);
+  let ttlCount = 0;
+  let targets: string[] | undefined;
   const out: ScannedReply = {
     rcode: buf[3]! & 0x0f, truncated: (buf[2]! & 0x02) !== 0, answers: an,
-    ttlOffsets: [], ttls: [], minAnswerTtl: undefined, negativeTtl: undefined, targets: [], opt: -1,
+    ttlOffsets, ttls, minAnswerTtl: undefined, negativeTtl: undefined, targets: NO_TARGETS, opt: -1,
   };
-  const total = an + ns + ar;
   for (let i = 0; i < total; i++) {
     const end = nameEnd(buf, off);
     if (end < 0 || end + 10 > buf.length) return undefined;
@@ -173,19 +188,19 @@ export function scanReply(buf: Buffer): ScannedReply | undefined {
       out.rcode |= buf[end + 4]! << 4;
     } else {
       if (!rdataNamesFit(buf, type, rdata, rdlen)) return undefined;
-      out.ttlOffsets.push(end + 4);
       // RFC 2181 §8: a TTL with the top bit set is treated as zero.
       const t = ttl > 0x7fffffff ? 0 : ttl;
-      out.ttls.push(t);
+      ttlOffsets[ttlCount] = end + 4;
+      ttls[ttlCount++] = t;
       if (i < an) {
         if (out.minAnswerTtl === undefined || t < out.minAnswerTtl) out.minAnswerTtl = t;
         if (type === TYPE.CNAME || type === DNAME) {
           const target = readName(buf, rdata)!;
-          if (target) out.targets.push(target);
+          if (target) (targets ??= []).push(target);
         } else if (type === TYPE.HTTPS || type === TYPE.SVCB) {
           // RFC 9460 §2.2: SvcPriority, then TargetName ("." means the owner name itself).
           const target = readName(buf, rdata + 2)!;
-          if (target) out.targets.push(target);
+          if (target) (targets ??= []).push(target);
         }
       } else if (i < an + ns && type === SOA) {
         const rname = nameEnd(buf, nameEnd(buf, rdata));
@@ -195,8 +210,12 @@ export function scanReply(buf: Buffer): ScannedReply | undefined {
     }
     off = rdata + rdlen;
   }
+  if (ttlCount < records) ttlOffsets.length = ttls.length = ttlCount;
+  if (targets) out.targets = targets;
   return out;
 }
+
+
 
 /** RFC 5452 §9.1: a reply is accepted only if its question is the one we asked (case-insensitively). */
 export function sameQuestion(reply: Buffer, query: Buffer, qend: number): boolean {

@@ -4,7 +4,8 @@
 import t from 'tap';
 import { FakeUpstream, T } from '../helpers/fakeUpstream.js';
 import { startSinkhole } from '../helpers/sinkhole.js';
-import { buildQuery, decode, optOf, rcodeOf, TcpClient, udpExchange } from '../helpers/dns.js';
+import { buildQuery, decode, encodeName, handReply, ipv4, optOf, ptr, rcodeOf, rr, TcpClient, udpExchange } from '../helpers/dns.js';
+import { scanReply } from '../../src/dns/message.js';
 import { FrameReader } from '../../src/dns/framing.js';
 import { decodeQuery } from '../../src/dns/query.js';
 import { withEde } from '../../src/dns/ede.js';
@@ -25,6 +26,29 @@ t.test('a dot inside a label is not a label boundary: no shared cache entry or v
   const fake = Buffer.concat([oneLabel.subarray(0, 12), Buffer.from([10]), Buffer.from('tiktok.com'), Buffer.from([0, 0, 1, 0, 1])]);
   t.not(rcodeOf(await udpExchange(h.port, fake)), 3, 'the one-label name "tiktok.com" is not sinkholed as the domain tiktok.com');
   t.equal(h.running.stats.blockedByList.get('tiktok') ?? 0, 0, 'nothing was counted as blocked');
+});
+
+t.test('scanReply: the TTL of every record but OPT, the answer\'s targets, and no trust in the section counts', (t) => {
+  const q = buildQuery('www.example.test', T.A);
+  const soa = Buffer.concat([encodeName('ns.example.test'), encodeName('h.example.test'), Buffer.alloc(16), Buffer.from([0, 0, 0, 30])]);
+  const opt = Buffer.from([0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]); // root owner, OPT, 1232, no options
+  const plain = scanReply(handReply(q, Buffer.concat([rr(ptr(12), T.A, 300, ipv4('192.0.2.1')), rr(ptr(12), 6, 600, soa), opt]), { an: 1, ns: 1, ar: 1 }))!;
+  t.same(plain.ttls, [300, 600], 'two TTLs: OPT\'s flags are not one');
+  t.equal(plain.ttlOffsets.length, 2);
+  t.equal(plain.minAnswerTtl, 300);
+  t.equal(plain.negativeTtl, 30, 'min(SOA TTL, SOA MINIMUM)');
+  t.ok(plain.opt > 0, 'OPT found');
+  t.same(plain.targets, [], 'no targets');
+  const named = scanReply(handReply(q, Buffer.concat([rr(ptr(12), T.CNAME, 60, encodeName('edge.example.test')), rr(encodeName('edge.example.test'), T.A, 20, ipv4('192.0.2.2'))]), { an: 2 }))!;
+  t.same(named.targets, ['edge.example.test'], 'a CNAME\'s target');
+  t.same(named.ttls, [60, 20]);
+  t.same(plain.targets, [], 'and the shared empty list stayed empty');
+  // A short reply whose header claims 3 x 65,535 records: malformed, and it must not cost megabytes to say so.
+  const liar = handReply(q, rr(ptr(12), T.A, 300, ipv4('192.0.2.1')), { an: 65535, ns: 65535, ar: 65535 });
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < 50; i++) t.equal(scanReply(liar), undefined);
+  t.ok(process.memoryUsage().heapUsed - before < 8 << 20, 'fifty of them took well under 8 MB of heap (sized by the counts: ~150 MB)');
+  t.end();
 });
 
 t.test('TCP framing: a read holding thousands of pipelined frames is framed in linear time', async (t) => {
