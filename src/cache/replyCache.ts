@@ -182,8 +182,8 @@ export class ReplyCache {
    * ago, for this client, with every TTL set to `ttl` seconds. Only upstream
    * answers are ever stored, so this can never return a SERVFAIL.
    */
-  getStale(q: Query, ttl: number): CacheHit | undefined {
-    const id = this.lru ? this.lru.peek(q) : -1;
+  getStale(q: Query, ttl: number, h = hashQuestion(q)): CacheHit | undefined {
+    const id = this.lru ? this.lru.peek(q, h) : -1;
     if (id === -1) return undefined;
     const c = this.slab.classOf(id);
     const i = Slab.index(id);

@@ -67,7 +67,7 @@ export class CacheStage implements Stage {
     }
     this.stats.cacheMisses++;
     const settings = this.config().cache;
-    const stale = settings.serveStale.enabled ? cache.getStale(q, settings.serveStale.answerTtl) : undefined;
+    const stale = settings.serveStale.enabled ? cache.getStale(q, settings.serveStale.answerTtl, h) : undefined;
     if (this.failures.size) {
       const failedAt = this.failures.get(cacheKey(q));
       if (failedAt !== undefined) {
