@@ -70,9 +70,12 @@ export class Deadlines<T extends Expiring> {
   }
 
   private hold(on: boolean): void {
+    const timer = this.timer;
+    // No timer armed (a deadline that is not a number is never armed): nothing to hold.
+    if (timer === undefined) return;
     this.held = on;
-    if (on) this.timer!.ref();
-    else this.timer!.unref();
+    if (on) timer.ref();
+    else timer.unref();
   }
 
   private check(): void {
