@@ -215,8 +215,6 @@ export function scanReply(buf: Buffer): ScannedReply | undefined {
   return out;
 }
 
-
-
 /** RFC 5452 §9.1: a reply is accepted only if its question is the one we asked (case-insensitively). */
 export function sameQuestion(reply: Buffer, query: Buffer, qend: number): boolean {
   if (reply.length < qend || reply.readUInt16BE(4) !== 1) return false;

@@ -90,8 +90,14 @@ export class CacheStage implements Stage {
    * settles it, not one microtask each.
    */
   private fetch(q: Query, h: number, next: Handler, cache: ReplyCache): Later<Outcome> {
+    // A Later that has settled already runs these reactions inside then(), before p exists: the
+    // exchange is then over before it could be registered, and must not be (it would answer every
+    // later query for the name with this outcome, for good). The forward stage settles at once when
+    // no socket can be had, or when a send fails synchronously (EPERM, a closed socket).
+    let over = false;
     const p = Later.of(next(q)).then(
       (o) => {
+        over = true;
         this.inflight.delete(q, h);
         if (o.scan) {
           cache.set(q, o.wire, o.scan, h);
@@ -103,11 +109,12 @@ export class CacheStage implements Stage {
         return o;
       },
       (e: unknown) => {
+        over = true;
         this.inflight.delete(q, h);
         throw e;
       },
     );
-    this.inflight.set(q, p, h);
+    if (!over) this.inflight.set(q, p, h);
     return p;
   }
 

@@ -10,6 +10,13 @@ import { decodeQuery } from '../../src/dns/query.js';
 import { cacheKey, ReplyCache } from '../../src/cache/replyCache.js';
 import { scanReply } from '../../src/dns/message.js';
 import { until } from '../helpers/wait.js';
+import { CacheStage } from '../../src/stages/cache.js';
+import { Stats } from '../../src/metrics/stats.js';
+import { defaultConfig } from '../../src/config/schema.js';
+import { Later } from '../../src/later.js';
+import { errorReply } from '../../src/dns/reply.js';
+import { RCODE } from '../../src/dns/constants.js';
+import type { Outcome } from '../../src/pipeline/types.js';
 
 t.test('cache: answers live off the V8 heap in reused slots, and keys never collide', async (t) => {
   const clock = new FakeClock();
@@ -125,6 +132,22 @@ t.test('cache: hits, TTL decay, expiry, negative caching and what is never cache
   await ask('fail.example.test');
   t.equal(up.count('fail.example.test'), 2, 'and asked again 5 s later');
   t.equal(h.running.stats.cacheHits, 2, 'hits counted');
+});
+
+t.test('a miss whose forward settles at once is not left behind as "in flight": the next query for the name goes upstream again', async (t) => {
+  const cache = new ReplyCache({ maxEntries: 100, minTtl: 0, maxTtl: 86400, maxNegativeTtl: 3600 });
+  const config = defaultConfig('/nonexistent/sinkhole.yaml');
+  const stage = new CacheStage(() => cache, new Stats(), () => config, { now: () => Date.now() });
+  const ask = (): Promise<Outcome> => Promise.resolve(stage.handle(decodeQuery(buildQuery('at-once.example.test', T.A), '127.0.0.1', 'udp', 0)!, next));
+  let forwarded = 0;
+  // What the forward stage returns when no socket can be had or a send fails synchronously: a Later settled already.
+  const next = (q: Parameters<typeof errorReply>[0]): Later<Outcome> => {
+    forwarded++;
+    return Later.of({ wire: errorReply(q, RCODE.SERVFAIL), result: 'servfail', local: true } as Outcome);
+  };
+  t.equal((await ask()).result, 'servfail');
+  t.equal((await ask()).result, 'servfail');
+  t.equal(forwarded, 2, 'each query was forwarded: the first one\'s settled exchange was not shared with the second');
 });
 
 t.test('coalescing: identical queries in flight share one upstream exchange', async (t) => {
