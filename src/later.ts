@@ -13,8 +13,9 @@
 // fails its own Later, a reaction that returns a Promise or a Later is waited for, and `catch` and
 // `finally` are `then` underneath. What differs:
 // - a reaction runs synchronously when the Later settles, or at once when `then` is called on a
-//   Later that has already settled (a Promise would queue it). The query path never relies on a
-//   reaction running later: it attaches every reaction before the exchange can answer;
+//   Later that has already settled (a Promise would queue it). Code that records something after
+//   calling `then` must allow for the reaction having run already: the forward stage settles at
+//   once when a send fails synchronously (stages/cache.ts fetch registers its exchange only if not);
 // - a failure no reaction reads is dropped, not reported as an unhandled rejection: the recover stage
 //   (stages/recover.ts) reads every failure of the chain;
 // - only Promises and Laters are waited for, not any object with a `then` (no lookup of `then` on
